@@ -1,0 +1,32 @@
+"""Shared fixtures: paths to reference data and tiny random checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vocos_core.testing import write_random_checkpoint
+
+DATA = Path(__file__).resolve().parent / "data"
+REFERENCE = DATA / "reference"
+# The 89 MB random EnCodec weights stay out of git; the shared reference folder sits beside the clone.
+SHARED_REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+SHARED_ENCODEC_WEIGHTS = SHARED_REFERENCE / "encodec_24khz-random.th"
+
+
+@pytest.fixture(scope="session")
+def mel_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_random_checkpoint(tmp_path_factory.mktemp("mel"), "mel", dim=32, num_layers=1)
+
+
+@pytest.fixture(scope="session")
+def encodec_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_random_checkpoint(tmp_path_factory.mktemp("encodec"), "encodec", dim=32, num_layers=1)
+
+
+@pytest.fixture(scope="session")
+def shared_encodec_weights() -> Path:
+    if not SHARED_ENCODEC_WEIGHTS.is_file():
+        pytest.skip(f"EnCodec reference weights not found at {SHARED_ENCODEC_WEIGHTS} (kept out of git)")
+    return SHARED_ENCODEC_WEIGHTS

@@ -1,0 +1,99 @@
+"""Bad input raises InputError with a message that says what was expected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from vocos_core import InputError, Vocos
+
+REFERENCE = Path(__file__).resolve().parents[1] / "data" / "reference"
+
+
+@pytest.fixture(scope="module")
+def mel() -> Vocos:
+    return Vocos.from_pretrained(REFERENCE / "vocos-mel-tiny")
+
+
+@pytest.fixture(scope="module")
+def enc() -> Vocos:
+    return Vocos.from_pretrained(REFERENCE / "vocos-encodec-tiny")
+
+
+@pytest.mark.parametrize(("features", "message"), [
+    (torch.randn(100, 10), r"expected shape \(B, 100, T\)"),
+    (torch.randn(1, 1, 100, 10), r"expected shape \(B, 100, T\)"),
+    (torch.randn(1, 80, 10), "expected 100 channels"),
+    (torch.randn(1, 100, 0), "empty input"),
+    (torch.randn(0, 100, 5), "empty input"),
+    (torch.full((1, 100, 5), float("nan")), "NaN or Inf"),
+    (torch.full((1, 100, 5), float("inf")), "NaN or Inf"),
+    (torch.ones(1, 100, 5, dtype=torch.long), "floating-point"),
+    ([[1.0]], "torch.Tensor"),
+])
+def test_decode_rejects_bad_features(mel: Vocos, features: object, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        mel.decode(features)  # type: ignore[arg-type]
+
+
+def test_decode_batch_rejects_bad_items(mel: Vocos) -> None:
+    with pytest.raises(InputError, match="at least one item"):
+        mel.decode_batch([])
+    with pytest.raises(InputError, match=r"features\[1\]: expected shape \(100, T\)"):
+        mel.decode_batch([torch.randn(100, 4), torch.randn(1, 100, 4)])
+    with pytest.raises(InputError, match=r"features\[0\].*NaN"):
+        mel.decode_batch([torch.full((100, 4), float("nan"))])
+
+
+@pytest.mark.parametrize(("audio", "message"), [
+    (torch.randn(1, 1, 1000), r"shape \(B, samples\)"),
+    (torch.randn(1, 10), "at least 513 samples"),
+    (torch.zeros(1, 0), "at least"),
+    (torch.full((1, 2000), float("nan")), "NaN or Inf"),
+    (torch.ones(1, 2000, dtype=torch.int16), "floating-point"),
+])
+def test_copy_synthesis_rejects_bad_audio(mel: Vocos, audio: torch.Tensor, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        mel(audio)
+
+
+@pytest.mark.parametrize(("codes", "message"), [
+    (torch.full((2, 10), 1024), r"\[0, 1024\)"),
+    (torch.full((2, 10), -1), r"\[0, 1024\)"),
+    (torch.zeros(17, 10, dtype=torch.long), "1..16 codebooks"),
+    (torch.zeros(2, 10), "integer tensor"),
+    (torch.zeros(10, dtype=torch.long), r"\(K, L\)"),
+    (torch.zeros(2, 0, dtype=torch.long), "empty"),
+])
+def test_codes_out_of_range_or_malformed(enc: Vocos, codes: torch.Tensor, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        enc.codes_to_features(codes)
+
+
+def test_bandwidth_id_must_exist(enc: Vocos) -> None:
+    features = torch.randn(1, 128, 5)
+    with pytest.raises(InputError, match=r"out of range; valid: 0 \(1.5 kbps\), 1 \(3 kbps\)"):
+        enc.decode(features, bandwidth_id=torch.tensor([4]))
+    with pytest.raises(InputError, match="bandwidth_id is required"):
+        enc.decode(features)
+    with pytest.raises(InputError, match="expected integers"):
+        enc.decode(features, bandwidth_id=torch.tensor([1.0]))
+    with pytest.raises(InputError, match="out of range"):
+        enc.decode_batch([features[0]], [-1])
+
+
+def test_codebook_count_must_match_bandwidth(enc: Vocos) -> None:
+    codes = torch.zeros(4, 10, dtype=torch.long)
+    with pytest.raises(InputError, match=r"uses 8 codebooks, got 4"):
+        enc.decode_codes(codes, bandwidth_id=2)
+    with pytest.raises(InputError, match=r"valid codebook counts: \[2, 4, 8, 16\]"):
+        enc.decode_codes(torch.zeros(3, 10, dtype=torch.long))
+    inferred = enc.decode_codes(codes)
+    assert torch.equal(inferred, enc.decode(enc.codes_to_features(codes), bandwidth_id=1))
+
+
+def test_mel_model_refuses_codes(mel: Vocos) -> None:
+    with pytest.raises(InputError, match="mel model"):
+        mel.codes_to_features(torch.zeros(2, 5, dtype=torch.long))

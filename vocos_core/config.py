@@ -1,0 +1,230 @@
+"""Hyperparameters of each Vocos component, parsed from a checkpoint's ``config.yaml``.
+
+The official Hub layout names each component with a ``class_path`` (the reference package's class)
+and its constructor ``init_args``. Each supported class has a frozen dataclass here; parsing is
+explicit (known class paths, known argument names and types), so nothing named in a config file is
+ever imported or called.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from .errors import CheckpointError, UnsupportedError
+
+Padding = Literal["center", "same"]
+
+
+@dataclasses.dataclass(frozen=True)
+class MelSpectrogramFeaturesConfig:
+    sample_rate: int = 24000
+    n_fft: int = 1024
+    hop_length: int = 256
+    n_mels: int = 100
+    padding: Padding = "center"
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodecFeaturesConfig:
+    encodec_model: Literal["encodec_24khz"] = "encodec_24khz"
+    bandwidths: tuple[float, ...] = (1.5, 3.0, 6.0, 12.0)
+    train_codebooks: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class VocosBackboneConfig:
+    input_channels: int
+    dim: int
+    intermediate_dim: int
+    num_layers: int
+    layer_scale_init_value: float | None = None
+    adanorm_num_embeddings: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class VocosResNetBackboneConfig:
+    input_channels: int
+    dim: int
+    num_blocks: int
+    layer_scale_init_value: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ISTFTHeadConfig:
+    dim: int
+    n_fft: int
+    hop_length: int
+    padding: Padding = "same"
+
+
+@dataclasses.dataclass(frozen=True)
+class IMDCTSymExpHeadConfig:
+    dim: int
+    mdct_frame_len: int
+    padding: Padding = "same"
+    sample_rate: int | None = None
+    clip_audio: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class IMDCTCosHeadConfig:
+    dim: int
+    mdct_frame_len: int
+    padding: Padding = "same"
+    clip_audio: bool = False
+
+
+FeatureExtractorConfig = MelSpectrogramFeaturesConfig | EncodecFeaturesConfig
+BackboneConfig = VocosBackboneConfig | VocosResNetBackboneConfig
+HeadConfig = ISTFTHeadConfig | IMDCTSymExpHeadConfig | IMDCTCosHeadConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class VocosConfig:
+    feature_extractor: FeatureExtractorConfig
+    backbone: BackboneConfig
+    head: HeadConfig
+
+
+# The reference package's class paths, per section. Anything else is refused.
+SECTIONS: dict[str, dict[str, type]] = {
+    "feature_extractor": {
+        "vocos.feature_extractors.MelSpectrogramFeatures": MelSpectrogramFeaturesConfig,
+        "vocos.feature_extractors.EncodecFeatures": EncodecFeaturesConfig,
+    },
+    "backbone": {
+        "vocos.models.VocosBackbone": VocosBackboneConfig,
+        "vocos.models.VocosResNetBackbone": VocosResNetBackboneConfig,
+    },
+    "head": {
+        "vocos.heads.ISTFTHead": ISTFTHeadConfig,
+        "vocos.heads.IMDCTSymExpHead": IMDCTSymExpHeadConfig,
+        "vocos.heads.IMDCTCosHead": IMDCTCosHeadConfig,
+    },
+}
+
+_C = TypeVar("_C")
+
+
+def load_config(path: str | Path) -> VocosConfig:
+    """Read and validate a Vocos ``config.yaml``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read config ({e.strerror or e})") from e
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise CheckpointError(f"{path}: not valid YAML ({e})") from e
+    return parse_config(raw, where=str(path))
+
+
+def parse_config(raw: Any, where: str = "config") -> VocosConfig:
+    """Build a :class:`VocosConfig` from the parsed YAML mapping."""
+    if not isinstance(raw, Mapping):
+        raise CheckpointError(f"{where}: expected a mapping with sections {sorted(SECTIONS)}, got {_kind(raw)}")
+    missing = [s for s in SECTIONS if s not in raw]
+    if missing:
+        raise CheckpointError(f"{where}: missing section(s) {missing}; expected {sorted(SECTIONS)}")
+    parts = {name: _parse_section(raw[name], name, choices, where) for name, choices in SECTIONS.items()}
+    config = VocosConfig(**parts)
+    _check_consistency(config, where)
+    return config
+
+
+def _parse_section(section: Any, name: str, choices: dict[str, type], where: str) -> Any:
+    if not isinstance(section, Mapping) or "class_path" not in section:
+        raise CheckpointError(f"{where}: section '{name}' needs 'class_path' and 'init_args'")
+    class_path = section["class_path"]
+    if class_path not in choices:
+        raise UnsupportedError(
+            f"{where}: {name}.class_path {class_path!r} is not supported; valid: {sorted(choices)}"
+        )
+    if class_path == "vocos.feature_extractors.EncodecFeatures":
+        model = (section.get("init_args") or {}).get("encodec_model", "encodec_24khz")
+        if model != "encodec_24khz":
+            raise UnsupportedError(
+                f"{where}: EncodecFeatures encodec_model {model!r} is not supported; valid: ['encodec_24khz']"
+            )
+    args = section.get("init_args") or {}
+    if not isinstance(args, Mapping):
+        raise CheckpointError(f"{where}: {name}.init_args must be a mapping, got {_kind(args)}")
+    return _build(choices[class_path], args, f"{where}: {name} ({class_path.rsplit('.', 1)[-1]})")
+
+
+def _build(cls: type[_C], args: Mapping[str, Any], where: str) -> _C:
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(args) - set(fields))
+    if unknown:
+        raise CheckpointError(f"{where}: unknown argument(s) {unknown}; valid: {sorted(fields)}")
+    hints = get_type_hints(cls)
+    values = {}
+    for name, field in fields.items():
+        if name in args:
+            values[name] = _coerce(args[name], hints[name], f"{where}.{name}")
+        elif field.default is dataclasses.MISSING:
+            raise CheckpointError(f"{where}: required argument {name!r} is missing")
+    return cls(**values)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check ``value`` against a field's type; the only conversions are int->float and list->tuple."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is Union or origin is types.UnionType:
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(value, inner, where)
+    if origin is Literal:
+        if value not in args:
+            raise CheckpointError(f"{where}: {value!r} is not valid; choose one of {list(args)}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or not value:
+            raise CheckpointError(f"{where}: expected a non-empty list, got {_kind(value)}")
+        return tuple(_coerce(v, args[0], where) for v in value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise CheckpointError(f"{where}: expected true/false, got {_kind(value)}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise CheckpointError(f"{where}: expected a positive integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise CheckpointError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    raise AssertionError(f"unhandled field type {hint}")
+
+
+def _check_consistency(config: VocosConfig, where: str) -> None:
+    fe, bb, head = config.feature_extractor, config.backbone, config.head
+    channels = fe.n_mels if isinstance(fe, MelSpectrogramFeaturesConfig) else 128
+    if bb.input_channels != channels:
+        raise CheckpointError(
+            f"{where}: backbone.input_channels is {bb.input_channels} but the feature extractor "
+            f"produces {channels} channels"
+        )
+    if head.dim != bb.dim:
+        raise CheckpointError(f"{where}: head.dim {head.dim} does not match backbone.dim {bb.dim}")
+    if isinstance(head, ISTFTHeadConfig) and head.padding == "same" and (head.n_fft - head.hop_length) % 2:
+        raise CheckpointError(f"{where}: 'same' padding needs n_fft - hop_length even")
+    if isinstance(fe, EncodecFeaturesConfig) and isinstance(bb, VocosBackboneConfig):
+        n = bb.adanorm_num_embeddings
+        if n is not None and n != len(fe.bandwidths):
+            raise CheckpointError(
+                f"{where}: adanorm_num_embeddings {n} does not match {len(fe.bandwidths)} bandwidths"
+            )
+
+
+def _kind(value: Any) -> str:
+    return type(value).__name__

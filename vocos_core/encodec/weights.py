@@ -1,0 +1,151 @@
+"""Locating, verifying and strictly loading EnCodec 24 kHz weights.
+
+Where the weights come from, in order: an explicit path, the ``VOCOS_ENCODEC_WEIGHTS`` environment
+variable, or the official file through the torch hub cache (``torch.hub.get_dir()/checkpoints``, the
+place torch itself caches it), downloaded only when absent. The official file is checked against the
+sha256 prefix in its name every time, cached or not; a local file is trusted as given (tests use random
+weights in the official format).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.error import URLError
+
+import torch
+
+from ..errors import CheckpointError
+from .model import EncodecEncoder
+
+OFFICIAL_URL = "https://dl.fbaipublicfiles.com/encodec/v0/encodec_24khz-d7cc33bc.th"
+OFFICIAL_SHA256_PREFIX = "d7cc33bc"
+ENV_VAR = "VOCOS_ENCODEC_WEIGHTS"
+# The official file also holds the EnCodec decoder; Vocos replaces it, so those keys are not loaded.
+IGNORED_PREFIXES = ("decoder.",)
+
+
+def official_cache_path() -> Path:
+    """Where torch hub caches the official file: ``<hub dir>/checkpoints/<file name of the URL>``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / OFFICIAL_URL.rsplit("/", 1)[-1]
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_official(path: Path) -> None:
+    """Raise CheckpointError unless ``path``'s sha256 starts with the official prefix."""
+    actual = sha256_of(path)
+    if not actual.startswith(OFFICIAL_SHA256_PREFIX):
+        raise CheckpointError(
+            f"{path}: sha256 starts with {actual[:len(OFFICIAL_SHA256_PREFIX)]!r}, expected "
+            f"{OFFICIAL_SHA256_PREFIX!r} (the official encodec_24khz checkpoint); delete it to download "
+            f"again, or pass a local path / set {ENV_VAR}"
+        )
+
+
+def fetch_official() -> Path:
+    """Path of the verified official file, downloading it into the torch hub cache if absent."""
+    path = official_cache_path()
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # download_url_to_file writes to a temporary file and only moves it into place when the
+            # hash prefix matches, so a truncated or wrong download never poisons the cache.
+            torch.hub.download_url_to_file(OFFICIAL_URL, str(path), OFFICIAL_SHA256_PREFIX, progress=False)
+        except (URLError, OSError) as exc:
+            raise CheckpointError(
+                f"cannot download EnCodec weights from {OFFICIAL_URL} ({exc}); pass a local path to "
+                f"encodec_24khz-d7cc33bc.th or set {ENV_VAR}"
+            ) from exc
+        except RuntimeError as exc:  # raised by torch hub on a hash mismatch
+            raise CheckpointError(f"{OFFICIAL_URL}: downloaded file failed verification: {exc}") from exc
+    verify_official(path)
+    return path
+
+
+def resolve_weights(weights: str | os.PathLike[str] | None) -> Path:
+    """The file to load for ``weights`` (see module docstring for the order)."""
+    if weights is None:
+        weights = os.environ.get(ENV_VAR) or None
+        if weights is None:
+            return fetch_official()
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"EnCodec weights file not found: {path}")
+    return path
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Load ``path`` as a ``{name: tensor}`` mapping (weights only, on CPU)."""
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as exc:  # the unpickler raises almost anything (IndexError, KeyError...) on junk
+        # torch's own message suggests weights_only=False, which we never do for downloaded files;
+        # the chained exception keeps the details.
+        raise CheckpointError(
+            f"{path}: not a readable torch state dict (torch.load raised {type(exc).__name__})"
+        ) from exc
+    if not isinstance(state, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise CheckpointError(f"{path}: expected a state dict of name -> tensor, got {type(state).__name__}")
+    return dict(state)
+
+
+def check_keys(
+    path: Path, state: Mapping[str, torch.Tensor], model: torch.nn.Module
+) -> dict[str, torch.Tensor]:
+    """The entries of ``state`` that ``model`` uses, after checking they match it exactly."""
+    used = {k: v for k, v in state.items() if not k.startswith(IGNORED_PREFIXES)}
+    expected = model.state_dict()
+    missing = sorted(expected.keys() - used.keys())
+    unexpected = sorted(used.keys() - expected.keys())
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: not an encodec_24khz state dict; missing keys {_short(missing)}, "
+            f"unexpected keys {_short(unexpected)}"
+        )
+    wrong = [
+        f"{k} {tuple(used[k].shape)} (expected {tuple(v.shape)})"
+        for k, v in expected.items()
+        if used[k].shape != v.shape
+    ]
+    if wrong:
+        raise CheckpointError(f"{path}: wrong tensor shapes: {_short(wrong)}")
+    return used
+
+
+def _short(items: list[str], limit: int = 8) -> str:
+    shown = ", ".join(items[:limit])
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return f"[{shown}{more}]"
+
+
+def load_encodec_encoder(
+    weights: str | os.PathLike[str] | None = None, *, map_location: str | torch.device = "cpu"
+) -> EncodecEncoder:
+    """EnCodec 24 kHz encoder + quantizer with weights loaded strictly, in eval mode, on ``map_location``.
+
+    Args:
+        weights: path of an ``encodec_24khz`` state dict; ``None`` means ``$VOCOS_ENCODEC_WEIGHTS`` if
+            set, else the official file through the torch hub cache (sha256-verified).
+        map_location: device the returned module lives on.
+
+    Raises:
+        CheckpointError: file missing, unreadable, not a state dict, keys or shapes that do not match,
+            official file failing verification or not downloadable.
+    """
+    path = resolve_weights(weights)
+    state = read_state_dict(path)
+    model = EncodecEncoder()
+    model.load_state_dict(check_keys(path, state, model), strict=True)
+    return model.to(map_location).eval()

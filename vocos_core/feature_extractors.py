@@ -1,0 +1,122 @@
+"""Feature extractors: audio ``(B, S)`` -> features ``(B, C, T)`` for the backbone."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from .config import EncodecFeaturesConfig, MelSpectrogramFeaturesConfig
+from .spectral_ops import LOG_CLIP, mel_filterbank, stft_magnitude
+
+if TYPE_CHECKING:
+    from .encodec import EncodecEncoder
+
+# EnCodec 24 kHz: 1024-entry codebooks at 75 frames/s, so each codebook costs 10 bits * 75 = 750 bit/s.
+ENCODEC_BINS = 1024
+ENCODEC_FRAME_RATE = 75
+ENCODEC_DIM = 128
+BITS_PER_CODEBOOK_PER_SECOND = math.log2(ENCODEC_BINS) * ENCODEC_FRAME_RATE
+
+
+def codebooks_for_bandwidth(kbps: float) -> int:
+    """Codebooks EnCodec uses at a bandwidth: 1.5 -> 2, 3 -> 4, 6 -> 8, 12 -> 16."""
+    return max(1, math.floor(kbps * 1000 / BITS_PER_CODEBOOK_PER_SECOND))
+
+
+class _Spectrogram(nn.Module):
+    """Holds the STFT window under the reference's key ``mel_spec.spectrogram.window``."""
+
+    window: torch.Tensor
+
+    def __init__(self, n_fft: int) -> None:
+        super().__init__()
+        self.register_buffer("window", torch.hann_window(n_fft))
+
+
+class _MelScale(nn.Module):
+    """Holds the filterbank under the reference's key ``mel_spec.mel_scale.fb``, ``(n_freqs, n_mels)``."""
+
+    fb: torch.Tensor
+
+    def __init__(self, n_freqs: int, n_mels: int, sample_rate: int) -> None:
+        super().__init__()
+        self.register_buffer("fb", mel_filterbank(n_freqs, n_mels, sample_rate))
+
+
+class _MelSpec(nn.Module):
+    def __init__(self, config: MelSpectrogramFeaturesConfig) -> None:
+        super().__init__()
+        self.spectrogram = _Spectrogram(config.n_fft)
+        self.mel_scale = _MelScale(config.n_fft // 2 + 1, config.n_mels, config.sample_rate)
+
+
+class MelSpectrogramFeatures(nn.Module):
+    """Log-mel spectrogram, magnitude (power 1) STFT, HTK mel scale without normalisation."""
+
+    def __init__(self, config: MelSpectrogramFeaturesConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.mel_spec = _MelSpec(config)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        """``(B, S)`` -> ``(B, n_mels, T)``; T = S // hop + 1 (center) or S // hop (same)."""
+        cfg = self.config
+        window = self.mel_spec.spectrogram.window
+        if cfg.padding == "same":
+            pad = (cfg.n_fft - cfg.hop_length) // 2
+            audio = nn.functional.pad(audio.unsqueeze(1), (pad, pad), mode="reflect").squeeze(1)
+        spec = stft_magnitude(audio, cfg.n_fft, cfg.hop_length, window, center=cfg.padding == "center")
+        # (B, n_freqs, T) -> (B, T, n_freqs) @ (n_freqs, n_mels) -> (B, T, n_mels) -> (B, n_mels, T)
+        mel = torch.matmul(spec.transpose(1, 2), self.mel_spec.mel_scale.fb).transpose(1, 2)
+        return torch.log(torch.clip(mel, min=LOG_CLIP))
+
+
+class EncodecFeatures(nn.Module):
+    """EnCodec codes -> sum of their codebook embeddings, ``(B, 128, L)``.
+
+    Holds only ``codebook_weights`` (all codebooks stacked, ``(n_q * 1024, 128)``), as the official
+    checkpoint does. The EnCodec encoder is loaded on first use of the audio path only.
+    """
+
+    def __init__(self, config: EncodecFeaturesConfig, encodec_weights: str | os.PathLike[str] | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.bandwidths = config.bandwidths
+        self.num_q = codebooks_for_bandwidth(max(config.bandwidths))
+        self.codebook_weights = nn.Parameter(torch.zeros(self.num_q * ENCODEC_BINS, ENCODEC_DIM),
+                                             requires_grad=False)
+        self.encodec_weights = encodec_weights
+        # A plain attribute (not a registered submodule): the checkpoint holds no encoder keys.
+        self._encoder: EncodecEncoder | None = None
+
+    def encoder(self) -> EncodecEncoder:
+        """The EnCodec encoder + quantizer, loaded once on first call, on this module's device."""
+        if self._encoder is None:
+            from .encodec import load_encodec_encoder
+
+            encoder = load_encodec_encoder(self.encodec_weights)
+            self._encoder = encoder.to(self.codebook_weights.device)
+        return self._encoder
+
+    def _apply(self, fn, recurse=True):
+        # Keep the lazily loaded encoder on the same device as the rest of the model.
+        super()._apply(fn, recurse)
+        if self._encoder is not None:
+            self._encoder._apply(fn, recurse)
+        return self
+
+    def codes_to_features(self, codes: torch.Tensor) -> torch.Tensor:
+        """``(K, B, L)`` codes -> ``(B, 128, L)``: sum over codebooks of their embeddings."""
+        # Codebook k's rows start at k * 1024 in the stacked table; one lookup covers all codebooks.
+        offsets = torch.arange(0, ENCODEC_BINS * codes.shape[0], ENCODEC_BINS, device=codes.device)
+        features = nn.functional.embedding(codes + offsets.view(-1, 1, 1), self.codebook_weights).sum(dim=0)
+        return features.transpose(1, 2)  # (B, L, 128) -> (B, 128, L)
+
+    def forward(self, audio: torch.Tensor, bandwidth_id: int) -> torch.Tensor:
+        """``(B, S)`` audio at 24 kHz -> ``(B, 128, L)``, L = ceil(S / 320)."""
+        codes = self.encoder().encode(audio, self.bandwidths[bandwidth_id])
+        return self.codes_to_features(codes)

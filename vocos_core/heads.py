@@ -1,0 +1,106 @@
+"""Vocos heads: hidden states ``(B, T, dim)`` -> audio ``(B, S)`` through an inverse transform.
+
+Given per-item frame counts, a head returns a list of ``(S_i,)`` tensors instead, each exactly what
+the item would give alone (see :mod:`vocos_core.spectral_ops`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import HeadConfig, IMDCTCosHeadConfig, IMDCTSymExpHeadConfig, ISTFTHeadConfig
+from .spectral_ops import IMDCT, ISTFT
+
+# Upper bound on predicted magnitudes, as in the reference: keeps exp() of a wild logit finite.
+MAX_MAGNITUDE = 1e2
+
+Audio = torch.Tensor | list[torch.Tensor]
+
+
+def symexp(x: torch.Tensor) -> torch.Tensor:
+    return torch.sign(x) * (torch.exp(x.abs()) - 1)
+
+
+def _clip(audio: Audio) -> Audio:
+    if isinstance(audio, list):
+        return [a.clamp(-1.0, 1.0) for a in audio]
+    return audio.clamp(-1.0, 1.0)
+
+
+class ISTFTHead(nn.Module):
+    """Predicts log-magnitude and phase of each STFT frame, then inverts the STFT."""
+
+    def __init__(self, config: ISTFTHeadConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.out = nn.Linear(config.dim, config.n_fft + 2)
+        self.istft = ISTFT(config.n_fft, config.hop_length, config.n_fft, config.padding)
+
+    def num_samples(self, frames: int) -> int:
+        return self.istft.num_samples(frames)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> Audio:
+        """``(B, T, dim)`` -> ``(B, S)``."""
+        # Spectral maths in float32 whatever the model dtype: half-precision FFTs are inexact
+        # and unsupported for sizes that are not powers of two.
+        # Frame-major (B, T, bins) throughout, unlike the reference's (B, bins, T): the inverse
+        # FFT and overlap-add then run on contiguous frames.
+        mag, phase = self.out(x).float().chunk(2, dim=-1)  # (B, T, n_fft // 2 + 1) each
+        mag = torch.exp(mag).clip(max=MAX_MAGNITUDE)
+        spec = torch.polar(mag, phase)  # mag * (cos p + i sin p), one kernel
+        return self.istft(spec, lengths)
+
+
+class IMDCTSymExpHead(nn.Module):
+    """Predicts MDCT coefficients in symlog domain, then inverts the MDCT."""
+
+    def __init__(self, config: IMDCTSymExpHeadConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.out = nn.Linear(config.dim, config.mdct_frame_len // 2)
+        self.imdct = IMDCT(config.mdct_frame_len, config.padding)
+        self.clip_audio = config.clip_audio
+
+    def num_samples(self, frames: int) -> int:
+        return self.imdct.num_samples(frames)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> Audio:
+        """``(B, T, dim)`` -> ``(B, S)``."""
+        x = symexp(self.out(x).float()).clip(-MAX_MAGNITUDE, MAX_MAGNITUDE)
+        audio = self.imdct(x, lengths)
+        # The reference clips the coefficients here instead of the audio (returning them as audio);
+        # clipping the audio is what its ``clip_audio`` option means, so that is what we do.
+        return _clip(audio) if self.clip_audio else audio
+
+
+class IMDCTCosHead(nn.Module):
+    """Predicts MDCT magnitude and phase, then inverts the MDCT of ``m * cos(p)``."""
+
+    def __init__(self, config: IMDCTCosHeadConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.out = nn.Linear(config.dim, config.mdct_frame_len)
+        self.imdct = IMDCT(config.mdct_frame_len, config.padding)
+        self.clip_audio = config.clip_audio
+
+    def num_samples(self, frames: int) -> int:
+        return self.imdct.num_samples(frames)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> Audio:
+        """``(B, T, dim)`` -> ``(B, S)``."""
+        m, p = self.out(x).float().chunk(2, dim=2)
+        m = torch.exp(m).clip(max=MAX_MAGNITUDE)
+        audio = self.imdct(m * torch.cos(p), lengths)
+        return _clip(audio) if self.clip_audio else audio  # see IMDCTSymExpHead
+
+
+Head = ISTFTHead | IMDCTSymExpHead | IMDCTCosHead
+
+
+def build_head(config: HeadConfig) -> Head:
+    if isinstance(config, ISTFTHeadConfig):
+        return ISTFTHead(config)
+    if isinstance(config, IMDCTSymExpHeadConfig):
+        return IMDCTSymExpHead(config)
+    return IMDCTCosHead(config)

@@ -1,0 +1,71 @@
+"""Vocos backbones: features ``(B, C, T)`` -> hidden states ``(B, T, dim)``."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import VocosBackboneConfig, VocosResNetBackboneConfig
+from .fused_ops import conv_to_btc
+from .modules import AdaLayerNorm, ConvNeXtBlock, ResBlock1, WeightNormConv1d, apply_mask
+
+
+class VocosBackbone(nn.Module):
+    """ConvNeXt backbone, optionally conditioned on a bandwidth id through AdaLayerNorm."""
+
+    def __init__(self, config: VocosBackboneConfig) -> None:
+        super().__init__()
+        self.config = config
+        dim = config.dim
+        self.input_channels = config.input_channels
+        self.embed = nn.Conv1d(config.input_channels, dim, kernel_size=7, padding=3)
+        self.adanorm = config.adanorm_num_embeddings is not None
+        self.norm: nn.Module
+        if config.adanorm_num_embeddings is not None:
+            self.norm = AdaLayerNorm(config.adanorm_num_embeddings, dim, eps=1e-6)
+        else:
+            self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.convnext = nn.ModuleList(
+            [ConvNeXtBlock(dim, config.intermediate_dim, config.adanorm_num_embeddings)
+             for _ in range(config.num_layers)]
+        )
+        self.final_layer_norm = nn.LayerNorm(dim, eps=1e-6)
+
+    def forward(self, x: torch.Tensor, bandwidth_id: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, input_channels, T)`` -> ``(B, T, dim)``; ``bandwidth_id`` ``(B,)`` or ``(1,)`` with AdaLayerNorm."""
+        assert self.embed.bias is not None
+        x = conv_to_btc(apply_mask(x, mask), self.embed.weight, self.embed.bias, padding=3)  # (B, T, dim)
+        x = self.norm(x, bandwidth_id) if self.adanorm else self.norm(x)
+        for block in self.convnext:
+            x = block(x, cond_embedding_id=bandwidth_id, mask=mask)
+        return self.final_layer_norm(x)
+
+
+class VocosResNetBackbone(nn.Module):
+    """Weight-normed convolutional ResNet backbone (no conditioning)."""
+
+    def __init__(self, config: VocosResNetBackboneConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.input_channels = config.input_channels
+        self.adanorm = False
+        self.embed = WeightNormConv1d(config.input_channels, config.dim, kernel_size=3, padding=1)
+        self.resnet = nn.Sequential(*[ResBlock1(config.dim) for _ in range(config.num_blocks)])
+
+    def forward(self, x: torch.Tensor, bandwidth_id: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, input_channels, T)`` -> ``(B, T, dim)``; ``bandwidth_id`` is ignored."""
+        x = self.embed(apply_mask(x, mask))
+        for block in self.resnet:
+            x = block(x, mask=mask)
+        return x.transpose(1, 2)  # (B, dim, T) -> (B, T, dim) for the head
+
+
+Backbone = VocosBackbone | VocosResNetBackbone
+
+
+def build_backbone(config: VocosBackboneConfig | VocosResNetBackboneConfig) -> Backbone:
+    if isinstance(config, VocosBackboneConfig):
+        return VocosBackbone(config)
+    return VocosResNetBackbone(config)

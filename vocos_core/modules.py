@@ -1,0 +1,131 @@
+"""Layers of the Vocos backbones, with the reference's attribute names (checkpoints load strictly).
+
+Every layer that mixes neighbouring frames takes an optional ``mask`` ``(B, T)`` (True on real
+frames). Zeroing padded frames before each such convolution reproduces the zero padding an item
+sees when it runs alone, which is what makes batching of unequal lengths exact.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .fused_ops import depthwise_conv_btc, linear_gelu
+
+
+def apply_mask(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Zero padded frames of ``(B, C, T)`` activations; a no-op without a mask."""
+    return x if mask is None else x.masked_fill(~mask[:, None, :], 0.0)
+
+
+def apply_mask_btc(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Zero padded frames of ``(B, T, C)`` activations; a no-op without a mask."""
+    return x if mask is None else x.masked_fill(~mask[:, :, None], 0.0)
+
+
+class AdaLayerNorm(nn.Module):
+    """LayerNorm whose scale and shift are looked up by a conditioning id (the EnCodec bandwidth)."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.dim = embedding_dim
+        self.scale = nn.Embedding(num_embeddings, embedding_dim)
+        self.shift = nn.Embedding(num_embeddings, embedding_dim)
+
+    def forward(self, x: torch.Tensor, cond_embedding_id: torch.Tensor) -> torch.Tensor:
+        """``(B, T, C)`` with ids ``(B,)`` or ``(1,)`` -> ``(B, T, C)``."""
+        if cond_embedding_id.numel() == 1:
+            # One id for the whole batch: layer_norm applies scale and shift in the same pass.
+            i = cond_embedding_id.reshape(())
+            return nn.functional.layer_norm(x, (self.dim,), self.scale.weight[i], self.shift.weight[i], self.eps)
+        scale = self.scale(cond_embedding_id).unsqueeze(1)  # (B, 1, C): one row per item
+        shift = self.shift(cond_embedding_id).unsqueeze(1)
+        return torch.addcmul(shift, nn.functional.layer_norm(x, (self.dim,), eps=self.eps), scale)
+
+
+class ConvNeXtBlock(nn.Module):
+    """Depthwise conv, (Ada)LayerNorm, pointwise MLP with GELU, layer scale, residual.
+
+    Works on ``(B, T, C)`` activations throughout (the reference transposes to ``(B, C, T)`` for the
+    depthwise conv and back in every block); see :mod:`vocos_core.fused_ops` for why.
+    """
+
+    def __init__(self, dim: int, intermediate_dim: int, adanorm_num_embeddings: int | None = None) -> None:
+        super().__init__()
+        self.dwconv = nn.Conv1d(dim, dim, kernel_size=7, padding=3, groups=dim)
+        self.adanorm = adanorm_num_embeddings is not None
+        self.norm: nn.Module
+        if adanorm_num_embeddings is not None:
+            self.norm = AdaLayerNorm(adanorm_num_embeddings, dim, eps=1e-6)
+        else:
+            self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pwconv1 = nn.Linear(dim, intermediate_dim)
+        self.act = nn.GELU()
+        self.pwconv2 = nn.Linear(intermediate_dim, dim)
+        # The reference always creates gamma (its default layer scale 1 / num_layers is positive).
+        self.gamma = nn.Parameter(torch.ones(dim))
+
+    def _bias(self) -> torch.Tensor:
+        assert self.dwconv.bias is not None
+        return self.dwconv.bias
+
+    def forward(self, x: torch.Tensor, cond_embedding_id: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, T, C)`` -> ``(B, T, C)``."""
+        h = depthwise_conv_btc(apply_mask_btc(x, mask), self.dwconv.weight, self._bias(), padding=3)
+        h = self.norm(h, cond_embedding_id) if self.adanorm else self.norm(h)
+        h = self.pwconv2(linear_gelu(h, self.pwconv1.weight, self.pwconv1.bias))
+        return torch.addcmul(x, self.gamma, h)  # residual + gamma * h in one pass
+
+
+class WeightNormConv1d(nn.Module):
+    """Conv1d stored as weight norm (``weight_g``, ``weight_v``), as ``torch.nn.utils.weight_norm`` saves it.
+
+    The deprecated ``weight_norm`` hook is not used; the weight is recomputed from g and v with the
+    same formula (norm over every dimension but the output channels).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, dilation: int = 1,
+                 padding: int = 0) -> None:
+        super().__init__()
+        self.dilation = dilation
+        self.padding = padding
+        self.weight_g = nn.Parameter(torch.ones(out_channels, 1, 1))
+        self.weight_v = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        nn.init.normal_(self.weight_v, std=0.02)
+
+    def weight(self) -> torch.Tensor:
+        return torch._weight_norm(self.weight_v, self.weight_g, 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C_in, T)`` -> ``(B, C_out, T)`` (with 'same' padding)."""
+        return nn.functional.conv1d(x, self.weight(), self.bias, dilation=self.dilation, padding=self.padding)
+
+
+class ResBlock1(nn.Module):
+    """HiFi-GAN style residual block: three dilated conv pairs with leaky ReLU and layer scale."""
+
+    def __init__(self, dim: int, kernel_size: int = 3, dilation: tuple[int, int, int] = (1, 3, 5),
+                 lrelu_slope: float = 0.1) -> None:
+        super().__init__()
+        self.lrelu_slope = lrelu_slope
+        self.convs1 = nn.ModuleList(
+            [WeightNormConv1d(dim, dim, kernel_size, dilation=d, padding=(kernel_size * d - d) // 2)
+             for d in dilation]
+        )
+        self.convs2 = nn.ModuleList(
+            [WeightNormConv1d(dim, dim, kernel_size, padding=(kernel_size - 1) // 2) for _ in dilation]
+        )
+        # The reference creates these whenever a layer scale is set, which its backbone always does.
+        self.gamma = nn.ParameterList([nn.Parameter(torch.ones(dim, 1)) for _ in dilation])
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, C, T)`` -> ``(B, C, T)``."""
+        for c1, c2, gamma in zip(self.convs1, self.convs2, self.gamma, strict=True):
+            xt = nn.functional.leaky_relu(apply_mask(x, mask), negative_slope=self.lrelu_slope)
+            xt = nn.functional.leaky_relu(c1(xt), negative_slope=self.lrelu_slope)
+            xt = c2(apply_mask(xt, mask))
+            x = gamma * xt + x
+        return x

@@ -1,0 +1,213 @@
+"""The Vocos model: feature extractor -> backbone -> head, loaded from an official checkpoint."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from . import inputs
+from .checkpoint import load_strict, read_state_dict, resolve_checkpoint
+from .config import MelSpectrogramFeaturesConfig, VocosConfig, load_config
+from .errors import InputError
+from .feature_extractors import ENCODEC_BINS, EncodecFeatures, MelSpectrogramFeatures, codebooks_for_bandwidth
+from .heads import build_head
+from .models import build_backbone
+from .spectral_ops import frame_mask
+
+ENCODEC_SAMPLE_RATE = 24000
+
+
+class Vocos(nn.Module):
+    """Vocos vocoder with the reference package's API (``decode``, ``forward``, ``codes_to_features``).
+
+    Adds :meth:`decode_batch`, which runs items of unequal lengths in one padded batch and gives
+    each exactly its unbatched output.
+    """
+
+    def __init__(self, config: VocosConfig, encodec_weights: str | os.PathLike[str] | None = None) -> None:
+        super().__init__()
+        self.config = config
+        fe = config.feature_extractor
+        self.feature_extractor: MelSpectrogramFeatures | EncodecFeatures
+        if isinstance(fe, MelSpectrogramFeaturesConfig):
+            self.feature_extractor = MelSpectrogramFeatures(fe)
+        else:
+            self.feature_extractor = EncodecFeatures(fe, encodec_weights)
+        self.backbone = build_backbone(config.backbone)
+        self.head = build_head(config.head)
+        self.eval()
+
+    # -- loading ---------------------------------------------------------------------------------
+
+    @classmethod
+    def from_hparams(cls, config_path: str | os.PathLike[str],
+                     encodec_weights: str | os.PathLike[str] | None = None) -> Vocos:
+        """A model with the architecture of ``config_path`` and untrained weights."""
+        return cls(load_config(Path(config_path)), encodec_weights)
+
+    @classmethod
+    def from_pretrained(cls, repo_id: str | os.PathLike[str], revision: str | None = None, *,
+                        encodec_weights: str | os.PathLike[str] | None = None,
+                        cache_dir: str | os.PathLike[str] | None = None,
+                        local_files_only: bool = False) -> Vocos:
+        """Load a Hub repo id (through the ``huggingface_hub`` cache) or a local checkpoint directory.
+
+        ``encodec_weights``: the EnCodec 24 kHz checkpoint used only by the audio-in path of an
+        EnCodec model; None means ``$VOCOS_ENCODEC_WEIGHTS`` or the official file via the torch hub cache.
+        """
+        config_path, weights_path = resolve_checkpoint(repo_id, revision, cache_dir, local_files_only)
+        model = cls.from_hparams(config_path, encodec_weights)
+        load_strict(model, read_state_dict(Path(weights_path)), Path(weights_path))
+        return model.eval()
+
+    # -- properties ------------------------------------------------------------------------------
+
+    @property
+    def kind(self) -> Literal["mel", "encodec"]:
+        return "mel" if isinstance(self.feature_extractor, MelSpectrogramFeatures) else "encodec"
+
+    @property
+    def sample_rate(self) -> int:
+        fe = self.config.feature_extractor
+        return fe.sample_rate if isinstance(fe, MelSpectrogramFeaturesConfig) else ENCODEC_SAMPLE_RATE
+
+    @property
+    def hop_length(self) -> int:
+        """Audio samples per feature frame."""
+        return self.num_samples(2) - self.num_samples(1)
+
+    @property
+    def n_features(self) -> int:
+        return self.config.backbone.input_channels
+
+    @property
+    def bandwidths(self) -> tuple[float, ...]:
+        fe = self.feature_extractor
+        return fe.bandwidths if isinstance(fe, EncodecFeatures) else ()
+
+    def num_codebooks(self, bandwidth_id: int) -> int:
+        """EnCodec codebooks at a bandwidth id (0..3 -> 2/4/8/16 for the official model)."""
+        inputs.check_bandwidth_ids(bandwidth_id, self._require_encodec().bandwidths, 1)
+        return codebooks_for_bandwidth(self.bandwidths[bandwidth_id])
+
+    def num_samples(self, frames: int) -> int:
+        """Output samples for ``frames`` feature frames."""
+        return self.head.num_samples(frames)
+
+    def min_audio_samples(self) -> int:
+        """Shortest audio the feature extractor accepts (reflect padding needs more samples than it pads)."""
+        fe = self.config.feature_extractor
+        if isinstance(fe, MelSpectrogramFeaturesConfig):
+            pad = fe.n_fft // 2 if fe.padding == "center" else (fe.n_fft - fe.hop_length) // 2
+            return pad + 1
+        return 1
+
+    # -- inference -------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def forward(self, audio_input: torch.Tensor, bandwidth_id: torch.Tensor | int | None = None) -> torch.Tensor:
+        """Copy-synthesis: ``(B, S)`` audio at the model's rate -> ``(B, S')``."""
+        audio = inputs.check_audio(audio_input, self.min_audio_samples())
+        audio = audio if audio.dim() == 2 else audio.unsqueeze(0)
+        if isinstance(self.feature_extractor, EncodecFeatures):
+            ids = inputs.check_bandwidth_ids(bandwidth_id, self.bandwidths, audio.shape[0])
+            if ids.numel() != 1:
+                raise InputError("bandwidth_id: the audio path takes one bandwidth id for the whole batch")
+            features = self.feature_extractor(audio.float(), int(ids))
+            return self.decode(features, bandwidth_id=ids)
+        return self.decode(self.feature_extractor(audio.float()), bandwidth_id=bandwidth_id)
+
+    @torch.inference_mode()
+    def decode(self, features_input: torch.Tensor, bandwidth_id: torch.Tensor | int | None = None) -> torch.Tensor:
+        """``(B, C, T)`` features -> ``(B, S)`` audio, S = ``num_samples(T)``."""
+        x = inputs.check_features(features_input, self.n_features)
+        ids = self._bandwidth_ids(bandwidth_id, x.shape[0])
+        hidden = self.backbone(x.to(self._dtype()), bandwidth_id=ids)
+        audio = self.head(hidden)
+        assert isinstance(audio, torch.Tensor)
+        return audio
+
+    @torch.inference_mode()
+    def decode_batch(self, features: Sequence[torch.Tensor],
+                     bandwidth_ids: Sequence[int] | torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Decode items of unequal lengths together: ``[(C, T_i)]`` -> ``[(S_i,)]``.
+
+        Item i equals ``decode(features[i][None], bandwidth_ids[i])[0]``: padded frames are masked
+        before every convolution and left out of each item's overlap-add normalisation.
+        """
+        items = inputs.check_feature_list(features, self.n_features)
+        ids = self._bandwidth_ids(bandwidth_ids, len(items))
+        lengths = torch.tensor([x.shape[-1] for x in items])
+        padded = torch.zeros(len(items), self.n_features, int(lengths.max()), dtype=self._dtype(),
+                             device=self._device())
+        for i, x in enumerate(items):
+            padded[i, :, : x.shape[-1]] = x
+        mask = frame_mask(lengths, len(items), padded.shape[-1], padded.device)
+        hidden = self.backbone(padded, bandwidth_id=ids, mask=mask)
+        audio = self.head(hidden, lengths)
+        assert isinstance(audio, list)
+        return audio
+
+    @torch.inference_mode()
+    def codes_to_features(self, codes: torch.Tensor) -> torch.Tensor:
+        """EnCodec codes ``(K, L)`` or ``(K, B, L)`` -> features ``(B, 128, L)``."""
+        fe = self._require_encodec()
+        codes = inputs.check_codes(codes, fe.num_q, ENCODEC_BINS)
+        return fe.codes_to_features(codes.to(fe.codebook_weights.device).long())
+
+    @torch.inference_mode()
+    def decode_codes(self, codes: torch.Tensor, bandwidth_id: int | None = None) -> torch.Tensor:
+        """Codes ``(K, L)`` or ``(K, B, L)`` -> ``(B, S)``; the bandwidth is inferred from K when not given."""
+        fe = self._require_encodec()
+        codes = inputs.check_codes(codes, fe.num_q, ENCODEC_BINS)
+        k = codes.shape[0]
+        if bandwidth_id is None:
+            bandwidth_id = self.bandwidth_id_for_codebooks(k)
+        elif self.num_codebooks(bandwidth_id) != k:
+            raise InputError(
+                f"codes: bandwidth id {bandwidth_id} ({self.bandwidths[bandwidth_id]:g} kbps) uses "
+                f"{self.num_codebooks(bandwidth_id)} codebooks, got {k}"
+            )
+        return self.decode(self.codes_to_features(codes), bandwidth_id=bandwidth_id)
+
+    def bandwidth_id_for_codebooks(self, k: int) -> int:
+        """The bandwidth id whose codebook count is ``k``; InputError listing valid counts otherwise."""
+        counts = [codebooks_for_bandwidth(b) for b in self._require_encodec().bandwidths]
+        if k not in counts:
+            raise InputError(f"codes: {k} codebooks match no bandwidth; valid codebook counts: {counts}")
+        return counts.index(k)
+
+    @torch.inference_mode()
+    def audio_to_features(self, audio: torch.Tensor, bandwidth_id: int | None = None) -> torch.Tensor:
+        """``(S,)`` audio at the model's rate -> ``(C, T)`` features (log-mel, or EnCodec embeddings)."""
+        audio = inputs.check_audio(audio, self.min_audio_samples())
+        if audio.dim() != 1:
+            raise InputError(f"audio: expected shape (samples,), got {tuple(audio.shape)}")
+        audio = audio.float().to(self._device())[None]
+        if isinstance(self.feature_extractor, EncodecFeatures):
+            ids = inputs.check_bandwidth_ids(bandwidth_id, self.bandwidths, 1)
+            return self.feature_extractor(audio, int(ids))[0]
+        return self.feature_extractor(audio)[0]
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _bandwidth_ids(self, ids: object, batch: int) -> torch.Tensor | None:
+        if not getattr(self.backbone, "adanorm", False):
+            return None  # unconditioned backbone: a given id is ignored, as in the reference
+        return inputs.check_bandwidth_ids(ids, self.bandwidths, batch).to(self._device())
+
+    def _require_encodec(self) -> EncodecFeatures:
+        if not isinstance(self.feature_extractor, EncodecFeatures):
+            raise InputError("this is a mel model; EnCodec codes need an EnCodec model (vocos-encodec-24khz)")
+        return self.feature_extractor
+
+    def _device(self) -> torch.device:
+        return self.head.out.weight.device
+
+    def _dtype(self) -> torch.dtype:
+        return self.head.out.weight.dtype
