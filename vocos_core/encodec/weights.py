@@ -17,6 +17,7 @@ from urllib.error import URLError
 
 import torch
 
+from ..checkpoint import read_state_dict
 from ..errors import CheckpointError
 from .model import EncodecEncoder
 
@@ -82,23 +83,6 @@ def resolve_weights(weights: str | os.PathLike[str] | None) -> Path:
     if not path.is_file():
         raise CheckpointError(f"EnCodec weights file not found: {path}")
     return path
-
-
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Load ``path`` as a ``{name: tensor}`` mapping (weights only, on CPU)."""
-    try:
-        state = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as exc:  # the unpickler raises almost anything (IndexError, KeyError...) on junk
-        # torch's own message suggests weights_only=False, which we never do for downloaded files;
-        # the chained exception keeps the details.
-        raise CheckpointError(
-            f"{path}: not a readable torch state dict (torch.load raised {type(exc).__name__})"
-        ) from exc
-    if not isinstance(state, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
-    ):
-        raise CheckpointError(f"{path}: expected a state dict of name -> tensor, got {type(state).__name__}")
-    return dict(state)
 
 
 def check_keys(

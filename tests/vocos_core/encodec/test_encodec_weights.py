@@ -62,7 +62,7 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_garbage_file(tmp_path: Path) -> None:
     path = tmp_path / "garbage.th"
     path.write_bytes(b"this is not a torch file")
-    with pytest.raises(CheckpointError, match=r"garbage\.th.*not a readable torch state dict"):
+    with pytest.raises(CheckpointError, match=r"garbage\.th.*not a loadable weights file"):
         load_encodec_encoder(path)
 
 
@@ -70,7 +70,7 @@ def test_garbage_file(tmp_path: Path) -> None:
 def test_not_a_state_dict(tmp_path: Path, content: object) -> None:
     path = tmp_path / "odd.th"
     torch.save(content, path)
-    with pytest.raises(CheckpointError, match=r"odd\.th.*state dict of name -> tensor"):
+    with pytest.raises(CheckpointError, match=r"odd\.th.*expected a state dict mapping parameter names to tensors"):
         load_encodec_encoder(path)
 
 
