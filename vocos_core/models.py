@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .channels_last import conv_to_btc
 from .config import VocosBackboneConfig, VocosResNetBackboneConfig
-from .fused_ops import conv_to_btc
 from .modules import AdaLayerNorm, ConvNeXtBlock, ResBlock1, WeightNormConv1d, apply_mask
 
 
