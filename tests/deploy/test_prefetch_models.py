@@ -1,0 +1,103 @@
+"""deploy/docker/prefetch_models.py, the image's BAKE_MODELS step and Kubernetes init container."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from deploy_helpers import REPO, require_module
+
+SCRIPT = REPO / "deploy" / "docker" / "prefetch_models.py"
+
+
+@pytest.fixture
+def prefetch(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    require_module("service.settings", "the service package")
+    for name in [n for n in os.environ if n.startswith("VOCOS_")]:
+        monkeypatch.delenv(name)
+    spec = importlib.util.spec_from_file_location("prefetch_models", SCRIPT)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def encodec_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    testing = require_module("vocos_core.encodec.testing", "vocos_core")
+    return Path(testing.write_random_encodec_weights(tmp_path_factory.mktemp("weights") / "encodec_24khz.th"))
+
+
+def test_loads_and_probes_the_mel_model(prefetch: ModuleType, monkeypatch: pytest.MonkeyPatch,
+                                        mel_checkpoint: Path) -> None:
+    monkeypatch.setenv("VOCOS_MEL_MODEL", str(mel_checkpoint))
+    monkeypatch.setenv("VOCOS_ENCODEC_MODEL", "none")
+    assert prefetch.prefetch(prefetch.Settings()) == ["mel"]
+    assert prefetch.main() == 0
+
+
+@pytest.mark.slow  # loads the full-size EnCodec encoder (random weights) to encode the probe
+def test_loads_and_probes_both_configured_models(prefetch: ModuleType, monkeypatch: pytest.MonkeyPatch,
+                                                 mel_checkpoint: Path, encodec_checkpoint: Path,
+                                                 encodec_weights: Path) -> None:
+    monkeypatch.setenv("VOCOS_MEL_MODEL", str(mel_checkpoint))
+    monkeypatch.setenv("VOCOS_ENCODEC_MODEL", str(encodec_checkpoint))
+    monkeypatch.setenv("VOCOS_ENCODEC_WEIGHTS", str(encodec_weights))
+    assert prefetch.prefetch(prefetch.Settings()) == ["mel", "encodec"]
+    assert prefetch.main() == 0
+
+
+def test_a_model_swapped_for_the_other_kind_fails(prefetch: ModuleType, monkeypatch: pytest.MonkeyPatch,
+                                                  mel_checkpoint: Path) -> None:
+    monkeypatch.setenv("VOCOS_MEL_MODEL", "none")
+    monkeypatch.setenv("VOCOS_ENCODEC_MODEL", str(mel_checkpoint))
+    with pytest.raises(prefetch.VocosError, match="configured as the encodec model"):
+        prefetch.prefetch(prefetch.Settings())
+
+
+def test_missing_model_exits_1_naming_it(prefetch: ModuleType, monkeypatch: pytest.MonkeyPatch,
+                                         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    missing = tmp_path / "no-such-model"
+    monkeypatch.setenv("VOCOS_MEL_MODEL", str(missing))
+    monkeypatch.setenv("VOCOS_ENCODEC_MODEL", "none")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a path that is not a directory reads as a Hub id
+    with caplog.at_level(logging.ERROR):
+        assert prefetch.main() == 1
+    assert "no-such-model" in caplog.text
+
+
+def test_nothing_to_do_when_both_models_are_disabled(prefetch: ModuleType,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VOCOS_MEL_MODEL", "none")
+    monkeypatch.setenv("VOCOS_ENCODEC_MODEL", "none")
+    assert prefetch.main() == 0
+
+
+def _run_script(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("VOCOS_", "HF_"))}
+    clean["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    return subprocess.run([sys.executable, str(SCRIPT)], env={**clean, **env}, capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+@pytest.mark.slow  # two interpreters importing torch; huggingface_hub reads HF_* only at import
+def test_a_hub_id_resolves_from_the_cache_offline(tmp_path: Path) -> None:
+    # The Kubernetes server container's start: a Hub id, HF_HUB_OFFLINE=1, and the cache the init
+    # container filled (here: written in the Hub cache layout by hand, with a random checkpoint).
+    testing = require_module("vocos_core.testing", "vocos_core")
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hf" / "hub" / "models--charactr--vocos-mel-24khz"
+    testing.write_random_checkpoint(repo / "snapshots" / commit, "mel")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    env = {"HF_HUB_OFFLINE": "1", "VOCOS_MEL_MODEL": "charactr/vocos-mel-24khz", "VOCOS_ENCODEC_MODEL": "none"}
+    cached = _run_script({**env, "HF_HOME": str(tmp_path / "hf")})
+    assert cached.returncode == 0, cached.stderr
+    empty = _run_script({**env, "HF_HOME": str(tmp_path / "empty")})
+    assert empty.returncode == 1 and "charactr/vocos-mel-24khz" in empty.stderr
