@@ -1,0 +1,132 @@
+"""``vocos-serve`` / ``python -m service``: settings from env and flags, load models, serve with uvicorn.
+
+Models load before the port opens, so a model that cannot be obtained ends the process with one line
+and exit status 1. SIGTERM starts a drain: readiness turns 503 and new requests are refused at once,
+queued and running ones finish (up to VOCOS_DRAIN_TIMEOUT_S), then the process exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import types
+import typing
+from collections.abc import Sequence
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+from pydantic import SecretStr, ValidationError
+
+from service.app import create_app
+from service.models import StartupError, load_models
+from service.settings import Settings
+from service.state import ServiceState
+
+log = logging.getLogger("service")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """One flag per settings field (``--max-batch-size`` for ``VOCOS_MAX_BATCH_SIZE``); flags win over env."""
+    parser = argparse.ArgumentParser(
+        prog="vocos-serve",
+        description="Serve Vocos over HTTP. Every flag also reads from VOCOS_<NAME>.",
+        argument_default=argparse.SUPPRESS,
+    )
+    for name, field in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        help_text = f"{field.description} (env VOCOS_{name.upper()}; default {_default_text(field.default)})"
+        kind, choices = _flag_type(field.annotation)
+        if kind is bool:
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, help=help_text)
+        else:
+            parser.add_argument(flag, dest=name, type=kind, choices=choices, help=help_text)
+    return parser
+
+
+def _flag_type(annotation: Any) -> tuple[type, list[str] | None]:
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is typing.Literal:
+        return str, [str(a) for a in args]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        return _flag_type(args[0])
+    if annotation in (int, float, bool):
+        return annotation, None
+    return str, None
+
+
+def _default_text(value: object) -> str:
+    return (
+        "(set)"
+        if isinstance(value, SecretStr) and value.get_secret_value()
+        else repr("" if isinstance(value, SecretStr) else value)
+    )
+
+
+def parse_settings(argv: Sequence[str] | None = None) -> Settings:
+    """Settings from the environment with the command line's flags on top; exits 2 on invalid values."""
+    parser = build_parser()
+    flags = vars(parser.parse_args(argv))
+    try:
+        return Settings(**flags)
+    except ValidationError as exc:
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"])
+            parser.error(f"invalid {where} (VOCOS_{where.upper()}): {err['msg']}")
+        raise  # pragma: no cover - parser.error exits
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn with a drain that starts the moment SIGTERM arrives (readiness 503, engines refuse)."""
+
+    def __init__(self, config: uvicorn.Config, state: ServiceState) -> None:
+        super().__init__(config)
+        self._state = state
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: Any = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: types.FrameType | None) -> None:
+        if not self.should_exit and self._loop is not None and not self._loop.is_closed():
+            log.info("signal %d: draining (readiness 503, finishing queued requests)", sig)
+            self._loop.call_soon_threadsafe(self._state.begin_drain)
+        super().handle_exit(sig, frame)
+
+
+def serve(app: FastAPI, settings: Settings) -> None:
+    """Run ``app`` until SIGTERM/SIGINT, draining for up to ``settings.drain_timeout_s``."""
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        lifespan="on",
+        timeout_graceful_shutdown=max(1, round(settings.drain_timeout_s)),
+    )
+    # uvicorn re-raises the signal it caught once it has shut down; a quiet handler makes that a
+    # normal return (exit status 0) instead of death by SIGTERM or a KeyboardInterrupt traceback.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+    DrainingServer(config, app.state.service).run()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = parse_settings(argv)
+    level = "DEBUG" if settings.log_level == "trace" else settings.log_level.upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        models = load_models(settings)
+    except StartupError as exc:
+        print(f"vocos-serve: {exc}", file=sys.stderr)
+        return 1
+    serve(create_app(settings, models), settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

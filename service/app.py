@@ -1,0 +1,134 @@
+"""The FastAPI application: ``create_app(settings)`` wires models, engines, routes, metrics and errors.
+
+Lifespan: load the models (unless given), start one batching engine per model, warm them up in the
+background (``/readyz`` answers 503 until done), and on shutdown drain: stop accepting, finish what
+is queued and running, then stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+
+import numpy as np
+import torch
+from fastapi import FastAPI
+
+from service import __version__
+from service.auth import BearerAuth
+from service.batching import BatchPolicy
+from service.engine import BatchingEngine
+from service.errors import install_error_handlers
+from service.metrics import ServiceMetrics
+from service.middleware import RequestContextMiddleware
+from service.models import ServedModel, load_models
+from service.routes import router
+from service.settings import Settings
+from service.state import ServiceState
+from service.workers import SerialWorker
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """Vocos neural vocoder as a service: mel spectrograms, EnCodec tokens or audio files in,
+24 kHz mono audio out. Concurrent requests are batched dynamically; each request's audio is exactly
+what it would be alone. Bodies are JSON or `.npy` (`application/x-npy`); when API keys are configured,
+send `Authorization: Bearer <key>` to every endpoint except `/healthz` and `/readyz`."""
+
+
+def create_app(settings: Settings, models: Mapping[str, ServedModel] | None = None) -> FastAPI:
+    """The app for ``settings``; ``models`` (kind -> loaded model) skips loading, e.g. in tests."""
+    metrics = ServiceMetrics()
+    metrics.set_ready(False)
+    state = ServiceState(settings=settings, metrics=metrics, auth=BearerAuth(settings.api_key_list))
+    preloaded = dict(models) if models is not None else None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loaded = preloaded if preloaded is not None else await asyncio.to_thread(load_models, settings)
+        await start_engines(state, loaded)
+        warm_task = asyncio.create_task(warm_up(state), name="warm-up")
+        try:
+            yield
+        finally:
+            warm_task.cancel()
+            await shut_down(state)
+
+    app = FastAPI(title="vocos-serve", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app.state.service = state
+    install_error_handlers(app)
+    app.include_router(router)
+    app.add_middleware(RequestContextMiddleware, state=state)
+    return app
+
+
+# Default length bucketing per device type. A CPU gains nothing from batching (its matrix products
+# are already efficient for one request) and pays for every padded frame, so batches stay within
+# 10 % of one length; a GPU call costs nearly the same for 1 or 16 requests, so batches may mix
+# lengths up to 2x to fill up. Measured with scripts/loadgen.py.
+DEFAULT_BUCKET_RATIO = {"cpu": 1.1, "cuda": 2.0}
+
+
+def engine_policy(settings: Settings, device_type: str = "cpu") -> BatchPolicy:
+    ratio = settings.bucket_ratio
+    if ratio is None:
+        ratio = DEFAULT_BUCKET_RATIO.get(device_type, DEFAULT_BUCKET_RATIO["cuda"])
+    return BatchPolicy(
+        max_batch_size=settings.max_batch_size,
+        max_wait_s=settings.max_wait_ms / 1000.0,
+        max_batch_frames=settings.max_batch_frames,
+        bucket_ratio=ratio,
+        max_queue_size=settings.max_queue_size,
+    )
+
+
+async def start_engines(state: ServiceState, models: Mapping[str, ServedModel]) -> None:
+    for kind, served in models.items():
+        policy = engine_policy(state.settings, served.device.type)
+        engine = BatchingEngine(kind, served, policy, observer=state.metrics)
+        await engine.start()
+        state.models[kind] = served
+        state.engines[kind] = engine
+        state.feature_workers[kind] = SerialWorker(f"{kind}-features", state.settings.max_queue_size)
+        state.metrics.set_model(kind, served.source, str(served.device), served.dtype)
+    state.metrics.watch_devices(str(m.device) for m in models.values())
+    log.info("serving models: %s", ", ".join(models) or "none")
+
+
+async def warm_up(state: ServiceState) -> None:
+    """Run every model once through its engine and audio path, then mark the app ready."""
+    try:
+        for kind, served in state.models.items():
+            frames = max(served.min_frames, 16)
+            engine = state.engines[kind]
+            if served.bandwidths:
+                calls = [
+                    engine.submit(torch.zeros(k, frames, dtype=torch.long), bandwidth_id=i)
+                    for i, k in enumerate(served.codebooks)
+                ]
+            else:
+                calls = [engine.submit(torch.zeros(served.n_features, frames))]
+            await asyncio.gather(*calls)
+            silence = np.zeros(served.sample_rate // 10, dtype=np.float32)
+            bandwidth_id = 0 if served.bandwidths else None
+            await state.feature_workers[kind].run(served.audio_to_features, silence, bandwidth_id)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.exception("warm-up failed")
+        state.not_ready_reason = f"warm-up failed: {exc}"
+        return
+    state.set_ready()
+    log.info("models warmed up; ready")
+
+
+async def shut_down(state: ServiceState) -> None:
+    """Drain every engine within the drain timeout, then release the worker threads."""
+    state.begin_drain()
+    timeout = state.settings.drain_timeout_s
+    results = await asyncio.gather(*(engine.drain(timeout) for engine in state.engines.values()))
+    if not all(results):
+        log.warning("drain timeout of %.1f s passed; unfinished requests were failed", timeout)
+    for worker in state.feature_workers.values():
+        worker.close()

@@ -1,0 +1,169 @@
+"""Every failure the service answers, and the one place that maps exceptions to HTTP responses.
+
+Request handling raises ``ServiceError`` subclasses (the caller's mistakes), the engine raises its own
+``EngineError`` subclasses, ``vocos_core`` raises ``InputError``; ``error_response`` turns any of them
+into ``{"error": {"type", "message", "request_id"}}`` with the right status code.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.engine import (
+    BatchFailedError,
+    DeadlineExceededError,
+    EngineError,
+    EngineStoppedError,
+    InvalidItemError,
+    QueueFullError,
+)
+from vocos_core.errors import InputError as CoreInputError
+
+log = logging.getLogger(__name__)
+
+
+class ServiceError(Exception):
+    """A failure with a fixed status code; the message says what was expected."""
+
+    status_code = 400
+    error_type = "bad_request"
+
+    def __init__(self, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+
+class MalformedPayloadError(ServiceError):
+    """The body cannot be parsed at all (broken JSON, not a .npy file, undecodable audio)."""
+
+    status_code = 400
+    error_type = "malformed_payload"
+
+
+class UnauthorizedError(ServiceError):
+    status_code = 401
+    error_type = "unauthorized"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, {"WWW-Authenticate": "Bearer"})
+
+
+class ModelNotLoadedError(ServiceError):
+    """The endpoint's model is disabled in this server's settings."""
+
+    status_code = 404
+    error_type = "model_not_loaded"
+
+
+class NotAcceptableError(ServiceError):
+    status_code = 406
+    error_type = "not_acceptable"
+
+
+class PayloadTooLargeError(ServiceError):
+    """The body or the audio exceeds a configured limit; the message states the limit."""
+
+    status_code = 413
+    error_type = "payload_too_large"
+
+
+class UnsupportedMediaTypeError(ServiceError):
+    status_code = 415
+    error_type = "unsupported_media_type"
+
+
+class InvalidInputError(ServiceError):
+    """Parsed fine but not valid: dtype, rank, shape, value range, bandwidth."""
+
+    status_code = 422
+    error_type = "invalid_input"
+
+
+class ServerDrainingError(ServiceError):
+    """The server is shutting down: requests that arrive after the drain began are refused."""
+
+    status_code = 503
+    error_type = "unavailable"
+
+
+class ClientDisconnectedError(ServiceError):
+    """The client went away before its audio was ready (nginx's 499; never actually delivered)."""
+
+    status_code = 499
+    error_type = "client_disconnected"
+
+
+# Engine failures: status code, error type. The engine itself knows nothing of HTTP.
+_ENGINE_STATUS: dict[type[EngineError], tuple[int, str]] = {
+    QueueFullError: (429, "queue_full"),
+    DeadlineExceededError: (504, "deadline_exceeded"),
+    EngineStoppedError: (503, "unavailable"),
+    InvalidItemError: (422, "invalid_input"),
+    BatchFailedError: (500, "internal"),
+}
+
+
+def error_body(error_type: str, message: str, request_id: str) -> dict[str, dict[str, str]]:
+    return {"error": {"type": error_type, "message": message, "request_id": request_id}}
+
+
+def request_id_of(request: Request) -> str:
+    return str(getattr(request.state, "request_id", "") or "")
+
+
+def error_response(exc: BaseException, request_id: str) -> JSONResponse:
+    """The JSON error response for ``exc``; unknown exceptions become a 500 carrying the request id."""
+    status, error_type, message, headers = _classify(exc, request_id)
+    return JSONResponse(error_body(error_type, message, request_id), status_code=status, headers=headers)
+
+
+def _classify(exc: BaseException, request_id: str) -> tuple[int, str, str, dict[str, str]]:
+    if isinstance(exc, ServiceError):
+        return exc.status_code, exc.error_type, exc.message, exc.headers
+    if isinstance(exc, EngineError):
+        status, error_type = next(v for k, v in _ENGINE_STATUS.items() if isinstance(exc, k))
+        headers = {}
+        if isinstance(exc, QueueFullError):
+            headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+        message = str(exc)
+        if isinstance(exc, DeadlineExceededError):
+            message = f"{message} (the deadline: VOCOS_REQUEST_TIMEOUT_S, or X-Request-Timeout when shorter)"
+        if status == 500:
+            message = f"{message} (request id {request_id})"
+        return status, error_type, message, headers
+    if isinstance(exc, CoreInputError):
+        return 422, "invalid_input", str(exc), {}
+    if isinstance(exc, RequestValidationError):
+        return 422, "invalid_parameter", _validation_message(exc), {}
+    if isinstance(exc, StarletteHTTPException):
+        return exc.status_code, "http_error", str(exc.detail), dict(exc.headers or {})
+    return 500, "internal", f"internal error; quote request id {request_id} when reporting it", {}
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("query", "header", "body"))
+        parts.append(f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg", "invalid")))
+    return "; ".join(parts) or "invalid request parameters"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every expected exception class through ``error_response``."""
+
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        request_id = request_id_of(request)
+        response = error_response(exc, request_id)
+        if response.status_code >= 500 and not isinstance(exc, EngineStoppedError | DeadlineExceededError):
+            log.error("request %s failed: %s", request_id, exc)
+        return response
+
+    for cls in (ServiceError, EngineError, CoreInputError, RequestValidationError, StarletteHTTPException):
+        app.add_exception_handler(cls, handle)

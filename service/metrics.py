@@ -1,0 +1,141 @@
+"""Prometheus metrics of the service, all in the ``vocos_`` namespace, on a registry owned by one app.
+
+A per-app ``CollectorRegistry`` (not the global default) lets tests build many apps in one process.
+``ServiceMetrics`` also implements the engine's observer protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import torch
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from service.engine import BatchStats
+
+ENDPOINTS = ("/decode/mel", "/decode/encodec", "/resynthesize")
+MODELS = ("mel", "encodec")
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_WAIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+_PADDING_BUCKETS = (1.0, 1.05, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
+
+
+class ServiceMetrics:
+    """Every metric of the service (names fixed by the deployment's dashboards and alerts)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "vocos_requests", "Requests by endpoint and status code.", ["endpoint", "status"], registry=r
+        )
+        self.request_duration = Histogram(
+            "vocos_request_duration_seconds",
+            "Request latency, body to response.",
+            ["endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "vocos_queue_wait_seconds",
+            "Time a request waited before its batch ran.",
+            ["model"],
+            buckets=_WAIT_BUCKETS,
+            registry=r,
+        )
+        self.compute = Histogram(
+            "vocos_compute_seconds", "Model time per batch.", ["model"], buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.batch_size = Histogram(
+            "vocos_batch_size", "Requests per batch.", ["model"], buckets=_BATCH_BUCKETS, registry=r
+        )
+        self.padding = Histogram(
+            "vocos_padding_ratio",
+            "Padded frames / real frames per batch (>= 1).",
+            ["model"],
+            buckets=_PADDING_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge("vocos_queue_depth", "Requests waiting for a batch.", ["model"], registry=r)
+        self.inflight = Gauge("vocos_inflight_requests", "Decoding requests being handled.", registry=r)
+        self.audio_seconds = Counter(
+            "vocos_audio_seconds", "Seconds of audio returned.", ["model"], registry=r
+        )
+        self.model_info = Gauge(
+            "vocos_model_info", "Loaded models (value 1).", ["model", "source", "device", "dtype"], registry=r
+        )
+        self.ready = Gauge("vocos_ready", "1 when ready to serve, 0 while starting or draining.", registry=r)
+        for endpoint in ENDPOINTS:
+            self.request_duration.labels(endpoint)
+        for model in MODELS:
+            self.queue_depth.labels(model).set(0)
+
+    # -- engine observer ---------------------------------------------------------------------------
+
+    def on_queue_depth(self, model: str, depth: int) -> None:
+        self.queue_depth.labels(model).set(depth)
+
+    def on_queue_wait(self, model: str, seconds: float) -> None:
+        self.queue_wait.labels(model).observe(seconds)
+
+    def on_batch(self, model: str, stats: BatchStats) -> None:
+        self.compute.labels(model).observe(stats.compute_s)
+        self.batch_size.labels(model).observe(stats.size)
+        self.padding.labels(model).observe(stats.padded_frames / max(1, stats.real_frames))
+
+    # -- app ---------------------------------------------------------------------------------------
+
+    def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
+        self.requests.labels(endpoint, str(status)).inc()
+        self.request_duration.labels(endpoint).observe(seconds)
+
+    def add_audio(self, model: str, seconds: float) -> None:
+        self.audio_seconds.labels(model).inc(seconds)
+
+    def set_model(self, model: str, source: str, device: str, dtype: str) -> None:
+        self.model_info.labels(model, source, device, dtype).set(1)
+
+    def set_ready(self, ready: bool) -> None:
+        self.ready.set(1 if ready else 0)
+
+    def watch_devices(self, devices: Iterable[str]) -> None:
+        """Report allocated/reserved memory of these CUDA devices at each scrape (CPU devices ignored)."""
+        cuda = sorted({d for d in devices if d.startswith("cuda")})
+        if cuda:
+            self.registry.register(_DeviceMemoryCollector(cuda))
+
+    def render(self) -> tuple[bytes, str]:
+        """The text exposition format and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class _DeviceMemoryCollector(Collector):
+    """``vocos_device_memory_bytes{device,kind}``, read from the CUDA caching allocator at scrape time."""
+
+    def __init__(self, devices: list[str]) -> None:
+        self._devices = devices
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(
+            "vocos_device_memory_bytes", "GPU memory of the CUDA allocator.", labels=["device", "kind"]
+        )
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "vocos_device_memory_bytes", "GPU memory of the CUDA allocator.", labels=["device", "kind"]
+        )
+        for device in self._devices:
+            family.add_metric([device, "allocated"], float(torch.cuda.memory_allocated(device)))
+            family.add_metric([device, "reserved"], float(torch.cuda.memory_reserved(device)))
+        yield family

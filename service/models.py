@@ -1,0 +1,157 @@
+"""Loading the configured Vocos models onto the serving device, and the adapter the engine drives.
+
+A model that cannot be obtained stops the server at start with one line naming the model and how to
+point at a local copy (``StartupError``), instead of failing on the first request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from service.settings import Settings
+from vocos_core import Vocos
+from vocos_core.errors import VocosError
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class StartupError(RuntimeError):
+    """The service cannot start; the message is one line saying what to change."""
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``auto`` -> the first GPU when there is one, else the CPU; ``cuda`` -> ``cuda:0``."""
+    if spec == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    index = int(spec.partition(":")[2] or 0)
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if index >= count:
+        raise StartupError(
+            f"VOCOS_DEVICE={spec}: this machine has {count} CUDA device(s); use cpu, auto"
+            + (f" or cuda:0..cuda:{count - 1}" if count else "")
+        )
+    return torch.device(f"cuda:{index}")
+
+
+class ServedModel:
+    """A loaded Vocos model on its device, with the engine's ``decode_batch`` protocol.
+
+    Engine inputs are ``(C, T)`` tensors: float features (mel, or EnCodec embeddings from audio), or
+    integer EnCodec codes ``(K, T)``, embedded here in the compute thread so the codebook lookup runs
+    on the model's device next to the decode. Outputs are float32 CPU tensors ``(S,)``.
+    """
+
+    def __init__(self, model: Vocos, source: str, device: torch.device, dtype: str) -> None:
+        self.model = model
+        self.kind: str = model.kind
+        self.source = source
+        self.device = device
+        self.dtype = dtype
+        self.sample_rate = model.sample_rate
+        self.n_features = model.n_features
+        self.bandwidths = model.bandwidths
+        self.codebooks = tuple(model.num_codebooks(i) for i in range(len(model.bandwidths)))
+        # Fewest frames that yield any audio (a centred mel model gives none for one frame).
+        self.min_frames = next(t for t in range(1, 64) if model.num_samples(t) > 0)
+        self.min_audio_samples = model.min_audio_samples()
+
+    def num_samples(self, frames: int) -> int:
+        return self.model.num_samples(frames)
+
+    def seconds(self, frames: int) -> float:
+        return self.model.num_samples(frames) / self.sample_rate
+
+    def decode_batch(
+        self, inputs: Sequence[torch.Tensor], bandwidth_ids: Sequence[int] | None = None
+    ) -> list[torch.Tensor]:
+        """``[(C, T_i)]`` -> ``[(S_i,)]`` float32 on the CPU, exactly as each item alone."""
+        features = [self._features(x) for x in inputs]
+        outputs = self.model.decode_batch(features, bandwidth_ids)
+        return [y.float().cpu() for y in outputs]
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_floating_point():
+            return x
+        return self.model.codes_to_features(x)[0]  # (K, T) codes -> (1, 128, T) -> (128, T)
+
+    def audio_to_features(self, audio: np.ndarray, bandwidth_id: int | None) -> torch.Tensor:
+        """Mono float32 audio ``(S,)`` at ``sample_rate`` -> features ``(C, T)`` on the model's device."""
+        return self.model.audio_to_features(torch.from_numpy(audio), bandwidth_id)
+
+    def prepare_audio_path(self) -> None:
+        """Load what the audio-in path needs (the EnCodec encoder) now rather than on first request."""
+        if self.kind == "encodec":
+            self.model.feature_extractor.encoder()  # type: ignore[operator]
+
+
+def load_models(settings: Settings) -> dict[str, ServedModel]:
+    """Every enabled model, on the configured device and dtype; StartupError on any failure."""
+    device = resolve_device(settings.device)
+    models = {}
+    for kind in settings.enabled_models:
+        source = settings.model_source(kind)
+        assert source is not None
+        models[kind] = load_model(kind, source, settings, device)
+    return models
+
+
+def load_model(kind: str, source: str, settings: Settings, device: torch.device) -> ServedModel:
+    env = f"VOCOS_{kind.upper()}_MODEL"
+    start = time.monotonic()
+    try:
+        model = Vocos.from_pretrained(
+            source, revision=settings.revision, encodec_weights=settings.encodec_weights
+        )
+    except (VocosError, OSError) as exc:
+        raise StartupError(
+            f"cannot load the {kind} model from {source!r}: {_one_line(exc)} -- point {env} "
+            f"(or --{kind}-model) at a local directory holding config.yaml and pytorch_model.bin, "
+            "or set it to 'none' to disable it"
+        ) from exc
+    if model.kind != kind:
+        raise StartupError(f"{env}={source} holds a {model.kind} model, not a {kind} model")
+    model = place(model, device, DTYPES[settings.dtype])
+    served = ServedModel(model, source, device, settings.dtype)
+    try:
+        served.prepare_audio_path()
+    except (VocosError, OSError) as exc:
+        raise StartupError(
+            "cannot load the EnCodec encoder weights used by /resynthesize?model=encodec: "
+            f"{_one_line(exc)} -- "
+            "set VOCOS_ENCODEC_WEIGHTS (or --encodec-weights) to a local encodec_24khz-d7cc33bc.th"
+        ) from exc
+    log.info(
+        "loaded %s model %s on %s (%s) in %.1f s",
+        kind,
+        source,
+        device,
+        settings.dtype,
+        time.monotonic() - start,
+    )
+    return served
+
+
+def place(model: Vocos, device: torch.device, dtype: torch.dtype) -> Vocos:
+    """Move to ``device``; a reduced ``dtype`` applies to the backbone and the head's projection only.
+
+    The feature extractor (mel filterbank, EnCodec encoder and codebooks) and the inverse transforms
+    keep float32: their buffers are exact constants, and half-precision FFTs are inexact.
+    """
+    model = model.to(device)
+    if dtype != torch.float32:
+        model.backbone.to(dtype)
+        model.head.out.to(dtype)
+    return model.eval()
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -1,0 +1,270 @@
+"""Request bodies of the decode endpoints: JSON or ``.npy``, parsed and validated into arrays.
+
+``.npy`` is parsed by our own header check plus ``np.frombuffer`` rather than ``np.load``: the header's
+shape is checked against the body length before anything is allocated, so a 100-byte body cannot
+claim a terabyte array, and pickled (object) arrays are refused without being touched.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from service.errors import InvalidInputError, MalformedPayloadError, UnsupportedMediaTypeError
+
+JSON_TYPES = frozenset({"application/json"})
+NPY_TYPES = frozenset({"application/x-npy", "application/npy", "application/octet-stream"})
+NPY_MAGIC = b"\x93NUMPY"
+CODEBOOK_SIZE = 1024
+
+
+def media_type(content_type: str | None) -> str:
+    """``"application/json; charset=utf-8"`` -> ``"application/json"``."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def body_kind(content_type: str | None, body: bytes) -> str:
+    """``"json"`` or ``"npy"``, from the Content-Type (sniffed from the body when there is none)."""
+    kind = media_type(content_type)
+    if kind in JSON_TYPES or kind.endswith("+json"):
+        return "json"
+    if kind in NPY_TYPES:
+        return "npy"
+    if not kind:
+        if body.startswith(NPY_MAGIC):
+            return "npy"
+        if body.lstrip()[:1] == b"{":
+            return "json"
+    raise UnsupportedMediaTypeError(
+        f"unsupported Content-Type {kind or '(none)'!r}; expected application/json or application/x-npy"
+    )
+
+
+def parse_json_object(body: bytes, allowed_keys: Sequence[str]) -> dict[str, Any]:
+    """A JSON object whose keys are among ``allowed_keys``."""
+    try:
+        value = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MalformedPayloadError(f"malformed JSON body: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidInputError(
+            f"expected a JSON object with keys {list(allowed_keys)}, got {type(value).__name__}"
+        )
+    unknown = sorted(set(value) - set(allowed_keys))
+    if unknown:
+        raise InvalidInputError(f"unknown JSON keys {unknown}; expected keys among {list(allowed_keys)}")
+    return value
+
+
+def json_array(value: Any, name: str) -> np.ndarray:
+    """A nested JSON list of numbers as an array (float64 or int64, as numpy infers)."""
+    if not isinstance(value, list):
+        raise InvalidInputError(f"'{name}' must be a nested list of numbers, got {type(value).__name__}")
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError, OverflowError):
+        raise InvalidInputError(
+            f"'{name}' must be a rectangular nested list of numbers (rows of equal length)"
+        ) from None
+    if array.dtype.kind not in "iuf":
+        raise InvalidInputError(
+            f"'{name}' must contain only numbers (got {_dtype_words(array.dtype)} values)"
+        )
+    return array
+
+
+def parse_npy(body: bytes) -> np.ndarray:
+    """The array of a ``.npy`` body; 400 when it is not a well-formed, complete ``.npy`` file."""
+    if not body.startswith(NPY_MAGIC):
+        raise MalformedPayloadError("body is not a .npy file (it does not start with the \\x93NUMPY magic)")
+    stream = io.BytesIO(body)
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:
+            raise MalformedPayloadError(f"unsupported .npy format version {version}; expected 1.0 or 2.0")
+    except MalformedPayloadError:
+        raise
+    except Exception as exc:  # numpy raises ValueError/SyntaxError/EOFError on broken headers
+        raise MalformedPayloadError(f"malformed .npy header: {exc}") from None
+    if dtype.hasobject or dtype.fields is not None:
+        raise InvalidInputError(
+            f"unsupported .npy dtype {dtype}; expected a plain numeric array (no objects, no records)"
+        )
+    data = memoryview(body)[stream.tell() :]
+    expected = math.prod(shape) * dtype.itemsize
+    if len(data) != expected:
+        raise MalformedPayloadError(
+            f".npy header declares shape {tuple(shape)} of {dtype} ({expected} bytes) "
+            f"but the body holds {len(data)}"
+        )
+    array = np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+    return array.astype(array.dtype.newbyteorder("="), copy=True)
+
+
+def mel_array(array: np.ndarray, n_mels: int) -> np.ndarray:
+    """Validate a mel spectrogram ``(n_mels, T)`` (or ``(1, n_mels, T)``) and return it as float32."""
+    if array.ndim == 3 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim != 2:
+        raise InvalidInputError(
+            f"expected a 2-D mel spectrogram of shape ({n_mels}, T); got shape {array.shape}"
+        )
+    if array.shape[0] != n_mels:
+        hint = " (it looks transposed: send mel bands as rows)" if array.shape[1] == n_mels else ""
+        raise InvalidInputError(f"expected {n_mels} mel bands (rows), got {array.shape[0]}{hint}")
+    if array.shape[1] < 1:
+        raise InvalidInputError(
+            f"the mel spectrogram has no frames; expected shape ({n_mels}, T) with T >= 1"
+        )
+    if array.dtype.kind != "f":
+        raise InvalidInputError(
+            f"expected float32 mel values (float16/float64 are converted), got {_dtype_words(array.dtype)}"
+        )
+    array = array.astype(np.float32, copy=False)
+    _check_finite(array, "mel spectrogram")
+    return np.ascontiguousarray(array)
+
+
+def codes_array(array: np.ndarray) -> np.ndarray:
+    """Validate an EnCodec token grid ``(K, T)`` (or ``(K, 1, T)``) and return it as int64."""
+    if array.ndim == 3 and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.ndim != 2:
+        raise InvalidInputError(
+            f"expected a 2-D token grid of shape (K codebooks, T); got shape {array.shape}"
+        )
+    if array.shape[1] < 1 or array.shape[0] < 1:
+        raise InvalidInputError(f"the token grid is empty (shape {array.shape}); expected (K, T) with T >= 1")
+    if array.dtype.kind not in "iu":
+        raise InvalidInputError(f"expected integer codes, got {_dtype_words(array.dtype)}")
+    low, high = int(array.min()), int(array.max())
+    if low < 0 or high >= CODEBOOK_SIZE:
+        bad = low if low < 0 else high
+        raise InvalidInputError(f"codes must lie in [0, {CODEBOOK_SIZE}); found {bad}")
+    return np.ascontiguousarray(array.astype(np.int64, copy=False))
+
+
+def resolve_bandwidth_id(
+    bandwidths: Sequence[float],
+    codebooks: Sequence[int],
+    *,
+    bandwidth_id: int | None = None,
+    bandwidth: float | None = None,
+    num_codebooks: int | None = None,
+) -> int:
+    """The bandwidth id from an id, a kbps value, or (when neither is given) the number of codebooks.
+
+    ``bandwidths[i]`` is the kbps of id i and ``codebooks[i]`` its number of codebooks. Raises
+    ``InvalidInputError`` listing the valid choices when a value is unknown or the values disagree.
+    """
+    choices = ", ".join(
+        f"{i}={_kbps(b)} kbps ({k} codebooks)"
+        for i, (b, k) in enumerate(zip(bandwidths, codebooks, strict=True))
+    )
+    resolved: int | None = None
+    if bandwidth_id is not None:
+        if not 0 <= bandwidth_id < len(bandwidths):
+            raise InvalidInputError(f"unknown bandwidth_id {bandwidth_id}; expected one of {choices}")
+        resolved = bandwidth_id
+    if bandwidth is not None:
+        matches = [i for i, b in enumerate(bandwidths) if math.isclose(b, bandwidth, rel_tol=1e-6)]
+        if not matches:
+            raise InvalidInputError(f"unknown bandwidth {bandwidth:g} kbps; expected one of {choices}")
+        if resolved is not None and resolved != matches[0]:
+            raise InvalidInputError(
+                f"bandwidth_id {resolved} and bandwidth {bandwidth:g} kbps disagree; "
+                f"give one of them ({choices})"
+            )
+        resolved = matches[0]
+    if resolved is None:
+        if num_codebooks is None:
+            raise InvalidInputError(f"a bandwidth is required: bandwidth_id or bandwidth, one of {choices}")
+        if num_codebooks not in codebooks:
+            raise InvalidInputError(
+                f"cannot infer the bandwidth from {num_codebooks} codebooks; "
+                f"expected K in {sorted(set(codebooks))}"
+                f" or an explicit bandwidth ({choices})"
+            )
+        return list(codebooks).index(num_codebooks)
+    if num_codebooks is not None and codebooks[resolved] != num_codebooks:
+        raise InvalidInputError(
+            f"bandwidth {_kbps(bandwidths[resolved])} kbps (id {resolved}) "
+            f"expects {codebooks[resolved]} codebooks,"
+            f" got K={num_codebooks}"
+        )
+    return resolved
+
+
+def optional_int(fields: Mapping[str, Any], key: str) -> int | None:
+    value = fields.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInputError(f"'{key}' must be an integer, got {value!r}")
+    return value
+
+
+def optional_float(fields: Mapping[str, Any], key: str) -> float | None:
+    value = fields.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidInputError(f"'{key}' must be a number, got {value!r}")
+    return float(value)
+
+
+def _check_finite(array: np.ndarray, what: str) -> None:
+    finite = np.isfinite(array)
+    if not finite.all():
+        bad = int(finite.size - np.count_nonzero(finite))
+        first = tuple(int(i) for i in np.argwhere(~finite)[0])
+        raise InvalidInputError(f"the {what} contains {bad} NaN or Inf value(s), first at index {first}")
+
+
+def _dtype_words(dtype: np.dtype) -> str:
+    names = {"b": "boolean", "U": "string", "S": "bytes", "O": "object", "c": "complex"}
+    return names.get(dtype.kind, str(dtype))
+
+
+def _kbps(value: float) -> str:
+    return f"{value:g}"
+
+
+def mel_body(body: bytes, kind: str, n_mels: int) -> np.ndarray:
+    """The mel spectrogram ``(n_mels, T)`` float32 of a JSON ``{"mel": [[...]]}`` or ``.npy`` body."""
+    if kind == "json":
+        fields = parse_json_object(body, ("mel",))
+        if "mel" not in fields:
+            raise InvalidInputError('missing key "mel"; expected {"mel": [[...], ...]} with n_mels rows')
+        array = json_array(fields["mel"], "mel")
+    else:
+        array = parse_npy(body)
+    return mel_array(array, n_mels)
+
+
+def codes_body(body: bytes, kind: str) -> tuple[np.ndarray, int | None, float | None]:
+    """``(codes (K, T) int64, bandwidth_id, bandwidth)`` of a JSON or ``.npy`` body (npy: no bandwidth)."""
+    if kind != "json":
+        return codes_array(parse_npy(body)), None, None
+    fields = parse_json_object(body, ("codes", "bandwidth_id", "bandwidth"))
+    if "codes" not in fields:
+        raise InvalidInputError('missing key "codes"; expected {"codes": [[...], ...]} with K rows of tokens')
+    codes = codes_array(json_array(fields["codes"], "codes"))
+    return codes, optional_int(fields, "bandwidth_id"), optional_float(fields, "bandwidth")
+
+
+def merge_choice(name: str, *values: float | None) -> float | None:
+    """The one value given for ``name`` in the query and the body; 422 when they differ."""
+    given = {v for v in values if v is not None}
+    if len(given) > 1:
+        raise InvalidInputError(f"{name} given twice with different values {sorted(given)}; give it once")
+    return given.pop() if given else None

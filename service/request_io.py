@@ -1,0 +1,131 @@
+"""HTTP plumbing shared by the endpoints: bounded body reading, deadlines, disconnects, audio responses."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import numpy as np
+from fastapi import Request, Response
+
+from service.audio_io import OutputFormat, encode_audio
+from service.errors import ClientDisconnectedError, InvalidInputError, PayloadTooLargeError
+from service.models import ServedModel
+from service.settings import Settings
+from service.state import ServiceState
+
+T = TypeVar("T")
+
+# Bodies and audio below these sizes are handled on the event loop: a thread hop costs more.
+INLINE_BODY_BYTES = 64 * 1024
+INLINE_AUDIO_SAMPLES = 240_000
+
+
+def service_state(request: Request) -> ServiceState:
+    state = request.app.state.service
+    assert isinstance(state, ServiceState)
+    return state
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refused with 413 as soon as it passes ``limit`` bytes (before reading it all)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(_body_limit_message(int(declared), limit))
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(_body_limit_message(size, limit, at_least=True))
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _body_limit_message(size: int, limit: int, at_least: bool = False) -> str:
+    more = "more than " if at_least else ""
+    return f"request body of {more}{size} bytes exceeds the limit of {limit} bytes (VOCOS_MAX_BODY_BYTES)"
+
+
+class Deadline:
+    """When a request must be answered: the server's timeout, shortened by ``X-Request-Timeout``."""
+
+    def __init__(self, request: Request, settings: Settings) -> None:
+        seconds = settings.request_timeout_s
+        header = request.headers.get("x-request-timeout")
+        if header is not None:
+            try:
+                asked = float(header)
+            except ValueError:
+                asked = math.nan
+            if not (asked > 0 and math.isfinite(asked)):
+                raise InvalidInputError(
+                    f"X-Request-Timeout must be a positive number of seconds, got {header!r}"
+                )
+            seconds = min(seconds, asked)
+        started = getattr(request.state, "started", None) or time.monotonic()
+        self.at = started + seconds
+
+    def remaining(self) -> float:
+        return self.at - time.monotonic()
+
+
+async def off_loop(fn: Callable[..., T], *args: object, inline: bool = False) -> T:
+    """``fn(*args)`` in a worker thread (or inline when ``inline``), keeping the event loop free."""
+    if inline:
+        return fn(*args)
+    return await asyncio.to_thread(fn, *args)
+
+
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work`` unless the client disconnects first; then cancel it (dropping it from its queue)."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for pending in (task, watcher):
+            if not pending.done():
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pending
+    if task.done() and not task.cancelled():
+        return task.result()
+    raise ClientDisconnectedError("the client disconnected before its audio was ready")
+
+
+async def _disconnected(request: Request) -> None:
+    # After the body is read, the server's receive() returns only once the client disconnects.
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+def check_duration(seconds: float, settings: Settings) -> None:
+    if seconds > settings.max_audio_seconds:
+        raise PayloadTooLargeError(
+            f"the requested audio would last {seconds:.1f} s; this server produces at most "
+            f"{settings.max_audio_seconds:g} s per request (VOCOS_MAX_AUDIO_SECONDS)"
+        )
+
+
+async def audio_response(
+    state: ServiceState, served: ServedModel, audio: np.ndarray, fmt: OutputFormat
+) -> Response:
+    """Encode ``audio`` ``(S,)`` and answer it with its duration and model in headers."""
+    inline = audio.size <= INLINE_AUDIO_SAMPLES and fmt is not OutputFormat.FLAC
+    content = await off_loop(encode_audio, audio, served.sample_rate, fmt, inline=inline)
+    seconds = audio.size / served.sample_rate
+    state.metrics.add_audio(served.kind, seconds)
+    headers = {
+        "X-Audio-Duration": f"{seconds:.6f}",
+        "X-Model": served.kind,
+        "X-Model-Source": served.source.encode("ascii", "replace").decode("ascii"),
+        "X-Sample-Rate": str(served.sample_rate),
+    }
+    return Response(content, media_type=fmt.media_type, headers=headers)

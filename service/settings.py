@@ -1,0 +1,114 @@
+"""The one typed settings object of the service, read from ``VOCOS_*`` environment variables.
+
+Built once at start (``__main__`` adds CLI flags on top of the environment) and passed to
+``create_app(settings)``; nothing else in the service reads the environment.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DISABLED = "none"
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+
+Dtype = Literal["float32", "bfloat16", "float16"]
+LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
+
+
+class Settings(BaseSettings):
+    """Service configuration; every field ``name`` is the env var ``VOCOS_NAME`` and the flag ``--name``."""
+
+    model_config = SettingsConfigDict(env_prefix="VOCOS_", extra="forbid", frozen=True)
+
+    mel_model: str = Field(
+        "charactr/vocos-mel-24khz",
+        description="Hub id or local directory of the mel model; 'none' disables it",
+    )
+    encodec_model: str = Field(
+        "charactr/vocos-encodec-24khz",
+        description="Hub id or local directory of the EnCodec model; 'none' disables it",
+    )
+    encodec_weights: str | None = Field(
+        None,
+        description="local path of encodec_24khz-d7cc33bc.th (default: official URL via the torch hub cache)",
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of both models")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    dtype: Dtype = Field("float32", description="compute dtype of the models")
+
+    max_batch_size: int = Field(16, ge=1, le=1024, description="most requests in one model call")
+    max_wait_ms: float = Field(
+        5.0, ge=0, le=10_000, description="how long the first request of a batch may wait for company"
+    )
+    max_batch_frames: int = Field(
+        16384, ge=1, description="budget of padded frames (batch size x longest) per batch"
+    )
+    bucket_ratio: float | None = Field(
+        None,
+        ge=1.0,
+        description="length bucketing: longest / shortest request of one batch stays at most this "
+        "(default: 1.1 on CPU, where padding costs compute one for one, 2.0 on GPU)",
+    )
+    max_queue_size: int = Field(
+        256, ge=1, description="requests waiting per model beyond which 429 is answered"
+    )
+    request_timeout_s: float = Field(
+        30.0, gt=0, description="deadline of a request (X-Request-Timeout shortens it)"
+    )
+
+    max_body_bytes: int = Field(64 * 1024 * 1024, ge=1, description="largest accepted request body")
+    max_audio_seconds: float = Field(600.0, gt=0, description="longest audio a request may produce or upload")
+
+    host: str = Field("0.0.0.0", description="interface to listen on")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port")
+    api_keys: SecretStr = Field(
+        SecretStr(""), description="comma-separated bearer tokens; empty = no authentication"
+    )
+    metrics_require_key: bool = Field(False, description="whether /metrics also requires a bearer token")
+    drain_timeout_s: float = Field(
+        30.0, ge=0, description="on SIGTERM, how long queued work may take to finish"
+    )
+    log_level: LogLevel = Field("info", description="log level")
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        value = value.strip().lower()
+        if not _DEVICE_RE.match(value):
+            raise ValueError(f"device must be one of auto, cpu, cuda, cuda:N (N an integer); got {value!r}")
+        return value
+
+    @field_validator("log_level", "dtype", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("mel_model", "encodec_model")
+    @classmethod
+    def _check_model(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("expected a Hub id, a local directory, or 'none' to disable the model")
+        return value
+
+    @field_validator("encodec_weights", "revision", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    def model_source(self, kind: str) -> str | None:
+        """The configured source of model ``kind`` ("mel" | "encodec"), or None when it is disabled."""
+        source = {"mel": self.mel_model, "encodec": self.encodec_model}[kind]
+        return None if source.lower() == DISABLED else source
+
+    @property
+    def enabled_models(self) -> tuple[str, ...]:
+        return tuple(kind for kind in ("mel", "encodec") if self.model_source(kind) is not None)
+
+    @property
+    def api_key_list(self) -> tuple[str, ...]:
+        return tuple(k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip())

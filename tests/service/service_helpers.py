@@ -1,0 +1,114 @@
+"""Helpers of the service tests: a started app with its client, audio/npy bodies, controllable models."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+
+import httpx
+import numpy as np
+import soundfile as sf
+import torch
+from fastapi import FastAPI
+
+from service.app import create_app
+from service.models import ServedModel
+from service.settings import Settings
+from service.state import ServiceState
+
+
+@dataclass
+class AppHarness:
+    app: FastAPI
+    client: httpx.AsyncClient
+
+    @property
+    def state(self) -> ServiceState:
+        state = self.app.state.service
+        assert isinstance(state, ServiceState)
+        return state
+
+
+# What the `make_app` fixture returns: `async with make_app(max_batch_size=1) as harness:`.
+AppFactory = Callable[..., AbstractAsyncContextManager[AppHarness]]
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(0.005)
+
+
+@asynccontextmanager
+async def running_app(
+    settings: Settings, models: Mapping[str, ServedModel], wait_ready: bool = True
+) -> AsyncIterator[AppHarness]:
+    """The app started through its lifespan (warm-up included), with an in-process client."""
+    app = create_app(settings, models)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver", timeout=60) as client:
+            harness = AppHarness(app, client)
+            if wait_ready:
+                await wait_until(lambda: harness.state.ready)
+            yield harness
+
+
+class GatedModel(ServedModel):
+    """A served model whose batches wait for ``gate`` (opened by default) and that records each call."""
+
+    def __init__(self, base: ServedModel) -> None:
+        self.__dict__.update(base.__dict__)
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+        self.calls: list[list[int]] = []  # frame counts of each batch
+        self.fail_with: BaseException | None = None
+
+    def decode_batch(
+        self, inputs: Sequence[torch.Tensor], bandwidth_ids: Sequence[int] | None = None
+    ) -> list[torch.Tensor]:
+        self.calls.append([int(x.shape[-1]) for x in inputs])
+        self.entered.set()
+        if not self.gate.wait(timeout=30):
+            raise RuntimeError("test gate never opened")
+        if self.fail_with is not None:
+            raise self.fail_with
+        return super().decode_batch(inputs, bandwidth_ids)
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def audio_file(samples: np.ndarray, rate: int, container: str = "WAV", subtype: str | None = None) -> bytes:
+    """``samples`` (S,) or (S, channels) encoded with libsndfile."""
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, rate, format=container, subtype=subtype)
+    return buffer.getvalue()
+
+
+def read_audio(content: bytes) -> tuple[np.ndarray, int, str]:
+    """Decoded samples (float32), rate and libsndfile subtype of a response body."""
+    info = sf.info(io.BytesIO(content))
+    data, rate = sf.read(io.BytesIO(content), dtype="float32")
+    return data, rate, info.subtype
+
+
+def tone(seconds: float, rate: int, channels: int = 1, seed: int = 0) -> np.ndarray:
+    """A 220 Hz tone plus a little noise, ``(S,)`` or ``(S, channels)``, float32."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    mono = 0.3 * np.sin(2 * np.pi * 220 * t) + 0.01 * rng.standard_normal(t.size)
+    if channels == 1:
+        return mono.astype(np.float32)
+    return np.stack([mono * (0.5 + 0.5 * c / channels) for c in range(channels)], axis=1).astype(np.float32)

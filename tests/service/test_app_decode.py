@@ -1,0 +1,179 @@
+"""The decode endpoints through the ASGI app: JSON and .npy bodies, audio files, output formats,
+headers, OpenAPI, and exactness of batched requests against solo decoding."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+import torch
+from service_helpers import AppFactory, AppHarness, GatedModel, audio_file, npy_bytes, read_audio, tone, wait_until
+
+from service.models import ServedModel
+
+pytestmark = pytest.mark.asyncio
+
+
+def solo_decode(served: ServedModel, features: torch.Tensor, bandwidth_id: int | None = None) -> np.ndarray:
+    """What the model gives for this input alone: ``decode`` of a batch of one."""
+    ids = None if bandwidth_id is None else torch.tensor([bandwidth_id])
+    return served.model.decode(features[None], bandwidth_id=ids)[0].float().numpy()
+
+
+async def test_mel_json_returns_pcm16_wav_with_headers(app: AppHarness, models: dict[str, ServedModel]) -> None:
+    mel = np.random.default_rng(1).standard_normal((100, 40)).astype(np.float32)
+    response = await app.client.post("/decode/mel", json={"mel": mel.tolist()})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "audio/wav"
+    audio, rate, subtype = read_audio(response.content)
+    assert (rate, subtype, audio.shape) == (24000, "PCM_16", (models["mel"].num_samples(40),))
+    assert float(response.headers["x-audio-duration"]) == pytest.approx(audio.size / 24000, abs=1e-6)
+    assert response.headers["x-model"] == "mel"
+    assert len(response.headers["x-request-id"]) >= 8
+    np.testing.assert_allclose(audio, solo_decode(models["mel"], torch.from_numpy(mel)), atol=1 / 32767 + 1e-6)
+
+
+async def test_mel_npy_float32_output_is_the_model_output(app: AppHarness, models: dict[str, ServedModel]) -> None:
+    mel = np.random.default_rng(2).standard_normal((100, 33)).astype(np.float32)
+    response = await app.client.post(
+        "/decode/mel?format=wav32f", content=npy_bytes(mel), headers={"content-type": "application/x-npy"}
+    )
+    assert response.status_code == 200, response.text
+    audio, _, subtype = read_audio(response.content)
+    assert subtype == "FLOAT"
+    np.testing.assert_allclose(audio, solo_decode(models["mel"], torch.from_numpy(mel)), rtol=0, atol=1e-6)
+
+
+async def test_flac_on_request_and_via_accept(app: AppHarness) -> None:
+    body = {"mel": np.zeros((100, 10)).tolist()}
+    by_query = await app.client.post("/decode/mel?format=flac", json=body)
+    by_accept = await app.client.post("/decode/mel", json=body, headers={"accept": "audio/flac"})
+    for response in (by_query, by_accept):
+        assert response.status_code == 200 and response.headers["content-type"] == "audio/flac"
+        assert response.content[:4] == b"fLaC"
+
+
+async def test_client_request_id_is_echoed(app: AppHarness) -> None:
+    response = await app.client.post("/decode/mel", json={"mel": np.zeros((100, 4)).tolist()},
+                                     headers={"x-request-id": "trace-123"})
+    assert response.headers["x-request-id"] == "trace-123"
+
+
+@pytest.mark.parametrize(("k", "bandwidth_id"), [(2, 0), (4, 1), (8, 2), (16, 3)])
+async def test_encodec_bandwidth_inferred_from_k(
+    app: AppHarness, models: dict[str, ServedModel], k: int, bandwidth_id: int
+) -> None:
+    codes = np.random.default_rng(k).integers(0, 1024, (k, 30))
+    response = await app.client.post("/decode/encodec?format=wav32f", json={"codes": codes.tolist()})
+    assert response.status_code == 200, response.text
+    assert response.headers["x-model"] == "encodec"
+    served = models["encodec"]
+    expected = solo_decode(served, served.model.codes_to_features(torch.from_numpy(codes))[0], bandwidth_id)
+    np.testing.assert_allclose(read_audio(response.content)[0], expected, rtol=0, atol=1e-6)
+
+
+async def test_encodec_explicit_bandwidth_in_query_json_or_kbps(app: AppHarness) -> None:
+    codes = np.random.default_rng(0).integers(0, 1024, (8, 12))
+    calls = [
+        app.client.post("/decode/encodec?bandwidth_id=2", content=npy_bytes(codes),
+                        headers={"content-type": "application/x-npy"}),
+        app.client.post("/decode/encodec?bandwidth=6", json={"codes": codes.tolist()}),
+        app.client.post("/decode/encodec", json={"codes": codes.tolist(), "bandwidth_id": 2}),
+        app.client.post("/decode/encodec", json={"codes": codes.tolist(), "bandwidth": 6.0}),
+    ]
+    responses = await asyncio.gather(*calls)
+    assert [r.status_code for r in responses] == [200] * 4
+    assert len({r.content for r in responses}) == 1
+
+
+@pytest.mark.parametrize(("rate", "channels", "container"), [(24000, 1, "WAV"), (44100, 2, "FLAC"),
+                                                              (16000, 1, "OGG"), (48000, 2, "MP3")])
+async def test_resynthesize_mel(app: AppHarness, rate: int, channels: int, container: str) -> None:
+    body = audio_file(tone(0.5, rate, channels), rate, container)
+    mime = {"WAV": "audio/wav", "FLAC": "audio/flac", "OGG": "audio/ogg", "MP3": "audio/mpeg"}[container]
+    response = await app.client.post("/resynthesize", content=body, headers={"content-type": mime})
+    assert response.status_code == 200, response.text
+    audio, out_rate, _ = read_audio(response.content)
+    assert out_rate == 24000 and response.headers["x-model"] == "mel"
+    assert abs(audio.size - 12000) <= 2048  # about 0.5 s (lossy codecs pad a little)
+
+
+async def test_resynthesize_mel_equals_model_copy_synthesis(app: AppHarness, models: dict[str, ServedModel]) -> None:
+    samples = tone(0.4, 24000)
+    response = await app.client.post("/resynthesize?format=wav32f", content=audio_file(samples, 24000, "WAV", "FLOAT"),
+                                     headers={"content-type": "audio/wav"})
+    assert response.status_code == 200, response.text
+    expected = models["mel"].model(torch.from_numpy(samples)[None])[0].numpy()
+    np.testing.assert_allclose(read_audio(response.content)[0], expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("query", ["bandwidth_id=1", "bandwidth=3"])
+async def test_resynthesize_encodec(app: AppHarness, models: dict[str, ServedModel], query: str) -> None:
+    samples = tone(0.3, 24000)
+    response = await app.client.post(f"/resynthesize?model=encodec&{query}&format=wav32f",
+                                     content=audio_file(samples, 24000, "WAV", "FLOAT"),
+                                     headers={"content-type": "audio/wav"})
+    assert response.status_code == 200, response.text
+    assert response.headers["x-model"] == "encodec"
+    expected = models["encodec"].model(torch.from_numpy(samples)[None], bandwidth_id=1)[0].numpy()
+    np.testing.assert_allclose(read_audio(response.content)[0], expected, rtol=0, atol=1e-5)
+
+
+async def test_concurrent_unequal_requests_are_batched_and_exact(
+    make_app: AppFactory, models: dict[str, ServedModel]
+) -> None:
+    """Requests held at the gate pile up, run as one padded batch, and each equals its solo decode."""
+    gated = GatedModel(models["mel"])
+    rng = np.random.default_rng(7)
+    lengths = [23, 57, 31, 64, 40, 33, 48, 61]
+    mels = [rng.standard_normal((100, t)).astype(np.float32) for t in lengths]
+    async with make_app(models_override={"mel": gated}, max_wait_ms=1, bucket_ratio=4.0) as harness:
+        gated.calls.clear()
+        gated.entered.clear()
+        gated.gate.clear()
+        blocker = asyncio.ensure_future(harness.client.post("/decode/mel", json={"mel": mels[0].tolist()}))
+        await wait_until(gated.entered.is_set)
+        rest = [asyncio.ensure_future(harness.client.post(
+            "/decode/mel?format=wav32f", content=npy_bytes(m), headers={"content-type": "application/x-npy"}))
+            for m in mels]
+        await wait_until(lambda: harness.state.engines["mel"].queue_depth == len(mels))
+        gated.gate.set()
+        responses = await asyncio.gather(*rest)
+        await blocker
+    assert sorted(gated.calls[1]) == sorted(lengths)  # all eight in one batch behind the blocker
+    for mel, response in zip(mels, responses, strict=True):
+        assert response.status_code == 200, response.text
+        expected = solo_decode(models["mel"], torch.from_numpy(mel))
+        got = read_audio(response.content)[0]
+        assert got.shape == expected.shape
+        assert np.max(np.abs(got - expected)) <= 1e-5 * max(1e-3, float(np.max(np.abs(expected))))
+
+
+async def test_concurrent_encodec_requests_with_mixed_bandwidths_are_exact(
+    app: AppHarness, models: dict[str, ServedModel]
+) -> None:
+    rng = np.random.default_rng(3)
+    grids = [rng.integers(0, 1024, (k, t)) for k, t in [(2, 20), (16, 35), (8, 27), (4, 31)]]
+    responses = await asyncio.gather(*(
+        app.client.post("/decode/encodec?format=wav32f", json={"codes": g.tolist()}) for g in grids))
+    served = models["encodec"]
+    for grid, response in zip(grids, responses, strict=True):
+        assert response.status_code == 200, response.text
+        bandwidth_id = served.codebooks.index(grid.shape[0])
+        features = served.model.codes_to_features(torch.from_numpy(grid))[0]
+        expected = solo_decode(served, features, bandwidth_id)
+        got = read_audio(response.content)[0]
+        assert np.max(np.abs(got - expected)) <= 1e-5 * max(1e-3, float(np.max(np.abs(expected))))
+
+
+async def test_openapi_documents_every_endpoint_and_both_body_types(app: AppHarness) -> None:
+    spec = (await app.client.get("/openapi.json")).json()
+    for path in ("/decode/mel", "/decode/encodec", "/resynthesize", "/healthz", "/readyz", "/metrics"):
+        assert path in spec["paths"], path
+    mel_body = spec["paths"]["/decode/mel"]["post"]["requestBody"]["content"]
+    assert {"application/json", "application/x-npy"} <= set(mel_body)
+    assert "audio/wav" in spec["paths"]["/resynthesize"]["post"]["requestBody"]["content"]
+    assert "audio/wav" in spec["paths"]["/decode/mel"]["post"]["responses"]["200"]["content"]
+    params = {p["name"] for p in spec["paths"]["/decode/encodec"]["post"]["parameters"]}
+    assert {"bandwidth_id", "bandwidth", "format"} <= params

@@ -1,0 +1,173 @@
+"""Bad input gets a clear 4xx naming what was expected; nothing produces a 500 except a failing
+model call, which fails only its own batch and carries the request id."""
+
+from __future__ import annotations
+
+import httpx
+import numpy as np
+import pytest
+from service_helpers import AppFactory, AppHarness, GatedModel, audio_file, npy_bytes, tone
+
+from service.models import ServedModel
+
+pytestmark = pytest.mark.asyncio
+
+NPY = {"content-type": "application/x-npy"}
+
+
+def assert_error(response: httpx.Response, status: int, message: str, error_type: str | None = None) -> None:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert message.lower() in error["message"].lower(), error["message"]
+    assert error["request_id"] == response.headers["x-request-id"] != ""
+    if error_type is not None:
+        assert error["type"] == error_type
+
+
+def mel(frames: int = 10, n_mels: int = 100) -> np.ndarray:
+    return np.random.default_rng(0).standard_normal((n_mels, frames)).astype(np.float32)
+
+
+async def test_malformed_bodies_are_400(app: AppHarness) -> None:
+    c = app.client
+    assert_error(await c.post("/decode/mel", content=b'{"mel": [[1.0,', headers={"content-type": "application/json"}),
+                 400, "malformed JSON", "malformed_payload")
+    assert_error(await c.post("/decode/mel", content=b"\x93NUMPY\x01\x00garbage", headers=NPY), 400, ".npy header")
+    assert_error(await c.post("/decode/mel", content=b"not numpy at all", headers=NPY), 400, "not a .npy file")
+    truncated = npy_bytes(mel())[:-7]
+    assert_error(await c.post("/decode/mel", content=truncated, headers=NPY), 400, "declares shape (100, 10)")
+    assert_error(await c.post("/decode/encodec", content=b"{codes}", headers={"content-type": "application/json"}),
+                 400, "malformed JSON")
+
+
+@pytest.mark.parametrize(
+    ("array", "message"),
+    [
+        (np.zeros((100, 10), np.int64), "expected float32 mel values"),
+        (np.zeros((100,), np.float32), "2-D mel spectrogram of shape (100, T)"),
+        (np.zeros((80, 10), np.float32), "expected 100 mel bands (rows), got 80"),
+        (np.full((100, 10), np.nan, np.float32), "NaN or Inf"),
+        (np.full((100, 10), np.inf, np.float32), "NaN or Inf"),
+        (np.zeros((100, 1), np.float32), "send at least 2"),
+    ],
+)
+async def test_invalid_mels_are_422(app: AppHarness, array: np.ndarray, message: str) -> None:
+    assert_error(await app.client.post("/decode/mel", content=npy_bytes(array), headers=NPY), 422, message,
+                 "invalid_input")
+
+
+async def test_invalid_mel_json_is_422(app: AppHarness) -> None:
+    c = app.client
+    assert_error(await c.post("/decode/mel", json={"mel": [[1.0, 2.0], [3.0]]}), 422, "rectangular")
+    assert_error(await c.post("/decode/mel", json={"spectrogram": []}), 422, "unknown JSON keys")
+    assert_error(await c.post("/decode/mel", content=b'{"mel": [[NaN]]}', headers={"content-type": "application/json"}),
+                 422, "expected 100 mel bands")
+
+
+@pytest.mark.parametrize(
+    ("body", "query", "message"),
+    [
+        ({"codes": [[0, 1024], [1, 2]]}, "", "codes must lie in [0, 1024); found 1024"),
+        ({"codes": [[0, -3], [1, 2]]}, "", "found -3"),
+        ({"codes": [[0.5, 1.0], [1.0, 2.0]]}, "", "expected integer codes"),
+        ({"codes": np.zeros((4, 5), int).tolist()}, "?bandwidth_id=2", "expects 8 codebooks, got K=4"),
+        ({"codes": np.zeros((4, 5), int).tolist(), "bandwidth": 12}, "", "expects 16 codebooks, got K=4"),
+        ({"codes": np.zeros((8, 5), int).tolist()}, "?bandwidth_id=9", "unknown bandwidth_id 9; expected one of"),
+        ({"codes": np.zeros((8, 5), int).tolist()}, "?bandwidth=5", "unknown bandwidth 5 kbps"),
+        ({"codes": np.zeros((3, 5), int).tolist()}, "", "cannot infer the bandwidth from 3 codebooks"),
+        ({"codes": np.zeros((8, 5), int).tolist(), "bandwidth_id": 1}, "?bandwidth_id=2", "given twice"),
+        ({"codes": [[1, 2, 3]]}, "", "cannot infer the bandwidth from 1 codebooks"),
+    ],
+)
+async def test_invalid_codes_and_bandwidths_are_422(app: AppHarness, body: dict, query: str, message: str) -> None:
+    assert_error(await app.client.post(f"/decode/encodec{query}", json=body), 422, message)
+
+
+async def test_codes_npy_with_wrong_dtype_is_422(app: AppHarness) -> None:
+    response = await app.client.post("/decode/encodec", content=npy_bytes(np.zeros((8, 5), np.float32)), headers=NPY)
+    assert_error(response, 422, "expected integer codes, got float32")
+
+
+async def test_unsupported_media_types_are_415(app: AppHarness) -> None:
+    c = app.client
+    assert_error(await c.post("/decode/mel", content=b"1,2,3", headers={"content-type": "text/csv"}), 415,
+                 "expected application/json or application/x-npy", "unsupported_media_type")
+    assert_error(await c.post("/resynthesize", json={"audio": [0.1]}), 415, "expected one of application/octet-stream")
+    multipart = await c.post("/resynthesize", files={"file": ("a.wav", audio_file(tone(0.1, 24000), 24000))})
+    assert_error(multipart, 415, "send the file itself as the body")
+
+
+async def test_bad_audio_files(app: AppHarness) -> None:
+    c = app.client
+    wav = {"content-type": "audio/wav"}
+    assert_error(await c.post("/resynthesize", content=b"RIFF....WAVEjunkjunk", headers=wav), 400,
+                 "could not decode the audio file; expected WAV, FLAC, OGG/Vorbis, OGG/Opus or MP3")
+    assert_error(await c.post("/resynthesize", content=b"", headers=wav), 422, "body is empty")
+    empty_wav = audio_file(np.zeros(0, np.float32), 24000)
+    assert_error(await c.post("/resynthesize", content=empty_wav, headers=wav), 422, "contains no samples")
+    short = audio_file(np.zeros(100, np.float32), 24000)
+    assert_error(await c.post("/resynthesize", content=short, headers=wav), 422, "the audio is too short")
+
+
+async def test_bad_resynthesis_parameters(app: AppHarness) -> None:
+    c = app.client
+    body = audio_file(tone(0.2, 24000), 24000)
+    wav = {"content-type": "audio/wav"}
+    assert_error(await c.post("/resynthesize?model=encodec", content=body, headers=wav), 422,
+                 "a bandwidth is required")
+    assert_error(await c.post("/resynthesize?bandwidth_id=1", content=body, headers=wav), 422,
+                 "apply to model=encodec only")
+    assert_error(await c.post("/resynthesize?model=hifigan", content=body, headers=wav), 422, "model",
+                 "invalid_parameter")
+
+
+async def test_bad_query_parameters_and_headers(app: AppHarness) -> None:
+    c = app.client
+    body = {"mel": mel().tolist()}
+    assert_error(await c.post("/decode/mel?format=mp3", json=body), 422, "format", "invalid_parameter")
+    assert_error(await c.post("/decode/encodec?bandwidth_id=two", json={"codes": [[1]]}), 422, "bandwidth_id")
+    assert_error(await c.post("/decode/mel", json=body, headers={"x-request-timeout": "soon"}), 422,
+                 "X-Request-Timeout must be a positive number of seconds")
+    assert_error(await c.post("/decode/mel", json=body, headers={"x-request-timeout": "-1"}), 422,
+                 "X-Request-Timeout")
+    assert_error(await c.post("/decode/mel", json=body, headers={"accept": "application/json"}), 406,
+                 "available: audio/wav, audio/flac")
+
+
+async def test_limits_answer_413_with_the_limit(make_app: AppFactory) -> None:
+    async with make_app(max_body_bytes=20_000, max_audio_seconds=1.0) as h:
+        big = npy_bytes(mel(frames=100))  # 40 kB body
+        assert_error(await h.client.post("/decode/mel", content=big, headers=NPY), 413,
+                     "exceeds the limit of 20000 bytes (VOCOS_MAX_BODY_BYTES)", "payload_too_large")
+        fits = npy_bytes(np.zeros((100, 48), np.float32))  # 47 hops * 256 / 24000 = 0.5 s
+        assert (await h.client.post("/decode/mel", content=fits, headers=NPY)).status_code == 200
+        codes = np.zeros((2, 120), int)  # 120 * 320 / 24000 = 1.6 s
+        assert_error(await h.client.post("/decode/encodec", json={"codes": codes.tolist()}), 413,
+                     "would last 1.6 s; this server produces at most 1 s per request (VOCOS_MAX_AUDIO_SECONDS)")
+        audio = audio_file(tone(1.5, 4000), 4000)  # 12 kB
+        assert_error(await h.client.post("/resynthesize", content=audio, headers={"content-type": "audio/wav"}),
+                     413, "lasts 1.5 s; this server accepts at most 1 s")
+
+
+async def test_disabled_model_and_unknown_paths(make_app: AppFactory, models: dict[str, ServedModel]) -> None:
+    async with make_app(models_override={"mel": models["mel"]}, encodec_model="none") as h:
+        assert_error(await h.client.post("/decode/encodec", json={"codes": [[1, 2], [3, 4]]}), 404,
+                     "the encodec model is not loaded on this server (loaded: mel)", "model_not_loaded")
+        assert_error(await h.client.get("/decode/nothing"), 404, "not found", "http_error")
+        assert_error(await h.client.get("/decode/mel"), 405, "method not allowed")
+
+
+async def test_a_failing_batch_is_a_500_with_request_id_and_the_engine_keeps_serving(
+    make_app: AppFactory, models: dict[str, ServedModel]
+) -> None:
+    gated = GatedModel(models["mel"])
+    async with make_app(models_override={"mel": gated}) as h:
+        gated.fail_with = RuntimeError("simulated device failure")
+        response = await h.client.post("/decode/mel", json={"mel": mel().tolist()}, headers={"x-request-id": "r-42"})
+        assert_error(response, 500, "request id r-42", "internal")
+        assert "simulated device failure" in response.json()["error"]["message"]
+        gated.fail_with = None
+        assert (await h.client.post("/decode/mel", json={"mel": mel().tolist()})).status_code == 200
+        assert (await h.client.get("/healthz")).status_code == 200
+        metrics = (await h.client.get("/metrics")).text
+        assert 'vocos_requests_total{endpoint="/decode/mel",status="500"} 1.0' in metrics

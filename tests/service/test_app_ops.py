@@ -1,0 +1,203 @@
+"""Operations through the ASGI app: probes, warm-up, drain, overload (429), deadlines (504),
+disconnects, authentication and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+from service_helpers import AppFactory, GatedModel, npy_bytes, running_app, wait_until
+
+from service.models import ServedModel
+from service.settings import Settings
+
+pytestmark = pytest.mark.asyncio
+
+NPY = {"content-type": "application/x-npy"}
+
+
+def mel_npy(frames: int) -> bytes:
+    return npy_bytes(np.random.default_rng(frames).standard_normal((100, frames)).astype(np.float32))
+
+
+async def test_readiness_waits_for_warm_up_while_liveness_answers(
+    base_settings: Settings, models: dict[str, ServedModel]
+) -> None:
+    gated = GatedModel(models["mel"])
+    gated.gate.clear()  # warm-up blocks inside the model call
+    async with running_app(base_settings, {"mel": gated}, wait_ready=False) as h:
+        await wait_until(gated.entered.is_set)
+        started = time.monotonic()
+        live = await h.client.get("/healthz")
+        assert live.status_code == 200 and time.monotonic() - started < 1.0  # a batch is computing meanwhile
+        not_ready = await h.client.get("/readyz")
+        assert not_ready.status_code == 503
+        assert "loading" in not_ready.json()["error"]["message"]
+        assert "vocos_ready 0.0" in (await h.client.get("/metrics")).text
+        gated.gate.set()
+        await wait_until(lambda: h.state.ready)
+        ready = await h.client.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["models"] == {"mel": gated.source}
+        assert "vocos_ready 1.0" in (await h.client.get("/metrics")).text
+
+
+async def test_drain_finishes_queued_requests_and_refuses_new_ones(
+    make_app: AppFactory, models: dict[str, ServedModel]
+) -> None:
+    gated = GatedModel(models["mel"])
+    async with make_app(models_override={"mel": gated}, max_batch_size=1, max_wait_ms=0) as h:
+        gated.gate.clear()
+        queued = [asyncio.ensure_future(h.client.post("/decode/mel", content=mel_npy(10 + i), headers=NPY))
+                  for i in range(3)]
+        await wait_until(lambda: h.state.engines["mel"].queue_depth == 2)
+        h.state.begin_drain()
+        readiness = await h.client.get("/readyz")
+        assert readiness.status_code == 503 and "draining" in readiness.json()["error"]["message"]
+        refused = await h.client.post("/decode/mel", content=mel_npy(9), headers=NPY)
+        assert refused.status_code == 503 and refused.json()["error"]["type"] == "unavailable"
+        assert (await h.client.get("/healthz")).status_code == 200
+        gated.gate.set()
+        assert [r.status_code for r in await asyncio.gather(*queued)] == [200, 200, 200]
+
+
+async def test_queue_full_is_429_with_retry_after(make_app: AppFactory, models: dict[str, ServedModel]) -> None:
+    gated = GatedModel(models["mel"])
+    async with make_app(models_override={"mel": gated}, max_batch_size=1, max_queue_size=2, max_wait_ms=0) as h:
+        gated.gate.clear()
+        gated.entered.clear()
+        first = asyncio.ensure_future(h.client.post("/decode/mel", content=mel_npy(10), headers=NPY))
+        await wait_until(gated.entered.is_set)
+        waiting = [asyncio.ensure_future(h.client.post("/decode/mel", content=mel_npy(11), headers=NPY))
+                   for _ in range(2)]
+        await wait_until(lambda: h.state.engines["mel"].queue_depth == 2)
+        response = await h.client.post("/decode/mel", content=mel_npy(12), headers=NPY)
+        assert response.status_code == 429
+        assert response.json()["error"]["type"] == "queue_full"
+        assert int(response.headers["retry-after"]) >= 1
+        gated.gate.set()
+        assert [r.status_code for r in await asyncio.gather(first, *waiting)] == [200, 200, 200]
+
+
+@pytest.mark.parametrize(("setting", "header"), [(30.0, {"x-request-timeout": "0.2"}), (0.2, {})])
+async def test_deadline_is_504_and_frees_the_slot(
+    make_app: AppFactory, models: dict[str, ServedModel], setting: float, header: dict[str, str]
+) -> None:
+    gated = GatedModel(models["mel"])
+    async with make_app(models_override={"mel": gated}, max_batch_size=1, max_wait_ms=0,
+                        request_timeout_s=setting) as h:
+        gated.gate.clear()
+        gated.entered.clear()
+        gated.calls.clear()
+        blocker = asyncio.ensure_future(h.client.post("/decode/mel", content=mel_npy(10), headers=NPY,
+                                                      timeout=30))
+        await wait_until(gated.entered.is_set)
+        late = await h.client.post("/decode/mel", content=mel_npy(17), headers={**NPY, **header})
+        assert late.status_code == 504
+        assert "deadline passed after" in late.json()["error"]["message"]
+        assert "X-Request-Timeout" in late.json()["error"]["message"]
+        assert h.state.engines["mel"].queue_depth == 0
+        gated.gate.set()
+        await blocker
+        assert [17] not in gated.calls
+
+
+async def test_a_client_that_disconnects_while_queued_is_dropped(
+    make_app: AppFactory, models: dict[str, ServedModel]
+) -> None:
+    gated = GatedModel(models["mel"])
+    async with make_app(models_override={"mel": gated}, max_batch_size=1, max_wait_ms=0) as h:
+        gated.gate.clear()
+        gated.entered.clear()
+        gated.calls.clear()
+        blocker = asyncio.ensure_future(h.client.post("/decode/mel", content=mel_npy(10), headers=NPY))
+        await wait_until(gated.entered.is_set)
+        disconnect = asyncio.Event()
+        messages: list[dict[str, Any]] = [{"type": "http.request", "body": mel_npy(23), "more_body": False}]
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            if messages:
+                return messages.pop(0)
+            await disconnect.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": "/decode/mel", "raw_path": b"/decode/mel", "query_string": b"",
+                 "root_path": "", "headers": [(b"content-type", b"application/x-npy"), (b"host", b"test")],
+                 "client": ("127.0.0.1", 5000), "server": ("test", 80)}
+        call = asyncio.ensure_future(h.app(scope, receive, send))
+        await wait_until(lambda: h.state.engines["mel"].queue_depth == 1)
+        disconnect.set()
+        await asyncio.wait_for(call, 5)
+        assert h.state.engines["mel"].queue_depth == 0
+        gated.gate.set()
+        assert (await blocker).status_code == 200
+        assert [23] not in gated.calls  # never computed
+        metrics = (await h.client.get("/metrics")).text
+        assert 'vocos_requests_total{endpoint="/decode/mel",status="499"} 1.0' in metrics
+
+
+async def test_bearer_keys_guard_everything_but_the_probes(make_app: AppFactory) -> None:
+    body = {"mel": np.zeros((100, 5)).tolist()}
+    async with make_app(api_keys="alpha,beta") as h:
+        c = h.client
+        missing = await c.post("/decode/mel", json=body)
+        assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+        assert "missing bearer token" in missing.json()["error"]["message"]
+        wrong = await c.post("/decode/mel", json=body, headers={"authorization": "Bearer gamma"})
+        assert wrong.status_code == 401 and "invalid API key" in wrong.json()["error"]["message"]
+        basic = await c.post("/decode/mel", json=body, headers={"authorization": "Basic YWxwaGE="})
+        assert basic.status_code == 401
+        for key in ("alpha", "beta"):
+            ok = await c.post("/decode/mel", json=body, headers={"authorization": f"Bearer {key}"})
+            assert ok.status_code == 200
+        assert (await c.get("/openapi.json")).status_code == 401
+        for path in ("/healthz", "/readyz", "/metrics"):
+            assert (await c.get(path)).status_code == 200, path
+        assert 'vocos_requests_total{endpoint="/decode/mel",status="401"} 3.0' in (await c.get("/metrics")).text
+    async with make_app(api_keys="alpha", metrics_require_key=True) as h:
+        assert (await h.client.get("/metrics")).status_code == 401
+        assert (await h.client.get("/metrics", headers={"authorization": "Bearer alpha"})).status_code == 200
+        assert (await h.client.get("/healthz")).status_code == 200
+
+
+async def test_metrics_expose_every_contract_name(app: Any) -> None:
+    c = app.client
+    await asyncio.gather(*(c.post("/decode/mel", content=mel_npy(20 + i), headers=NPY) for i in range(3)))
+    await c.post("/decode/encodec", json={"codes": np.zeros((2, 10), int).tolist()})
+    await c.post("/decode/mel", json={"mel": [[1.0]]})
+    text = (await c.get("/metrics")).text
+    for line in (
+        'vocos_requests_total{endpoint="/decode/mel",status="200"} 3.0',
+        'vocos_requests_total{endpoint="/decode/mel",status="422"} 1.0',
+        'vocos_requests_total{endpoint="/decode/encodec",status="200"} 1.0',
+        'vocos_request_duration_seconds_count{endpoint="/decode/mel"} 4.0',
+        'vocos_queue_depth{model="mel"} 0.0',
+        "vocos_inflight_requests 0.0",
+        "vocos_ready 1.0",
+        'vocos_model_info{device="cpu",dtype="float32",model="mel",source=',
+    ):
+        assert line in text, line
+    for name in ("vocos_queue_wait_seconds_bucket", "vocos_compute_seconds_bucket", "vocos_batch_size_bucket",
+                 "vocos_padding_ratio_bucket", 'vocos_audio_seconds_total{model="mel"}',
+                 'vocos_audio_seconds_total{model="encodec"}'):
+        assert name in text, name
+    assert "vocos_device_memory_bytes" not in text  # CPU only
+    prefix = 'vocos_audio_seconds_total{model="mel"}'
+    audio = float(next(line for line in text.splitlines() if line.startswith(prefix)).split()[-1])
+    assert audio == pytest.approx(sum((20 + i - 1) * 256 for i in range(3)) / 24000, rel=1e-6)
+
+
+async def test_liveness_fails_when_a_batching_loop_died(app: Any) -> None:
+    assert (await app.client.get("/healthz")).status_code == 200
+    task = app.state.engines["mel"]._task
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    response = await app.client.get("/healthz")
+    assert response.status_code == 503 and "batching loop has stopped" in response.json()["error"]["message"]

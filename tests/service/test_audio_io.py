@@ -1,0 +1,115 @@
+"""Decoding uploads (formats, rates, channels, limits) and encoding responses (WAV16, WAV32F, FLAC)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import soundfile as sf
+from service_helpers import audio_file, tone
+
+from service.audio_io import OutputFormat, choose_format, decode_audio, encode_audio
+from service.errors import InvalidInputError, MalformedPayloadError, NotAcceptableError, PayloadTooLargeError
+
+
+@pytest.mark.parametrize(
+    ("container", "subtype", "rate", "channels"),
+    [
+        ("WAV", "PCM_16", 24000, 1),
+        ("WAV", "FLOAT", 16000, 2),
+        ("FLAC", "PCM_24", 44100, 2),
+        ("OGG", "VORBIS", 48000, 1),
+        ("OGG", "OPUS", 48000, 2),
+        ("MP3", "MPEG_LAYER_III", 22050, 1),
+    ],
+)
+def test_decodes_every_supported_format_to_24k_mono(container: str, subtype: str, rate: int, channels: int) -> None:
+    body = audio_file(tone(1.0, rate, channels), rate, container, subtype)
+    audio = decode_audio(body, 24000, 600)
+    assert audio.dtype == np.float32 and audio.ndim == 1
+    # Lossy codecs add priming/padding samples; lengths stay within 60 ms of one second.
+    assert abs(audio.size - 24000) < 0.06 * 24000
+    spectrum = np.abs(np.fft.rfft(audio))
+    assert abs(np.argmax(spectrum) * 24000 / audio.size - 220) < 5  # the 220 Hz tone survived
+
+
+def test_channels_are_mixed_by_mean() -> None:
+    left = np.full(2400, 0.5, np.float32)
+    right = np.full(2400, -0.1, np.float32)
+    audio = decode_audio(audio_file(np.stack([left, right], 1), 24000, "WAV", "FLOAT"), 24000, 10)
+    np.testing.assert_allclose(audio, 0.2, atol=1e-6)
+
+
+def test_resampling_preserves_duration() -> None:
+    audio = decode_audio(audio_file(tone(2.0, 8000), 8000), 24000, 10)
+    assert audio.size == 48000
+
+
+def test_too_long_by_header_is_refused_before_decoding() -> None:
+    body = audio_file(tone(3.0, 8000), 8000)
+    with pytest.raises(PayloadTooLargeError, match=r"lasts 3.0 s; this server accepts at most 2 s"):
+        decode_audio(body, 24000, 2)
+
+
+def test_too_long_without_a_reliable_header_stops_decoding_at_the_limit() -> None:
+    # A WAV whose header declares 0 data frames but carries 3 s of samples.
+    body = bytearray(audio_file(tone(3.0, 8000), 8000))
+    data_at = body.index(b"data")
+    body[data_at + 4 : data_at + 8] = (0xFFFFFFFF).to_bytes(4, "little")
+    with pytest.raises(PayloadTooLargeError, match="at most 1 s"):
+        decode_audio(bytes(body), 24000, 1)
+
+
+def test_empty_and_undecodable_files() -> None:
+    with pytest.raises(InvalidInputError, match="body is empty"):
+        decode_audio(b"", 24000, 10)
+    with pytest.raises(InvalidInputError, match="no samples"):
+        decode_audio(audio_file(np.zeros(0, np.float32), 24000), 24000, 10)
+    with pytest.raises(MalformedPayloadError, match="could not decode the audio file; expected WAV, FLAC"):
+        decode_audio(b"this is not audio at all" * 10, 24000, 10)
+    wav = audio_file(tone(0.5, 24000), 24000)
+    with pytest.raises(MalformedPayloadError):
+        decode_audio(wav[:30], 24000, 10)
+
+
+def test_float_wav_with_nan_is_refused() -> None:
+    samples = tone(0.1, 24000)
+    samples[10] = np.nan
+    with pytest.raises(InvalidInputError, match="NaN or Inf"):
+        decode_audio(audio_file(samples, 24000, "WAV", "FLOAT"), 24000, 10)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "subtype", "container", "tolerance"),
+    [
+        (OutputFormat.WAV16, "PCM_16", "WAV", 1 / 32767),
+        (OutputFormat.WAV32F, "FLOAT", "WAV", 0.0),
+        (OutputFormat.FLAC, "PCM_16", "FLAC", 1 / 32767),
+    ],
+)
+def test_encode_round_trip(fmt: OutputFormat, subtype: str, container: str, tolerance: float) -> None:
+    samples = tone(0.25, 24000)
+    body = encode_audio(samples, 24000, fmt)
+    info = sf.info(io.BytesIO(body))
+    assert (info.format, info.subtype, info.samplerate, info.channels) == (container, subtype, 24000, 1)
+    decoded, _ = sf.read(io.BytesIO(body), dtype="float32")
+    assert np.max(np.abs(decoded - samples)) <= tolerance
+
+
+def test_pcm16_clips_instead_of_wrapping() -> None:
+    decoded, _ = sf.read(io.BytesIO(encode_audio(np.array([1.5, -2.0, 0.5], np.float32), 24000,
+                                                 OutputFormat.WAV16)), dtype="float32")
+    assert decoded[0] > 0.99 and decoded[1] == -1.0
+
+
+def test_choose_format() -> None:
+    assert choose_format(None, None) is OutputFormat.WAV16
+    assert choose_format(OutputFormat.FLAC, "audio/wav") is OutputFormat.FLAC
+    assert choose_format(None, "audio/flac") is OutputFormat.FLAC
+    assert choose_format(None, "audio/wav;q=0.5, audio/flac;q=0.9") is OutputFormat.FLAC
+    assert choose_format(None, "application/json, */*;q=0.1") is OutputFormat.WAV16
+    with pytest.raises(NotAcceptableError, match="available: audio/wav, audio/flac"):
+        choose_format(None, "application/json")
+    with pytest.raises(NotAcceptableError):
+        choose_format(None, "audio/flac;q=0")

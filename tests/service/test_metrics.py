@@ -1,0 +1,42 @@
+"""Metric names and the GPU memory collector (with the CUDA allocator calls stubbed on CPU hosts)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from service.engine import BatchStats
+from service.metrics import ServiceMetrics
+
+
+def test_engine_observations_land_in_the_histograms() -> None:
+    m = ServiceMetrics()
+    m.on_batch("mel", BatchStats(size=4, real_frames=300, padded_frames=400, compute_s=0.02, ok=True))
+    m.on_queue_wait("mel", 0.003)
+    m.on_queue_depth("encodec", 7)
+    text = m.render()[0].decode()
+    assert 'vocos_batch_size_sum{model="mel"} 4.0' in text
+    assert 'vocos_padding_ratio_sum{model="mel"} 1.3333333333333333' in text
+    assert 'vocos_compute_seconds_count{model="mel"} 1.0' in text
+    assert 'vocos_queue_wait_seconds_count{model="mel"} 1.0' in text
+    assert 'vocos_queue_depth{model="encodec"} 7.0' in text
+
+
+def test_device_memory_is_read_at_scrape_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    readings = {"allocated": 1000, "reserved": 4096}
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: readings["allocated"])
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: readings["reserved"])
+    m = ServiceMetrics()
+    m.watch_devices(["cpu", "cuda:0", "cuda:0"])
+    text = m.render()[0].decode()
+    assert 'vocos_device_memory_bytes{device="cuda:0",kind="allocated"} 1000.0' in text
+    assert 'vocos_device_memory_bytes{device="cuda:0",kind="reserved"} 4096.0' in text
+    readings["allocated"] = 2000
+    assert 'kind="allocated"} 2000.0' in m.render()[0].decode()
+
+
+def test_two_apps_do_not_share_a_registry() -> None:
+    a, b = ServiceMetrics(), ServiceMetrics()
+    a.add_audio("mel", 2.5)
+    assert 'vocos_audio_seconds_total{model="mel"} 2.5' in a.render()[0].decode()
+    assert 'vocos_audio_seconds_total{model="mel"}' not in b.render()[0].decode()

@@ -1,0 +1,68 @@
+"""Model loading: clear one-line start-up failures, device and dtype placement."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from service.models import StartupError, load_models, resolve_device
+from service.settings import Settings
+
+
+def settings_for(**values: object) -> Settings:
+    return Settings(**{"device": "cpu", **values})  # type: ignore[arg-type]
+
+
+def test_missing_local_directory_names_the_model_and_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(StartupError) as info:
+        load_models(settings_for(mel_model=str(tmp_path / "nowhere"), encodec_model="none"))
+    message = str(info.value)
+    assert "\n" not in message
+    assert "cannot load the mel model" in message and "VOCOS_MEL_MODEL" in message and "--mel-model" in message
+    assert "local directory holding config.yaml and pytorch_model.bin" in message
+
+
+def test_hub_id_offline_fails_with_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(StartupError) as info:
+        load_models(settings_for(mel_model="none", encodec_model="charactr/vocos-encodec-24khz"))
+    assert "\n" not in str(info.value)
+    assert "encodec model from 'charactr/vocos-encodec-24khz'" in str(info.value)
+    assert "VOCOS_ENCODEC_MODEL" in str(info.value)
+
+
+def test_wrong_kind_of_checkpoint(encodec_checkpoint: Path) -> None:
+    with pytest.raises(StartupError, match="holds a encodec model, not a mel model"):
+        load_models(settings_for(mel_model=str(encodec_checkpoint), encodec_model="none"))
+
+
+def test_missing_encodec_encoder_weights(encodec_checkpoint: Path, tmp_path: Path) -> None:
+    with pytest.raises(StartupError, match=r"EnCodec encoder weights.*VOCOS_ENCODEC_WEIGHTS"):
+        load_models(settings_for(mel_model="none", encodec_model=str(encodec_checkpoint),
+                                 encodec_weights=str(tmp_path / "missing.th")))
+
+
+def test_device_resolution() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    expected = "cuda:0" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto") == torch.device(expected)
+    if not torch.cuda.is_available():
+        with pytest.raises(StartupError, match="VOCOS_DEVICE=cuda:3: this machine has 0 CUDA device"):
+            resolve_device("cuda:3")
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_reduced_precision_keeps_spectral_parts_in_float32(mel_checkpoint: Path, dtype: str) -> None:
+    full = load_models(settings_for(mel_model=str(mel_checkpoint), encodec_model="none"))["mel"]
+    half = load_models(settings_for(mel_model=str(mel_checkpoint), encodec_model="none", dtype=dtype))["mel"]
+    assert half.model.backbone.embed.weight.dtype == getattr(torch, dtype)
+    mel = torch.randn(100, 30)
+    a, b = full.decode_batch([mel])[0], half.decode_batch([mel])[0]
+    assert b.dtype == torch.float32 and a.shape == b.shape
+    assert float((a - b).abs().max()) < 0.05 * float(a.abs().max()) + 1e-4
+    audio = np.random.default_rng(0).standard_normal(4800).astype(np.float32) * 0.1
+    torch.testing.assert_close(half.audio_to_features(audio, None), full.audio_to_features(audio, None))

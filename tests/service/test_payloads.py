@@ -1,0 +1,201 @@
+"""Parsing and validating decode bodies: .npy, JSON, mel spectrograms, token grids, bandwidths."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from service_helpers import npy_bytes
+
+from service.errors import InvalidInputError, MalformedPayloadError, UnsupportedMediaTypeError
+from service.payloads import (
+    body_kind,
+    codes_array,
+    codes_body,
+    mel_array,
+    mel_body,
+    merge_choice,
+    parse_npy,
+    resolve_bandwidth_id,
+)
+
+BANDWIDTHS = (1.5, 3.0, 6.0, 12.0)
+CODEBOOKS = (2, 4, 8, 16)
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(12, dtype=np.float32).reshape(3, 4),
+        np.asfortranarray(np.arange(12, dtype=np.float64).reshape(3, 4)),
+        np.arange(6, dtype=">f4").reshape(2, 3),
+        np.arange(6, dtype=np.int16).reshape(2, 3),
+    ],
+)
+def test_npy_round_trip(array: np.ndarray) -> None:
+    parsed = parse_npy(npy_bytes(array))
+    np.testing.assert_array_equal(parsed, array)
+    assert parsed.dtype.isnative and parsed.flags.writeable
+
+
+def test_npy_refuses_what_is_not_npy() -> None:
+    with pytest.raises(MalformedPayloadError, match=r"not a \.npy file"):
+        parse_npy(b"PK\x03\x04 a zip, maybe an .npz")
+    with pytest.raises(MalformedPayloadError, match="header"):
+        parse_npy(b"\x93NUMPY\x01\x00\x10\x00{'descr': garbage")
+
+
+def test_npy_truncated_or_lying_about_its_shape() -> None:
+    body = npy_bytes(np.zeros((100, 50), np.float32))
+    with pytest.raises(MalformedPayloadError, match=r"declares shape \(100, 50\).*20000 bytes.*holds 19990"):
+        parse_npy(body[:-10])
+    # A tiny body claiming a huge array is refused before anything is allocated.
+    fake = io.BytesIO()
+    np.lib.format.write_array_header_1_0(fake, {"descr": "<f4", "fortran_order": False, "shape": (10**6, 10**6)})
+    with pytest.raises(MalformedPayloadError, match="declares shape"):
+        parse_npy(fake.getvalue() + b"\x00" * 16)
+
+
+def test_npy_refuses_pickled_objects_without_unpickling() -> None:
+    buffer = io.BytesIO()
+    np.save(buffer, np.array([{"evil": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(InvalidInputError, match=r"dtype object.*plain numeric array"):
+        parse_npy(buffer.getvalue())
+
+
+def test_body_kind_from_content_type_or_sniffed() -> None:
+    assert body_kind("application/json; charset=utf-8", b"{}") == "json"
+    assert body_kind("application/x-npy", b"") == "npy"
+    assert body_kind("application/octet-stream", b"") == "npy"
+    assert body_kind(None, npy_bytes(np.zeros(2))) == "npy"
+    assert body_kind("", b' {"mel": []}') == "json"
+    with pytest.raises(UnsupportedMediaTypeError, match="expected application/json or application/x-npy"):
+        body_kind("text/csv", b"1,2,3")
+
+
+def test_mel_json_and_npy_agree() -> None:
+    mel = np.random.default_rng(0).standard_normal((100, 7)).astype(np.float32)
+    from_json = mel_body(json.dumps({"mel": mel.tolist()}).encode(), "json", 100)
+    from_npy = mel_body(npy_bytes(mel), "npy", 100)
+    np.testing.assert_array_equal(from_json, mel)
+    np.testing.assert_array_equal(from_npy, mel)
+    assert from_json.dtype == np.float32
+    np.testing.assert_array_equal(mel_body(npy_bytes(mel[None]), "npy", 100), mel)  # (1, n_mels, T)
+
+
+@pytest.mark.parametrize(
+    ("body", "error", "message"),
+    [
+        (b'{"mel": [[1, 2], [3', MalformedPayloadError, "malformed JSON"),
+        (b"\xff\xfe", MalformedPayloadError, "malformed JSON"),
+        (b"[[1.0]]", InvalidInputError, "expected a JSON object"),
+        (b'{"spec": [[1.0]]}', InvalidInputError, r"unknown JSON keys \['spec'\]"),
+        (b"{}", InvalidInputError, 'missing key "mel"'),
+        (b'{"mel": "AAAA"}', InvalidInputError, "nested list of numbers"),
+        (b'{"mel": [[1.0, 2.0], [3.0]]}', InvalidInputError, "rectangular"),
+        (b'{"mel": [["a", "b"]]}', InvalidInputError, "only numbers"),
+        (b'{"mel": [[true, false]]}', InvalidInputError, "only numbers"),
+    ],
+)
+def test_mel_json_errors(body: bytes, error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
+        mel_body(body, "json", 100)
+
+
+@pytest.mark.parametrize(
+    ("array", "message"),
+    [
+        (np.zeros((100,), np.float32), r"2-D mel spectrogram of shape \(100, T\); got shape \(100,\)"),
+        (np.zeros((2, 100, 5), np.float32), r"got shape \(2, 100, 5\)"),
+        (np.zeros((80, 5), np.float32), "expected 100 mel bands .rows., got 80"),
+        (np.zeros((5, 100), np.float32), "looks transposed"),
+        (np.zeros((100, 0), np.float32), "no frames"),
+        (np.zeros((100, 5), np.int32), "expected float32 mel values.*got int32"),
+        (np.zeros((100, 5), np.complex64), "got complex"),
+        (np.zeros((100, 5), bool), "got boolean"),
+    ],
+)
+def test_mel_shape_and_dtype_errors(array: np.ndarray, message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        mel_array(array, 100)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_mel_non_finite_values(bad: float) -> None:
+    mel = np.zeros((100, 5), np.float32)
+    mel[3, 4] = bad
+    with pytest.raises(InvalidInputError, match=r"1 NaN or Inf value\(s\), first at index \(3, 4\)"):
+        mel_array(mel, 100)
+    with pytest.raises(InvalidInputError, match="NaN or Inf"):
+        mel_body(b'{"mel": [[NaN], [1.0]]}', "json", 2)
+
+
+def test_float16_and_float64_mels_are_converted() -> None:
+    for dtype in (np.float16, np.float64):
+        assert mel_array(np.ones((4, 3), dtype), 4).dtype == np.float32
+
+
+def test_codes_validation() -> None:
+    grid = np.random.default_rng(0).integers(0, 1024, (8, 20))
+    np.testing.assert_array_equal(codes_array(grid.astype(np.uint16)), grid)
+    np.testing.assert_array_equal(codes_array(grid[:, None, :]), grid)  # (K, 1, T)
+    with pytest.raises(InvalidInputError, match=r"codes must lie in \[0, 1024\); found 1024"):
+        codes_array(np.full((2, 3), 1024))
+    with pytest.raises(InvalidInputError, match="found -1"):
+        codes_array(np.array([[0, -1], [2, 3]]))
+    with pytest.raises(InvalidInputError, match="expected integer codes, got float32"):
+        codes_array(np.zeros((2, 3), np.float32))
+    with pytest.raises(InvalidInputError, match=r"2-D token grid of shape \(K codebooks, T\)"):
+        codes_array(np.zeros((2, 3, 4), np.int64))
+    with pytest.raises(InvalidInputError, match="empty"):
+        codes_array(np.zeros((2, 0), np.int64))
+
+
+def test_codes_body_json_fields() -> None:
+    codes, bw_id, kbps = codes_body(b'{"codes": [[1, 2], [3, 4]], "bandwidth": 1.5}', "json")
+    assert codes.tolist() == [[1, 2], [3, 4]] and bw_id is None and kbps == 1.5
+    with pytest.raises(InvalidInputError, match="'bandwidth_id' must be an integer"):
+        codes_body(b'{"codes": [[1]], "bandwidth_id": "two"}', "json")
+    with pytest.raises(InvalidInputError, match="'bandwidth' must be a number"):
+        codes_body(b'{"codes": [[1]], "bandwidth": true}', "json")
+    with pytest.raises(InvalidInputError, match='missing key "codes"'):
+        codes_body(b'{"bandwidth": 6}', "json")
+
+
+def resolve(**kwargs: float | int | None) -> int:
+    return resolve_bandwidth_id(BANDWIDTHS, CODEBOOKS, **kwargs)  # type: ignore[arg-type]
+
+
+def test_bandwidth_resolution() -> None:
+    assert [resolve(num_codebooks=k) for k in CODEBOOKS] == [0, 1, 2, 3]
+    assert resolve(bandwidth=6, num_codebooks=8) == 2
+    assert resolve(bandwidth_id=3, num_codebooks=16) == 3
+    assert resolve(bandwidth=12.0, bandwidth_id=3) == 3
+    assert resolve(bandwidth=1.5) == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"bandwidth_id": 4}, r"unknown bandwidth_id 4; expected one of 0=1.5 kbps \(2 codebooks\), 1=3 kbps"),
+        ({"bandwidth_id": -1}, "unknown bandwidth_id -1"),
+        ({"bandwidth": 24.0}, "unknown bandwidth 24 kbps; expected one of"),
+        ({"bandwidth_id": 1, "bandwidth": 6.0}, "disagree"),
+        ({"num_codebooks": 5}, r"cannot infer the bandwidth from 5 codebooks; expected K in \[2, 4, 8, 16\]"),
+        ({"bandwidth": 6.0, "num_codebooks": 4}, r"6 kbps \(id 2\) expects 8 codebooks, got K=4"),
+        ({}, "a bandwidth is required"),
+    ],
+)
+def test_bandwidth_errors_list_the_choices(kwargs: dict[str, float], message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        resolve(**kwargs)
+
+
+def test_merge_choice() -> None:
+    assert merge_choice("bandwidth", None, 6.0) == 6.0
+    assert merge_choice("bandwidth", 6.0, 6.0) == 6.0
+    assert merge_choice("bandwidth", None, None) is None
+    with pytest.raises(InvalidInputError, match="given twice"):
+        merge_choice("bandwidth", 3.0, 6.0)

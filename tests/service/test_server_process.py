@@ -1,0 +1,141 @@
+"""The real server: `python -m service` / `vocos-serve` under uvicorn on loopback, SIGTERM drain,
+and the one-line start-up failure. Each test bounds its time and kills its process at the end."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from service_helpers import npy_bytes, read_audio
+
+START_TIMEOUT = 60.0
+NPY = {"content-type": "application/x-npy"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOCOS_")}
+    env["HF_HUB_OFFLINE"] = "1"
+    return env
+
+
+class Server:
+    def __init__(self, args: list[str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(self.port), *args]
+        self.process = subprocess.Popen(command, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        text=True)
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.output()
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"server not ready within {START_TIMEOUT} s")
+
+    def metric(self, name: str) -> float:
+        text = httpx.get(f"{self.url}/metrics", timeout=5).text
+        match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+        assert match, name
+        return float(match.group(1))
+
+    def output(self) -> str:
+        if self.process.poll() is None:
+            return "(running)"
+        assert self.process.stdout is not None
+        return self.process.stdout.read()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+@pytest.fixture
+def mel_server(mel_checkpoint: Path) -> Iterator[Server]:
+    server = Server(["--mel-model", str(mel_checkpoint), "--encodec-model", "none", "--max-batch-size", "1",
+                     "--max-wait-ms", "0", "--drain-timeout-s", "30"])
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+def test_serves_concurrent_clients_over_loopback(mel_server: Server) -> None:
+    rng = np.random.default_rng(0)
+    mels = [rng.standard_normal((100, t)).astype(np.float32) for t in (20, 45, 33, 60, 12, 50)]
+    with httpx.Client(base_url=mel_server.url, timeout=30) as client, ThreadPoolExecutor(6) as pool:
+        responses = list(pool.map(
+            lambda m: client.post("/decode/mel?format=wav32f", content=npy_bytes(m), headers=NPY), mels))
+        assert client.get("/healthz").json()["status"] == "alive"
+        json_response = client.post("/decode/mel", json={"mel": mels[0].tolist()})
+    for mel, response in zip(mels, responses, strict=True):
+        assert response.status_code == 200, response.text
+        audio, rate, _ = read_audio(response.content)
+        assert rate == 24000 and audio.size == (mel.shape[1] - 1) * 256
+    assert json_response.status_code == 200 and json_response.headers["x-model"] == "mel"
+    assert mel_server.metric('vocos_requests_total{endpoint="/decode/mel",status="200"}') == 7
+
+
+def test_sigterm_drains_in_flight_requests_then_exits_0(mel_server: Server) -> None:
+    # Six long requests (about 0.2 s of compute each) run one at a time behind each other.
+    body = npy_bytes(np.random.default_rng(1).standard_normal((100, 30000)).astype(np.float32))
+    with httpx.Client(base_url=mel_server.url, timeout=60) as client, ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(client.post, "/decode/mel", content=body, headers=NPY) for _ in range(6)]
+        deadline = time.monotonic() + 30
+        while mel_server.metric('vocos_queue_depth{model="mel"}') < 2:
+            assert time.monotonic() < deadline, "requests never queued up"
+            time.sleep(0.01)
+        mel_server.process.send_signal(signal.SIGTERM)
+        responses = [f.result(timeout=60) for f in futures]
+    assert [r.status_code for r in responses] == [200] * 6
+    assert all(len(r.content) == 2 * 29999 * 256 + 44 for r in responses)
+    assert mel_server.process.wait(timeout=30) == 0
+    output = mel_server.output()
+    assert "draining" in output and "Finished server process" in output
+
+
+def test_unobtainable_model_fails_at_start_with_one_line(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-model"
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "--mel-model", str(missing), "--encodec-model", "none"],
+        env=clean_env(), capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("vocos-serve: cannot load the mel model")
+    assert "VOCOS_MEL_MODEL" in lines[0] and str(missing) in lines[0]
+
+
+def test_console_script_is_installed() -> None:
+    script = shutil.which("vocos-serve")
+    if script is None:
+        pytest.skip("vocos-serve is not on PATH (package not installed)")
+    result = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=60, env=clean_env())
+    assert result.returncode == 0
+    assert "--max-batch-size" in result.stdout and "VOCOS_MAX_BATCH_SIZE" in result.stdout

@@ -1,0 +1,90 @@
+"""Settings from VOCOS_* variables and CLI flags, and their validation."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.__main__ import build_parser, parse_settings
+from service.settings import Settings
+
+
+def test_defaults_match_the_contract() -> None:
+    s = Settings()
+    assert (s.mel_model, s.encodec_model) == ("charactr/vocos-mel-24khz", "charactr/vocos-encodec-24khz")
+    assert (s.encodec_weights, s.revision, s.device, s.dtype) == (None, None, "auto", "float32")
+    assert (s.max_batch_size, s.max_wait_ms, s.max_batch_frames, s.max_queue_size) == (16, 5, 16384, 256)
+    assert (s.request_timeout_s, s.max_body_bytes, s.max_audio_seconds) == (30, 64 * 1024 * 1024, 600)
+    assert (s.host, s.port, s.api_key_list, s.metrics_require_key) == ("0.0.0.0", 8000, (), False)
+    assert (s.drain_timeout_s, s.log_level, s.bucket_ratio) == (30, "info", None)
+    assert s.enabled_models == ("mel", "encodec")
+
+
+def test_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {
+        "VOCOS_MEL_MODEL": "/models/mel", "VOCOS_ENCODEC_MODEL": "none", "VOCOS_DEVICE": "CUDA:1",
+        "VOCOS_DTYPE": "bfloat16", "VOCOS_MAX_BATCH_SIZE": "32", "VOCOS_MAX_WAIT_MS": "2.5",
+        "VOCOS_MAX_BATCH_FRAMES": "8192", "VOCOS_MAX_QUEUE_SIZE": "10", "VOCOS_REQUEST_TIMEOUT_S": "3",
+        "VOCOS_MAX_BODY_BYTES": "1000", "VOCOS_MAX_AUDIO_SECONDS": "60", "VOCOS_HOST": "127.0.0.1",
+        "VOCOS_PORT": "9000", "VOCOS_API_KEYS": " a, b ,,c", "VOCOS_METRICS_REQUIRE_KEY": "true",
+        "VOCOS_DRAIN_TIMEOUT_S": "5", "VOCOS_LOG_LEVEL": "WARNING", "VOCOS_ENCODEC_WEIGHTS": "/w/e.th",
+        "VOCOS_REVISION": "v1",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    s = Settings()
+    assert s.model_source("mel") == "/models/mel" and s.model_source("encodec") is None
+    assert s.enabled_models == ("mel",)
+    assert (s.device, s.dtype, s.max_batch_size, s.max_wait_ms, s.max_batch_frames) == ("cuda:1", "bfloat16", 32,
+                                                                                          2.5, 8192)
+    assert (s.max_queue_size, s.request_timeout_s, s.max_body_bytes, s.max_audio_seconds) == (10, 3, 1000, 60)
+    assert (s.host, s.port, s.metrics_require_key, s.drain_timeout_s, s.log_level) == ("127.0.0.1", 9000, True,
+                                                                                       5, "warning")
+    assert s.api_key_list == ("a", "b", "c")
+    assert "a, b" not in repr(s)  # keys are secret
+    assert (s.encodec_weights, s.revision) == ("/w/e.th", "v1")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("device", "gpu", "auto, cpu, cuda, cuda:N"),
+        ("dtype", "int8", "float32"),
+        ("max_batch_size", 0, "greater than or equal to 1"),
+        ("mel_model", " ", "Hub id, a local directory, or 'none'"),
+        ("port", 70000, "less than or equal to 65535"),
+    ],
+)
+def test_invalid_values_say_what_is_expected(field: str, value: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Settings(**{field: value})
+
+
+def test_cli_flags_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VOCOS_MAX_BATCH_SIZE", "4")
+    monkeypatch.setenv("VOCOS_PORT", "9000")
+    s = parse_settings(["--max-batch-size", "8", "--mel-model", "/m", "--metrics-require-key",
+                        "--encodec-model", "none", "--dtype", "float16"])
+    assert (s.max_batch_size, s.port, s.mel_model, s.metrics_require_key) == (8, 9000, "/m", True)
+    assert (s.enabled_models, s.dtype) == (("mel",), "float16")
+
+
+def test_every_setting_has_a_flag() -> None:
+    flags = {a.dest for a in build_parser()._actions}
+    assert set(Settings.model_fields) <= flags
+
+
+def test_invalid_flag_value_exits_2_with_one_message(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        parse_settings(["--device", "tpu"])
+    assert info.value.code == 2
+    assert "invalid device (VOCOS_DEVICE)" in capsys.readouterr().err
+
+
+def test_bucket_ratio_defaults_by_device_unless_set() -> None:
+    from service.app import engine_policy
+
+    assert Settings().bucket_ratio is None
+    assert engine_policy(Settings(), "cpu").bucket_ratio == 1.1
+    assert engine_policy(Settings(), "cuda").bucket_ratio == 2.0
+    policy = engine_policy(Settings(bucket_ratio=3.0, max_wait_ms=7, max_batch_size=4), "cpu")
+    assert (policy.bucket_ratio, policy.max_wait_s, policy.max_batch_size) == (3.0, 0.007, 4)
