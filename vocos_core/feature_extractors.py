@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .config import EncodecFeaturesConfig, MelSpectrogramFeaturesConfig
-from .spectral_ops import LOG_CLIP, mel_filterbank, stft_magnitude
+from .spectral_ops import LOG_CLIP, Float32Buffers, mel_filterbank, stft_magnitude
 
 if TYPE_CHECKING:
     from .encodec import EncodecEncoder
@@ -27,7 +27,7 @@ def codebooks_for_bandwidth(kbps: float) -> int:
     return max(1, math.floor(kbps * 1000 / BITS_PER_CODEBOOK_PER_SECOND))
 
 
-class _Spectrogram(nn.Module):
+class _Spectrogram(Float32Buffers):
     """Holds the STFT window under the reference's key ``mel_spec.spectrogram.window``."""
 
     window: torch.Tensor
@@ -37,7 +37,7 @@ class _Spectrogram(nn.Module):
         self.register_buffer("window", torch.hann_window(n_fft))
 
 
-class _MelScale(nn.Module):
+class _MelScale(Float32Buffers):
     """Holds the filterbank under the reference's key ``mel_spec.mel_scale.fb``, ``(n_freqs, n_mels)``."""
 
     fb: torch.Tensor
@@ -65,6 +65,9 @@ class MelSpectrogramFeatures(nn.Module):
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         """``(B, S)`` -> ``(B, n_mels, T)``; T = S // hop + 1 (center) or S // hop (same)."""
         cfg = self.config
+        # Features are computed in float32 whatever dtype the model was moved to: a half-precision
+        # STFT is inexact (and unsupported for most sizes); decode casts them to the model's dtype.
+        audio = audio.float()
         window = self.mel_spec.spectrogram.window
         if cfg.padding == "same":
             pad = (cfg.n_fft - cfg.hop_length) // 2
@@ -95,18 +98,22 @@ class EncodecFeatures(nn.Module):
 
     def encoder(self) -> EncodecEncoder:
         """The EnCodec encoder + quantizer, loaded once on first call, on this module's device."""
-        if self._encoder is None:
-            from .encodec import load_encodec_encoder
+        if self._encoder is not None:
+            return self._encoder
+        from .encodec import load_encodec_encoder
 
-            encoder = load_encodec_encoder(self.encodec_weights)
-            self._encoder = encoder.to(self.codebook_weights.device)
-        return self._encoder
+        encoder = load_encodec_encoder(self.encodec_weights).to(self.codebook_weights.device)
+        # Bypass nn.Module registration: as a submodule it would join state_dict() (the
+        # official checkpoint has no encoder keys) and follow dtype casts.
+        object.__setattr__(self, "_encoder", encoder)
+        return encoder
 
     def _apply(self, fn, recurse=True):
-        # Keep the lazily loaded encoder on the same device as the rest of the model.
+        # The lazily loaded encoder follows the model's device but stays float32: its codes are
+        # only those of the reference when computed in full precision.
         super()._apply(fn, recurse)
         if self._encoder is not None:
-            self._encoder._apply(fn, recurse)
+            self._encoder.to(self.codebook_weights.device)
         return self
 
     def codes_to_features(self, codes: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,23 @@ LOG_CLIP = 1e-7
 ENVELOPE_EPS = 1e-11
 
 
+class Float32Buffers(nn.Module):
+    """Keeps this module's buffers (windows, filterbanks) float32 when the model moves to half precision.
+
+    Spectral maths runs in float32 whatever the model dtype, so its constants must not be rounded:
+    device moves apply, dtype changes do not.
+    """
+
+    def _apply(self, fn, recurse=True):
+        before = {name: b for name, b in self._buffers.items() if b is not None}
+        super()._apply(fn, recurse)
+        for name, old in before.items():
+            new = self._buffers[name]
+            if new is not None and new.dtype != old.dtype:
+                self._buffers[name] = old.to(new.device)
+        return self
+
+
 def hz_to_mel(freq: float) -> float:
     """HTK mel scale, as torchaudio's default ``mel_scale="htk"``."""
     return 2595.0 * math.log10(1.0 + freq / 700.0)
@@ -88,7 +105,7 @@ def overlap_add_btw(frames: torch.Tensor, hop_length: int) -> torch.Tensor:
     return out.reshape(batch, -1)[:, : (n - 1) * hop_length + win]
 
 
-class ISTFT(nn.Module):
+class ISTFT(Float32Buffers):
     """Inverse STFT with the reference's two framings.
 
     ``center``: as ``torch.istft(..., center=True)``: trims ``n_fft // 2`` at both ends,
@@ -139,7 +156,7 @@ class ISTFT(nn.Module):
         return env.clamp_min(ENVELOPE_EPS)
 
 
-class IMDCT(nn.Module):
+class IMDCT(Float32Buffers):
     """Inverse MDCT via FFT with the reference's buffers (cosine window, complex twiddles).
 
     No envelope division: the MDCT's time-domain aliasing cancellation makes plain overlap-add exact,

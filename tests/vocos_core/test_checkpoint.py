@@ -124,3 +124,11 @@ def test_official_encodec_file_needs_no_encodec_weights(tmp_path: Path) -> None:
     assert model.feature_extractor._encoder is None  # type: ignore[union-attr]
     with pytest.raises(CheckpointError):
         model(torch.randn(1, 3200), bandwidth_id=torch.tensor([2]))
+
+
+def test_loaded_encoder_stays_out_of_the_state_dict(shared_encodec_weights: Path) -> None:
+    model = Vocos.from_pretrained(REFERENCE / "vocos-encodec-tiny", encodec_weights=shared_encodec_weights)
+    keys = set(model.state_dict())
+    model(torch.randn(1, 3200), bandwidth_id=torch.tensor([1]))
+    assert model.feature_extractor._encoder is not None  # type: ignore[union-attr]
+    assert set(model.state_dict()) == keys

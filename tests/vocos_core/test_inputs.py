@@ -97,3 +97,24 @@ def test_codebook_count_must_match_bandwidth(enc: Vocos) -> None:
 def test_mel_model_refuses_codes(mel: Vocos) -> None:
     with pytest.raises(InputError, match="mel model"):
         mel.codes_to_features(torch.zeros(2, 5, dtype=torch.long))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_model_keeps_features_and_encoder_in_float32(
+    dtype: torch.dtype, shared_encodec_weights: Path
+) -> None:
+    mel32 = Vocos.from_pretrained(REFERENCE / "vocos-mel-tiny")
+    mel16 = Vocos.from_pretrained(REFERENCE / "vocos-mel-tiny").to(dtype)
+    audio = 0.1 * torch.randn(4000)
+    features = mel16.audio_to_features(audio)
+    assert features.dtype == torch.float32
+    assert torch.equal(features, mel32.audio_to_features(audio))
+    out, ref = mel16.decode(features[None])[0], mel32.decode(features[None])[0]
+    assert out.dtype == torch.float32
+    assert float((out - ref).abs().max() / ref.abs().max()) < 5e-2  # half-precision backbone
+    enc = Vocos.from_pretrained(REFERENCE / "vocos-encodec-tiny", encodec_weights=shared_encodec_weights)
+    codes32 = enc.feature_extractor.encoder().encode(audio[None], 6.0)  # type: ignore[operator]
+    enc.to(dtype)
+    codes16 = enc.feature_extractor.encoder().encode(audio[None], 6.0)  # type: ignore[operator]
+    assert torch.equal(codes16, codes32)
+    assert enc.decode_batch([enc.audio_to_features(audio, bandwidth_id=2)], [2])[0].dtype == torch.float32
