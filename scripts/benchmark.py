@@ -30,7 +30,9 @@ from vocos_core import Vocos
 from vocos_core.testing import checkpoint_config, random_model
 
 SHARED_ENCODEC = Path(__file__).resolve().parents[2] / "shared" / "reference" / "encodec_24khz-random.th"
-AUDIO_SECONDS = {"batch 8": 80.0}  # every case is 10 s per item
+# Audio seconds each case produces: 10 s per item, except the unequal batch (items of 5..10 s).
+UNEQUAL_SECONDS = [5 + i % 6 for i in range(8)]
+AUDIO_SECONDS = {"unequal": float(sum(UNEQUAL_SECONDS)), "batch 8": 80.0}
 
 
 def write_official_size(directory: Path, kind: str) -> Path:
@@ -57,7 +59,7 @@ def our_cases(mel: Vocos, enc: Vocos, device: str, dtype: torch.dtype, with_enco
         "encodec decode 10 s (6 kbps), batch 1": lambda: enc.decode(enc.codes_to_features(x["codes_b1"]),
                                                                    bandwidth_id=bw),
         "mel decode_batch 8 x 5-10 s (unequal), batch 8": lambda: mel.decode_batch(
-            [m[:, : m.shape[-1] * (5 + i % 6) // 10] for i, m in enumerate(mel_b8)]),
+            [m[:, : m.shape[-1] * s // 10] for s, m in zip(UNEQUAL_SECONDS, mel_b8, strict=True)]),
     }
     if with_encoder:
         cases["encodec resynthesis 10 s (6 kbps)"] = lambda: enc(x["audio_10s"], bandwidth_id=bw)
