@@ -2,7 +2,7 @@
 
 Decoding uses libsndfile (WAV, FLAC, OGG/Vorbis, OGG/Opus, MP3) through soundfile and soxr for
 resampling. The duration limit is checked against the header before decoding, and decoding itself
-stops one frame past the limit, so a file that lies in its header cannot make us decode hours.
+stops one block past the limit, so a file that lies in its header cannot make us decode hours.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ AUDIO_TYPES = frozenset(
     }
 )
 SUPPORTED_FORMATS_TEXT = "WAV, FLAC, OGG/Vorbis, OGG/Opus or MP3"
+_BLOCK_FRAMES = 65536  # frames decoded at a time: 2 MiB of float32 even at 8 channels
 
 
 class OutputFormat(str, enum.Enum):
@@ -123,21 +124,40 @@ def decode_audio(body: bytes, target_rate: int, max_seconds: float) -> np.ndarra
             # libsndfile reports 0 or a huge count when the header does not know the length.
             if 0 < audio_file.frames < 2**62 and audio_file.frames > limit:
                 _too_long(audio_file.frames / rate, max_seconds)
-            data = audio_file.read(frames=limit + 1, dtype="float32", always_2d=True)
+            return _decode_mono(audio_file, limit, target_rate, max_seconds)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         raise MalformedPayloadError(
             f"could not decode the audio file; expected {SUPPORTED_FORMATS_TEXT} ({exc})"
         ) from None
-    if data.shape[0] > limit:
-        _too_long(data.shape[0] / rate, max_seconds, at_least=True)
-    if data.shape[0] == 0:
+
+
+def _decode_mono(audio_file: sf.SoundFile, limit: int, target_rate: int, max_seconds: float) -> np.ndarray:
+    """Decode block by block, mixing each block to mono and resampling it as it comes.
+
+    Memory then follows the 24 kHz mono result, not the channels or sample rate a file declares (8
+    channels at 192 kHz read whole would take 64x more), and decoding stops one block past ``limit``
+    frames when the header does not say how long the file is. soxr's stream gives the same samples
+    as its one-shot ``resample``.
+    """
+    rate = int(audio_file.samplerate)
+    resampler = None if rate == target_rate else soxr.ResampleStream(rate, target_rate, 1, "float32", "HQ")
+    parts: list[np.ndarray] = []
+    frames = 0
+    # read() rather than blocks(): it returns only the frames actually decoded when a header's length
+    # is unknown or wrong, where blocks() would repeat a stale buffer.
+    while (block := audio_file.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)).shape[0]:
+        frames += block.shape[0]
+        if frames > limit:
+            _too_long(frames / rate, max_seconds, at_least=True)
+        mono = block.mean(axis=1, dtype=np.float32)  # mix channels (frames, channels) -> (frames,)
+        if not np.isfinite(mono).all():
+            raise InvalidInputError("the audio file contains NaN or Inf samples")
+        parts.append(mono if resampler is None else resampler.resample_chunk(mono))
+    if frames == 0:
         raise InvalidInputError("the audio file contains no samples")
-    mono = data.mean(axis=1, dtype=np.float32)  # mix channels (S, channels) -> (S,)
-    if not np.isfinite(mono).all():
-        raise InvalidInputError("the audio file contains NaN or Inf samples")
-    if rate != target_rate:
-        mono = soxr.resample(mono, rate, target_rate, quality="HQ").astype(np.float32, copy=False)
-    return np.ascontiguousarray(mono)
+    if resampler is not None:
+        parts.append(resampler.resample_chunk(np.zeros(0, np.float32), last=True))
+    return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
 
 
 def _too_long(seconds: float, max_seconds: float, at_least: bool = False) -> NoReturn:

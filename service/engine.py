@@ -49,6 +49,14 @@ class InvalidItemError(EngineError):
     """The model rejected this request's input (it raised ``ValueError`` when run alone)."""
 
 
+class DeviceOutOfMemoryError(EngineError):
+    """The device ran out of memory even for this request alone; ``retry_after`` (seconds) as for a full queue."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class BatchFailedError(EngineError):
     """The model call of this request's batch failed; every request of that batch gets this error."""
 
@@ -315,22 +323,59 @@ class BatchingEngine:
         self._observer.on_batch(self.name, stats)
 
     def _compute(self, inputs: list[torch.Tensor], bandwidth_ids: list[int] | None) -> list[_Outcome]:
-        """Run in the worker thread: the batched call, or item by item to pin a ValueError on its owner."""
+        """Run in the worker thread: the batched call, or item by item to pin a ValueError on its owner.
+
+        When the device runs out of memory the batch is retried as two halves, down to single requests;
+        a request that does not fit alone fails with ``DeviceOutOfMemoryError`` and the rest still run.
+        """
         try:
             outputs = self.model.decode_batch(inputs, bandwidth_ids)
         except ValueError as exc:
             if len(inputs) == 1:
                 return [InvalidItemError(str(exc))]
-            return [
-                self._compute_one(x, None if bandwidth_ids is None else bandwidth_ids[i])
-                for i, x in enumerate(inputs)
-            ]
+            return [self._compute([x], _pick(bandwidth_ids, i, i + 1))[0] for i, x in enumerate(inputs)]
+        except RuntimeError as exc:
+            if not is_out_of_memory(exc):
+                raise
+            outputs = None  # retried below, after the exception and its frames' tensors are released
+        if outputs is None:
+            return self._retry_in_halves(inputs, bandwidth_ids)
         if len(outputs) != len(inputs):
             raise RuntimeError(f"decode_batch returned {len(outputs)} outputs for {len(inputs)} inputs")
         return list(outputs)
 
-    def _compute_one(self, x: torch.Tensor, bandwidth_id: int | None) -> _Outcome:
-        try:
-            return self.model.decode_batch([x], None if bandwidth_id is None else [bandwidth_id])[0]
-        except ValueError as exc:
-            return InvalidItemError(str(exc))
+    def _retry_in_halves(self, inputs: list[torch.Tensor], bandwidth_ids: list[int] | None) -> list[_Outcome]:
+        release_cached_device_memory()
+        frames = [int(x.shape[-1]) for x in inputs]
+        if len(inputs) == 1:
+            log.warning("%s: out of device memory for a single request of %d frames", self.name, frames[0])
+            return [
+                DeviceOutOfMemoryError(
+                    f"the {self.name} model ran out of device memory for this request alone ({frames[0]} "
+                    "frames); retry later or send it in shorter parts",
+                    self.retry_after(),
+                )
+            ]
+        half = len(inputs) // 2
+        log.warning("%s: out of device memory for a batch of %s frames; retrying it in two halves", self.name, frames)
+        return self._compute(inputs[:half], _pick(bandwidth_ids, 0, half)) + self._compute(
+            inputs[half:], _pick(bandwidth_ids, half, len(inputs))
+        )
+
+
+def _pick(bandwidth_ids: list[int] | None, start: int, stop: int) -> list[int] | None:
+    return None if bandwidth_ids is None else bandwidth_ids[start:stop]
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is the device running out of memory (the caching allocator's error, or the
+    RuntimeError that cuBLAS/cuDNN workspace allocations raise)."""
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    )
+
+
+def release_cached_device_memory() -> None:
+    """Return the CUDA caching allocator's free blocks, so a retry can use them in another shape."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from service.engine import (
     BatchFailedError,
     DeadlineExceededError,
+    DeviceOutOfMemoryError,
     EngineError,
     EngineStoppedError,
     InvalidItemError,
@@ -67,6 +68,16 @@ class NotAcceptableError(ServiceError):
     error_type = "not_acceptable"
 
 
+class BodyTimeoutError(ServiceError):
+    """The body did not arrive in time (a stalled or deliberately slow upload); the connection is closed."""
+
+    status_code = 408
+    error_type = "body_timeout"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, {"Connection": "close"})
+
+
 class PayloadTooLargeError(ServiceError):
     """The body or the audio exceeds a configured limit; the message states the limit."""
 
@@ -105,6 +116,7 @@ _ENGINE_STATUS: dict[type[EngineError], tuple[int, str]] = {
     QueueFullError: (429, "queue_full"),
     DeadlineExceededError: (504, "deadline_exceeded"),
     EngineStoppedError: (503, "unavailable"),
+    DeviceOutOfMemoryError: (503, "device_out_of_memory"),
     InvalidItemError: (422, "invalid_input"),
     BatchFailedError: (500, "internal"),
 }
@@ -130,7 +142,7 @@ def _classify(exc: BaseException, request_id: str) -> tuple[int, str, str, dict[
     if isinstance(exc, EngineError):
         status, error_type = next(v for k, v in _ENGINE_STATUS.items() if isinstance(exc, k))
         headers = {}
-        if isinstance(exc, QueueFullError):
+        if isinstance(exc, QueueFullError | DeviceOutOfMemoryError):
             headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
         message = str(exc)
         if isinstance(exc, DeadlineExceededError):

@@ -51,13 +51,20 @@ def parse_json_object(body: bytes, allowed_keys: Sequence[str]) -> dict[str, Any
         value = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise MalformedPayloadError(f"malformed JSON body: {exc}") from None
+    except RecursionError:
+        raise MalformedPayloadError("malformed JSON body: nested too deeply") from None
+    except ValueError as exc:  # an integer literal past Python's digit limit, among others
+        raise MalformedPayloadError(f"malformed JSON body: {exc}") from None
     if not isinstance(value, dict):
         raise InvalidInputError(
             f"expected a JSON object with keys {list(allowed_keys)}, got {type(value).__name__}"
         )
     unknown = sorted(set(value) - set(allowed_keys))
     if unknown:
-        raise InvalidInputError(f"unknown JSON keys {unknown}; expected keys among {list(allowed_keys)}")
+        # At most a few names, clipped: the message must not echo an arbitrarily large body.
+        shown = [key[:40] for key in unknown[:5]]
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise InvalidInputError(f"unknown JSON keys {shown}{more}; expected keys among {list(allowed_keys)}")
     return value
 
 
@@ -129,7 +136,8 @@ def mel_array(array: np.ndarray, n_mels: int) -> np.ndarray:
         raise InvalidInputError(
             f"expected float32 mel values (float16/float64 are converted), got {_dtype_words(array.dtype)}"
         )
-    array = array.astype(np.float32, copy=False)
+    with np.errstate(over="ignore"):  # float64 values beyond float32 become inf, refused just below
+        array = array.astype(np.float32, copy=False)
     _check_finite(array, "mel spectrogram")
     return np.ascontiguousarray(array)
 

@@ -13,7 +13,7 @@ import numpy as np
 from fastapi import Request, Response
 
 from service.audio_io import OutputFormat, encode_audio
-from service.errors import ClientDisconnectedError, InvalidInputError, PayloadTooLargeError
+from service.errors import BodyTimeoutError, ClientDisconnectedError, InvalidInputError, PayloadTooLargeError
 from service.models import ServedModel
 from service.settings import Settings
 from service.state import ServiceState
@@ -31,8 +31,24 @@ def service_state(request: Request) -> ServiceState:
     return state
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refused with 413 as soon as it passes ``limit`` bytes (before reading it all)."""
+async def read_body(request: Request, settings: Settings) -> bytes:
+    """The whole body, refused with 413 as soon as it passes ``max_body_bytes`` (before reading it all),
+    and with 408 unless it has all arrived ``body_timeout_s`` after the request started.
+
+    The time limit covers the whole body, not the pause between chunks, so a client cannot hold a
+    connection open by dribbling a byte now and then.
+    """
+    started = getattr(request.state, "started", None) or time.monotonic()
+    remaining = started + settings.body_timeout_s - time.monotonic()
+    try:
+        return await asyncio.wait_for(_read_limited(request, settings.max_body_bytes), max(0.0, remaining))
+    except asyncio.TimeoutError:
+        raise BodyTimeoutError(
+            f"the request body did not arrive within {settings.body_timeout_s:g} s (VOCOS_BODY_TIMEOUT_S)"
+        ) from None
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLargeError(_body_limit_message(int(declared), limit))
@@ -63,9 +79,8 @@ class Deadline:
             except ValueError:
                 asked = math.nan
             if not (asked > 0 and math.isfinite(asked)):
-                raise InvalidInputError(
-                    f"X-Request-Timeout must be a positive number of seconds, got {header!r}"
-                )
+                shown = header if len(header) <= 40 else header[:40] + "..."
+                raise InvalidInputError(f"X-Request-Timeout must be a positive number of seconds, got {shown!r}")
             seconds = min(seconds, asked)
         started = getattr(request.state, "started", None) or time.monotonic()
         self.at = started + seconds

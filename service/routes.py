@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 import torch
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from service.audio_io import AUDIO_TYPES, OutputFormat, choose_format, decode_audio
 from service.errors import InvalidInputError, UnsupportedMediaTypeError, error_body, request_id_of
@@ -37,11 +37,13 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "Malformed body (JSON, .npy or audio that cannot be parsed)"},
     401: {"description": "Missing or invalid bearer token (when API keys are configured)"},
     404: {"description": "The model of this endpoint is disabled on this server"},
+    406: {"description": "No audio type in Accept that the server can produce"},
+    408: {"description": "The body did not arrive within VOCOS_BODY_TIMEOUT_S; the connection is closed"},
     413: {"description": "Body or audio duration over the configured limit"},
     415: {"description": "Unsupported Content-Type"},
     422: {"description": "Invalid input: dtype, shape, values, bandwidth"},
     429: {"description": "Queue full; retry after the Retry-After header's seconds"},
-    503: {"description": "Draining or not accepting requests"},
+    503: {"description": "Draining, or the device out of memory for this request alone (see Retry-After)"},
     504: {"description": "Request deadline (VOCOS_REQUEST_TIMEOUT_S or X-Request-Timeout) passed"},
 }
 _AUDIO_OUT = {
@@ -90,7 +92,9 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready", "models": {k: m.source for k, m in state.models.items()}})
 
 
-@router.get("/metrics", tags=["health"], summary="Prometheus metrics (text format)")
+@router.get(
+    "/metrics", tags=["health"], summary="Prometheus metrics (text format)", response_class=PlainTextResponse
+)
 async def metrics(request: Request) -> Response:
     content, content_type = service_state(request).metrics.render()
     return Response(content, media_type=content_type)
@@ -109,7 +113,7 @@ async def decode_mel(request: Request, format: FormatQuery = None) -> Response:
     served, engine = state.model("mel")
     deadline = Deadline(request, state.settings)
     fmt = choose_format(format, request.headers.get("accept"))
-    body = await read_body(request, state.settings.max_body_bytes)
+    body = await read_body(request, state.settings)
     kind = body_kind(request.headers.get("content-type"), body)
     mel = await off_loop(mel_body, body, kind, served.n_features, inline=len(body) <= INLINE_BODY_BYTES)
     _check_frames(served, mel.shape[-1], state.settings)
@@ -139,7 +143,7 @@ async def decode_encodec(
     served, engine = state.model("encodec")
     deadline = Deadline(request, state.settings)
     fmt = choose_format(format, request.headers.get("accept"))
-    body = await read_body(request, state.settings.max_body_bytes)
+    body = await read_body(request, state.settings)
     kind = body_kind(request.headers.get("content-type"), body)
     codes, body_id, body_kbps = await off_loop(codes_body, body, kind, inline=len(body) <= INLINE_BODY_BYTES)
     chosen_id = merge_choice("bandwidth_id", bandwidth_id, body_id)
@@ -183,7 +187,7 @@ async def resynthesize(
     resolved = _resynthesis_bandwidth(served, bandwidth_id, bandwidth)
     deadline = Deadline(request, state.settings)
     fmt = choose_format(format, request.headers.get("accept"))
-    body = await read_body(request, state.settings.max_body_bytes)
+    body = await read_body(request, state.settings)
     audio = await off_loop(decode_audio, body, served.sample_rate, state.settings.max_audio_seconds)
     if audio.size < served.min_audio_samples:
         raise InvalidInputError(

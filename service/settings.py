@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     )
 
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1, description="largest accepted request body")
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="time a request body may take to arrive in full; slower uploads get 408"
+    )
     max_audio_seconds: float = Field(600.0, gt=0, description="longest audio a request may produce or upload")
 
     host: str = Field("0.0.0.0", description="interface to listen on")

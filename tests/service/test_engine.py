@@ -17,6 +17,7 @@ from service.engine import (
     BatchingEngine,
     BatchStats,
     DeadlineExceededError,
+    DeviceOutOfMemoryError,
     EngineStoppedError,
     InvalidItemError,
     QueueFullError,
@@ -205,12 +206,46 @@ async def test_cancelled_request_leaves_the_queue_and_is_not_computed() -> None:
 async def test_a_failing_batch_fails_only_its_requests_and_the_engine_keeps_serving() -> None:
     model, recorder = FakeModel(), Recorder()
     engine = await started(model, recorder, max_wait_s=0.02)
-    model.fail = RuntimeError("CUDA error: out of memory")
+    model.fail = RuntimeError("cuDNN error: CUDNN_STATUS_EXECUTION_FAILED")
     results = await asyncio.gather(engine.submit(item(5)), engine.submit(item(6)), return_exceptions=True)
-    assert all(isinstance(r, BatchFailedError) and "out of memory" in str(r) for r in results)
+    assert all(isinstance(r, BatchFailedError) and "CUDNN_STATUS_EXECUTION_FAILED" in str(r) for r in results)
     assert recorder.batches[-1].ok is False
     model.fail = None
     assert (await engine.submit(item(5))).shape == (5 * HOP,)
+    assert engine.alive
+    await engine.drain(1)
+
+
+class OutOfMemoryModel(FakeModel):
+    """Runs out of device memory on any call of more than ``budget`` frames in all."""
+
+    def __init__(self, budget: int) -> None:
+        super().__init__()
+        self.budget = budget
+
+    def decode_batch(self, inputs: Sequence[torch.Tensor], bandwidth_ids: Sequence[int] | None = None
+                     ) -> list[torch.Tensor]:
+        if sum(int(x.shape[-1]) for x in inputs) > self.budget:
+            self.calls.append([int(x.shape[-1]) for x in inputs])
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().decode_batch(inputs, bandwidth_ids)
+
+
+async def test_out_of_memory_retries_the_batch_in_halves() -> None:
+    model = OutOfMemoryModel(budget=12)
+    engine = await started(model, max_wait_s=0.05)
+    outputs = await asyncio.gather(*(engine.submit(item(t, float(t))) for t in (5, 6, 7, 4)))
+    assert [o[0].item() for o in outputs] == [15.0, 18.0, 21.0, 12.0]  # each its own: 3 channels x value
+    assert model.calls == [[5, 6, 7, 4], [5, 6], [7, 4]]
+    await engine.drain(1)
+
+
+async def test_out_of_memory_alone_fails_only_that_request_with_retry_after() -> None:
+    model = OutOfMemoryModel(budget=12)
+    engine = await started(model, max_wait_s=0.05)
+    big, small = await asyncio.gather(engine.submit(item(20)), engine.submit(item(8)), return_exceptions=True)
+    assert isinstance(big, DeviceOutOfMemoryError) and big.retry_after >= 1
+    assert isinstance(small, torch.Tensor) and small.shape == (8 * HOP,)
     assert engine.alive
     await engine.drain(1)
 

@@ -1,0 +1,44 @@
+"""Process-wide memory settings applied once at start, so resident memory stays flat under varied traffic.
+
+Every request length is a new tensor shape. Two caches that are harmless at fixed shapes grow when
+shapes keep changing:
+
+- oneDNN, PyTorch's CPU kernel library, keeps a compiled kernel per convolution shape, 1024 by
+  default;
+- glibc raises its mmap threshold each time a large block is freed, so buffers of ever new sizes
+  end up carved from the heap, whose high-water mark only rises.
+
+In the soak (``scripts/soak.py``, 32 clients, 5 min) the server's RSS grew by a third with both
+at their defaults. With 64 kernels and a fixed 4 MiB threshold it stays within 5 % of its
+post-warm-up level, at about 4 % of throughput (figures in RELIABILITY.md). Values an operator sets
+in the environment win.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+
+KERNEL_CACHE_CAPACITY = 64
+MMAP_THRESHOLD_BYTES = 4 * 1024 * 1024
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
+
+
+def bound_memory_growth() -> None:
+    """Cap oneDNN's kernel cache and fix glibc's mmap threshold, unless the environment sets them.
+
+    Call it before any model runs: oneDNN reads its variable when it builds its first kernel.
+    """
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(KERNEL_CACHE_CAPACITY))
+    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        set_mmap_threshold(MMAP_THRESHOLD_BYTES)
+
+
+def set_mmap_threshold(size: int) -> bool:
+    """``mallopt(M_MMAP_THRESHOLD, size)``, which also stops glibc from raising it; False without glibc."""
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc (macOS, Windows): nothing to tune
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, size))

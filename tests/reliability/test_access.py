@@ -1,0 +1,113 @@
+"""Access control with API keys: every endpoint but the probes refuses a missing or wrong key, keys
+are compared in constant time, never show up in logs, metrics or error bodies, and whether /metrics
+needs a key is a setting."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+import pytest
+
+from service.__main__ import parse_settings
+from service.auth import BearerAuth
+
+KEYS = ("k3y-alpha-7f2c91d4e8", "k3y-beta-0b6a5e13c2")
+NEAR_MISS = KEYS[0][:-1] + "5"
+MEL_BODY = {"mel": [[0.0] * 8] * 100}
+
+
+def every_path(openapi: dict) -> list[tuple[str, str]]:
+    """(method, path) of every operation in the OpenAPI document, plus FastAPI's documentation pages."""
+    operations = [(method.upper(), path) for path, item in openapi["paths"].items() for method in item]
+    return [*operations, ("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/redoc"), ("GET", "/nowhere")]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("metrics_require_key", [False, True])
+async def test_every_endpoint_but_the_probes_refuses_missing_or_wrong_keys(make_app, metrics_require_key: bool) -> None:
+    async with make_app(api_keys=",".join(KEYS), metrics_require_key=metrics_require_key) as app:
+        openapi = app.app.openapi()
+        public = {"/healthz", "/readyz"} | (set() if metrics_require_key else {"/metrics"})
+        for method, path in every_path(openapi):
+            for headers in ({}, {"authorization": f"Bearer {NEAR_MISS}"}, {"authorization": "Bearer"},
+                            {"authorization": f"Basic {KEYS[0]}"}, {"authorization": f"bearer  {KEYS[0]}x"},
+                            {"x-api-key": KEYS[0]}):
+                response = await app.client.request(method, path, headers=headers, json=MEL_BODY)
+                if path in public:
+                    assert response.status_code == 200, (method, path, headers)
+                else:
+                    assert response.status_code == 401, (method, path, headers, response.status_code)
+                    assert response.headers["www-authenticate"] == "Bearer"
+                    assert response.json()["error"]["type"] == "unauthorized"
+        for key in KEYS:  # either key opens every endpoint
+            for method, path in every_path(openapi):
+                response = await app.client.request(method, path, headers={"authorization": f"Bearer {key}"},
+                                                    json=MEL_BODY)
+                assert response.status_code != 401, (method, path)
+            response = await app.client.post("/decode/mel", json=MEL_BODY, headers={"authorization": f"Bearer {key}"})
+            assert response.status_code == 200
+
+
+@pytest.mark.asyncio
+async def test_without_keys_nothing_asks_for_one(make_app) -> None:
+    async with make_app() as app:
+        assert (await app.client.post("/decode/mel", json=MEL_BODY)).status_code == 200
+        assert (await app.client.get("/metrics")).status_code == 200
+
+
+def test_every_configured_key_is_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """hmac.compare_digest against every key, with no early exit, whether the first, the last or none match."""
+    compared: list[bytes] = []
+    real = hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        compared.append(b)
+        return real(a, b)
+
+    monkeypatch.setattr("service.auth.hmac.compare_digest", spy)
+    auth = BearerAuth(list(KEYS))
+    for presented in (KEYS[0], KEYS[1]):
+        compared.clear()
+        auth.check(f"Bearer {presented}")
+        assert compared == [k.encode() for k in KEYS]
+    for wrong in (NEAR_MISS, "x", KEYS[0] * 3):
+        compared.clear()
+        with pytest.raises(Exception, match="invalid API key"):
+            auth.check(f"Bearer {wrong}")
+        assert compared == [k.encode() for k in KEYS]
+
+
+@pytest.mark.asyncio
+async def test_keys_never_appear_in_logs_metrics_or_errors(make_app, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    bodies = []
+    async with make_app(api_keys=",".join(KEYS), metrics_require_key=True) as app:
+        attempts = [
+            {"authorization": f"Bearer {NEAR_MISS}"},
+            {"authorization": f"Bearer {KEYS[0]}", "x-request-timeout": "-1"},  # authorised, then refused
+            {"authorization": f"Bearer {KEYS[1]}", "content-type": "text/plain"},
+            {"authorization": f"Basic {KEYS[1]}"},
+        ]
+        for headers in attempts:
+            response = await app.client.post("/decode/mel", json=MEL_BODY, headers=headers)
+            assert response.status_code in {401, 415, 422}
+            bodies.append(response.text)
+        ok = await app.client.post("/decode/mel", json=MEL_BODY, headers={"authorization": f"Bearer {KEYS[0]}"})
+        assert ok.status_code == 200
+        metrics = await app.client.get("/metrics", headers={"authorization": f"Bearer {KEYS[1]}"})
+        assert metrics.status_code == 200
+        settings_text = f"{app.state.settings!r} {app.state.settings} {app.state.settings.model_dump()}"
+    for secret in (*KEYS, NEAR_MISS):
+        assert secret not in caplog.text
+        assert secret not in metrics.text
+        assert secret not in settings_text
+        assert all(secret not in body for body in bodies)
+    assert len(caplog.records) > 0  # the capture saw the service's own log lines
+
+
+def test_keys_from_the_environment_stay_secret_in_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VOCOS_API_KEYS", ",".join(KEYS))
+    settings = parse_settings(["--mel-model", "none", "--encodec-model", "none"])
+    assert settings.api_key_list == KEYS
+    assert all(key not in f"{settings!r} {settings} {settings.model_dump_json()}" for key in KEYS)
