@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from vocos_core.encodec.testing import write_random_encodec_weights
 from vocos_core.testing import write_random_checkpoint
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -13,6 +16,21 @@ REFERENCE = DATA / "reference"
 # The 89 MB random EnCodec weights stay out of git; the shared reference folder sits beside the clone.
 SHARED_REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 SHARED_ENCODEC_WEIGHTS = SHARED_REFERENCE / "encodec_24khz-random.th"
+
+
+@pytest.fixture(autouse=True)
+def _no_vocos_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Settings come from the test alone, never from VOCOS_* variables of the shell running pytest."""
+    for name in list(os.environ):
+        if name.startswith("VOCOS_"):
+            monkeypatch.delenv(name)
+    yield
+
+
+@pytest.fixture(scope="session")
+def encodec_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Random EnCodec 24 kHz weights in the official format (the real file is never downloaded)."""
+    return write_random_encodec_weights(tmp_path_factory.mktemp("encodec-weights") / "encodec_24khz.th")
 
 
 @pytest.fixture(scope="session")

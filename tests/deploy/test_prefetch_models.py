@@ -17,21 +17,13 @@ SCRIPT = REPO / "deploy" / "docker" / "prefetch_models.py"
 
 
 @pytest.fixture
-def prefetch(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+def prefetch() -> ModuleType:
     require_module("service.settings", "the service package")
-    for name in [n for n in os.environ if n.startswith("VOCOS_")]:
-        monkeypatch.delenv(name)
     spec = importlib.util.spec_from_file_location("prefetch_models", SCRIPT)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture(scope="module")
-def encodec_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    testing = require_module("vocos_core.encodec.testing", "vocos_core")
-    return Path(testing.write_random_encodec_weights(tmp_path_factory.mktemp("weights") / "encodec_24khz.th"))
 
 
 def test_loads_and_probes_the_mel_model(prefetch: ModuleType, monkeypatch: pytest.MonkeyPatch,

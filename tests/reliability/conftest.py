@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
@@ -21,26 +21,11 @@ from service_helpers import AppHarness, running_app
 
 from service.models import ServedModel, load_models
 from service.settings import Settings
-from vocos_core.encodec.testing import write_random_encodec_weights
-
-
-@pytest.fixture(autouse=True)
-def _no_vocos_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Settings come from the test alone, never from VOCOS_* variables of the shell running pytest."""
-    for name in list(os.environ):
-        if name.startswith("VOCOS_"):
-            monkeypatch.delenv(name)
-    yield
-
-
-@pytest.fixture(scope="session")
-def reliability_encodec_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_random_encodec_weights(tmp_path_factory.mktemp("encodec-weights") / "encodec_24khz.th")
 
 
 @pytest.fixture(scope="session")
 def reliability_settings(
-    mel_checkpoint: Path, encodec_checkpoint: Path, reliability_encodec_weights: Path
+    mel_checkpoint: Path, encodec_checkpoint: Path, encodec_weights: Path
 ) -> Settings:
     with pytest.MonkeyPatch.context() as patch:  # session scope: runs before the autouse cleaner
         for name in [n for n in os.environ if n.startswith("VOCOS_")]:
@@ -48,7 +33,7 @@ def reliability_settings(
         return Settings(
             mel_model=str(mel_checkpoint),
             encodec_model=str(encodec_checkpoint),
-            encodec_weights=str(reliability_encodec_weights),
+            encodec_weights=str(encodec_weights),
             device="cpu",
             max_wait_ms=2,
         )

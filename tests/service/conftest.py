@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
@@ -19,21 +19,6 @@ from service_helpers import AppFactory, AppHarness, running_app
 
 from service.models import ServedModel, load_models
 from service.settings import Settings
-from vocos_core.encodec.testing import write_random_encodec_weights
-
-
-@pytest.fixture(autouse=True)
-def _no_vocos_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Settings come from the test alone, never from VOCOS_* variables of the shell running pytest."""
-    for name in list(os.environ):
-        if name.startswith("VOCOS_"):
-            monkeypatch.delenv(name)
-    yield
-
-
-@pytest.fixture(scope="session")
-def encodec_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_random_encodec_weights(tmp_path_factory.mktemp("encodec-weights") / "encodec_24khz.th")
 
 
 @pytest.fixture(scope="session")
