@@ -5,8 +5,10 @@
     python3 scripts/benchmark.py --device cuda --dtypes float32 bfloat16 float16   # GPU
 
 Models are random-weight checkpoints of the official sizes (mel: dim 512, 8 layers; EnCodec: dim
-384, 8 layers), so timings are those of the real models. Ours and the reference alternate in
-rounds within one run; each figure is the best round's median. RTF = compute time / audio time.
+384, 8 layers), so timings are those of the real models. The reference runs as a worker process in
+its own venv; in each round every case is timed on both sides back to back (the side going first
+alternates), and a round's time is the median of ``--repeats`` calls. Times are medians over rounds;
+the speed-up is the median over rounds of the per-round ratio. RTF = compute time / audio time.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,6 +48,11 @@ def write_official_size(directory: Path, kind: str) -> Path:
     return directory
 
 
+# The cases bench_reference.py can time (the reference has no exact batching of unequal lengths).
+REFERENCE_CASES = ("mel decode 10 s, batch 1", "mel decode 10 s, batch 8", "encodec decode 10 s (6 kbps), batch 1",
+                   "encodec resynthesis 10 s (6 kbps)")
+
+
 def audio_seconds(case: str) -> float:
     return next((s for key, s in AUDIO_SECONDS.items() if key in case), 10.0)
 
@@ -66,17 +74,27 @@ def our_cases(mel: Vocos, enc: Vocos, device: str, dtype: torch.dtype, with_enco
     return cases
 
 
-def run_ours(mel: Vocos, enc: Vocos, args: argparse.Namespace, dtype: torch.dtype) -> dict[str, float]:
-    cases = our_cases(mel, enc, args.device, dtype, with_encoder=dtype == torch.float32)
-    return {name: time_call(fn, args.repeats, args.device) for name, fn in cases.items()}
+class ReferenceWorker:
+    """The reference implementation in its own venv (scripts/bench_reference.py), timing on request."""
 
+    def __init__(self, python: str, mel_dir: Path, enc_dir: Path, torch_home: Path) -> None:
+        env = dict(os.environ, TORCH_HOME=str(torch_home), PYTHONPATH=str(Path(__file__).parent))
+        self.proc = subprocess.Popen([python, str(Path(__file__).parent / "bench_reference.py"),
+                                      str(mel_dir), str(enc_dir)],
+                                     env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
+        if self.stdout.readline().strip() != "ready":
+            raise RuntimeError("the reference worker did not start; see its stderr above")
 
-def run_reference(args: argparse.Namespace, mel_dir: Path, enc_dir: Path, torch_home: Path) -> dict[str, float]:
-    env = dict(os.environ, TORCH_HOME=str(torch_home), PYTHONPATH=str(Path(__file__).parent))
-    out = subprocess.run([args.reference_python, str(Path(__file__).parent / "bench_reference.py"),
-                          str(mel_dir), str(enc_dir), str(args.repeats)],
-                         env=env, check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    def time(self, case: str, repeats: int) -> float:
+        self.stdin.write(f"{case}\t{repeats}\n")
+        self.stdin.flush()
+        return float(json.loads(self.stdout.readline()))
+
+    def close(self) -> None:
+        self.stdin.close()
+        self.proc.wait(timeout=60)
 
 
 def half_precision_error(mel: Vocos, dtype: torch.dtype, device: str) -> float:
@@ -93,7 +111,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtypes", nargs="+", default=["float32"])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--reference-python", help="python of a venv with vocos==0.1.0 (CPU comparison)")
     parser.add_argument("--encodec-weights", type=Path, default=SHARED_ENCODEC if SHARED_ENCODEC.exists() else None)
     args = parser.parse_args()
@@ -117,28 +135,56 @@ def main() -> None:
 def report(args: argparse.Namespace, mel: Vocos, enc: Vocos, mel_dir: Path, enc_dir: Path, torch_home: Path) -> None:
     print(f"device {args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"repeats {args.repeats}, rounds {args.rounds}")
-    for name in args.dtypes:
-        dtype = getattr(torch, name)
-        ours: dict[str, float] = {}
-        ref: dict[str, float] = {}
-        for _ in range(args.rounds):
-            for case, t in run_ours(mel.to(dtype), enc.to(dtype), args, dtype).items():
-                ours[case] = min(t, ours.get(case, float("inf")))
-            if args.reference_python and dtype == torch.float32:
-                for case, t in run_reference(args, mel_dir, enc_dir, torch_home).items():
-                    ref[case] = min(t, ref.get(case, float("inf")))
-        mel.float(), enc.float()
-        print(f"\n{name}:")
-        print(f"{'case':50s} {'ours s':>8s} {'RTF':>8s} {'x real-time':>12s} {'ref s':>8s} {'speed-up':>9s}")
-        for case, t in ours.items():
-            line = f"{case:50s} {t:8.4f} {t / audio_seconds(case):8.4f} {audio_seconds(case) / t:12.1f}"
-            if case in ref:
-                line += f" {ref[case]:8.4f} {ref[case] / t:8.2f}x"
-            print(line)
-        if dtype != torch.float32:
-            err = half_precision_error(mel, dtype, args.device)
-            print(f"relative error against float32 (mel decode 10 s): {err:.2e}")
-    print(f"\n(audio: {SAMPLE_RATE} Hz; speed-up = reference time / our time on the same inputs and weights)")
+    worker = (ReferenceWorker(args.reference_python, mel_dir, enc_dir, torch_home)
+              if args.reference_python else None)
+    try:
+        for name in args.dtypes:
+            dtype = getattr(torch, name)
+            ours, ref = time_rounds(args, mel.to(dtype), enc.to(dtype), dtype,
+                                    worker if dtype == torch.float32 else None)
+            mel.float(), enc.float()
+            print_table(name, ours, ref)
+            if dtype != torch.float32:
+                err = half_precision_error(mel, dtype, args.device)
+                print(f"relative error against float32 (mel decode 10 s): {err:.2e}")
+    finally:
+        if worker is not None:
+            worker.close()
+    print(f"\n(audio: {SAMPLE_RATE} Hz; times are medians over rounds; speed-up is the median over rounds of "
+          "reference time / our time, each round timing both back to back on the same inputs and weights)")
+
+
+def time_rounds(args: argparse.Namespace, mel: Vocos, enc: Vocos, dtype: torch.dtype,
+                worker: ReferenceWorker | None) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Per case, ``rounds`` timings of ours and (with a worker) of the reference, taken in pairs.
+
+    Which side goes first alternates between rounds, so a drift in machine load favours neither.
+    """
+    cases = our_cases(mel, enc, args.device, dtype, with_encoder=dtype == torch.float32)
+    ours: dict[str, list[float]] = {case: [] for case in cases}
+    ref: dict[str, list[float]] = {}
+    for i in range(args.rounds):
+        for case, fn in cases.items():
+            for side in ("ours", "reference") if i % 2 == 0 else ("reference", "ours"):
+                if side == "ours":
+                    ours[case].append(time_call(fn, args.repeats, args.device))
+                elif worker is not None and case in REFERENCE_CASES:
+                    ref.setdefault(case, []).append(worker.time(case, args.repeats))
+    return ours, ref
+
+
+def print_table(name: str, ours: dict[str, list[float]], ref: dict[str, list[float]]) -> None:
+    print(f"\n{name}:")
+    print(f"{'case':50s} {'ours s':>8s} {'RTF':>8s} {'x real-time':>12s} {'ref s':>8s} {'speed-up':>9s} "
+          f"{'min..max':>12s}")
+    for case, times in ours.items():
+        t = statistics.median(times)
+        line = f"{case:50s} {t:8.4f} {t / audio_seconds(case):8.4f} {audio_seconds(case) / t:12.1f}"
+        if case in ref:
+            ratios = [r / o for r, o in zip(ref[case], times, strict=True)]
+            line += (f" {statistics.median(ref[case]):8.4f} {statistics.median(ratios):8.2f}x "
+                     f"{min(ratios):5.2f}..{max(ratios):.2f}")
+        print(line)
 
 
 if __name__ == "__main__":

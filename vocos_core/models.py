@@ -7,7 +7,7 @@ from torch import nn
 
 from .channels_last import conv_to_btc
 from .config import VocosBackboneConfig, VocosResNetBackboneConfig
-from .modules import AdaLayerNorm, ConvNeXtBlock, ResBlock1, WeightNormConv1d, apply_mask
+from .modules import AdaLayerNorm, ConvNeXtBlock, MLPWorkspace, ResBlock1, WeightNormConv1d, apply_mask
 
 
 class VocosBackbone(nn.Module):
@@ -36,9 +36,10 @@ class VocosBackbone(nn.Module):
         """``(B, input_channels, T)`` -> ``(B, T, dim)``; ``bandwidth_id`` ``(B,)`` or ``(1,)`` with AdaLayerNorm."""
         assert self.embed.bias is not None
         x = conv_to_btc(apply_mask(x, mask), self.embed.weight, self.embed.bias, padding=3)  # (B, T, dim)
-        x = self.norm(x, bandwidth_id) if self.adanorm else self.norm(x)
+        x = self.norm(x, bandwidth_id) if self.adanorm else self.norm(x)  # a fresh tensor, ours to update
+        workspace = MLPWorkspace(x, self.config.intermediate_dim)
         for block in self.convnext:
-            x = block(x, cond_embedding_id=bandwidth_id, mask=mask)
+            x = block.residual_update_(x, workspace, cond_embedding_id=bandwidth_id, mask=mask)
         return self.final_layer_norm(x)
 
 

@@ -27,19 +27,26 @@ def extra_padding_for_conv1d(length: int, kernel_size: int, stride: int, padding
 def pad1d_reflect(x: torch.Tensor, left: int, right: int) -> torch.Tensor:
     """Reflect-pad the last axis of ``x`` (B, C, T) -> (B, C, left + T + right).
 
+    Built from flipped slices and one ``torch.cat``: the same values as ``F.pad(mode="reflect")``,
+    but a plain copy, where ``reflection_pad1d`` took 19% of the encoder's time (measured on 10 s of
+    audio, one CPU core). No padding returns ``x`` itself, which the 1x1 convolutions rely on.
+
     ``F.pad`` refuses reflect padding wider than the input, so a short input is first zero-extended on
     the right and the extension is cut off again afterwards; this is what the checkpoint expects for
     inputs shorter than a kernel (e.g. a few samples of audio).
     """
     assert left >= 0 and right >= 0, (left, right)
+    if left == 0 and right == 0:
+        return x
     length = x.shape[-1]
-    zero_extension = 0
-    widest = max(left, right)
-    if length <= widest:
-        zero_extension = widest - length + 1
-        x = F.pad(x, (0, zero_extension))
-    padded = F.pad(x, (left, right), mode="reflect")
-    return padded[..., : padded.shape[-1] - zero_extension]
+    if length <= max(left, right):
+        zero_extension = max(left, right) - length + 1
+        padded = F.pad(F.pad(x, (0, zero_extension)), (left, right), mode="reflect")
+        return padded[..., : padded.shape[-1] - zero_extension]
+    # Reflection excludes the edge sample: x[left], ..., x[1] | x | x[T-2], ..., x[T-1-right].
+    head = x[..., 1 : left + 1].flip(-1)
+    tail = x[..., length - 1 - right : length - 1].flip(-1)
+    return torch.cat([head, x, tail], dim=-1)
 
 
 class WeightNormConv1d(nn.Module):
@@ -65,9 +72,12 @@ class WeightNormConv1d(nn.Module):
         """Effective convolution weight (C_out, C_in, K)."""
         return torch._weight_norm(self.weight_v, self.weight_g, 0)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C_in, T_padded) -> (B, C_out, T_out); no padding of its own."""
-        return F.conv1d(x, self.weight(), self.bias, self.stride, 0, self.dilation)
+    def forward(self, x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C_in, T_padded) -> (B, C_out, T_out); no padding of its own.
+
+        ``weight``, if given, is :meth:`weight` computed beforehand (once for many chunks).
+        """
+        return F.conv1d(x, self.weight() if weight is None else weight, self.bias, self.stride, 0, self.dilation)
 
 
 class NormConv1d(nn.Module):
@@ -77,8 +87,18 @@ class NormConv1d(nn.Module):
         super().__init__()
         self.conv = conv
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
+    def forward(self, x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        return self.conv(x, weight)
+
+
+class ChunkState:
+    """What one :class:`SConv1d` carries from a chunk to the next: the end of its (padded) input,
+    whether the coming chunk is the last, and its weight computed once for all chunks."""
+
+    def __init__(self, conv: SConv1d) -> None:
+        self.history: torch.Tensor | None = None
+        self.last = False
+        self.weight = conv.conv.conv.weight()
 
 
 class SConv1d(nn.Module):
@@ -94,8 +114,38 @@ class SConv1d(nn.Module):
         super().__init__()
         self.conv = NormConv1d(WeightNormConv1d(in_channels, out_channels, kernel_size, stride, dilation))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def stride(self) -> int:
+        return self.conv.conv.stride
+
+    @property
+    def left_padding(self) -> int:
+        """Input samples before the first one that the first output window reads (the causal context)."""
         inner = self.conv.conv
-        padding_total = (inner.kernel_size - 1) * inner.dilation - (inner.stride - 1)
-        extra = extra_padding_for_conv1d(x.shape[-1], inner.kernel_size, inner.stride, padding_total)
-        return self.conv(pad1d_reflect(x, padding_total, extra))
+        return (inner.kernel_size - 1) * inner.dilation - (inner.stride - 1)
+
+    def right_padding(self, length: int) -> int:
+        inner = self.conv.conv
+        return extra_padding_for_conv1d(length, inner.kernel_size, inner.stride, self.left_padding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(pad1d_reflect(x, self.left_padding, self.right_padding(x.shape[-1])))
+
+    def forward_chunk(self, x: torch.Tensor, state: ChunkState) -> torch.Tensor:
+        """One time chunk of :meth:`forward`: (B, C_in, n) -> (B, C_out, ceil(n / stride)).
+
+        Chunks must come in order, each but the last a multiple of ``stride`` long and at least
+        :attr:`left_padding` long. Every output sample then reads the same input samples as in one
+        whole-signal call: the first chunk is reflect-padded on the left, each later one is preceded
+        by the end of the one before (kept in ``state``), and only the last is padded on the right.
+        The right padding depends on the length modulo ``stride`` only, which the last chunk shares
+        with the whole signal.
+        """
+        left = self.left_padding
+        right = self.right_padding(x.shape[-1]) if state.last else 0
+        if state.history is None:
+            padded = pad1d_reflect(x, left, right)
+        else:
+            padded = pad1d_reflect(torch.cat([state.history, x], dim=-1), 0, right)
+        state.history = padded[..., padded.shape[-1] - left :] if left and not state.last else None
+        return self.conv(padded, state.weight)
