@@ -39,6 +39,7 @@ class VocosBackbone(nn.Module):
         x = self.norm(x, bandwidth_id) if self.adanorm else self.norm(x)  # a fresh tensor, ours to update
         workspace = MLPWorkspace(x, self.config.intermediate_dim)
         for block in self.convnext:
+            assert isinstance(block, ConvNeXtBlock)
             x = block.residual_update_(x, workspace, cond_embedding_id=bandwidth_id, mask=mask)
         return self.final_layer_norm(x)
 
