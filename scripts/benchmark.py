@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -71,7 +72,26 @@ def our_cases(mel: Vocos, enc: Vocos, device: str, dtype: torch.dtype, with_enco
     }
     if with_encoder:
         cases["encodec resynthesis 10 s (6 kbps)"] = lambda: enc(x["audio_10s"], bandwidth_id=bw)
+    cases[FLOOR_CASE] = matmuls_alone(mel, mel_b1.shape[-1])
     return cases
+
+
+# The part of a decode that no implementation of the same float maths can skip: the linear layers
+# (2 per ConvNeXt block + the head's), on the shapes of "mel decode 10 s, batch 1".
+FLOOR_CASE = "(floor) matmuls alone of mel 10 s, batch 1"
+
+
+def matmuls_alone(mel: Vocos, frames: int) -> Callable[[], None]:
+    """The matmuls of a batch-1 decode of ``frames`` frames, with nothing in between."""
+    weight = mel.head.out.weight
+    h = torch.randn(frames, weight.shape[1], device=weight.device, dtype=weight.dtype)
+    blocks = [(b.pwconv1, b.pwconv2) for b in mel.backbone.convnext]  # type: ignore[union-attr]
+
+    def run() -> None:
+        for pwconv1, pwconv2 in blocks:
+            pwconv2(pwconv1(h))
+        mel.head.out(h)
+    return run
 
 
 class ReferenceWorker:

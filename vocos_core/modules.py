@@ -17,6 +17,7 @@ from .channels_last import depthwise_conv_btc
 # fast at batch 1 (a smaller block leaves the two threads' matmul shares too thin).
 MLP_CHUNK_ROWS = 1024
 
+
 def apply_mask(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Zero padded frames of ``(B, C, T)`` activations; a no-op without a mask."""
     return x if mask is None else x.masked_fill(~mask[:, None, :], 0.0)
@@ -83,9 +84,10 @@ class ConvNeXtBlock(nn.Module):
                          mask: torch.Tensor | None = None) -> torch.Tensor:
         """:meth:`forward` adding the block's output to ``x`` ``(B, T, C)`` in place; returns ``x``.
 
-        The backbone owns its residual stream, so it can update it in place: every fresh tensor of
-        a few MB costs page faults on CPU (glibc hands large blocks back to the kernel when freed),
-        which measured up to a fifth of a 10 s decode.
+        The backbone owns its residual stream, so it updates it in place, and all blocks share the
+        MLP's scratch rows: fewer fresh multi-MB tensors, each of which costs page faults on CPU
+        (glibc returns large freed blocks to the kernel). Measured 4-6% faster for a batch of
+        8 x 10 s on 2 cores, with identical output.
         """
         h = depthwise_conv_btc(apply_mask_btc(x, mask), self.dwconv.weight, self._bias(), padding=3)
         h = self.norm(h, cond_embedding_id) if self.adanorm else self.norm(h)
