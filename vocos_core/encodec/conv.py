@@ -115,10 +115,6 @@ class SConv1d(nn.Module):
         self.conv = NormConv1d(WeightNormConv1d(in_channels, out_channels, kernel_size, stride, dilation))
 
     @property
-    def stride(self) -> int:
-        return self.conv.conv.stride
-
-    @property
     def left_padding(self) -> int:
         """Input samples before the first one that the first output window reads (the causal context)."""
         inner = self.conv.conv
