@@ -1,0 +1,66 @@
+"""scripts/benchmark.py on tiny models: paired rounds, the reference's cases, the table.
+
+The reference side needs its own venv (vocos 0.1.0), which tests never install; a stand-in worker
+takes its place, so what is checked is the pairing and the arithmetic of the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from vocos_core import Vocos
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+
+
+@pytest.fixture(scope="module")
+def bench_module():
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        yield importlib.import_module("benchmark")
+    finally:
+        sys.path.remove(str(SCRIPTS))
+
+
+class StandInWorker:
+    """Answers like bench_reference.py's worker: one time per request, always 1.0 s."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, int]] = []
+
+    def time(self, case: str, repeats: int) -> float:
+        self.requests.append((case, repeats))
+        return 1.0
+
+
+def test_rounds_pair_every_reference_case(bench_module, mel_checkpoint: Path, encodec_checkpoint: Path,
+                                          encodec_weights: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    mel = Vocos.from_pretrained(mel_checkpoint)
+    enc = Vocos.from_pretrained(encodec_checkpoint, encodec_weights=encodec_weights)
+    monkeypatch.setattr(bench_module, "time_call", lambda fn, repeats, device: (fn(), 0.5)[1])
+    worker = StandInWorker()
+    args = argparse.Namespace(device="cpu", repeats=2, rounds=3)
+    ours, ref = bench_module.time_rounds(args, mel, enc, torch.float32, worker)
+    assert set(ref) == set(bench_module.REFERENCE_CASES)  # every reference case is one of ours
+    assert all(len(times) == 3 for times in ours.values()) and all(len(t) == 3 for t in ref.values())
+    assert sorted(worker.requests) == sorted((case, 2) for case in bench_module.REFERENCE_CASES for _ in range(3))
+    assert bench_module.FLOOR_CASE in ours and bench_module.FLOOR_CASE not in ref
+
+    bench_module.print_table("float32", ours, ref)
+    rows = {line[:50].strip(): line for line in capsys.readouterr().out.splitlines()}
+    assert "2.00x" in rows["mel decode 10 s, batch 1"]  # 1.0 s reference / 0.5 s ours
+    assert "x" not in rows["mel decode_batch 8 x 5-10 s (unequal), batch 8"][50:]  # no reference column
+
+
+def test_reference_worker_knows_every_reference_case(bench_module) -> None:
+    # bench_reference.py imports vocos, which only the reference venv has: check its case names as text.
+    source = (SCRIPTS / "bench_reference.py").read_text()
+    for case in bench_module.REFERENCE_CASES:
+        assert f'"{case}"' in source
