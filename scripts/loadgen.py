@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,7 +180,7 @@ class RunResult:
     audio_seconds: float
     wall: float
     latencies: list[float]
-    errors: int
+    errors: Counter[int]  # non-200 responses by status code
     mean_batch: float
     raw_same: float  # raw audio-s/s at the server's mean batch size
     raw_one: float  # raw audio-s/s one request at a time
@@ -193,12 +194,12 @@ class RunResult:
 
 
 async def drive(url: str, bodies: list[bytes], clients: int, seconds: float, fmt: str
-                ) -> tuple[float, float, list[float], int]:
-    """N clients post bodies (cycled) for ``seconds``; returns (audio s, wall s, latencies, errors)."""
+                ) -> tuple[float, float, list[float], Counter[int]]:
+    """N clients post bodies (cycled) for ``seconds``; returns (audio s, wall s, latencies, non-200 statuses)."""
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     next_index = 0
     audio = 0.0
-    errors = 0
+    errors: Counter[int] = Counter()
     latencies: list[float] = []
     stop_at = time.perf_counter() + seconds
 
@@ -211,7 +212,7 @@ async def drive(url: str, bodies: list[bytes], clients: int, seconds: float, fmt
             response = await http.post(f"/decode/mel?format={fmt}", content=body,
                                        headers={"content-type": "application/x-npy"})
             if response.status_code != 200:
-                errors += 1
+                errors[response.status_code] += 1
                 continue
             latencies.append(time.perf_counter() - start)
             audio += float(response.headers["x-audio-duration"])
@@ -227,8 +228,8 @@ def run_server(model_dir: Path, batch_size: int, bodies: list[bytes], raw: RawMo
                workdir: Path) -> RunResult:
     """Load the server in slices, each followed by a raw-model slice, so both see the same background load."""
     server = ServerProcess(model_dir, batch_size, args, workdir / f"server-bs{batch_size}.log")
-    totals = {"audio": 0.0, "wall": 0.0, "errors": 0.0, "same_audio": 0.0, "same_wall": 0.0,
-              "one_audio": 0.0, "one_wall": 0.0}
+    totals = {"audio": 0.0, "wall": 0.0, "same_audio": 0.0, "same_wall": 0.0, "one_audio": 0.0, "one_wall": 0.0}
+    all_errors: Counter[int] = Counter()
     latencies: list[float] = []
     try:
         server.wait_ready()
@@ -240,7 +241,7 @@ def run_server(model_dir: Path, batch_size: int, bodies: list[bytes], raw: RawMo
                 drive(server.url, bodies, args.clients, args.duration / slices, args.format))
             totals["audio"] += audio
             totals["wall"] += wall
-            totals["errors"] += errors
+            all_errors += errors
             latencies += lat
             batch_sum, batch_count = server.batch_counters()
             mean_batch = (batch_sum - sum0) / max(1.0, batch_count - count0)
@@ -259,7 +260,7 @@ def run_server(model_dir: Path, batch_size: int, bodies: list[bytes], raw: RawMo
         server.stop()
     return RunResult(
         f"server max_batch_size={batch_size}", batch_size, totals["audio"], totals["wall"], latencies,
-        int(totals["errors"]), mean_batch, totals["same_audio"] / totals["same_wall"],
+        all_errors, mean_batch, totals["same_audio"] / totals["same_wall"],
         totals["one_audio"] / totals["one_wall"],
     )
 
@@ -283,8 +284,10 @@ def main(argv: list[str] | None = None) -> int:
     for run in runs:
         best = max(run.raw_same, run.raw_one)
         print(f"{run.label:<28}{run.throughput:>10.1f}{run.percentile(50):>9.1f}{run.percentile(95):>9.1f}"
-              f"{run.percentile(99):>9.1f}{run.mean_batch:>11.2f}{len(run.latencies):>9d}{run.errors:>7d}"
+              f"{run.percentile(99):>9.1f}{run.mean_batch:>11.2f}{len(run.latencies):>9d}{run.errors.total():>7d}"
               f"{run.raw_same:>12.1f}{run.raw_one:>9.1f}{run.throughput / best:>16.2f}")
+        if run.errors:
+            print(f"  {run.label}: non-200 statuses {dict(sorted(run.errors.items()))}")
     print("\nraw = decode_batch in this process on the same inputs (grouped by length), in slices between the "
           "load slices: at the server's mean batch size (same-bs) and one at a time; best = the faster. "
           f"load average {os.getloadavg()[0]:.2f}; server logs in {workdir}")
