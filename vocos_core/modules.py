@@ -12,9 +12,9 @@ from torch import nn
 
 from .channels_last import depthwise_conv_btc
 
-# Frames per MLP block: 1024 rows x 1536 intermediate floats = 6 MiB. Measured on 2 CPU cores
-# against 256, 512, 4096 and unblocked: 7% faster than unblocked for a batch of 8 x 10 s, and as
-# fast at batch 1 (a smaller block leaves the two threads' matmul shares too thin).
+# Frames per MLP block: 1024 rows x 1536 intermediate floats = 6 MiB. Timed on 2 CPU cores against
+# 256, 512, 4096 rows and no blocks: the fastest for a batch of 8 x 10 s, and tied with no blocks at
+# batch 1 (smaller blocks leave the two threads' matmul shares too thin).
 MLP_CHUNK_ROWS = 1024
 
 
@@ -86,8 +86,8 @@ class ConvNeXtBlock(nn.Module):
 
         The backbone owns its residual stream, so it updates it in place, and all blocks share the
         MLP's scratch rows: fewer fresh multi-MB tensors, each of which costs page faults on CPU
-        (glibc returns large freed blocks to the kernel). Measured 4-6% faster for a batch of
-        8 x 10 s on 2 cores, with identical output.
+        (glibc returns large freed blocks to the kernel). 4-8% faster for a batch of 8 x 10 s on
+        2 cores, with identical output (``scripts/ab_revisions.py fc38b15``).
         """
         h = depthwise_conv_btc(apply_mask_btc(x, mask), self.dwconv.weight, self._bias(), padding=3)
         h = self.norm(h, cond_embedding_id) if self.adanorm else self.norm(h)

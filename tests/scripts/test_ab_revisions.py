@@ -1,0 +1,31 @@
+"""scripts/ab_revisions.py loads a revision's vocos_core beside the working tree's."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+
+
+def test_a_revision_loads_as_its_own_package(tmp_path: Path) -> None:
+    root = SCRIPTS.parent
+    if subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True).returncode != 0:
+        pytest.skip("not a git checkout")
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        ab = importlib.import_module("ab_revisions")
+        module = ab.load_revision("HEAD", tmp_path)
+    finally:
+        sys.path.remove(str(SCRIPTS))
+        if str(tmp_path) in sys.path:
+            sys.path.remove(str(tmp_path))
+    import vocos_core
+
+    assert Path(module.__file__).is_relative_to(tmp_path)
+    assert module.Vocos is not vocos_core.Vocos
+    sys.modules.pop(module.__name__, None)
