@@ -28,4 +28,5 @@ def test_a_revision_loads_as_its_own_package(tmp_path: Path) -> None:
 
     assert Path(module.__file__).is_relative_to(tmp_path)
     assert module.Vocos is not vocos_core.Vocos
-    sys.modules.pop(module.__name__, None)
+    for name in [n for n in sys.modules if n.split(".")[0] == module.__name__]:
+        del sys.modules[name]
