@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from service.audio_io import AUDIO_TYPES, OutputFormat, choose_format, decode_audio
+from service.engine import BatchingEngine
 from service.errors import InvalidInputError, UnsupportedMediaTypeError, error_body, request_id_of
 from service.models import ServedModel
 from service.payloads import body_kind, codes_body, media_type, mel_body, merge_choice, resolve_bandwidth_id
@@ -23,6 +24,7 @@ from service.request_io import (
     unless_disconnected,
 )
 from service.settings import Settings
+from service.state import ServiceState
 
 router = APIRouter()
 
@@ -116,12 +118,7 @@ async def decode_mel(request: Request, format: FormatQuery = None) -> Response:
     body = await read_body(request, state.settings)
     kind = body_kind(request.headers.get("content-type"), body)
     mel = await off_loop(mel_body, body, kind, served.n_features, inline=len(body) <= INLINE_BODY_BYTES)
-    _check_frames(served, mel.shape[-1], state.settings)
-    work = engine.submit(
-        torch.from_numpy(mel), timeout=deadline.remaining(), request_id=request_id_of(request)
-    )
-    audio = await unless_disconnected(request, work)
-    return await audio_response(state, served, audio.numpy(), fmt)
+    return await _vocode(request, state, served, engine, deadline, fmt, torch.from_numpy(mel))
 
 
 @router.post(
@@ -154,15 +151,7 @@ async def decode_encodec(
         bandwidth_id=None if chosen_id is None else int(chosen_id),
         bandwidth=merge_choice("bandwidth", bandwidth, body_kbps),
     )
-    _check_frames(served, codes.shape[-1], state.settings)
-    work = engine.submit(
-        torch.from_numpy(codes),
-        bandwidth_id=resolved,
-        timeout=deadline.remaining(),
-        request_id=request_id_of(request),
-    )
-    audio = await unless_disconnected(request, work)
-    return await audio_response(state, served, audio.numpy(), fmt)
+    return await _vocode(request, state, served, engine, deadline, fmt, torch.from_numpy(codes), resolved)
 
 
 @router.post(
@@ -198,12 +187,20 @@ async def resynthesize(
     features = await unless_disconnected(
         request, worker.run(served.audio_to_features, audio, resolved, timeout=deadline.remaining())
     )
+    return await _vocode(request, state, served, engine, deadline, fmt, features, resolved)
+
+
+async def _vocode(request: Request, state: ServiceState, served: ServedModel, engine: BatchingEngine,
+                  deadline: Deadline, fmt: OutputFormat, features: torch.Tensor,
+                  bandwidth_id: int | None = None) -> Response:
+    """The end every decoding endpoint shares: ``features`` ``(C, T)`` (mel, codes or resynthesis
+    features) checked for length, through the batching engine, to the audio response."""
     _check_frames(served, features.shape[-1], state.settings)
     work = engine.submit(
-        features, bandwidth_id=resolved, timeout=deadline.remaining(), request_id=request_id_of(request)
+        features, bandwidth_id=bandwidth_id, timeout=deadline.remaining(), request_id=request_id_of(request)
     )
-    out = await unless_disconnected(request, work)
-    return await audio_response(state, served, out.numpy(), fmt)
+    audio = await unless_disconnected(request, work)
+    return await audio_response(state, served, audio.numpy(), fmt)
 
 
 def _check_audio_type(content_type: str | None) -> None:
