@@ -25,7 +25,7 @@ from service.app import create_app
 from service.memory import bound_memory_growth
 from service.models import StartupError, load_models
 from service.settings import Settings
-from service.state import ServiceState
+from service.state import ServiceState, state_of
 
 log = logging.getLogger("service")
 
@@ -113,7 +113,7 @@ def serve(app: FastAPI, settings: Settings) -> None:
     # normal return (exit status 0) instead of death by SIGTERM or a KeyboardInterrupt traceback.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
-    DrainingServer(config, app.state.service).run()
+    DrainingServer(config, state_of(app)).run()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,7 +16,7 @@ from service.audio_io import OutputFormat, encode_audio
 from service.errors import BodyTimeoutError, ClientDisconnectedError, InvalidInputError, PayloadTooLargeError
 from service.models import ServedModel
 from service.settings import Settings
-from service.state import ServiceState
+from service.state import ServiceState, state_of
 
 T = TypeVar("T")
 
@@ -26,9 +26,7 @@ INLINE_AUDIO_SAMPLES = 240_000
 
 
 def service_state(request: Request) -> ServiceState:
-    state = request.app.state.service
-    assert isinstance(state, ServiceState)
-    return state
+    return state_of(request.app)
 
 
 async def read_body(request: Request, settings: Settings) -> bytes:

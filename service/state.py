@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from starlette.applications import Starlette
+
 from service.auth import BearerAuth
 from service.engine import BatchingEngine
 from service.errors import ModelNotLoadedError, ServerDrainingError
@@ -67,3 +69,10 @@ class ServiceState:
         self.ready = False
         self.not_ready_reason = "draining: the server is shutting down"
         self.metrics.set_ready(False)
+
+
+def state_of(app: Starlette) -> ServiceState:
+    """The :class:`ServiceState` that ``create_app`` stored on ``app`` (``app.state.service``)."""
+    state = app.state.service
+    assert isinstance(state, ServiceState)
+    return state

@@ -22,7 +22,7 @@ from service_helpers import GatedModel, wait_until
 from service.app import create_app
 from service.models import ServedModel
 from service.settings import Settings
-from service.state import ServiceState
+from service.state import ServiceState, state_of
 
 T = TypeVar("T")
 
@@ -44,9 +44,7 @@ class LiveServer:
 
     @property
     def state(self) -> ServiceState:
-        state = self.app.state.service
-        assert isinstance(state, ServiceState)
-        return state
+        return state_of(self.app)
 
     def request_count(self, endpoint: str, status: int) -> float:
         value = self.state.metrics.registry.get_sample_value(
@@ -73,7 +71,7 @@ async def live_server(settings: Settings, models: Mapping[str, ServedModel]) -> 
     try:
         await wait_until(lambda: server.started or task.done(), timeout=30)
         assert not task.done(), "uvicorn stopped during start-up"
-        state = app.state.service
+        state = state_of(app)
         await wait_until(lambda: state.ready, timeout=30)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             yield LiveServer(app, port, client)
@@ -171,7 +169,7 @@ class AppThread:
         self._run(self._lifespan.__aenter__(), 60)
         transport = httpx.ASGITransport(app=self.app)
         self._client = httpx.AsyncClient(transport=transport, base_url="http://testserver", timeout=None)
-        state = self.app.state.service
+        state = state_of(self.app)
         deadline = time.monotonic() + 30
         while not state.ready:
             assert time.monotonic() < deadline, "the app did not become ready"

@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from service.app import create_app
 from service.models import ServedModel
 from service.settings import Settings
-from service.state import ServiceState
+from service.state import ServiceState, state_of
 
 
 @dataclass
@@ -29,9 +29,7 @@ class AppHarness:
 
     @property
     def state(self) -> ServiceState:
-        state = self.app.state.service
-        assert isinstance(state, ServiceState)
-        return state
+        return state_of(self.app)
 
 
 # What the `make_app` fixture returns: `async with make_app(max_batch_size=1) as harness:`.
