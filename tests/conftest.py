@@ -1,4 +1,4 @@
-"""Shared fixtures: paths to reference data and tiny random checkpoints."""
+"""Shared fixtures: paths to reference data, tiny random checkpoints, and service settings and models on them."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from service.models import ServedModel, load_models
+from service.settings import Settings
 from vocos_core.encodec.testing import write_random_encodec_weights
 from vocos_core.testing import write_random_checkpoint
 
@@ -48,3 +50,24 @@ def shared_encodec_weights() -> Path:
     if not SHARED_ENCODEC_WEIGHTS.is_file():
         pytest.skip(f"EnCodec reference weights not found at {SHARED_ENCODEC_WEIGHTS} (kept out of git)")
     return SHARED_ENCODEC_WEIGHTS
+
+
+@pytest.fixture(scope="session")
+def base_settings(mel_checkpoint: Path, encodec_checkpoint: Path, encodec_weights: Path) -> Settings:
+    """Service settings for both tiny models on CPU (the service and reliability tests start from these)."""
+    with pytest.MonkeyPatch.context() as patch:  # session scope: runs before the autouse cleaner
+        for name in [n for n in os.environ if n.startswith("VOCOS_")]:
+            patch.delenv(name)
+        return Settings(
+            mel_model=str(mel_checkpoint),
+            encodec_model=str(encodec_checkpoint),
+            encodec_weights=str(encodec_weights),
+            device="cpu",
+            max_wait_ms=2,
+        )
+
+
+@pytest.fixture(scope="session")
+def models(base_settings: Settings) -> dict[str, ServedModel]:
+    """Both models, loaded once per session (apps share them; engines are per app)."""
+    return load_models(base_settings)

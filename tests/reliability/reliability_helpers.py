@@ -53,10 +53,6 @@ class LiveServer:
         return value or 0.0
 
 
-def settings_with(base: Settings, **overrides: Any) -> Settings:
-    return Settings(**{**base.model_dump(), **overrides})
-
-
 @asynccontextmanager
 async def live_server(settings: Settings, models: Mapping[str, ServedModel]) -> AsyncIterator[LiveServer]:
     """``create_app`` served by uvicorn on a free loopback port, in this event loop, until the block ends."""

@@ -66,9 +66,9 @@ async def hold_the_model(
 
 
 async def test_client_leaving_while_queued_frees_its_slot_and_is_never_computed(
-    make_live, served_models: dict[str, ServedModel]
+    make_live, models: dict[str, ServedModel]
 ) -> None:
-    served = served_models["mel"]
+    served = models["mel"]
     gated = GatedModel(served)
     mels = {name: random_mel(frames, seed) for seed, (name, frames) in enumerate([("a", 40), ("b", 41), ("c", 42)])}
     async with make_live(models={"mel": gated}, max_batch_size=1) as server:
@@ -95,9 +95,9 @@ async def test_client_leaving_while_queued_frees_its_slot_and_is_never_computed(
 
 
 async def test_client_leaving_while_its_batch_computes_gets_dropped_and_others_are_served(
-    make_live, served_models: dict[str, ServedModel]
+    make_live, models: dict[str, ServedModel]
 ) -> None:
-    served = served_models["mel"]
+    served = models["mel"]
     gated = GatedModel(served)
     mel_leaver, mel_stayer = random_mel(50, 1), random_mel(52, 2)
     async with make_live(models={"mel": gated}, max_batch_size=1) as server:
@@ -126,9 +126,9 @@ async def test_client_leaving_while_its_batch_computes_gets_dropped_and_others_a
 
 
 async def test_an_exception_in_one_batch_fails_only_its_requests(
-    make_app, served_models: dict[str, ServedModel]
+    make_app, models: dict[str, ServedModel]
 ) -> None:
-    served = served_models["mel"]
+    served = models["mel"]
     poisoned = 37
     faulty = FaultyModel(served, lambda frames: RuntimeError("injected fault") if poisoned in frames else None)
     mels = [random_mel(frames, seed) for seed, frames in enumerate([50, poisoned, 45, 39, 47])]
@@ -170,9 +170,9 @@ def out_of_memory_above(budget: int):
 
 
 async def test_out_of_memory_splits_the_batch_and_retries_its_halves(
-    make_app, served_models: dict[str, ServedModel]
+    make_app, models: dict[str, ServedModel]
 ) -> None:
-    served = served_models["mel"]
+    served = models["mel"]
     faulty = FaultyModel(served, out_of_memory_above(100))
     mels = [random_mel(40 + i, 20 + i) for i in range(4)]
     async with make_app(models={"mel": faulty}, max_batch_size=4, bucket_ratio=4.0) as app:
@@ -192,9 +192,9 @@ async def test_out_of_memory_splits_the_batch_and_retries_its_halves(
 
 
 async def test_out_of_memory_alone_answers_503_and_the_server_recovers(
-    make_app, served_models: dict[str, ServedModel]
+    make_app, models: dict[str, ServedModel]
 ) -> None:
-    served = served_models["mel"]
+    served = models["mel"]
     faulty = FaultyModel(served, out_of_memory_above(100))
     async with make_app(models={"mel": faulty}) as app:
         faulty.calls.clear()

@@ -21,9 +21,9 @@ TIME_LIMIT_S = 20.0
 
 
 @pytest.fixture(scope="module")
-def api_schema(reliability_settings: Settings, served_models: dict[str, ServedModel]) -> Iterator[object]:
+def api_schema(base_settings: Settings, models: dict[str, ServedModel]) -> Iterator[object]:
     """The OpenAPI schema of a started app (schemathesis runs its lifespan and calls it in process)."""
-    app = create_app(reliability_settings, served_models)
+    app = create_app(base_settings, models)
     yield schemathesis.openapi.from_asgi("/openapi.json", app)
     asgi.shutdown_lifespans()  # drains the app's engines
 

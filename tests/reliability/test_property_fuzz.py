@@ -16,8 +16,8 @@ import torch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from reliability_helpers import AppThread, app_thread, settings_with
-from service_helpers import audio_file, npy_bytes, read_audio, tone
+from reliability_helpers import AppThread, app_thread
+from service_helpers import audio_file, npy_bytes, read_audio, settings_with, tone
 
 from service.models import ServedModel
 from service.settings import Settings
@@ -33,9 +33,9 @@ FUZZ = settings(
 
 
 @pytest.fixture(scope="module")
-def api(reliability_settings: Settings, served_models: dict[str, ServedModel]) -> Iterator[AppThread]:
-    limits = settings_with(reliability_settings, max_audio_seconds=20.0, max_body_bytes=4 * 1024 * 1024)
-    with app_thread(limits, served_models, limit=30.0) as running:
+def api(base_settings: Settings, models: dict[str, ServedModel]) -> Iterator[AppThread]:
+    limits = settings_with(base_settings, max_audio_seconds=20.0, max_body_bytes=4 * 1024 * 1024)
+    with app_thread(limits, models, limit=30.0) as running:
         yield running
 
 
@@ -80,7 +80,7 @@ def mel_arrays(draw: st.DrawFn) -> np.ndarray:
 
 @FUZZ
 @given(array=mel_arrays(), as_json=st.booleans())
-def test_any_mel_array_is_decoded_exactly_or_refused(api: AppThread, served_models: dict[str, ServedModel],
+def test_any_mel_array_is_decoded_exactly_or_refused(api: AppThread, models: dict[str, ServedModel],
                                                       array: np.ndarray, as_json: bool) -> None:
     if as_json and array.dtype.kind == "c":
         as_json = False  # JSON has no complex numbers
@@ -95,11 +95,11 @@ def test_any_mel_array_is_decoded_exactly_or_refused(api: AppThread, served_mode
     with np.errstate(over="ignore"):
         as_float32 = mel.astype(np.float32) if mel.dtype.kind == "f" else mel
     valid = (array.dtype.kind == "f" and mel.ndim == 2 and mel.shape[0] == 100
-             and mel.shape[1] >= served_models["mel"].min_frames and bool(np.isfinite(as_float32).all()))
+             and mel.shape[1] >= models["mel"].min_frames and bool(np.isfinite(as_float32).all()))
     assert (response.status_code == 200) == valid, response.text[:300]
     if valid:
         features = torch.from_numpy(as_float32)[None]
-        assert_own_audio(response, served_models["mel"].model.decode(features)[0].numpy())
+        assert_own_audio(response, models["mel"].model.decode(features)[0].numpy())
 
 
 # -- EnCodec tokens -----------------------------------------------------------------------------------------
@@ -113,7 +113,7 @@ _CODES = hnp.arrays(
 
 @FUZZ
 @given(codes=_CODES, bandwidth_id=st.none() | st.integers(-2, 5), as_json=st.booleans())
-def test_any_token_grid_is_decoded_exactly_or_refused(api: AppThread, served_models: dict[str, ServedModel],
+def test_any_token_grid_is_decoded_exactly_or_refused(api: AppThread, models: dict[str, ServedModel],
                                                        codes: np.ndarray, bandwidth_id: int | None,
                                                        as_json: bool) -> None:
     params = {"format": "wav32f"} | ({} if bandwidth_id is None else {"bandwidth_id": str(bandwidth_id)})
@@ -123,7 +123,7 @@ def test_any_token_grid_is_decoded_exactly_or_refused(api: AppThread, served_mod
         response = api.request("POST", "/decode/encodec", params=params, content=npy_bytes(codes),
                                headers={"content-type": "application/x-npy"})
     assert_answered(response, {200} | CLIENT_ERRORS)
-    served = served_models["encodec"]
+    served = models["encodec"]
     k, t = codes.shape
     resolved = served.codebooks.index(k) if bandwidth_id is None and k in served.codebooks else bandwidth_id
     valid = (t >= served.min_frames and resolved is not None and 0 <= resolved < len(served.codebooks)

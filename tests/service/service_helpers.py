@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import numpy as np
@@ -30,6 +31,11 @@ class AppHarness:
     @property
     def state(self) -> ServiceState:
         return state_of(self.app)
+
+
+def settings_with(base: Settings, **overrides: Any) -> Settings:
+    """``base`` with some fields replaced (validated again, as settings built at start are)."""
+    return Settings(**{**base.model_dump(), **overrides})
 
 
 # What the `make_app` fixture returns: `async with make_app(max_batch_size=1) as harness:`.
