@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import pytest
 import torch
+from service_helpers import wait_until
 
 from service.batching import BatchPolicy
 from service.engine import (
@@ -77,6 +78,15 @@ async def started(model: FakeModel, recorder: Recorder | None = None, **policy: 
     engine = BatchingEngine("mel", model, BatchPolicy(**policy), observer=recorder)  # type: ignore[arg-type]
     await engine.start()
     return engine
+
+
+async def with_slot_held(model: FakeModel, **policy: float) -> tuple[BatchingEngine, asyncio.Future[torch.Tensor]]:
+    """An engine with one batch slot (no wait), busy with a 5-frame request that ``model.gate`` holds."""
+    model.gate.clear()
+    engine = await started(model, max_wait_s=0.0, max_batch_size=1, **policy)
+    running = asyncio.ensure_future(engine.submit(item(5)))
+    await wait_until(lambda: engine.in_flight == 1, timeout=5.0)
+    return engine, running
 
 
 async def test_concurrent_requests_share_a_batch_and_get_their_own_output() -> None:
@@ -149,12 +159,9 @@ async def test_event_loop_stays_free_while_a_batch_computes() -> None:
 
 async def test_queue_full_raises_with_retry_after() -> None:
     model = FakeModel()
-    model.gate.clear()
-    engine = await started(model, max_wait_s=0.0, max_batch_size=1, max_queue_size=2)
-    running = asyncio.ensure_future(engine.submit(item(5)))
-    await _until(lambda: engine.in_flight == 1)
+    engine, running = await with_slot_held(model, max_queue_size=2)
     queued = [asyncio.ensure_future(engine.submit(item(5))) for _ in range(2)]
-    await _until(lambda: engine.queue_depth == 2)
+    await wait_until(lambda: engine.queue_depth == 2, timeout=5.0)
     with pytest.raises(QueueFullError, match="queue is full") as info:
         await engine.submit(item(5))
     assert info.value.retry_after >= 1
@@ -165,10 +172,7 @@ async def test_queue_full_raises_with_retry_after() -> None:
 
 async def test_deadline_frees_the_slot_and_the_request_is_never_computed() -> None:
     model = FakeModel()
-    model.gate.clear()
-    engine = await started(model, max_wait_s=0.0, max_batch_size=1)
-    blocker = asyncio.ensure_future(engine.submit(item(5)))
-    await _until(lambda: engine.in_flight == 1)
+    engine, blocker = await with_slot_held(model)
     with pytest.raises(DeadlineExceededError, match="deadline"):
         await engine.submit(item(7), timeout=0.05)
     assert engine.queue_depth == 0
@@ -188,12 +192,9 @@ async def test_an_expired_deadline_is_refused_up_front() -> None:
 
 async def test_cancelled_request_leaves_the_queue_and_is_not_computed() -> None:
     model = FakeModel()
-    model.gate.clear()
-    engine = await started(model, max_wait_s=0.0, max_batch_size=1)
-    blocker = asyncio.ensure_future(engine.submit(item(5)))
-    await _until(lambda: engine.in_flight == 1)
+    engine, blocker = await with_slot_held(model)
     gone = asyncio.ensure_future(engine.submit(item(7)))
-    await _until(lambda: engine.queue_depth == 1)
+    await wait_until(lambda: engine.queue_depth == 1, timeout=5.0)
     gone.cancel()
     await asyncio.gather(gone, return_exceptions=True)
     assert engine.queue_depth == 0
@@ -278,12 +279,9 @@ async def test_drain_finishes_queued_work_then_refuses() -> None:
 
 async def test_stop_accepting_refuses_new_but_finishes_queued() -> None:
     model = FakeModel()
-    model.gate.clear()
-    engine = await started(model, max_wait_s=0.0, max_batch_size=1)
-    first = asyncio.ensure_future(engine.submit(item(5)))
-    await _until(lambda: engine.in_flight == 1)
+    engine, first = await with_slot_held(model)
     second = asyncio.ensure_future(engine.submit(item(6)))
-    await _until(lambda: engine.queue_depth == 1)
+    await wait_until(lambda: engine.queue_depth == 1, timeout=5.0)
     engine.stop_accepting()
     with pytest.raises(EngineStoppedError, match="not accepting"):
         await engine.submit(item(7))
@@ -294,12 +292,9 @@ async def test_stop_accepting_refuses_new_but_finishes_queued() -> None:
 
 async def test_drain_timeout_fails_what_is_left() -> None:
     model = FakeModel()
-    model.gate.clear()
-    engine = await started(model, max_wait_s=0.0, max_batch_size=1)
-    first = asyncio.ensure_future(engine.submit(item(5)))
-    await _until(lambda: engine.in_flight == 1)
+    engine, first = await with_slot_held(model)
     second = asyncio.ensure_future(engine.submit(item(6)))
-    await _until(lambda: engine.queue_depth == 1)
+    await wait_until(lambda: engine.queue_depth == 1, timeout=5.0)
     assert await engine.drain(0.1) is False
     for left in (first, second):  # the running batch and the queued request both fail at once
         with pytest.raises(EngineStoppedError):
@@ -315,16 +310,8 @@ async def test_retry_after_grows_with_the_queue() -> None:
     model.delay = 0.0
     model.gate.clear()
     tasks = [asyncio.ensure_future(engine.submit(item(5))) for _ in range(30)]
-    await _until(lambda: engine.queue_depth >= 29)
+    await wait_until(lambda: engine.queue_depth >= 29, timeout=5.0)
     assert engine.retry_after() > base >= 1
     model.gate.set()
     await asyncio.gather(*tasks)
     await engine.drain(5)
-
-
-async def _until(condition: object, timeout: float = 5.0) -> None:
-    assert callable(condition)
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.002)
