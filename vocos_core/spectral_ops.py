@@ -131,7 +131,7 @@ class ISTFT(Float32Buffers):
         """``(B, T, n_fft // 2 + 1)`` complex (frame-major) -> ``(B, S)``, or a list of ``(S_i,)`` given lengths."""
         batch, n, _ = spec.shape
         mask = frame_mask(lengths, batch, n, spec.device)
-        frames = torch.fft.irfft(spec, self.n_fft, dim=-1, norm="backward") * self.window  # (B, T, n_fft)
+        frames = torch.fft.irfft(spec, self.n_fft, dim=-1, norm="backward").mul_(self.window)  # (B, T, n_fft)
         if mask is not None:
             frames = frames.masked_fill(~mask[:, :, None], 0.0)
         audio = overlap_add_btw(frames, self.hop_length)
