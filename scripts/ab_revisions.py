@@ -27,10 +27,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_cases import ENCODEC_BANDWIDTH_ID, inputs, time_call
-from benchmark import SHARED_ENCODEC, write_official_size
+from benchmark import SHARED_ENCODEC, UNEQUAL_SECONDS, write_official_size
 
 ROOT = Path(__file__).resolve().parents[1]
-CASES = ("mel-b1", "mel-b8", "encodec-b1", "resynthesis")
+CASES = ("mel-b1", "mel-b8", "mel-unequal", "encodec-b1", "resynthesis")
 
 
 def load_revision(rev: str, into: Path) -> object:
@@ -50,9 +50,11 @@ def cases(module: object, mel_dir: Path, enc_dir: Path, weights: Path | None) ->
     mel = vocos.from_pretrained(mel_dir)
     enc = vocos.from_pretrained(enc_dir, encodec_weights=weights)
     x, bw = inputs(), torch.tensor([ENCODEC_BANDWIDTH_ID])
+    unequal = [m[:, : m.shape[-1] * s // 10] for s, m in zip(UNEQUAL_SECONDS, x["mel_b8"], strict=True)]
     return {
         "mel-b1": lambda: mel.decode(x["mel_b1"]),
         "mel-b8": lambda: mel.decode(x["mel_b8"]),
+        "mel-unequal": lambda: mel.decode_batch(unequal),
         "encodec-b1": lambda: enc.decode(enc.codes_to_features(x["codes_b1"]), bandwidth_id=bw),
         "resynthesis": lambda: enc(x["audio_10s"], bandwidth_id=bw),
     }
@@ -92,7 +94,8 @@ def report(args: argparse.Namespace, sides: dict[str, dict]) -> None:
                 for side in (old, new) if i % 2 == 0 else (new, old):
                     times.setdefault((case, side), []).append(time_call(sides[side][case], args.repeats, "cpu"))
         for case in args.cases:
-            a, b = sides[old][case](), sides[new][case]()
+            a, b = (torch.cat(out) if isinstance(out, list) else out  # decode_batch gives a list
+                    for out in (sides[old][case](), sides[new][case]()))
             diff = float((a - b).abs().max() / a.abs().max())
             ratios = [o / n for o, n in zip(times[(case, old)], times[(case, new)], strict=True)]
             print(f"{case:12s} {old} {statistics.median(times[(case, old)]):.4f} s   {new} "

@@ -31,9 +31,17 @@ class VocosBackbone(nn.Module):
         )
         self.final_layer_norm = nn.LayerNorm(dim, eps=1e-6)
 
+    @property
+    def reach(self) -> int:
+        """Frames either side of a frame that its output depends on, through any one convolution."""
+        pads = [int(self.embed.padding[0])]
+        pads += [int(b.dwconv.padding[0]) for b in self.convnext if isinstance(b, ConvNeXtBlock)]
+        return max(pads)
+
     def forward(self, x: torch.Tensor, bandwidth_id: torch.Tensor | None = None,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
-        """``(B, input_channels, T)`` -> ``(B, T, dim)``; ``bandwidth_id`` ``(B,)`` or ``(1,)`` with AdaLayerNorm."""
+        """``(B, input_channels, T)`` -> ``(B, T, dim)``; with AdaLayerNorm, ``bandwidth_id`` ``(1,)``,
+        ``(B,)`` or per frame ``(1, T)``; ``mask`` ``(B, T)``, True on real frames."""
         assert self.embed.bias is not None
         x = conv_to_btc(apply_mask(x, mask), self.embed.weight, self.embed.bias, padding=3)  # (B, T, dim)
         x = self.norm(x, bandwidth_id) if self.adanorm else self.norm(x)  # a fresh tensor, ours to update
@@ -54,6 +62,11 @@ class VocosResNetBackbone(nn.Module):
         self.adanorm = False
         self.embed = WeightNormConv1d(config.input_channels, config.dim, kernel_size=3, padding=1)
         self.resnet = nn.Sequential(*[ResBlock1(config.dim) for _ in range(config.num_blocks)])
+
+    @property
+    def reach(self) -> int:
+        """Frames either side of a frame that its output depends on, through any one convolution."""
+        return max(m.padding for m in self.modules() if isinstance(m, WeightNormConv1d))
 
     def forward(self, x: torch.Tensor, bandwidth_id: torch.Tensor | None = None,
                 mask: torch.Tensor | None = None) -> torch.Tensor:

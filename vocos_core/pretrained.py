@@ -17,7 +17,7 @@ from .errors import InputError
 from .feature_extractors import ENCODEC_BINS, EncodecFeatures, MelSpectrogramFeatures, codebooks_for_bandwidth
 from .heads import build_head
 from .models import build_backbone
-from .spectral_ops import frame_mask
+from .packing import Packing
 
 ENCODEC_SAMPLE_RATE = 24000
 
@@ -25,8 +25,8 @@ ENCODEC_SAMPLE_RATE = 24000
 class Vocos(nn.Module):
     """Vocos vocoder with the reference package's API (``decode``, ``forward``, ``codes_to_features``).
 
-    Adds :meth:`decode_batch`, which runs items of unequal lengths in one padded batch and gives
-    each exactly its unbatched output.
+    Adds :meth:`decode_batch`, which runs items of unequal lengths in one batch and gives each
+    exactly its unbatched output.
     """
 
     def __init__(self, config: VocosConfig, encodec_weights: str | os.PathLike[str] | None = None) -> None:
@@ -137,19 +137,21 @@ class Vocos(nn.Module):
                      bandwidth_ids: Sequence[int] | torch.Tensor | None = None) -> list[torch.Tensor]:
         """Decode items of unequal lengths together: ``[(C, T_i)]`` -> ``[(S_i,)]``.
 
-        Item i equals ``decode(features[i][None], bandwidth_ids[i])[0]``: padded frames are masked
-        before every convolution and left out of each item's overlap-add normalisation.
+        Item i equals ``decode(features[i][None], bandwidth_ids[i])[0]``: the backbone sees the items
+        end to end, zeros between them masked before every convolution; the head sees them padded,
+        padded frames left out of each item's overlap-add normalisation.
         """
         items = inputs.check_feature_list(features, self.n_features)
         ids = self._bandwidth_ids(bandwidth_ids, len(items))
-        lengths = torch.tensor([x.shape[-1] for x in items])
-        padded = torch.zeros(len(items), self.n_features, int(lengths.max()), dtype=self._dtype(),
-                             device=self._device())
-        for i, x in enumerate(items):
-            padded[i, :, : x.shape[-1]] = x
-        mask = frame_mask(lengths, len(items), padded.shape[-1], padded.device)
-        hidden = self.backbone(padded, bandwidth_id=ids, mask=mask)
-        audio = self.head(hidden, lengths)
+        lengths = [x.shape[-1] for x in items]
+        # The backbone runs the items end to end, with no padding (see vocos_core.packing); the
+        # head, whose overlap-add must not cross items, runs them padded, with their lengths.
+        packing = Packing.of(lengths, gap=self.backbone.reach)
+        packed = packing.pack([x.to(self._device(), self._dtype()) for x in items])
+        if ids is not None and ids.numel() > 1:
+            ids = packing.per_frame(ids)
+        hidden = self.backbone(packed, bandwidth_id=ids, mask=packing.mask(packed.device))
+        audio = self.head(packing.unpack(hidden), torch.tensor(lengths))
         assert isinstance(audio, list)
         return audio
 
