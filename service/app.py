@@ -63,29 +63,19 @@ def create_app(settings: Settings, models: Mapping[str, ServedModel] | None = No
     return app
 
 
-# Default length bucketing per device type. A CPU gains nothing from batching (its matrix products
-# are already efficient for one request) and pays for every padded frame, so batches stay within
-# 10 % of one length; a GPU call costs nearly the same for 1 or 16 requests, so batches may mix
-# lengths up to 2x to fill up. Measured with scripts/loadgen.py.
-DEFAULT_BUCKET_RATIO = {"cpu": 1.1, "cuda": 2.0}
-
-
-def engine_policy(settings: Settings, device_type: str = "cpu") -> BatchPolicy:
-    ratio = settings.bucket_ratio
-    if ratio is None:
-        ratio = DEFAULT_BUCKET_RATIO.get(device_type, DEFAULT_BUCKET_RATIO["cuda"])
+def engine_policy(settings: Settings) -> BatchPolicy:
     return BatchPolicy(
         max_batch_size=settings.max_batch_size,
         max_wait_s=settings.max_wait_ms / 1000.0,
         max_batch_frames=settings.max_batch_frames,
-        bucket_ratio=ratio,
+        bucket_ratio=settings.bucket_ratio,
         max_queue_size=settings.max_queue_size,
     )
 
 
 async def start_engines(state: ServiceState, models: Mapping[str, ServedModel]) -> None:
     for kind, served in models.items():
-        policy = engine_policy(state.settings, served.device.type)
+        policy = engine_policy(state.settings)
         engine = BatchingEngine(kind, served, policy, observer=state.metrics)
         await engine.start()
         state.models[kind] = served

@@ -47,11 +47,11 @@ class Settings(BaseSettings):
     max_batch_frames: int = Field(
         16384, ge=1, description="budget of padded frames (batch size x longest) per batch"
     )
-    bucket_ratio: float | None = Field(
-        None,
+    bucket_ratio: float = Field(
+        2.0,
         ge=1.0,
-        description="length bucketing: longest / shortest request of one batch stays at most this "
-        "(default: 1.1 on CPU, where padding costs compute one for one, 2.0 on GPU)",
+        description="length bucketing: longest / shortest request of one batch stays at most this, "
+        "so a short request does not wait on the compute of a much longer one",
     )
     max_queue_size: int = Field(
         256, ge=1, description="requests waiting per model beyond which 429 is answered"

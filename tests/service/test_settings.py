@@ -15,7 +15,7 @@ def test_defaults_match_the_contract() -> None:
     assert (s.max_batch_size, s.max_wait_ms, s.max_batch_frames, s.max_queue_size) == (16, 5, 16384, 256)
     assert (s.request_timeout_s, s.max_body_bytes, s.max_audio_seconds) == (30, 64 * 1024 * 1024, 600)
     assert (s.host, s.port, s.api_key_list, s.metrics_require_key) == ("0.0.0.0", 8000, (), False)
-    assert (s.drain_timeout_s, s.log_level, s.bucket_ratio) == (30, "info", None)
+    assert (s.drain_timeout_s, s.log_level, s.bucket_ratio) == (30, "info", 2.0)
     assert s.enabled_models == ("mel", "encodec")
 
 
@@ -80,11 +80,9 @@ def test_invalid_flag_value_exits_2_with_one_message(capsys: pytest.CaptureFixtu
     assert "invalid device (VOCOS_DEVICE)" in capsys.readouterr().err
 
 
-def test_bucket_ratio_defaults_by_device_unless_set() -> None:
+def test_engine_policy_takes_the_batching_settings() -> None:
     from service.app import engine_policy
 
-    assert Settings().bucket_ratio is None
-    assert engine_policy(Settings(), "cpu").bucket_ratio == 1.1
-    assert engine_policy(Settings(), "cuda").bucket_ratio == 2.0
-    policy = engine_policy(Settings(bucket_ratio=3.0, max_wait_ms=7, max_batch_size=4), "cpu")
+    assert engine_policy(Settings()).bucket_ratio == 2.0
+    policy = engine_policy(Settings(bucket_ratio=3.0, max_wait_ms=7, max_batch_size=4))
     assert (policy.bucket_ratio, policy.max_wait_s, policy.max_batch_size) == (3.0, 0.007, 4)
