@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vocos_core import Vocos
-from vocos_core.packing import Packing
+from vocos_core.packing import Packing, packed_length
 
 REFERENCE = Path(__file__).resolve().parents[1] / "data" / "reference"
 
@@ -32,6 +32,26 @@ def test_pack_then_unpack_gives_each_item_back_padded() -> None:
         assert torch.equal(unpacked[i, :t], x.t()) and not unpacked[i, t:].any()
 
 
+def test_packed_lengths_take_8_sizes_per_octave_and_add_at_most_an_eighth() -> None:
+    sizes = [packed_length(t) for t in range(1, 5000)]
+    assert all(t <= s <= t * 1.125 for t, s in zip(range(1, 5000), sizes, strict=True))
+    assert sizes == sorted(sizes)
+    assert len({s for s in sizes if 512 <= s < 1024}) == 8
+    assert len({s for s in sizes if 1 <= s < 16}) == 15  # short sequences stay exact
+
+
+def test_the_sequence_ends_in_masked_padding_up_to_its_packed_length() -> None:
+    items = [torch.randn(3, t) for t in (20, 30)]
+    p = Packing.of([x.shape[-1] for x in items], gap=3)
+    assert p.total == packed_length(53) == 56
+    packed = p.pack(items)
+    assert packed.shape == (1, 3, 56) and not packed[0, :, 53:].any()
+    assert p.mask(torch.device("cpu"))[0, 53:].tolist() == [False] * 3
+    assert p.per_frame(torch.tensor([1, 2]))[0, 50:].tolist() == [2] * 6
+    unpacked = p.unpack(packed.transpose(1, 2))
+    assert torch.equal(unpacked[1], items[1].t()) and torch.equal(unpacked[0, :20], items[0].t())
+
+
 def test_per_frame_values_follow_the_items() -> None:
     p = Packing.of([2, 1, 2], gap=1)
     assert p.per_frame(torch.tensor([7, 8, 9])).tolist() == [[7, 7, 8, 8, 9, 9, 9]]
@@ -52,5 +72,6 @@ def test_decode_batch_runs_the_backbone_on_real_frames_and_gaps(name: str, monke
     ids = [0, 3, 1] if model.kind == "encodec" else None
     out = model.decode_batch([torch.randn(model.n_features, t) for t in lengths], ids)
     gap = model.backbone.reach
-    assert seen == [(1, model.n_features, sum(lengths) + gap * (len(lengths) - 1))]  # not 3 x 30 padded frames
+    # 45 frames of items and 2 gaps, rounded up to 52: not 3 x 30 padded frames.
+    assert seen == [(1, model.n_features, packed_length(sum(lengths) + gap * (len(lengths) - 1)))]
     assert [a.shape[0] for a in out] == [model.num_samples(t) for t in lengths]
