@@ -7,7 +7,7 @@ from torch import nn
 
 from .channels_last import conv_to_btc
 from .config import VocosBackboneConfig, VocosResNetBackboneConfig
-from .modules import AdaLayerNorm, ConvNeXtBlock, MLPWorkspace, ResBlock1, WeightNormConv1d, apply_mask
+from .modules import AdaLayerNorm, ConvNeXtBlock, MLPWorkspace, ResBlock1, WeightNormConv1d, apply_mask, masked_rows
 
 
 class VocosBackbone(nn.Module):
@@ -45,10 +45,10 @@ class VocosBackbone(nn.Module):
         assert self.embed.bias is not None
         x = conv_to_btc(apply_mask(x, mask), self.embed.weight, self.embed.bias, padding=3)  # (B, T, dim)
         x = self.norm(x, bandwidth_id) if self.adanorm else self.norm(x)  # a fresh tensor, ours to update
-        workspace = MLPWorkspace(x, self.config.intermediate_dim)
+        workspace, padding_rows = MLPWorkspace(x, self.config.intermediate_dim), masked_rows(mask)
         for block in self.convnext:
             assert isinstance(block, ConvNeXtBlock)
-            x = block.residual_update_(x, workspace, cond_embedding_id=bandwidth_id, mask=mask)
+            x = block.residual_update_(x, workspace, cond_embedding_id=bandwidth_id, padding_rows=padding_rows)
         return self.final_layer_norm(x)
 
 

@@ -23,10 +23,18 @@ def apply_mask(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return x if mask is None else x.masked_fill(~mask[:, None, :], 0.0)
 
 
-def zero_masked_frames_(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Zero the masked frames of ``(B, T, C)`` activations in place, touching those rows only."""
-    if mask is not None:
-        x.view(-1, x.shape[-1]).index_fill_(0, (~mask).reshape(-1).nonzero().squeeze(1), 0.0)
+def masked_rows(mask: torch.Tensor | None) -> torch.Tensor | None:
+    """Indices of the masked frames of a ``(B, T)`` mask in the ``(B * T, C)`` rows of activations.
+
+    Found once per backbone pass: ``nonzero`` waits for the device, so not once per block.
+    """
+    return None if mask is None else (~mask).reshape(-1).nonzero().squeeze(1)
+
+
+def zero_rows_(x: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+    """Zero rows of ``(B, T, C)`` activations (flat frame indices) in place, touching those rows only."""
+    if rows is not None:
+        x.view(-1, x.shape[-1]).index_fill_(0, rows, 0.0)
     return x
 
 
@@ -82,11 +90,12 @@ class ConvNeXtBlock(nn.Module):
                 mask: torch.Tensor | None = None) -> torch.Tensor:
         """``(B, T, C)`` -> ``(B, T, C)``; ``x`` is left as it was."""
         return self.residual_update_(x.clone(), MLPWorkspace(x, self.pwconv1.out_features), cond_embedding_id,
-                                     mask)
+                                     masked_rows(mask))
 
     def residual_update_(self, x: torch.Tensor, workspace: MLPWorkspace, cond_embedding_id: torch.Tensor | None = None,
-                         mask: torch.Tensor | None = None) -> torch.Tensor:
-        """:meth:`forward` adding the block's output to ``x`` ``(B, T, C)`` in place; returns ``x``.
+                         padding_rows: torch.Tensor | None = None) -> torch.Tensor:
+        """:meth:`forward` adding the block's output to ``x`` ``(B, T, C)`` in place; returns ``x``;
+        ``padding_rows`` are the mask's :func:`masked_rows`.
 
         The backbone owns its residual stream, so it updates it in place, and all blocks share the
         MLP's scratch rows: fewer fresh multi-MB tensors, each of which costs page faults on CPU
@@ -95,7 +104,7 @@ class ConvNeXtBlock(nn.Module):
         """
         # Masked frames (padding, or the gaps between packed items) feed no output frame but
         # through this convolution, so zeroing them in the stream itself is enough.
-        h = depthwise_conv_btc(zero_masked_frames_(x, mask), self.dwconv.weight, self._bias(), padding=3)
+        h = depthwise_conv_btc(zero_rows_(x, padding_rows), self.dwconv.weight, self._bias(), padding=3)
         h = self.norm(h, cond_embedding_id) if self.adanorm else self.norm(h)
         rows_h, rows_x = h.view(-1, h.shape[-1]), x.view(-1, x.shape[-1])
         # The MLP acts on each frame alone, so it runs over blocks of rows whose (rows, intermediate)
