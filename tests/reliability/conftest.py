@@ -25,29 +25,23 @@ InProcessFactory = Callable[..., AbstractAsyncContextManager[AppHarness]]
 LiveFactory = Callable[..., AbstractAsyncContextManager[LiveServer]]
 
 
+def _factory(run: Callable[[Settings, dict[str, ServedModel]], Any], base_settings: Settings,
+             shared: dict[str, ServedModel]) -> Callable[..., Any]:
+    """``factory(models=None, **overrides)`` -> ``run(settings with the overrides, models or the shared ones)``."""
+
+    def factory(models: dict[str, ServedModel] | None = None, **overrides: Any) -> Any:
+        return run(settings_with(base_settings, **overrides), shared if models is None else models)
+
+    return factory
+
+
 @pytest.fixture
 def make_app(base_settings: Settings, models: dict[str, ServedModel]) -> InProcessFactory:
     """``async with make_app(models={...}, max_batch_size=1) as h:`` -> a started app and its ASGI client."""
-    shared = models  # the factory's own ``models`` argument overrides them
-
-    def factory(
-        models: dict[str, ServedModel] | None = None, **overrides: Any
-    ) -> AbstractAsyncContextManager[AppHarness]:
-        settings = settings_with(base_settings, **overrides)
-        return running_app(settings, shared if models is None else models)
-
-    return factory
+    return _factory(running_app, base_settings, models)
 
 
 @pytest.fixture
 def make_live(base_settings: Settings, models: dict[str, ServedModel]) -> LiveFactory:
     """``async with make_live(models={...}, ...) as s:`` -> the app behind uvicorn on 127.0.0.1."""
-    shared = models  # the factory's own ``models`` argument overrides them
-
-    def factory(
-        models: dict[str, ServedModel] | None = None, **overrides: Any
-    ) -> AbstractAsyncContextManager[LiveServer]:
-        settings = settings_with(base_settings, **overrides)
-        return live_server(settings, shared if models is None else models)
-
-    return factory
+    return _factory(live_server, base_settings, models)
