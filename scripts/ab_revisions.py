@@ -2,7 +2,7 @@
 
     python3 scripts/ab_revisions.py REV                      # e.g. HEAD~3, on the default cases
     python3 scripts/ab_revisions.py REV --cases resynthesis  # EnCodec resynthesis only
-    MALLOC_MMAP_THRESHOLD_=4194304 python3 scripts/ab_revisions.py REV   # under the service's glibc setting
+    MALLOC_MMAP_THRESHOLD_=8388608 python3 scripts/ab_revisions.py REV   # under the service's glibc setting
 
 REV's ``vocos_core`` is extracted with ``git archive`` under another package name and loaded next to
 the working tree's, on the same official-size random checkpoints and inputs as scripts/benchmark.py.

@@ -16,7 +16,7 @@ def test_defaults_apply_unless_the_operator_set_them(monkeypatch: pytest.MonkeyP
     monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
     memory.bound_memory_growth()
     assert memory.os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "64"
-    assert thresholds == [4 * 1024 * 1024]
+    assert thresholds == [8 * 1024 * 1024]
 
     thresholds.clear()
     monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "512")
