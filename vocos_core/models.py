@@ -34,8 +34,7 @@ class VocosBackbone(nn.Module):
     @property
     def reach(self) -> int:
         """Frames either side of a frame that its output depends on, through any one convolution."""
-        pads = [int(self.embed.padding[0])]
-        pads += [int(b.dwconv.padding[0]) for b in self.convnext if isinstance(b, ConvNeXtBlock)]
+        pads = [int(self.embed.padding[0])] + [b.padding for b in self.convnext if isinstance(b, ConvNeXtBlock)]
         return max(pads)
 
     def forward(self, x: torch.Tensor, bandwidth_id: torch.Tensor | None = None,
@@ -43,7 +42,8 @@ class VocosBackbone(nn.Module):
         """``(B, input_channels, T)`` -> ``(B, T, dim)``; with AdaLayerNorm, ``bandwidth_id`` ``(1,)``,
         ``(B,)`` or per frame ``(1, T)``; ``mask`` ``(B, T)``, True on real frames."""
         assert self.embed.bias is not None
-        x = conv_to_btc(apply_mask(x, mask), self.embed.weight, self.embed.bias, padding=3)  # (B, T, dim)
+        pad = int(self.embed.padding[0])
+        x = conv_to_btc(apply_mask(x, mask), self.embed.weight, self.embed.bias, padding=pad)  # (B, T, dim)
         x = self.norm(x, bandwidth_id) if self.adanorm else self.norm(x)  # a fresh tensor, ours to update
         workspace, padding_rows = MLPWorkspace(x, self.config.intermediate_dim), masked_rows(mask)
         for block in self.convnext:

@@ -82,6 +82,11 @@ class ConvNeXtBlock(nn.Module):
         # The reference always creates gamma (its default layer scale 1 / num_layers is positive).
         self.gamma = nn.Parameter(torch.ones(dim))
 
+    @property
+    def padding(self) -> int:
+        """Frames the depthwise conv reaches either side; ``forward`` pads by exactly this."""
+        return int(self.dwconv.padding[0])
+
     def _bias(self) -> torch.Tensor:
         assert self.dwconv.bias is not None
         return self.dwconv.bias
@@ -104,7 +109,7 @@ class ConvNeXtBlock(nn.Module):
         """
         # Masked frames (padding, or the gaps between packed items) feed no output frame but
         # through this convolution, so zeroing them in the stream itself is enough.
-        h = depthwise_conv_btc(zero_rows_(x, padding_rows), self.dwconv.weight, self._bias(), padding=3)
+        h = depthwise_conv_btc(zero_rows_(x, padding_rows), self.dwconv.weight, self._bias(), padding=self.padding)
         h = self.norm(h, cond_embedding_id) if self.adanorm else self.norm(h)
         rows_h, rows_x = h.view(-1, h.shape[-1]), x.view(-1, x.shape[-1])
         # The MLP acts on each frame alone, so it runs over blocks of rows whose (rows, intermediate)
