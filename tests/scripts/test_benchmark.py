@@ -7,25 +7,18 @@ takes its place, so what is checked is the pairing and the arithmetic of the rep
 from __future__ import annotations
 
 import argparse
-import importlib
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from scripts_helpers import SCRIPTS, import_script
 
 from vocos_core import Vocos
-
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 
 @pytest.fixture(scope="module")
 def bench_module():
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        yield importlib.import_module("benchmark")
-    finally:
-        sys.path.remove(str(SCRIPTS))
+    return import_script("benchmark")
 
 
 class StandInWorker:

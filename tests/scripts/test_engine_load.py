@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import re
 import subprocess
 import sys
@@ -11,10 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from scripts_helpers import SCRIPTS, import_script
 
 from vocos_core.testing import write_random_checkpoint
-
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 
 class CountingEngine:
@@ -30,11 +28,7 @@ class CountingEngine:
 
 
 def test_concurrent_clients_audio_is_summed_without_lost_updates() -> None:
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        engine_load = importlib.import_module("engine_load")
-    finally:
-        sys.path.remove(str(SCRIPTS))
+    engine_load = import_script("engine_load")
     engine = CountingEngine()
     audio, wall = asyncio.run(engine_load.drive(engine, [torch.zeros(100, 8)], 8, 0.2, 24000))
     assert engine.calls > 8
