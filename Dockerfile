@@ -15,9 +15,12 @@
 # Deployment terminationGracePeriodSeconds to match.
 
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
+# The full image of the same Python and Debian release: it has the C compiler that builds
+# vocos_core's bf16x3 matmul kernels (setup.py); the runtime stays slim.
+ARG BUILDER_IMAGE=python:3.11.13-bookworm
 
 # ---- builder: resolve pinned dependencies into a venv and install the project's wheel into it ----
-FROM ${PYTHON_IMAGE} AS builder
+FROM ${BUILDER_IMAGE} AS builder
 
 # Set to https://download.pytorch.org/whl/cpu for a CPU-only image (pip reads it from the environment).
 ARG PIP_EXTRA_INDEX_URL
@@ -33,7 +36,7 @@ WORKDIR /src
 COPY deploy/docker/requirements.txt deploy/docker/constraints-cuda.txt /tmp/
 RUN pip install --no-cache-dir --requirement /tmp/requirements.txt --constraint /tmp/constraints-cuda.txt
 
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY vocos_core ./vocos_core
 COPY service ./service
 # The pins above must satisfy pyproject.toml: --no-deps installs nothing unpinned and pip check proves it.

@@ -4,6 +4,9 @@
     python3 scripts/benchmark.py --reference-python REFVENV/bin/python   # side by side, CPU
     python3 scripts/benchmark.py --device cuda --dtypes float32 bfloat16 float16   # GPU
 
+On CPU, float32 is timed twice: with float32 matmuls, and with bf16x3 matmuls (vocos_core.bf16x3,
+what the service runs by default there), each with its error against float32 matmuls.
+
 Models are random-weight checkpoints of the official sizes (mel: dim 512, 8 layers; EnCodec: dim
 384, 8 layers), so timings are those of the real models. The reference runs as a worker process in
 its own venv; in each round every case is timed on both sides back to back (the side going first
@@ -30,7 +33,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_cases import ENCODEC_BANDWIDTH_ID, SAMPLE_RATE, inputs, time_call
 
-from vocos_core import Vocos
+from vocos_core import Vocos, bf16x3
 from vocos_core.testing import checkpoint_config, random_model
 
 SHARED_ENCODEC = Path(__file__).resolve().parents[2] / "shared" / "reference" / "encodec_24khz-random.th"
@@ -87,10 +90,11 @@ def matmuls_alone(mel: Vocos, frames: int) -> Callable[[], None]:
     h = torch.randn(frames, weight.shape[1], device=weight.device, dtype=weight.dtype)
     blocks = [(b.pwconv1, b.pwconv2) for b in mel.backbone.convnext]  # type: ignore[union-attr]
 
+    @torch.inference_mode()
     def run() -> None:
         for pwconv1, pwconv2 in blocks:
-            pwconv2(pwconv1(h))
-        mel.head.out(h)
+            bf16x3.linear(bf16x3.linear(h, pwconv1), pwconv2)  # nn.Linear's matmul at "highest" precision
+        bf16x3.linear(h, mel.head.out)
     return run
 
 
@@ -117,13 +121,21 @@ class ReferenceWorker:
         self.proc.wait(timeout=60)
 
 
-def half_precision_error(mel: Vocos, dtype: torch.dtype, device: str) -> float:
-    """Relative error (max abs diff / max abs) of a 10 s decode in ``dtype`` against float32."""
+def reduced_precision_error(mel: Vocos, dtype: torch.dtype, device: str, cpu_matmul: str) -> float:
+    """Relative error (max abs diff / max abs) of a 10 s decode in ``dtype`` with ``cpu_matmul``
+    matmuls against float32 with float32 matmuls."""
     x = inputs()["mel_b1"].to(device)
+    set_cpu_matmul("float32")
     ref = mel.float().decode(x)
+    set_cpu_matmul(cpu_matmul)
     out = mel.to(dtype).decode(x.to(dtype)).float()
     mel.float()
     return float((out - ref).abs().max() / ref.abs().max())
+
+
+def set_cpu_matmul(cpu_matmul: str) -> None:
+    """bf16x3: PyTorch's "high" float32 matmul precision, which vocos_core.bf16x3 implements on CPU."""
+    torch.set_float32_matmul_precision("high" if cpu_matmul == "bf16x3" else "highest")
 
 
 def main() -> None:
@@ -132,6 +144,8 @@ def main() -> None:
     parser.add_argument("--dtypes", nargs="+", default=["float32"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--cpu-matmuls", nargs="+", choices=["float32", "bf16x3"], default=["float32", "bf16x3"],
+                        help="float32 matmul algorithms timed on CPU (bf16x3 only where vocos_core.bf16x3 runs)")
     parser.add_argument("--reference-python", help="python of a venv with vocos==0.1.0 (CPU comparison)")
     parser.add_argument("--encodec-weights", type=Path, default=SHARED_ENCODEC if SHARED_ENCODEC.exists() else None)
     args = parser.parse_args()
@@ -160,18 +174,31 @@ def report(args: argparse.Namespace, mel: Vocos, enc: Vocos, mel_dir: Path, enc_
     try:
         for name in args.dtypes:
             dtype = getattr(torch, name)
-            ours, ref = time_rounds(args, mel.to(dtype), enc.to(dtype), dtype,
-                                    worker if dtype == torch.float32 else None)
-            mel.float(), enc.float()
-            print_table(name, ours, ref)
-            if dtype != torch.float32:
-                err = half_precision_error(mel, dtype, args.device)
-                print(f"relative error against float32 (mel decode 10 s): {err:.2e}")
+            for cpu_matmul in cpu_matmuls(args, dtype):
+                set_cpu_matmul(cpu_matmul)
+                ours, ref = time_rounds(args, mel.to(dtype), enc.to(dtype), dtype,
+                                        worker if dtype == torch.float32 else None)
+                mel.float(), enc.float()
+                print_table(name if cpu_matmul == "float32" else f"{name}, {cpu_matmul} matmuls", ours, ref)
+                if dtype != torch.float32 or cpu_matmul != "float32":
+                    err = reduced_precision_error(mel, dtype, args.device, cpu_matmul)
+                    print(f"relative error against float32 (mel decode 10 s): {err:.2e}")
+                set_cpu_matmul("float32")
     finally:
         if worker is not None:
             worker.close()
     print(f"\n(audio: {SAMPLE_RATE} Hz; times are medians over rounds; speed-up is the median over rounds of "
           "reference time / our time, each round timing both back to back on the same inputs and weights)")
+
+
+def cpu_matmuls(args: argparse.Namespace, dtype: torch.dtype) -> list[str]:
+    """The matmul algorithms to time for ``dtype``: bf16x3 only for float32 on a CPU that runs it."""
+    if dtype != torch.float32 or args.device != "cpu":
+        return ["float32"]
+    reason = bf16x3.unsupported_reason()
+    if reason is not None and "bf16x3" in args.cpu_matmuls:
+        print(f"bf16x3 matmuls not timed: {reason}")
+    return [m for m in args.cpu_matmuls if m == "float32" or reason is None]
 
 
 def time_rounds(args: argparse.Namespace, mel: Vocos, enc: Vocos, dtype: torch.dtype,

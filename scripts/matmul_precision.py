@@ -16,7 +16,9 @@ float64:
   hardware could give. PyTorch's CPU matmuls return bf16 for bf16 operands, so the outputs are
   rounded to bf16 and the error is bf16's: no use as it is;
 - ``bf16x3 onednn``: the one float32-in, float32-out route: oneDNN's float32 matmul with bf16 maths
-  (``fp32_precision = "bf16"``), weights split and prepacked once, activations split per call.
+  (``fp32_precision = "bf16"``), weights split and prepacked once, activations split per call;
+- ``bf16x3 kernels``: vocos_core's own AMX kernels (``vocos_core.bf16x3``), float32 in and out, what a
+  decode runs at float32 matmul precision "high" (timed where they can run).
 
 Not a test: figures depend on the CPU (bf16 is fast only with AMX) and on what else runs.
 """
@@ -30,6 +32,8 @@ import time
 from collections.abc import Callable, Iterator
 
 import torch
+
+from vocos_core import bf16x3
 
 linear_pointwise = torch.ops.mkldnn._linear_pointwise
 
@@ -92,10 +96,32 @@ def mlps(frames: int, dim: int, intermediate: int,
         "bf16x3 native": lambda: (a1 @ v1.T, a2 @ v2.T),
         "bf16x3 onednn": lambda: lin2(gelu(lin1(h))),
     }
+    if bf16x3.unsupported_reason() is None:
+        ways["bf16x3 kernels"] = kernels_mlp(w1, b1, w2, b2, h)
     results = {name: fn() for name, fn in ways.items() if name != "bf16x3 native"}
     a2_native, v2_native = x3_operands(gelu((a1 @ v1.T).float() + b1), w2)  # its own rounded hidden layer
     results["bf16x3 native"] = (a2_native @ v2_native.T).float() + b2
     return exact, ways, {name: torch.as_tensor(r).float() for name, r in results.items()}
+
+
+def kernels_mlp(w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor,
+                h: torch.Tensor) -> Callable[[], torch.Tensor]:
+    """The MLP through vocos_core.bf16x3, at precision "high" for the call only."""
+    layers = []
+    for w, b in ((w1, b1), (w2, b2)):
+        layer = torch.nn.Linear(w.shape[1], w.shape[0])
+        with torch.no_grad():
+            layer.weight.copy_(w), layer.bias.copy_(b)
+        layers.append(layer)
+
+    def run() -> torch.Tensor:
+        before = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision("high")
+        try:
+            return bf16x3.linear(torch.nn.functional.gelu(bf16x3.linear(h, layers[0])), layers[1])
+        finally:
+            torch.set_float32_matmul_precision(before)
+    return run
 
 
 def x3_operands(a: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

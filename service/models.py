@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from service.settings import Settings
-from vocos_core import Vocos
+from vocos_core import Vocos, bf16x3
 from vocos_core.errors import VocosError
 
 log = logging.getLogger(__name__)
@@ -96,12 +96,30 @@ class ServedModel:
 def load_models(settings: Settings) -> dict[str, ServedModel]:
     """Every enabled model, on the configured device and dtype; StartupError on any failure."""
     device = resolve_device(settings.device)
+    matmuls = set_cpu_matmul(settings, device)
     models = {}
     for kind in settings.enabled_models:
         source = settings.model_source(kind)
         assert source is not None
         models[kind] = load_model(kind, source, settings, device)
+        log.info("%s model: %s", kind, matmuls)
     return models
+
+
+def set_cpu_matmul(settings: Settings, device: torch.device) -> str:
+    """On CPU, let float32 matmuls run as bf16x3 (``vocos_core.bf16x3``) unless ``cpu_matmul`` is float32;
+    returns the matmuls the models will run, for the start-up log.
+
+    Through PyTorch's process-wide float32 matmul precision, "high" for bf16x3. Left alone on a GPU,
+    where "high" would mean TF32 (10 significand bits) in cuBLAS.
+    """
+    if device.type != "cpu":
+        return f"{torch.get_float32_matmul_precision()} float32 matmul precision"
+    torch.set_float32_matmul_precision("high" if settings.cpu_matmul == "bf16x3" else "highest")
+    reason = bf16x3.unsupported_reason()
+    if settings.cpu_matmul == "bf16x3" and reason is not None:
+        return f"float32 matmuls, as bf16x3 cannot run: {reason}"
+    return f"{settings.cpu_matmul} matmuls"
 
 
 def load_model(kind: str, source: str, settings: Settings, device: torch.device) -> ServedModel:

@@ -16,6 +16,7 @@ DISABLED = "none"
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
 Dtype = Literal["float32", "bfloat16", "float16"]
+CpuMatmul = Literal["bf16x3", "float32"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
 
 
@@ -39,6 +40,10 @@ class Settings(BaseSettings):
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of both models")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     dtype: Dtype = Field("float32", description="compute dtype of the models")
+    cpu_matmul: CpuMatmul = Field(
+        "bf16x3",
+        description="float32 matmuls on CPU: bf16x3 (AMX CPUs; ~1.8x faster decode, error ~5e-6) | float32",
+    )
 
     max_batch_size: int = Field(16, ge=1, le=1024, description="most requests in one model call")
     max_wait_ms: float = Field(
@@ -85,7 +90,7 @@ class Settings(BaseSettings):
             raise ValueError(f"device must be one of auto, cpu, cuda, cuda:N (N an integer); got {value!r}")
         return value
 
-    @field_validator("log_level", "dtype", mode="before")
+    @field_validator("log_level", "dtype", "cpu_matmul", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from service.models import ServedModel, load_models
 from service.settings import Settings
@@ -27,6 +28,14 @@ def _no_vocos_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         if name.startswith("VOCOS_"):
             monkeypatch.delenv(name)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _float32_matmul_precision() -> Iterator[None]:
+    """Every test starts at PyTorch's default float32 matmul precision, and leaves it there."""
+    torch.set_float32_matmul_precision("highest")
+    yield
+    torch.set_float32_matmul_precision("highest")
 
 
 @pytest.fixture(scope="session")

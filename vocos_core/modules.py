@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from . import bf16x3
 from .channels_last import depthwise_conv_btc
 
 # Frames per MLP block: 1024 rows x 1536 intermediate floats = 6 MiB. Timed on 2 CPU cores against
@@ -117,21 +118,36 @@ class ConvNeXtBlock(nn.Module):
         for start in range(0, rows_h.shape[0], MLP_CHUNK_ROWS):
             end = min(start + MLP_CHUNK_ROWS, rows_h.shape[0])
             hidden, out = workspace.hidden[: end - start], workspace.out[: end - start]
-            torch.addmm(self.pwconv1.bias, rows_h[start:end], self.pwconv1.weight.t(), out=hidden)
+            workspace.linear_into(self.pwconv1, rows_h[start:end], hidden)
             torch.ops.aten.gelu_(hidden)  # exact (erf) GELU, as nn.GELU(), in place
-            torch.addmm(self.pwconv2.bias, hidden, self.pwconv2.weight.t(), out=out)
+            workspace.linear_into(self.pwconv2, hidden, out)
             rows_x[start:end].addcmul_(self.gamma, out)  # x + gamma * mlp(h)
         return x
 
 
 class MLPWorkspace:
     """Scratch rows for the ConvNeXt MLP: ``hidden`` ``(R, intermediate)`` and ``out`` ``(R, C)``,
-    R = min(B * T, MLP_CHUNK_ROWS); made once per backbone pass and reused by every block."""
+    R = min(B * T, MLP_CHUNK_ROWS); made once per backbone pass and reused by every block.
+
+    Decides once per pass whether the MLP's matmuls run as bf16x3 (:mod:`vocos_core.bf16x3`), and
+    then holds the kernels' scratch for the split inputs too.
+    """
 
     def __init__(self, x: torch.Tensor, intermediate_dim: int) -> None:
         rows = min(x.shape[0] * x.shape[1], MLP_CHUNK_ROWS)
         self.hidden = x.new_empty(rows, intermediate_dim)
         self.out = x.new_empty(rows, x.shape[-1])
+        self.scratch: torch.Tensor | None = None
+        if bf16x3.enabled_for(x):
+            size = bf16x3.scratch_size(rows, max(intermediate_dim, x.shape[-1]))
+            self.scratch = torch.empty(size, dtype=torch.int16)
+
+    def linear_into(self, layer: nn.Linear, x: torch.Tensor, out: torch.Tensor) -> None:
+        """``out[:] = layer(x)``, ``x`` ``(R, K)`` -> ``out`` ``(R, N)``."""
+        if self.scratch is not None:
+            bf16x3.linear_into(x, layer, out, self.scratch)
+        else:
+            torch.addmm(layer.bias, x, layer.weight.t(), out=out)
 
 
 class WeightNormConv1d(nn.Module):

@@ -158,9 +158,10 @@ def test_dockerignore_matcher_semantics(path: str, expected: bool) -> None:
 
 
 def _repo_files(relative: str) -> list[str]:
-    root = REPO / relative
-    files = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()]
-    return [p.relative_to(REPO).as_posix() for p in files if "__pycache__" not in p.parts]
+    """The tracked files under ``relative``: build outputs beside them (the editable install's
+    compiled extension, caches) are not sources."""
+    listed = run(["git", "-C", str(REPO), "ls-files", "--", relative]).stdout.split()
+    return [path for path in listed if (REPO / path).is_file()]
 
 
 def test_dockerignore_keeps_every_copied_source_and_drops_the_rest() -> None:

@@ -13,7 +13,7 @@ import pytest
 import torch
 from scripts_helpers import SCRIPTS, import_script
 
-from vocos_core import Vocos
+from vocos_core import Vocos, bf16x3
 
 
 @pytest.fixture(scope="module")
@@ -57,3 +57,20 @@ def test_reference_worker_knows_every_reference_case(bench_module) -> None:
     source = (SCRIPTS / "bench_reference.py").read_text()
     for case in bench_module.REFERENCE_CASES:
         assert f'"{case}"' in source
+
+
+def test_bf16x3_is_timed_for_float32_on_cpu_only(bench_module) -> None:
+    both = argparse.Namespace(device="cpu", cpu_matmuls=["float32", "bf16x3"])
+    runs = ["float32", "bf16x3"] if bf16x3.unsupported_reason() is None else ["float32"]
+    assert bench_module.cpu_matmuls(both, torch.float32) == runs
+    assert bench_module.cpu_matmuls(both, torch.bfloat16) == ["float32"]
+    assert bench_module.cpu_matmuls(argparse.Namespace(device="cuda", cpu_matmuls=["bf16x3"]), torch.float32) == [
+        "float32"]
+
+
+@pytest.mark.skipif(bf16x3.unsupported_reason() is not None, reason=f"bf16x3: {bf16x3.unsupported_reason()}")
+def test_bf16x3_error_is_measured_against_float32_matmuls(bench_module, mel_checkpoint: Path) -> None:
+    mel = Vocos.from_pretrained(mel_checkpoint)
+    err = bench_module.reduced_precision_error(mel, torch.float32, "cpu", "bf16x3")
+    assert 0 < err < 1e-4  # not float32 against itself, and within the parity tolerance
+    assert bench_module.reduced_precision_error(mel, torch.float32, "cpu", "float32") == 0

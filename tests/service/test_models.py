@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from service.models import StartupError, load_models, resolve_device
+from service.models import StartupError, load_models, resolve_device, set_cpu_matmul
 from service.settings import Settings
 
 
@@ -66,3 +66,17 @@ def test_reduced_precision_keeps_spectral_parts_in_float32(mel_checkpoint: Path,
     assert float((a - b).abs().max()) < 0.05 * float(a.abs().max()) + 1e-4
     audio = np.random.default_rng(0).standard_normal(4800).astype(np.float32) * 0.1
     torch.testing.assert_close(half.audio_to_features(audio, None), full.audio_to_features(audio, None))
+
+
+@pytest.mark.parametrize(("cpu_matmul", "precision"), [("bf16x3", "high"), ("float32", "highest")])
+def test_cpu_matmul_sets_the_float32_matmul_precision(mel_checkpoint: Path, cpu_matmul: str,
+                                                      precision: str) -> None:
+    settings = Settings(mel_model=str(mel_checkpoint), encodec_model="none", device="cpu", cpu_matmul=cpu_matmul)
+    load_models(settings)
+    assert torch.get_float32_matmul_precision() == precision
+
+
+def test_cpu_matmul_leaves_a_gpu_alone() -> None:
+    torch.set_float32_matmul_precision("highest")
+    set_cpu_matmul(Settings(cpu_matmul="bf16x3"), torch.device("cuda:0"))
+    assert torch.get_float32_matmul_precision() == "highest"  # "high" would mean TF32 in cuBLAS
