@@ -158,28 +158,29 @@ KERNEL static void block(const gemm_args *g, int64_t mb, int64_t nb, const float
     _tile_loadd(1, bias_rows + 256, 64);
     _tile_loadd(2, bias_rows, 64);
     _tile_loadd(3, bias_rows + 256, 64);
+/* Tile numbers are spelled into the instructions, hence macros: load a pair of a tiles (4, 5) or
+ * w tiles (6, 7), and add the 2 x 2 products of the a and w tiles held to the accumulators. */
+#define LOAD_PAIR(t0, t1, base, o) do { \
+        _tile_loadd(t0, (base) + (o), 64); \
+        _tile_loadd(t1, (base) + stride + (o), 64); \
+    } while (0)
+#define MULTIPLY_ADD_2X2() do { \
+        _tile_dpbf16ps(0, 4, 6); \
+        _tile_dpbf16ps(1, 4, 7); \
+        _tile_dpbf16ps(2, 5, 6); \
+        _tile_dpbf16ps(3, 5, 7); \
+    } while (0)
     for (int64_t o = 0; o < stride; o += TILE_ELEMS) {
-        _tile_loadd(4, ah + o, 64);
-        _tile_loadd(5, ah + stride + o, 64);
-        _tile_loadd(6, wl + o, 64);
-        _tile_loadd(7, wl + stride + o, 64);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
-        _tile_loadd(6, wh + o, 64);
-        _tile_loadd(7, wh + stride + o, 64);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
-        _tile_loadd(4, al + o, 64);
-        _tile_loadd(5, al + stride + o, 64);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
+        LOAD_PAIR(4, 5, ah, o);  /* a_hi with w_lo, then with w_hi; then a_lo with w_hi */
+        LOAD_PAIR(6, 7, wl, o);
+        MULTIPLY_ADD_2X2();
+        LOAD_PAIR(6, 7, wh, o);
+        MULTIPLY_ADD_2X2();
+        LOAD_PAIR(4, 5, al, o);
+        MULTIPLY_ADD_2X2();
     }
+#undef LOAD_PAIR
+#undef MULTIPLY_ADD_2X2
     int64_t r0 = mb * 32, c0 = nb * 32;
     if (r0 + 32 > g->m || c0 + 32 > g->n) {
         store_partial(g, r0, c0);
