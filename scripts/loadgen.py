@@ -184,6 +184,7 @@ class RunResult:
     mean_batch: float
     raw_same: float  # raw audio-s/s at the server's mean batch size
     raw_one: float  # raw audio-s/s one request at a time
+    client_cores: float  # CPU the clients (this process) used while loading the server, in cores
 
     @property
     def throughput(self) -> float:
@@ -228,7 +229,8 @@ def run_server(model_dir: Path, batch_size: int, bodies: list[bytes], raw: RawMo
                workdir: Path) -> RunResult:
     """Load the server in slices, each followed by a raw-model slice, so both see the same background load."""
     server = ServerProcess(model_dir, batch_size, args, workdir / f"server-bs{batch_size}.log")
-    totals = {"audio": 0.0, "wall": 0.0, "same_audio": 0.0, "same_wall": 0.0, "one_audio": 0.0, "one_wall": 0.0}
+    totals = {"audio": 0.0, "wall": 0.0, "same_audio": 0.0, "same_wall": 0.0, "one_audio": 0.0, "one_wall": 0.0,
+              "client_cpu": 0.0}
     all_errors: Counter[int] = Counter()
     latencies: list[float] = []
     try:
@@ -237,8 +239,11 @@ def run_server(model_dir: Path, batch_size: int, bodies: list[bytes], raw: RawMo
         sum0, count0 = server.batch_counters()
         slices = max(1, math.ceil(args.duration / args.slice))
         for _ in range(slices):
+            # The clients share the server's machine: their CPU time tells how much of it they took.
+            cpu_start = time.process_time()
             audio, wall, lat, errors = asyncio.run(
                 drive(server.url, bodies, args.clients, args.duration / slices, args.format))
+            totals["client_cpu"] += time.process_time() - cpu_start
             totals["audio"] += audio
             totals["wall"] += wall
             all_errors += errors
@@ -261,7 +266,7 @@ def run_server(model_dir: Path, batch_size: int, bodies: list[bytes], raw: RawMo
     return RunResult(
         f"server max_batch_size={batch_size}", batch_size, totals["audio"], totals["wall"], latencies,
         all_errors, mean_batch, totals["same_audio"] / totals["same_wall"],
-        totals["one_audio"] / totals["one_wall"],
+        totals["one_audio"] / totals["one_wall"], totals["client_cpu"] / totals["wall"],
     )
 
 
@@ -280,16 +285,17 @@ def main(argv: list[str] | None = None) -> int:
     raw = RawModel(model_dir, inputs, args)
     runs = [run_server(model_dir, bs, bodies, raw, args, workdir) for bs in dict.fromkeys([args.max_batch_size, 1])]
     print(f"\n{'run':<28}{'audio-s/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'mean batch':>11}"
-          f"{'requests':>9}{'errors':>7}{'raw same-bs':>12}{'raw bs=1':>9}{'server/raw best':>16}")
+          f"{'requests':>9}{'errors':>7}{'raw same-bs':>12}{'raw bs=1':>9}{'server/raw best':>16}{'client cores':>13}")
     for run in runs:
         best = max(run.raw_same, run.raw_one)
         print(f"{run.label:<28}{run.throughput:>10.1f}{run.percentile(50):>9.1f}{run.percentile(95):>9.1f}"
               f"{run.percentile(99):>9.1f}{run.mean_batch:>11.2f}{len(run.latencies):>9d}{run.errors.total():>7d}"
-              f"{run.raw_same:>12.1f}{run.raw_one:>9.1f}{run.throughput / best:>16.2f}")
+              f"{run.raw_same:>12.1f}{run.raw_one:>9.1f}{run.throughput / best:>16.2f}{run.client_cores:>13.2f}")
         if run.errors:
             print(f"  {run.label}: non-200 statuses {dict(sorted(run.errors.items()))}")
     print("\nraw = decode_batch in this process on the same inputs (grouped by length), in slices between the "
-          "load slices: at the server's mean batch size (same-bs) and one at a time; best = the faster. "
+          "load slices: at the server's mean batch size (same-bs) and one at a time; best = the faster; "
+          f"client cores = CPU the clients used while loading the server, of {os.cpu_count()} cores. "
           f"load average {os.getloadavg()[0]:.2f}; server logs in {workdir}")
     return 0
 
