@@ -36,6 +36,7 @@
 #define XFEATURE_XTILEDATA 18
 #define TILE_ELEMS 512   /* bf16 values in one 16 x 64-byte tile */
 #define NB_PER_CHUNK 8   /* 256 output columns: their w parts (up to 1.5 MiB at K = 1536) stay in L2 */
+#define MB_PER_UNIT 4    /* 128 rows per unit of work: 16 units for a 10 s decode's 512 outputs */
 
 typedef struct {
     uint8_t palette_id, start_row, reserved[14];
@@ -193,41 +194,56 @@ KERNEL static void block(const gemm_args *g, int64_t mb, int64_t nb, const float
     _tile_stored(3, y + 16 * g->ldy + 16, g->ldy * 4);
 }
 
-/* The output columns [nb0 * 32, nb1 * 32) of every row, on the calling thread. */
-KERNEL static void columns(const gemm_args *g, int64_t nb0, int64_t nb1) {
-    tile_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette_id = 1;
-    for (int t = 0; t < 8; t++) {
-        cfg.rows[t] = 16;
-        cfg.colsb[t] = 64;
-    }
-    _tile_loadconfig(&cfg);
-    /* Per chunk, each column block's bias repeated down 16 rows: it initialises the accumulators. */
+/* Eight tiles of 16 rows x 64 bytes. A constant in memory, not a stack struct: GCC 12 does not
+ * see that LDTILECFG reads its operand and dropped the stores that filled a local one. */
+static const tile_config TILE_CONFIG = {
+    .palette_id = 1,
+    .colsb = {64, 64, 64, 64, 64, 64, 64, 64},
+    .rows = {16, 16, 16, 16, 16, 16, 16, 16},
+};
+
+KERNEL static void configure_tiles(void) { _tile_loadconfig(&TILE_CONFIG); }
+
+KERNEL static void release_tiles(void) { _tile_release(); }
+
+/* One unit of work: the output blocks of row group mg (MB_PER_UNIT blocks of 32 rows) and column
+ * chunk nc (NB_PER_CHUNK blocks of 32 columns). */
+KERNEL static void unit(const gemm_args *g, int64_t nc, int64_t mg) {
+    int64_t nblocks = (g->n + 31) / 32, mblocks = (g->m + 31) / 32;
+    int64_t nb0 = nc * NB_PER_CHUNK, nb1 = nb0 + NB_PER_CHUNK < nblocks ? nb0 + NB_PER_CHUNK : nblocks;
+    int64_t mb0 = mg * MB_PER_UNIT, mb1 = mb0 + MB_PER_UNIT < mblocks ? mb0 + MB_PER_UNIT : mblocks;
+    /* Each column block's bias repeated down 16 rows: it initialises the accumulators. */
     float bias_rows[NB_PER_CHUNK][2 * 256] __attribute__((aligned(64)));
-    int64_t mblocks = (g->m + 31) / 32;
-    for (int64_t c0 = nb0; c0 < nb1; c0 += NB_PER_CHUNK) {
-        int64_t c1 = c0 + NB_PER_CHUNK < nb1 ? c0 + NB_PER_CHUNK : nb1;
-        for (int64_t nb = c0; nb < c1; nb++)
-            for (int j = 0; j < 32; j++) {
-                int64_t col = nb * 32 + j;
-                float v = (g->bias != NULL && col < g->n) ? g->bias[col] : 0.0f;
-                for (int r = 0; r < 16; r++) bias_rows[nb - c0][(j >> 4) * 256 + r * 16 + (j & 15)] = v;
-            }
-        for (int64_t mb = 0; mb < mblocks; mb++)
-            for (int64_t nb = c0; nb < c1; nb++) block(g, mb, nb, bias_rows[nb - c0]);
-    }
-    _tile_release();
+    for (int64_t nb = nb0; nb < nb1; nb++)
+        for (int j = 0; j < 32; j++) {
+            int64_t col = nb * 32 + j;
+            float v = (g->bias != NULL && col < g->n) ? g->bias[col] : 0.0f;
+            for (int r = 0; r < 16; r++) bias_rows[nb - nb0][(j >> 4) * 256 + r * 16 + (j & 15)] = v;
+        }
+    for (int64_t mb = mb0; mb < mb1; mb++)
+        for (int64_t nb = nb0; nb < nb1; nb++) block(g, mb, nb, bias_rows[nb - nb0]);
 }
 
+/* Work is handed out in small units to whichever thread is free (dynamic schedule), not split in
+ * equal shares: on a CPU shared with the server's event loop, a thread that loses its core for a
+ * while then delays only its current unit, instead of holding every other thread at the end. */
 static void linear(const float *a, int64_t lda, gemm_args *g, uint16_t *ahi, uint16_t *alo, int threads) {
-    int64_t tile_rows = (g->m + 31) / 32 * 2, nblocks = (g->n + 31) / 32;
+    int64_t tile_rows = (g->m + 31) / 32 * 2;
+    int64_t chunks = ((g->n + 31) / 32 + NB_PER_CHUNK - 1) / NB_PER_CHUNK;
+    int64_t groups = ((g->m + 31) / 32 + MB_PER_UNIT - 1) / MB_PER_UNIT;
     #pragma omp parallel num_threads(threads)
     {
-        int t = omp_get_thread_num(), nt = omp_get_num_threads();
-        pack_rows(a, g->m, g->k, lda, tile_rows * t / nt, tile_rows * (t + 1) / nt, ahi, alo);
-        #pragma omp barrier
-        columns(g, nblocks * t / nt, nblocks * (t + 1) / nt);
+        #pragma omp for schedule(dynamic, 1)
+        for (int64_t tr = 0; tr < tile_rows; tr += 2 * MB_PER_UNIT) {
+            int64_t end = tr + 2 * MB_PER_UNIT < tile_rows ? tr + 2 * MB_PER_UNIT : tile_rows;
+            pack_rows(a, g->m, g->k, lda, tr, end, ahi, alo);
+        }
+        /* the loop's implicit barrier: every row is split before any product */
+        configure_tiles();
+        /* chunk-major order: the threads share one chunk's w parts at a time */
+        #pragma omp for schedule(dynamic, 1) nowait
+        for (int64_t u = 0; u < chunks * groups; u++) unit(g, u / groups, u % groups);
+        release_tiles();
     }
 }
 #endif /* BF16X3_BUILT */
