@@ -155,6 +155,9 @@ KERNEL static void block(const gemm_args *g, int64_t mb, int64_t nb, const float
     int64_t kt = (g->k + 31) / 32, stride = kt * TILE_ELEMS;
     const uint16_t *ah = g->ahi + 2 * mb * stride, *al = g->alo + 2 * mb * stride;
     const uint16_t *wh = g->whi + 2 * nb * stride, *wl = g->wlo + 2 * nb * stride;
+    /* GCC 12's tile loads do not tell the compiler they read memory: this barrier keeps the
+     * caller's stores to bias_rows from being dropped as dead or moved past the loads. */
+    __asm__ volatile("" ::: "memory");
     _tile_loadd(0, bias_rows, 64);
     _tile_loadd(1, bias_rows + 256, 64);
     _tile_loadd(2, bias_rows, 64);
@@ -194,8 +197,8 @@ KERNEL static void block(const gemm_args *g, int64_t mb, int64_t nb, const float
     _tile_stored(3, y + 16 * g->ldy + 16, g->ldy * 4);
 }
 
-/* Eight tiles of 16 rows x 64 bytes. A constant in memory, not a stack struct: GCC 12 does not
- * see that LDTILECFG reads its operand and dropped the stores that filled a local one. */
+/* Eight tiles of 16 rows x 64 bytes. A constant in memory, not a stack struct: GCC 12's
+ * _tile_loadconfig declares a read of 8 bytes only, and dropped the stores that filled a local one. */
 static const tile_config TILE_CONFIG = {
     .palette_id = 1,
     .colsb = {64, 64, 64, 64, 64, 64, 64, 64},
