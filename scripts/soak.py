@@ -179,6 +179,7 @@ def start_server(args: argparse.Namespace, port: int) -> subprocess.Popen[bytes]
         "--mel-model", str(args.mel_model), "--encodec-model", str(args.encodec_model),
         "--encodec-weights", str(args.encodec_weights), "--log-level", "warning",
         "--max-batch-size", str(args.max_batch_size), "--max-wait-ms", str(args.max_wait_ms),
+        "--cpu-matmul", args.cpu_matmul,
     ]  # fmt: skip
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
 
@@ -363,6 +364,8 @@ def prepare_models(args: argparse.Namespace, workdir: Path) -> tuple[Vocos, Voco
         args.encodec_weights = write_random_encodec_weights(workdir / "encodec_24khz.th")
     mel = Vocos.from_pretrained(str(args.mel_model)).eval()
     encodec = Vocos.from_pretrained(str(args.encodec_model), encodec_weights=str(args.encodec_weights)).eval()
+    # The server's matmuls, as service.models.set_cpu_matmul sets them, for the expected audio too.
+    torch.set_float32_matmul_precision("high" if args.cpu_matmul == "bf16x3" else "highest")
     return mel, encodec
 
 
@@ -383,6 +386,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--encodec-weights", type=Path, help="EnCodec encoder weights (default: random)")
     parser.add_argument("--max-batch-size", type=int, default=16)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument("--cpu-matmul", choices=["bf16x3", "float32"], default="bf16x3",
+                        help="the server's float32 matmuls (its default, bf16x3); the expected audio uses the same")
     parser.add_argument("--startup-timeout", type=float, default=180.0)
     args = parser.parse_args(argv)
     if args.pool <= args.clients:

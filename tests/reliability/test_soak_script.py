@@ -56,8 +56,11 @@ def test_queue_depth_sums_the_models(soak: ModuleType) -> None:
 
 
 @pytest.mark.slow
-def test_a_short_soak_matches_every_response(soak: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
-    soak.main(["--clients", "4", "--duration", "4", "--warmup", "1", "--pool", "16", "--dim", "32", "--layers", "1"])
+@pytest.mark.parametrize("cpu_matmul", ["bf16x3", "float32"])
+def test_a_short_soak_matches_every_response(soak: ModuleType, capsys: pytest.CaptureFixture[str],
+                                             cpu_matmul: str) -> None:
+    soak.main(["--clients", "4", "--duration", "4", "--warmup", "1", "--pool", "16", "--dim", "32", "--layers", "1",
+               "--cpu-matmul", cpu_matmul])
     out = capsys.readouterr().out
     served = int(re.search(r"requests served\s+(\d+)", out).group(1))  # type: ignore[union-attr]
     assert served > 0
