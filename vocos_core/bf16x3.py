@@ -89,6 +89,7 @@ def linear_into(x: torch.Tensor, layer: nn.Linear, out: torch.Tensor, scratch: t
     """
     assert enabled_for(x) and _bf16x3 is not None
     assert x.dim() == 2 and out.dim() == 2 and x.stride(1) == 1 and out.stride(1) == 1
+    assert out.dtype == torch.float32 and out.device.type == "cpu"
     pack = packed(layer)
     m, k = x.shape
     if m == 0:
@@ -99,12 +100,13 @@ def linear_into(x: torch.Tensor, layer: nn.Linear, out: torch.Tensor, scratch: t
     if scratch is None or scratch.numel() < need:
         scratch = torch.empty(need, dtype=torch.int16)
     half = need // 2
-    bias = 0 if layer.bias is None else layer.bias.detach().contiguous().data_ptr()
+    bias = None if layer.bias is None else layer.bias.detach().contiguous()  # held until the calls return
+    bias_ptr = 0 if bias is None else bias.data_ptr()
     threads = torch.get_num_threads()
     for start in range(0, m, ROWS):
         end = min(start + ROWS, m)
         _bf16x3.linear(x[start].data_ptr(), end - start, k, x.stride(0), pack.hi.data_ptr(), pack.lo.data_ptr(),
-                       bias, pack.n, out[start].data_ptr(), out.stride(0), scratch.data_ptr(),
+                       bias_ptr, pack.n, out[start].data_ptr(), out.stride(0), scratch.data_ptr(),
                        scratch[half:].data_ptr(), threads)
 
 
