@@ -121,21 +121,16 @@ class ReferenceWorker:
         self.proc.wait(timeout=60)
 
 
-def reduced_precision_error(mel: Vocos, dtype: torch.dtype, device: str, cpu_matmul: str) -> float:
+def reduced_precision_error(mel: Vocos, dtype: torch.dtype, device: str, cpu_matmul: bf16x3.CpuMatmul) -> float:
     """Relative error (max abs diff / max abs) of a 10 s decode in ``dtype`` with ``cpu_matmul``
     matmuls against float32 with float32 matmuls."""
     x = inputs()["mel_b1"].to(device)
-    set_cpu_matmul("float32")
+    bf16x3.set_cpu_matmul("float32")
     ref = mel.float().decode(x)
-    set_cpu_matmul(cpu_matmul)
+    bf16x3.set_cpu_matmul(cpu_matmul)
     out = mel.to(dtype).decode(x.to(dtype)).float()
     mel.float()
     return float((out - ref).abs().max() / ref.abs().max())
-
-
-def set_cpu_matmul(cpu_matmul: str) -> None:
-    """bf16x3: PyTorch's "high" float32 matmul precision, which vocos_core.bf16x3 implements on CPU."""
-    torch.set_float32_matmul_precision("high" if cpu_matmul == "bf16x3" else "highest")
 
 
 def main() -> None:
@@ -144,7 +139,7 @@ def main() -> None:
     parser.add_argument("--dtypes", nargs="+", default=["float32"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--cpu-matmuls", nargs="+", choices=["float32", "bf16x3"], default=["float32", "bf16x3"],
+    parser.add_argument("--cpu-matmuls", nargs="+", choices=list(bf16x3.PRECISION), default=["float32", "bf16x3"],
                         help="float32 matmul algorithms timed on CPU (bf16x3 only where vocos_core.bf16x3 runs)")
     parser.add_argument("--reference-python", help="python of a venv with vocos==0.1.0 (CPU comparison)")
     parser.add_argument("--encodec-weights", type=Path, default=SHARED_ENCODEC if SHARED_ENCODEC.exists() else None)
@@ -175,7 +170,7 @@ def report(args: argparse.Namespace, mel: Vocos, enc: Vocos, mel_dir: Path, enc_
         for name in args.dtypes:
             dtype = getattr(torch, name)
             for cpu_matmul in cpu_matmuls(args, dtype):
-                set_cpu_matmul(cpu_matmul)
+                bf16x3.set_cpu_matmul(cpu_matmul)
                 ours, ref = time_rounds(args, mel.to(dtype), enc.to(dtype), dtype,
                                         worker if dtype == torch.float32 else None)
                 mel.float(), enc.float()
@@ -183,7 +178,7 @@ def report(args: argparse.Namespace, mel: Vocos, enc: Vocos, mel_dir: Path, enc_
                 if dtype != torch.float32 or cpu_matmul != "float32":
                     err = reduced_precision_error(mel, dtype, args.device, cpu_matmul)
                     print(f"relative error against float32 (mel decode 10 s): {err:.2e}")
-                set_cpu_matmul("float32")
+                bf16x3.set_cpu_matmul("float32")
     finally:
         if worker is not None:
             worker.close()
@@ -191,7 +186,7 @@ def report(args: argparse.Namespace, mel: Vocos, enc: Vocos, mel_dir: Path, enc_
           "reference time / our time, each round timing both back to back on the same inputs and weights)")
 
 
-def cpu_matmuls(args: argparse.Namespace, dtype: torch.dtype) -> list[str]:
+def cpu_matmuls(args: argparse.Namespace, dtype: torch.dtype) -> list[bf16x3.CpuMatmul]:
     """The matmul algorithms to time for ``dtype``: bf16x3 only for float32 on a CPU that runs it."""
     if dtype != torch.float32 or args.device != "cpu":
         return ["float32"]

@@ -106,7 +106,7 @@ def mlps(frames: int, dim: int, intermediate: int,
 
 def kernels_mlp(w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor,
                 h: torch.Tensor) -> Callable[[], torch.Tensor]:
-    """The MLP through vocos_core.bf16x3, at precision "high" for the call only."""
+    """The MLP through vocos_core.bf16x3, switched on for the call only."""
     layers = []
     for w, b in ((w1, b1), (w2, b2)):
         layer = torch.nn.Linear(w.shape[1], w.shape[0])
@@ -116,7 +116,7 @@ def kernels_mlp(w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.
 
     def run() -> torch.Tensor:
         before = torch.get_float32_matmul_precision()
-        torch.set_float32_matmul_precision("high")
+        bf16x3.set_cpu_matmul("bf16x3")
         try:
             return bf16x3.linear(torch.nn.functional.gelu(bf16x3.linear(h, layers[0])), layers[1])
         finally:

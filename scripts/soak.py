@@ -40,7 +40,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from vocos_core import Vocos
+from vocos_core import Vocos, bf16x3
 from vocos_core.encodec.testing import write_random_encodec_weights
 from vocos_core.testing import write_random_checkpoint
 
@@ -364,8 +364,7 @@ def prepare_models(args: argparse.Namespace, workdir: Path) -> tuple[Vocos, Voco
         args.encodec_weights = write_random_encodec_weights(workdir / "encodec_24khz.th")
     mel = Vocos.from_pretrained(str(args.mel_model)).eval()
     encodec = Vocos.from_pretrained(str(args.encodec_model), encodec_weights=str(args.encodec_weights)).eval()
-    # The server's matmuls, as service.models.set_cpu_matmul sets them, for the expected audio too.
-    torch.set_float32_matmul_precision("high" if args.cpu_matmul == "bf16x3" else "highest")
+    bf16x3.set_cpu_matmul(args.cpu_matmul)  # the server's matmuls, for the expected audio too
     return mel, encodec
 
 
@@ -386,7 +385,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--encodec-weights", type=Path, help="EnCodec encoder weights (default: random)")
     parser.add_argument("--max-batch-size", type=int, default=16)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
-    parser.add_argument("--cpu-matmul", choices=["bf16x3", "float32"], default="bf16x3",
+    parser.add_argument("--cpu-matmul", choices=list(bf16x3.PRECISION), default="bf16x3",
                         help="the server's float32 matmuls (its default, bf16x3); the expected audio uses the same")
     parser.add_argument("--startup-timeout", type=float, default=180.0)
     args = parser.parse_args(argv)

@@ -115,7 +115,7 @@ def set_cpu_matmul(settings: Settings, device: torch.device) -> str:
     """
     if device.type != "cpu":
         return f"{torch.get_float32_matmul_precision()} float32 matmul precision"
-    torch.set_float32_matmul_precision("high" if settings.cpu_matmul == "bf16x3" else "highest")
+    bf16x3.set_cpu_matmul(settings.cpu_matmul)
     reason = bf16x3.unsupported_reason()
     if settings.cpu_matmul == "bf16x3" and reason is not None:
         return f"float32 matmuls, as bf16x3 cannot run: {reason}"

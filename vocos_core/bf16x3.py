@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import types
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -28,6 +29,10 @@ try:
     from . import _bf16x3
 except ImportError:  # built without a C compiler, or on another platform: PyTorch does every matmul
     _bf16x3 = None
+
+CpuMatmul = Literal["bf16x3", "float32"]
+# The float32 matmul precision (torch.set_float32_matmul_precision) that selects each way on CPU.
+PRECISION: dict[CpuMatmul, str] = {"bf16x3": "high", "float32": "highest"}
 
 # Rows per kernel call: bounds the split-input scratch at ROWS x K x 4 bytes (6 MiB at K = 1536),
 # and matches the backbone's MLP chunks (vocos_core.modules.MLP_CHUNK_ROWS).
@@ -41,6 +46,11 @@ def unsupported_reason() -> str | None:
     if _bf16x3 is None:
         return "vocos_core._bf16x3 was not built (no C compiler with OpenMP at install time?)"
     return _bf16x3.unsupported_reason()
+
+
+def set_cpu_matmul(way: CpuMatmul) -> None:
+    """Run float32 matmuls on CPU as ``way`` from now on, through PyTorch's process-wide precision."""
+    torch.set_float32_matmul_precision(PRECISION[way])
 
 
 def enabled_for(x: torch.Tensor) -> bool:

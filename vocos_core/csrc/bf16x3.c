@@ -266,19 +266,17 @@ static PyObject *py_unsupported_reason(PyObject *self, PyObject *unused) {
 #endif
 }
 
+#ifdef BF16X3_BUILT
+/* pack_weight and linear exist only where the kernels were built; elsewhere unsupported_reason()
+ * says why, and vocos_core.bf16x3 never calls them. */
 static PyObject *py_pack_weight(PyObject *self, PyObject *args) {
     unsigned long long w, hi, lo;
     long long n, k;
     if (!PyArg_ParseTuple(args, "KLLKK", &w, &n, &k, &hi, &lo)) return NULL;
-#ifdef BF16X3_BUILT
     Py_BEGIN_ALLOW_THREADS
     pack_weight((const float *)w, n, k, (uint16_t *)hi, (uint16_t *)lo);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
-#else
-    PyErr_SetString(PyExc_RuntimeError, "bf16x3 kernels not built");
-    return NULL;
-#endif
 }
 
 static PyObject *py_linear(PyObject *self, PyObject *args) {
@@ -288,26 +286,24 @@ static PyObject *py_linear(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "KLLLKKKLKLKKi", &a, &m, &k, &lda, &whi, &wlo, &bias, &n, &y, &ldy, &ahi,
                           &alo, &threads))
         return NULL;
-#ifdef BF16X3_BUILT
     gemm_args g = {m, k, n, ldy, (const uint16_t *)ahi, (const uint16_t *)alo, (const uint16_t *)whi,
                    (const uint16_t *)wlo, (const float *)bias, (float *)y};
     Py_BEGIN_ALLOW_THREADS
     linear((const float *)a, lda, &g, (uint16_t *)ahi, (uint16_t *)alo, threads);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
-#else
-    PyErr_SetString(PyExc_RuntimeError, "bf16x3 kernels not built");
-    return NULL;
-#endif
 }
+#endif
 
 static PyMethodDef methods[] = {
     {"unsupported_reason", py_unsupported_reason, METH_NOARGS,
      "None when the kernels can run here, else why not."},
+#ifdef BF16X3_BUILT
     {"pack_weight", py_pack_weight, METH_VARARGS,
      "pack_weight(w, n, k, hi, lo): split a contiguous float32 (n, k) weight into tile-ordered bf16 parts."},
     {"linear", py_linear, METH_VARARGS,
      "linear(a, m, k, lda, w_hi, w_lo, bias, n, y, ldy, a_hi, a_lo, threads): y = a @ w^T + bias."},
+#endif
     {NULL, NULL, 0, NULL},
 };
 
