@@ -14,7 +14,13 @@ set -euo pipefail
 
 PYTHON="${PYTHON:-python3}"
 TOOLS_DIR="${VOCOS_TEST_TOOLS_DIR:-${HOME}/.cache/vocos-serve-test-tools}"
+# The packages' own dependencies are held to constraints.txt too (VOCOS_CONSTRAINTS=none: resolve
+# afresh, as scripts/update-constraints.sh does).
+CONSTRAINTS="${VOCOS_CONSTRAINTS:-$(dirname "$0")/../constraints.txt}"
 PIP=("$PYTHON" -m pip install -qq --disable-pip-version-check)
+if [ "$CONSTRAINTS" != none ]; then
+    PIP+=(-c "$CONSTRAINTS")
+fi
 
 say() { echo "install-test-tools: $*" >&2; }
 
@@ -33,7 +39,7 @@ as_root() {
 APT=()
 command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || APT+=(prometheus)
 command -v docker-compose >/dev/null 2>&1 || APT+=(docker-compose)
-if [ "${#APT[@]}" -gt 0 ]; then
+if [ "${#APT[@]}" -gt 0 ] && [ -z "${VOCOS_SKIP_APT:-}" ]; then
     say "installing Debian packages ${APT[*]}"
     as_root apt-get update -qq >/dev/null
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${APT[@]}" >/dev/null

@@ -4,8 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# torch==2.13.0 first: a bare "torch" requirement could otherwise resolve to a multi-GB CUDA build.
-python3 -m pip install --quiet --disable-pip-version-check "torch==2.13.0" -e ".[test]"
+# Every Python package at the exact version in constraints.txt, so a new release upstream cannot
+# change what the tests run on (bash scripts/update-constraints.sh upgrades them deliberately).
+# torch is pinned here: its CPU and CUDA builds carry different local version tags.
+python3 -m pip install --quiet --disable-pip-version-check -c constraints.txt "torch==2.13.0" -e ".[test]"
 if [ -f scripts/install-test-tools.sh ]; then
     bash scripts/install-test-tools.sh
 fi
