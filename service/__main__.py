@@ -24,6 +24,7 @@ from pydantic import SecretStr, ValidationError
 from service.app import create_app
 from service.memory import bound_memory_growth
 from service.models import StartupError, load_models
+from service.server import uvicorn_config
 from service.settings import Settings
 from service.state import ServiceState, state_of
 
@@ -76,6 +77,8 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
     except ValidationError as exc:
         for err in exc.errors():
             where = ".".join(str(p) for p in err["loc"])
+            if not where:  # a check across settings
+                parser.error(f"invalid settings: {err['msg']}")
             parser.error(f"invalid {where} (VOCOS_{where.upper()}): {err['msg']}")
         raise  # pragma: no cover - parser.error exits
 
@@ -101,14 +104,7 @@ class DrainingServer(uvicorn.Server):
 
 def serve(app: FastAPI, settings: Settings) -> None:
     """Run ``app`` until SIGTERM/SIGINT, draining for up to ``settings.drain_timeout_s``."""
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        lifespan="on",
-        timeout_graceful_shutdown=max(1, round(settings.drain_timeout_s)),
-    )
+    config = uvicorn_config(app, settings)
     # uvicorn re-raises the signal it caught once it has shut down; a quiet handler makes that a
     # normal return (exit status 0) instead of death by SIGTERM or a KeyboardInterrupt traceback.
     for sig in (signal.SIGTERM, signal.SIGINT):

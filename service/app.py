@@ -114,11 +114,8 @@ async def warm_up(state: ServiceState) -> None:
 
 
 async def shut_down(state: ServiceState) -> None:
-    """Drain every engine within the drain timeout, then release the worker threads."""
-    state.begin_drain()
-    timeout = state.settings.drain_timeout_s
-    results = await asyncio.gather(*(engine.drain(timeout) for engine in state.engines.values()))
-    if not all(results):
-        log.warning("drain timeout of %.1f s passed; unfinished requests were failed", timeout)
-    for worker in state.feature_workers.values():
+    """Drain every engine until the drain deadline, then release the worker threads."""
+    if not await state.finish_drain():
+        log.warning("drain timeout of %.1f s passed; unfinished requests were failed", state.settings.drain_timeout_s)
+    for worker in [*state.feature_workers.values(), state.json_parser]:
         worker.close()

@@ -126,7 +126,8 @@ class BatchingEngine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
-        self._batch_seconds = 0.05  # EWMA of a model call, seeds Retry-After until measured
+        self._in_flight_frames = 0
+        self._frame_seconds = 1e-4  # EWMA of a model call's seconds per frame; seeds Retry-After until measured
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -189,9 +190,10 @@ class BatchingEngine:
         return self._in_flight
 
     def retry_after(self) -> float:
-        """Seconds until the queue has likely moved: the batches ahead times the mean batch time."""
-        batches_ahead = math.ceil(len(self._pending) / self.policy.max_batch_size) + 1
-        return max(1.0, math.ceil(batches_ahead * self._batch_seconds))
+        """Seconds until the queue has likely moved: the frames queued and computing at the measured
+        seconds per frame. Work, not request counts: one long request costs what many short ones do."""
+        frames = sum(item.frames for item in self._pending) + self._in_flight_frames
+        return max(1.0, math.ceil(frames * self._frame_seconds))
 
     # -- requests --------------------------------------------------------------------------------
 
@@ -288,6 +290,7 @@ class BatchingEngine:
         ids = [item.bandwidth_id for item in batch]
         bandwidth_ids = None if all(i is None for i in ids) else [int(i or 0) for i in ids]
         self._in_flight = len(batch)
+        self._in_flight_frames = sum(item.frames for item in batch)
         ok = True
         try:
             outcomes = await self._loop.run_in_executor(self._executor, self._compute, inputs, bandwidth_ids)
@@ -304,8 +307,9 @@ class BatchingEngine:
             raise
         finally:
             self._in_flight = 0
+            frames, self._in_flight_frames = self._in_flight_frames, 0
         elapsed = time.monotonic() - start
-        self._batch_seconds += _EWMA_ALPHA * (elapsed - self._batch_seconds)
+        self._frame_seconds += _EWMA_ALPHA * (elapsed / max(1, frames) - self._frame_seconds)
         for item, outcome in zip(batch, outcomes, strict=True):
             if item.future.done():
                 continue  # its caller left (deadline or disconnect) while it ran

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -27,6 +28,8 @@ from service.engine import (
 from vocos_core.errors import InputError as CoreInputError
 
 log = logging.getLogger(__name__)
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 class ServiceError(Exception):
@@ -104,6 +107,16 @@ class ServerDrainingError(ServiceError):
     error_type = "unavailable"
 
 
+class ServerBusyError(ServiceError):
+    """The server holds as many request and response bytes as it may (VOCOS_MAX_INFLIGHT_BYTES)."""
+
+    status_code = 503
+    error_type = "unavailable"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, {"Retry-After": "1", "Connection": "close"})
+
+
 class ClientDisconnectedError(ServiceError):
     """The client went away before its audio was ready (nginx's 499; never actually delivered)."""
 
@@ -120,6 +133,11 @@ _ENGINE_STATUS: dict[type[EngineError], tuple[int, str]] = {
     InvalidItemError: (422, "invalid_input"),
     BatchFailedError: (500, "internal"),
 }
+
+
+def without_addresses(text: str) -> str:
+    """``text`` without the memory addresses of object reprs (``<ast.BinOp object at 0x7f...>``)."""
+    return _ADDRESS.sub("", text)
 
 
 def error_body(error_type: str, message: str, request_id: str) -> dict[str, dict[str, str]]:
@@ -167,14 +185,25 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request parameters"
 
 
+def log_level(exc: BaseException, status: int) -> int:
+    """How loud an answered failure is: ours (500) an error; overload a warning; the expected
+    outcomes of a drain, a deadline or a client that left, info; the caller's mistakes, debug."""
+    if status >= 500 and status not in (503, 504):
+        return logging.ERROR
+    if isinstance(exc, ServerBusyError | DeviceOutOfMemoryError | QueueFullError):
+        return logging.WARNING
+    if status in (499, 503, 504):
+        return logging.INFO
+    return logging.DEBUG
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Route every expected exception class through ``error_response``."""
 
     async def handle(request: Request, exc: Exception) -> JSONResponse:
         request_id = request_id_of(request)
         response = error_response(exc, request_id)
-        if response.status_code >= 500 and not isinstance(exc, EngineStoppedError | DeadlineExceededError):
-            log.error("request %s failed: %s", request_id, exc)
+        log.log(log_level(exc, response.status_code), "request %s: %d %s", request_id, response.status_code, exc)
         return response
 
     for cls in (ServiceError, EngineError, CoreInputError, RequestValidationError, StarletteHTTPException):

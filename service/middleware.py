@@ -1,4 +1,5 @@
-"""Per-request context as plain ASGI middleware: request id, authentication, metrics, last-resort 500.
+"""Per-request context as plain ASGI middleware: request id, authentication, the byte budget, the
+send timeout, metrics, last-resort 500.
 
 Plain ASGI rather than Starlette's ``BaseHTTPMiddleware``, which would buffer responses and hide the
 client's disconnect from the endpoint.
@@ -6,7 +7,9 @@ client's disconnect from the endpoint.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import re
 import time
 import uuid
@@ -14,8 +17,9 @@ from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import ServiceError, error_response
+from service.errors import ServerBusyError, ServiceError, error_response
 from service.metrics import ENDPOINTS
+from service.server import abort_connection
 
 if TYPE_CHECKING:
     from service.state import ServiceState
@@ -26,6 +30,9 @@ PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 # Status recorded for a request whose client left before any response started (nginx's convention).
 CLIENT_CLOSED = 499
+# Response bodies go out in pieces of this size, each awaited: a client that stops reading then holds
+# one piece in the server's write buffer, not the whole response.
+SEND_CHUNK_BYTES = 256 * 1024
 
 
 class RequestContextMiddleware:
@@ -41,42 +48,124 @@ class RequestContextMiddleware:
         request_id = _request_id(scope)
         scope.setdefault("state", {}).update(request_id=request_id, started=started)
         path = scope.get("path", "")
-        status = CLIENT_CLOSED
-        response_started = False
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status, response_started
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-                response_started = True
-                message = {
-                    **message,
-                    "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode())],
-                }
-            await send(message)
-
+        held = _HeldBytes(self.state)
+        reply = _Reply(scope, send, request_id, held, self.state.settings.send_timeout_s)
         tracked = path in ENDPOINTS
         if tracked:
             self.state.metrics.inflight.inc()
         try:
             self._authenticate(scope, path)
-            await self.app(scope, receive, send_with_id)
-        except ServiceError as exc:  # raised here, before the app: authentication
-            await error_response(exc, request_id)(scope, receive, send_with_id)
+            held.take_declared(scope)
+            await self.app(scope, held.counting(receive), reply.send)
+        except ServiceError as exc:  # raised here, before the app: authentication, the byte budget
+            await error_response(exc, request_id)(scope, receive, reply.send)
+        except SendTimeoutError as exc:
+            log.info("request %s %s: %s", request_id, path, exc)
+            reply.status = CLIENT_CLOSED
         except Exception as exc:
             log.exception("request %s %s failed", request_id, path)
-            if not response_started:
-                await error_response(exc, request_id)(scope, receive, send_with_id)
+            if not reply.started:
+                await error_response(exc, request_id)(scope, receive, reply.send)
         finally:
+            held.release_all()
             if tracked:
                 self.state.metrics.inflight.dec()
-                self.state.metrics.observe_request(path, status, time.monotonic() - started)
+                self.state.metrics.observe_request(path, reply.status, time.monotonic() - started)
 
     def _authenticate(self, scope: Scope, path: str) -> None:
         if path in PUBLIC_PATHS or (path == "/metrics" and not self.state.settings.metrics_require_key):
             return
         self.state.auth.check(_header(scope, b"authorization"))
 
+
+class SendTimeoutError(Exception):
+    """The client did not take its response within ``send_timeout_s``; its connection was dropped."""
+
+
+class _HeldBytes:
+    """This request's share of the server's byte budget (``service.inflight``)."""
+
+    def __init__(self, state: ServiceState) -> None:
+        self.budget = state.inflight
+        self.max_body = state.settings.max_body_bytes
+        self.size = 0
+        self.declared = False
+
+    def take_declared(self, scope: Scope) -> None:
+        """Reserve a declared body in full before reading it; a body over the body limit is the
+        endpoint's 413, never reserved."""
+        length = _header(scope, b"content-length")
+        if length is not None and length.isdigit() and 0 < int(length) <= self.max_body:
+            self.declared = True
+            self._take(int(length))
+
+    def counting(self, receive: Receive) -> Receive:
+        async def counted() -> Message:
+            message = await receive()
+            if not self.declared and message["type"] == "http.request":
+                self._take(len(message.get("body", b"")))
+            return message
+
+        return counted
+
+    def force_take(self, size: int) -> None:
+        self.budget.force_take(size)
+        self.size += size
+
+    def release_all(self) -> None:
+        self.budget.release(self.size)
+        self.size = 0
+
+    def _take(self, size: int) -> None:
+        if not self.budget.try_take(size):
+            raise ServerBusyError(
+                f"the server holds {self.budget.held} bytes of requests and responses in flight and takes "
+                f"no more than {self.budget.limit} (VOCOS_MAX_INFLIGHT_BYTES); retry shortly"
+            )
+        self.size += size
+
+
+class _Reply:
+    """The response side: adds the request id, counts the body against the byte budget, and sends it
+    in chunks, each bounded by the send deadline, so a client that stops reading is cut off."""
+
+    def __init__(self, scope: Scope, send: Send, request_id: str, held: _HeldBytes, timeout_s: float) -> None:
+        self.scope, self._send, self.request_id, self.held = scope, send, request_id, held
+        self.timeout_s = timeout_s
+        self.deadline = math.inf
+        self.status = CLIENT_CLOSED
+        self.started = False
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = int(message["status"])
+            self.started = True
+            self.deadline = time.monotonic() + self.timeout_s
+            headers = [*message.get("headers", []), (b"x-request-id", self.request_id.encode())]
+            await self._bounded({**message, "headers": headers})
+        elif message["type"] == "http.response.body":
+            body = message.get("body", b"")
+            self.held.force_take(len(body))
+            more = message.get("more_body", False)
+            for start in range(0, len(body), SEND_CHUNK_BYTES):
+                last = start + SEND_CHUNK_BYTES >= len(body)
+                chunk = body[start : start + SEND_CHUNK_BYTES]
+                await self._bounded({"type": "http.response.body", "body": chunk, "more_body": more or not last})
+            if not body:
+                await self._bounded(message)
+        else:
+            await self._send(message)
+
+    async def _bounded(self, message: Message) -> None:
+        try:
+            await asyncio.wait_for(self._send(message), max(0.0, self.deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            if abort_connection(self.scope):
+                await asyncio.sleep(0)  # let the transport report the connection lost before we return
+            raise SendTimeoutError(
+                f"the client did not read its response within {self.timeout_s:g} s (VOCOS_SEND_TIMEOUT_S); "
+                "connection dropped"
+            ) from None
 
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", []):

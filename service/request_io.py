@@ -11,10 +11,12 @@ from typing import TypeVar
 
 import numpy as np
 from fastapi import Request, Response
+from starlette.requests import ClientDisconnect
 
 from service.audio_io import OutputFormat, encode_audio
 from service.errors import BodyTimeoutError, ClientDisconnectedError, InvalidInputError, PayloadTooLargeError
 from service.models import ServedModel
+from service.payloads import body_kind, is_json
 from service.settings import Settings
 from service.state import ServiceState, state_of
 
@@ -29,39 +31,62 @@ def service_state(request: Request) -> ServiceState:
     return state_of(request.app)
 
 
-async def read_body(request: Request, settings: Settings) -> bytes:
-    """The whole body, refused with 413 as soon as it passes ``max_body_bytes`` (before reading it all),
-    and with 408 unless it has all arrived ``body_timeout_s`` after the request started.
+async def read_payload(request: Request, settings: Settings) -> tuple[bytes, str]:
+    """The body of a decode endpoint and its kind, ``"json"`` or ``"npy"`` (sniffed without a
+    Content-Type; a sniffed JSON body is held to the JSON limit too)."""
+    body = await read_body(request, settings)
+    kind = body_kind(request.headers.get("content-type"), body)
+    if kind == "json" and len(body) > settings.max_json_body_bytes:  # sniffed JSON, without a Content-Type
+        raise PayloadTooLargeError(_body_limit_message(len(body), settings.max_json_body_bytes, json=True))
+    return body, kind
 
-    The time limit covers the whole body, not the pause between chunks, so a client cannot hold a
-    connection open by dribbling a byte now and then.
+
+async def read_body(request: Request, settings: Settings) -> bytes:
+    """The whole body, within its limit.
+
+    JSON bodies have a limit of their own (``max_json_body_bytes``): parsing JSON holds the
+    interpreter, so its size bounds how long the probes may wait, and large inputs go as ``.npy``.
+    A body is refused with 413 as soon as it passes its limit (before reading it all), and with 408
+    unless it has all arrived ``body_timeout_s`` after the request started: the time limit covers the
+    whole body, not the pause between chunks, so a client cannot hold a connection open by dribbling
+    a byte now and then. A client that leaves mid-upload is a 499, not a failure of ours.
     """
+    json_limited = settings.max_json_body_bytes < settings.max_body_bytes
+    json_declared = json_limited and is_json(request.headers.get("content-type"))
+    limit = settings.max_json_body_bytes if json_declared else settings.max_body_bytes
     started = getattr(request.state, "started", None) or time.monotonic()
     remaining = started + settings.body_timeout_s - time.monotonic()
     try:
-        return await asyncio.wait_for(_read_limited(request, settings.max_body_bytes), max(0.0, remaining))
+        return await asyncio.wait_for(_read_limited(request, limit, json_declared), max(0.0, remaining))
     except asyncio.TimeoutError:
         raise BodyTimeoutError(
             f"the request body did not arrive within {settings.body_timeout_s:g} s (VOCOS_BODY_TIMEOUT_S)"
         ) from None
+    except ClientDisconnect:
+        raise ClientDisconnectedError("the client disconnected while sending its body") from None
 
 
-async def _read_limited(request: Request, limit: int) -> bytes:
+async def _read_limited(request: Request, limit: int, json: bool) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLargeError(_body_limit_message(int(declared), limit))
+        raise PayloadTooLargeError(_body_limit_message(int(declared), limit, json=json))
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLargeError(_body_limit_message(size, limit, at_least=True))
+            raise PayloadTooLargeError(_body_limit_message(size, limit, at_least=True, json=json))
         chunks.append(chunk)
     return b"".join(chunks)
 
 
-def _body_limit_message(size: int, limit: int, at_least: bool = False) -> str:
+def _body_limit_message(size: int, limit: int, at_least: bool = False, json: bool = False) -> str:
     more = "more than " if at_least else ""
+    if json:
+        return (
+            f"JSON body of {more}{size} bytes exceeds the JSON limit of {limit} bytes "
+            "(VOCOS_MAX_JSON_BODY_BYTES); send large inputs as .npy (application/x-npy)"
+        )
     return f"request body of {more}{size} bytes exceeds the limit of {limit} bytes (VOCOS_MAX_BODY_BYTES)"
 
 
@@ -92,6 +117,17 @@ async def off_loop(fn: Callable[..., T], *args: object, inline: bool = False) ->
     if inline:
         return fn(*args)
     return await asyncio.to_thread(fn, *args)
+
+
+async def parse_body(state: ServiceState, parse: Callable[..., T], body: bytes, kind: str, *args: object) -> T:
+    """``parse(body, kind, *args)``: inline for small bodies, else off the event loop. JSON bodies are
+    parsed one at a time in one thread, as JSON parsing holds the interpreter throughout: however many
+    arrive, the event loop (and the probes) then waits for at most one parse at a time."""
+    if len(body) <= INLINE_BODY_BYTES:
+        return parse(body, kind, *args)
+    if kind == "json":
+        return await state.json_parser.run(parse, body, kind, *args)
+    return await asyncio.to_thread(parse, body, kind, *args)
 
 
 async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:

@@ -12,14 +12,15 @@ from service.audio_io import AUDIO_TYPES, OutputFormat, choose_format, decode_au
 from service.engine import BatchingEngine
 from service.errors import InvalidInputError, UnsupportedMediaTypeError, error_body, request_id_of
 from service.models import ServedModel
-from service.payloads import body_kind, codes_body, media_type, mel_body, merge_choice, resolve_bandwidth_id
+from service.payloads import codes_body, media_type, mel_body, merge_choice, resolve_bandwidth_id
 from service.request_io import (
-    INLINE_BODY_BYTES,
     Deadline,
     audio_response,
     check_duration,
     off_loop,
+    parse_body,
     read_body,
+    read_payload,
     service_state,
     unless_disconnected,
 )
@@ -115,9 +116,8 @@ async def decode_mel(request: Request, format: FormatQuery = None) -> Response:
     served, engine = state.model("mel")
     deadline = Deadline(request, state.settings)
     fmt = choose_format(format, request.headers.get("accept"))
-    body = await read_body(request, state.settings)
-    kind = body_kind(request.headers.get("content-type"), body)
-    mel = await off_loop(mel_body, body, kind, served.n_features, inline=len(body) <= INLINE_BODY_BYTES)
+    body, kind = await read_payload(request, state.settings)
+    mel = await parse_body(state, mel_body, body, kind, served.n_features)
     return await _vocode(request, state, served, engine, deadline, fmt, torch.from_numpy(mel))
 
 
@@ -140,9 +140,8 @@ async def decode_encodec(
     served, engine = state.model("encodec")
     deadline = Deadline(request, state.settings)
     fmt = choose_format(format, request.headers.get("accept"))
-    body = await read_body(request, state.settings)
-    kind = body_kind(request.headers.get("content-type"), body)
-    codes, body_id, body_kbps = await off_loop(codes_body, body, kind, inline=len(body) <= INLINE_BODY_BYTES)
+    body, kind = await read_payload(request, state.settings)
+    codes, body_id, body_kbps = await parse_body(state, codes_body, body, kind)
     chosen_id = merge_choice("bandwidth_id", bandwidth_id, body_id)
     resolved = resolve_bandwidth_id(
         served.bandwidths,

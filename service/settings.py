@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vocos_core.bf16x3 import CpuMatmul
@@ -81,6 +81,27 @@ class Settings(BaseSettings):
     drain_timeout_s: float = Field(
         30.0, ge=0, description="on SIGTERM, how long queued work may take to finish"
     )
+
+    max_json_body_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=1,
+        description="largest JSON body (parsing JSON holds the interpreter; large inputs go as .npy)",
+    )
+    max_inflight_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1,
+        description="bytes held at once by request bodies being received and responses not yet sent, "
+        "across all connections; beyond it new requests get 503 with Retry-After",
+    )
+    send_timeout_s: float = Field(
+        30.0, gt=0, description="time a client may take to read a whole response; then the connection is dropped"
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="time a connection may take to send its request headers (also when idle)"
+    )
+    max_connections: int = Field(
+        512, ge=1, description="open connections beyond which new ones are answered 503 and closed"
+    )
     log_level: LogLevel = Field("info", description="log level")
 
     @field_validator("device")
@@ -117,6 +138,15 @@ class Settings(BaseSettings):
     @property
     def enabled_models(self) -> tuple[str, ...]:
         return tuple(kind for kind in ("mel", "encodec") if self.model_source(kind) is not None)
+
+    @model_validator(mode="after")
+    def _check_limits(self) -> Settings:
+        if self.max_inflight_bytes < self.max_body_bytes:
+            raise ValueError(
+                f"max_inflight_bytes ({self.max_inflight_bytes}) must be at least max_body_bytes "
+                f"({self.max_body_bytes}), or no body of the largest size could ever be received"
+            )
+        return self
 
     @property
     def api_key_list(self) -> tuple[str, ...]:

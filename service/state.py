@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
@@ -10,6 +12,7 @@ from starlette.applications import Starlette
 from service.auth import BearerAuth
 from service.engine import BatchingEngine
 from service.errors import ModelNotLoadedError, ServerDrainingError
+from service.inflight import InflightBytes
 from service.metrics import ServiceMetrics
 from service.models import ServedModel
 from service.settings import Settings
@@ -28,9 +31,18 @@ class ServiceState:
     models: dict[str, ServedModel] = field(default_factory=dict)
     engines: dict[str, BatchingEngine] = field(default_factory=dict)
     feature_workers: dict[str, SerialWorker] = field(default_factory=dict)
+    inflight: InflightBytes = field(init=False)
+    json_parser: SerialWorker = field(init=False)
     ready: bool = False
     draining: bool = False
     not_ready_reason: str = "models are loading"
+    drain_deadline: float = math.inf  # event-loop time at which unfinished requests get 503
+    _drain_timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+    _stopping: set[asyncio.Future[bool]] = field(default_factory=set, repr=False)
+
+    def __post_init__(self) -> None:
+        self.inflight = InflightBytes(self.settings.max_inflight_bytes)
+        self.json_parser = SerialWorker("json", self.settings.max_queue_size)
 
     def model(self, kind: str) -> tuple[ServedModel, BatchingEngine]:
         """The served model ``kind`` and its engine for a new request.
@@ -61,14 +73,34 @@ class ServiceState:
     def begin_drain(self) -> None:
         """Refuse new requests (503, and readiness 503); requests already received still finish.
 
-        The engines keep accepting until the lifespan's shutdown drains them, so a request that
-        arrived before the drain (still uploading or parsing) is not turned away half-way. Call it on
-        the event loop (a signal handler schedules it with ``call_soon_threadsafe``).
+        The engines keep accepting for ``drain_timeout_s``, so a request that arrived before the
+        drain (still uploading or parsing) is not turned away half-way; then they stop, and whatever
+        is still queued or computing is answered 503. Call it on the event loop (a signal handler
+        schedules it with ``call_soon_threadsafe``); calling it again changes nothing.
         """
+        if self.draining:
+            return
         self.draining = True
         self.ready = False
         self.not_ready_reason = "draining: the server is shutting down"
         self.metrics.set_ready(False)
+        loop = asyncio.get_running_loop()
+        self.drain_deadline = loop.time() + self.settings.drain_timeout_s
+        self._drain_timer = loop.call_later(self.settings.drain_timeout_s, self._stop_engines)
+
+    async def finish_drain(self) -> bool:
+        """Drain every engine until the drain deadline (begun now if no drain began); whether all finished."""
+        self.begin_drain()
+        remaining = max(0.0, self.drain_deadline - asyncio.get_running_loop().time())
+        results = await asyncio.gather(*(engine.drain(remaining) for engine in self.engines.values()))
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+        return all(results)
+
+    def _stop_engines(self) -> None:
+        log.warning("drain timeout of %g s passed: unfinished requests get 503", self.settings.drain_timeout_s)
+        for engine in self.engines.values():
+            self._stopping.add(asyncio.ensure_future(engine.drain(0)))
 
 
 def state_of(app: Starlette) -> ServiceState:

@@ -21,6 +21,7 @@ from service_helpers import GatedModel, wait_until
 
 from service.app import create_app
 from service.models import ServedModel
+from service.server import uvicorn_config
 from service.settings import Settings
 from service.state import ServiceState, state_of
 
@@ -61,7 +62,8 @@ async def live_server(settings: Settings, models: Mapping[str, ServedModel]) -> 
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = int(sock.getsockname()[1])
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=5)
+    # The server's own configuration (header timeout, connection cap, protocol), quieter and quicker to stop.
+    config = uvicorn_config(app, settings, log_level="warning", timeout_graceful_shutdown=5)
     server = _InProcessServer(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:

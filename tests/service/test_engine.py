@@ -315,3 +315,38 @@ async def test_retry_after_grows_with_the_queue() -> None:
     model.gate.set()
     await asyncio.gather(*tasks)
     await engine.drain(5)
+
+
+class PerFrameModel(FakeModel):
+    """A FakeModel whose call costs ``seconds_per_frame`` for every frame of the batch."""
+
+    def __init__(self, seconds_per_frame: float) -> None:
+        super().__init__()
+        self.seconds_per_frame = seconds_per_frame
+
+    def decode_batch(self, inputs: Sequence[torch.Tensor], bandwidth_ids: Sequence[int] | None = None
+                     ) -> list[torch.Tensor]:
+        self.delay = self.seconds_per_frame * sum(int(x.shape[-1]) for x in inputs)
+        return super().decode_batch(inputs, bandwidth_ids)
+
+
+@pytest.mark.slow
+async def test_retry_after_follows_the_queued_frames_not_the_request_count() -> None:
+    """Short requests measured, then long ones queued: Retry-After tells how long they take to clear."""
+    model = PerFrameModel(seconds_per_frame=2e-4)
+    engine = await started(model, max_wait_s=0.0, max_batch_size=1, max_queue_size=8)
+    for _ in range(4):
+        await engine.submit(item(100))  # 20 ms each
+    model.gate.clear()
+    running = asyncio.ensure_future(engine.submit(item(3000)))
+    await wait_until(lambda: engine.in_flight == 1, timeout=5.0)
+    queued = [asyncio.ensure_future(engine.submit(item(3000))) for _ in range(8)]
+    await wait_until(lambda: engine.queue_depth == 8, timeout=5.0)
+    with pytest.raises(QueueFullError) as info:
+        await engine.submit(item(3000))
+    started_at = time.monotonic()
+    model.gate.set()
+    await asyncio.gather(running, *queued)
+    cleared = time.monotonic() - started_at  # 9 x 0.6 s
+    assert cleared / 2 <= info.value.retry_after <= 2 * cleared + 1, (info.value.retry_after, cleared)
+    await engine.drain(1)

@@ -129,6 +129,8 @@ def test_mel_non_finite_values(bad: float) -> None:
     with pytest.raises(InvalidInputError, match=r"1 NaN or Inf value\(s\), first at index \(3, 4\)"):
         mel_array(mel, 100)
     with pytest.raises(InvalidInputError, match="NaN or Inf"):
+        mel_body(npy_bytes(mel), "npy", 100)
+    with pytest.raises(MalformedPayloadError, match="malformed JSON"):  # JSON has no NaN or Infinity
         mel_body(b'{"mel": [[NaN], [1.0]]}', "json", 2)
 
 

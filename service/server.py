@@ -1,0 +1,138 @@
+"""How uvicorn runs the app: one ``uvicorn_config(app, settings)`` for the server and its tests.
+
+uvicorn bounds neither the time a client may take to send its request headers nor the number of
+open connections, so an idle or slowly-typed connection holds a socket and a file descriptor for
+ever. ``BoundedH11Protocol`` adds both bounds to uvicorn's h11 protocol, and gives the app a way to
+abort its connection (``abort_connection``) when a client stops reading its response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import uvicorn
+from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from service.logs import RedactSecrets
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# uvicorn cancels handlers this long after the drain timeout: by then the engines have answered
+# what was still queued with 503, so only a handler stuck outside the engines is cut off.
+GRACE_AFTER_DRAIN_S = 5.0
+# The answer to a connection beyond ``max_connections``, sent before its request is read.
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
+    b"connection: close\r\ncontent-length: %d\r\n\r\n%s"
+)
+_BUSY_BODY = (
+    b'{"error": {"type": "unavailable", "message": "too many open connections (VOCOS_MAX_CONNECTIONS); '
+    b'retry later", "request_id": ""}}'
+)
+ABORT_EXTENSION = "vocos.abort"
+
+
+class BoundedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a header timeout and a cap on open connections.
+
+    The header timer runs from the moment a connection opens, or its previous response ends, until
+    the next request's headers are complete; when it fires the connection is closed. Connections
+    beyond ``max_connections`` are answered 503 at once and closed. Set the class attributes with
+    :func:`bounded_protocol`.
+    """
+
+    header_timeout_s: float = 10.0
+    max_connections: int = 1024
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_timer: asyncio.TimerHandle | None = None
+        inner = self.app
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            scope.setdefault("extensions", {})[ABORT_EXTENSION] = self.transport.abort
+            await inner(scope, receive, send)
+
+        self.app = app
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.max_connections:
+            log.warning("refused a connection: %d open (VOCOS_MAX_CONNECTIONS)", len(self.connections) - 1)
+            transport.write(_BUSY % (len(_BUSY_BODY), _BUSY_BODY))
+            transport.close()
+            return
+        self._arm_header_timer()
+
+    def data_received(self, data: bytes) -> None:
+        cycle = self.cycle
+        super().data_received(data)
+        if self.cycle is not cycle:  # a request's headers are complete: the body has its own timeout
+            self._disarm_header_timer()
+
+    def on_response_complete(self) -> None:
+        cycle = self.cycle
+        super().on_response_complete()
+        if self.cycle is cycle and not self.transport.is_closing():  # no pipelined request started
+            self._arm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_timer()
+        super().connection_lost(exc)
+
+    def _arm_header_timer(self) -> None:
+        self._disarm_header_timer()
+        self._header_timer = self.loop.call_later(self.header_timeout_s, self._header_timeout)
+
+    def _disarm_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_timeout(self) -> None:
+        self._header_timer = None
+        if not self.transport.is_closing():
+            log.debug("closed a connection: no complete request headers within %g s", self.header_timeout_s)
+            self.transport.close()
+
+
+def bounded_protocol(settings: Settings) -> type[BoundedH11Protocol]:
+    """:class:`BoundedH11Protocol` with the header timeout and connection cap of ``settings``."""
+    return type(
+        "ServiceH11Protocol",
+        (BoundedH11Protocol,),
+        {"header_timeout_s": settings.header_timeout_s, "max_connections": settings.max_connections},
+    )
+
+
+def uvicorn_config(app: ASGIApp, settings: Settings, **overrides: Any) -> uvicorn.Config:
+    """The uvicorn configuration of ``app`` under ``settings``; ``overrides`` for tests (log level)."""
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "lifespan": "on",
+        "http": bounded_protocol(settings),
+        "timeout_graceful_shutdown": settings.drain_timeout_s + GRACE_AFTER_DRAIN_S,
+        "timeout_keep_alive": min(5.0, settings.header_timeout_s),
+    }
+    config = uvicorn.Config(app, **{**options, **overrides})
+    access = logging.getLogger("uvicorn.access")
+    for stale in [f for f in access.filters if isinstance(f, RedactSecrets)]:
+        access.removeFilter(stale)
+    access.addFilter(RedactSecrets(settings.api_key_list))
+    return config
+
+
+def abort_connection(scope: Scope) -> bool:
+    """Drop the connection of ``scope`` at once, discarding what it still has to send; False when the
+    server offers no way to (another ASGI server)."""
+    abort = scope.get("extensions", {}).get(ABORT_EXTENSION)
+    if abort is None:
+        return False
+    abort()
+    return True

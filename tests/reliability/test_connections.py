@@ -1,0 +1,127 @@
+"""Connections that hold resources without finishing: slow or idle headers, too many sockets, bodies
+held at their last byte, responses never read, uploads abandoned half-way. Real uvicorn, raw sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import numpy as np
+import pytest
+from reliability_helpers import RawConnection, http_request
+from service_helpers import npy_bytes, wait_until
+
+pytestmark = pytest.mark.asyncio
+
+NPY = ("content-type", "application/x-npy")
+
+
+async def test_idle_and_partial_headers_are_closed_at_the_header_timeout(make_live) -> None:
+    async with make_live(header_timeout_s=0.5) as server:
+        idle = await RawConnection.open(server.port)
+        partial = await RawConnection.open(server.port)
+        await partial.send(b"POST /decode/mel HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Le")
+        started = time.monotonic()
+        assert await idle.closed_by_peer(timeout=5)
+        assert await partial.closed_by_peer(timeout=5)
+        assert time.monotonic() - started < 2.5
+        healthy = await server.client.get("/healthz")
+        assert healthy.status_code == 200
+
+
+async def test_a_kept_alive_connection_gets_the_header_timeout_again(make_live) -> None:
+    async with make_live(header_timeout_s=0.5) as server:
+        conn = await RawConnection.open(server.port)
+        await conn.send(http_request("GET", "/healthz"))
+        assert await conn.read_status(timeout=5) == 200
+        await conn.send(b"GET /healthz HTTP/1.1\r\nHo")  # the next request's headers, never finished
+        assert await conn.closed_by_peer(timeout=5)
+
+
+async def test_a_slow_body_is_not_cut_by_the_header_timeout(make_live) -> None:
+    mel = np.zeros((100, 20), np.float32)
+    body = npy_bytes(mel)
+    async with make_live(header_timeout_s=0.3) as server:
+        conn = await RawConnection.open(server.port)
+        request = http_request("POST", "/decode/mel", body, [NPY])
+        head, rest = request[: -len(body)], request[-len(body) :]
+        await conn.send(head)
+        await asyncio.sleep(0.6)  # past the header timeout, within the body timeout
+        await conn.send(rest)
+        assert await conn.read_status(timeout=10) == 200
+
+
+async def test_connections_beyond_the_cap_are_answered_503_and_closed(make_live) -> None:
+    async with make_live(max_connections=4) as server:
+        held = [await RawConnection.open(server.port) for _ in range(4)]
+        await wait_until(lambda: len(held) == 4)
+        extra = await RawConnection.open(server.port)
+        status, data = await extra.read_response(timeout=5)
+        assert status == 503 and b"VOCOS_MAX_CONNECTIONS" in data and b"retry-after: 1" in data.lower()
+        for conn in held:
+            conn.close()
+        await asyncio.sleep(0.2)
+        assert (await server.client.get("/healthz")).status_code == 200
+
+
+async def test_bodies_held_at_their_last_byte_stay_within_the_inflight_budget(make_live) -> None:
+    """Each connection declares a 3 MiB body and sends all but its last byte: the budget (10 MiB) holds
+    three of them; the others are refused at once with 503 and Retry-After, before their bodies."""
+    size = 3 * 1024 * 1024
+    head = http_request("POST", "/decode/mel", b"", [NPY], length=False).rstrip(b"\r\n")
+    head += f"\r\nContent-Length: {size}\r\n\r\n".encode()
+    async with make_live(max_inflight_bytes=10 * 1024 * 1024, max_body_bytes=4 * 1024 * 1024) as server:
+        budget = server.state.inflight
+        holders = []
+        for _ in range(3):
+            conn = await RawConnection.open(server.port)
+            await conn.send(head + b"\0" * (size - 1))
+            holders.append(conn)
+        await wait_until(lambda: budget.held == 3 * size)
+        refused = []
+        for _ in range(3):
+            conn = await RawConnection.open(server.port)
+            await conn.send(head + b"\0" * 1024)
+            refused.append(await conn.read_response(timeout=5))
+        for status, data in refused:
+            assert status == 503 and b"VOCOS_MAX_INFLIGHT_BYTES" in data and b"retry-after" in data.lower()
+        assert budget.held == 3 * size
+        assert (await server.client.get("/healthz")).status_code == 200
+        for conn in holders:
+            conn.close()
+        await wait_until(lambda: budget.held == 0)
+
+
+async def test_a_response_never_read_is_dropped_at_the_send_timeout(make_live, caplog) -> None:
+    """A 20 MB float WAV to a client that never reads: the connection is dropped after the send
+    timeout, its bytes are released, and the request is recorded as 499 with one INFO line."""
+    mel = np.zeros((100, 20_000), np.float32)  # 20000 x 256 samples x 4 bytes
+    body = npy_bytes(mel)
+    caplog.set_level(logging.INFO, logger="service")
+    async with make_live(send_timeout_s=1.0) as server:
+        conn = await RawConnection.open(server.port)  # reads nothing: its buffers fill, then the server's
+        await conn.send(http_request("POST", "/decode/mel?format=wav32f", body, [NPY]))
+        await wait_until(lambda: server.request_count("/decode/mel", 499) == 1, timeout=60)
+        assert server.state.inflight.held == 0
+        assert await conn.closed_by_peer(timeout=5)
+        assert server.request_count("/decode/mel", 500) == 0
+    lines = [r for r in caplog.records if "VOCOS_SEND_TIMEOUT_S" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].levelno == logging.INFO and lines[0].exc_info is None
+
+
+async def test_an_aborted_upload_is_a_499_logged_once_at_info(make_live, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with make_live() as server:
+        for path in ("/decode/mel", "/decode/encodec", "/resynthesize"):
+            conn = await RawConnection.open(server.port)
+            kind = ("content-type", "audio/wav" if path == "/resynthesize" else "application/x-npy")
+            head = http_request("POST", path, b"", [kind], length=False).rstrip(b"\r\n")
+            await conn.send(head + b"\r\nContent-Length: 100000\r\n\r\n" + b"\0" * 1024)
+            conn.close()
+            await wait_until(lambda p=path: server.request_count(p, 499) == 1, timeout=10)
+            assert server.request_count(path, 500) == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], [r.getMessage() for r in caplog.records]
+    assert not [r for r in caplog.records if r.exc_info]
+    disconnects = [r for r in caplog.records if "disconnected while sending" in r.getMessage()]
+    assert len(disconnects) == 3 and {r.levelno for r in disconnects} == {logging.INFO}
