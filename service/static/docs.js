@@ -59,6 +59,8 @@
         },
         responseInterceptor: (response) => {
           if (/openapi\.json$/.test(response.url || "") && !response.ok) bar.say(refusal(response.status), true);
+          const type = (response.headers && response.headers["content-type"]) || "";
+          if (type.startsWith("audio/") && response.data instanceof Blob) keepAudio(response.url, response.data);
           return response;
         },
         onComplete: () => {
@@ -70,6 +72,24 @@
     Object.assign(wrapped, original); // presets, plugins: what the bootstrap script reads off it
     window.SwaggerUIBundle = wrapped;
   }
+
+  // Swagger UI plays an audio answer with <audio><source src="the request's URL">, which would
+  // GET the POST endpoint again (405); the player gets the audio the answer brought instead.
+  const audioAnswers = new Map(); // request URL -> object URL of the last audio answered there
+  function keepAudio(url, blob) {
+    const key = new URL(url, location.href).href;
+    if (audioAnswers.has(key)) URL.revokeObjectURL(audioAnswers.get(key));
+    audioAnswers.set(key, URL.createObjectURL(blob));
+  }
+  new MutationObserver(() => {
+    for (const source of document.querySelectorAll(".live-responses-table audio source")) {
+      const answer = audioAnswers.get(source.src);
+      if (answer) {
+        source.src = answer;
+        source.parentElement.load();
+      }
+    }
+  }).observe(document.body, { childList: true, subtree: true });
 
   // ReDoc would fetch the document itself, without the key; fetch it here and hand it over.
   function startRedoc(bar, element) {

@@ -1,8 +1,8 @@
 """The pages in a real browser: headless Chromium, driven through chromium-driver, against the app
 behind uvicorn. Swagger UI and ReDoc render every operation, also on a server with API keys once the
-key is entered; the playground resynthesizes an uploaded file with either model and shows the
-server's JSON errors. No page runs into a script error or its Content-Security-Policy, which is what
-loading anything from another origin would do."""
+key is entered, and Try it out works; the playground resynthesizes an uploaded file with either
+model and a recording, and shows the server's JSON errors. No page runs into a script error or its
+Content-Security-Policy, which is what loading anything from another origin would do."""
 
 from __future__ import annotations
 
@@ -109,18 +109,30 @@ def swagger_operations(driver: WebDriver, count: int) -> set[str]:
     return set(wait_for(driver, listed, f"Swagger UI to list {count} operation paths"))
 
 
-async def test_swagger_ui_lists_every_operation(
-    browser: WebDriver, base_settings: Settings, models: dict[str, ServedModel]
+async def test_swagger_ui_lists_every_operation_and_plays_an_answer(
+    browser: WebDriver, base_settings: Settings, models: dict[str, ServedModel], chirp_wav: Path
 ) -> None:
+    """Try it out on resynthesize: the player of the answer plays the audio that came back (Swagger
+    UI alone would GET the POST endpoint again for it)."""
     async with live_server(base_settings, models) as server:
         paths = set((await server.client.get("/openapi.json")).json()["paths"])
 
         def check() -> None:
             browser.get(server.url + "/docs")
             assert swagger_operations(browser, len(paths)) == paths
+            operation = "#operations-decode-resynthesize_resynthesize_post"
+            browser.find_element(By.CSS_SELECTOR, f"{operation} .opblock-summary").click()
+            wait_for(browser, lambda d: d.find_element(By.CSS_SELECTOR, f"{operation} input[type=file]"),
+                     "the body's file input").send_keys(str(chirp_wav))
+            browser.find_element(By.CSS_SELECTOR, f"{operation} .execute").click()
+            player = f"{operation} .live-responses-table audio"
+            duration = f"const a = document.querySelector({player!r}); return a && a.readyState > 0 ? a.duration : null"
+            assert abs(wait_for(browser, lambda d: d.execute_script(duration), "the answer's player") - 1.0) < 0.05
             assert console_problems(browser) == []
 
         await asyncio.to_thread(check)
+        assert server.request_count("/resynthesize", 200) == 1
+        assert server.request_count("/resynthesize", 405) == 0
 
 
 async def test_with_keys_the_docs_ask_for_one_then_try_it_out_sends_it(
