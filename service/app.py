@@ -24,6 +24,8 @@ from service.errors import install_error_handlers
 from service.metrics import ServiceMetrics
 from service.middleware import RequestContextMiddleware
 from service.models import ServedModel, load_models
+from service.openapi import declare_bearer_auth
+from service.pages import router as pages_router
 from service.routes import router
 from service.settings import Settings
 from service.state import ServiceState
@@ -34,7 +36,9 @@ log = logging.getLogger(__name__)
 DESCRIPTION = """Vocos neural vocoder as a service: mel spectrograms, EnCodec tokens or audio files in,
 24 kHz mono audio out. Concurrent requests are batched dynamically; each request's audio is exactly
 what it would be alone. Bodies are JSON or `.npy` (`application/x-npy`); when API keys are configured,
-send `Authorization: Bearer <key>` to every endpoint except `/healthz` and `/readyz`."""
+send `Authorization: Bearer <key>` to every endpoint except `/healthz` and `/readyz` (in `/docs`:
+enter the key in the bar at the top, or under "Authorize"). A playground that resynthesizes an uploaded or
+recorded clip is at `/`."""
 
 
 def create_app(settings: Settings, models: Mapping[str, ServedModel] | None = None) -> FastAPI:
@@ -55,10 +59,15 @@ def create_app(settings: Settings, models: Mapping[str, ServedModel] | None = No
             warm_task.cancel()
             await shut_down(state)
 
-    app = FastAPI(title="vocos-serve", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    # docs_url/redoc_url off: FastAPI's pages load Swagger UI and ReDoc from a CDN; service.pages
+    # serves them from installed files instead.
+    app = FastAPI(title="vocos-serve", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
     app.state.service = state
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(pages_router)
+    declare_bearer_auth(app, settings)
     app.add_middleware(RequestContextMiddleware, state=state)
     return app
 

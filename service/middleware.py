@@ -19,14 +19,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import ServerBusyError, ServiceError, error_response
 from service.metrics import ENDPOINTS
+from service.pages import PAGE_PATHS
 from service.server import abort_connection
 
 if TYPE_CHECKING:
+    from service.settings import Settings
     from service.state import ServiceState
 
 log = logging.getLogger(__name__)
 
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
+# The probes, and the browser pages with their static assets (the same files on every server; the
+# OpenAPI document they show and every API call still need a key).
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz"}) | PAGE_PATHS
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 # Status recorded for a request whose client left before any response started (nginx's convention).
 CLIENT_CLOSED = 499
@@ -73,9 +77,15 @@ class RequestContextMiddleware:
                 self.state.metrics.observe_request(path, reply.status, time.monotonic() - started)
 
     def _authenticate(self, scope: Scope, path: str) -> None:
-        if path in PUBLIC_PATHS or (path == "/metrics" and not self.state.settings.metrics_require_key):
-            return
-        self.state.auth.check(_header(scope, b"authorization"))
+        if requires_key(path, self.state.settings):
+            self.state.auth.check(_header(scope, b"authorization"))
+
+
+def requires_key(path: str, settings: Settings) -> bool:
+    """Whether a request for ``path`` must carry an API key, when keys are configured."""
+    if path in PUBLIC_PATHS:
+        return False
+    return path != "/metrics" or settings.metrics_require_key
 
 
 class SendTimeoutError(Exception):

@@ -15,8 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "service"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from reliability_helpers import LiveServer, live_server
-from service_helpers import AppHarness, running_app, settings_with
+from service_helpers import AppHarness, LiveServer, live_server, running_app, settings_with
 
 from service.models import ServedModel
 from service.settings import Settings

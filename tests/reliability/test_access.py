@@ -1,5 +1,6 @@
-"""Access control with API keys: every endpoint but the probes refuses a missing or wrong key, keys
-are compared in constant time, never show up in logs, metrics or error bodies, and whether /metrics
+"""Access control with API keys: every endpoint but the probes and the browser pages refuses a missing
+or wrong key, the pages name no route and the OpenAPI document stays behind the key, keys are
+compared in constant time, never show up in logs, metrics or error bodies, and whether /metrics
 needs a key is a setting."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import pytest
 
 from service.__main__ import parse_settings
 from service.auth import BearerAuth
+from service.pages import ASSETS, PAGE_PATHS, PAGES, STATIC_DIR, STATIC_PREFIX
 
 KEYS = ("k3y-alpha-7f2c91d4e8", "k3y-beta-0b6a5e13c2")
 NEAR_MISS = KEYS[0][:-1] + "5"
@@ -18,9 +20,12 @@ MEL_BODY = {"mel": [[0.0] * 8] * 100}
 
 
 def every_path(openapi: dict) -> list[tuple[str, str]]:
-    """(method, path) of every operation in the OpenAPI document, plus FastAPI's documentation pages."""
+    """(method, path) of every operation in the OpenAPI document, the document itself, the browser
+    pages and their assets, and paths that exist nowhere (one beside the assets)."""
     operations = [(method.upper(), path) for path, item in openapi["paths"].items() for method in item]
-    return [*operations, ("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/redoc"), ("GET", "/nowhere")]
+    pages = [("GET", path) for path in sorted(PAGE_PATHS)]
+    nowhere = [("GET", "/nowhere"), ("GET", STATIC_PREFIX + "nowhere.js"), ("GET", "/docs/oauth2-redirect")]
+    return [*operations, ("GET", "/openapi.json"), *pages, *nowhere]
 
 
 @pytest.mark.asyncio
@@ -28,7 +33,7 @@ def every_path(openapi: dict) -> list[tuple[str, str]]:
 async def test_every_endpoint_but_the_probes_refuses_missing_or_wrong_keys(make_app, metrics_require_key: bool) -> None:
     async with make_app(api_keys=",".join(KEYS), metrics_require_key=metrics_require_key) as app:
         openapi = app.app.openapi()
-        public = {"/healthz", "/readyz"} | (set() if metrics_require_key else {"/metrics"})
+        public = {"/healthz", "/readyz"} | PAGE_PATHS | (set() if metrics_require_key else {"/metrics"})
         for method, path in every_path(openapi):
             for headers in ({}, {"authorization": f"Bearer {NEAR_MISS}"}, {"authorization": "Bearer"},
                             {"authorization": f"Basic {KEYS[0]}"}, {"authorization": f"bearer  {KEYS[0]}x"},
@@ -47,6 +52,34 @@ async def test_every_endpoint_but_the_probes_refuses_missing_or_wrong_keys(make_
                 assert response.status_code != 401, (method, path)
             response = await app.client.post("/decode/mel", json=MEL_BODY, headers={"authorization": f"Bearer {key}"})
             assert response.status_code == 200
+
+
+@pytest.mark.asyncio
+async def test_the_pages_are_public_name_no_route_and_the_document_stays_behind_the_key(make_app) -> None:
+    """The pages a browser needs before it can send a key are the same files on every server: they
+    name no route but the ones the playground calls, nor anything of this server's configuration."""
+    async with make_app(api_keys=",".join(KEYS), encodec_model="none") as app:
+        operations = set(app.app.openapi()["paths"])
+        assert {"/decode/mel", "/decode/encodec", "/resynthesize"} <= operations
+        served = {}
+        for path in sorted(PAGE_PATHS):
+            response = await app.client.get(path)
+            assert response.status_code == 200, path
+            served[path] = response.content
+        assert (await app.client.get("/openapi.json")).status_code == 401
+        with_key = await app.client.get("/openapi.json", headers={"authorization": f"Bearer {KEYS[1]}"})
+        assert with_key.status_code == 200
+    called_by_the_playground = {"/resynthesize", "/readyz", "/models"}
+    for path, content in served.items():
+        # Our own files call routes by relative URL ("readyz"); the vendored bundles' words are not routes.
+        ours = path in PAGES or ASSETS[path.removeprefix(STATIC_PREFIX)].file.parent == STATIC_DIR
+        named = {r for r in operations if r.encode() in content or (ours and r[1:].encode() in content)}
+        expected = called_by_the_playground if path == STATIC_PREFIX + "playground.js" else set()
+        assert named <= expected, (path, named)
+    async with make_app() as other:  # no keys, both models: the same bytes
+        for path, content in served.items():
+            assert (await other.client.get(path)).content == content, path
+    assert set(served) == {*PAGES, *(STATIC_PREFIX + name for name in ASSETS)}
 
 
 @pytest.mark.asyncio

@@ -10,8 +10,8 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from reliability_helpers import FaultyModel, LiveServer, RawConnection, http_request
-from service_helpers import AppHarness, GatedModel, npy_bytes, read_audio, wait_until
+from reliability_helpers import FaultyModel, RawConnection, http_request
+from service_helpers import AppHarness, GatedModel, LiveServer, npy_bytes, read_audio, wait_until
 
 from service.models import ServedModel
 

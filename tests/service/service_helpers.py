@@ -1,9 +1,12 @@
-"""Helpers of the service tests: a started app with its client, audio/npy bodies, controllable models."""
+"""Helpers of the service tests: a started app with its client, the app behind a real uvicorn on
+loopback, audio/npy bodies, controllable models."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -15,10 +18,12 @@ import httpx
 import numpy as np
 import soundfile as sf
 import torch
+import uvicorn
 from fastapi import FastAPI
 
 from service.app import create_app
 from service.models import ServedModel
+from service.server import uvicorn_config
 from service.settings import Settings
 from service.state import ServiceState, state_of
 
@@ -63,6 +68,61 @@ async def running_app(
             if wait_ready:
                 await wait_until(lambda: harness.state.ready)
             yield harness
+
+
+class _InProcessServer(uvicorn.Server):
+    """uvicorn that leaves the test process's signal handlers alone."""
+
+    def capture_signals(self) -> contextlib.AbstractContextManager[None]:  # type: ignore[override]
+        return contextlib.nullcontext()
+
+
+@dataclass
+class LiveServer:
+    """A started app behind a real uvicorn on 127.0.0.1, and an HTTP client for it."""
+
+    app: FastAPI
+    port: int
+    client: httpx.AsyncClient
+
+    @property
+    def state(self) -> ServiceState:
+        return state_of(self.app)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def request_count(self, endpoint: str, status: int) -> float:
+        value = self.state.metrics.registry.get_sample_value(
+            "vocos_requests_total", {"endpoint": endpoint, "status": str(status)}
+        )
+        return value or 0.0
+
+
+@asynccontextmanager
+async def live_server(settings: Settings, models: Mapping[str, ServedModel]) -> AsyncIterator[LiveServer]:
+    """``create_app`` served by uvicorn on a free loopback port, in this event loop, until the block ends."""
+    app = create_app(settings, models)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = int(sock.getsockname()[1])
+    # The server's own configuration (header timeout, connection cap, protocol), quieter and quicker to stop.
+    config = uvicorn_config(app, settings, log_level="warning", timeout_graceful_shutdown=5)
+    server = _InProcessServer(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        await wait_until(lambda: server.started or task.done(), timeout=30)
+        assert not task.done(), "uvicorn stopped during start-up"
+        state = state_of(app)
+        await wait_until(lambda: state.ready, timeout=30)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            yield LiveServer(app, port, client)
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, timeout=30)
+        sock.close()
 
 
 class GatedModel(ServedModel):
