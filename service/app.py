@@ -126,5 +126,6 @@ async def shut_down(state: ServiceState) -> None:
     """Drain every engine until the drain deadline, then release the worker threads."""
     if not await state.finish_drain():
         log.warning("drain timeout of %.1f s passed; unfinished requests were failed", state.settings.drain_timeout_s)
-    for worker in [*state.feature_workers.values(), state.json_parser]:
+    for worker in state.feature_workers.values():
         worker.close()
+    await state.json_parser.close()

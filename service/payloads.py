@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import orjson
 
+from service import json_body
 from service.errors import InvalidInputError, MalformedPayloadError, UnsupportedMediaTypeError, without_addresses
 
 JSON_TYPES = frozenset({"application/json"})
@@ -52,41 +52,44 @@ def body_kind(content_type: str | None, body: bytes) -> str:
     )
 
 
-def parse_json_object(body: bytes, allowed_keys: Sequence[str]) -> dict[str, Any]:
-    """A JSON object whose keys are among ``allowed_keys``."""
+# A loaded body: the fields of a JSON object (nested lists as arrays), the type name of a JSON value
+# that is no object, or the array of a .npy body.
+Payload = dict[str, Any] | str | np.ndarray
+
+
+def load_payload(body: bytes, kind: str) -> Payload:
+    """Parse a ``"json"`` or ``"npy"`` body (in this process: the server sends large JSON bodies to
+    its parser process, ``service.json_parser``, which returns the same)."""
+    if kind != "json":
+        return parse_npy(body)
     try:
-        # orjson: several times faster than json, so a body holds the interpreter that much less.
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:  # also nesting past 1024 levels, NaN, numbers beyond float64
-        raise MalformedPayloadError(f"malformed JSON body: {exc}") from None
-    if not isinstance(value, dict):
-        raise InvalidInputError(
-            f"expected a JSON object with keys {list(allowed_keys)}, got {type(value).__name__}"
-        )
-    unknown = sorted(set(value) - set(allowed_keys))
+        return json_body.load(body)
+    except json_body.JsonBodyError as exc:
+        raise from_json_error(exc) from None
+
+
+def from_json_error(exc: json_body.JsonBodyError) -> MalformedPayloadError | InvalidInputError:
+    return MalformedPayloadError(str(exc)) if exc.malformed else InvalidInputError(str(exc))
+
+
+def json_fields(payload: Payload, allowed_keys: Sequence[str]) -> dict[str, Any]:
+    """The fields of a JSON object whose keys are among ``allowed_keys``."""
+    if not isinstance(payload, dict):
+        raise InvalidInputError(f"expected a JSON object with keys {list(allowed_keys)}, got {payload}")
+    unknown = sorted(set(payload) - set(allowed_keys))
     if unknown:
         # At most a few names, clipped: the message must not echo an arbitrarily large body.
         shown = [key[:40] for key in unknown[:5]]
         more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
         raise InvalidInputError(f"unknown JSON keys {shown}{more}; expected keys among {list(allowed_keys)}")
-    return value
+    return payload
 
 
 def json_array(value: Any, name: str) -> np.ndarray:
-    """A nested JSON list of numbers as an array (float64 or int64, as numpy infers)."""
-    if not isinstance(value, list):
+    """A field that must be a nested JSON list of numbers (loaded as an array)."""
+    if not isinstance(value, np.ndarray):
         raise InvalidInputError(f"'{name}' must be a nested list of numbers, got {type(value).__name__}")
-    try:
-        array = np.asarray(value)
-    except (ValueError, TypeError, OverflowError):
-        raise InvalidInputError(
-            f"'{name}' must be a rectangular nested list of numbers (rows of equal length)"
-        ) from None
-    if array.dtype.kind not in "iuf":
-        raise InvalidInputError(
-            f"'{name}' must contain only numbers (got {_dtype_words(array.dtype)} values)"
-        )
-    return array
+    return value
 
 
 def parse_npy(body: bytes) -> np.ndarray:
@@ -275,27 +278,35 @@ def _kbps(value: float) -> str:
     return f"{value:g}"
 
 
-def mel_body(body: bytes, kind: str, n_mels: int) -> np.ndarray:
+def mel_input(payload: Payload, n_mels: int) -> np.ndarray:
     """The mel spectrogram ``(n_mels, T)`` float32 of a JSON ``{"mel": [[...]]}`` or ``.npy`` body."""
-    if kind == "json":
-        fields = parse_json_object(body, ("mel",))
-        if "mel" not in fields:
-            raise InvalidInputError('missing key "mel"; expected {"mel": [[...], ...]} with n_mels rows')
-        array = json_array(fields["mel"], "mel")
-    else:
-        array = parse_npy(body)
-    return mel_array(array, n_mels)
+    if isinstance(payload, np.ndarray):
+        return mel_array(payload, n_mels)
+    fields = json_fields(payload, ("mel",))
+    if "mel" not in fields:
+        raise InvalidInputError('missing key "mel"; expected {"mel": [[...], ...]} with n_mels rows')
+    return mel_array(json_array(fields["mel"], "mel"), n_mels)
 
 
-def codes_body(body: bytes, kind: str) -> tuple[np.ndarray, int | None, float | None]:
+def codes_input(payload: Payload) -> tuple[np.ndarray, int | None, float | None]:
     """``(codes (K, T) int64, bandwidth_id, bandwidth)`` of a JSON or ``.npy`` body (npy: no bandwidth)."""
-    if kind != "json":
-        return codes_array(parse_npy(body)), None, None
-    fields = parse_json_object(body, ("codes", "bandwidth_id", "bandwidth"))
+    if isinstance(payload, np.ndarray):
+        return codes_array(payload), None, None
+    fields = json_fields(payload, ("codes", "bandwidth_id", "bandwidth"))
     if "codes" not in fields:
         raise InvalidInputError('missing key "codes"; expected {"codes": [[...], ...]} with K rows of tokens')
     codes = codes_array(json_array(fields["codes"], "codes"))
     return codes, optional_int(fields, "bandwidth_id"), optional_float(fields, "bandwidth")
+
+
+def mel_body(body: bytes, kind: str, n_mels: int) -> np.ndarray:
+    """:func:`mel_input` of a body parsed here."""
+    return mel_input(load_payload(body, kind), n_mels)
+
+
+def codes_body(body: bytes, kind: str) -> tuple[np.ndarray, int | None, float | None]:
+    """:func:`codes_input` of a body parsed here."""
+    return codes_input(load_payload(body, kind))
 
 
 def merge_choice(name: str, *values: float | None) -> float | None:

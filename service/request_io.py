@@ -15,8 +15,9 @@ from starlette.requests import ClientDisconnect
 
 from service.audio_io import OutputFormat, encode_audio
 from service.errors import BodyTimeoutError, ClientDisconnectedError, InvalidInputError, PayloadTooLargeError
+from service.json_body import JsonBodyError
 from service.models import ServedModel
-from service.payloads import body_kind, is_json
+from service.payloads import Payload, body_kind, from_json_error, is_json, load_payload
 from service.settings import Settings
 from service.state import ServiceState, state_of
 
@@ -119,15 +120,18 @@ async def off_loop(fn: Callable[..., T], *args: object, inline: bool = False) ->
     return await asyncio.to_thread(fn, *args)
 
 
-async def parse_body(state: ServiceState, parse: Callable[..., T], body: bytes, kind: str, *args: object) -> T:
-    """``parse(body, kind, *args)``: inline for small bodies, else off the event loop. JSON bodies are
-    parsed one at a time in one thread, as JSON parsing holds the interpreter throughout: however many
-    arrive, the event loop (and the probes) then waits for at most one parse at a time."""
+async def load_body(state: ServiceState, body: bytes, kind: str, deadline: Deadline) -> Payload:
+    """The parsed body (``service.payloads.load_payload``): small bodies here and now; large ``.npy``
+    in a thread; large JSON in the parser process, as JSON parsing holds the interpreter throughout
+    and the event loop (with the probes) would wait on it."""
     if len(body) <= INLINE_BODY_BYTES:
-        return parse(body, kind, *args)
-    if kind == "json":
-        return await state.json_parser.run(parse, body, kind, *args)
-    return await asyncio.to_thread(parse, body, kind, *args)
+        return load_payload(body, kind)
+    if kind != "json":
+        return await asyncio.to_thread(load_payload, body, kind)
+    try:
+        return await state.json_parser.load(body, timeout=deadline.remaining())
+    except JsonBodyError as exc:
+        raise from_json_error(exc) from None
 
 
 async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:

@@ -12,13 +12,13 @@ from service.audio_io import AUDIO_TYPES, OutputFormat, choose_format, decode_au
 from service.engine import BatchingEngine
 from service.errors import InvalidInputError, UnsupportedMediaTypeError, error_body, request_id_of
 from service.models import ServedModel
-from service.payloads import codes_body, media_type, mel_body, merge_choice, resolve_bandwidth_id
+from service.payloads import codes_input, media_type, mel_input, merge_choice, resolve_bandwidth_id
 from service.request_io import (
     Deadline,
     audio_response,
     check_duration,
+    load_body,
     off_loop,
-    parse_body,
     read_body,
     read_payload,
     service_state,
@@ -117,7 +117,7 @@ async def decode_mel(request: Request, format: FormatQuery = None) -> Response:
     deadline = Deadline(request, state.settings)
     fmt = choose_format(format, request.headers.get("accept"))
     body, kind = await read_payload(request, state.settings)
-    mel = await parse_body(state, mel_body, body, kind, served.n_features)
+    mel = mel_input(await load_body(state, body, kind, deadline), served.n_features)
     return await _vocode(request, state, served, engine, deadline, fmt, torch.from_numpy(mel))
 
 
@@ -141,7 +141,7 @@ async def decode_encodec(
     deadline = Deadline(request, state.settings)
     fmt = choose_format(format, request.headers.get("accept"))
     body, kind = await read_payload(request, state.settings)
-    codes, body_id, body_kbps = await parse_body(state, codes_body, body, kind)
+    codes, body_id, body_kbps = codes_input(await load_body(state, body, kind, deadline))
     chosen_id = merge_choice("bandwidth_id", bandwidth_id, body_id)
     resolved = resolve_bandwidth_id(
         served.bandwidths,

@@ -13,6 +13,7 @@ from service.auth import BearerAuth
 from service.engine import BatchingEngine
 from service.errors import ModelNotLoadedError, ServerDrainingError
 from service.inflight import InflightBytes
+from service.json_parser import JsonParser
 from service.metrics import ServiceMetrics
 from service.models import ServedModel
 from service.settings import Settings
@@ -32,7 +33,7 @@ class ServiceState:
     engines: dict[str, BatchingEngine] = field(default_factory=dict)
     feature_workers: dict[str, SerialWorker] = field(default_factory=dict)
     inflight: InflightBytes = field(init=False)
-    json_parser: SerialWorker = field(init=False)
+    json_parser: JsonParser = field(default_factory=JsonParser)
     ready: bool = False
     draining: bool = False
     not_ready_reason: str = "models are loading"
@@ -42,7 +43,6 @@ class ServiceState:
 
     def __post_init__(self) -> None:
         self.inflight = InflightBytes(self.settings.max_inflight_bytes)
-        self.json_parser = SerialWorker("json", self.settings.max_queue_size)
 
     def model(self, kind: str) -> tuple[ServedModel, BatchingEngine]:
         """The served model ``kind`` and its engine for a new request.

@@ -1,0 +1,63 @@
+"""The JSON parser process: the same fields as parsing in the server, errors kept apart from failures,
+and a fresh child after one dies or overruns a deadline."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from service.engine import DeadlineExceededError
+from service.json_body import JsonBodyError, load
+from service.json_parser import JsonParser
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_the_child_returns_what_loading_here_returns() -> None:
+    parser = JsonParser()
+    body = json.dumps({"mel": np.arange(12.0).reshape(3, 4).tolist(), "bandwidth_id": 2}).encode()
+    try:
+        fields = await parser.load(body, timeout=30)
+        assert isinstance(fields, dict) and fields["bandwidth_id"] == 2
+        np.testing.assert_array_equal(fields["mel"], load(body)["mel"])  # type: ignore[index]
+        assert await parser.load(b"[1, 2]", timeout=30) == "list"
+        with pytest.raises(JsonBodyError) as malformed:
+            await parser.load(b'{"mel": [[NaN]]}', timeout=30)
+        assert malformed.value.malformed
+        with pytest.raises(JsonBodyError, match="rectangular") as ragged:
+            await parser.load(b'{"mel": [[1, 2], [3]]}', timeout=30)
+        assert not ragged.value.malformed
+    finally:
+        await parser.close()
+
+
+async def test_a_dead_child_fails_its_body_and_the_next_gets_a_fresh_one() -> None:
+    parser = JsonParser()
+    try:
+        await parser.load(b"{}", timeout=30)
+        assert parser._child is not None
+        parser._child.kill()
+        await parser._child.wait()
+        assert await parser.load(b'{"a": 1}', timeout=30) == {"a": 1}  # started again before use
+        assert parser._child is not None
+        parser._child.kill()  # not yet reaped: it dies under the next exchange, which fails
+        with pytest.raises(RuntimeError, match="died"):
+            await parser.load(b'{"a": 2}', timeout=30)
+        assert await parser.load(b'{"a": 3}', timeout=30) == {"a": 3}
+    finally:
+        await parser.close()
+
+
+async def test_a_deadline_passed_while_parsing_kills_the_child() -> None:
+    parser = JsonParser()
+    body = json.dumps({"mel": np.zeros((100, 40000)).tolist()}).encode()
+    try:
+        await parser.load(b"{}", timeout=30)
+        with pytest.raises(DeadlineExceededError):
+            await parser.load(body, timeout=0.001)
+        assert parser._child is None
+        assert await parser.load(b'{"ok": true}', timeout=30) == {"ok": True}
+    finally:
+        await parser.close()
