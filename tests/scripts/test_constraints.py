@@ -50,3 +50,16 @@ def test_installed_version_is_the_pinned_one(name: str) -> None:
     except PackageNotFoundError:
         pytest.skip(f"{name} is not installed in this environment")
     assert installed == _pins()[name], f"{name} {installed} is installed; constraints.txt pins {_pins()[name]}"
+
+
+def test_the_image_pins_the_versions_the_tests_run() -> None:
+    """deploy/docker/requirements.txt (the image's exact pins) agrees with constraints.txt."""
+    pins = _pins()
+    image = (ROOT / "deploy" / "docker" / "requirements.txt").read_text().splitlines()
+    differ = {}
+    for line in image:
+        if "==" in line and not line.startswith("#"):
+            name, wanted = line.split("==", 1)
+            if _name(name) in pins and pins[_name(name)] != wanted:
+                differ[name] = (wanted, pins[_name(name)])
+    assert not differ, f"image pin vs constraints.txt: {differ}"
