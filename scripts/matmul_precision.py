@@ -3,7 +3,7 @@
 
     python3 scripts/matmul_precision.py        # one ConvNeXt MLP of the official mel model, 10 s of frames
 
-The matmuls are most of a CPU decode (README, Speed). A float32 operand x splits exactly into
+The matmuls are most of a CPU decode (docs/performance.md). A float32 operand x splits exactly into
 bfloat16 parts ``hi = bf16(x)``, ``lo = bf16(x - hi)``; three bf16 products, ``hi·hi + hi·lo + lo·hi``
 ("bf16x3"), recover about 16 of float32's 24 significant bits, at three times the work. It pays where
 bf16 runs more than three times faster than float32 *and* the products come back in float32. The

@@ -34,8 +34,8 @@ from service.workers import SerialWorker
 log = logging.getLogger(__name__)
 
 DESCRIPTION = """Vocos neural vocoder as a service: mel spectrograms, EnCodec tokens or audio files in,
-24 kHz mono audio out. Concurrent requests are batched dynamically; each request's audio is exactly
-what it would be alone. Bodies are JSON or `.npy` (`application/x-npy`); when API keys are configured,
+24 kHz mono audio out. Concurrent requests are batched dynamically; each request's audio equals its
+decode alone to within 1e-5 (relative). Bodies are JSON or `.npy` (`application/x-npy`); when API keys are configured,
 send `Authorization: Bearer <key>` to every endpoint except `/healthz` and `/readyz` (in `/docs`:
 enter the key in the bar at the top, or under "Authorize"). A playground that resynthesizes an uploaded or
 recorded clip is at `/`."""

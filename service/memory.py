@@ -8,16 +8,13 @@ shapes keep changing:
 - glibc raises its mmap threshold each time a large block is freed, so buffers of ever new sizes
   end up carved from the heap, whose high-water mark only rises.
 
-In the soak (``scripts/soak.py``, 32 clients, 5 min) the server's RSS grew by a third with both
-at their defaults. With 64 kernels and a fixed threshold it stays within 5 % of its post-warm-up
-level (figures in RELIABILITY.md). Values an operator sets in the environment win.
+In the soak (``scripts/soak.py``) the server's RSS kept growing with both at their defaults, and
+stays flat with 64 kernels and a fixed threshold (figures in docs/reliability.md). Values an
+operator sets in the environment win.
 
 The threshold is 8 MiB: a batch's MLP scratch (1024 x 1536 floats, 6 MiB) and the head's spectra
 of a typical batch then come from the heap and are reused, instead of being mapped and
-page-faulted in at every call. At 4 MiB the engine alone served 4-8 % less audio at the official
-model size (``scripts/engine_load.py``: 76.8 and 81.0 audio-s/s, against 73.7 and 75.1 with
-``--mmap-threshold 4194304``). At 16 MiB it served a little more, but in one of three soaks the
-server's memory took a minute to level off, 8 % above its level after the warm-up. Blocks above
+page-faulted in at every call (4 and 16 MiB measured against it: docs/performance.md). Blocks above
 the threshold, from batches of long inputs, are still mapped, which bounds how far the heap can
 fragment.
 """

@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     dtype: Dtype = Field("float32", description="compute dtype of the models")
     cpu_matmul: CpuMatmul = Field(
         "bf16x3",
-        description="float32 matmuls on CPU: bf16x3 (AMX CPUs; about 2x faster decode, error ~5e-6) | float32",
+        description="float32 matmuls on CPU: bf16x3 (three bf16 products, AMX CPUs; docs/performance.md) | float32",
     )
 
     max_batch_size: int = Field(16, ge=1, le=1024, description="most requests in one model call")

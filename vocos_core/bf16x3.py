@@ -4,12 +4,10 @@ Each float32 operand is split into two bfloat16 parts, ``hi = bf16(x)`` and ``lo
 and ``a @ w.T`` becomes ``a_hi w_hi + a_hi w_lo + a_lo w_hi``, accumulated in float32 by the CPU's
 AMX tile unit (``csrc/bf16x3.c``). That keeps about 16 of float32's 24 significand bits, PyTorch's
 definition of "high" float32 matmul precision, which its own CPU matmuls do not implement: they
-either run in float32 or, at "medium", round every product to bfloat16 (error ~3e-3).
+either run in float32 or, at "medium", round every product to bfloat16.
 
-On 2 cores, the 938 x 512 x 1536 matmul of a 10 s decode's MLP takes 1.7 ms instead of 4.7 ms
-(its 938 x 1536 x 512 partner 1.9 instead of 4.8), with an error of ~5e-6 of its largest output
-against float64 (float32: ~6e-7). Each output row depends on its own input row alone, bit for bit,
-so batching stays exact.
+Each output row depends on its own input row alone, bit for bit, so batching stays exact. Speed
+and error, measured: docs/performance.md.
 
 Used where the model runs on the CPU in float32, the precision is "high" or "medium", and the
 kernels can run (:func:`unsupported_reason`); everywhere else layers run in PyTorch as before.

@@ -13,9 +13,8 @@ from torch import nn
 from . import bf16x3
 from .channels_last import depthwise_conv_btc
 
-# Frames per MLP block: 1024 rows x 1536 intermediate floats = 6 MiB. Timed on 2 CPU cores against
-# 256, 512, 4096 rows and no blocks: the fastest for a batch of 8 x 10 s, and tied with no blocks at
-# batch 1 (smaller blocks leave the two threads' matmul shares too thin).
+# Frames per MLP block: 1024 rows x 1536 intermediate floats = 6 MiB; the fastest of the block sizes
+# timed (docs/performance.md). Smaller blocks leave the two threads' matmul shares too thin.
 MLP_CHUNK_ROWS = 1024
 
 
@@ -105,8 +104,8 @@ class ConvNeXtBlock(nn.Module):
 
         The backbone owns its residual stream, so it updates it in place, and all blocks share the
         MLP's scratch rows: fewer fresh multi-MB tensors, each of which costs page faults on CPU
-        (glibc returns large freed blocks to the kernel). 4-8% faster for a batch of 8 x 10 s on
-        2 cores, with identical output (``scripts/ab_revisions.py fc38b15``).
+        (glibc returns large freed blocks to the kernel). Identical output; the speed-up is in
+        docs/performance.md.
         """
         # Masked frames (padding, or the gaps between packed items) feed no output frame but
         # through this convolution, so zeroing them in the stream itself is enough.

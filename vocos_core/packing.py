@@ -20,10 +20,9 @@ from dataclasses import dataclass
 import torch
 
 # Packed lengths are rounded up to one of 8 sizes per octave: at most 12.5 % more frames. Each new
-# length is a new shape for oneDNN's convolution kernels and new buffer sizes for glibc's heap. A
-# server fed varied batches with exact lengths grew its memory by 13 % in 5 minutes (the soak,
-# scripts/soak.py), against 2 % when the batches were padded; replaying its mix in one process,
-# memory grew the same way, and stayed flat with 8 sizes per octave.
+# length is a new shape for oneDNN's convolution kernels and new buffer sizes for glibc's heap. With
+# exact lengths a server fed varied batches kept growing its memory (the soak, scripts/soak.py);
+# with 8 sizes per octave it stays flat (figures in docs/reliability.md).
 SIZES_PER_OCTAVE = 8
 
 

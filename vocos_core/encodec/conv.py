@@ -28,8 +28,8 @@ def pad1d_reflect(x: torch.Tensor, left: int, right: int) -> torch.Tensor:
     """Reflect-pad the last axis of ``x`` (B, C, T) -> (B, C, left + T + right).
 
     Built from flipped slices and one ``torch.cat``: the same values as ``F.pad(mode="reflect")``,
-    but a plain copy, where ``reflection_pad1d`` took 19% of the encoder's time (measured on 10 s of
-    audio, one CPU core). No padding returns ``x`` itself, which the 1x1 convolutions rely on.
+    but a plain copy, cheaper than ``reflection_pad1d`` (docs/performance.md). No padding returns
+    ``x`` itself, which the 1x1 convolutions rely on.
 
     ``F.pad`` refuses reflect padding wider than the input, so a short input is first zero-extended on
     the right and the extension is cut off again afterwards; this is what the checkpoint expects for

@@ -19,10 +19,9 @@ from .conv import ChunkState, SConv1d
 # hop (320) so that every strided conv sees whole windows: 100 latent frames. Its widest activation,
 # 32 channels x 32000 samples x 4 bytes = 3.9 MiB, stays under the service's 8 MiB mmap threshold
 # (service/memory.py); a whole 10 s signal makes 31 MB tensors, fresh pages at every layer. With
-# chunks (and the copy-based reflect padding) resynthesis of 10 s on 2 CPU cores is 1.41x faster
-# than one whole-signal pass, 1.66x with the threshold at 4 MiB, with identical output
-# (``scripts/ab_revisions.py fc38b15 --cases resynthesis``), and memory no longer grows with the
-# input's length. Chunks this long keep each layer wide enough (>= 100 frames) for oneDNN to pick the
+# chunks (and the copy-based reflect padding) resynthesis is faster than one whole-signal pass, with
+# identical output (docs/performance.md), and memory no longer grows with the input's length.
+# Chunks this long keep each layer wide enough (>= 100 frames) for oneDNN to pick the
 # same kernels as for the whole signal; much shorter ones (e.g. 4800 samples) do not, and round
 # differently.
 CHUNK_SAMPLES = 32_000
