@@ -10,6 +10,7 @@ import pytest
 import torch
 from service_helpers import AppFactory, AppHarness, GatedModel, audio_file, npy_bytes, read_audio, tone, wait_until
 
+from service.audio_io import OutputFormat, encode_audio
 from service.models import ServedModel
 
 pytestmark = pytest.mark.asyncio
@@ -120,10 +121,13 @@ async def test_resynthesize_encodec(app: AppHarness, models: dict[str, ServedMod
     np.testing.assert_allclose(read_audio(response.content)[0], expected, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("fmt", ["wav32f", "wav16"])
 async def test_concurrent_unequal_requests_are_batched_and_exact(
-    make_app: AppFactory, models: dict[str, ServedModel]
+    make_app: AppFactory, models: dict[str, ServedModel], fmt: str
 ) -> None:
-    """Requests held at the gate pile up, run as one padded batch, and each equals its solo decode."""
+    """Requests held at the gate pile up, run as one batch, and each equals its solo decode: to 1e-5
+    of the peak as floats, to one least significant bit as 16-bit PCM (a float a hair from a rounding
+    boundary can round the other way)."""
     gated = GatedModel(models["mel"])
     rng = np.random.default_rng(7)
     lengths = [23, 57, 31, 64, 40, 33, 48, 61]
@@ -135,7 +139,7 @@ async def test_concurrent_unequal_requests_are_batched_and_exact(
         blocker = asyncio.ensure_future(harness.client.post("/decode/mel", json={"mel": mels[0].tolist()}))
         await wait_until(gated.entered.is_set)
         rest = [asyncio.ensure_future(harness.client.post(
-            "/decode/mel?format=wav32f", content=npy_bytes(m), headers={"content-type": "application/x-npy"}))
+            f"/decode/mel?format={fmt}", content=npy_bytes(m), headers={"content-type": "application/x-npy"}))
             for m in mels]
         await wait_until(lambda: harness.state.engines["mel"].queue_depth == len(mels))
         gated.gate.set()
@@ -147,7 +151,11 @@ async def test_concurrent_unequal_requests_are_batched_and_exact(
         expected = solo_decode(models["mel"], torch.from_numpy(mel))
         got = read_audio(response.content)[0]
         assert got.shape == expected.shape
-        assert np.max(np.abs(got - expected)) <= 1e-5 * max(1e-3, float(np.max(np.abs(expected))))
+        if fmt == "wav16":
+            solo = read_audio(encode_audio(expected, 24000, OutputFormat.WAV16))[0]
+            assert np.max(np.abs(got - solo)) * 32768 <= 1.0  # at most one step of 16-bit PCM
+        else:
+            assert np.max(np.abs(got - expected)) <= 1e-5 * max(1e-3, float(np.max(np.abs(expected))))
 
 
 async def test_concurrent_encodec_requests_with_mixed_bandwidths_are_exact(
