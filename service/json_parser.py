@@ -29,18 +29,25 @@ class JsonParser:
         self._child: asyncio.subprocess.Process | None = None
 
     async def load(self, body: bytes, timeout: float | None = None) -> dict[str, Any] | str:
-        async with self._lock:
-            try:
-                reply = await asyncio.wait_for(self._exchange(body), timeout)
-            except asyncio.TimeoutError:
-                await self.close()  # it is still parsing this body; the next body gets a fresh child
-                raise DeadlineExceededError("the request's deadline passed while its JSON body was parsed") from None
-            except (asyncio.IncompleteReadError, BrokenPipeError, ConnectionResetError) as exc:
-                await self.close()
-                raise RuntimeError(f"the JSON parser process died: {exc!r}") from None
+        """The fields of ``body``; the wait for the child's turn counts against ``timeout`` too."""
+        try:
+            reply = await asyncio.wait_for(self._load(body), timeout)
+        except asyncio.TimeoutError:
+            raise DeadlineExceededError("the request's deadline passed while its JSON body was parsed") from None
         if reply[0] == "error":
             raise JsonBodyError(reply[1], malformed=reply[2])
         return reply[1]
+
+    async def _load(self, body: bytes) -> tuple[Any, ...]:
+        async with self._lock:
+            try:
+                return await self._exchange(body)
+            except asyncio.CancelledError:  # deadline or client gone mid-exchange: the child holds this body
+                self._kill()
+                raise
+            except (asyncio.IncompleteReadError, BrokenPipeError, ConnectionResetError) as exc:
+                self._kill()
+                raise RuntimeError(f"the JSON parser process died: {exc!r}") from None
 
     async def _exchange(self, body: bytes) -> tuple[Any, ...]:
         child = await self._started()
@@ -60,9 +67,14 @@ class JsonParser:
             )
         return self._child
 
-    async def close(self) -> None:
+    def _kill(self) -> None:
         child, self._child = self._child, None
         if child is not None and child.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 child.kill()
+
+    async def close(self) -> None:
+        child = self._child
+        self._kill()
+        if child is not None:
             await child.wait()

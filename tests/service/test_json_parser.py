@@ -3,6 +3,7 @@ and a fresh child after one dies or overruns a deadline."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import numpy as np
@@ -59,5 +60,20 @@ async def test_a_deadline_passed_while_parsing_kills_the_child() -> None:
             await parser.load(body, timeout=0.001)
         assert parser._child is None
         assert await parser.load(b'{"ok": true}', timeout=30) == {"ok": True}
+    finally:
+        await parser.close()
+
+
+async def test_waiting_for_the_child_counts_against_the_deadline() -> None:
+    parser = JsonParser()
+    big = json.dumps({"mel": np.zeros((100, 40000)).tolist()}).encode()
+    try:
+        await parser.load(b"{}", timeout=30)
+        first = asyncio.ensure_future(parser.load(big, timeout=60))
+        await asyncio.sleep(0.01)  # the big body holds the child
+        with pytest.raises(DeadlineExceededError):
+            await parser.load(b'{"late": 1}', timeout=0.05)
+        fields = await first  # unharmed: the late body never reached the child
+        assert isinstance(fields, dict) and fields["mel"].shape == (100, 40000)
     finally:
         await parser.close()
