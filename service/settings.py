@@ -34,6 +34,14 @@ class Settings(BaseSettings):
         "charactr/vocos-encodec-24khz",
         description="Hub id or local directory of the EnCodec model; 'none' disables it",
     )
+    models: str = Field(
+        "",
+        description="served models as comma-separated name=source pairs (Hub id or local directory), "
+        "e.g. mel=charactr/vocos-mel-24khz,tts22k=/models/my-vocos",
+    )
+    models_file: str | None = Field(
+        None, description="YAML file of served models and their own options (docs/models.md)"
+    )
     encodec_weights: str | None = Field(
         None,
         description="local path of encodec_24khz-d7cc33bc.th (default: official URL via the torch hub cache)",
@@ -125,7 +133,7 @@ class Settings(BaseSettings):
             raise ValueError("expected a Hub id, a local directory, or 'none' to disable the model")
         return value
 
-    @field_validator("encodec_weights", "revision", mode="before")
+    @field_validator("encodec_weights", "revision", "models_file", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

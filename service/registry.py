@@ -1,0 +1,152 @@
+"""The models a server serves: each a name, a source, and options of its own (``ModelSpec``).
+
+They come from three settings, in this order:
+
+- ``VOCOS_MODELS``: comma-separated ``name=source`` pairs (a Hub id or a local directory);
+- ``VOCOS_MODELS_FILE``: a YAML file, ``models:`` mapping each name to ``source`` and its options
+  (``revision``, ``device``, ``dtype``, ``encodec_weights``, and the batching settings);
+- ``VOCOS_MEL_MODEL`` and ``VOCOS_ENCODEC_MODEL``, which define the models named ``mel`` and
+  ``encodec``. Their defaults (the official Hub models) apply only when neither of the two above is
+  given; set explicitly, they add their model to the others.
+
+An endpoint's default model is the first of its kind. Options a model leaves out are the server's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, get_args
+
+import yaml
+
+from service.settings import DISABLED, Dtype, Settings
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+# Options a model may set for itself; each defaults to the server's setting of the same name.
+BATCHING = ("max_batch_size", "max_wait_ms", "max_batch_frames", "bucket_ratio", "max_queue_size")
+_POSITIVE: dict[str, type] = {"max_batch_size": int, "max_wait_ms": float, "max_batch_frames": int,
+                              "bucket_ratio": float, "max_queue_size": int}
+
+
+class RegistryError(ValueError):
+    """The model settings are inconsistent; the message names the setting and what was expected."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """One served model: ``name`` (the ``?model=`` of requests), its ``source`` and its options."""
+
+    name: str
+    source: str
+    revision: str | None = None
+    device: str | None = None
+    dtype: Dtype | None = None
+    encodec_weights: str | None = None
+    batching: Mapping[str, float] = dataclasses.field(default_factory=dict)
+
+    def resolved(self, settings: Settings) -> ModelSpec:
+        """This spec with every option it leaves out taken from the server's ``settings``."""
+        batching = {key: self.batching.get(key, getattr(settings, key)) for key in BATCHING}
+        return dataclasses.replace(
+            self,
+            revision=self.revision if self.revision is not None else settings.revision,
+            device=self.device or settings.device,
+            dtype=self.dtype or settings.dtype,
+            encodec_weights=self.encodec_weights or settings.encodec_weights,
+            batching=batching,
+        )
+
+
+def model_specs(settings: Settings) -> tuple[ModelSpec, ...]:
+    """Every model of ``settings``, resolved, in the order of the module docstring."""
+    specs = [*_pairs(settings.models), *(_file(Path(settings.models_file)) if settings.models_file else [])]
+    listed, explicit = bool(specs), settings.model_fields_set
+    for name, field in (("mel", "mel_model"), ("encodec", "encodec_model")):
+        source = getattr(settings, field)
+        if source.lower() == DISABLED or (listed and field not in explicit):
+            continue
+        if any(spec.name == name for spec in specs):
+            raise RegistryError(
+                f"model name {name!r} is defined twice: by VOCOS_{field.upper()} and by VOCOS_MODELS(_FILE)"
+            )
+        specs.append(ModelSpec(name, source))
+    names = [spec.name for spec in specs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise RegistryError(f"model names must be unique; defined more than once: {twice}")
+    return tuple(spec.resolved(settings) for spec in specs)
+
+
+def _pairs(text: str) -> list[ModelSpec]:
+    specs = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        name, sep, source = (s.strip() for s in item.partition("="))
+        if not sep or not source:
+            raise RegistryError(f"VOCOS_MODELS: expected name=source pairs separated by commas, got {item[:80]!r}")
+        specs.append(ModelSpec(_checked_name(name, "VOCOS_MODELS"), source))
+    return specs
+
+
+def _file(path: Path) -> list[ModelSpec]:
+    where = f"VOCOS_MODELS_FILE {path}"
+    try:
+        document = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise RegistryError(f"{where}: cannot read it as YAML: {' '.join(str(exc).split())}") from None
+    models = document.get("models") if isinstance(document, dict) else None
+    if not isinstance(models, dict) or not models:
+        raise RegistryError(f"{where}: expected a mapping 'models:' of model names to their options")
+    return [_spec(str(name), options, where) for name, options in models.items()]
+
+
+def _spec(name: str, options: Any, where: str) -> ModelSpec:
+    checked = _checked_name(name, where)
+    if isinstance(options, str):
+        options = {"source": options}
+    if not isinstance(options, dict) or not isinstance(options.get("source"), str) or not options["source"].strip():
+        raise RegistryError(f"{where}: model {name!r} needs a 'source' (a Hub id or a local directory)")
+    allowed = {"source", "revision", "device", "dtype", "encodec_weights", *BATCHING}
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise RegistryError(f"{where}: model {name!r}: unknown options {unknown}; expected among {sorted(allowed)}")
+    device, dtype = options.get("device"), options.get("dtype")
+    if device is not None and not _DEVICE.match(str(device)):
+        raise RegistryError(f"{where}: model {name!r}: device must be auto, cpu, cuda or cuda:N, got {device!r}")
+    if dtype is not None and dtype not in get_args(Dtype):
+        raise RegistryError(f"{where}: model {name!r}: dtype must be one of {get_args(Dtype)}, got {dtype!r}")
+    batching = {key: _positive(options[key], key, name, where) for key in BATCHING if key in options}
+    return ModelSpec(
+        checked,
+        options["source"].strip(),
+        revision=_optional_text(options.get("revision")),
+        device=None if device is None else str(device),
+        dtype=dtype,
+        encodec_weights=_optional_text(options.get("encodec_weights")),
+        batching=batching,
+    )
+
+
+def _positive(value: Any, key: str, name: str, where: str) -> float:
+    kind, floor = _POSITIVE[key], 0 if key == "max_wait_ms" else 1
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or value < floor or (kind is int and int(value) != value):
+        raise RegistryError(f"{where}: model {name!r}: {key} must be a {kind.__name__} >= {floor}, got {value!r}")
+    return kind(value)
+
+
+def _checked_name(name: str, where: str) -> str:
+    if not _NAME.match(name):
+        raise RegistryError(
+            f"{where}: model name {name[:80]!r} must be 1-64 characters of letters, digits, '.', '_' or '-'"
+        )
+    return name
+
+
+def _optional_text(value: Any) -> str | None:
+    return None if value is None or not str(value).strip() else str(value).strip()

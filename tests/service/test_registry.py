@@ -1,0 +1,89 @@
+"""The served models from VOCOS_MODELS, VOCOS_MODELS_FILE and the mel/encodec settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service.registry import BATCHING, RegistryError, model_specs
+from service.settings import Settings
+
+
+def names(settings: Settings) -> list[str]:
+    return [spec.name for spec in model_specs(settings)]
+
+
+def test_by_default_the_two_official_models() -> None:
+    specs = model_specs(Settings())
+    assert [(s.name, s.source) for s in specs] == [
+        ("mel", "charactr/vocos-mel-24khz"), ("encodec", "charactr/vocos-encodec-24khz")]
+    assert specs[0].batching == {key: getattr(Settings(), key) for key in BATCHING}
+
+
+def test_models_replace_the_defaults_and_explicit_mel_encodec_settings_add_to_them() -> None:
+    assert names(Settings(models="a=/m/a, b=org/repo")) == ["a", "b"]
+    assert names(Settings(models="a=/m/a", mel_model="/m/mel")) == ["a", "mel"]
+    assert names(Settings(models="a=/m/a", encodec_model="none", mel_model="/m/mel")) == ["a", "mel"]
+    assert names(Settings(encodec_model="none")) == ["mel"]
+
+
+def test_environment_variables_count_as_explicit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VOCOS_MODELS", "tts22k=/m/22k")
+    monkeypatch.setenv("VOCOS_ENCODEC_MODEL", "/m/encodec")
+    assert names(Settings()) == ["tts22k", "encodec"]
+
+
+def test_a_models_file_gives_each_model_its_own_options(tmp_path: Path) -> None:
+    path = tmp_path / "models.yaml"
+    path.write_text(
+        "models:\n"
+        "  mel: charactr/vocos-mel-24khz\n"
+        "  tts22k:\n"
+        "    source: /models/tts22k\n"
+        "    device: cuda:1\n"
+        "    dtype: bfloat16\n"
+        "    max_batch_size: 4\n"
+        "    max_wait_ms: 0\n"
+    )
+    specs = model_specs(Settings(models_file=str(path), max_batch_size=32, revision="v1"))
+    assert [s.name for s in specs] == ["mel", "tts22k"]
+    mel, tts = specs
+    assert (mel.device, mel.dtype, mel.revision, mel.batching["max_batch_size"]) == ("auto", "float32", "v1", 32)
+    assert (tts.device, tts.dtype, tts.batching["max_batch_size"], tts.batching["max_wait_ms"]) == (
+        "cuda:1", "bfloat16", 4, 0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"models": "a=/x,a=/y"}, "defined more than once"),
+        ({"models": "mel=/x", "mel_model": "/y"}, "defined twice"),
+        ({"models": "a"}, "name=source pairs"),
+        ({"models": "a="}, "name=source pairs"),
+        ({"models": "bad name=/x"}, "1-64 characters"),
+    ],
+)
+def test_inconsistent_model_settings_say_what_was_expected(kwargs: dict[str, str], message: str) -> None:
+    with pytest.raises(RegistryError, match=message):
+        model_specs(Settings(**kwargs))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("models: []\n", "mapping 'models:'"),
+        ("models:\n  a: {device: cpu}\n", "needs a 'source'"),
+        ("models:\n  a: {source: /x, colour: red}\n", "unknown options"),
+        ("models:\n  a: {source: /x, device: tpu}\n", "device must be"),
+        ("models:\n  a: {source: /x, dtype: int8}\n", "dtype must be"),
+        ("models:\n  a: {source: /x, max_batch_size: 0}\n", "max_batch_size must be a int >= 1"),
+        ("models:\n  a: {source: /x, max_batch_size: 2.5}\n", "max_batch_size must be"),
+        ("models: [unclosed\n", "cannot read it as YAML"),
+    ],
+)
+def test_a_bad_models_file_says_what_was_expected(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "models.yaml"
+    path.write_text(text)
+    with pytest.raises(RegistryError, match=message):
+        model_specs(Settings(models_file=str(path)))
