@@ -31,6 +31,36 @@ class MelSpectrogramFeaturesConfig:
     padding: Padding = "center"
 
 
+# Our own class path for the HiFi-GAN front-end: the reference package has no such class, and the
+# Vocos PR #47 checkpoints (gemelo-ai/vocos, "Compatibility with TTS systems") reuse the official
+# MelSpectrogramFeatures class path with extra init_args instead (see PR47_MEL_ARGS).
+HIFIGAN_MEL_CLASS_PATH = "vocos.feature_extractors.HiFiGANMelSpectrogramFeatures"
+HIFIGAN_SAMPLE_RATES = (16000, 48000)  # accepted range, inclusive
+
+
+@dataclasses.dataclass(frozen=True)
+class HiFiGANMelSpectrogramFeaturesConfig:
+    """The log-mel of jik876/hifi-gan ``meldataset.mel_spectrogram`` (Matcha-TTS, Grad-TTS, VITS, ...).
+
+    ``padding="same"`` is meldataset's framing: reflect-pad ``(n_fft - hop_length) // 2`` per side,
+    then an uncentred STFT (``center=False``), giving ``S // hop_length`` frames. ``"center"`` is
+    ``torch.stft(center=True)`` (reflect ``n_fft // 2``), ``S // hop_length + 1`` frames.
+    Magnitude ``sqrt(re² + im² + magnitude_eps)``; Slaney-scale, Slaney-normalised filterbank
+    (librosa's defaults) from ``f_min`` to ``f_max`` (None: ``sample_rate / 2``); ``log(max(., log_floor))``.
+    """
+
+    sample_rate: int
+    n_fft: int
+    hop_length: int
+    win_length: int
+    n_mels: int
+    f_min: float
+    f_max: float | None
+    log_floor: float = 1e-5
+    padding: Padding = "same"
+    magnitude_eps: float = 1e-9
+
+
 @dataclasses.dataclass(frozen=True)
 class EncodecFeaturesConfig:
     encodec_model: Literal["encodec_24khz"] = "encodec_24khz"
@@ -81,7 +111,7 @@ class IMDCTCosHeadConfig:
     clip_audio: bool = False
 
 
-FeatureExtractorConfig = MelSpectrogramFeaturesConfig | EncodecFeaturesConfig
+FeatureExtractorConfig = MelSpectrogramFeaturesConfig | HiFiGANMelSpectrogramFeaturesConfig | EncodecFeaturesConfig
 BackboneConfig = VocosBackboneConfig | VocosResNetBackboneConfig
 HeadConfig = ISTFTHeadConfig | IMDCTSymExpHeadConfig | IMDCTCosHeadConfig
 
@@ -98,6 +128,7 @@ SECTIONS: dict[str, dict[str, type]] = {
     "feature_extractor": {
         "vocos.feature_extractors.MelSpectrogramFeatures": MelSpectrogramFeaturesConfig,
         "vocos.feature_extractors.EncodecFeatures": EncodecFeaturesConfig,
+        HIFIGAN_MEL_CLASS_PATH: HiFiGANMelSpectrogramFeaturesConfig,
     },
     "backbone": {
         "vocos.models.VocosBackbone": VocosBackboneConfig,
@@ -157,6 +188,8 @@ def _parse_section(section: Any, name: str, choices: dict[str, type], where: str
     args = section.get("init_args") or {}
     if not isinstance(args, Mapping):
         raise CheckpointError(f"{where}: {name}.init_args must be a mapping, got {_kind(args)}")
+    if class_path == "vocos.feature_extractors.MelSpectrogramFeatures" and PR47_MEL_ARGS.keys() & args.keys():
+        return _pr47_mel(args, f"{where}: {name} (MelSpectrogramFeatures with PR #47 arguments)")
     return _build(choices[class_path], args, f"{where}: {name} ({class_path.rsplit('.', 1)[-1]})")
 
 
@@ -173,6 +206,59 @@ def _build(cls: type[_C], args: Mapping[str, Any], where: str) -> _C:
         elif field.default is dataclasses.MISSING:
             raise CheckpointError(f"{where}: required argument {name!r} is missing")
     return cls(**values)
+
+
+# gemelo-ai/vocos PR #47 adds these MelSpectrogramFeatures arguments (with these defaults), passed
+# on to torchaudio's MelSpectrogram: a Slaney filterbank, otherwise the official computation
+# (magnitude |X|, log floor 1e-7, window = n_fft). Only the Slaney/Slaney combination is supported.
+PR47_MEL_ARGS: dict[str, Any] = {"f_min": 0.0, "f_max": 8000.0, "norm": "slaney", "mel_scale": "slaney"}
+PR47_LOG_FLOOR = 1e-7
+
+
+def _pr47_mel(args: Mapping[str, Any], where: str) -> HiFiGANMelSpectrogramFeaturesConfig:
+    """A PR #47 ``MelSpectrogramFeatures`` config as the equivalent HiFi-GAN front-end config."""
+    args = {**PR47_MEL_ARGS, **args}
+    for key in ("norm", "mel_scale"):
+        if args[key] != "slaney":
+            raise UnsupportedError(
+                f"{where}: {key} {args[key]!r} is not supported; the PR #47 mel front-end is supported "
+                f"with norm 'slaney' and mel_scale 'slaney' only"
+            )
+    del args["norm"], args["mel_scale"]
+    official = {f.name: f.default for f in dataclasses.fields(MelSpectrogramFeaturesConfig)}
+    unknown = sorted(set(args) - set(official) - set(PR47_MEL_ARGS))
+    if unknown:
+        valid = sorted(set(official) | set(PR47_MEL_ARGS))
+        raise CheckpointError(f"{where}: unknown argument(s) {unknown}; valid: {valid}")
+    args = {**official, **args}
+    return _build(HiFiGANMelSpectrogramFeaturesConfig,
+                  {**args, "win_length": args["n_fft"], "log_floor": PR47_LOG_FLOOR, "magnitude_eps": 0.0}, where)
+
+
+def check_hifigan_mel(fe: HiFiGANMelSpectrogramFeaturesConfig, where: str = "config") -> None:
+    """Ranges :func:`_coerce` cannot express; CheckpointError saying what is expected."""
+    lo, hi = HIFIGAN_SAMPLE_RATES
+    if not lo <= fe.sample_rate <= hi:
+        raise CheckpointError(
+            f"{where}: feature_extractor.sample_rate {fe.sample_rate} is out of range; the HiFi-GAN mel "
+            f"front-end expects {lo}..{hi} Hz (e.g. 22050)"
+        )
+    if fe.win_length > fe.n_fft:
+        raise CheckpointError(f"{where}: feature_extractor.win_length {fe.win_length} exceeds n_fft {fe.n_fft}")
+    if fe.hop_length > fe.n_fft:
+        raise CheckpointError(f"{where}: feature_extractor.hop_length {fe.hop_length} exceeds n_fft {fe.n_fft}")
+    nyquist = fe.sample_rate / 2
+    f_max = nyquist if fe.f_max is None else fe.f_max
+    if not 0 <= fe.f_min < f_max <= nyquist:
+        raise CheckpointError(
+            f"{where}: feature_extractor needs 0 <= f_min < f_max <= sample_rate / 2 ({nyquist:g}); "
+            f"got f_min {fe.f_min:g}, f_max {fe.f_max}"
+        )
+    if fe.log_floor <= 0 or fe.magnitude_eps < 0:
+        raise CheckpointError(
+            f"{where}: feature_extractor needs log_floor > 0 and magnitude_eps >= 0; "
+            f"got {fe.log_floor:g} and {fe.magnitude_eps:g}"
+        )
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
@@ -208,7 +294,9 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
 
 def _check_consistency(config: VocosConfig, where: str) -> None:
     fe, bb, head = config.feature_extractor, config.backbone, config.head
-    channels = fe.n_mels if isinstance(fe, MelSpectrogramFeaturesConfig) else 128
+    channels = fe.n_mels if isinstance(fe, (MelSpectrogramFeaturesConfig, HiFiGANMelSpectrogramFeaturesConfig)) else 128
+    if isinstance(fe, HiFiGANMelSpectrogramFeaturesConfig):
+        check_hifigan_mel(fe, where)
     if bb.input_channels != channels:
         raise CheckpointError(
             f"{where}: backbone.input_channels is {bb.input_channels} but the feature extractor "

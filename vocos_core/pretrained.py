@@ -12,10 +12,11 @@ from torch import nn
 
 from . import inputs
 from .checkpoint import load_strict, read_state_dict, resolve_checkpoint
-from .config import MelSpectrogramFeaturesConfig, VocosConfig, load_config
+from .config import HiFiGANMelSpectrogramFeaturesConfig, MelSpectrogramFeaturesConfig, VocosConfig, load_config
 from .errors import InputError
 from .feature_extractors import ENCODEC_BINS, EncodecFeatures, MelSpectrogramFeatures, codebooks_for_bandwidth
 from .heads import build_head
+from .hifigan_mel import HiFiGANMelSpectrogramFeatures
 from .models import build_backbone
 from .packing import Packing
 
@@ -33,9 +34,11 @@ class Vocos(nn.Module):
         super().__init__()
         self.config = config
         fe = config.feature_extractor
-        self.feature_extractor: MelSpectrogramFeatures | EncodecFeatures
+        self.feature_extractor: MelSpectrogramFeatures | HiFiGANMelSpectrogramFeatures | EncodecFeatures
         if isinstance(fe, MelSpectrogramFeaturesConfig):
             self.feature_extractor = MelSpectrogramFeatures(fe)
+        elif isinstance(fe, HiFiGANMelSpectrogramFeaturesConfig):
+            self.feature_extractor = HiFiGANMelSpectrogramFeatures(fe)
         else:
             self.feature_extractor = EncodecFeatures(fe, encodec_weights)
         self.backbone = build_backbone(config.backbone)
@@ -69,12 +72,13 @@ class Vocos(nn.Module):
 
     @property
     def kind(self) -> Literal["mel", "encodec"]:
-        return "mel" if isinstance(self.feature_extractor, MelSpectrogramFeatures) else "encodec"
+        return "encodec" if isinstance(self.feature_extractor, EncodecFeatures) else "mel"
 
     @property
     def sample_rate(self) -> int:
         fe = self.config.feature_extractor
-        return fe.sample_rate if isinstance(fe, MelSpectrogramFeaturesConfig) else ENCODEC_SAMPLE_RATE
+        return fe.sample_rate if isinstance(fe, (MelSpectrogramFeaturesConfig, HiFiGANMelSpectrogramFeaturesConfig)) \
+            else ENCODEC_SAMPLE_RATE
 
     @property
     def hop_length(self) -> int:
@@ -105,6 +109,8 @@ class Vocos(nn.Module):
         if isinstance(fe, MelSpectrogramFeaturesConfig):
             pad = fe.n_fft // 2 if fe.padding == "center" else (fe.n_fft - fe.hop_length) // 2
             return pad + 1
+        if isinstance(self.feature_extractor, HiFiGANMelSpectrogramFeatures):
+            return self.feature_extractor.min_samples()
         return 1
 
     # -- inference -------------------------------------------------------------------------------

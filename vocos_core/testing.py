@@ -10,20 +10,32 @@ import torch
 import yaml
 
 from .checkpoint import CONFIG_NAME, WEIGHTS_NAME
-from .config import parse_config
+from .config import HIFIGAN_MEL_CLASS_PATH, parse_config
 from .pretrained import Vocos
 
 Backbone = Literal["convnext", "resnet"]
 Head = Literal["istft", "imdct_symexp", "imdct_cos"]
+Kind = Literal["mel", "encodec", "hifigan-mel"]
+# The front-end of a Vocos for Matcha-TTS / HiFi-GAN-style TTS output (as in Vocos PR #47's config).
+HIFIGAN_MEL_ARGS: dict[str, Any] = {"sample_rate": 22050, "n_fft": 1024, "hop_length": 256, "win_length": 1024,
+                                    "n_mels": 80, "f_min": 0.0, "f_max": 8000.0, "log_floor": 1e-5}
 
 
-def checkpoint_config(kind: Literal["mel", "encodec"] = "mel", *, dim: int = 32, num_layers: int = 1,
+def checkpoint_config(kind: Kind = "mel", *, dim: int = 32, num_layers: int = 1,
                       padding: str | None = None, backbone: Backbone = "convnext",
                       head: Head = "istft") -> dict[str, Any]:
-    """A ``config.yaml`` mapping shaped like the official ones (mel: 100 mels, hop 256; EnCodec: hop 320)."""
-    if kind == "mel":
+    """A ``config.yaml`` mapping shaped like the official ones (mel: 100 mels, hop 256; EnCodec: hop 320).
+
+    ``"hifigan-mel"``: the HiFi-GAN front-end at 22.05 kHz, 80 mels, n_fft 1024, hop 256, f_max 8 kHz.
+    """
+    if kind == "hifigan-mel":
+        padding = padding or "same"
+        fe: dict[str, Any] = {"class_path": HIFIGAN_MEL_CLASS_PATH,
+                              "init_args": {**HIFIGAN_MEL_ARGS, "padding": padding}}
+        channels, n_fft, hop = 80, 1024, 256
+    elif kind == "mel":
         padding = padding or "center"
-        fe: dict[str, Any] = {
+        fe = {
             "class_path": "vocos.feature_extractors.MelSpectrogramFeatures",
             "init_args": {"sample_rate": 24000, "n_fft": 1024, "hop_length": 256, "n_mels": 100,
                           "padding": padding},
@@ -68,7 +80,7 @@ def random_model(config: dict[str, Any], seed: int = 0) -> Vocos:
     return model
 
 
-def write_random_checkpoint(directory: str | os.PathLike[str], kind: Literal["mel", "encodec"] = "mel", *,
+def write_random_checkpoint(directory: str | os.PathLike[str], kind: Kind = "mel", *,
                             dim: int = 32, num_layers: int = 1, padding: str | None = None,
                             backbone: Backbone = "convnext", head: Head = "istft", seed: int = 0) -> Path:
     """Write ``config.yaml`` + ``pytorch_model.bin`` of a tiny random model; returns the directory."""
