@@ -15,7 +15,7 @@ import torch
 
 from service.settings import Settings
 from vocos_core import Vocos, bf16x3
-from vocos_core.errors import VocosError
+from vocos_core.errors import UnavailableError, VocosError
 
 log = logging.getLogger(__name__)
 
@@ -130,11 +130,7 @@ def load_model(kind: str, source: str, settings: Settings, device: torch.device)
             source, revision=settings.revision, encodec_weights=settings.encodec_weights
         )
     except (VocosError, OSError) as exc:
-        raise StartupError(
-            f"cannot load the {kind} model from {source!r}: {_one_line(exc)} -- point {env} "
-            f"(or --{kind}-model) at a local directory holding config.yaml and pytorch_model.bin, "
-            "or set it to 'none' to disable it"
-        ) from exc
+        raise StartupError(_load_failure(kind, source, exc)) from exc
     if model.kind != kind:
         raise StartupError(f"{env}={source} holds a {model.kind} model, not a {kind} model")
     model = place(model, device, DTYPES[settings.dtype])
@@ -156,6 +152,23 @@ def load_model(kind: str, source: str, settings: Settings, device: torch.device)
         time.monotonic() - start,
     )
     return served
+
+
+def _load_failure(kind: str, source: str, exc: BaseException) -> str:
+    """One line: what went wrong, then one sentence of what to do (the advice of vocos_core, worded for
+    its library callers, is left out rather than said twice)."""
+    reason = exc.reason if isinstance(exc, UnavailableError) else _one_line(exc)
+    download = (
+        f" (for example one downloaded where the Hub is reachable: `hf download {source} --local-dir DIR`, "
+        "`huggingface-cli download` before huggingface_hub 1.0)"
+        if isinstance(exc, UnavailableError)
+        else ""
+    )
+    return (
+        f"cannot load the {kind} model from {source!r}: {reason.rstrip('.')}. "
+        f"Point VOCOS_{kind.upper()}_MODEL (or --{kind}-model) at a local directory holding config.yaml and "
+        f"pytorch_model.bin{download}, or set it to 'none' to disable the model."
+    )
 
 
 def place(model: Vocos, device: torch.device, dtype: torch.dtype) -> Vocos:
