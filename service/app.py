@@ -87,7 +87,8 @@ async def start_engines(state: ServiceState, models: Mapping[str, ServedModel]) 
 
 
 async def warm_up(state: ServiceState) -> None:
-    """Run every model once through its engine and audio path, then mark the app ready."""
+    """Run every model once through its engine and its audio path (when available), then mark the app
+    ready: an audio path still unavailable (no EnCodec weights) fails its requests, not readiness."""
     try:
         for kind, served in state.models.items():
             frames = max(served.min_frames, 16)
@@ -100,6 +101,9 @@ async def warm_up(state: ServiceState) -> None:
             else:
                 calls = [engine.submit(torch.zeros(served.n_features, frames))]
             await asyncio.gather(*calls)
+            if not served.audio_path.available:
+                log.info("warm-up: skipped the %s audio-in path, unavailable until its weights load", kind)
+                continue
             silence = np.zeros(served.sample_rate // 10, dtype=np.float32)
             bandwidth_id = 0 if served.bandwidths else None
             await state.feature_workers[kind].run(served.audio_to_features, silence, bandwidth_id)

@@ -1,7 +1,8 @@
 """Loading the configured Vocos models onto the serving device, and the adapter the engine drives.
 
 A model that cannot be obtained stops the server at start with one line naming the model and how to
-point at a local copy (``StartupError``), instead of failing on the first request.
+point at a local copy (``StartupError``), instead of failing on the first request. The EnCodec
+weights, needed by the EnCodec model's audio-in path alone, do not: see ``service.audio_path``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from service.audio_path import AudioPath
 from service.settings import Settings
 from vocos_core import Vocos, bf16x3
 from vocos_core.errors import UnavailableError, VocosError
@@ -63,6 +65,7 @@ class ServedModel:
         # Fewest frames that yield any audio (a centred mel model gives none for one frame).
         self.min_frames = next(t for t in range(1, 64) if model.num_samples(t) > 0)
         self.min_audio_samples = model.min_audio_samples()
+        self.audio_path = AudioPath(model)
 
     def num_samples(self, frames: int) -> int:
         return self.model.num_samples(frames)
@@ -84,14 +87,13 @@ class ServedModel:
         return self.model.codes_to_features(x)[0]  # (K, T) codes -> (1, 128, T) -> (128, T)
 
     def audio_to_features(self, audio: np.ndarray, bandwidth_id: int | None) -> torch.Tensor:
-        """Mono float32 audio ``(S,)`` at ``sample_rate`` -> features ``(C, T)`` on the model's device."""
+        """Mono float32 audio ``(S,)`` at ``sample_rate`` -> features ``(C, T)`` on the model's device.
+
+        Call it once ``audio_path`` is available (``AudioPath.require``); the EnCodec encoder would
+        otherwise be loaded here, on the request, unthrottled.
+        """
+        assert self.audio_path.available, "audio_to_features before AudioPath.require"
         return self.model.audio_to_features(torch.from_numpy(audio), bandwidth_id)
-
-    def prepare_audio_path(self) -> None:
-        """Load what the audio-in path needs (the EnCodec encoder) now rather than on first request."""
-        if self.kind == "encodec":
-            self.model.feature_extractor.encoder()  # type: ignore[operator]
-
 
 def load_models(settings: Settings) -> dict[str, ServedModel]:
     """Every enabled model, on the configured device and dtype; StartupError on any failure."""
@@ -135,14 +137,9 @@ def load_model(kind: str, source: str, settings: Settings, device: torch.device)
         raise StartupError(f"{env}={source} holds a {model.kind} model, not a {kind} model")
     model = place(model, device, DTYPES[settings.dtype])
     served = ServedModel(model, source, device, settings.dtype)
-    try:
-        served.prepare_audio_path()
-    except (VocosError, OSError) as exc:
-        raise StartupError(
-            "cannot load the EnCodec encoder weights used by /resynthesize?model=encodec: "
-            f"{_one_line(exc)} -- "
-            "set VOCOS_ENCODEC_WEIGHTS (or --encodec-weights) to a local encodec_24khz-d7cc33bc.th"
-        ) from exc
+    # Only /resynthesize?model=encodec needs the EnCodec weights: without them the server starts,
+    # the rest of it works, and that path loads them once they are present (service.audio_path).
+    served.audio_path.load_at_start()
     log.info(
         "loaded %s model %s on %s (%s) in %.1f s",
         kind,

@@ -56,6 +56,14 @@ _AUDIO_OUT = {
     "description": "24 kHz mono audio; headers X-Audio-Duration (s), X-Model, X-Request-Id",
 }
 _RESPONSES: dict[int | str, dict[str, Any]] = {200: _AUDIO_OUT, **_ERRORS}
+_RESYNTHESIS_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **_RESPONSES,
+    503: {
+        "description": "Draining; the device out of memory for this request alone; or (audio_path_unavailable) "
+        "model=encodec while the EnCodec weights are not on the server (VOCOS_ENCODEC_WEIGHTS): each request "
+        "retries loading them. See Retry-After"
+    },
+}
 _GRID = {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}
 _NPY = {"schema": {"type": "string", "format": "binary"}}
 
@@ -158,7 +166,7 @@ async def decode_encodec(
     "/resynthesize",
     tags=["decode"],
     summary="Audio file (WAV/FLAC/OGG/MP3) through the vocoder",
-    responses=_RESPONSES,
+    responses=_RESYNTHESIS_RESPONSES,
     openapi_extra=_AUDIO_DOC,
     response_class=Response,
 )
@@ -175,6 +183,7 @@ async def resynthesize(
     served, engine = state.model(model)
     resolved = _resynthesis_bandwidth(served, bandwidth_id, bandwidth)
     deadline = Deadline(request, state.settings)
+    await served.audio_path.require(timeout=deadline.remaining())
     fmt = choose_format(format, request.headers.get("accept"))
     body = await read_body(request, state.settings)
     audio = await off_loop(decode_audio, body, served.sample_rate, state.settings.max_audio_seconds)
