@@ -93,7 +93,7 @@ class ServedModel:
         otherwise be loaded here, on the request, unthrottled.
         """
         assert self.audio_path.available, "audio_to_features before AudioPath.require"
-        return self.model.audio_to_features(torch.from_numpy(audio), bandwidth_id)
+        return self.model.audio_to_features(torch.from_numpy(audio), bandwidth_id)[0]  # (1, C, T) -> (C, T)
 
 def load_models(settings: Settings) -> dict[str, ServedModel]:
     """Every enabled model, on the configured device and dtype; StartupError on any failure."""
