@@ -107,8 +107,22 @@ def encode_audio(samples: np.ndarray, sample_rate: int, fmt: OutputFormat) -> by
     return buffer.getvalue()
 
 
+def resampled_length(frames: int, rate: int, target_rate: int) -> int:
+    """Samples at ``target_rate`` lasting as long as ``frames`` at ``rate``: ``round(frames * target_rate
+    / rate)``, halves rounded up (in integers, so exact for any length)."""
+    return (2 * frames * target_rate + rate) // (2 * rate)
+
+
+def fit_length(samples: np.ndarray, length: int) -> np.ndarray:
+    """``samples`` ``(S,)`` trimmed, or padded with trailing zeros, to exactly ``length`` samples."""
+    if samples.size >= length:
+        return samples[:length]
+    return np.concatenate([samples, np.zeros(length - samples.size, dtype=samples.dtype)])
+
+
 def decode_audio(body: bytes, target_rate: int, max_seconds: float) -> np.ndarray:
-    """Decode an audio file to mono float32 ``(S,)`` at ``target_rate``.
+    """Decode an audio file to mono float32 ``(S,)`` at ``target_rate``, S = ``resampled_length(frames,
+    rate, target_rate)`` for a file of ``frames`` frames at ``rate``: exactly the file's duration.
 
     Raises MalformedPayloadError (undecodable), InvalidInputError (empty, NaN) or PayloadTooLargeError
     (longer than ``max_seconds``).
@@ -157,7 +171,9 @@ def _decode_mono(audio_file: sf.SoundFile, limit: int, target_rate: int, max_sec
         raise InvalidInputError("the audio file contains no samples")
     if resampler is not None:
         parts.append(resampler.resample_chunk(np.zeros(0, np.float32), last=True))
-    return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
+    # soxr's stream may end a sample or so off the exact resampled duration.
+    samples = fit_length(np.concatenate(parts), resampled_length(frames, rate, target_rate))
+    return np.ascontiguousarray(samples, dtype=np.float32)
 
 
 def _too_long(seconds: float, max_seconds: float, at_least: bool = False) -> NoReturn:

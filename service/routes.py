@@ -8,7 +8,7 @@ import torch
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from service.audio_io import AUDIO_TYPES, OutputFormat, choose_format, decode_audio
+from service.audio_io import AUDIO_TYPES, OutputFormat, choose_format, decode_audio, fit_length
 from service.engine import BatchingEngine
 from service.errors import InvalidInputError, UnsupportedMediaTypeError, error_body, request_id_of
 from service.models import ServedModel
@@ -177,7 +177,12 @@ async def resynthesize(
     bandwidth: BandwidthQuery = None,
     format: FormatQuery = None,
 ) -> Response:
-    """Any sample rate, mixed to mono and resampled to 24 kHz; model=encodec needs a bandwidth."""
+    """Any sample rate, mixed to mono and resampled to 24 kHz; model=encodec needs a bandwidth.
+
+    The answer lasts exactly as long as the upload: ``round(frames * 24000 / rate)`` samples (halves
+    up) for a file of ``frames`` frames at ``rate`` Hz, the vocoder's output padded with zeros or
+    trimmed at the end to that length (its frames cover the audio in whole hops).
+    """
     state = service_state(request)
     _check_audio_type(request.headers.get("content-type"))
     served, engine = state.model(model)
@@ -196,20 +201,21 @@ async def resynthesize(
     features = await unless_disconnected(
         request, worker.run(served.audio_to_features, audio, resolved, timeout=deadline.remaining())
     )
-    return await _vocode(request, state, served, engine, deadline, fmt, features, resolved)
+    return await _vocode(request, state, served, engine, deadline, fmt, features, resolved, length=audio.size)
 
 
 async def _vocode(request: Request, state: ServiceState, served: ServedModel, engine: BatchingEngine,
                   deadline: Deadline, fmt: OutputFormat, features: torch.Tensor,
-                  bandwidth_id: int | None = None) -> Response:
+                  bandwidth_id: int | None = None, length: int | None = None) -> Response:
     """The end every decoding endpoint shares: ``features`` ``(C, T)`` (mel, codes or resynthesis
-    features) checked for length, through the batching engine, to the audio response."""
+    features) checked for length, through the batching engine, to the audio response; ``length``, when
+    given, is the exact number of samples to answer (``fit_length``)."""
     _check_frames(served, features.shape[-1], state.settings)
     work = engine.submit(
         features, bandwidth_id=bandwidth_id, timeout=deadline.remaining(), request_id=request_id_of(request)
     )
-    audio = await unless_disconnected(request, work)
-    return await audio_response(state, served, audio.numpy(), fmt)
+    audio = (await unless_disconnected(request, work)).numpy()
+    return await audio_response(state, served, audio if length is None else fit_length(audio, length), fmt)
 
 
 def _check_audio_type(content_type: str | None) -> None:

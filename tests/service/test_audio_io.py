@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 from service_helpers import audio_file, tone
 
-from service.audio_io import OutputFormat, choose_format, decode_audio, encode_audio
+from service.audio_io import OutputFormat, choose_format, decode_audio, encode_audio, resampled_length
 from service.errors import InvalidInputError, MalformedPayloadError, NotAcceptableError, PayloadTooLargeError
 
 
@@ -44,6 +44,14 @@ def test_channels_are_mixed_by_mean() -> None:
 def test_resampling_preserves_duration() -> None:
     audio = decode_audio(audio_file(tone(2.0, 8000), 8000), 24000, 10)
     assert audio.size == 48000
+
+
+@pytest.mark.parametrize(("rate", "frames", "samples"), [(44100, 1, 1), (44100, 3, 2), (22050, 11025, 12000),
+                                                         (16000, 7777, 11666), (48000, 31873, 15937)])
+def test_resampled_length_is_the_duration_rounded_halves_up(rate: int, frames: int, samples: int) -> None:
+    # 3 frames at 44.1 kHz are 1.63 samples at 24 kHz; 7777 at 16 kHz are 11665.5; 31873 at 48 kHz 15936.5.
+    assert resampled_length(frames, rate, 24000) == samples
+    assert decode_audio(audio_file(tone(1.0, rate)[:frames], rate), 24000, 10).size == samples
 
 
 def test_too_long_by_header_is_refused_before_decoding() -> None:
