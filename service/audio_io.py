@@ -120,12 +120,12 @@ def fit_length(samples: np.ndarray, length: int) -> np.ndarray:
     return np.concatenate([samples, np.zeros(length - samples.size, dtype=samples.dtype)])
 
 
-def decode_audio(body: bytes, target_rate: int, max_seconds: float) -> np.ndarray:
+def decode_audio(body: bytes, target_rate: int, max_seconds: float, *, min_rate: int = 1) -> np.ndarray:
     """Decode an audio file to mono float32 ``(S,)`` at ``target_rate``, S = ``resampled_length(frames,
     rate, target_rate)`` for a file of ``frames`` frames at ``rate``: exactly the file's duration.
 
-    Raises MalformedPayloadError (undecodable), InvalidInputError (empty, NaN) or PayloadTooLargeError
-    (longer than ``max_seconds``).
+    Raises MalformedPayloadError (undecodable), InvalidInputError (empty, NaN, a sample rate below
+    ``min_rate``, from the header before decoding) or PayloadTooLargeError (longer than ``max_seconds``).
     """
     if not body:
         raise InvalidInputError(
@@ -134,6 +134,7 @@ def decode_audio(body: bytes, target_rate: int, max_seconds: float) -> np.ndarra
     try:
         with sf.SoundFile(io.BytesIO(body)) as audio_file:
             rate = int(audio_file.samplerate)
+            _check_rate(rate, min_rate)
             limit = math.floor(max_seconds * rate)
             # libsndfile reports 0 or a huge count when the header does not know the length.
             if 0 < audio_file.frames < 2**62 and audio_file.frames > limit:
@@ -174,6 +175,15 @@ def _decode_mono(audio_file: sf.SoundFile, limit: int, target_rate: int, max_sec
     # soxr's stream may end a sample or so off the exact resampled duration.
     samples = fit_length(np.concatenate(parts), resampled_length(frames, rate, target_rate))
     return np.ascontiguousarray(samples, dtype=np.float32)
+
+
+def _check_rate(rate: int, min_rate: int) -> None:
+    # 599 samples at 1 Hz would be resampled into 599 s of audio for the vocoder: refused up front.
+    if rate < min_rate:
+        raise InvalidInputError(
+            f"the audio's sample rate is {rate} Hz; this server accepts {min_rate} Hz or more "
+            "(VOCOS_MIN_SAMPLE_RATE)"
+        )
 
 
 def _too_long(seconds: float, max_seconds: float, at_least: bool = False) -> NoReturn:

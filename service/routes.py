@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import numpy as np
 import torch
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -191,7 +192,7 @@ async def resynthesize(
     await served.audio_path.require(timeout=deadline.remaining())
     fmt = choose_format(format, request.headers.get("accept"))
     body = await read_body(request, state.settings)
-    audio = await off_loop(decode_audio, body, served.sample_rate, state.settings.max_audio_seconds)
+    audio = await off_loop(_decode_upload, body, served.sample_rate, state.settings)
     if audio.size < served.min_audio_samples:
         raise InvalidInputError(
             f"the audio is too short: {audio.size} samples at {served.sample_rate} Hz; "
@@ -216,6 +217,10 @@ async def _vocode(request: Request, state: ServiceState, served: ServedModel, en
     )
     audio = (await unless_disconnected(request, work)).numpy()
     return await audio_response(state, served, audio if length is None else fit_length(audio, length), fmt)
+
+
+def _decode_upload(body: bytes, sample_rate: int, settings: Settings) -> np.ndarray:
+    return decode_audio(body, sample_rate, settings.max_audio_seconds, min_rate=settings.min_sample_rate)
 
 
 def _check_audio_type(content_type: str | None) -> None:
