@@ -10,9 +10,11 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from service.audio_io import AUDIO_TYPES, OutputFormat, choose_format, decode_audio, fit_length
+from service.echo import clip
 from service.engine import BatchingEngine
 from service.errors import InvalidInputError, UnsupportedMediaTypeError, error_body, request_id_of
 from service.models import ServedModel
+from service.multipart import FORM_DATA, audio_part
 from service.payloads import body_kind, codes_body, media_type, mel_body, merge_choice, resolve_bandwidth_id
 from service.request_io import (
     INLINE_BODY_BYTES,
@@ -82,7 +84,18 @@ _CODES_DOC = _body_doc(
         "properties": {"codes": _GRID, "bandwidth_id": {"type": "integer"}, "bandwidth": {"type": "number"}},
     }
 )
-_AUDIO_DOC = {"requestBody": {"required": True, "content": {t: _NPY for t in sorted(AUDIO_TYPES)}}}
+_FORM = {
+    "schema": {"type": "object", "required": ["file"], "properties": {"file": {"type": "string", "format": "binary"}}},
+    "encoding": {"file": {"contentType": ", ".join(sorted(AUDIO_TYPES))}},
+}
+_AUDIO_DOC = {
+    "requestBody": {
+        "required": True,
+        "description": f"The audio file as the body, or {FORM_DATA} with it in the part named 'file' "
+        "(or the only file part), as `curl -F file=@speech.wav` and browser forms send it",
+        "content": {**{t: _NPY for t in sorted(AUDIO_TYPES)}, FORM_DATA: _FORM},
+    }
+}
 
 
 @router.get("/healthz", tags=["health"], summary="Liveness: the process and its batching loops run")
@@ -185,13 +198,19 @@ async def resynthesize(
     trimmed at the end to that length (its frames cover the audio in whole hops).
     """
     state = service_state(request)
-    _check_audio_type(request.headers.get("content-type"))
+    content_type = request.headers.get("content-type")
+    form = media_type(content_type) == FORM_DATA
+    if not form:
+        _check_audio_type(content_type)
     served, engine = state.model(model)
     resolved = _resynthesis_bandwidth(served, bandwidth_id, bandwidth)
     deadline = Deadline(request, state.settings)
     await served.audio_path.require(timeout=deadline.remaining())
     fmt = choose_format(format, request.headers.get("accept"))
     body = await read_body(request, state.settings)
+    if form:
+        body, part_type = await off_loop(audio_part, body, content_type, inline=len(body) <= INLINE_BODY_BYTES)
+        _check_audio_type(part_type)
     audio = await off_loop(_decode_upload, body, served.sample_rate, state.settings)
     if audio.size < served.min_audio_samples:
         raise InvalidInputError(
@@ -224,18 +243,12 @@ def _decode_upload(body: bytes, sample_rate: int, settings: Settings) -> np.ndar
 
 
 def _check_audio_type(content_type: str | None) -> None:
+    """415 unless ``content_type`` (of the body, or of its multipart file part) is absent or an audio type."""
     kind = media_type(content_type)
     if kind and kind not in AUDIO_TYPES:
-        hint = (
-            (
-                " (multipart uploads are not supported: send the file itself as the body, e.g. "
-                "curl --data-binary @speech.wav -H 'Content-Type: audio/wav')"
-            )
-            if kind.startswith("multipart/")
-            else ""
-        )
         raise UnsupportedMediaTypeError(
-            f"unsupported Content-Type {kind!r}; expected one of {', '.join(sorted(AUDIO_TYPES))}{hint}"
+            f"unsupported Content-Type {clip(kind)}; expected one of {', '.join(sorted(AUDIO_TYPES))}, "
+            f"or {FORM_DATA} with the audio file in a part named 'file' (curl -F file=@speech.wav)"
         )
 
 

@@ -237,7 +237,9 @@ async def test_a_decompression_bomb_is_answered_413_quickly(make_app, three_hour
         ("/decode/mel", "application/json; charset=utf-16", b'{"mel": "x"}', 422),
         ("/decode/encodec", "multipart/form-data; boundary=x", b"--x--", 415),
         ("/resynthesize", "application/json", b'{"audio": []}', 415),
-        ("/resynthesize", "multipart/form-data; boundary=x", b"--x--", 415),
+        ("/resynthesize", "multipart/form-data; boundary=x", b"--x--", 422),  # a form without a file part
+        ("/resynthesize", "multipart/form-data; boundary=x", b"--y--", 400),  # another boundary
+        ("/resynthesize", "multipart/mixed; boundary=x", b"--x--", 415),
         ("/resynthesize", "audio/wav", b"RIFF\x00\x00\x00\x00WAVEfmt ", 400),  # truncated header
         ("/resynthesize", "audio/mpeg", b"\xff\xfb" + b"\x00" * 64, 400),
         ("/resynthesize", "audio/flac", b"fLaC" + b"\xff" * 64, 400),
