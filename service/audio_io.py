@@ -16,6 +16,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from service.echo import clip
 from service.errors import (
     InvalidInputError,
     MalformedPayloadError,
@@ -91,7 +92,7 @@ def choose_format(requested: OutputFormat | None, accept: str | None) -> OutputF
             ranked.append((-quality, position, _ACCEPT[fields[0].lower()]))
     if not ranked:
         raise NotAcceptableError(
-            f"cannot produce any type in Accept: {accept!r}; available: audio/wav, audio/flac"
+            f"cannot produce any type in Accept: {clip(accept)}; available: audio/wav, audio/flac"
             " (or the format query parameter: wav16, wav32f, flac)"
         )
     return min(ranked)[2]

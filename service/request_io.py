@@ -13,6 +13,7 @@ import numpy as np
 from fastapi import Request, Response
 
 from service.audio_io import OutputFormat, encode_audio
+from service.echo import clip
 from service.errors import BodyTimeoutError, ClientDisconnectedError, InvalidInputError, PayloadTooLargeError
 from service.models import ServedModel
 from service.settings import Settings
@@ -77,8 +78,9 @@ class Deadline:
             except ValueError:
                 asked = math.nan
             if not (asked > 0 and math.isfinite(asked)):
-                shown = header if len(header) <= 40 else header[:40] + "..."
-                raise InvalidInputError(f"X-Request-Timeout must be a positive number of seconds, got {shown!r}")
+                raise InvalidInputError(
+                    f"X-Request-Timeout must be a positive number of seconds, got {clip(header, 40)}"
+                )
             seconds = min(seconds, asked)
         started = getattr(request.state, "started", None) or time.monotonic()
         self.at = started + seconds
