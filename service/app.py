@@ -81,7 +81,7 @@ async def start_engines(state: ServiceState, models: Mapping[str, ServedModel]) 
         state.models[kind] = served
         state.engines[kind] = engine
         state.feature_workers[kind] = SerialWorker(f"{kind}-features", state.settings.max_queue_size)
-        state.metrics.set_model(kind, served.source, str(served.device), served.dtype)
+        state.metrics.set_model(kind, served.public_name, str(served.device), served.dtype)
     state.metrics.watch_devices(str(m.device) for m in models.values())
     log.info("serving models: %s", ", ".join(models) or "none")
 
@@ -111,7 +111,8 @@ async def warm_up(state: ServiceState) -> None:
         raise
     except Exception as exc:
         log.exception("warm-up failed")
-        state.not_ready_reason = f"warm-up failed: {exc}"
+        # The public /readyz says what failed, not the exception's text (it may hold server paths).
+        state.not_ready_reason = f"warm-up failed ({type(exc).__name__}); the server's log has the details"
         return
     state.set_ready()
     log.info("models warmed up; ready")

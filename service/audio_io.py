@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import io
 import math
+import re
 from typing import NoReturn
 
 import numpy as np
@@ -41,6 +42,7 @@ AUDIO_TYPES = frozenset(
     }
 )
 SUPPORTED_FORMATS_TEXT = "WAV, FLAC, OGG/Vorbis, OGG/Opus or MP3"
+_OBJECT_REPR = re.compile(r"<[^<>]*\bat 0x[0-9a-fA-F]+>")
 _BLOCK_FRAMES = 65536  # frames decoded at a time: 2 MiB of float32 even at 8 channels
 
 
@@ -143,8 +145,15 @@ def decode_audio(body: bytes, target_rate: int, max_seconds: float, *, min_rate:
             return _decode_mono(audio_file, limit, target_rate, max_seconds)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         raise MalformedPayloadError(
-            f"could not decode the audio file; expected {SUPPORTED_FORMATS_TEXT} ({exc})"
+            f"could not decode the audio file; expected {SUPPORTED_FORMATS_TEXT} ({_decoder_message(exc)})"
         ) from None
+
+
+def _decoder_message(exc: Exception) -> str:
+    """What the decoder found wrong, without the file object's repr and its memory address that
+    soundfile puts in front ("Error opening <_io.BytesIO object at 0x7f...>: ")."""
+    text = exc.error_string if isinstance(exc, sf.LibsndfileError) else str(exc)
+    return _OBJECT_REPR.sub("", text).strip(" :") or type(exc).__name__
 
 
 def _decode_mono(audio_file: sf.SoundFile, limit: int, target_rate: int, max_seconds: float) -> np.ndarray:

@@ -8,8 +8,10 @@ weights, needed by the EnCodec model's audio-in path alone, do not: see ``servic
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -52,10 +54,12 @@ class ServedModel:
     on the model's device next to the decode. Outputs are float32 CPU tensors ``(S,)``.
     """
 
-    def __init__(self, model: Vocos, source: str, device: torch.device, dtype: str) -> None:
+    def __init__(self, model: Vocos, source: str, device: torch.device, dtype: str,
+                 revision: str | None = None) -> None:
         self.model = model
         self.kind: str = model.kind
-        self.source = source
+        self.source = source  # as configured: may be a local path, for the server's own log only
+        self.public_name = public_name(source, revision)
         self.device = device
         self.dtype = dtype
         self.sample_rate = model.sample_rate
@@ -136,7 +140,7 @@ def load_model(kind: str, source: str, settings: Settings, device: torch.device)
     if model.kind != kind:
         raise StartupError(f"{env}={source} holds a {model.kind} model, not a {kind} model")
     model = place(model, device, DTYPES[settings.dtype])
-    served = ServedModel(model, source, device, settings.dtype)
+    served = ServedModel(model, source, device, settings.dtype, settings.revision)
     # Only /resynthesize?model=encodec needs the EnCodec weights: without them the server starts,
     # the rest of it works, and that path loads them once they are present (service.audio_path).
     served.audio_path.load_at_start()
@@ -166,6 +170,15 @@ def _load_failure(kind: str, source: str, exc: BaseException) -> str:
         f"Point VOCOS_{kind.upper()}_MODEL (or --{kind}-model) at a local directory holding config.yaml and "
         f"pytorch_model.bin{download}, or set it to 'none' to disable the model."
     )
+
+
+def public_name(source: str, revision: str | None) -> str:
+    """What clients are told a model is (X-Model-Source, /readyz, /metrics): the Hub id, with ``@revision``
+    when one is set, or ``local:<directory name>`` for a local checkpoint, never the server's paths."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return f"local:{Path(os.path.abspath(path)).name}"  # abspath: the name of "." or "ckpt/.." too
+    return f"{source}@{revision}" if revision else source
 
 
 def place(model: Vocos, device: torch.device, dtype: torch.dtype) -> Vocos:

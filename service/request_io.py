@@ -140,7 +140,7 @@ async def audio_response(
     headers = {
         "X-Audio-Duration": f"{seconds:.6f}",
         "X-Model": served.kind,
-        "X-Model-Source": served.source.encode("ascii", "replace").decode("ascii"),
+        "X-Model-Source": served.public_name.encode("ascii", "replace").decode("ascii"),
         "X-Sample-Rate": str(served.sample_rate),
     }
     return Response(content, media_type=fmt.media_type, headers=headers)

@@ -113,7 +113,7 @@ async def readyz(request: Request) -> JSONResponse:
     if not state.ready or state.draining:
         body = error_body("not_ready", state.not_ready_reason or "not ready", request_id_of(request))
         return JSONResponse(body, status_code=503)
-    return JSONResponse({"status": "ready", "models": {k: m.source for k, m in state.models.items()}})
+    return JSONResponse({"status": "ready", "models": {k: m.public_name for k, m in state.models.items()}})
 
 
 @router.get(
