@@ -207,16 +207,7 @@ async def resynthesize(
     deadline = Deadline(request, state.settings)
     await served.audio_path.require(timeout=deadline.remaining())
     fmt = choose_format(format, request.headers.get("accept"))
-    body = await read_body(request, state.settings)
-    if form:
-        body, part_type = await off_loop(audio_part, body, content_type, inline=len(body) <= INLINE_BODY_BYTES)
-        _check_audio_type(part_type)
-    audio = await off_loop(_decode_upload, body, served.sample_rate, state.settings)
-    if audio.size < served.min_audio_samples:
-        raise InvalidInputError(
-            f"the audio is too short: {audio.size} samples at {served.sample_rate} Hz; "
-            f"the {served.kind} model needs at least {served.min_audio_samples}"
-        )
+    audio = await _read_upload(request, state, served, content_type if form else None)
     worker = state.feature_workers[model]
     features = await unless_disconnected(
         request, worker.run(served.audio_to_features, audio, resolved, timeout=deadline.remaining())
@@ -236,6 +227,23 @@ async def _vocode(request: Request, state: ServiceState, served: ServedModel, en
     )
     audio = (await unless_disconnected(request, work)).numpy()
     return await audio_response(state, served, audio if length is None else fit_length(audio, length), fmt)
+
+
+async def _read_upload(request: Request, state: ServiceState, served: ServedModel,
+                       form_type: str | None) -> np.ndarray:
+    """The uploaded audio ``(S,)`` at the model's rate: the body, or the file part of a form body whose
+    Content-Type is ``form_type``, decoded."""
+    body = await read_body(request, state.settings)
+    if form_type is not None:
+        body, part_type = await off_loop(audio_part, body, form_type, inline=len(body) <= INLINE_BODY_BYTES)
+        _check_audio_type(part_type)
+    audio = await off_loop(_decode_upload, body, served.sample_rate, state.settings)
+    if audio.size < served.min_audio_samples:
+        raise InvalidInputError(
+            f"the audio is too short: {audio.size} samples at {served.sample_rate} Hz; "
+            f"the {served.kind} model needs at least {served.min_audio_samples}"
+        )
+    return audio
 
 
 def _decode_upload(body: bytes, sample_rate: int, settings: Settings) -> np.ndarray:
