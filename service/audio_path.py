@@ -6,7 +6,8 @@ weights (``encodec_24khz-d7cc33bc.th``), used by nothing else: the server starts
 request retries, cheaply: at once when the weights file has appeared or changed since the last
 failure (an init container, a mounted volume), otherwise at most every ``RETRY_INTERVAL_S`` (a
 download of the official file, a file that did not load). One attempt runs at a time, off the event
-loop; requests arriving meanwhile wait for it up to their deadline.
+loop; requests arriving meanwhile wait for it (up to their deadline) when it loads a file that is
+there, and get their 503 at once when it downloads.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class AudioPath:
         self._tried_at = -math.inf
         self._failed_file: tuple[int, int] | None = None  # (mtime, size) of the file that failed
         self._attempt: asyncio.Future[bool] | None = None
+        self._attempt_reads_file = False
 
     @property
     def available(self) -> bool:
@@ -79,7 +81,10 @@ class AudioPath:
         if self._attempt is None and self._due():
             self._attempt = asyncio.ensure_future(asyncio.to_thread(self.load))
             self._attempt.add_done_callback(self._attempt_done)
-        if self._attempt is not None:
+            self._attempt_reads_file = self._file() is not None
+        if self._attempt is not None and self._attempt_reads_file:
+            # Loading a file that is there takes a second: worth waiting for. A download may take
+            # long (or until its timeout, offline): it goes on in the background, requests get 503.
             # Shielded: a request that gives up leaves the attempt running for the next ones.
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._attempt), max(0.0, timeout))
@@ -91,15 +96,23 @@ class AudioPath:
                 {"Retry-After": str(math.ceil(RETRY_INTERVAL_S))},
             )
 
-    def _due(self) -> bool:
+    def _file(self) -> tuple[int, int] | None:
         assert self._features is not None
-        state = _file_state(self._features.weights_path())
+        return _file_state(self._features.weights_path())
+
+    def _due(self) -> bool:
+        state = self._file()
         if state is not None and state != self._failed_file:
             return True  # the file appeared or changed since the attempt that failed
         return _now() - self._tried_at >= RETRY_INTERVAL_S
 
-    def _attempt_done(self, _: asyncio.Future[bool]) -> None:
+    def _attempt_done(self, attempt: asyncio.Future[bool]) -> None:
         self._attempt = None
+        # One no request awaited (a download) would otherwise fail unheard.
+        error = None if attempt.cancelled() else attempt.exception()
+        if error is not None:
+            self.problem = f"{type(error).__name__}: {error}"
+            log.error("loading the EnCodec audio-in path failed: %s", self.problem)
 
 
 def _file_state(path: Path) -> tuple[int, int] | None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from service_helpers import audio_file, running_app, settings_with, tone
+from service_helpers import audio_file, running_app, settings_with, tone, wait_until
 
 import service.audio_path as audio_path_module
 import vocos_core.encodec.weights as weights_module
@@ -106,3 +106,29 @@ async def test_unreachable_official_url_fails_fast_and_the_server_starts(
     assert "cannot download EnCodec weights" in (models["encodec"].audio_path.problem or "")
     async with running_app(settings, models) as app:
         assert (await app.client.post("/decode/encodec", json=CODES)).status_code == 200
+
+
+async def test_a_download_in_progress_does_not_hold_requests(
+    base_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as silent:  # takes connections and never answers, like a network dropping them
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        monkeypatch.setattr(weights_module, "OFFICIAL_URL", f"http://127.0.0.1:{silent.getsockname()[1]}/w.th")
+        monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
+        monkeypatch.setattr(weights_module, "DOWNLOAD_TIMEOUT_S", 0.2)
+        settings = encodec_only(base_settings, None)
+        models = load_models(settings)
+        assert "timed out" in (models["encodec"].audio_path.problem or "")
+        attempts = count_attempts(models["encodec"])
+        monkeypatch.setattr(weights_module, "DOWNLOAD_TIMEOUT_S", 2.0)
+        monkeypatch.setattr(audio_path_module, "RETRY_INTERVAL_S", 0.0)
+        body = audio_file(tone(0.2, 24000), 24000)
+        async with running_app(settings, models) as app:
+            started = time.monotonic()
+            response = await app.client.post("/resynthesize?model=encodec&bandwidth_id=0", content=body,
+                                              headers=WAV)
+            assert response.status_code == 503 and time.monotonic() - started < 1.0
+            await wait_until(lambda: len(attempts) == 1)  # the download goes on in the background
+            again = await app.client.post("/resynthesize?model=encodec&bandwidth_id=0", content=body, headers=WAV)
+            assert again.status_code == 503 and len(attempts) == 1  # one attempt at a time
