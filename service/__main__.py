@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from pydantic import SecretStr, ValidationError
 
 from service.app import create_app
+from service.logs import configure_logging
 from service.memory import bound_memory_growth
 from service.models import StartupError, load_models
 from service.server import uvicorn_config
@@ -114,8 +115,7 @@ def serve(app: FastAPI, settings: Settings) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_settings(argv)
-    level = "DEBUG" if settings.log_level == "trace" else settings.log_level.upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level)
     bound_memory_growth()  # before any model runs
     try:
         models = load_models(settings)

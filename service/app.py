@@ -90,13 +90,14 @@ async def start_engines(state: ServiceState, models: Mapping[str, ServedModel]) 
         state.models[kind] = served
         state.engines[kind] = engine
         state.feature_workers[kind] = SerialWorker(f"{kind}-features", state.settings.max_queue_size)
-        state.metrics.set_model(kind, served.source, str(served.device), served.dtype)
+        state.metrics.set_model(kind, served.public_name, str(served.device), served.dtype)
     state.metrics.watch_devices(str(m.device) for m in models.values())
     log.info("serving models: %s", ", ".join(models) or "none")
 
 
 async def warm_up(state: ServiceState) -> None:
-    """Run every model once through its engine and audio path, then mark the app ready."""
+    """Run every model once through its engine and its audio path (when available), then mark the app
+    ready: an audio path still unavailable (no EnCodec weights) fails its requests, not readiness."""
     try:
         for kind, served in state.models.items():
             frames = max(served.min_frames, 16)
@@ -109,6 +110,9 @@ async def warm_up(state: ServiceState) -> None:
             else:
                 calls = [engine.submit(torch.zeros(served.n_features, frames))]
             await asyncio.gather(*calls)
+            if not served.audio_path.available:
+                log.info("warm-up: skipped the %s audio-in path, unavailable until its weights load", kind)
+                continue
             silence = np.zeros(served.sample_rate // 10, dtype=np.float32)
             bandwidth_id = 0 if served.bandwidths else None
             await state.feature_workers[kind].run(served.audio_to_features, silence, bandwidth_id)
@@ -116,7 +120,8 @@ async def warm_up(state: ServiceState) -> None:
         raise
     except Exception as exc:
         log.exception("warm-up failed")
-        state.not_ready_reason = f"warm-up failed: {exc}"
+        # The public /readyz says what failed, not the exception's text (it may hold server paths).
+        state.not_ready_reason = f"warm-up failed ({type(exc).__name__}); the server's log has the details"
         return
     state.set_ready()
     log.info("models warmed up; ready")

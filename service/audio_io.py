@@ -10,12 +10,14 @@ from __future__ import annotations
 import enum
 import io
 import math
+import re
 from typing import NoReturn
 
 import numpy as np
 import soundfile as sf
 import soxr
 
+from service.echo import clip
 from service.errors import (
     InvalidInputError,
     MalformedPayloadError,
@@ -40,6 +42,7 @@ AUDIO_TYPES = frozenset(
     }
 )
 SUPPORTED_FORMATS_TEXT = "WAV, FLAC, OGG/Vorbis, OGG/Opus or MP3"
+_OBJECT_REPR = re.compile(r"<[^<>]*\bat 0x[0-9a-fA-F]+>")
 _BLOCK_FRAMES = 65536  # frames decoded at a time: 2 MiB of float32 even at 8 channels
 
 
@@ -91,7 +94,7 @@ def choose_format(requested: OutputFormat | None, accept: str | None) -> OutputF
             ranked.append((-quality, position, _ACCEPT[fields[0].lower()]))
     if not ranked:
         raise NotAcceptableError(
-            f"cannot produce any type in Accept: {accept!r}; available: audio/wav, audio/flac"
+            f"cannot produce any type in Accept: {clip(accept)}; available: audio/wav, audio/flac"
             " (or the format query parameter: wav16, wav32f, flac)"
         )
     return min(ranked)[2]
@@ -107,11 +110,25 @@ def encode_audio(samples: np.ndarray, sample_rate: int, fmt: OutputFormat) -> by
     return buffer.getvalue()
 
 
-def decode_audio(body: bytes, target_rate: int, max_seconds: float) -> np.ndarray:
-    """Decode an audio file to mono float32 ``(S,)`` at ``target_rate``.
+def resampled_length(frames: int, rate: int, target_rate: int) -> int:
+    """Samples at ``target_rate`` lasting as long as ``frames`` at ``rate``: ``round(frames * target_rate
+    / rate)``, halves rounded up (in integers, so exact for any length)."""
+    return (2 * frames * target_rate + rate) // (2 * rate)
 
-    Raises MalformedPayloadError (undecodable), InvalidInputError (empty, NaN) or PayloadTooLargeError
-    (longer than ``max_seconds``).
+
+def fit_length(samples: np.ndarray, length: int) -> np.ndarray:
+    """``samples`` ``(S,)`` trimmed, or padded with trailing zeros, to exactly ``length`` samples."""
+    if samples.size >= length:
+        return samples[:length]
+    return np.concatenate([samples, np.zeros(length - samples.size, dtype=samples.dtype)])
+
+
+def decode_audio(body: bytes, target_rate: int, max_seconds: float, *, min_rate: int = 1) -> np.ndarray:
+    """Decode an audio file to mono float32 ``(S,)`` at ``target_rate``, S = ``resampled_length(frames,
+    rate, target_rate)`` for a file of ``frames`` frames at ``rate``: exactly the file's duration.
+
+    Raises MalformedPayloadError (undecodable), InvalidInputError (empty, NaN, a sample rate below
+    ``min_rate``, from the header before decoding) or PayloadTooLargeError (longer than ``max_seconds``).
     """
     if not body:
         raise InvalidInputError(
@@ -120,6 +137,7 @@ def decode_audio(body: bytes, target_rate: int, max_seconds: float) -> np.ndarra
     try:
         with sf.SoundFile(io.BytesIO(body)) as audio_file:
             rate = int(audio_file.samplerate)
+            _check_rate(rate, min_rate)
             limit = math.floor(max_seconds * rate)
             # libsndfile reports 0 or a huge count when the header does not know the length.
             if 0 < audio_file.frames < 2**62 and audio_file.frames > limit:
@@ -127,8 +145,15 @@ def decode_audio(body: bytes, target_rate: int, max_seconds: float) -> np.ndarra
             return _decode_mono(audio_file, limit, target_rate, max_seconds)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         raise MalformedPayloadError(
-            f"could not decode the audio file; expected {SUPPORTED_FORMATS_TEXT} ({exc})"
+            f"could not decode the audio file; expected {SUPPORTED_FORMATS_TEXT} ({_decoder_message(exc)})"
         ) from None
+
+
+def _decoder_message(exc: Exception) -> str:
+    """What the decoder found wrong, without the file object's repr and its memory address that
+    soundfile puts in front ("Error opening <_io.BytesIO object at 0x7f...>: ")."""
+    text = exc.error_string if isinstance(exc, sf.LibsndfileError) else str(exc)
+    return _OBJECT_REPR.sub("", text).strip(" :") or type(exc).__name__
 
 
 def _decode_mono(audio_file: sf.SoundFile, limit: int, target_rate: int, max_seconds: float) -> np.ndarray:
@@ -157,7 +182,18 @@ def _decode_mono(audio_file: sf.SoundFile, limit: int, target_rate: int, max_sec
         raise InvalidInputError("the audio file contains no samples")
     if resampler is not None:
         parts.append(resampler.resample_chunk(np.zeros(0, np.float32), last=True))
-    return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
+    # soxr's stream may end a sample or so off the exact resampled duration.
+    samples = fit_length(np.concatenate(parts), resampled_length(frames, rate, target_rate))
+    return np.ascontiguousarray(samples, dtype=np.float32)
+
+
+def _check_rate(rate: int, min_rate: int) -> None:
+    # 599 samples at 1 Hz would be resampled into 599 s of audio for the vocoder: refused up front.
+    if rate < min_rate:
+        raise InvalidInputError(
+            f"the audio's sample rate is {rate} Hz; this server accepts {min_rate} Hz or more "
+            "(VOCOS_MIN_SAMPLE_RATE)"
+        )
 
 
 def _too_long(seconds: float, max_seconds: float, at_least: bool = False) -> NoReturn:

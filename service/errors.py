@@ -124,6 +124,14 @@ class ClientDisconnectedError(ServiceError):
     error_type = "client_disconnected"
 
 
+class AudioPathUnavailableError(ServiceError):
+    """The model's audio-in path cannot run yet (the EnCodec weights are not on the server); each
+    request retries loading them, so it works once they are present, without a restart."""
+
+    status_code = 503
+    error_type = "audio_path_unavailable"
+
+
 # Engine failures: status code, error type. The engine itself knows nothing of HTTP.
 _ENGINE_STATUS: dict[type[EngineError], tuple[int, str]] = {
     QueueFullError: (429, "queue_full"),

@@ -1,4 +1,5 @@
-"""Secrets kept out of the logs: query parameters that carry credentials, and the configured API keys.
+"""The process's logging: one handler, on the root logger, through which every record passes once;
+and secrets kept out of it: query parameters that carry credentials, and the configured API keys.
 
 uvicorn's access log writes every request's path with its query string, so a client that sends its
 key as ``?api_key=...`` (a habit from other APIs; this service reads keys only from the
@@ -16,6 +17,19 @@ REDACTED = "***"
 _SECRET_PARAM = re.compile(
     r"(?i)([?&](?:[\w.-]*(?:key|token|secret|password|passwd|auth|signature|credential)[\w.-]*)=)[^&#\s\"]*"
 )
+
+
+def configure_logging(level: str) -> None:
+    """Log at ``level`` (a Settings log level; ``trace`` is DEBUG) to stderr, each record once."""
+    name = "DEBUG" if level == "trace" else level.upper()
+    logging.basicConfig(level=name, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # huggingface_hub attaches a bare StreamHandler to its logger when imported, and its records also
+    # propagate to the root: each would print twice. Imported here so that its handler exists to remove.
+    import huggingface_hub  # noqa: F401
+
+    hub = logging.getLogger("huggingface_hub")
+    for handler in list(hub.handlers):
+        hub.removeHandler(handler)
 
 
 def redact(text: str, secrets: Sequence[str] = ()) -> str:

@@ -1,21 +1,25 @@
 """Loading the configured Vocos models onto the serving device, and the adapter the engine drives.
 
 A model that cannot be obtained stops the server at start with one line naming the model and how to
-point at a local copy (``StartupError``), instead of failing on the first request.
+point at a local copy (``StartupError``), instead of failing on the first request. The EnCodec
+weights, needed by the EnCodec model's audio-in path alone, do not: see ``service.audio_path``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from service.audio_path import AudioPath
 from service.settings import Settings
 from vocos_core import Vocos, bf16x3
-from vocos_core.errors import VocosError
+from vocos_core.errors import UnavailableError, VocosError
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +54,12 @@ class ServedModel:
     on the model's device next to the decode. Outputs are float32 CPU tensors ``(S,)``.
     """
 
-    def __init__(self, model: Vocos, source: str, device: torch.device, dtype: str) -> None:
+    def __init__(self, model: Vocos, source: str, device: torch.device, dtype: str,
+                 revision: str | None = None) -> None:
         self.model = model
         self.kind: str = model.kind
-        self.source = source
+        self.source = source  # as configured: may be a local path, for the server's own log only
+        self.public_name = public_name(source, revision)
         self.device = device
         self.dtype = dtype
         self.sample_rate = model.sample_rate
@@ -63,6 +69,7 @@ class ServedModel:
         # Fewest frames that yield any audio (a centred mel model gives none for one frame).
         self.min_frames = next(t for t in range(1, 64) if model.num_samples(t) > 0)
         self.min_audio_samples = model.min_audio_samples()
+        self.audio_path = AudioPath(model)
 
     def num_samples(self, frames: int) -> int:
         return self.model.num_samples(frames)
@@ -84,14 +91,13 @@ class ServedModel:
         return self.model.codes_to_features(x)[0]  # (K, T) codes -> (1, 128, T) -> (128, T)
 
     def audio_to_features(self, audio: np.ndarray, bandwidth_id: int | None) -> torch.Tensor:
-        """Mono float32 audio ``(S,)`` at ``sample_rate`` -> features ``(C, T)`` on the model's device."""
-        return self.model.audio_to_features(torch.from_numpy(audio), bandwidth_id)
+        """Mono float32 audio ``(S,)`` at ``sample_rate`` -> features ``(C, T)`` on the model's device.
 
-    def prepare_audio_path(self) -> None:
-        """Load what the audio-in path needs (the EnCodec encoder) now rather than on first request."""
-        if self.kind == "encodec":
-            self.model.feature_extractor.encoder()  # type: ignore[operator]
-
+        Call it once ``audio_path`` is available (``AudioPath.require``); the EnCodec encoder would
+        otherwise be loaded here, on the request, unthrottled.
+        """
+        assert self.audio_path.available, "audio_to_features before AudioPath.require"
+        return self.model.audio_to_features(torch.from_numpy(audio), bandwidth_id)[0]  # (1, C, T) -> (C, T)
 
 def load_models(settings: Settings) -> dict[str, ServedModel]:
     """Every enabled model, on the configured device and dtype; StartupError on any failure."""
@@ -130,23 +136,14 @@ def load_model(kind: str, source: str, settings: Settings, device: torch.device)
             source, revision=settings.revision, encodec_weights=settings.encodec_weights
         )
     except (VocosError, OSError) as exc:
-        raise StartupError(
-            f"cannot load the {kind} model from {source!r}: {_one_line(exc)} -- point {env} "
-            f"(or --{kind}-model) at a local directory holding config.yaml and pytorch_model.bin, "
-            "or set it to 'none' to disable it"
-        ) from exc
+        raise StartupError(_load_failure(kind, source, exc)) from exc
     if model.kind != kind:
         raise StartupError(f"{env}={source} holds a {model.kind} model, not a {kind} model")
     model = place(model, device, DTYPES[settings.dtype])
-    served = ServedModel(model, source, device, settings.dtype)
-    try:
-        served.prepare_audio_path()
-    except (VocosError, OSError) as exc:
-        raise StartupError(
-            "cannot load the EnCodec encoder weights used by /resynthesize?model=encodec: "
-            f"{_one_line(exc)} -- "
-            "set VOCOS_ENCODEC_WEIGHTS (or --encodec-weights) to a local encodec_24khz-d7cc33bc.th"
-        ) from exc
+    served = ServedModel(model, source, device, settings.dtype, settings.revision)
+    # Only /resynthesize?model=encodec needs the EnCodec weights: without them the server starts,
+    # the rest of it works, and that path loads them once they are present (service.audio_path).
+    served.audio_path.load_at_start()
     log.info(
         "loaded %s model %s on %s (%s) in %.1f s",
         kind,
@@ -156,6 +153,32 @@ def load_model(kind: str, source: str, settings: Settings, device: torch.device)
         time.monotonic() - start,
     )
     return served
+
+
+def _load_failure(kind: str, source: str, exc: BaseException) -> str:
+    """One line: what went wrong, then one sentence of what to do (the advice of vocos_core, worded for
+    its library callers, is left out rather than said twice)."""
+    reason = exc.reason if isinstance(exc, UnavailableError) else _one_line(exc)
+    download = (
+        f" (for example one downloaded where the Hub is reachable: `hf download {source} --local-dir DIR`, "
+        "`huggingface-cli download` before huggingface_hub 1.0)"
+        if isinstance(exc, UnavailableError)
+        else ""
+    )
+    return (
+        f"cannot load the {kind} model from {source!r}: {reason.rstrip('.')}. "
+        f"Point VOCOS_{kind.upper()}_MODEL (or --{kind}-model) at a local directory holding config.yaml and "
+        f"pytorch_model.bin{download}, or set it to 'none' to disable the model."
+    )
+
+
+def public_name(source: str, revision: str | None) -> str:
+    """What clients are told a model is (X-Model-Source, /readyz, /metrics): the Hub id, with ``@revision``
+    when one is set, or ``local:<directory name>`` for a local checkpoint, never the server's paths."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return f"local:{Path(os.path.abspath(path)).name}"  # abspath: the name of "." or "ckpt/.." too
+    return f"{source}@{revision}" if revision else source
 
 
 def place(model: Vocos, device: torch.device, dtype: torch.dtype) -> Vocos:

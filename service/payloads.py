@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from service import json_body
+from service.echo import clip
 from service.errors import InvalidInputError, MalformedPayloadError, UnsupportedMediaTypeError, without_addresses
 
 JSON_TYPES = frozenset({"application/json"})
@@ -48,7 +49,7 @@ def body_kind(content_type: str | None, body: bytes) -> str:
         if body.lstrip()[:1] == b"{":
             return "json"
     raise UnsupportedMediaTypeError(
-        f"unsupported Content-Type {kind or '(none)'!r}; expected application/json or application/x-npy"
+        f"unsupported Content-Type {clip(kind) if kind else '(none)'}; expected application/json or application/x-npy"
     )
 
 

@@ -14,6 +14,7 @@ from fastapi import Request, Response
 from starlette.requests import ClientDisconnect
 
 from service.audio_io import OutputFormat, encode_audio
+from service.echo import clip
 from service.errors import BodyTimeoutError, ClientDisconnectedError, InvalidInputError, PayloadTooLargeError
 from service.json_body import JsonBodyError
 from service.models import ServedModel
@@ -103,8 +104,9 @@ class Deadline:
             except ValueError:
                 asked = math.nan
             if not (asked > 0 and math.isfinite(asked)):
-                shown = header if len(header) <= 40 else header[:40] + "..."
-                raise InvalidInputError(f"X-Request-Timeout must be a positive number of seconds, got {shown!r}")
+                raise InvalidInputError(
+                    f"X-Request-Timeout must be a positive number of seconds, got {clip(header, 40)}"
+                )
             seconds = min(seconds, asked)
         started = getattr(request.state, "started", None) or time.monotonic()
         self.at = started + seconds
@@ -178,7 +180,7 @@ async def audio_response(
     headers = {
         "X-Audio-Duration": f"{seconds:.6f}",
         "X-Model": served.kind,
-        "X-Model-Source": served.source.encode("ascii", "replace").decode("ascii"),
+        "X-Model-Source": served.public_name.encode("ascii", "replace").decode("ascii"),
         "X-Sample-Rate": str(served.sample_rate),
     }
     return Response(content, media_type=fmt.media_type, headers=headers)

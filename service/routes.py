@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import numpy as np
 import torch
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from service.audio_io import AUDIO_TYPES, OutputFormat, choose_format, decode_audio
+from service.audio_io import AUDIO_TYPES, OutputFormat, choose_format, decode_audio, fit_length
+from service.echo import clip
 from service.engine import BatchingEngine
 from service.errors import InvalidInputError, UnsupportedMediaTypeError, error_body, request_id_of
 from service.models import ServedModel
+from service.multipart import FORM_DATA, audio_part
 from service.payloads import codes_input, media_type, mel_input, merge_choice, resolve_bandwidth_id
 from service.request_io import (
+    INLINE_BODY_BYTES,
     Deadline,
     audio_response,
     check_duration,
@@ -57,6 +61,14 @@ _AUDIO_OUT = {
     "description": "24 kHz mono audio; headers X-Audio-Duration (s), X-Model, X-Request-Id",
 }
 _RESPONSES: dict[int | str, dict[str, Any]] = {200: _AUDIO_OUT, **_ERRORS}
+_RESYNTHESIS_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **_RESPONSES,
+    503: {
+        "description": "Draining; the device out of memory for this request alone; or (audio_path_unavailable) "
+        "model=encodec while the EnCodec weights are not on the server (VOCOS_ENCODEC_WEIGHTS): each request "
+        "retries loading them. See Retry-After"
+    },
+}
 _GRID = {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}
 _NPY = {"schema": {"type": "string", "format": "binary"}}
 
@@ -74,7 +86,18 @@ _CODES_DOC = _body_doc(
         "properties": {"codes": _GRID, "bandwidth_id": {"type": "integer"}, "bandwidth": {"type": "number"}},
     }
 )
-_AUDIO_DOC = {"requestBody": {"required": True, "content": {t: _NPY for t in sorted(AUDIO_TYPES)}}}
+_FORM = {
+    "schema": {"type": "object", "required": ["file"], "properties": {"file": {"type": "string", "format": "binary"}}},
+    "encoding": {"file": {"contentType": ", ".join(sorted(AUDIO_TYPES))}},
+}
+_AUDIO_DOC = {
+    "requestBody": {
+        "required": True,
+        "description": f"The audio file as the body, or {FORM_DATA} with it in the part named 'file' "
+        "(or the only file part), as `curl -F file=@speech.wav` and browser forms send it",
+        "content": {**{t: _NPY for t in sorted(AUDIO_TYPES)}, FORM_DATA: _FORM},
+    }
+}
 
 
 @router.get("/healthz", tags=["health"], summary="Liveness: the process and its batching loops run")
@@ -92,7 +115,7 @@ async def readyz(request: Request) -> JSONResponse:
     if not state.ready or state.draining:
         body = error_body("not_ready", state.not_ready_reason or "not ready", request_id_of(request))
         return JSONResponse(body, status_code=503)
-    return JSONResponse({"status": "ready", "models": {k: m.source for k, m in state.models.items()}})
+    return JSONResponse({"status": "ready", "models": {k: m.public_name for k, m in state.models.items()}})
 
 
 @router.get(
@@ -157,7 +180,7 @@ async def decode_encodec(
     "/resynthesize",
     tags=["decode"],
     summary="Audio file (WAV/FLAC/OGG/MP3) through the vocoder",
-    responses=_RESPONSES,
+    responses=_RESYNTHESIS_RESPONSES,
     openapi_extra=_AUDIO_DOC,
     response_class=Response,
 )
@@ -168,53 +191,72 @@ async def resynthesize(
     bandwidth: BandwidthQuery = None,
     format: FormatQuery = None,
 ) -> Response:
-    """Any sample rate, mixed to mono and resampled to 24 kHz; model=encodec needs a bandwidth."""
+    """Any sample rate, mixed to mono and resampled to 24 kHz; model=encodec needs a bandwidth.
+
+    The answer lasts exactly as long as the upload: ``round(frames * 24000 / rate)`` samples (halves
+    up) for a file of ``frames`` frames at ``rate`` Hz, the vocoder's output padded with zeros or
+    trimmed at the end to that length (its frames cover the audio in whole hops).
+    """
     state = service_state(request)
-    _check_audio_type(request.headers.get("content-type"))
+    content_type = request.headers.get("content-type")
+    form = media_type(content_type) == FORM_DATA
+    if not form:
+        _check_audio_type(content_type)
     served, engine = state.model(model)
     resolved = _resynthesis_bandwidth(served, bandwidth_id, bandwidth)
     deadline = Deadline(request, state.settings)
+    await served.audio_path.require(timeout=deadline.remaining())
     fmt = choose_format(format, request.headers.get("accept"))
+    audio = await _read_upload(request, state, served, content_type if form else None)
+    worker = state.feature_workers[model]
+    features = await unless_disconnected(
+        request, worker.run(served.audio_to_features, audio, resolved, timeout=deadline.remaining())
+    )
+    return await _vocode(request, state, served, engine, deadline, fmt, features, resolved, length=audio.size)
+
+
+async def _vocode(request: Request, state: ServiceState, served: ServedModel, engine: BatchingEngine,
+                  deadline: Deadline, fmt: OutputFormat, features: torch.Tensor,
+                  bandwidth_id: int | None = None, length: int | None = None) -> Response:
+    """The end every decoding endpoint shares: ``features`` ``(C, T)`` (mel, codes or resynthesis
+    features) checked for length, through the batching engine, to the audio response; ``length``, when
+    given, is the exact number of samples to answer (``fit_length``)."""
+    _check_frames(served, features.shape[-1], state.settings)
+    work = engine.submit(
+        features, bandwidth_id=bandwidth_id, timeout=deadline.remaining(), request_id=request_id_of(request)
+    )
+    audio = (await unless_disconnected(request, work)).numpy()
+    return await audio_response(state, served, audio if length is None else fit_length(audio, length), fmt)
+
+
+async def _read_upload(request: Request, state: ServiceState, served: ServedModel,
+                       form_type: str | None) -> np.ndarray:
+    """The uploaded audio ``(S,)`` at the model's rate: the body, or the file part of a form body whose
+    Content-Type is ``form_type``, decoded."""
     body = await read_body(request, state.settings)
-    audio = await off_loop(decode_audio, body, served.sample_rate, state.settings.max_audio_seconds)
+    if form_type is not None:
+        body, part_type = await off_loop(audio_part, body, form_type, inline=len(body) <= INLINE_BODY_BYTES)
+        _check_audio_type(part_type)
+    audio = await off_loop(_decode_upload, body, served.sample_rate, state.settings)
     if audio.size < served.min_audio_samples:
         raise InvalidInputError(
             f"the audio is too short: {audio.size} samples at {served.sample_rate} Hz; "
             f"the {served.kind} model needs at least {served.min_audio_samples}"
         )
-    worker = state.feature_workers[model]
-    features = await unless_disconnected(
-        request, worker.run(served.audio_to_features, audio, resolved, timeout=deadline.remaining())
-    )
-    return await _vocode(request, state, served, engine, deadline, fmt, features, resolved)
+    return audio
 
 
-async def _vocode(request: Request, state: ServiceState, served: ServedModel, engine: BatchingEngine,
-                  deadline: Deadline, fmt: OutputFormat, features: torch.Tensor,
-                  bandwidth_id: int | None = None) -> Response:
-    """The end every decoding endpoint shares: ``features`` ``(C, T)`` (mel, codes or resynthesis
-    features) checked for length, through the batching engine, to the audio response."""
-    _check_frames(served, features.shape[-1], state.settings)
-    work = engine.submit(
-        features, bandwidth_id=bandwidth_id, timeout=deadline.remaining(), request_id=request_id_of(request)
-    )
-    audio = await unless_disconnected(request, work)
-    return await audio_response(state, served, audio.numpy(), fmt)
+def _decode_upload(body: bytes, sample_rate: int, settings: Settings) -> np.ndarray:
+    return decode_audio(body, sample_rate, settings.max_audio_seconds, min_rate=settings.min_sample_rate)
 
 
 def _check_audio_type(content_type: str | None) -> None:
+    """415 unless ``content_type`` (of the body, or of its multipart file part) is absent or an audio type."""
     kind = media_type(content_type)
     if kind and kind not in AUDIO_TYPES:
-        hint = (
-            (
-                " (multipart uploads are not supported: send the file itself as the body, e.g. "
-                "curl --data-binary @speech.wav -H 'Content-Type: audio/wav')"
-            )
-            if kind.startswith("multipart/")
-            else ""
-        )
         raise UnsupportedMediaTypeError(
-            f"unsupported Content-Type {kind!r}; expected one of {', '.join(sorted(AUDIO_TYPES))}{hint}"
+            f"unsupported Content-Type {clip(kind)}; expected one of {', '.join(sorted(AUDIO_TYPES))}, "
+            f"or {FORM_DATA} with the audio file in a part named 'file' (curl -F file=@speech.wav)"
         )
 
 

@@ -79,6 +79,12 @@ class Settings(BaseSettings):
         30.0, gt=0, description="time a request body may take to arrive in full; slower uploads get 408"
     )
     max_audio_seconds: float = Field(600.0, gt=0, description="longest audio a request may produce or upload")
+    min_sample_rate: int = Field(
+        8000,
+        ge=1,
+        description="lowest sample rate of an upload (8000 Hz, telephony's); lower ones are refused with 422, "
+        "as each second of them becomes a second of 24 kHz audio to compute",
+    )
 
     host: str = Field("0.0.0.0", description="interface to listen on")
     port: int = Field(8000, ge=0, le=65535, description="TCP port")

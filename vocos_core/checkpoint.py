@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import CheckpointError
+from .errors import CheckpointError, UnavailableError
 
 CONFIG_NAME = "config.yaml"
 WEIGHTS_NAME = "pytorch_model.bin"
@@ -17,6 +17,8 @@ WEIGHTS_NAME = "pytorch_model.bin"
 # between library versions); anything further off means the file does not match its config.
 BUFFER_ATOL = 1e-5
 _LISTED_KEYS = 8
+# Answers meaning the Hub is down or overloaded, which huggingface_hub would retry with backoff.
+_HUB_DOWN_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 
 def resolve_checkpoint(name_or_path: str | os.PathLike[str], revision: str | None = None,
@@ -24,8 +26,10 @@ def resolve_checkpoint(name_or_path: str | os.PathLike[str], revision: str | Non
                        local_files_only: bool = False) -> tuple[Path, Path]:
     """Return local paths of ``(config.yaml, pytorch_model.bin)``.
 
-    A directory is used as it is. Anything else is a Hub repo id fetched through
-    ``huggingface_hub`` (its cache, ``revision``, and ``HF_HUB_OFFLINE`` apply).
+    A directory is used as it is. Anything else is a Hub repo id fetched through ``huggingface_hub``
+    (its cache, ``revision``, ``HF_ENDPOINT``, ``HF_HUB_OFFLINE`` and ``HF_HUB_ETAG_TIMEOUT`` apply).
+    An unreachable Hub costs one request, not huggingface_hub's retries: the cache is used then, and
+    ``UnavailableError`` raised when the files are not in it.
     """
     path = Path(name_or_path).expanduser()
     if path.is_dir():
@@ -39,25 +43,63 @@ def resolve_checkpoint(name_or_path: str | os.PathLike[str], revision: str | Non
         raise CheckpointError(
             f"{name!r} is neither a checkpoint directory nor a Hub repo id like 'charactr/vocos-mel-24khz'"
         )
-    return (_hub_file(name, CONFIG_NAME, revision, cache_dir, local_files_only),
-            _hub_file(name, WEIGHTS_NAME, revision, cache_dir, local_files_only))
+    why_cache_only = _why_cache_only(name, revision, local_files_only)
+    return (_hub_file(name, CONFIG_NAME, revision, cache_dir, why_cache_only),
+            _hub_file(name, WEIGHTS_NAME, revision, cache_dir, why_cache_only))
+
+
+def _why_cache_only(repo_id: str, revision: str | None, local_files_only: bool) -> str | None:
+    """Why the Hub is not to be asked (offline, or one probe found it unreachable), or None to ask it.
+
+    The probe is one HEAD request without retries: huggingface_hub itself, when its first request
+    fails and the file is not cached, retries five times with backoff (about 20 s) before giving up.
+    """
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.utils import HfHubHTTPError
+
+    if local_files_only:
+        return "local_files_only was asked"
+    # is_offline_mode() is newer than our floor of huggingface_hub; HF_HUB_OFFLINE is what it reads.
+    offline = constants.is_offline_mode() if hasattr(constants, "is_offline_mode") else constants.HF_HUB_OFFLINE
+    if offline:
+        return "HF_HUB_OFFLINE is set"
+    try:
+        get_hf_file_metadata(hf_hub_url(repo_id, CONFIG_NAME, revision=revision),
+                             timeout=constants.HF_HUB_ETAG_TIMEOUT)
+    except HfHubHTTPError as e:
+        status = getattr(e.response, "status_code", None)
+        if status in _HUB_DOWN_STATUS:
+            return f"the Hub at {constants.ENDPOINT} answered HTTP {status}"
+        return None  # it answered (not found, gated, ...): hf_hub_download reports that precisely
+    except Exception as e:  # connection refused, DNS, timeout, proxy: raised by its HTTP client
+        return f"the Hub at {constants.ENDPOINT} is unreachable ({_first_line(e)})"
+    return None
 
 
 def _hub_file(repo_id: str, filename: str, revision: str | None, cache_dir: str | os.PathLike[str] | None,
-              local_files_only: bool) -> Path:
-    from huggingface_hub import hf_hub_download
+              why_cache_only: str | None) -> Path:
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.utils import LocalEntryNotFoundError
 
+    where = f"{filename} of {repo_id!r} (revision {revision or 'main'})"
+    cache = Path(cache_dir) if cache_dir is not None else Path(constants.HF_HUB_CACHE)
     try:
-        cache = None if cache_dir is None else Path(cache_dir)
         return Path(hf_hub_download(repo_id=repo_id, filename=filename, revision=revision, cache_dir=cache,
-                                    local_files_only=local_files_only))
-    except Exception as e:  # huggingface_hub raises many classes (HTTP, offline, not found)
-        raise CheckpointError(
-            f"cannot obtain {filename} of {repo_id!r} (revision {revision or 'main'}): "
-            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. "
-            f"Without network access, download the repo elsewhere and pass its local directory "
-            f"(holding {CONFIG_NAME} and {WEIGHTS_NAME}) instead of the repo id"
+                                    local_files_only=why_cache_only is not None))
+    except LocalEntryNotFoundError as e:
+        raise UnavailableError(
+            f"cannot obtain {where}: {why_cache_only or 'the Hub cannot be reached'} and the file is not in "
+            f"the local Hub cache ({cache})",
+            f"pass a local directory holding {CONFIG_NAME} and {WEIGHTS_NAME} instead of the repo id, or "
+            f"download the repo while online (`hf download {repo_id}`)",
         ) from e
+    except Exception as e:  # huggingface_hub raises many classes (HTTP, not found, gated)
+        raise CheckpointError(f"cannot obtain {where}: {_first_line(e)}") from e
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:

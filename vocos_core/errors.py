@@ -15,6 +15,19 @@ class CheckpointError(VocosError):
     """A checkpoint or its config is missing, malformed, or does not match the model it declares."""
 
 
+class UnavailableError(CheckpointError):
+    """A checkpoint file that is not on this machine and cannot be fetched now (offline, or the Hub or
+    download URL unreachable).
+
+    ``reason`` is the message without the advice that ends it, for a caller (the service) that gives
+    advice of its own in its own terms.
+    """
+
+    def __init__(self, reason: str, advice: str) -> None:
+        super().__init__(f"{reason}; {advice}")
+        self.reason = reason
+
+
 class UnsupportedError(CheckpointError):
     """The checkpoint asks for a component this package does not implement."""
 

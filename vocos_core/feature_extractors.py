@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -95,6 +96,16 @@ class EncodecFeatures(nn.Module):
         self.encodec_weights = encodec_weights
         # A plain attribute (not a registered submodule): the checkpoint holds no encoder keys.
         self._encoder: EncodecEncoder | None = None
+
+    @property
+    def encoder_loaded(self) -> bool:
+        return self._encoder is not None
+
+    def weights_path(self) -> Path:
+        """The EnCodec weights file the encoder loads from (it may not exist yet)."""
+        from .encodec.weights import expected_path
+
+        return expected_path(self.encodec_weights)
 
     def encoder(self) -> EncodecEncoder:
         """The EnCodec encoder + quantizer, loaded once on first call, on this module's device."""

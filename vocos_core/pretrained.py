@@ -117,16 +117,8 @@ class Vocos(nn.Module):
 
     @torch.inference_mode()
     def forward(self, audio_input: torch.Tensor, bandwidth_id: torch.Tensor | int | None = None) -> torch.Tensor:
-        """Copy-synthesis: ``(B, S)`` audio at the model's rate -> ``(B, S')``."""
-        audio = inputs.check_audio(audio_input, self.min_audio_samples())
-        audio = audio if audio.dim() == 2 else audio.unsqueeze(0)
-        if isinstance(self.feature_extractor, EncodecFeatures):
-            ids = inputs.check_bandwidth_ids(bandwidth_id, self.bandwidths, audio.shape[0])
-            if ids.numel() != 1:
-                raise InputError("bandwidth_id: the audio path takes one bandwidth id for the whole batch")
-            features = self.feature_extractor(audio.float(), int(ids))
-            return self.decode(features, bandwidth_id=ids)
-        return self.decode(self.feature_extractor(audio.float()), bandwidth_id=bandwidth_id)
+        """Copy-synthesis: audio ``(B, S)`` or ``(S,)`` at the model's rate -> ``(B, S')`` (B = 1 for ``(S,)``)."""
+        return self.decode(self.audio_to_features(audio_input, bandwidth_id), bandwidth_id=bandwidth_id)
 
     @torch.inference_mode()
     def decode(self, features_input: torch.Tensor, bandwidth_id: torch.Tensor | int | None = None) -> torch.Tensor:
@@ -191,16 +183,21 @@ class Vocos(nn.Module):
         return counts.index(k)
 
     @torch.inference_mode()
-    def audio_to_features(self, audio: torch.Tensor, bandwidth_id: int | None = None) -> torch.Tensor:
-        """``(S,)`` audio at the model's rate -> ``(C, T)`` features (log-mel, or EnCodec embeddings)."""
-        audio = inputs.check_audio(audio, self.min_audio_samples())
-        if audio.dim() != 1:
-            raise InputError(f"audio: expected shape (samples,), got {tuple(audio.shape)}")
-        audio = audio.float().to(self._device())[None]
+    def audio_to_features(self, audio_input: torch.Tensor,
+                          bandwidth_id: torch.Tensor | int | None = None) -> torch.Tensor:
+        """Audio ``(B, S)`` or ``(S,)`` at the model's rate -> features ``(B, C, T)`` (B = 1 for ``(S,)``):
+        the log-mel spectrogram, or the EnCodec embeddings at ``bandwidth_id`` (one id for the batch).
+
+        The features of :meth:`forward`, which is ``decode(audio_to_features(audio, id), id)``.
+        """
+        audio = inputs.check_audio(audio_input, self.min_audio_samples())
+        audio = (audio if audio.dim() == 2 else audio.unsqueeze(0)).float().to(self._device())
         if isinstance(self.feature_extractor, EncodecFeatures):
-            ids = inputs.check_bandwidth_ids(bandwidth_id, self.bandwidths, 1)
-            return self.feature_extractor(audio, int(ids))[0]
-        return self.feature_extractor(audio)[0]
+            ids = inputs.check_bandwidth_ids(bandwidth_id, self.bandwidths, audio.shape[0])
+            if ids.numel() != 1:
+                raise InputError("bandwidth_id: the audio path takes one bandwidth id for the whole batch")
+            return self.feature_extractor(audio, int(ids))
+        return self.feature_extractor(audio)
 
     # -- helpers ---------------------------------------------------------------------------------
 

@@ -259,7 +259,9 @@ async def test_a_decompression_bomb_is_answered_413_quickly(make_app, three_hour
         ("/decode/mel", "application/json; charset=utf-16", b'{"mel": "x"}', 422),
         ("/decode/encodec", "multipart/form-data; boundary=x", b"--x--", 415),
         ("/resynthesize", "application/json", b'{"audio": []}', 415),
-        ("/resynthesize", "multipart/form-data; boundary=x", b"--x--", 415),
+        ("/resynthesize", "multipart/form-data; boundary=x", b"--x--", 422),  # a form without a file part
+        ("/resynthesize", "multipart/form-data; boundary=x", b"--y--", 400),  # another boundary
+        ("/resynthesize", "multipart/mixed; boundary=x", b"--x--", 415),
         ("/resynthesize", "audio/wav", b"RIFF\x00\x00\x00\x00WAVEfmt ", 400),  # truncated header
         ("/resynthesize", "audio/mpeg", b"\xff\xfb" + b"\x00" * 64, 400),
         ("/resynthesize", "audio/flac", b"fLaC" + b"\xff" * 64, 400),
@@ -286,6 +288,39 @@ async def test_x_request_timeout_abuse_is_422(make_app, value: str) -> None:
         )
     assert response.status_code == 422, response.text[:300]
     assert len(response.content) < 4096
+
+
+_HUGE = "x" * 100_000  # a 100 KB header value
+_WAV = io.BytesIO()
+sf.write(_WAV, np.zeros(2400, np.float32), 24000, format="WAV")
+_BODIES = {
+    "/decode/mel": (b'{"mel": ' + str([[0.0] * 8] * 100).encode() + b"}", "application/json"),
+    "/decode/encodec": (b'{"codes": [[1, 2], [3, 4]]}', "application/json"),
+    "/resynthesize": (_WAV.getvalue(), "audio/wav"),
+    "/resynthesize?model=encodec&bandwidth_id=0": (_WAV.getvalue(), "audio/wav"),
+}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("path", list(_BODIES))
+@pytest.mark.parametrize(("header", "value", "status"), [
+    ("accept", "text/" + _HUGE, 406),
+    ("content-type", "application/" + _HUGE, 415),
+    ("content-type", "multipart/form-data; boundary=" + "b" * 200, None),  # the boundary is quoted back
+    ("x-request-timeout", "1" * 100_000 + "s", 422),
+])
+async def test_echoed_header_values_are_clipped(make_app, path: str, header: str, value: str,
+                                                status: int | None) -> None:
+    body, content_type = _BODIES[path]
+    async with make_app() as app:
+        response = await app.client.post(path, content=body, headers={"content-type": content_type, header: value})
+    if status is None:  # multipart: 415 on the decode endpoints, 400 (body not in that form) on /resynthesize
+        status = 400 if path.startswith("/resynthesize") else 415
+    assert response.status_code == status, response.text[:300]
+    assert len(response.content) < 1024, response.text[:300]
+    assert value[-100:] not in response.text
+    if len(value) > 1000:  # quoted: its start, an ellipsis and its length
+        assert "… (" in response.json()["error"]["message"] and " characters)" in response.text
 
 
 @pytest.mark.asyncio

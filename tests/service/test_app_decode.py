@@ -4,16 +4,18 @@ headers, OpenAPI, and exactness of batched requests against solo decoding."""
 from __future__ import annotations
 
 import asyncio
+from fractions import Fraction
 
 import numpy as np
 import pytest
 import torch
 from service_helpers import AppFactory, AppHarness, GatedModel, audio_file, npy_bytes, read_audio, tone, wait_until
 
-from service.audio_io import OutputFormat, encode_audio
+from service.audio_io import OutputFormat, decode_audio, encode_audio, fit_length
 from service.models import ServedModel
 
 pytestmark = pytest.mark.asyncio
+WAV = {"content-type": "audio/wav"}
 
 
 def solo_decode(served: ServedModel, features: torch.Tensor, bandwidth_id: int | None = None) -> np.ndarray:
@@ -105,7 +107,7 @@ async def test_resynthesize_mel_equals_model_copy_synthesis(app: AppHarness, mod
     response = await app.client.post("/resynthesize?format=wav32f", content=audio_file(samples, 24000, "WAV", "FLOAT"),
                                      headers={"content-type": "audio/wav"})
     assert response.status_code == 200, response.text
-    expected = models["mel"].model(torch.from_numpy(samples)[None])[0].numpy()
+    expected = fit_length(models["mel"].model(torch.from_numpy(samples)[None])[0].numpy(), samples.size)
     np.testing.assert_allclose(read_audio(response.content)[0], expected, rtol=0, atol=1e-5)
 
 
@@ -117,8 +119,28 @@ async def test_resynthesize_encodec(app: AppHarness, models: dict[str, ServedMod
                                      headers={"content-type": "audio/wav"})
     assert response.status_code == 200, response.text
     assert response.headers["x-model"] == "encodec"
-    expected = models["encodec"].model(torch.from_numpy(samples)[None], bandwidth_id=1)[0].numpy()
-    np.testing.assert_allclose(read_audio(response.content)[0], expected, rtol=0, atol=1e-5)
+    decoded = models["encodec"].model(torch.from_numpy(samples)[None], bandwidth_id=1)[0].numpy()
+    np.testing.assert_allclose(read_audio(response.content)[0], fit_length(decoded, samples.size), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("query", ["model=mel", "model=encodec&bandwidth_id=0"])
+@pytest.mark.parametrize(("rate", "frames"), [(8000, 5001), (16000, 7777), (22050, 14643), (44100, 29283),
+                                              (48000, 31873), (24000, 9601)])
+async def test_resynthesis_lasts_exactly_as_long_as_the_upload(
+    app: AppHarness, models: dict[str, ServedModel], query: str, rate: int, frames: int
+) -> None:
+    body = audio_file(tone(1.0, rate)[:frames], rate)
+    response = await app.client.post(f"/resynthesize?{query}&format=wav32f", content=body, headers=WAV)
+    assert response.status_code == 200, response.text
+    audio = read_audio(response.content)[0]
+    expected = int(Fraction(frames * 24000, rate) + Fraction(1, 2))  # round(frames * 24000 / rate), halves up
+    assert audio.size == expected, (audio.size, expected)
+    assert float(response.headers["x-audio-duration"]) == pytest.approx(frames / rate, abs=1 / 24000)
+    served = models[query.split("&")[0].removeprefix("model=")]
+    features = served.audio_to_features(decode_audio(body, 24000, 60.0), 0 if served.bandwidths else None)
+    decoded = served.decode_batch([features], [0] if served.bandwidths else None)[0].numpy()
+    assert decoded.size != expected  # the vocoder's own length is whole hops: fitted, not by chance
+    np.testing.assert_allclose(audio, fit_length(decoded, expected), rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("fmt", ["wav32f", "wav16"])

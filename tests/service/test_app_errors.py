@@ -3,6 +3,8 @@ model call, which fails only its own batch and carries the request id."""
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import numpy as np
 import pytest
@@ -94,8 +96,9 @@ async def test_unsupported_media_types_are_415(app: AppHarness) -> None:
     assert_error(await c.post("/decode/mel", content=b"1,2,3", headers={"content-type": "text/csv"}), 415,
                  "expected application/json or application/x-npy", "unsupported_media_type")
     assert_error(await c.post("/resynthesize", json={"audio": [0.1]}), 415, "expected one of application/octet-stream")
-    multipart = await c.post("/resynthesize", files={"file": ("a.wav", audio_file(tone(0.1, 24000), 24000))})
-    assert_error(multipart, 415, "send the file itself as the body")
+    mixed = {"content-type": "multipart/mixed; boundary=x"}
+    assert_error(await c.post("/resynthesize", content=b"--x--", headers=mixed),
+                 415, "or multipart/form-data with the audio file in a part named 'file'")
 
 
 async def test_bad_audio_files(app: AppHarness) -> None:
@@ -145,9 +148,29 @@ async def test_limits_answer_413_with_the_limit(make_app: AppFactory) -> None:
         codes = np.zeros((2, 120), int)  # 120 * 320 / 24000 = 1.6 s
         assert_error(await h.client.post("/decode/encodec", json={"codes": codes.tolist()}), 413,
                      "would last 1.6 s; this server produces at most 1 s per request (VOCOS_MAX_AUDIO_SECONDS)")
-        audio = audio_file(tone(1.5, 4000), 4000)  # 12 kB
+        audio = audio_file(tone(1.5, 8000), 8000, "WAV", "PCM_U8")  # 12 kB
         assert_error(await h.client.post("/resynthesize", content=audio, headers={"content-type": "audio/wav"}),
                      413, "lasts 1.5 s; this server accepts at most 1 s")
+
+
+@pytest.mark.parametrize("query", ["model=mel", "model=encodec&bandwidth_id=0"])
+async def test_sample_rates_below_the_floor_are_refused_before_decoding(
+    make_app: AppFactory, query: str
+) -> None:
+    one_hertz = audio_file(tone(599.0, 1), 1)  # 1.2 KB; resampled, 599 s of audio for the vocoder
+    wav = {"content-type": "audio/wav"}
+    async with make_app() as h:
+        started = time.perf_counter()
+        refused = await h.client.post(f"/resynthesize?{query}", content=one_hertz, headers=wav)
+        assert time.perf_counter() - started < 1.0
+        assert_error(refused, 422, "sample rate is 1 Hz; this server accepts 8000 Hz or more (VOCOS_MIN_SAMPLE_RATE)",
+                     "invalid_input")
+        at_floor = await h.client.post(f"/resynthesize?{query}", content=audio_file(tone(0.2, 8000), 8000),
+                                       headers=wav)
+        assert at_floor.status_code == 200, at_floor.text
+    async with make_app(min_sample_rate=16000) as h:
+        assert_error(await h.client.post(f"/resynthesize?{query}", content=audio_file(tone(0.2, 8000), 8000),
+                                         headers=wav), 422, "accepts 16000 Hz or more")
 
 
 async def test_disabled_model_and_unknown_paths(make_app: AppFactory, models: dict[str, ServedModel]) -> None:

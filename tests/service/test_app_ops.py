@@ -4,12 +4,14 @@ disconnects, authentication and metrics."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from service_helpers import AppFactory, GatedModel, npy_bytes, running_app, wait_until
+from service_helpers import AppFactory, GatedModel, audio_file, npy_bytes, running_app, tone, wait_until
 
 from service.models import ServedModel
 from service.settings import Settings
@@ -40,7 +42,7 @@ async def test_readiness_waits_for_warm_up_while_liveness_answers(
         gated.gate.set()
         await wait_until(lambda: h.state.ready)
         ready = await h.client.get("/readyz")
-        assert ready.status_code == 200 and ready.json()["models"] == {"mel": gated.source}
+        assert ready.status_code == 200 and ready.json()["models"] == {"mel": gated.public_name}
         assert "vocos_ready 1.0" in (await h.client.get("/metrics")).text
 
 
@@ -201,3 +203,42 @@ async def test_liveness_fails_when_a_batching_loop_died(app: Any) -> None:
     await asyncio.gather(task, return_exceptions=True)
     response = await app.client.get("/healthz")
     assert response.status_code == 503 and "batching loop has stopped" in response.json()["error"]["message"]
+
+
+async def test_clients_see_no_server_paths_nor_object_addresses(
+    app: Any, mel_checkpoint: Path, encodec_checkpoint: Path
+) -> None:
+    c = app.client
+    wav = audio_file(tone(0.2, 24000), 24000)
+    responses = [
+        await c.get("/readyz"),
+        await c.get("/metrics"),
+        await c.post("/decode/mel", content=mel_npy(10), headers=NPY),
+        await c.post("/resynthesize?model=encodec&bandwidth_id=0", content=wav, headers={"content-type": "audio/wav"}),
+        await c.post("/resynthesize", content=b"RIFF....WAVEjunkjunk", headers={"content-type": "audio/wav"}),
+        await c.post("/resynthesize", content=b"\0" * 100, headers={"content-type": "audio/flac"}),
+    ]
+    assert [r.status_code for r in responses] == [200, 200, 200, 200, 400, 400]
+    assert responses[0].json()["models"] == {"mel": f"local:{mel_checkpoint.name}",
+                                             "encodec": f"local:{encodec_checkpoint.name}"}
+    assert responses[2].headers["x-model-source"] == f"local:{mel_checkpoint.name}"
+    assert f'source="local:{mel_checkpoint.name}"' in responses[1].text
+    assert "Format not recognised" in responses[5].json()["error"]["message"]
+    for response in responses:
+        seen = " ".join(f"{k}: {v}" for k, v in response.headers.items()) + " " + response.content.decode("latin-1")
+        assert str(mel_checkpoint.parent) not in seen and str(encodec_checkpoint.parent) not in seen
+        assert not re.search(r"0x[0-9a-fA-F]{6,}", seen), seen[:500]
+
+
+
+async def test_a_failed_warm_up_does_not_tell_clients_the_exception_text(
+    base_settings: Settings, models: dict[str, ServedModel]
+) -> None:
+    gated = GatedModel(models["mel"])
+    gated.fail_with = RuntimeError("cannot open /srv/secret/models/mel/pytorch_model.bin")
+    async with running_app(base_settings, {"mel": gated}, wait_ready=False) as h:
+        await wait_until(lambda: h.state.not_ready_reason.startswith("warm-up failed"))
+        response = await h.client.get("/readyz")
+    assert response.status_code == 503
+    assert "/srv/secret" not in response.text
+    assert response.json()["error"]["message"].startswith("warm-up failed (BatchFailedError)")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import io
+import time
 
 import numpy as np
 import pytest
 import soundfile as sf
 from service_helpers import audio_file, tone
 
-from service.audio_io import OutputFormat, choose_format, decode_audio, encode_audio
+from service.audio_io import OutputFormat, choose_format, decode_audio, encode_audio, resampled_length
 from service.errors import InvalidInputError, MalformedPayloadError, NotAcceptableError, PayloadTooLargeError
 
 
@@ -44,6 +45,27 @@ def test_channels_are_mixed_by_mean() -> None:
 def test_resampling_preserves_duration() -> None:
     audio = decode_audio(audio_file(tone(2.0, 8000), 8000), 24000, 10)
     assert audio.size == 48000
+
+
+@pytest.mark.parametrize(("rate", "frames", "samples"), [(44100, 1, 1), (44100, 3, 2), (22050, 11025, 12000),
+                                                         (16000, 7777, 11666), (48000, 31873, 15937)])
+def test_resampled_length_is_the_duration_rounded_halves_up(rate: int, frames: int, samples: int) -> None:
+    # 3 frames at 44.1 kHz are 1.63 samples at 24 kHz; 7777 at 16 kHz are 11665.5; 31873 at 48 kHz 15936.5.
+    assert resampled_length(frames, rate, 24000) == samples
+    assert decode_audio(audio_file(tone(1.0, rate)[:frames], rate), 24000, 10).size == samples
+
+
+def test_a_rate_below_the_floor_is_refused_from_the_header() -> None:
+    one_hertz = audio_file(tone(599.0, 1), 1)  # 1.2 KB that would resample into 599 s at 24 kHz
+    assert len(one_hertz) < 1300
+    started = time.perf_counter()
+    with pytest.raises(InvalidInputError, match=r"sample rate is 1 Hz; this server accepts 8000 Hz or more "
+                                                r"\(VOCOS_MIN_SAMPLE_RATE\)"):
+        decode_audio(one_hertz, 24000, 600, min_rate=8000)
+    assert time.perf_counter() - started < 0.05
+    with pytest.raises(InvalidInputError, match="7999 Hz"):
+        decode_audio(audio_file(tone(0.1, 7999), 7999), 24000, 600, min_rate=8000)
+    assert decode_audio(audio_file(tone(0.1, 8000), 8000), 24000, 600, min_rate=8000).size == 2400
 
 
 def test_too_long_by_header_is_refused_before_decoding() -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from service.models import StartupError, load_models, resolve_device, set_cpu_matmul
+from service.models import StartupError, load_models, public_name, resolve_device, set_cpu_matmul
 from service.settings import Settings
 
 
@@ -40,10 +40,13 @@ def test_wrong_kind_of_checkpoint(encodec_checkpoint: Path) -> None:
         load_models(settings_for(mel_model=str(encodec_checkpoint), encodec_model="none"))
 
 
-def test_missing_encodec_encoder_weights(encodec_checkpoint: Path, tmp_path: Path) -> None:
-    with pytest.raises(StartupError, match=r"EnCodec encoder weights.*VOCOS_ENCODEC_WEIGHTS"):
-        load_models(settings_for(mel_model="none", encodec_model=str(encodec_checkpoint),
-                                 encodec_weights=str(tmp_path / "missing.th")))
+def test_missing_encodec_encoder_weights_leave_only_the_audio_path_unavailable(
+    encodec_checkpoint: Path, tmp_path: Path
+) -> None:
+    served = load_models(settings_for(mel_model="none", encodec_model=str(encodec_checkpoint),
+                                      encodec_weights=str(tmp_path / "missing.th")))["encodec"]
+    assert not served.audio_path.available and "missing.th" in (served.audio_path.problem or "")
+    assert served.decode_batch([torch.zeros(4, 10, dtype=torch.long)], [1])[0].numel() > 0
 
 
 def test_device_resolution() -> None:
@@ -80,3 +83,11 @@ def test_cpu_matmul_leaves_a_gpu_alone() -> None:
     torch.set_float32_matmul_precision("highest")
     set_cpu_matmul(Settings(cpu_matmul="bf16x3"), torch.device("cuda:0"))
     assert torch.get_float32_matmul_precision() == "highest"  # "high" would mean TF32 in cuBLAS
+
+
+def test_public_names_are_hub_ids_with_their_revision_or_local_directory_names(tmp_path: Path) -> None:
+    assert public_name("charactr/vocos-mel-24khz", None) == "charactr/vocos-mel-24khz"
+    assert public_name("charactr/vocos-mel-24khz", "v2") == "charactr/vocos-mel-24khz@v2"
+    (tmp_path / "models" / "mel").mkdir(parents=True)
+    assert public_name(str(tmp_path / "models" / "mel") + "/", "v2") == "local:mel"
+    assert public_name(str(tmp_path / "models" / "mel" / ".."), None) == "local:models"

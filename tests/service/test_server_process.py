@@ -132,6 +132,37 @@ def test_unobtainable_model_fails_at_start_with_one_line(tmp_path: Path) -> None
     assert "VOCOS_MEL_MODEL" in lines[0] and str(missing) in lines[0]
 
 
+def test_unreachable_hub_fails_fast_and_says_what_to_do_once(tmp_path: Path) -> None:
+    # A loopback port nothing listens on: the Hub refuses at once, and no test reaches the internet.
+    env = {**clean_env(), "HF_ENDPOINT": f"http://127.0.0.1:{free_port()}", "HF_HOME": str(tmp_path / "hf")}
+    del env["HF_HUB_OFFLINE"]
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "--mel-model", "charactr/vocos-mel-24khz", "--encodec-model", "none"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+    elapsed = time.monotonic() - started
+    assert result.returncode == 1, result.stderr
+    assert elapsed < 10, f"took {elapsed:.1f} s: {result.stderr}"
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == len(set(lines)), result.stderr
+    assert "unreachable" in lines[-1] and "not in the local Hub cache" in lines[-1]
+    advice = ("Point VOCOS_MEL_MODEL (or --mel-model) at a local directory holding config.yaml and "
+              "pytorch_model.bin")
+    assert lines[-1].endswith("or set it to 'none' to disable the model.") and advice in lines[-1]
+    assert result.stderr.count("local directory") == 1 and result.stderr.count("hf download") == 1, result.stderr
+
+
+def test_library_records_are_logged_once(tmp_path: Path) -> None:
+    code = ("import logging; from service.logs import configure_logging; configure_logging('info'); "
+            "logging.getLogger('huggingface_hub.utils._http').warning('retrying once')")
+    result = subprocess.run([sys.executable, "-c", code], env=clean_env(), capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("retrying once") == 1, result.stderr
+    assert "WARNING huggingface_hub.utils._http: retrying once" in result.stderr
+
+
 def test_console_script_is_installed() -> None:
     script = shutil.which("vocos-serve")
     if script is None:

@@ -14,6 +14,7 @@ def test_defaults_match_the_contract() -> None:
     assert (s.encodec_weights, s.revision, s.device, s.dtype) == (None, None, "auto", "float32")
     assert (s.max_batch_size, s.max_wait_ms, s.max_batch_frames, s.max_queue_size) == (16, 5, 16384, 256)
     assert (s.request_timeout_s, s.max_body_bytes, s.max_audio_seconds) == (30, 64 * 1024 * 1024, 600)
+    assert s.min_sample_rate == 8000
     assert (s.host, s.port, s.api_key_list, s.metrics_require_key) == ("0.0.0.0", 8000, (), False)
     assert (s.drain_timeout_s, s.log_level, s.bucket_ratio, s.cpu_matmul) == (30, "info", 2.0, "bf16x3")
     assert s.enabled_models == ("mel", "encodec")
@@ -27,7 +28,7 @@ def test_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
         "VOCOS_MAX_BODY_BYTES": "1000", "VOCOS_MAX_AUDIO_SECONDS": "60", "VOCOS_HOST": "127.0.0.1",
         "VOCOS_PORT": "9000", "VOCOS_API_KEYS": " a, b ,,c", "VOCOS_METRICS_REQUIRE_KEY": "true",
         "VOCOS_DRAIN_TIMEOUT_S": "5", "VOCOS_LOG_LEVEL": "WARNING", "VOCOS_ENCODEC_WEIGHTS": "/w/e.th",
-        "VOCOS_REVISION": "v1", "VOCOS_CPU_MATMUL": "Float32",
+        "VOCOS_REVISION": "v1", "VOCOS_CPU_MATMUL": "Float32", "VOCOS_MIN_SAMPLE_RATE": "16000",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -42,6 +43,7 @@ def test_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.api_key_list == ("a", "b", "c")
     assert "a, b" not in repr(s)  # keys are secret
     assert (s.encodec_weights, s.revision, s.cpu_matmul) == ("/w/e.th", "v1", "float32")
+    assert s.min_sample_rate == 16000
 
 
 @pytest.mark.parametrize(

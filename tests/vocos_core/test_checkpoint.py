@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import http.server
+import os
 import re
 import shutil
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import torch
 
-from vocos_core import CheckpointError, Vocos
+from vocos_core import CheckpointError, UnavailableError, Vocos
 from vocos_core.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 
 REFERENCE = Path(__file__).resolve().parents[1] / "data" / "reference"
@@ -47,9 +54,45 @@ def test_hub_id_resolves_through_the_huggingface_hub_cache(tmp_path: Path) -> No
 
 
 def test_unreachable_hub_says_how_to_use_a_local_directory(tmp_path: Path) -> None:
-    with pytest.raises(CheckpointError, match=r"cannot obtain config.yaml of 'charactr/vocos-mel-24khz'.*"
-                                              r"pass its local directory"):
+    with pytest.raises(UnavailableError, match=r"cannot obtain config.yaml of 'charactr/vocos-mel-24khz'.*"
+                                               r"not in the local Hub cache.*pass a local directory") as info:
         Vocos.from_pretrained("charactr/vocos-mel-24khz", cache_dir=tmp_path, local_files_only=True)
+    assert "local directory" not in info.value.reason
+
+
+class _DownHub(http.server.BaseHTTPRequestHandler):
+    """A Hub that answers every request 503, as an overloaded one does; counts what it is asked."""
+
+    requests: ClassVar[list[str]] = []
+
+    def do_HEAD(self) -> None:
+        self.requests.append(f"{self.command} {self.path}")
+        self.send_response(503)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_GET(self) -> None:
+        self.do_HEAD()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_hub_that_is_down_is_asked_once_not_retried(tmp_path: Path) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _DownHub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VOCOS_", "HF_"))}
+    env |= {"HF_ENDPOINT": f"http://127.0.0.1:{server.server_port}", "HF_HOME": str(tmp_path)}
+    code = "from vocos_core import Vocos; Vocos.from_pretrained('charactr/vocos-mel-24khz')"
+    started = time.monotonic()
+    try:
+        result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    finally:
+        server.shutdown()
+    assert time.monotonic() - started < 10, result.stderr
+    assert "UnavailableError" in result.stderr and "answered HTTP 503" in result.stderr
+    files = [r for r in _DownHub.requests if "/resolve/" in r]  # (not its own side requests, /api/...)
+    assert files == ["HEAD /charactr/vocos-mel-24khz/resolve/main/config.yaml"]
 
 
 def test_missing_files_are_named(tmp_path: Path) -> None:

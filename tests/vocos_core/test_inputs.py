@@ -59,6 +59,28 @@ def test_copy_synthesis_rejects_bad_audio(mel: Vocos, audio: torch.Tensor, messa
         mel(audio)
 
 
+@pytest.mark.parametrize("shape", [(1999,), (1, 1999), (3, 1999)])
+def test_audio_to_features_takes_the_shapes_forward_takes(mel: Vocos, shape: tuple[int, ...]) -> None:
+    audio = 0.1 * torch.randn(shape)
+    features = mel.audio_to_features(audio)
+    batch = 1 if len(shape) == 1 else shape[0]
+    assert features.shape == (batch, mel.n_features, 1999 // 256 + 1)  # (B, C, T), centred frames
+    assert torch.equal(mel.decode(features), mel(audio))
+
+
+def test_audio_to_features_of_encodec_takes_one_bandwidth_for_the_batch(encodec_weights: Path) -> None:
+    model = Vocos.from_pretrained(REFERENCE / "vocos-encodec-tiny", encodec_weights=encodec_weights)
+    audio = 0.1 * torch.randn(2, 960)
+    features = model.audio_to_features(audio, bandwidth_id=1)
+    assert features.shape == (2, 128, 3)  # (B, 128, ceil(S / 320))
+    assert torch.equal(model.audio_to_features(audio[:1], 1), model.audio_to_features(audio[0], 1))
+    assert torch.equal(model.decode(features, bandwidth_id=1), model(audio, bandwidth_id=1))
+    with pytest.raises(InputError, match="one bandwidth id for the whole batch"):
+        model.audio_to_features(audio, bandwidth_id=torch.tensor([0, 1]))
+    with pytest.raises(InputError, match="bandwidth_id is required"):
+        model.audio_to_features(audio)
+
+
 @pytest.mark.parametrize(("codes", "message"), [
     (torch.full((2, 10), 1024), r"\[0, 1024\)"),
     (torch.full((2, 10), -1), r"\[0, 1024\)"),
@@ -109,7 +131,7 @@ def test_half_precision_model_keeps_features_and_encoder_in_float32(
     features = mel16.audio_to_features(audio)
     assert features.dtype == torch.float32
     assert torch.equal(features, mel32.audio_to_features(audio))
-    out, ref = mel16.decode(features[None])[0], mel32.decode(features[None])[0]
+    out, ref = mel16.decode(features)[0], mel32.decode(features)[0]
     assert out.dtype == torch.float32
     assert float((out - ref).abs().max() / ref.abs().max()) < 5e-2  # half-precision backbone
     enc = Vocos.from_pretrained(REFERENCE / "vocos-encodec-tiny", encodec_weights=shared_encodec_weights)
@@ -117,4 +139,4 @@ def test_half_precision_model_keeps_features_and_encoder_in_float32(
     enc.to(dtype)
     codes16 = enc.feature_extractor.encoder().encode(audio[None], 6.0)  # type: ignore[operator]
     assert torch.equal(codes16, codes32)
-    assert enc.decode_batch([enc.audio_to_features(audio, bandwidth_id=2)], [2])[0].dtype == torch.float32
+    assert enc.decode_batch([enc.audio_to_features(audio, bandwidth_id=2)[0]], [2])[0].dtype == torch.float32

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.error import URLError
@@ -18,12 +19,14 @@ from urllib.error import URLError
 import torch
 
 from ..checkpoint import read_state_dict
-from ..errors import CheckpointError
+from ..errors import CheckpointError, UnavailableError
 from .model import EncodecEncoder
 
 OFFICIAL_URL = "https://dl.fbaipublicfiles.com/encodec/v0/encodec_24khz-d7cc33bc.th"
 OFFICIAL_SHA256_PREFIX = "d7cc33bc"
 ENV_VAR = "VOCOS_ENCODEC_WEIGHTS"
+# Longest wait for each connect and read of the download: offline, it fails in this long at most.
+DOWNLOAD_TIMEOUT_S = 10.0
 # The official file also holds the EnCodec decoder; Vocos replaces it, so those keys are not loaded.
 IGNORED_PREFIXES = ("decoder.",)
 
@@ -58,19 +61,46 @@ def fetch_official() -> Path:
     path = official_cache_path()
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            # download_url_to_file writes to a temporary file and only moves it into place when the
-            # hash prefix matches, so a truncated or wrong download never poisons the cache.
-            torch.hub.download_url_to_file(OFFICIAL_URL, str(path), OFFICIAL_SHA256_PREFIX, progress=False)
-        except (URLError, OSError) as exc:
-            raise CheckpointError(
-                f"cannot download EnCodec weights from {OFFICIAL_URL} ({exc}); pass a local path to "
-                f"encodec_24khz-d7cc33bc.th or set {ENV_VAR}"
-            ) from exc
-        except RuntimeError as exc:  # raised by torch hub on a hash mismatch
-            raise CheckpointError(f"{OFFICIAL_URL}: downloaded file failed verification: {exc}") from exc
+        download_verified(OFFICIAL_URL, path, OFFICIAL_SHA256_PREFIX)
     verify_official(path)
     return path
+
+
+def download_verified(url: str, path: Path, sha256_prefix: str, timeout: float | None = None) -> None:
+    """Download ``url`` to ``path`` through a temporary file, moved into place only when its sha256
+    starts with ``sha256_prefix``, so a truncated or wrong download never poisons the cache.
+
+    Each connect and read waits at most ``timeout`` seconds (``DOWNLOAD_TIMEOUT_S``): torch hub's own
+    downloader sets none, and would wait forever on a network that drops packets.
+    """
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    digest = hashlib.sha256()
+    try:
+        with (urllib.request.urlopen(url, timeout=timeout or DOWNLOAD_TIMEOUT_S) as response,
+              partial.open("wb") as out):
+            for block in iter(lambda: response.read(1 << 20), b""):
+                digest.update(block)
+                out.write(block)
+        if not digest.hexdigest().startswith(sha256_prefix):
+            raise CheckpointError(
+                f"{url}: downloaded file failed verification: sha256 starts with "
+                f"{digest.hexdigest()[:len(sha256_prefix)]!r}, expected {sha256_prefix!r}"
+            )
+        os.replace(partial, path)
+    except (URLError, OSError) as exc:  # refused, unresolvable, timed out, HTTP errors, disk full
+        raise UnavailableError(
+            f"cannot download EnCodec weights from {url} ({getattr(exc, 'reason', None) or exc})",
+            f"pass a local path to encodec_24khz-d7cc33bc.th or set {ENV_VAR}",
+        ) from exc
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def expected_path(weights: str | os.PathLike[str] | None) -> Path:
+    """The file ``resolve_weights`` loads for ``weights``, whether or not it exists yet (nothing is fetched)."""
+    if weights is None:
+        weights = os.environ.get(ENV_VAR) or None
+    return official_cache_path() if weights is None else Path(weights).expanduser()
 
 
 def resolve_weights(weights: str | os.PathLike[str] | None) -> Path:

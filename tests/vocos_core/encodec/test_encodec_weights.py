@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import torch
 
 import vocos_core.encodec.weights as weights_module
 from vocos_core.encodec import load_encodec_encoder
-from vocos_core.errors import CheckpointError
+from vocos_core.errors import CheckpointError, UnavailableError
 
 OFFICIAL_NAME = "encodec_24khz-d7cc33bc.th"
 
@@ -151,6 +152,32 @@ def test_offline_without_cache(hub_cache: Path) -> None:
     assert "\n" not in str(info.value)
     assert "local path" in str(info.value)
     assert not hub_cache.exists()
+
+
+def test_a_silent_server_fails_the_download_within_its_timeout(
+    hub_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A loopback socket that takes the connection (its backlog) and never answers, like a network
+    # dropping packets; torch hub's downloader, with no timeout, would wait forever.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        monkeypatch.setattr(weights_module, "OFFICIAL_URL", f"http://127.0.0.1:{silent.getsockname()[1]}/x.th")
+        monkeypatch.setattr(weights_module, "DOWNLOAD_TIMEOUT_S", 0.5)
+        outcome: list[BaseException] = []
+        worker = threading.Thread(target=_load_into, args=(outcome,), daemon=True)
+        worker.start()
+        worker.join(timeout=10)
+    assert not worker.is_alive(), "the download still waits"
+    assert isinstance(outcome[0], UnavailableError) and "timed out" in str(outcome[0])
+    assert not hub_cache.exists() and not list(hub_cache.parent.iterdir())
+
+
+def _load_into(outcome: list[BaseException]) -> None:
+    try:
+        load_encodec_encoder()
+    except BaseException as exc:
+        outcome.append(exc)
 
 
 def test_cached_file_with_wrong_hash(hub_cache: Path, random_weights: Path) -> None:

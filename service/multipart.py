@@ -1,0 +1,114 @@
+"""``multipart/form-data`` bodies of ``/resynthesize`` (``curl -F file=@speech.wav``, browser forms): the
+audio file part.
+
+Parsed from the bytes ``read_body`` already read, so the body's size limit (413) and time limit (408)
+hold as for any body, with python-multipart's parser (the one FastAPI uses), in memory: nothing is
+spooled to disk, and the part's bytes are sliced out of the body rather than copied piecewise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from service.echo import clip
+from service.errors import InvalidInputError, MalformedPayloadError
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks
+
+FORM_DATA = "multipart/form-data"
+FILE_FIELD = "file"
+_EXAMPLE = "curl -F file=@speech.wav"
+
+
+@dataclass
+class _Part:
+    headers: dict[bytes, bytes] = field(default_factory=dict)
+    data: list[memoryview] = field(default_factory=list)
+
+    def disposition(self, key: bytes) -> str | None:
+        value = parse_options_header(self.headers.get(b"content-disposition", b""))[1].get(key)
+        return None if value is None else value.decode("latin-1")
+
+    @property
+    def content_type(self) -> str | None:
+        value = self.headers.get(b"content-type")
+        return None if value is None else value.decode("latin-1")
+
+
+def audio_part(body: bytes, content_type: str) -> tuple[bytes, str | None]:
+    """The file part of a ``multipart/form-data`` body and its own Content-Type (None when it has none).
+
+    The part named ``file``, else the only part with a filename. Raises MalformedPayloadError (400)
+    when the body is not well-formed multipart, InvalidInputError (422) when no part is the file.
+    """
+    part = _choose(_parse(body, _boundary(content_type)))
+    return b"".join(part.data), part.content_type
+
+
+def _boundary(content_type: str) -> bytes:
+    boundary = parse_options_header(content_type)[1].get(b"boundary")
+    if not boundary:
+        raise MalformedPayloadError(
+            f"the Content-Type {FORM_DATA} has no boundary parameter; expected "
+            f"'{FORM_DATA}; boundary=...' with the boundary that separates the parts (as {_EXAMPLE} sends)"
+        )
+    return boundary
+
+
+def _parse(body: bytes, boundary: bytes) -> list[_Part]:
+    parts: list[_Part] = []
+    name: list[bytes] = []
+    value: list[bytes] = []
+    ended: list[bool] = []
+
+    def header_end() -> None:
+        parts[-1].headers[b"".join(name).strip().lower()] = b"".join(value).strip()
+        name.clear()
+        value.clear()
+
+    callbacks: MultipartCallbacks = {
+        "on_part_begin": lambda: parts.append(_Part()),
+        "on_header_field": lambda data, start, end: name.append(data[start:end]),
+        "on_header_value": lambda data, start, end: value.append(data[start:end]),
+        "on_header_end": header_end,
+        "on_part_data": lambda data, start, end: parts[-1].data.append(memoryview(data)[start:end]),
+        "on_end": lambda: ended.append(True),
+    }
+    try:
+        parser = MultipartParser(boundary, callbacks)
+        parser.write(body)
+        parser.finalize()
+    except FormParserError as exc:
+        raise MalformedPayloadError(
+            f"malformed {FORM_DATA} body ({exc}); expected parts separated by the Content-Type's boundary, "
+            f"as {_EXAMPLE} sends"
+        ) from None
+    if not ended:  # the parser leaves this check to its caller
+        raise MalformedPayloadError(
+            f"the {FORM_DATA} body ends before its closing boundary {clip('--' + boundary.decode('latin-1') + '--')} "
+            "(truncated, or separated by another boundary than its Content-Type's)"
+        )
+    return parts
+
+
+def _choose(parts: list[_Part]) -> _Part:
+    named = [p for p in parts if p.disposition(b"name") == FILE_FIELD]
+    candidates = named or [p for p in parts if p.disposition(b"filename") is not None]
+    if len(candidates) == 1:
+        return candidates[0]
+    names = [clip(p.disposition(b"name") or "", 40) for p in parts[:5]]
+    shown = f"{', '.join(names)}{' ...' if len(parts) > 5 else ''}" if parts else "none"
+    if not candidates:
+        raise InvalidInputError(
+            f"the {FORM_DATA} body has no file part (parts: {shown}); expected one part named "
+            f"'{FILE_FIELD}' holding the audio file, as {_EXAMPLE} sends"
+        )
+    raise InvalidInputError(
+        f"the {FORM_DATA} body has {len(candidates)} file parts (parts: {shown}); expected one, or the audio "
+        f"in the part named '{FILE_FIELD}'"
+    )
