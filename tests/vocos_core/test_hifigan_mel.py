@@ -249,7 +249,7 @@ def test_pr47_checkpoint_with_torchaudio_buffers_loads_strictly(case: str, tmp_p
     model = Vocos.from_pretrained(tmp_path)
     assert model.sample_rate == params["sample_rate"]
     _, audio, mel = items(case)[-2]
-    assert rel_error(model.audio_to_features(torch.from_numpy(audio)), mel) <= 1e-5
+    assert rel_error(model.audio_to_features(torch.from_numpy(audio))[0], mel) <= 1e-5
 
 
 @pytest.mark.usefixtures("matmul_precision")
@@ -270,20 +270,20 @@ def test_copy_synthesis_shapes(model: Vocos) -> None:
     for samples in (385, 22050, 22050 + 77):
         audio = (0.2 * torch.randn(2, samples, generator=gen)).clamp(-1, 1)
         frames = samples // 256
-        assert model.audio_to_features(audio[0]).shape == (80, frames)
+        assert model.audio_to_features(audio).shape == (2, 80, frames)
         out = model(audio)
         assert out.shape == (2, frames * 256)
         assert bool(torch.isfinite(out).all())
         # features of the model equal meldataset's, through the whole model too
-        mel = model.audio_to_features(audio[1])
-        assert torch.allclose(model.decode(mel[None]), out[1:], rtol=0, atol=1e-5 * float(out.abs().max()))
+        mel = model.audio_to_features(audio[1])  # (S,) -> (1, 80, T)
+        assert torch.allclose(model.decode(mel), out[1:], rtol=0, atol=1e-5 * float(out.abs().max()))
     with pytest.raises(InputError):
         model(torch.zeros(1, 384))
 
 
 def test_reference_audio_through_the_model(model: Vocos) -> None:
     _, audio, mel = items("hifigan_22k")[-2]  # chirp 12345 samples at 22.05 kHz
-    assert rel_error(model.audio_to_features(torch.from_numpy(audio)), mel) <= 1e-5
+    assert rel_error(model.audio_to_features(torch.from_numpy(audio))[0], mel) <= 1e-5
 
 
 def test_spectral_buffers_stay_float32_in_half_precision(hifigan_checkpoint: Path) -> None:
@@ -292,5 +292,5 @@ def test_spectral_buffers_stay_float32_in_half_precision(hifigan_checkpoint: Pat
     assert isinstance(fe, HiFiGANMelSpectrogramFeatures)
     assert fe.mel_spec.mel_scale.fb.dtype == fe.mel_spec.spectrogram.window.dtype == torch.float32
     _, audio, mel = items("hifigan_22k")[-2]
-    assert rel_error(model.audio_to_features(torch.from_numpy(audio)), mel) <= 1e-5
+    assert rel_error(model.audio_to_features(torch.from_numpy(audio))[0], mel) <= 1e-5
     assert model(torch.from_numpy(audio)[None]).shape == (1, 48 * 256)
