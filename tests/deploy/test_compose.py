@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from deploy_helpers import REPO, TOOLS_DIR, load_yaml, require, require_binary, require_module, run
 
+from service.server import GRACE_AFTER_DRAIN_S
+
 COMPOSE = REPO / "docker-compose.yml"
 SCHEMA = TOOLS_DIR / "compose_spec.json"
 _VARIABLE = re.compile(r"\$(?:\$|\{(\w+)(?::?[-?]([^}]*))?\}|(\w+))")
@@ -119,7 +121,7 @@ def test_stop_grace_period_outlasts_the_drain(compose: dict[str, Any]) -> None:
         service = compose["services"][name]
         drain = float(service["environment"]["VOCOS_DRAIN_TIMEOUT_S"])
         assert service["stop_signal"] == "SIGTERM"
-        assert _seconds(service["stop_grace_period"]) >= drain + 5, name
+        assert _seconds(service["stop_grace_period"]) >= drain + GRACE_AFTER_DRAIN_S, name
 
 
 def test_model_cache_volume_holds_both_caches(compose: dict[str, Any]) -> None:
