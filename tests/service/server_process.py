@@ -4,6 +4,7 @@ real signals, a real event loop not shared with the client, or the server's own 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -22,6 +23,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without the shell's VOCOS_* settings, the Hub offline, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOCOS_")}
+    env.update(HF_HUB_OFFLINE="1", **extra)
+    return env
+
+
 class ServerProcess:
     """``python -m service --host 127.0.0.1 --port <free> *args`` with ``env`` on top of a clean
     environment (no VOCOS_* of the shell, Hub offline); output goes to ``log``."""
@@ -30,11 +38,11 @@ class ServerProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
-        clean = {k: v for k, v in os.environ.items() if not k.startswith("VOCOS_")}
-        clean.update(HF_HUB_OFFLINE="1", **(env or {}))
         command = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(self.port), *args]
         with log.open("wb") as sink:
-            self.process = subprocess.Popen(command, cwd=ROOT, env=clean, stdout=sink, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                command, cwd=ROOT, env=clean_env(**(env or {})), stdout=sink, stderr=subprocess.STDOUT
+            )
 
     def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout
@@ -47,6 +55,13 @@ class ServerProcess:
                 pass
             time.sleep(0.1)
         raise AssertionError(f"the server was not ready within {timeout} s:\n{self.output()}")
+
+    def metric(self, sample: str) -> float:
+        """The value of one sample of /metrics, e.g. ``'vocos_queue_depth{model="mel"}'``."""
+        text = httpx.get(f"{self.url}/metrics", timeout=5).text
+        match = re.search(rf"^{re.escape(sample)} (\S+)$", text, re.MULTILINE)
+        assert match, sample
+        return float(match.group(1))
 
     def rss_bytes(self) -> int:
         """Resident memory of the server process (VmRSS)."""

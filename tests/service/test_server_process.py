@@ -3,11 +3,8 @@ and the one-line start-up failure. Each test bounds its time and kills its proce
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,66 +15,16 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from server_process import ServerProcess, clean_env, free_port
 from service_helpers import npy_bytes, read_audio
 
-START_TIMEOUT = 60.0
 NPY = {"content-type": "application/x-npy"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def clean_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VOCOS_")}
-    env["HF_HUB_OFFLINE"] = "1"
-    return env
-
-
-class Server:
-    def __init__(self, args: list[str]) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        command = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(self.port), *args]
-        self.process = subprocess.Popen(command, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                        text=True)
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.output()
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"server not ready within {START_TIMEOUT} s")
-
-    def metric(self, name: str) -> float:
-        text = httpx.get(f"{self.url}/metrics", timeout=5).text
-        match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
-        assert match, name
-        return float(match.group(1))
-
-    def output(self) -> str:
-        if self.process.poll() is None:
-            return "(running)"
-        assert self.process.stdout is not None
-        return self.process.stdout.read()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-
-
 @pytest.fixture
-def mel_server(mel_checkpoint: Path) -> Iterator[Server]:
-    server = Server(["--mel-model", str(mel_checkpoint), "--encodec-model", "none", "--max-batch-size", "1",
-                     "--max-wait-ms", "0", "--drain-timeout-s", "30"])
+def mel_server(mel_checkpoint: Path, tmp_path: Path) -> Iterator[ServerProcess]:
+    server = ServerProcess(["--mel-model", str(mel_checkpoint), "--encodec-model", "none", "--max-batch-size", "1",
+                            "--max-wait-ms", "0", "--drain-timeout-s", "30"], tmp_path / "server.log")
     try:
         server.wait_ready()
         yield server
@@ -85,7 +32,7 @@ def mel_server(mel_checkpoint: Path) -> Iterator[Server]:
         server.stop()
 
 
-def test_serves_concurrent_clients_over_loopback(mel_server: Server) -> None:
+def test_serves_concurrent_clients_over_loopback(mel_server: ServerProcess) -> None:
     rng = np.random.default_rng(0)
     mels = [rng.standard_normal((100, t)).astype(np.float32) for t in (20, 45, 33, 60, 12, 50)]
     with httpx.Client(base_url=mel_server.url, timeout=30) as client, ThreadPoolExecutor(6) as pool:
@@ -101,7 +48,7 @@ def test_serves_concurrent_clients_over_loopback(mel_server: Server) -> None:
     assert mel_server.metric('vocos_requests_total{endpoint="/decode/mel",status="200"}') == 7
 
 
-def test_sigterm_drains_in_flight_requests_then_exits_0(mel_server: Server) -> None:
+def test_sigterm_drains_in_flight_requests_then_exits_0(mel_server: ServerProcess) -> None:
     # Six long requests (about 0.2 s of compute each) run one at a time behind each other.
     body = npy_bytes(np.random.default_rng(1).standard_normal((100, 30000)).astype(np.float32))
     with httpx.Client(base_url=mel_server.url, timeout=60) as client, ThreadPoolExecutor(6) as pool:
