@@ -26,6 +26,7 @@ from service.middleware import RequestContextMiddleware
 from service.models import ServedModel, load_models
 from service.openapi import declare_bearer_auth
 from service.pages import router as pages_router
+from service.registry import ModelSpec, model_specs
 from service.routes import router
 from service.settings import Settings
 from service.state import ServiceState
@@ -42,7 +43,7 @@ recorded clip is at `/`."""
 
 
 def create_app(settings: Settings, models: Mapping[str, ServedModel] | None = None) -> FastAPI:
-    """The app for ``settings``; ``models`` (kind -> loaded model) skips loading, e.g. in tests."""
+    """The app for ``settings``; ``models`` (name -> loaded model) skips loading, e.g. in tests."""
     metrics = ServiceMetrics()
     metrics.set_ready(False)
     state = ServiceState(settings=settings, metrics=metrics, auth=BearerAuth(settings.api_key_list))
@@ -72,36 +73,40 @@ def create_app(settings: Settings, models: Mapping[str, ServedModel] | None = No
     return app
 
 
-def engine_policy(settings: Settings) -> BatchPolicy:
+def engine_policy(batching: Mapping[str, float]) -> BatchPolicy:
+    """The batching policy of a model's engine from its batching options (``ModelSpec.batching``)."""
     return BatchPolicy(
-        max_batch_size=settings.max_batch_size,
-        max_wait_s=settings.max_wait_ms / 1000.0,
-        max_batch_frames=settings.max_batch_frames,
-        bucket_ratio=settings.bucket_ratio,
-        max_queue_size=settings.max_queue_size,
+        max_batch_size=int(batching["max_batch_size"]),
+        max_wait_s=batching["max_wait_ms"] / 1000.0,
+        max_batch_frames=int(batching["max_batch_frames"]),
+        bucket_ratio=batching["bucket_ratio"],
+        max_queue_size=int(batching["max_queue_size"]),
     )
 
 
 async def start_engines(state: ServiceState, models: Mapping[str, ServedModel]) -> None:
-    for kind, served in models.items():
-        policy = engine_policy(state.settings)
-        engine = BatchingEngine(kind, served, policy, observer=state.metrics)
+    """One engine and one audio-analysis worker per served model, with the model's own batching
+    options where its spec has them (models given to ``create_app`` by tests may have none)."""
+    specs = {spec.name: spec for spec in model_specs(state.settings)}
+    for name, served in models.items():
+        spec = specs.get(name) or ModelSpec(name, served.source).resolved(state.settings)
+        engine = BatchingEngine(name, served, engine_policy(spec.batching), observer=state.metrics)
         await engine.start()
-        state.models[kind] = served
-        state.engines[kind] = engine
-        state.feature_workers[kind] = SerialWorker(f"{kind}-features", state.settings.max_queue_size)
-        state.metrics.set_model(kind, served.public_name, str(served.device), served.dtype)
+        state.models[name] = served
+        state.engines[name] = engine
+        state.feature_workers[name] = SerialWorker(f"{name}-features", int(spec.batching["max_queue_size"]))
+        state.metrics.set_model(name, served.kind, served.public_name, str(served.device), served.dtype)
     state.metrics.watch_devices(str(m.device) for m in models.values())
-    log.info("serving models: %s", ", ".join(models) or "none")
+    log.info("serving models: %s", ", ".join(f"{n} ({m.kind})" for n, m in models.items()) or "none")
 
 
 async def warm_up(state: ServiceState) -> None:
     """Run every model once through its engine and its audio path (when available), then mark the app
     ready: an audio path still unavailable (no EnCodec weights) fails its requests, not readiness."""
     try:
-        for kind, served in state.models.items():
+        for name, served in state.models.items():
             frames = max(served.min_frames, 16)
-            engine = state.engines[kind]
+            engine = state.engines[name]
             if served.bandwidths:
                 calls = [
                     engine.submit(torch.zeros(k, frames, dtype=torch.long), bandwidth_id=i)
@@ -111,11 +116,11 @@ async def warm_up(state: ServiceState) -> None:
                 calls = [engine.submit(torch.zeros(served.n_features, frames))]
             await asyncio.gather(*calls)
             if not served.audio_path.available:
-                log.info("warm-up: skipped the %s audio-in path, unavailable until its weights load", kind)
+                log.info("warm-up: skipped the %s audio-in path, unavailable until its weights load", name)
                 continue
             silence = np.zeros(served.sample_rate // 10, dtype=np.float32)
             bandwidth_id = 0 if served.bandwidths else None
-            await state.feature_workers[kind].run(served.audio_to_features, silence, bandwidth_id)
+            await state.feature_workers[name].run(served.audio_to_features, silence, bandwidth_id)
     except asyncio.CancelledError:
         raise
     except Exception as exc:

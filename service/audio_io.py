@@ -123,6 +123,13 @@ def fit_length(samples: np.ndarray, length: int) -> np.ndarray:
     return np.concatenate([samples, np.zeros(length - samples.size, dtype=samples.dtype)])
 
 
+def resample(samples: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
+    """Mono float32 ``samples`` ``(S,)`` at ``rate`` -> ``resampled_length(S, rate, target_rate)`` samples
+    at ``target_rate`` (soxr, high quality): the same duration, to the sample."""
+    out = soxr.resample(samples, rate, target_rate, quality="HQ")
+    return fit_length(np.ascontiguousarray(out, dtype=np.float32), resampled_length(samples.size, rate, target_rate))
+
+
 def decode_audio(body: bytes, target_rate: int, max_seconds: float, *, min_rate: int = 1) -> np.ndarray:
     """Decode an audio file to mono float32 ``(S,)`` at ``target_rate``, S = ``resampled_length(frames,
     rate, target_rate)`` for a file of ``frames`` frames at ``rate``: exactly the file's duration.

@@ -23,7 +23,6 @@ from prometheus_client.registry import Collector
 from service.engine import BatchStats
 
 ENDPOINTS = ("/decode/mel", "/decode/encodec", "/resynthesize")
-MODELS = ("mel", "encodec")
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _WAIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -73,13 +72,11 @@ class ServiceMetrics:
             "vocos_audio_seconds", "Seconds of audio returned.", ["model"], registry=r
         )
         self.model_info = Gauge(
-            "vocos_model_info", "Loaded models (value 1).", ["model", "source", "device", "dtype"], registry=r
+            "vocos_model_info", "Served models (value 1).", ["model", "kind", "source", "device", "dtype"], registry=r
         )
         self.ready = Gauge("vocos_ready", "1 when ready to serve, 0 while starting or draining.", registry=r)
         for endpoint in ENDPOINTS:
             self.request_duration.labels(endpoint)
-        for model in MODELS:
-            self.queue_depth.labels(model).set(0)
 
     # -- engine observer ---------------------------------------------------------------------------
 
@@ -103,8 +100,10 @@ class ServiceMetrics:
     def add_audio(self, model: str, seconds: float) -> None:
         self.audio_seconds.labels(model).inc(seconds)
 
-    def set_model(self, model: str, source: str, device: str, dtype: str) -> None:
-        self.model_info.labels(model, source, device, dtype).set(1)
+    def set_model(self, model: str, kind: str, source: str, device: str, dtype: str) -> None:
+        """Announce a served model by name; its queue depth starts at 0, so dashboards see every model."""
+        self.model_info.labels(model, kind, source, device, dtype).set(1)
+        self.queue_depth.labels(model).set(0)
 
     def set_ready(self, ready: bool) -> None:
         self.ready.set(1 if ready else 0)

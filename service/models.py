@@ -12,14 +12,19 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from service.audio_path import AudioPath
+from service.registry import ModelSpec, RegistryError, model_specs
 from service.settings import Settings
 from vocos_core import Vocos, bf16x3
+from vocos_core.config import EncodecFeaturesConfig, FeatureExtractorConfig, MelSpectrogramFeaturesConfig
 from vocos_core.errors import UnavailableError, VocosError
+from vocos_core.feature_extractors import ENCODEC_BINS, codebooks_for_bandwidth
+from vocos_core.spectral_ops import LOG_CLIP
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +60,11 @@ class ServedModel:
     """
 
     def __init__(self, model: Vocos, source: str, device: torch.device, dtype: str,
-                 revision: str | None = None) -> None:
+                 revision: str | None = None, name: str | None = None) -> None:
         self.model = model
         self.kind: str = model.kind
+        self.name = name or model.kind  # what requests ask for (?model=), metrics and X-Model say
+        self.revision = revision
         self.source = source  # as configured: may be a local path, for the server's own log only
         self.public_name = public_name(source, revision)
         self.device = device
@@ -73,6 +80,24 @@ class ServedModel:
 
     def num_samples(self, frames: int) -> int:
         return self.model.num_samples(frames)
+
+    def describe(self) -> dict[str, Any]:
+        """This model for ``GET /models``: enough for a client to check its features match."""
+        head = self.model.config.head
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "sample_rate": self.sample_rate,
+            "hop_length": self.model.hop_length,
+            "n_fft": getattr(head, "n_fft", None) or getattr(head, "mdct_frame_len", None),
+            "n_features": self.n_features,
+            "front_end": front_end(self.model.config.feature_extractor),
+            "dtype": self.dtype,
+            "device": str(self.device),
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "source": self.public_name,
+            "revision": self.revision,
+        }
 
     def seconds(self, frames: int) -> float:
         return self.model.num_samples(frames) / self.sample_rate
@@ -100,15 +125,17 @@ class ServedModel:
         return self.model.audio_to_features(torch.from_numpy(audio), bandwidth_id)[0]  # (1, C, T) -> (C, T)
 
 def load_models(settings: Settings) -> dict[str, ServedModel]:
-    """Every enabled model, on the configured device and dtype; StartupError on any failure."""
-    device = resolve_device(settings.device)
-    matmuls = set_cpu_matmul(settings, device)
-    models = {}
-    for kind in settings.enabled_models:
-        source = settings.model_source(kind)
-        assert source is not None
-        models[kind] = load_model(kind, source, settings, device)
-        log.info("%s model: %s", kind, matmuls)
+    """Every served model (``service.registry``), each on its device and dtype, by name; StartupError
+    on any failure."""
+    try:
+        specs = model_specs(settings)
+    except RegistryError as exc:
+        raise StartupError(str(exc)) from None
+    devices = {spec.name: resolve_device(spec.device or settings.device) for spec in specs}
+    matmuls = set_cpu_matmul(settings, torch.device("cpu")) if any(d.type == "cpu" for d in devices.values()) else ""
+    models = {spec.name: load_model(spec, devices[spec.name]) for spec in specs}
+    if matmuls:
+        log.info("CPU models run %s", matmuls)
     return models
 
 
@@ -128,48 +155,65 @@ def set_cpu_matmul(settings: Settings, device: torch.device) -> str:
     return f"{settings.cpu_matmul} matmuls"
 
 
-def load_model(kind: str, source: str, settings: Settings, device: torch.device) -> ServedModel:
-    env = f"VOCOS_{kind.upper()}_MODEL"
+def load_model(spec: ModelSpec, device: torch.device) -> ServedModel:
+    """The model of ``spec`` (resolved: every option set) on ``device``."""
     start = time.monotonic()
     try:
-        model = Vocos.from_pretrained(
-            source, revision=settings.revision, encodec_weights=settings.encodec_weights
-        )
+        model = Vocos.from_pretrained(spec.source, revision=spec.revision, encodec_weights=spec.encodec_weights)
     except (VocosError, OSError) as exc:
-        raise StartupError(_load_failure(kind, source, exc)) from exc
-    if model.kind != kind:
-        raise StartupError(f"{env}={source} holds a {model.kind} model, not a {kind} model")
-    model = place(model, device, DTYPES[settings.dtype])
-    served = ServedModel(model, source, device, settings.dtype, settings.revision)
+        raise StartupError(_load_failure(spec, exc)) from exc
+    if spec.legacy and model.kind != spec.name:
+        raise StartupError(
+            f"VOCOS_{spec.name.upper()}_MODEL={spec.source} holds a {model.kind} model, not a {spec.name} model"
+        )
+    dtype = spec.dtype or "float32"
+    model = place(model, device, DTYPES[dtype])
+    served = ServedModel(model, spec.source, device, dtype, spec.revision, spec.name)
     # Only /resynthesize?model=encodec needs the EnCodec weights: without them the server starts,
     # the rest of it works, and that path loads them once they are present (service.audio_path).
     served.audio_path.load_at_start()
-    log.info(
-        "loaded %s model %s on %s (%s) in %.1f s",
-        kind,
-        source,
-        device,
-        settings.dtype,
-        time.monotonic() - start,
-    )
+    log.info("loaded %s model %r from %s on %s (%s) in %.1f s", served.kind, spec.name, spec.source, device,
+             dtype, time.monotonic() - start)
     return served
 
 
-def _load_failure(kind: str, source: str, exc: BaseException) -> str:
+def _load_failure(spec: ModelSpec, exc: BaseException) -> str:
     """One line: what went wrong, then one sentence of what to do (the advice of vocos_core, worded for
     its library callers, is left out rather than said twice)."""
     reason = exc.reason if isinstance(exc, UnavailableError) else _one_line(exc)
     download = (
-        f" (for example one downloaded where the Hub is reachable: `hf download {source} --local-dir DIR`, "
+        f" (for example one downloaded where the Hub is reachable: `hf download {spec.source} --local-dir DIR`, "
         "`huggingface-cli download` before huggingface_hub 1.0)"
         if isinstance(exc, UnavailableError)
         else ""
     )
+    if spec.legacy:
+        setting = f"VOCOS_{spec.name.upper()}_MODEL (or --{spec.name}-model)"
+        disable = ", or set it to 'none' to disable the model"
+    else:
+        setting, disable = f"the source of model {spec.name!r} in VOCOS_MODELS or VOCOS_MODELS_FILE", ""
     return (
-        f"cannot load the {kind} model from {source!r}: {reason.rstrip('.')}. "
-        f"Point VOCOS_{kind.upper()}_MODEL (or --{kind}-model) at a local directory holding config.yaml and "
-        f"pytorch_model.bin{download}, or set it to 'none' to disable the model."
+        f"cannot load the {spec.name} model from {spec.source!r}: {reason.rstrip('.')}. "
+        f"Point {setting} at a local directory holding config.yaml and pytorch_model.bin{download}{disable}."
     )
+
+
+def front_end(config: FeatureExtractorConfig) -> dict[str, Any]:
+    """The feature extractor's settings, named alike for every kind of mel front-end."""
+    if isinstance(config, EncodecFeaturesConfig):
+        bandwidths = list(config.bandwidths)
+        return {"type": "encodec", "model": config.encodec_model, "bandwidths_kbps": bandwidths,
+                "codebooks": [codebooks_for_bandwidth(b) for b in bandwidths], "codebook_size": ENCODEC_BINS}
+    if isinstance(config, MelSpectrogramFeaturesConfig):  # torchaudio's MelSpectrogram, as the reference
+        return {"type": "vocos-mel", "n_mels": config.n_mels, "n_fft": config.n_fft, "win_length": config.n_fft,
+                "hop_length": config.hop_length, "f_min": 0.0, "f_max": config.sample_rate / 2, "power": 1,
+                "mel_scale": "htk", "mel_norm": None, "log": "natural", "log_floor": LOG_CLIP,
+                "padding": config.padding}
+    return {"type": "hifigan-mel", "n_mels": config.n_mels, "n_fft": config.n_fft, "win_length": config.win_length,
+            "hop_length": config.hop_length, "f_min": config.f_min,
+            "f_max": config.f_max if config.f_max is not None else config.sample_rate / 2, "power": 1,
+            "mel_scale": "slaney", "mel_norm": "slaney", "log": "natural", "log_floor": config.log_floor,
+            "padding": config.padding}
 
 
 def public_name(source: str, revision: str | None) -> str:

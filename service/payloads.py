@@ -21,7 +21,6 @@ from service.errors import InvalidInputError, MalformedPayloadError, Unsupported
 JSON_TYPES = frozenset({"application/json"})
 NPY_TYPES = frozenset({"application/x-npy", "application/npy", "application/octet-stream"})
 NPY_MAGIC = b"\x93NUMPY"
-CODEBOOK_SIZE = 1024
 NPY_MAX_DIMS = 32  # numpy's own limit is 64; no input of ours has more than 3
 
 
@@ -149,101 +148,6 @@ def _check_npy_layout(shape: object, dtype: np.dtype) -> None:
         )
 
 
-def mel_array(array: np.ndarray, n_mels: int) -> np.ndarray:
-    """Validate a mel spectrogram ``(n_mels, T)`` (or ``(1, n_mels, T)``) and return it as float32."""
-    if array.ndim == 3 and array.shape[0] == 1:
-        array = array[0]
-    if array.ndim != 2:
-        raise InvalidInputError(
-            f"expected a 2-D mel spectrogram of shape ({n_mels}, T); got shape {array.shape}"
-        )
-    if array.shape[0] != n_mels:
-        hint = " (it looks transposed: send mel bands as rows)" if array.shape[1] == n_mels else ""
-        raise InvalidInputError(f"expected {n_mels} mel bands (rows), got {array.shape[0]}{hint}")
-    if array.shape[1] < 1:
-        raise InvalidInputError(
-            f"the mel spectrogram has no frames; expected shape ({n_mels}, T) with T >= 1"
-        )
-    if array.dtype.kind != "f":
-        raise InvalidInputError(
-            f"expected float32 mel values (float16/float64 are converted), got {_dtype_words(array.dtype)}"
-        )
-    with np.errstate(over="ignore"):  # float64 values beyond float32 become inf, refused just below
-        array = array.astype(np.float32, copy=False)
-    _check_finite(array, "mel spectrogram")
-    return np.ascontiguousarray(array)
-
-
-def codes_array(array: np.ndarray) -> np.ndarray:
-    """Validate an EnCodec token grid ``(K, T)`` (or ``(K, 1, T)``) and return it as int64."""
-    if array.ndim == 3 and array.shape[1] == 1:
-        array = array[:, 0]
-    if array.ndim != 2:
-        raise InvalidInputError(
-            f"expected a 2-D token grid of shape (K codebooks, T); got shape {array.shape}"
-        )
-    if array.shape[1] < 1 or array.shape[0] < 1:
-        raise InvalidInputError(f"the token grid is empty (shape {array.shape}); expected (K, T) with T >= 1")
-    if array.dtype.kind not in "iu":
-        raise InvalidInputError(f"expected integer codes, got {_dtype_words(array.dtype)}")
-    low, high = int(array.min()), int(array.max())
-    if low < 0 or high >= CODEBOOK_SIZE:
-        bad = low if low < 0 else high
-        raise InvalidInputError(f"codes must lie in [0, {CODEBOOK_SIZE}); found {bad}")
-    return np.ascontiguousarray(array.astype(np.int64, copy=False))
-
-
-def resolve_bandwidth_id(
-    bandwidths: Sequence[float],
-    codebooks: Sequence[int],
-    *,
-    bandwidth_id: int | None = None,
-    bandwidth: float | None = None,
-    num_codebooks: int | None = None,
-) -> int:
-    """The bandwidth id from an id, a kbps value, or (when neither is given) the number of codebooks.
-
-    ``bandwidths[i]`` is the kbps of id i and ``codebooks[i]`` its number of codebooks. Raises
-    ``InvalidInputError`` listing the valid choices when a value is unknown or the values disagree.
-    """
-    choices = ", ".join(
-        f"{i}={_kbps(b)} kbps ({k} codebooks)"
-        for i, (b, k) in enumerate(zip(bandwidths, codebooks, strict=True))
-    )
-    resolved: int | None = None
-    if bandwidth_id is not None:
-        if not 0 <= bandwidth_id < len(bandwidths):
-            raise InvalidInputError(f"unknown bandwidth_id {bandwidth_id}; expected one of {choices}")
-        resolved = bandwidth_id
-    if bandwidth is not None:
-        matches = [i for i, b in enumerate(bandwidths) if math.isclose(b, bandwidth, rel_tol=1e-6)]
-        if not matches:
-            raise InvalidInputError(f"unknown bandwidth {bandwidth:g} kbps; expected one of {choices}")
-        if resolved is not None and resolved != matches[0]:
-            raise InvalidInputError(
-                f"bandwidth_id {resolved} and bandwidth {bandwidth:g} kbps disagree; "
-                f"give one of them ({choices})"
-            )
-        resolved = matches[0]
-    if resolved is None:
-        if num_codebooks is None:
-            raise InvalidInputError(f"a bandwidth is required: bandwidth_id or bandwidth, one of {choices}")
-        if num_codebooks not in codebooks:
-            raise InvalidInputError(
-                f"cannot infer the bandwidth from {num_codebooks} codebooks; "
-                f"expected K in {sorted(set(codebooks))}"
-                f" or an explicit bandwidth ({choices})"
-            )
-        return list(codebooks).index(num_codebooks)
-    if num_codebooks is not None and codebooks[resolved] != num_codebooks:
-        raise InvalidInputError(
-            f"bandwidth {_kbps(bandwidths[resolved])} kbps (id {resolved}) "
-            f"expects {codebooks[resolved]} codebooks,"
-            f" got K={num_codebooks}"
-        )
-    return resolved
-
-
 def optional_int(fields: Mapping[str, Any], key: str) -> int | None:
     value = fields.get(key)
     if value is None:
@@ -262,52 +166,27 @@ def optional_float(fields: Mapping[str, Any], key: str) -> float | None:
     return float(value)
 
 
-def _check_finite(array: np.ndarray, what: str) -> None:
-    finite = np.isfinite(array)
-    if not finite.all():
-        bad = int(finite.size - np.count_nonzero(finite))
-        first = tuple(int(i) for i in np.argwhere(~finite)[0])
-        raise InvalidInputError(f"the {what} contains {bad} NaN or Inf value(s), first at index {first}")
-
-
-def _dtype_words(dtype: np.dtype) -> str:
-    names = {"b": "boolean", "U": "string", "S": "bytes", "O": "object", "c": "complex"}
-    return names.get(dtype.kind, str(dtype))
-
-
-def _kbps(value: float) -> str:
-    return f"{value:g}"
-
-
-def mel_input(payload: Payload, n_mels: int) -> np.ndarray:
-    """The mel spectrogram ``(n_mels, T)`` float32 of a JSON ``{"mel": [[...]]}`` or ``.npy`` body."""
+def mel_grid(payload: Payload) -> np.ndarray:
+    """The mel array of a JSON ``{"mel": [[...]]}`` or ``.npy`` body, as sent (its meaning is checked by
+    ``vocos_core.requests.mel_array`` against the model)."""
     if isinstance(payload, np.ndarray):
-        return mel_array(payload, n_mels)
+        return payload
     fields = json_fields(payload, ("mel",))
     if "mel" not in fields:
         raise InvalidInputError('missing key "mel"; expected {"mel": [[...], ...]} with n_mels rows')
-    return mel_array(json_array(fields["mel"], "mel"), n_mels)
+    return json_array(fields["mel"], "mel")
 
 
-def codes_input(payload: Payload) -> tuple[np.ndarray, int | None, float | None]:
-    """``(codes (K, T) int64, bandwidth_id, bandwidth)`` of a JSON or ``.npy`` body (npy: no bandwidth)."""
+def codes_grid(payload: Payload) -> tuple[np.ndarray, int | None, float | None]:
+    """``(codes (K, T), bandwidth_id, bandwidth)`` of a JSON or ``.npy`` body (npy: no bandwidth), as
+    sent (checked by ``vocos_core.requests``)."""
     if isinstance(payload, np.ndarray):
-        return codes_array(payload), None, None
+        return payload, None, None
     fields = json_fields(payload, ("codes", "bandwidth_id", "bandwidth"))
     if "codes" not in fields:
         raise InvalidInputError('missing key "codes"; expected {"codes": [[...], ...]} with K rows of tokens')
-    codes = codes_array(json_array(fields["codes"], "codes"))
+    codes = json_array(fields["codes"], "codes")
     return codes, optional_int(fields, "bandwidth_id"), optional_float(fields, "bandwidth")
-
-
-def mel_body(body: bytes, kind: str, n_mels: int) -> np.ndarray:
-    """:func:`mel_input` of a body parsed here."""
-    return mel_input(load_payload(body, kind), n_mels)
-
-
-def codes_body(body: bytes, kind: str) -> tuple[np.ndarray, int | None, float | None]:
-    """:func:`codes_input` of a body parsed here."""
-    return codes_input(load_payload(body, kind))
 
 
 def merge_choice(name: str, *values: float | None) -> float | None:

@@ -47,6 +47,7 @@ class ModelSpec:
     dtype: Dtype | None = None
     encodec_weights: str | None = None
     batching: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    legacy: bool = False  # defined by VOCOS_MEL_MODEL / VOCOS_ENCODEC_MODEL: must be of that kind
 
     def resolved(self, settings: Settings) -> ModelSpec:
         """This spec with every option it leaves out taken from the server's ``settings``."""
@@ -73,7 +74,7 @@ def model_specs(settings: Settings) -> tuple[ModelSpec, ...]:
             raise RegistryError(
                 f"model name {name!r} is defined twice: by VOCOS_{field.upper()} and by VOCOS_MODELS(_FILE)"
             )
-        specs.append(ModelSpec(name, source))
+        specs.append(ModelSpec(name, source, legacy=True))
     names = [spec.name for spec in specs]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:

@@ -9,7 +9,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-import numpy as np
 from fastapi import Request, Response
 from starlette.requests import ClientDisconnect
 
@@ -17,8 +16,8 @@ from service.audio_io import OutputFormat, encode_audio
 from service.echo import clip
 from service.errors import BodyTimeoutError, ClientDisconnectedError, InvalidInputError, PayloadTooLargeError
 from service.json_body import JsonBodyError
-from service.models import ServedModel
 from service.payloads import Payload, body_kind, from_json_error, is_json, load_payload
+from service.serving import Audio
 from service.settings import Settings
 from service.state import ServiceState, state_of
 
@@ -161,26 +160,14 @@ async def _disconnected(request: Request) -> None:
             return
 
 
-def check_duration(seconds: float, settings: Settings) -> None:
-    if seconds > settings.max_audio_seconds:
-        raise PayloadTooLargeError(
-            f"the requested audio would last {seconds:.1f} s; this server produces at most "
-            f"{settings.max_audio_seconds:g} s per request (VOCOS_MAX_AUDIO_SECONDS)"
-        )
-
-
-async def audio_response(
-    state: ServiceState, served: ServedModel, audio: np.ndarray, fmt: OutputFormat
-) -> Response:
-    """Encode ``audio`` ``(S,)`` and answer it with its duration and model in headers."""
-    inline = audio.size <= INLINE_AUDIO_SAMPLES and fmt is not OutputFormat.FLAC
-    content = await off_loop(encode_audio, audio, served.sample_rate, fmt, inline=inline)
-    seconds = audio.size / served.sample_rate
-    state.metrics.add_audio(served.kind, seconds)
+async def audio_response(audio: Audio, fmt: OutputFormat) -> Response:
+    """Encode ``audio`` and answer it with its duration, rate and model in headers."""
+    inline = audio.samples.size <= INLINE_AUDIO_SAMPLES and fmt is not OutputFormat.FLAC
+    content = await off_loop(encode_audio, audio.samples, audio.sample_rate, fmt, inline=inline)
     headers = {
-        "X-Audio-Duration": f"{seconds:.6f}",
-        "X-Model": served.kind,
-        "X-Model-Source": served.public_name.encode("ascii", "replace").decode("ascii"),
-        "X-Sample-Rate": str(served.sample_rate),
+        "X-Audio-Duration": f"{audio.seconds:.6f}",
+        "X-Model": audio.model.name,
+        "X-Model-Source": audio.model.public_name.encode("ascii", "replace").decode("ascii"),
+        "X-Sample-Rate": str(audio.sample_rate),
     }
     return Response(content, media_type=fmt.media_type, headers=headers)

@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from starlette.applications import Starlette
 
 from service.auth import BearerAuth
+from service.echo import clip
 from service.engine import BatchingEngine
-from service.errors import ModelNotLoadedError, ServerDrainingError
+from service.errors import InvalidInputError, ModelNotLoadedError, ServerDrainingError
 from service.inflight import InflightBytes
 from service.json_parser import JsonParser
 from service.metrics import ServiceMetrics
@@ -44,20 +45,30 @@ class ServiceState:
     def __post_init__(self) -> None:
         self.inflight = InflightBytes(self.settings.max_inflight_bytes)
 
-    def model(self, kind: str) -> tuple[ServedModel, BatchingEngine]:
-        """The served model ``kind`` and its engine for a new request.
+    def model(self, name: str | None, kind: str | None = None) -> tuple[ServedModel, BatchingEngine]:
+        """The served model ``name`` (None: the first of ``kind``) and its engine, for a new request.
 
-        Raises ServerDrainingError once a drain began, ModelNotLoadedError when the model is disabled.
+        Raises ServerDrainingError once a drain began; ModelNotLoadedError (404) for a name not served,
+        listing those that are; InvalidInputError when the model is not of the endpoint's ``kind``.
         """
         if self.draining:
             raise ServerDrainingError("the server is shutting down and accepts no new requests; retry elsewhere")
-        if kind not in self.engines:
-            loaded = ", ".join(sorted(self.engines)) or "none"
-            raise ModelNotLoadedError(
-                f"the {kind} model is not loaded on this server (loaded: {loaded}); "
-                f"enable it with VOCOS_{kind.upper()}_MODEL"
+        served_names = ", ".join(f"{n} ({m.kind})" for n, m in self.models.items()) or "none"
+        if name is None:
+            name = next((n for n, m in self.models.items() if m.kind == kind), None)
+            if name is None:
+                raise ModelNotLoadedError(
+                    f"this server serves no {kind} model (served: {served_names}); add one with VOCOS_MODELS "
+                    f"or VOCOS_{str(kind).upper()}_MODEL"
+                )
+        if name not in self.models:
+            raise ModelNotLoadedError(f"no model named {clip(name)} on this server; served: {served_names}")
+        served = self.models[name]
+        if kind is not None and served.kind != kind:
+            raise InvalidInputError(
+                f"model {name!r} is an {served.kind} model; this endpoint needs a {kind} model (served: {served_names})"
             )
-        return self.models[kind], self.engines[kind]
+        return served, self.engines[name]
 
     @property
     def alive(self) -> bool:

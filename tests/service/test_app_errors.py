@@ -120,9 +120,10 @@ async def test_bad_resynthesis_parameters(app: AppHarness) -> None:
     assert_error(await c.post("/resynthesize?model=encodec", content=body, headers=wav), 422,
                  "a bandwidth is required")
     assert_error(await c.post("/resynthesize?bandwidth_id=1", content=body, headers=wav), 422,
-                 "apply to model=encodec only")
-    assert_error(await c.post("/resynthesize?model=hifigan", content=body, headers=wav), 422, "model",
-                 "invalid_parameter")
+                 "apply to EnCodec models only")
+    # A name the server does not serve: 404, listing the names it serves
+    assert_error(await c.post("/resynthesize?model=hifigan", content=body, headers=wav), 404,
+                 "served: mel (mel), encodec (encodec)", "model_not_loaded")
 
 
 async def test_bad_query_parameters_and_headers(app: AppHarness) -> None:
@@ -176,7 +177,8 @@ async def test_sample_rates_below_the_floor_are_refused_before_decoding(
 async def test_disabled_model_and_unknown_paths(make_app: AppFactory, models: dict[str, ServedModel]) -> None:
     async with make_app(models_override={"mel": models["mel"]}, encodec_model="none") as h:
         assert_error(await h.client.post("/decode/encodec", json={"codes": [[1, 2], [3, 4]]}), 404,
-                     "the encodec model is not loaded on this server (loaded: mel)", "model_not_loaded")
+                     "this server serves no encodec model (served: mel (mel)); add one with VOCOS_MODELS",
+                     "model_not_loaded")
         assert_error(await h.client.get("/decode/nothing"), 404, "not found", "http_error")
         assert_error(await h.client.get("/decode/mel"), 405, "method not allowed")
 

@@ -85,7 +85,11 @@ def test_invalid_flag_value_exits_2_with_one_message(capsys: pytest.CaptureFixtu
 
 def test_engine_policy_takes_the_batching_settings() -> None:
     from service.app import engine_policy
+    from service.registry import ModelSpec
 
-    assert engine_policy(Settings()).bucket_ratio == 2.0
-    policy = engine_policy(Settings(bucket_ratio=3.0, max_wait_ms=7, max_batch_size=4))
+    def batching(settings: Settings) -> dict[str, float]:
+        return dict(ModelSpec("m", "/m").resolved(settings).batching)
+
+    assert engine_policy(batching(Settings())).bucket_ratio == 2.0
+    policy = engine_policy(batching(Settings(bucket_ratio=3.0, max_wait_ms=7, max_batch_size=4)))
     assert (policy.bucket_ratio, policy.max_wait_s, policy.max_batch_size) == (3.0, 0.007, 4)

@@ -1,0 +1,125 @@
+"""The service without HTTP: decoding and resynthesis as plain async calls (:class:`Vocoder`).
+
+Routes parse the wire format, call these, and encode what they return; nothing here knows of
+requests, responses or FastAPI. Each call takes parsed arrays (or an audio file's bytes) and a
+deadline, checks their meaning against the chosen model (``vocos_core.requests``), runs them
+through that model's batching engine, and returns :class:`Audio`. A streaming call, an async
+iterator of audio chunks, fits beside them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from service.audio_io import decode_audio, fit_length, resample
+from service.errors import InvalidInputError, PayloadTooLargeError
+from service.models import ServedModel
+from service.state import ServiceState
+from vocos_core.requests import codes_array, mel_array, resolve_bandwidth_id
+
+# Audio this long or shorter is resampled on the event loop: a thread hop costs more.
+_INLINE_SAMPLES = 240_000
+
+
+@dataclass(frozen=True)
+class Audio:
+    """The answer to one request: mono float32 ``samples`` ``(S,)`` at ``sample_rate``, from ``model``."""
+
+    samples: np.ndarray
+    sample_rate: int
+    model: ServedModel
+
+    @property
+    def seconds(self) -> float:
+        return self.samples.size / self.sample_rate
+
+
+class Vocoder:
+    """Decode mel spectrograms and EnCodec tokens, and resynthesize audio, with the served models of
+    ``state``. ``deadline`` is a ``time.monotonic()`` instant; ``sample_rate`` resamples the answer."""
+
+    def __init__(self, state: ServiceState) -> None:
+        self.state = state
+
+    def model(self, name: str | None, kind: str | None) -> ServedModel:
+        """The served model for a request (``ServiceState.model``): check it before reading a body."""
+        return self.state.model(name, kind)[0]
+
+    async def decode_mel(self, served: ServedModel, mel: np.ndarray, *, deadline: float, request_id: str = "",
+                         sample_rate: int | None = None) -> Audio:
+        """``mel`` ``(n_mels, T)`` (or ``(1, n_mels, T)``), any float dtype -> its audio."""
+        features = torch.from_numpy(mel_array(mel, served.n_features))
+        return await self._vocode(served, features, None, deadline, request_id, sample_rate)
+
+    async def decode_codes(self, served: ServedModel, codes: np.ndarray, *, bandwidth_id: int | None = None,
+                           bandwidth: float | None = None, deadline: float, request_id: str = "",
+                           sample_rate: int | None = None) -> Audio:
+        """EnCodec tokens ``(K, T)`` -> audio; the bandwidth from its id, its kbps, or K."""
+        grid = codes_array(codes)
+        resolved = resolve_bandwidth_id(served.bandwidths, served.codebooks, num_codebooks=grid.shape[0],
+                                        bandwidth_id=bandwidth_id, bandwidth=bandwidth)
+        return await self._vocode(served, torch.from_numpy(grid), resolved, deadline, request_id, sample_rate)
+
+    async def resynthesize(self, served: ServedModel, audio_file: bytes, *, bandwidth_id: int | None = None,
+                           bandwidth: float | None = None, deadline: float, request_id: str = "",
+                           sample_rate: int | None = None) -> Audio:
+        """An audio file (any rate, mixed to mono) through the model: exactly as long as the file,
+        ``round(frames * rate_out / rate_in)`` samples (the vocoder's output padded or trimmed at the end)."""
+        resolved = self._resynthesis_bandwidth(served, bandwidth_id, bandwidth)
+        await served.audio_path.require(timeout=deadline - time.monotonic())
+        settings = self.state.settings
+        audio = await asyncio.to_thread(decode_audio, audio_file, served.sample_rate, settings.max_audio_seconds,
+                                        min_rate=settings.min_sample_rate)
+        if audio.size < served.min_audio_samples:
+            raise InvalidInputError(
+                f"the audio is too short: {audio.size} samples at {served.sample_rate} Hz; "
+                f"the {served.kind} model needs at least {served.min_audio_samples}"
+            )
+        worker = self.state.feature_workers[served.name]
+        features = await worker.run(served.audio_to_features, audio, resolved, timeout=deadline - time.monotonic())
+        return await self._vocode(served, features, resolved, deadline, request_id, sample_rate, length=audio.size)
+
+    async def _vocode(self, served: ServedModel, features: torch.Tensor, bandwidth_id: int | None, deadline: float,
+                      request_id: str, sample_rate: int | None, length: int | None = None) -> Audio:
+        """``features`` ``(C, T)`` (mel, codes or resynthesis features) through the model's engine;
+        ``length``, when given, is the exact number of samples to answer at the model's rate."""
+        self._check_frames(served, features.shape[-1])
+        engine = self.state.engines[served.name]
+        output = await engine.submit(features, bandwidth_id=bandwidth_id, timeout=deadline - time.monotonic(),
+                                     request_id=request_id)
+        samples = output.numpy() if length is None else fit_length(output.numpy(), length)
+        if sample_rate is not None and sample_rate != served.sample_rate:
+            if samples.size <= _INLINE_SAMPLES:
+                samples = resample(samples, served.sample_rate, sample_rate)
+            else:
+                samples = await asyncio.to_thread(resample, samples, served.sample_rate, sample_rate)
+        audio = Audio(samples, sample_rate or served.sample_rate, served)
+        self.state.metrics.add_audio(served.name, audio.seconds)
+        return audio
+
+    def _check_frames(self, served: ServedModel, frames: int) -> None:
+        if frames < served.min_frames:
+            raise InvalidInputError(
+                f"{frames} frame(s) give no audio with the {served.kind} model; send at least {served.min_frames}"
+            )
+        seconds, limit = served.seconds(frames), self.state.settings.max_audio_seconds
+        if seconds > limit:
+            raise PayloadTooLargeError(
+                f"the requested audio would last {seconds:.1f} s; this server produces at most "
+                f"{limit:g} s per request (VOCOS_MAX_AUDIO_SECONDS)"
+            )
+
+    @staticmethod
+    def _resynthesis_bandwidth(served: ServedModel, bandwidth_id: int | None, bandwidth: float | None) -> int | None:
+        if not served.bandwidths:
+            if bandwidth_id is not None or bandwidth is not None:
+                raise InvalidInputError(
+                    f"bandwidth_id / bandwidth apply to EnCodec models only; drop them for model {served.name!r}"
+                )
+            return None
+        return resolve_bandwidth_id(served.bandwidths, served.codebooks, bandwidth_id=bandwidth_id, bandwidth=bandwidth)

@@ -1,0 +1,130 @@
+"""The arrays of a request, checked against a model: a mel grid, a token grid, a bandwidth choice.
+
+numpy in, numpy out, raising :class:`InputError` with what was expected: the one place where the
+meaning of an input is checked, for the service (which only parses bytes into arrays) and any other
+caller that takes arrays from outside.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from .errors import InputError
+from .feature_extractors import ENCODEC_BINS as CODEBOOK_SIZE
+
+
+def mel_array(array: np.ndarray, n_mels: int) -> np.ndarray:
+    """Validate a mel spectrogram ``(n_mels, T)`` (or ``(1, n_mels, T)``) and return it as float32."""
+    if array.ndim == 3 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim != 2:
+        raise InputError(
+            f"expected a 2-D mel spectrogram of shape ({n_mels}, T); got shape {array.shape}"
+        )
+    if array.shape[0] != n_mels:
+        hint = " (it looks transposed: send mel bands as rows)" if array.shape[1] == n_mels else ""
+        raise InputError(f"expected {n_mels} mel bands (rows), got {array.shape[0]}{hint}")
+    if array.shape[1] < 1:
+        raise InputError(
+            f"the mel spectrogram has no frames; expected shape ({n_mels}, T) with T >= 1"
+        )
+    if array.dtype.kind != "f":
+        raise InputError(
+            f"expected float32 mel values (float16/float64 are converted), got {_dtype_words(array.dtype)}"
+        )
+    with np.errstate(over="ignore"):  # float64 values beyond float32 become inf, refused just below
+        array = array.astype(np.float32, copy=False)
+    _check_finite(array, "mel spectrogram")
+    return np.ascontiguousarray(array)
+
+
+def codes_array(array: np.ndarray) -> np.ndarray:
+    """Validate an EnCodec token grid ``(K, T)`` (or ``(K, 1, T)``) and return it as int64."""
+    if array.ndim == 3 and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.ndim != 2:
+        raise InputError(
+            f"expected a 2-D token grid of shape (K codebooks, T); got shape {array.shape}"
+        )
+    if array.shape[1] < 1 or array.shape[0] < 1:
+        raise InputError(f"the token grid is empty (shape {array.shape}); expected (K, T) with T >= 1")
+    if array.dtype.kind not in "iu":
+        raise InputError(f"expected integer codes, got {_dtype_words(array.dtype)}")
+    low, high = int(array.min()), int(array.max())
+    if low < 0 or high >= CODEBOOK_SIZE:
+        bad = low if low < 0 else high
+        raise InputError(f"codes must lie in [0, {CODEBOOK_SIZE}); found {bad}")
+    return np.ascontiguousarray(array.astype(np.int64, copy=False))
+
+
+def resolve_bandwidth_id(
+    bandwidths: Sequence[float],
+    codebooks: Sequence[int],
+    *,
+    bandwidth_id: int | None = None,
+    bandwidth: float | None = None,
+    num_codebooks: int | None = None,
+) -> int:
+    """The bandwidth id from an id, a kbps value, or (when neither is given) the number of codebooks.
+
+    ``bandwidths[i]`` is the kbps of id i and ``codebooks[i]`` its number of codebooks. Raises
+    ``InputError`` listing the valid choices when a value is unknown or the values disagree.
+    """
+    choices = ", ".join(
+        f"{i}={_kbps(b)} kbps ({k} codebooks)"
+        for i, (b, k) in enumerate(zip(bandwidths, codebooks, strict=True))
+    )
+    resolved: int | None = None
+    if bandwidth_id is not None:
+        if not 0 <= bandwidth_id < len(bandwidths):
+            raise InputError(f"unknown bandwidth_id {bandwidth_id}; expected one of {choices}")
+        resolved = bandwidth_id
+    if bandwidth is not None:
+        matches = [i for i, b in enumerate(bandwidths) if math.isclose(b, bandwidth, rel_tol=1e-6)]
+        if not matches:
+            raise InputError(f"unknown bandwidth {bandwidth:g} kbps; expected one of {choices}")
+        if resolved is not None and resolved != matches[0]:
+            raise InputError(
+                f"bandwidth_id {resolved} and bandwidth {bandwidth:g} kbps disagree; "
+                f"give one of them ({choices})"
+            )
+        resolved = matches[0]
+    if resolved is None:
+        if num_codebooks is None:
+            raise InputError(f"a bandwidth is required: bandwidth_id or bandwidth, one of {choices}")
+        if num_codebooks not in codebooks:
+            raise InputError(
+                f"cannot infer the bandwidth from {num_codebooks} codebooks; "
+                f"expected K in {sorted(set(codebooks))}"
+                f" or an explicit bandwidth ({choices})"
+            )
+        return list(codebooks).index(num_codebooks)
+    if num_codebooks is not None and codebooks[resolved] != num_codebooks:
+        raise InputError(
+            f"bandwidth {_kbps(bandwidths[resolved])} kbps (id {resolved}) "
+            f"expects {codebooks[resolved]} codebooks,"
+            f" got K={num_codebooks}"
+        )
+    return resolved
+
+
+def _check_finite(array: np.ndarray, what: str) -> None:
+    finite = np.isfinite(array)
+    if not finite.all():
+        bad = int(finite.size - np.count_nonzero(finite))
+        first = tuple(int(i) for i in np.argwhere(~finite)[0])
+        raise InputError(f"the {what} contains {bad} NaN or Inf value(s), first at index {first}")
+
+
+def _dtype_words(dtype: np.dtype) -> str:
+    names = {"b": "boolean", "U": "string", "S": "bytes", "O": "object", "c": "complex"}
+    return names.get(dtype.kind, str(dtype))
+
+
+def _kbps(value: float) -> str:
+    return f"{value:g}"
+
+
