@@ -117,3 +117,25 @@ def test_console_script_is_installed() -> None:
     result = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=60, env=clean_env())
     assert result.returncode == 0
     assert "--max-batch-size" in result.stdout and "VOCOS_MAX_BATCH_SIZE" in result.stdout
+
+
+def test_a_server_of_three_named_models_from_the_environment(
+    mel_checkpoint: Path, encodec_checkpoint: Path, encodec_weights: Path, tmp_path: Path
+) -> None:
+    from vocos_core.testing import write_random_checkpoint
+
+    hifigan = write_random_checkpoint(tmp_path / "tts22k", "hifigan-mel")
+    models = f"mel={mel_checkpoint},encodec={encodec_checkpoint},tts22k={hifigan}"
+    server = ServerProcess(["--device", "cpu"], tmp_path / "server.log",
+                           env={"VOCOS_MODELS": models, "VOCOS_ENCODEC_WEIGHTS": str(encodec_weights)})
+    try:
+        server.wait_ready()
+        listed = httpx.get(f"{server.url}/models", timeout=10).json()["models"]
+        assert [(m["name"], m["kind"], m["sample_rate"]) for m in listed] == [
+            ("mel", "mel", 24000), ("encodec", "encodec", 24000), ("tts22k", "mel", 22050)]
+        mel80 = np.zeros((80, 30), np.float32) - 4
+        response = httpx.post(f"{server.url}/decode/mel?model=tts22k", content=npy_bytes(mel80), headers=NPY,
+                              timeout=30)
+        assert response.status_code == 200 and read_audio(response.content)[1] == 22050
+    finally:
+        server.stop()
