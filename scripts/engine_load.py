@@ -2,7 +2,7 @@
 """The batching engine under load without HTTP: what the server could serve if requests cost nothing.
 
 N concurrent clients ``submit`` mel inputs straight to a ``BatchingEngine`` in this process, which
-applies the server's process-wide memory settings first (``service.memory``), as ``vocos-serve``
+applies the server's process-wide memory settings first (``service.runtime.memory``), as ``vocos-serve``
 does. Comparing its throughput with ``scripts/loadgen.py``'s splits the serving overhead into what
 batching and the memory settings cost and what HTTP costs.
 
@@ -26,17 +26,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 sys.path.insert(0, str(ROOT / "scripts"))
 
-# Imported after the path set-up above. service.memory's settings still apply when main() calls
+# Imported after the path set-up above. service.runtime.memory's settings still apply when main() calls
 # them: mallopt governs the allocations that follow it, and oneDNN reads its variable when it
 # builds its first kernel, which no import does.
 import torch  # noqa: E402
 from loadgen import make_inputs  # noqa: E402
 
-from service.app import engine_policy  # noqa: E402
 from service.engine import BatchingEngine, BatchStats  # noqa: E402
-from service.memory import MMAP_THRESHOLD_BYTES, bound_memory_growth, set_mmap_threshold  # noqa: E402
-from service.models import load_models  # noqa: E402
-from service.registry import model_specs  # noqa: E402
+from service.http.app import engine_policy  # noqa: E402
+from service.runtime.memory import MMAP_THRESHOLD_BYTES, bound_memory_growth, set_mmap_threshold  # noqa: E402
+from service.runtime.models import load_models  # noqa: E402
+from service.runtime.registry import model_specs  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
 
@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-seconds", type=float, default=4.0)
     p.add_argument("--inputs", type=int, default=64, help="distinct mel inputs, cycled through")
     p.add_argument("--mmap-threshold", type=int,
-                   help="glibc mmap threshold in bytes (default: the server's, service/memory.py)")
+                   help="glibc mmap threshold in bytes (default: the server's, service/runtime/memory.py)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 

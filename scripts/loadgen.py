@@ -88,7 +88,7 @@ class RawModel:
     def __init__(self, model_dir: Path, inputs: list[np.ndarray], args: argparse.Namespace) -> None:
         import torch
 
-        from service.models import load_models
+        from service.runtime.models import load_models
         from service.settings import Settings
 
         settings = Settings(mel_model=str(model_dir), encodec_model="none", device=args.device, dtype=args.dtype)

@@ -21,13 +21,13 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import SecretStr, ValidationError
 
-from service.app import create_app
-from service.logs import configure_logging
-from service.memory import bound_memory_growth
-from service.models import StartupError, load_models
-from service.server import uvicorn_config
+from service.http.app import create_app
+from service.http.server import uvicorn_config
+from service.runtime.logs import configure_logging
+from service.runtime.memory import bound_memory_growth
+from service.runtime.models import StartupError, load_models
+from service.runtime.state import ServiceState, state_of
 from service.settings import Settings
-from service.state import ServiceState, state_of
 
 log = logging.getLogger("service")
 

@@ -1,33 +1,13 @@
-"""Every failure the service answers, and the one place that maps exceptions to HTTP responses.
+"""The service's own failures, each with its status code and error type; nothing here knows of HTTP
+frameworks (``service.http.errors`` turns these, the engine's and ``vocos_core``'s into responses).
 
-Request handling raises ``ServiceError`` subclasses (the caller's mistakes), the engine raises its own
-``EngineError`` subclasses, ``vocos_core`` raises ``InputError``; ``error_response`` turns any of them
-into ``{"error": {"type", "message", "request_id"}}`` with the right status code.
+Request handling raises ``ServiceError`` subclasses (the caller's mistakes, and the server's limits);
+the engine raises its own ``EngineError`` subclasses; ``vocos_core`` raises ``InputError``.
 """
 
 from __future__ import annotations
 
-import logging
-import math
 import re
-
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
-from service.engine import (
-    BatchFailedError,
-    DeadlineExceededError,
-    DeviceOutOfMemoryError,
-    EngineError,
-    EngineStoppedError,
-    InvalidItemError,
-    QueueFullError,
-)
-from vocos_core.errors import InputError as CoreInputError
-
-log = logging.getLogger(__name__)
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
@@ -132,87 +112,6 @@ class AudioPathUnavailableError(ServiceError):
     error_type = "audio_path_unavailable"
 
 
-# Engine failures: status code, error type. The engine itself knows nothing of HTTP.
-_ENGINE_STATUS: dict[type[EngineError], tuple[int, str]] = {
-    QueueFullError: (429, "queue_full"),
-    DeadlineExceededError: (504, "deadline_exceeded"),
-    EngineStoppedError: (503, "unavailable"),
-    DeviceOutOfMemoryError: (503, "device_out_of_memory"),
-    InvalidItemError: (422, "invalid_input"),
-    BatchFailedError: (500, "internal"),
-}
-
-
 def without_addresses(text: str) -> str:
     """``text`` without the memory addresses of object reprs (``<ast.BinOp object at 0x7f...>``)."""
     return _ADDRESS.sub("", text)
-
-
-def error_body(error_type: str, message: str, request_id: str) -> dict[str, dict[str, str]]:
-    return {"error": {"type": error_type, "message": message, "request_id": request_id}}
-
-
-def request_id_of(request: Request) -> str:
-    return str(getattr(request.state, "request_id", "") or "")
-
-
-def error_response(exc: BaseException, request_id: str) -> JSONResponse:
-    """The JSON error response for ``exc``; unknown exceptions become a 500 carrying the request id."""
-    status, error_type, message, headers = _classify(exc, request_id)
-    return JSONResponse(error_body(error_type, message, request_id), status_code=status, headers=headers)
-
-
-def _classify(exc: BaseException, request_id: str) -> tuple[int, str, str, dict[str, str]]:
-    if isinstance(exc, ServiceError):
-        return exc.status_code, exc.error_type, exc.message, exc.headers
-    if isinstance(exc, EngineError):
-        status, error_type = next(v for k, v in _ENGINE_STATUS.items() if isinstance(exc, k))
-        headers = {}
-        if isinstance(exc, QueueFullError | DeviceOutOfMemoryError):
-            headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
-        message = str(exc)
-        if isinstance(exc, DeadlineExceededError):
-            message = f"{message} (the deadline: VOCOS_REQUEST_TIMEOUT_S, or X-Request-Timeout when shorter)"
-        if status == 500:
-            message = f"{message} (request id {request_id})"
-        return status, error_type, message, headers
-    if isinstance(exc, CoreInputError):
-        return 422, "invalid_input", str(exc), {}
-    if isinstance(exc, RequestValidationError):
-        return 422, "invalid_parameter", _validation_message(exc), {}
-    if isinstance(exc, StarletteHTTPException):
-        return exc.status_code, "http_error", str(exc.detail), dict(exc.headers or {})
-    return 500, "internal", f"internal error; quote request id {request_id} when reporting it", {}
-
-
-def _validation_message(exc: RequestValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("query", "header", "body"))
-        parts.append(f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg", "invalid")))
-    return "; ".join(parts) or "invalid request parameters"
-
-
-def log_level(exc: BaseException, status: int) -> int:
-    """How loud an answered failure is: ours (500) an error; overload a warning; the expected
-    outcomes of a drain, a deadline or a client that left, info; the caller's mistakes, debug."""
-    if status >= 500 and status not in (503, 504):
-        return logging.ERROR
-    if isinstance(exc, ServerBusyError | DeviceOutOfMemoryError | QueueFullError):
-        return logging.WARNING
-    if status in (499, 503, 504):
-        return logging.INFO
-    return logging.DEBUG
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    """Route every expected exception class through ``error_response``."""
-
-    async def handle(request: Request, exc: Exception) -> JSONResponse:
-        request_id = request_id_of(request)
-        response = error_response(exc, request_id)
-        log.log(log_level(exc, response.status_code), "request %s: %d %s", request_id, response.status_code, exc)
-        return response
-
-    for cls in (ServiceError, EngineError, CoreInputError, RequestValidationError, StarletteHTTPException):
-        app.add_exception_handler(cls, handle)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from service.models import ServedModel, load_models
+from service.runtime.models import ServedModel, load_models
 from service.settings import Settings
 from vocos_core.encodec.testing import write_random_encodec_weights
 from vocos_core.testing import write_random_checkpoint

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from deploy_helpers import REPO, TOOLS_DIR, load_yaml, require, require_binary, require_module, run
 
-from service.server import GRACE_AFTER_DRAIN_S
+from service.http.server import GRACE_AFTER_DRAIN_S
 
 COMPOSE = REPO / "docker-compose.yml"
 SCHEMA = TOOLS_DIR / "compose_spec.json"

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from deploy_helpers import KUBERNETES, REPO, Docs, load_yaml, only, require_binary, require_module, run
 
-from service.server import GRACE_AFTER_DRAIN_S
+from service.http.server import GRACE_AFTER_DRAIN_S
 
 # The oldest Kubernetes these manifests promise to work on, and the newest schema bundled offline.
 OLDEST_KUBERNETES = "1.27.0"

@@ -49,9 +49,9 @@ def series_names(exposition: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def exported(mel_checkpoint: Path) -> set[str]:
-    app_module = require_module("service.app", "the service package")
+    app_module = require_module("service.http.app", "the service package")
     settings_module = require_module("service.settings", "the service package")
-    metrics_module = require_module("service.metrics", "the service package")
+    metrics_module = require_module("service.runtime.metrics", "the service package")
     testclient = require_module("fastapi.testclient", "fastapi")
     with pytest.MonkeyPatch.context() as patch:  # no VOCOS_* of the shell running pytest (API keys...)
         for name in [n for n in os.environ if n.startswith("VOCOS_")]:

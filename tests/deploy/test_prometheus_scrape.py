@@ -70,7 +70,7 @@ def stop(process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> int:
 
 @pytest.fixture
 def vocos_server(mel_checkpoint: Path, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    require_module("service.app", "the service package")
+    require_module("service.http.app", "the service package")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOCOS_")}
     env.update(VOCOS_MEL_MODEL=str(mel_checkpoint), VOCOS_ENCODEC_MODEL="none", VOCOS_HOST="127.0.0.1",

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from service_helpers import AppHarness, LiveServer, live_server, running_app, settings_with
 
-from service.models import ServedModel
+from service.runtime.models import ServedModel
 from service.settings import Settings
 
 InProcessFactory = Callable[..., AbstractAsyncContextManager[AppHarness]]

@@ -15,10 +15,10 @@ import httpx
 import torch
 from service_helpers import GatedModel
 
-from service.app import create_app
-from service.models import ServedModel
+from service.http.app import create_app
+from service.runtime.models import ServedModel
+from service.runtime.state import state_of
 from service.settings import Settings
-from service.state import state_of
 
 T = TypeVar("T")
 

@@ -11,8 +11,8 @@ import logging
 import pytest
 
 from service.__main__ import parse_settings
-from service.auth import BearerAuth
-from service.pages import ASSETS, PAGE_PATHS, PAGES, STATIC_DIR, STATIC_PREFIX
+from service.http.auth import BearerAuth
+from service.http.pages import ASSETS, PAGE_PATHS, PAGES, STATIC_DIR, STATIC_PREFIX
 
 KEYS = ("k3y-alpha-7f2c91d4e8", "k3y-beta-0b6a5e13c2")
 NEAR_MISS = KEYS[0][:-1] + "5"
@@ -98,7 +98,7 @@ def test_every_configured_key_is_compared_in_constant_time(monkeypatch: pytest.M
         compared.append(b)
         return real(a, b)
 
-    monkeypatch.setattr("service.auth.hmac.compare_digest", spy)
+    monkeypatch.setattr("service.http.auth.hmac.compare_digest", spy)
     auth = BearerAuth(list(KEYS))
     for presented in (KEYS[0], KEYS[1]):
         compared.clear()

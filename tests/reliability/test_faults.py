@@ -13,7 +13,7 @@ import torch
 from reliability_helpers import FaultyModel, RawConnection, http_request
 from service_helpers import AppHarness, GatedModel, LiveServer, npy_bytes, read_audio, wait_until
 
-from service.models import ServedModel
+from service.runtime.models import ServedModel
 
 pytestmark = pytest.mark.asyncio
 

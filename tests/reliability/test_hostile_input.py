@@ -14,9 +14,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from service.audio_io import decode_audio
 from service.errors import PayloadTooLargeError
-from service.models import StartupError, load_models
+from service.runtime.audio_io import decode_audio
+from service.runtime.models import StartupError, load_models
 from service.settings import Settings
 from vocos_core import Vocos
 from vocos_core.errors import CheckpointError

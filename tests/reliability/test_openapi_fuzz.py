@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, settings
 from schemathesis.python import asgi
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from service.app import create_app
-from service.models import ServedModel
+from service.http.app import create_app
+from service.runtime.models import ServedModel
 from service.settings import Settings
 
 TIME_LIMIT_S = 20.0

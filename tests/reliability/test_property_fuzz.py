@@ -19,7 +19,7 @@ from hypothesis.extra import numpy as hnp
 from reliability_helpers import AppThread, app_thread
 from service_helpers import audio_file, npy_bytes, read_audio, settings_with, tone
 
-from service.models import ServedModel
+from service.runtime.models import ServedModel
 from service.settings import Settings
 
 CLIENT_ERRORS = {400, 404, 406, 413, 415, 422}

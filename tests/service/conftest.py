@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from service_helpers import AppFactory, AppHarness, running_app, settings_with
 
-from service.models import ServedModel
+from service.runtime.models import ServedModel
 from service.settings import Settings
 
 

@@ -21,11 +21,11 @@ import torch
 import uvicorn
 from fastapi import FastAPI
 
-from service.app import create_app
-from service.models import ServedModel
-from service.server import uvicorn_config
+from service.http.app import create_app
+from service.http.server import uvicorn_config
+from service.runtime.models import ServedModel
+from service.runtime.state import ServiceState, state_of
 from service.settings import Settings
-from service.state import ServiceState, state_of
 
 
 @dataclass

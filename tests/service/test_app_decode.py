@@ -11,8 +11,8 @@ import pytest
 import torch
 from service_helpers import AppFactory, AppHarness, GatedModel, audio_file, npy_bytes, read_audio, tone, wait_until
 
-from service.audio_io import OutputFormat, decode_audio, encode_audio, fit_length
-from service.models import ServedModel
+from service.runtime.audio_io import OutputFormat, decode_audio, encode_audio, fit_length
+from service.runtime.models import ServedModel
 
 pytestmark = pytest.mark.asyncio
 WAV = {"content-type": "audio/wav"}

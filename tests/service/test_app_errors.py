@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from service_helpers import AppFactory, AppHarness, GatedModel, audio_file, npy_bytes, tone
 
-from service.models import ServedModel
+from service.runtime.models import ServedModel
 
 pytestmark = pytest.mark.asyncio
 

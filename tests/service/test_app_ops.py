@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from service_helpers import AppFactory, GatedModel, audio_file, npy_bytes, running_app, tone, wait_until
 
-from service.models import ServedModel
+from service.runtime.models import ServedModel
 from service.settings import Settings
 
 pytestmark = pytest.mark.asyncio

@@ -10,8 +10,8 @@ import pytest
 import soundfile as sf
 from service_helpers import audio_file, tone
 
-from service.audio_io import OutputFormat, choose_format, decode_audio, encode_audio, resampled_length
 from service.errors import InvalidInputError, MalformedPayloadError, NotAcceptableError, PayloadTooLargeError
+from service.runtime.audio_io import OutputFormat, choose_format, decode_audio, encode_audio, resampled_length
 
 
 @pytest.mark.parametrize(

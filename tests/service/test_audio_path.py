@@ -14,9 +14,9 @@ import pytest
 import torch
 from service_helpers import audio_file, running_app, settings_with, tone, wait_until
 
-import service.audio_path as audio_path_module
+import service.runtime.audio_path as audio_path_module
 import vocos_core.encodec.weights as weights_module
-from service.models import ServedModel, load_models
+from service.runtime.models import ServedModel, load_models
 from service.settings import Settings
 
 pytestmark = pytest.mark.asyncio

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from service.auth import BearerAuth
 from service.errors import UnauthorizedError
+from service.http.auth import BearerAuth
 
 
 def test_no_keys_means_no_authentication() -> None:

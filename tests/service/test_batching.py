@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.batching import BatchPolicy, plan_batch
+from service.engine.batching import BatchPolicy, plan_batch
 
 
 def test_oldest_always_runs_and_fifo_order_is_kept() -> None:

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from service_helpers import audio_file, live_server, settings_with
 
-from service.models import ServedModel
+from service.runtime.models import ServedModel
 from service.settings import Settings
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="needs the PyPI package selenium (the test extra)")

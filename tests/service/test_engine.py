@@ -12,7 +12,6 @@ import pytest
 import torch
 from service_helpers import wait_until
 
-from service.batching import BatchPolicy
 from service.engine import (
     BatchFailedError,
     BatchingEngine,
@@ -23,6 +22,7 @@ from service.engine import (
     InvalidItemError,
     QueueFullError,
 )
+from service.engine.batching import BatchPolicy
 
 pytestmark = pytest.mark.asyncio
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from service.engine import DeadlineExceededError
-from service.json_body import JsonBodyError, load
-from service.json_parser import JsonParser
+from service.http.json_body import JsonBodyError, load
+from service.http.json_parser import JsonParser
 
 pytestmark = pytest.mark.asyncio
 

@@ -1,4 +1,4 @@
-"""The process-wide memory settings the soak's figures led to (service.memory)."""
+"""The process-wide memory settings the soak's figures led to (service.runtime.memory)."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from service.engine import BatchStats
-from service.metrics import ServiceMetrics
+from service.runtime.metrics import ServiceMetrics
 
 
 def test_engine_observations_land_in_the_histograms() -> None:

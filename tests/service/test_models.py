@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from service.models import StartupError, load_models, public_name, resolve_device, set_cpu_matmul
+from service.runtime.models import StartupError, load_models, public_name, resolve_device, set_cpu_matmul
 from service.settings import Settings
 
 

@@ -15,8 +15,8 @@ import soundfile as sf
 import torch
 from service_helpers import AppHarness, audio_file, npy_bytes, read_audio, running_app, tone
 
-from service.audio_io import resampled_length
-from service.models import ServedModel, load_models
+from service.runtime.audio_io import resampled_length
+from service.runtime.models import ServedModel, load_models
 from service.settings import Settings
 from vocos_core.testing import write_random_checkpoint
 

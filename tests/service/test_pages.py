@@ -13,7 +13,7 @@ from urllib.parse import urljoin, urlsplit
 import pytest
 from service_helpers import AppFactory
 
-from service.pages import ASSETS, PAGE_PATHS, PAGES, STATIC_DIR, STATIC_PREFIX
+from service.http.pages import ASSETS, PAGE_PATHS, PAGES, STATIC_DIR, STATIC_PREFIX
 
 KEY = "page-test-key-51c0"
 REPO = Path(__file__).resolve().parents[2]
@@ -129,10 +129,10 @@ async def test_without_api_keys_the_document_declares_no_security(make_app: AppF
 
 
 def test_every_page_file_is_package_data() -> None:
-    """A non-editable install (the Docker image's wheel) carries every file under service/static."""
+    """A non-editable install (the Docker image's wheel) carries every file under service/http/static."""
     tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
     package_data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
-    patterns = package_data["service"]
+    patterns = package_data["service.http"]
     for path in STATIC_DIR.iterdir():
         relative = path.relative_to(STATIC_DIR.parent).as_posix()
         assert any(fnmatch.fnmatch(relative, pattern) for pattern in patterns), relative

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from service.registry import BATCHING, RegistryError, model_specs
+from service.runtime.registry import BATCHING, RegistryError, model_specs
 from service.settings import Settings
 
 

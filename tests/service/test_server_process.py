@@ -101,7 +101,7 @@ def test_unreachable_hub_fails_fast_and_says_what_to_do_once(tmp_path: Path) -> 
 
 
 def test_library_records_are_logged_once(tmp_path: Path) -> None:
-    code = ("import logging; from service.logs import configure_logging; configure_logging('info'); "
+    code = ("import logging; from service.runtime.logs import configure_logging; configure_logging('info'); "
             "logging.getLogger('huggingface_hub.utils._http').warning('retrying once')")
     result = subprocess.run([sys.executable, "-c", code], env=clean_env(), capture_output=True, text=True,
                             timeout=60)

@@ -84,8 +84,8 @@ def test_invalid_flag_value_exits_2_with_one_message(capsys: pytest.CaptureFixtu
 
 
 def test_engine_policy_takes_the_batching_settings() -> None:
-    from service.app import engine_policy
-    from service.registry import ModelSpec
+    from service.http.app import engine_policy
+    from service.runtime.registry import ModelSpec
 
     def batching(settings: Settings) -> dict[str, float]:
         return dict(ModelSpec("m", "/m").resolved(settings).batching)

@@ -20,7 +20,7 @@ mel(torch.randn(1, 4000)); mel.decode_batch([torch.randn(100, 5), torch.randn(10
 enc = Vocos.from_pretrained({str(REFERENCE / "vocos-encodec-tiny")!r},
                             encodec_weights=write_random_encodec_weights(tmp + "/e.th"))
 enc(torch.randn(1, 4000), bandwidth_id=torch.tensor([1]))
-import service.app
+import service.http.app
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torchaudio", "encodec"))
 print("LOADED", loaded)
 """

@@ -18,7 +18,7 @@ from .conv import ChunkState, SConv1d
 # Audio samples per chunk of the convolution stack (everything before the LSTM). A multiple of the
 # hop (320) so that every strided conv sees whole windows: 100 latent frames. Its widest activation,
 # 32 channels x 32000 samples x 4 bytes = 3.9 MiB, stays under the service's 8 MiB mmap threshold
-# (service/memory.py); a whole 10 s signal makes 31 MB tensors, fresh pages at every layer. With
+# (service/runtime/memory.py); a whole 10 s signal makes 31 MB tensors, fresh pages at every layer. With
 # chunks (and the copy-based reflect padding) resynthesis is faster than one whole-signal pass, with
 # identical output (docs/performance.md), and memory no longer grows with the input's length.
 # Chunks this long keep each layer wide enough (>= 100 frames) for oneDNN to pick the

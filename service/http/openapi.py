@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from service.middleware import requires_key
+from service.http.middleware import requires_key
 from service.settings import Settings
 
 SCHEME = "bearer"

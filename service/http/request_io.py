@@ -12,14 +12,14 @@ from typing import TypeVar
 from fastapi import Request, Response
 from starlette.requests import ClientDisconnect
 
-from service.audio_io import OutputFormat, encode_audio
-from service.echo import clip
 from service.errors import BodyTimeoutError, ClientDisconnectedError, InvalidInputError, PayloadTooLargeError
-from service.json_body import JsonBodyError
-from service.payloads import Payload, body_kind, from_json_error, is_json, load_payload
-from service.serving import Audio
+from service.http.echo import clip
+from service.http.json_body import JsonBodyError
+from service.http.payloads import Payload, body_kind, from_json_error, is_json, load_payload
+from service.runtime.audio_io import OutputFormat, encode_audio
+from service.runtime.serving import Audio
+from service.runtime.state import ServiceState, state_of
 from service.settings import Settings
-from service.state import ServiceState, state_of
 
 T = TypeVar("T")
 
@@ -122,7 +122,7 @@ async def off_loop(fn: Callable[..., T], *args: object, inline: bool = False) ->
 
 
 async def load_body(state: ServiceState, body: bytes, kind: str, deadline: Deadline) -> Payload:
-    """The parsed body (``service.payloads.load_payload``): small bodies here and now; large ``.npy``
+    """The parsed body (``service.http.payloads.load_payload``): small bodies here and now; large ``.npy``
     in a thread; large JSON in the parser process, as JSON parsing holds the interpreter throughout
     and the event loop (with the probes) would wait on it."""
     if len(body) <= INLINE_BODY_BYTES:

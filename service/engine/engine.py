@@ -1,6 +1,6 @@
 """Dynamic batching engine: one per loaded model, an asyncio queue in front of a single compute thread.
 
-Requests ``submit`` their inputs and await a future; a loop task forms batches (``service.batching``)
+Requests ``submit`` their inputs and await a future; a loop task forms batches (``service.engine.batching``)
 and runs the model's exact batched entry point in a dedicated worker thread, so the event loop keeps
 answering health probes while a batch computes. It knows nothing of HTTP: failures are raised as
 ``EngineError`` subclasses that the app maps to status codes in one place (``service.errors``).
@@ -20,7 +20,7 @@ from typing import Protocol
 
 import torch
 
-from service.batching import BatchPolicy, plan_batch
+from service.engine.batching import BatchPolicy, plan_batch
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class BatchStats:
 
 
 class EngineObserver(Protocol):
-    """Receives the engine's measurements (``service.metrics`` implements it)."""
+    """Receives the engine's measurements (``service.runtime.metrics`` implements it)."""
 
     def on_queue_depth(self, model: str, depth: int) -> None: ...
 

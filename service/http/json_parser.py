@@ -1,4 +1,4 @@
-"""The child process that parses large JSON bodies (``service.json_body.serve``), one at a time.
+"""The child process that parses large JSON bodies (``service.http.json_body.serve``), one at a time.
 
 A pipe pair and a lock: the event loop writes the body and reads the arrays back without holding
 the interpreter, and the parse itself runs at low priority in a process of its own, so however many
@@ -16,13 +16,13 @@ import sys
 from typing import Any
 
 from service.engine import DeadlineExceededError
-from service.json_body import JsonBodyError
+from service.http.json_body import JsonBodyError
 
-_CHILD = "from service.json_body import serve; serve()"
+_CHILD = "from service.http.json_body import serve; serve()"
 
 
 class JsonParser:
-    """``await parser.load(body, timeout)`` -> what ``service.json_body.load`` returns, from the child."""
+    """``await parser.load(body, timeout)`` -> what ``service.http.json_body.load`` returns, from the child."""
 
     def __init__(self) -> None:
         self._lock = asyncio.Lock()

@@ -17,20 +17,20 @@ import torch
 from fastapi import FastAPI
 
 from service import __version__
-from service.auth import BearerAuth
-from service.batching import BatchPolicy
 from service.engine import BatchingEngine
-from service.errors import install_error_handlers
-from service.metrics import ServiceMetrics
-from service.middleware import RequestContextMiddleware
-from service.models import ServedModel, load_models
-from service.openapi import declare_bearer_auth
-from service.pages import router as pages_router
-from service.registry import ModelSpec, model_specs
-from service.routes import router
+from service.engine.batching import BatchPolicy
+from service.engine.workers import SerialWorker
+from service.http.auth import BearerAuth
+from service.http.errors import install_error_handlers
+from service.http.middleware import RequestContextMiddleware
+from service.http.openapi import declare_bearer_auth
+from service.http.pages import router as pages_router
+from service.http.routes import router
+from service.runtime.metrics import ServiceMetrics
+from service.runtime.models import ServedModel, load_models
+from service.runtime.registry import ModelSpec, model_specs
+from service.runtime.state import ServiceState
 from service.settings import Settings
-from service.state import ServiceState
-from service.workers import SerialWorker
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def create_app(settings: Settings, models: Mapping[str, ServedModel] | None = No
             warm_task.cancel()
             await shut_down(state)
 
-    # docs_url/redoc_url off: FastAPI's pages load Swagger UI and ReDoc from a CDN; service.pages
+    # docs_url/redoc_url off: FastAPI's pages load Swagger UI and ReDoc from a CDN; service.http.pages
     # serves them from installed files instead.
     app = FastAPI(title="vocos-serve", version=__version__, description=DESCRIPTION, lifespan=lifespan,
                   docs_url=None, redoc_url=None)

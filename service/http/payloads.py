@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from service import json_body
-from service.echo import clip
 from service.errors import InvalidInputError, MalformedPayloadError, UnsupportedMediaTypeError, without_addresses
+from service.http import json_body
+from service.http.echo import clip
 
 JSON_TYPES = frozenset({"application/json"})
 NPY_TYPES = frozenset({"application/x-npy", "application/npy", "application/octet-stream"})
@@ -59,7 +59,7 @@ Payload = dict[str, Any] | str | np.ndarray
 
 def load_payload(body: bytes, kind: str) -> Payload:
     """Parse a ``"json"`` or ``"npy"`` body (in this process: the server sends large JSON bodies to
-    its parser process, ``service.json_parser``, which returns the same)."""
+    its parser process, ``service.http.json_parser``, which returns the same)."""
     if kind != "json":
         return parse_npy(body)
     try:

@@ -1,11 +1,11 @@
-"""The OpenAPI description of the decoding endpoints' bodies and responses (``service.routes``)."""
+"""The OpenAPI description of the decoding endpoints' bodies and responses (``service.http.routes``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from service.audio_io import AUDIO_TYPES
-from service.multipart import FORM_DATA
+from service.http.multipart import FORM_DATA
+from service.runtime.audio_io import AUDIO_TYPES
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "Malformed body (JSON, .npy or audio that cannot be parsed)"},

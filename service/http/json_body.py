@@ -2,7 +2,7 @@
 
 Parsing a large JSON body holds the interpreter for its whole length (orjson, then numpy over the
 nested lists), and the event loop, with the health probes, waits meanwhile. So bodies above a
-small size are parsed in a child process at low CPU priority (``service.json_parser``): the server
+small size are parsed in a child process at low CPU priority (``service.http.json_parser``): the server
 itself then only copies bytes in and arrays out. This module imports nothing but orjson and numpy,
 so that the child starts in a fraction of a second.
 """

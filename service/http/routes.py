@@ -1,4 +1,4 @@
-"""The endpoints: parse the wire format, call the serving layer (``service.serving``), encode the answer;
+"""The endpoints: parse the wire format, call the serving layer (``service.runtime.serving``), encode the answer;
 and the health probes, metrics and model list."""
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from service.audio_io import AUDIO_TYPES, OutputFormat, choose_format
-from service.echo import clip
-from service.errors import UnsupportedMediaTypeError, error_body, request_id_of
-from service.multipart import FORM_DATA, audio_part
-from service.payloads import codes_grid, media_type, mel_grid, merge_choice
-from service.request_io import (
+from service.errors import UnsupportedMediaTypeError
+from service.http.echo import clip
+from service.http.errors import error_body, request_id_of
+from service.http.multipart import FORM_DATA, audio_part
+from service.http.payloads import codes_grid, media_type, mel_grid, merge_choice
+from service.http.request_io import (
     INLINE_BODY_BYTES,
     Deadline,
     audio_response,
@@ -24,9 +24,10 @@ from service.request_io import (
     service_state,
     unless_disconnected,
 )
-from service.route_docs import AUDIO_DOC, CODES_DOC, MEL_DOC, RESPONSES, RESYNTHESIS_RESPONSES
-from service.serving import Vocoder
-from service.state import ServiceState
+from service.http.route_docs import AUDIO_DOC, CODES_DOC, MEL_DOC, RESPONSES, RESYNTHESIS_RESPONSES
+from service.runtime.audio_io import AUDIO_TYPES, OutputFormat, choose_format
+from service.runtime.serving import Vocoder
+from service.runtime.state import ServiceState
 
 router = APIRouter()
 

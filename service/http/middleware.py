@@ -17,14 +17,15 @@ from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import ServerBusyError, ServiceError, error_response
-from service.metrics import ENDPOINTS
-from service.pages import PAGE_PATHS
-from service.server import abort_connection
+from service.errors import ServerBusyError, ServiceError
+from service.http.errors import error_response
+from service.http.pages import PAGE_PATHS
+from service.http.server import abort_connection
+from service.runtime.metrics import ENDPOINTS
 
 if TYPE_CHECKING:
+    from service.runtime.state import ServiceState
     from service.settings import Settings
-    from service.state import ServiceState
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ class SendTimeoutError(Exception):
 
 
 class _HeldBytes:
-    """This request's share of the server's byte budget (``service.inflight``)."""
+    """This request's share of the server's byte budget (``service.http.inflight``)."""
 
     def __init__(self, state: ServiceState) -> None:
         self.budget = state.inflight

@@ -2,7 +2,7 @@
 
 A model that cannot be obtained stops the server at start with one line naming the model and how to
 point at a local copy (``StartupError``), instead of failing on the first request. The EnCodec
-weights, needed by the EnCodec model's audio-in path alone, do not: see ``service.audio_path``.
+weights, needed by the EnCodec model's audio-in path alone, do not: see ``service.runtime.audio_path``.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from service.audio_path import AudioPath
-from service.registry import ModelSpec, RegistryError, model_specs
+from service.runtime.audio_path import AudioPath
+from service.runtime.registry import ModelSpec, RegistryError, model_specs
 from service.settings import Settings
 from vocos_core import Vocos, bf16x3
 from vocos_core.config import EncodecFeaturesConfig, FeatureExtractorConfig, MelSpectrogramFeaturesConfig
@@ -125,7 +125,7 @@ class ServedModel:
         return self.model.audio_to_features(torch.from_numpy(audio), bandwidth_id)[0]  # (1, C, T) -> (C, T)
 
 def load_models(settings: Settings) -> dict[str, ServedModel]:
-    """Every served model (``service.registry``), each on its device and dtype, by name; StartupError
+    """Every served model (``service.runtime.registry``), each on its device and dtype, by name; StartupError
     on any failure."""
     try:
         specs = model_specs(settings)
@@ -170,7 +170,7 @@ def load_model(spec: ModelSpec, device: torch.device) -> ServedModel:
     model = place(model, device, DTYPES[dtype])
     served = ServedModel(model, spec.source, device, dtype, spec.revision, spec.name)
     # Only /resynthesize?model=encodec needs the EnCodec weights: without them the server starts,
-    # the rest of it works, and that path loads them once they are present (service.audio_path).
+    # the rest of it works, and that path loads them once they are present (service.runtime.audio_path).
     served.audio_path.load_at_start()
     log.info("loaded %s model %r from %s on %s (%s) in %.1f s", served.kind, spec.name, spec.source, device,
              dtype, time.monotonic() - start)

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from service.audio_io import decode_audio, fit_length, resample
 from service.errors import InvalidInputError, PayloadTooLargeError
-from service.models import ServedModel
-from service.state import ServiceState
+from service.runtime.audio_io import decode_audio, fit_length, resample
+from service.runtime.models import ServedModel
+from service.runtime.state import ServiceState
 from vocos_core.requests import codes_array, mel_array, resolve_bandwidth_id
 
 # Audio this long or shorter is resampled on the event loop: a thread hop costs more.

@@ -9,16 +9,16 @@ from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
 
-from service.auth import BearerAuth
-from service.echo import clip
 from service.engine import BatchingEngine
+from service.engine.workers import SerialWorker
 from service.errors import InvalidInputError, ModelNotLoadedError, ServerDrainingError
-from service.inflight import InflightBytes
-from service.json_parser import JsonParser
-from service.metrics import ServiceMetrics
-from service.models import ServedModel
+from service.http.auth import BearerAuth
+from service.http.echo import clip
+from service.http.inflight import InflightBytes
+from service.http.json_parser import JsonParser
+from service.runtime.metrics import ServiceMetrics
+from service.runtime.models import ServedModel
 from service.settings import Settings
-from service.workers import SerialWorker
 
 log = logging.getLogger(__name__)
 

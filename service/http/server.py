@@ -16,7 +16,7 @@ import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from service.logs import RedactSecrets
+from service.runtime.logs import RedactSecrets
 from service.settings import Settings
 
 log = logging.getLogger(__name__)

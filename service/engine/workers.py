@@ -12,7 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from service.engine import DeadlineExceededError, EngineStoppedError, QueueFullError
+from service.engine.engine import DeadlineExceededError, EngineStoppedError, QueueFullError
 
 T = TypeVar("T")
 
