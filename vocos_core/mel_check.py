@@ -287,7 +287,8 @@ def _warn(cause: Cause, message: str) -> MelCheck:
 
 def _impossible(fe: MelFrontEnd, a: np.ndarray, lo: float, hi: float, above: bool, below: bool) -> MelCheck:
     cause: Cause
-    if lo >= -LINEAR_NEG_TOL and _bulk_near_zero(a, hi) >= LINEAR_BULK:
+    # linear: the bulk near 0 and nothing far below it (a predicted linear mel scatters around 0)
+    if lo >= -LINEAR_TOP_RATIO * hi and np.count_nonzero(np.abs(a) < LINEAR_TOP_RATIO * hi) >= LINEAR_BULK * a.size:
         cause = "linear"
     elif below and (lo <= DB_BELOW or above):
         cause = "db_scaled"

@@ -213,6 +213,19 @@ def test_each_wrong_front_end_is_detected_on_every_utterance(speech: dict[str, n
             assert outcome in (got, "any") and got != "ok", (name, r)
 
 
+def test_a_predicted_linear_mel_is_named_linear(speech: dict[str, np.ndarray]) -> None:
+    rng = np.random.default_rng(0)
+    loud = 0
+    for name, m in speech.items():
+        lin = np.exp(m.astype(np.float64))
+        noisy = (lin + rng.normal(0, 0.05 * lin.std(), m.shape)).astype(np.float32)  # negative values too
+        r = check_mel(noisy, FE)
+        if lin.max() > FE.log_max + 0.5:
+            loud += 1
+            assert r.impossible is not None and r.cause == "linear", (name, r)
+    assert loud >= 6
+
+
 def _has_clamped(m: np.ndarray, value: float) -> bool:
     """Whether clamping ``m`` at ``value`` changes >= 5 values in >= 2 bands and 2 frames (a pile)."""
     mask = m < value
