@@ -170,4 +170,6 @@ async def audio_response(audio: Audio, fmt: OutputFormat) -> Response:
         "X-Model-Source": audio.model.public_name.encode("ascii", "replace").decode("ascii"),
         "X-Sample-Rate": str(audio.sample_rate),
     }
+    if audio.warning:  # a header value: ASCII, on one line, bounded
+        headers["X-Input-Warning"] = " ".join(audio.warning.split()).encode("ascii", "replace").decode()[:300]
     return Response(content, media_type=fmt.media_type, headers=headers)

@@ -74,6 +74,10 @@ class ServiceMetrics:
         self.model_info = Gauge(
             "vocos_model_info", "Served models (value 1).", ["model", "kind", "source", "device", "dtype"], registry=r
         )
+        self.input_warnings = Counter(
+            "vocos_input_warnings", "Mels that look like another front-end's (warned) or that the model's "
+            "front-end cannot produce (refused), by model and likely cause.", ["model", "cause"], registry=r
+        )
         self.ready = Gauge("vocos_ready", "1 when ready to serve, 0 while starting or draining.", registry=r)
         for endpoint in ENDPOINTS:
             self.request_duration.labels(endpoint)
@@ -104,6 +108,9 @@ class ServiceMetrics:
         """Announce a served model by name; its queue depth starts at 0, so dashboards see every model."""
         self.model_info.labels(model, kind, source, device, dtype).set(1)
         self.queue_depth.labels(model).set(0)
+
+    def input_warning(self, model: str, cause: str) -> None:
+        self.input_warnings.labels(model, cause).inc()
 
     def set_ready(self, ready: bool) -> None:
         self.ready.set(1 if ready else 0)

@@ -23,7 +23,9 @@ from service.settings import Settings
 from vocos_core import Vocos, bf16x3
 from vocos_core.config import EncodecFeaturesConfig, FeatureExtractorConfig, MelSpectrogramFeaturesConfig
 from vocos_core.errors import UnavailableError, VocosError
-from vocos_core.feature_extractors import ENCODEC_BINS, codebooks_for_bandwidth
+from vocos_core.feature_extractors import ENCODEC_BINS, MelSpectrogramFeatures, codebooks_for_bandwidth
+from vocos_core.hifigan_mel import HiFiGANMelSpectrogramFeatures
+from vocos_core.mel_check import MelFrontEnd, mel_front_end
 from vocos_core.spectral_ops import LOG_CLIP
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,7 @@ class ServedModel:
         self.min_frames = next(t for t in range(1, 64) if model.num_samples(t) > 0)
         self.min_audio_samples = model.min_audio_samples()
         self.audio_path = AudioPath(model)
+        self.mel_front_end = mel_front_end_of(model)  # the range check_mel holds mels to; None for EnCodec
 
     def num_samples(self, frames: int) -> int:
         return self.model.num_samples(frames)
@@ -196,6 +199,18 @@ def _load_failure(spec: ModelSpec, exc: BaseException) -> str:
         f"cannot load the {spec.name} model from {spec.source!r}: {reason.rstrip('.')}. "
         f"Point {setting} at a local directory holding config.yaml and pytorch_model.bin{download}{disable}."
     )
+
+
+def mel_front_end_of(model: Vocos) -> MelFrontEnd | None:
+    """What ``vocos_core.mel_check`` needs of a mel model's front-end, from its own buffers."""
+    fe = model.feature_extractor
+    if isinstance(fe, MelSpectrogramFeatures):
+        return mel_front_end(fe)
+    if isinstance(fe, HiFiGANMelSpectrogramFeatures):
+        config = fe.config
+        return MelFrontEnd.from_buffers(fe.mel_spec.spectrogram.window, fe.mel_spec.mel_scale.fb, config.log_floor,
+                                        magnitude_eps=config.magnitude_eps, name="this model's HiFi-GAN front-end")
+    return None
 
 
 def front_end(config: FeatureExtractorConfig) -> dict[str, Any]:

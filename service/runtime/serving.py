@@ -10,6 +10,7 @@ iterator of audio chunks, fits beside them.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ from service.errors import InvalidInputError, PayloadTooLargeError
 from service.runtime.audio_io import decode_audio, fit_length, resample
 from service.runtime.models import ServedModel
 from service.runtime.state import ServiceState
+from vocos_core.mel_check import check_mel
 from vocos_core.requests import codes_array, mel_array, resolve_bandwidth_id
 
 # Audio this long or shorter is resampled on the event loop: a thread hop costs more.
@@ -33,6 +35,7 @@ class Audio:
     samples: np.ndarray
     sample_rate: int
     model: ServedModel
+    warning: str | None = None  # the input looks like another front-end's: "cause: explanation"
 
     @property
     def seconds(self) -> float:
@@ -52,9 +55,16 @@ class Vocoder:
 
     async def decode_mel(self, served: ServedModel, mel: np.ndarray, *, deadline: float, request_id: str = "",
                          sample_rate: int | None = None) -> Audio:
-        """``mel`` ``(n_mels, T)`` (or ``(1, n_mels, T)``), any float dtype -> its audio."""
-        features = torch.from_numpy(mel_array(mel, served.n_features))
-        return await self._vocode(served, features, None, deadline, request_id, sample_rate)
+        """``mel`` ``(n_mels, T)`` (or ``(1, n_mels, T)``), any float dtype -> its audio.
+
+        The mel is held to the model's front-end (``vocos_core.mel_check``): one it cannot produce is
+        refused; one that looks like another front-end's (dB-scaled, log10, normalised...) is decoded,
+        with a warning in the answer.
+        """
+        grid = mel_array(mel, served.n_features)
+        warning = self._check_mel(served, grid)
+        audio = await self._vocode(served, torch.from_numpy(grid), None, deadline, request_id, sample_rate)
+        return dataclasses.replace(audio, warning=warning) if warning else audio
 
     async def decode_codes(self, served: ServedModel, codes: np.ndarray, *, bandwidth_id: int | None = None,
                            bandwidth: float | None = None, deadline: float, request_id: str = "",
@@ -101,6 +111,18 @@ class Vocoder:
         audio = Audio(samples, sample_rate or served.sample_rate, served)
         self.state.metrics.add_audio(served.name, audio.seconds)
         return audio
+
+    def _check_mel(self, served: ServedModel, mel: np.ndarray) -> str | None:
+        if served.mel_front_end is None:
+            return None
+        check = check_mel(mel, served.mel_front_end)
+        if check.impossible:
+            self.state.metrics.input_warning(served.name, check.cause or "impossible")
+            raise InvalidInputError(check.impossible)
+        if check.warning is None:
+            return None
+        self.state.metrics.input_warning(served.name, check.cause or "other")
+        return f"{check.cause}: {check.warning}"
 
     def _check_frames(self, served: ServedModel, frames: int) -> None:
         if frames < served.min_frames:

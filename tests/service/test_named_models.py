@@ -125,3 +125,20 @@ async def test_each_model_has_its_own_engine_batching_and_metrics(app: AppHarnes
     assert registry.get_sample_value("vocos_queue_depth", {"model": "tts22k"}) == 0
     info = {"model": "tts22k", "kind": "mel", "source": "local:tts22k0", "device": "cpu", "dtype": "float32"}
     assert registry.get_sample_value("vocos_model_info", info) == 1
+
+
+SPEECH_MELS = Path(__file__).resolve().parents[1] / "data" / "speech_mels" / "speech_mels.npz"
+
+
+async def test_mels_from_another_front_end_are_warned_about_or_refused(app: AppHarness) -> None:
+    speech = next(iter(np.load(SPEECH_MELS).values())).astype(np.float32)  # (100, T), the official front-end
+    registry = app.state.metrics.registry
+    real = await app.client.post("/decode/mel", content=npy_bytes(speech), headers=NPY)
+    assert real.status_code == 200 and "x-input-warning" not in real.headers
+    log10 = await app.client.post("/decode/mel", content=npy_bytes(speech / np.log(10)), headers=NPY)
+    assert log10.status_code == 200 and log10.headers["x-input-warning"].startswith("log10:")
+    decibels = 20 * speech / np.log(10)  # 20 log10 of the magnitude: far below this front-end's floor
+    refused = await app.client.post("/decode/mel", content=npy_bytes(decibels), headers=NPY)
+    assert refused.status_code == 422 and "log floor" in refused.json()["error"]["message"]
+    assert registry.get_sample_value("vocos_input_warnings_total", {"model": "mel", "cause": "log10"}) == 1
+    assert registry.get_sample_value("vocos_input_warnings_total", {"model": "mel", "cause": "db_scaled"}) == 1
