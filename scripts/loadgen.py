@@ -17,12 +17,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import math
 import os
 import re
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +33,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+
+from service.testing import ServerProcess, npy_bytes  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -70,12 +69,6 @@ def make_inputs(count: int, min_s: float, max_s: float, seed: int) -> list[np.nd
     rng = np.random.default_rng(seed)
     frames = rng.integers(int(min_s * 24000 / 256) + 1, int(max_s * 24000 / 256) + 2, count)
     return [(rng.standard_normal((100, int(t))) - 4.0).astype(np.float32) for t in frames]
-
-
-def npy(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
 
 
 class RawModel:
@@ -118,37 +111,18 @@ class RawModel:
 # -- the server ------------------------------------------------------------------------------------------
 
 
-class ServerProcess:
+class LoadServer(ServerProcess):
+    """The server under load: the mel model alone, with ``batch_size`` and the run's batching options."""
+
     def __init__(self, model_dir: Path, batch_size: int, args: argparse.Namespace, log_path: Path) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
-        self.url = f"http://127.0.0.1:{self.port}"
-        command = [
-            sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(self.port),
+        flags = [
             "--mel-model", str(model_dir), "--encodec-model", "none", "--device", args.device,
             "--dtype", args.dtype, "--max-batch-size", str(batch_size), "--max-wait-ms", str(args.max_wait_ms),
             "--max-queue-size", str(max(256, 4 * args.clients)), "--log-level", "warning",
-        ]
+        ]  # fmt: skip
         if args.bucket_ratio is not None:
-            command += ["--bucket-ratio", str(args.bucket_ratio)]
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        self.log_path = log_path
-        self._log = log_path.open("w")
-        self.process = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def wait_ready(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited early; see {self.log_path}:\n{self.log_path.read_text()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"server not ready within {timeout} s; see {self.log_path}")
+            flags += ["--bucket-ratio", str(args.bucket_ratio)]
+        super().__init__(flags, log_path)
 
     def batch_counters(self) -> tuple[float, float]:
         """(sum, count) of the mel batch-size histogram."""
@@ -161,13 +135,7 @@ class ServerProcess:
         return value("vocos_batch_size_sum"), value("vocos_batch_size_count")
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
-        self._log.close()
+        self.terminate(timeout=30)
 
 
 # -- clients ---------------------------------------------------------------------------------------------
@@ -228,7 +196,7 @@ async def drive(url: str, bodies: list[bytes], clients: int, seconds: float, fmt
 def run_server(model_dir: Path, batch_size: int, bodies: list[bytes], raw: RawModel, args: argparse.Namespace,
                workdir: Path) -> RunResult:
     """Load the server in slices, each followed by a raw-model slice, so both see the same background load."""
-    server = ServerProcess(model_dir, batch_size, args, workdir / f"server-bs{batch_size}.log")
+    server = LoadServer(model_dir, batch_size, args, workdir / f"server-bs{batch_size}.log")
     totals = {"audio": 0.0, "wall": 0.0, "same_audio": 0.0, "same_wall": 0.0, "one_audio": 0.0, "one_wall": 0.0,
               "client_cpu": 0.0}
     all_errors: Counter[int] = Counter()
@@ -278,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="vocos-loadgen-"))
     model_dir = Path(args.model) if args.model else write_random(workdir, args)
     inputs = make_inputs(args.inputs, args.min_seconds, args.max_seconds, args.seed)
-    bodies = [npy(x) for x in inputs]
+    bodies = [npy_bytes(x) for x in inputs]
     print(f"model {model_dir} | device {args.device} {args.dtype} | {args.clients} clients | "
           f"{args.inputs} inputs of {args.min_seconds:g}-{args.max_seconds:g} s | {args.duration:g} s per run | "
           f"load average {os.getloadavg()[0]:.2f}")

@@ -24,10 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +36,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from service.testing import ServerProcess, audio_file, npy_bytes
 from vocos_core import Vocos, bf16x3
 from vocos_core.encodec.testing import write_random_encodec_weights
 from vocos_core.testing import write_random_checkpoint
@@ -76,18 +73,6 @@ class Tally:
 # -- inputs and their expected audio -----------------------------------------------------------------
 
 
-def npy(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
-
-
-def wav32(audio: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    sf.write(buffer, audio, SAMPLE_RATE, format="WAV", subtype="FLOAT")
-    return buffer.getvalue()
-
-
 def json_body(key: str, array: np.ndarray) -> bytes:
     # Hand-formatted with repr-exact floats so the server parses exactly the values decoded here.
     rows = ",".join("[" + ",".join(repr(float(v)) if array.dtype.kind == "f" else str(int(v)) for v in row) + "]"
@@ -105,7 +90,7 @@ def mel_case(model: Vocos, rng: np.random.Generator, index: int, max_frames: int
     mel = (rng.standard_normal((model.n_features, t)) * 1.5 - 3.0).astype(np.float32)
     expected = model.decode(torch.from_numpy(mel)[None])[0].numpy()
     as_json = index % 2 == 0
-    body = json_body("mel", mel) if as_json else npy(mel)
+    body = json_body("mel", mel) if as_json else npy_bytes(mel)
     kind = "application/json" if as_json else "application/x-npy"
     return Case(f"mel-{'json' if as_json else 'npy'}", "/decode/mel", body, kind, expected)
 
@@ -116,7 +101,7 @@ def encodec_case(model: Vocos, rng: np.random.Generator, index: int, max_frames:
     codes = rng.integers(0, 1024, (model.num_codebooks(bandwidth_id), t)).astype(np.int64)
     expected = model.decode_codes(torch.from_numpy(codes), bandwidth_id)[0].numpy()
     as_json = index % 3 != 0
-    body = json_body("codes", codes) if as_json else npy(codes)
+    body = json_body("codes", codes) if as_json else npy_bytes(codes)
     kind = "application/json" if as_json else "application/x-npy"
     path = f"/decode/encodec?bandwidth_id={bandwidth_id}" if index % 2 else "/decode/encodec"  # else from K
     return Case(f"encodec-{'json' if as_json else 'npy'}", path, body, kind, expected)
@@ -134,7 +119,8 @@ def resynthesis_case(model: Vocos, rng: np.random.Generator, index: int, max_sec
     # The service answers the upload's duration exactly: the vocoder's output padded or trimmed to it.
     expected = np.pad(decoded, (0, max(0, audio.size - decoded.size)))[: audio.size]
     query = f"model={model.kind}" + (f"&bandwidth_id={bandwidth_id}" if bandwidth_id is not None else "")
-    return Case(f"resynthesize-{model.kind}", f"/resynthesize?{query}", wav32(audio), "audio/wav", expected)
+    body = audio_file(audio, SAMPLE_RATE, "WAV", "FLOAT")
+    return Case(f"resynthesize-{model.kind}", f"/resynthesize?{query}", body, "audio/wav", expected)
 
 
 def build_cases(mel: Vocos, encodec: Vocos, count: int, seed: int, max_frames: int) -> list[Case]:
@@ -168,47 +154,13 @@ def check_audio(content: bytes, expected: np.ndarray) -> str | None:
 # -- the server ---------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(args: argparse.Namespace, port: int) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VOCOS_")}
-    command = [
-        sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port), "--device", "cpu",
-        "--mel-model", str(args.mel_model), "--encodec-model", str(args.encodec_model),
+def start_server(args: argparse.Namespace) -> ServerProcess:
+    return ServerProcess([
+        "--device", "cpu", "--mel-model", str(args.mel_model), "--encodec-model", str(args.encodec_model),
         "--encodec-weights", str(args.encodec_weights), "--log-level", "warning",
         "--max-batch-size", str(args.max_batch_size), "--max-wait-ms", str(args.max_wait_ms),
         "--cpu-matmul", args.cpu_matmul,
-    ]  # fmt: skip
-    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
-
-
-async def wait_ready(client: httpx.AsyncClient, server: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"soak: the server exited with status {server.returncode} before it was ready")
-        try:
-            if (await client.get("/readyz")).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        await asyncio.sleep(0.2)
-    raise SystemExit(f"soak: the server was not ready within {timeout:.0f} s")
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident set size of process ``pid`` (psutil when installed, else /proc)."""
-    try:
-        import psutil
-    except ImportError:
-        with open(f"/proc/{pid}/status", encoding="ascii") as status:
-            line = next(line for line in status if line.startswith("VmRSS:"))
-        return int(line.split()[1]) * 1024
-    return int(psutil.Process(pid).memory_info().rss)
+    ], log=None)  # fmt: skip
 
 
 def queue_depth(metrics_text: str) -> float:
@@ -268,7 +220,7 @@ class Monitor:
         return float(np.median(window)) if window else float("nan")
 
 
-async def monitor_loop(client: httpx.AsyncClient, pid: int, stop_at: float, monitor: Monitor) -> None:
+async def monitor_loop(client: httpx.AsyncClient, server: ServerProcess, stop_at: float, monitor: Monitor) -> None:
     start = time.monotonic()
     while time.monotonic() < stop_at:
         try:
@@ -276,15 +228,13 @@ async def monitor_loop(client: httpx.AsyncClient, pid: int, stop_at: float, moni
             monitor.peak_queue = max(monitor.peak_queue, queue_depth(response.text))
         except httpx.TransportError:
             pass
-        monitor.rss.append((time.monotonic() - start, rss_bytes(pid)))
+        monitor.rss.append((time.monotonic() - start, server.rss_bytes()))
         await asyncio.sleep(0.5)
 
 
-async def drive(args: argparse.Namespace, cases: list[Case], server: subprocess.Popen[bytes],
-                base_url: str) -> tuple[Tally, Monitor, float]:
+async def drive(args: argparse.Namespace, cases: list[Case], server: ServerProcess) -> tuple[Tally, Monitor, float]:
     limits = httpx.Limits(max_connections=args.clients + 2, max_keepalive_connections=args.clients + 2)
-    async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as client:
-        await wait_ready(client, server, args.startup_timeout)
+    async with httpx.AsyncClient(base_url=server.url, timeout=120, limits=limits) as client:
         free: asyncio.Queue[int] = asyncio.Queue()
         for index in np.random.default_rng(args.seed).permutation(len(cases)):
             free.put_nowait(int(index))
@@ -292,7 +242,7 @@ async def drive(args: argparse.Namespace, cases: list[Case], server: subprocess.
         start = time.monotonic()
         stop_at = start + args.duration
         await asyncio.gather(
-            monitor_loop(client, server.pid, stop_at, monitor),
+            monitor_loop(client, server, stop_at, monitor),
             *(client_loop(client, cases, free, stop_at, tally) for _ in range(args.clients)),
         )
         return tally, monitor, time.monotonic() - start
@@ -344,17 +294,6 @@ def report(args: argparse.Namespace, tally: Tally, monitor: Monitor, elapsed: fl
             and tally.matched == served and growth < RSS_GOAL and exit_code == 0)
 
 
-def stop_server(server: subprocess.Popen[bytes], timeout: float) -> int | None:
-    if server.poll() is None:
-        server.send_signal(signal.SIGTERM)
-    try:
-        return server.wait(timeout)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()
-        return None
-
-
 def prepare_models(args: argparse.Namespace, workdir: Path) -> tuple[Vocos, Vocos]:
     """Random checkpoints unless given; the same files the server loads compute the expected audio."""
     if args.mel_model is None:
@@ -402,17 +341,20 @@ def main(argv: list[str] | None = None) -> int:
     # near tie can fall the other way when a different thread count reorders a float reduction.
     with tempfile.TemporaryDirectory(prefix="vocos-soak-") as tmp:
         mel, encodec = prepare_models(args, Path(tmp))
-        port = free_port()
-        server = start_server(args, port)
+        server = start_server(args)
         try:
+            try:
+                server.wait_ready(args.startup_timeout)
+            except AssertionError as exc:
+                raise SystemExit(f"soak: {exc}") from None
             started = time.monotonic()
             with torch.inference_mode():
                 cases = build_cases(mel, encodec, args.pool, args.seed, args.max_frames)
             print(f"soak: {len(cases)} inputs and their solo outputs ready in {time.monotonic() - started:.1f} s",
                   flush=True)
-            tally, monitor, elapsed = asyncio.run(drive(args, cases, server, f"http://127.0.0.1:{port}"))
+            tally, monitor, elapsed = asyncio.run(drive(args, cases, server))
         finally:
-            exit_code = stop_server(server, timeout=60)
+            exit_code = server.terminate(timeout=60)
     return 0 if report(args, tally, monitor, elapsed, exit_code) else 1
 
 

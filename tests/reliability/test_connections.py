@@ -10,7 +10,9 @@ import time
 import numpy as np
 import pytest
 from reliability_helpers import RawConnection, http_request
-from service_helpers import npy_bytes, wait_until
+from service_helpers import wait_until
+
+from service.testing import npy_bytes
 
 pytestmark = pytest.mark.asyncio
 

@@ -13,9 +13,9 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from server_process import ServerProcess
-from service_helpers import npy_bytes, read_audio
+from service_helpers import read_audio
 
+from service.testing import ServerProcess, npy_bytes
 from vocos_core import Vocos
 
 API_KEY = "drain-test-key-4c1d9e"

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 from reliability_helpers import FaultyModel, RawConnection, http_request
-from service_helpers import AppHarness, GatedModel, LiveServer, npy_bytes, read_audio, wait_until
+from service_helpers import AppHarness, GatedModel, LiveServer, read_audio, wait_until
 
 from service.runtime.models import ServedModel
+from service.testing import npy_bytes
 
 pytestmark = pytest.mark.asyncio
 

@@ -17,10 +17,11 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from reliability_helpers import AppThread, app_thread
-from service_helpers import audio_file, npy_bytes, read_audio, settings_with, tone
+from service_helpers import read_audio, settings_with, tone
 
 from service.runtime.models import ServedModel
 from service.settings import Settings
+from service.testing import audio_file, npy_bytes
 from vocos_core.mel_check import check_mel
 
 CLIENT_ERRORS = {400, 404, 406, 413, 415, 422}

@@ -18,8 +18,8 @@ import httpx
 import numpy as np
 import pytest
 from reliability_helpers import http_request
-from server_process import ServerProcess
-from service_helpers import npy_bytes
+
+from service.testing import ServerProcess, npy_bytes
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,8 @@ import time
 import numpy as np
 import pytest
 from reliability_helpers import RawConnection, http_request
-from service_helpers import npy_bytes
+
+from service.testing import npy_bytes
 
 pytestmark = pytest.mark.asyncio
 

@@ -148,19 +148,6 @@ class GatedModel(ServedModel):
         return super().decode_batch(inputs, bandwidth_ids)
 
 
-def npy_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
-
-
-def audio_file(samples: np.ndarray, rate: int, container: str = "WAV", subtype: str | None = None) -> bytes:
-    """``samples`` (S,) or (S, channels) encoded with libsndfile."""
-    buffer = io.BytesIO()
-    sf.write(buffer, samples, rate, format=container, subtype=subtype)
-    return buffer.getvalue()
-
-
 def read_audio(content: bytes) -> tuple[np.ndarray, int, str]:
     """Decoded samples (float32), rate and libsndfile subtype of a response body."""
     info = sf.info(io.BytesIO(content))

@@ -9,10 +9,11 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
-from service_helpers import AppFactory, AppHarness, GatedModel, audio_file, npy_bytes, read_audio, tone, wait_until
+from service_helpers import AppFactory, AppHarness, GatedModel, read_audio, tone, wait_until
 
 from service.runtime.audio_io import OutputFormat, decode_audio, encode_audio, fit_length
 from service.runtime.models import ServedModel
+from service.testing import audio_file, npy_bytes
 
 pytestmark = pytest.mark.asyncio
 WAV = {"content-type": "audio/wav"}

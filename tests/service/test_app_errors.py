@@ -8,9 +8,10 @@ import time
 import httpx
 import numpy as np
 import pytest
-from service_helpers import AppFactory, AppHarness, GatedModel, audio_file, npy_bytes, tone
+from service_helpers import AppFactory, AppHarness, GatedModel, tone
 
 from service.runtime.models import ServedModel
+from service.testing import audio_file, npy_bytes
 
 pytestmark = pytest.mark.asyncio
 

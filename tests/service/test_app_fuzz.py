@@ -9,10 +9,11 @@ import httpx
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from service_helpers import audio_file, npy_bytes, running_app, tone
+from service_helpers import running_app, tone
 
 from service.runtime.models import ServedModel
 from service.settings import Settings
+from service.testing import audio_file, npy_bytes
 
 _BODIES = st.one_of(
     st.binary(max_size=300),

@@ -11,10 +11,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from service_helpers import AppFactory, GatedModel, audio_file, npy_bytes, running_app, tone, wait_until
+from service_helpers import AppFactory, GatedModel, running_app, tone, wait_until
 
 from service.runtime.models import ServedModel
 from service.settings import Settings
+from service.testing import audio_file, npy_bytes
 
 pytestmark = pytest.mark.asyncio
 

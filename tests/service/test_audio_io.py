@@ -8,10 +8,11 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
-from service_helpers import audio_file, tone
+from service_helpers import tone
 
 from service.errors import InvalidInputError, MalformedPayloadError, NotAcceptableError, PayloadTooLargeError
 from service.runtime.audio_io import OutputFormat, choose_format, decode_audio, encode_audio, resampled_length
+from service.testing import audio_file
 
 
 @pytest.mark.parametrize(

@@ -12,12 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from service_helpers import audio_file, running_app, settings_with, tone, wait_until
+from service_helpers import running_app, settings_with, tone, wait_until
 
 import service.runtime.audio_path as audio_path_module
 import vocos_core.encodec.weights as weights_module
 from service.runtime.models import ServedModel, load_models
 from service.settings import Settings
+from service.testing import audio_file
 
 pytestmark = pytest.mark.asyncio
 

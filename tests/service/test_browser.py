@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from service_helpers import audio_file, live_server, settings_with
+from service_helpers import live_server, settings_with
 
 from service.runtime.models import ServedModel
 from service.settings import Settings
+from service.testing import audio_file
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="needs the PyPI package selenium (the test extra)")
 from selenium.webdriver.chrome.service import Service  # noqa: E402

@@ -6,7 +6,9 @@ from __future__ import annotations
 import httpx
 import numpy as np
 import pytest
-from service_helpers import AppFactory, AppHarness, audio_file, tone
+from service_helpers import AppFactory, AppHarness, tone
+
+from service.testing import audio_file
 
 pytestmark = pytest.mark.asyncio
 

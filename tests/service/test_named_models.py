@@ -13,11 +13,12 @@ import pytest
 import pytest_asyncio
 import soundfile as sf
 import torch
-from service_helpers import AppHarness, audio_file, npy_bytes, read_audio, running_app, tone
+from service_helpers import AppHarness, read_audio, running_app, tone
 
 from service.runtime.audio_io import resampled_length
 from service.runtime.models import ServedModel, load_models
 from service.settings import Settings
+from service.testing import audio_file, npy_bytes
 from vocos_core.testing import write_random_checkpoint
 
 pytestmark = pytest.mark.asyncio

@@ -7,10 +7,10 @@ import json
 
 import numpy as np
 import pytest
-from service_helpers import npy_bytes
 
 from service.errors import InvalidInputError, MalformedPayloadError, UnsupportedMediaTypeError
 from service.http.payloads import body_kind, codes_grid, load_payload, mel_grid, merge_choice, parse_npy
+from service.testing import npy_bytes
 from vocos_core.errors import InputError
 from vocos_core.requests import codes_array, mel_array, resolve_bandwidth_id
 

@@ -15,8 +15,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from server_process import ServerProcess, clean_env, free_port
-from service_helpers import npy_bytes, read_audio
+from service_helpers import read_audio
+
+from service.testing import ServerProcess, clean_env, free_port, npy_bytes
 
 NPY = {"content-type": "application/x-npy"}
 

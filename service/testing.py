@@ -1,10 +1,17 @@
-"""The server in a process of its own (`python -m service` on a free loopback port), for tests that need
-real signals, a real event loop not shared with the client, or the server's own memory."""
+"""The one harness that tests and scripts share: the server in a process of its own (``python -m service``
+on a free loopback port), and the request bodies they send (``.npy`` arrays, audio files).
+
+For tests that need real signals, an event loop not shared with the client, or the server's own
+memory, and for the load generator and the soak. Random checkpoints to serve come from
+``vocos_core.testing``.
+"""
 
 from __future__ import annotations
 
+import io
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -12,6 +19,8 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
+import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 120.0
@@ -32,17 +41,22 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 class ServerProcess:
     """``python -m service --host 127.0.0.1 --port <free> *args`` with ``env`` on top of a clean
-    environment (no VOCOS_* of the shell, Hub offline); output goes to ``log``."""
+    environment (no VOCOS_* of the shell, Hub offline); output goes to ``log`` (None: discarded)."""
 
-    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, args: list[str], log: Path | None, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         command = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(self.port), *args]
-        with log.open("wb") as sink:
-            self.process = subprocess.Popen(
-                command, cwd=ROOT, env=clean_env(**(env or {})), stdout=sink, stderr=subprocess.STDOUT
-            )
+        # The package from wherever this process imports it (a checkout that is not installed, too).
+        env = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p), **(env or {})}
+        sink = log.open("wb") if log is not None else subprocess.DEVNULL
+        try:
+            self.process = subprocess.Popen(command, cwd=ROOT, env=clean_env(**env), stdout=sink,
+                                            stderr=subprocess.STDOUT)
+        finally:
+            if log is not None:
+                sink.close()  # type: ignore[union-attr]
 
     def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout
@@ -71,9 +85,33 @@ class ServerProcess:
         raise AssertionError("no VmRSS in /proc status")
 
     def output(self) -> str:
-        return self.log.read_text(errors="replace")
+        return self.log.read_text(errors="replace") if self.log is not None else ""
+
+    def terminate(self, timeout: float) -> int | None:
+        """SIGTERM (a drain), then the exit status; None when it had to be killed after ``timeout`` s."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            return None
 
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """``array`` as a ``.npy`` body (``np.save``, no pickles)."""
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def audio_file(samples: np.ndarray, rate: int, container: str = "WAV", subtype: str | None = None) -> bytes:
+    """``samples`` (S,) or (S, channels) encoded with libsndfile."""
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, rate, format=container, subtype=subtype)
+    return buffer.getvalue()
