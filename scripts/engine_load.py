@@ -33,10 +33,10 @@ import torch  # noqa: E402
 from loadgen import make_inputs  # noqa: E402
 
 from service.engine import BatchingEngine, BatchStats  # noqa: E402
-from service.http.app import engine_policy  # noqa: E402
 from service.runtime.memory import MMAP_THRESHOLD_BYTES, bound_memory_growth, set_mmap_threshold  # noqa: E402
 from service.runtime.models import load_models  # noqa: E402
 from service.runtime.registry import model_specs  # noqa: E402
+from service.runtime.slot import batch_policy  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
 
@@ -96,7 +96,7 @@ async def run(args: argparse.Namespace, model_dir: Path) -> None:
     served = load_models(settings)["mel"]
     inputs = [torch.from_numpy(x) for x in make_inputs(args.inputs, args.min_seconds, args.max_seconds, args.seed)]
     observer = BatchSizes()
-    engine = BatchingEngine("mel", served, engine_policy(model_specs(settings)[0].batching), observer=observer)
+    engine = BatchingEngine("mel", served, batch_policy(model_specs(settings)[0].batching), observer=observer)
     await engine.start()
     try:
         await drive(engine, inputs, args.clients, args.warmup, served.sample_rate)

@@ -17,9 +17,6 @@ import torch
 from fastapi import FastAPI
 
 from service import __version__
-from service.engine import BatchingEngine
-from service.engine.batching import BatchPolicy
-from service.engine.workers import SerialWorker
 from service.http.auth import BearerAuth
 from service.http.errors import install_error_handlers
 from service.http.middleware import RequestContextMiddleware
@@ -29,6 +26,7 @@ from service.http.routes import router
 from service.runtime.metrics import ServiceMetrics
 from service.runtime.models import ServedModel, load_models
 from service.runtime.registry import ModelSpec, model_specs
+from service.runtime.slot import ModelSlot
 from service.runtime.state import ServiceState
 from service.settings import Settings
 
@@ -73,28 +71,13 @@ def create_app(settings: Settings, models: Mapping[str, ServedModel] | None = No
     return app
 
 
-def engine_policy(batching: Mapping[str, float]) -> BatchPolicy:
-    """The batching policy of a model's engine from its batching options (``ModelSpec.batching``)."""
-    return BatchPolicy(
-        max_batch_size=int(batching["max_batch_size"]),
-        max_wait_s=batching["max_wait_ms"] / 1000.0,
-        max_batch_frames=int(batching["max_batch_frames"]),
-        bucket_ratio=batching["bucket_ratio"],
-        max_queue_size=int(batching["max_queue_size"]),
-    )
-
-
 async def start_engines(state: ServiceState, models: Mapping[str, ServedModel]) -> None:
-    """One engine and one audio-analysis worker per served model, with the model's own batching
+    """One slot (engine and audio-analysis worker) per served model, with the model's own batching
     options where its spec has them (models given to ``create_app`` by tests may have none)."""
     specs = {spec.name: spec for spec in model_specs(state.settings)}
     for name, served in models.items():
         spec = specs.get(name) or ModelSpec(name, served.source).resolved(state.settings)
-        engine = BatchingEngine(name, served, engine_policy(spec.batching), observer=state.metrics)
-        await engine.start()
-        state.models[name] = served
-        state.engines[name] = engine
-        state.feature_workers[name] = SerialWorker(f"{name}-features", int(spec.batching["max_queue_size"]))
+        state.slots[name] = await ModelSlot.start(served, spec, state.metrics)
         state.metrics.set_model(name, served.kind, served.public_name, str(served.device), served.dtype)
     state.metrics.watch_devices(str(m.device) for m in models.values())
     log.info("serving models: %s", ", ".join(f"{n} ({m.kind})" for n, m in models.items()) or "none")
@@ -104,9 +87,9 @@ async def warm_up(state: ServiceState) -> None:
     """Run every model once through its engine and its audio path (when available), then mark the app
     ready: an audio path still unavailable (no EnCodec weights) fails its requests, not readiness."""
     try:
-        for name, served in state.models.items():
+        for name, slot in state.slots.items():
+            served, engine = slot.served, slot.engine
             frames = max(served.min_frames, 16)
-            engine = state.engines[name]
             if served.bandwidths:
                 calls = [
                     engine.submit(torch.zeros(k, frames, dtype=torch.long), bandwidth_id=i)
@@ -120,7 +103,7 @@ async def warm_up(state: ServiceState) -> None:
                 continue
             silence = np.zeros(served.sample_rate // 10, dtype=np.float32)
             bandwidth_id = 0 if served.bandwidths else None
-            await state.feature_workers[name].run(served.audio_to_features, silence, bandwidth_id)
+            await slot.features.run(served.audio_to_features, silence, bandwidth_id)
     except asyncio.CancelledError:
         raise
     except Exception as exc:
@@ -136,6 +119,6 @@ async def shut_down(state: ServiceState) -> None:
     """Drain every engine until the drain deadline, then release the worker threads."""
     if not await state.finish_drain():
         log.warning("drain timeout of %.1f s passed; unfinished requests were failed", state.settings.drain_timeout_s)
-    for worker in state.feature_workers.values():
-        worker.close()
+    for slot in state.slots.values():
+        slot.features.close()
     await state.json_parser.close()

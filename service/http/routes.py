@@ -89,12 +89,12 @@ async def decode_mel(request: Request, model: ModelQuery = None, format: FormatQ
                      sample_rate: SampleRateQuery = None) -> Response:
     """Without ``model``, the first mel model served."""
     state, vocoder = _serving(request)
-    served = vocoder.model(model, "mel")
+    slot = vocoder.model(model, "mel")
     deadline = Deadline(request, state.settings)
     fmt = choose_format(format, request.headers.get("accept"))
     body, kind = await read_payload(request, state.settings)
     mel = mel_grid(await load_body(state, body, kind, deadline))
-    work = vocoder.decode_mel(served, mel, deadline=deadline.at, request_id=request_id_of(request),
+    work = vocoder.decode_mel(slot, mel, deadline=deadline.at, request_id=request_id_of(request),
                               sample_rate=sample_rate)
     return await audio_response(await unless_disconnected(request, work), fmt)
 
@@ -113,14 +113,14 @@ async def decode_encodec(request: Request, model: ModelQuery = None, bandwidth_i
     """Without bandwidth_id or bandwidth (query or JSON), the bandwidth follows from K (2/4/8/16);
     without ``model``, the first EnCodec model served."""
     state, vocoder = _serving(request)
-    served = vocoder.model(model, "encodec")
+    slot = vocoder.model(model, "encodec")
     deadline = Deadline(request, state.settings)
     fmt = choose_format(format, request.headers.get("accept"))
     body, kind = await read_payload(request, state.settings)
     codes, body_id, body_kbps = codes_grid(await load_body(state, body, kind, deadline))
     chosen_id = merge_choice("bandwidth_id", bandwidth_id, body_id)
     work = vocoder.decode_codes(
-        served, codes, bandwidth_id=None if chosen_id is None else int(chosen_id),
+        slot, codes, bandwidth_id=None if chosen_id is None else int(chosen_id),
         bandwidth=merge_choice("bandwidth", bandwidth, body_kbps), deadline=deadline.at,
         request_id=request_id_of(request), sample_rate=sample_rate,
     )
@@ -146,14 +146,14 @@ async def resynthesize(request: Request, model: ModelQuery = None, bandwidth_id:
     form = media_type(content_type) == FORM_DATA
     if not form:
         _check_audio_type(content_type)
-    served = vocoder.model(model, "mel" if model is None else None)
+    slot = vocoder.model(model, "mel" if model is None else None)
     deadline = Deadline(request, state.settings)
     fmt = choose_format(format, request.headers.get("accept"))
     body = await read_body(request, state.settings)
     if form:
         body, part_type = await off_loop(audio_part, body, content_type, inline=len(body) <= INLINE_BODY_BYTES)
         _check_audio_type(part_type)
-    work = vocoder.resynthesize(served, body, bandwidth_id=bandwidth_id, bandwidth=bandwidth, deadline=deadline.at,
+    work = vocoder.resynthesize(slot, body, bandwidth_id=bandwidth_id, bandwidth=bandwidth, deadline=deadline.at,
                                 request_id=request_id_of(request), sample_rate=sample_rate)
     return await audio_response(await unless_disconnected(request, work), fmt)
 

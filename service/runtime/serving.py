@@ -20,6 +20,7 @@ import torch
 from service.errors import InvalidInputError, PayloadTooLargeError
 from service.runtime.audio_io import decode_audio, fit_length, resample
 from service.runtime.models import ServedModel
+from service.runtime.slot import ModelSlot
 from service.runtime.state import ServiceState
 from vocos_core.mel_check import check_mel
 from vocos_core.requests import codes_array, mel_array, resolve_bandwidth_id
@@ -49,11 +50,11 @@ class Vocoder:
     def __init__(self, state: ServiceState) -> None:
         self.state = state
 
-    def model(self, name: str | None, kind: str | None) -> ServedModel:
+    def model(self, name: str | None, kind: str | None) -> ModelSlot:
         """The served model for a request (``ServiceState.model``): check it before reading a body."""
-        return self.state.model(name, kind)[0]
+        return self.state.model(name, kind)
 
-    async def decode_mel(self, served: ServedModel, mel: np.ndarray, *, deadline: float, request_id: str = "",
+    async def decode_mel(self, slot: ModelSlot, mel: np.ndarray, *, deadline: float, request_id: str = "",
                          sample_rate: int | None = None) -> Audio:
         """``mel`` ``(n_mels, T)`` (or ``(1, n_mels, T)``), any float dtype -> its audio.
 
@@ -61,25 +62,27 @@ class Vocoder:
         refused; one that looks like another front-end's (dB-scaled, log10, normalised...) is decoded,
         with a warning in the answer.
         """
+        served = slot.served
         grid = mel_array(mel, served.n_features)
         warning = self._check_mel(served, grid)
-        audio = await self._vocode(served, torch.from_numpy(grid), None, deadline, request_id, sample_rate)
+        audio = await self._vocode(slot, torch.from_numpy(grid), None, deadline, request_id, sample_rate)
         return dataclasses.replace(audio, warning=warning) if warning else audio
 
-    async def decode_codes(self, served: ServedModel, codes: np.ndarray, *, bandwidth_id: int | None = None,
+    async def decode_codes(self, slot: ModelSlot, codes: np.ndarray, *, bandwidth_id: int | None = None,
                            bandwidth: float | None = None, deadline: float, request_id: str = "",
                            sample_rate: int | None = None) -> Audio:
         """EnCodec tokens ``(K, T)`` -> audio; the bandwidth from its id, its kbps, or K."""
-        grid = codes_array(codes)
+        served, grid = slot.served, codes_array(codes)
         resolved = resolve_bandwidth_id(served.bandwidths, served.codebooks, num_codebooks=grid.shape[0],
                                         bandwidth_id=bandwidth_id, bandwidth=bandwidth)
-        return await self._vocode(served, torch.from_numpy(grid), resolved, deadline, request_id, sample_rate)
+        return await self._vocode(slot, torch.from_numpy(grid), resolved, deadline, request_id, sample_rate)
 
-    async def resynthesize(self, served: ServedModel, audio_file: bytes, *, bandwidth_id: int | None = None,
+    async def resynthesize(self, slot: ModelSlot, audio_file: bytes, *, bandwidth_id: int | None = None,
                            bandwidth: float | None = None, deadline: float, request_id: str = "",
                            sample_rate: int | None = None) -> Audio:
         """An audio file (any rate, mixed to mono) through the model: exactly as long as the file,
         ``round(frames * rate_out / rate_in)`` samples (the vocoder's output padded or trimmed at the end)."""
+        served = slot.served
         resolved = self._resynthesis_bandwidth(served, bandwidth_id, bandwidth)
         await served.audio_path.require(timeout=deadline - time.monotonic())
         settings = self.state.settings
@@ -90,17 +93,17 @@ class Vocoder:
                 f"the audio is too short: {audio.size} samples at {served.sample_rate} Hz; "
                 f"the {served.kind} model needs at least {served.min_audio_samples}"
             )
-        worker = self.state.feature_workers[served.name]
-        features = await worker.run(served.audio_to_features, audio, resolved, timeout=deadline - time.monotonic())
-        return await self._vocode(served, features, resolved, deadline, request_id, sample_rate, length=audio.size)
+        features = await slot.features.run(served.audio_to_features, audio, resolved,
+                                           timeout=deadline - time.monotonic())
+        return await self._vocode(slot, features, resolved, deadline, request_id, sample_rate, length=audio.size)
 
-    async def _vocode(self, served: ServedModel, features: torch.Tensor, bandwidth_id: int | None, deadline: float,
+    async def _vocode(self, slot: ModelSlot, features: torch.Tensor, bandwidth_id: int | None, deadline: float,
                       request_id: str, sample_rate: int | None, length: int | None = None) -> Audio:
         """``features`` ``(C, T)`` (mel, codes or resynthesis features) through the model's engine;
         ``length``, when given, is the exact number of samples to answer at the model's rate."""
+        served = slot.served
         self._check_frames(served, features.shape[-1])
-        engine = self.state.engines[served.name]
-        output = await engine.submit(features, bandwidth_id=bandwidth_id, timeout=deadline - time.monotonic(),
+        output = await slot.engine.submit(features, bandwidth_id=bandwidth_id, timeout=deadline - time.monotonic(),
                                      request_id=request_id)
         samples = output.numpy() if length is None else fit_length(output.numpy(), length)
         if sample_rate is not None and sample_rate != served.sample_rate:

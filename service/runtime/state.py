@@ -9,8 +9,6 @@ from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
 
-from service.engine import BatchingEngine
-from service.engine.workers import SerialWorker
 from service.errors import InvalidInputError, ModelNotLoadedError, ServerDrainingError
 from service.http.auth import BearerAuth
 from service.http.echo import clip
@@ -18,6 +16,7 @@ from service.http.inflight import InflightBytes
 from service.http.json_parser import JsonParser
 from service.runtime.metrics import ServiceMetrics
 from service.runtime.models import ServedModel
+from service.runtime.slot import ModelSlot
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -30,9 +29,7 @@ class ServiceState:
     settings: Settings
     metrics: ServiceMetrics
     auth: BearerAuth
-    models: dict[str, ServedModel] = field(default_factory=dict)
-    engines: dict[str, BatchingEngine] = field(default_factory=dict)
-    feature_workers: dict[str, SerialWorker] = field(default_factory=dict)
+    slots: dict[str, ModelSlot] = field(default_factory=dict)  # by model name, in the registry's order
     inflight: InflightBytes = field(init=False)
     json_parser: JsonParser = field(default_factory=JsonParser)
     ready: bool = False
@@ -45,8 +42,12 @@ class ServiceState:
     def __post_init__(self) -> None:
         self.inflight = InflightBytes(self.settings.max_inflight_bytes)
 
-    def model(self, name: str | None, kind: str | None = None) -> tuple[ServedModel, BatchingEngine]:
-        """The served model ``name`` (None: the first of ``kind``) and its engine, for a new request.
+    @property
+    def models(self) -> dict[str, ServedModel]:
+        return {name: slot.served for name, slot in self.slots.items()}
+
+    def model(self, name: str | None, kind: str | None = None) -> ModelSlot:
+        """The slot of served model ``name`` (None: the first of ``kind``), for a new request.
 
         Raises ServerDrainingError once a drain began; ModelNotLoadedError (404) for a name not served,
         listing those that are; InvalidInputError when the model is not of the endpoint's ``kind``.
@@ -68,12 +69,12 @@ class ServiceState:
             raise InvalidInputError(
                 f"model {name!r} is an {served.kind} model; this endpoint needs a {kind} model (served: {served_names})"
             )
-        return served, self.engines[name]
+        return self.slots[name]
 
     @property
     def alive(self) -> bool:
         """Liveness: every batching loop runs (or was stopped on purpose by a drain)."""
-        return self.draining or all(engine.alive for engine in self.engines.values())
+        return self.draining or all(slot.engine.alive for slot in self.slots.values())
 
     def set_ready(self) -> None:
         if not self.draining:
@@ -103,15 +104,15 @@ class ServiceState:
         """Drain every engine until the drain deadline (begun now if no drain began); whether all finished."""
         self.begin_drain()
         remaining = max(0.0, self.drain_deadline - asyncio.get_running_loop().time())
-        results = await asyncio.gather(*(engine.drain(remaining) for engine in self.engines.values()))
+        results = await asyncio.gather(*(slot.engine.drain(remaining) for slot in self.slots.values()))
         if self._drain_timer is not None:
             self._drain_timer.cancel()
         return all(results)
 
     def _stop_engines(self) -> None:
         log.warning("drain timeout of %g s passed: unfinished requests get 503", self.settings.drain_timeout_s)
-        for engine in self.engines.values():
-            self._stopping.add(asyncio.ensure_future(engine.drain(0)))
+        for slot in self.slots.values():
+            self._stopping.add(asyncio.ensure_future(slot.engine.drain(0)))
 
 
 def state_of(app: Starlette) -> ServiceState:

@@ -44,7 +44,7 @@ def npy_request(mel: np.ndarray) -> bytes:
 
 async def assert_nothing_left(server: LiveServer | AppHarness, tasks_before: int) -> None:
     """No queued or running request, no in-flight request in the metrics, no task left behind."""
-    engine = server.state.engines["mel"]
+    engine = server.state.slots["mel"].engine
     registry = server.state.metrics.registry
 
     def settled() -> bool:  # the last handler may still be returning when its client has the answer
@@ -73,7 +73,7 @@ async def test_client_leaving_while_queued_frees_its_slot_and_is_never_computed(
     gated = GatedModel(served)
     mels = {name: random_mel(frames, seed) for seed, (name, frames) in enumerate([("a", 40), ("b", 41), ("c", 42)])}
     async with make_live(models={"mel": gated}, max_batch_size=1) as server:
-        engine = server.state.engines["mel"]
+        engine = server.state.slots["mel"].engine
         tasks_before = len(asyncio.all_tasks())
         blocker = await hold_the_model(server.client, gated, mels["a"])
         leaver = await RawConnection.open(server.port)
@@ -102,7 +102,7 @@ async def test_client_leaving_while_its_batch_computes_gets_dropped_and_others_a
     gated = GatedModel(served)
     mel_leaver, mel_stayer = random_mel(50, 1), random_mel(52, 2)
     async with make_live(models={"mel": gated}, max_batch_size=1) as server:
-        engine = server.state.engines["mel"]
+        engine = server.state.slots["mel"].engine
         tasks_before = len(asyncio.all_tasks())
         gated.calls.clear()
         gated.entered.clear()
@@ -134,7 +134,7 @@ async def test_an_exception_in_one_batch_fails_only_its_requests(
     faulty = FaultyModel(served, lambda frames: RuntimeError("injected fault") if poisoned in frames else None)
     mels = [random_mel(frames, seed) for seed, frames in enumerate([50, poisoned, 45, 39, 47])]
     async with make_app(models={"mel": faulty}, max_batch_size=2, bucket_ratio=4.0) as app:
-        engine = app.state.engines["mel"]
+        engine = app.state.slots["mel"].engine
         tasks_before = len(asyncio.all_tasks())
         blocker = await hold_the_model(app.client, faulty, mels[0])
         waiting = []
@@ -177,7 +177,7 @@ async def test_out_of_memory_splits_the_batch_and_retries_its_halves(
     faulty = FaultyModel(served, out_of_memory_above(100))
     mels = [random_mel(40 + i, 20 + i) for i in range(4)]
     async with make_app(models={"mel": faulty}, max_batch_size=4, bucket_ratio=4.0) as app:
-        engine = app.state.engines["mel"]
+        engine = app.state.slots["mel"].engine
         blocker = await hold_the_model(app.client, faulty, random_mel(30, 19))
         waiting = []
         for depth, mel in enumerate(mels, start=1):

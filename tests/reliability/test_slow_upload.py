@@ -53,7 +53,7 @@ async def test_a_slow_or_stalled_body_is_answered_408_within_the_timeout(make_li
     assert status == 408, answer[:300]
     assert b"VOCOS_BODY_TIMEOUT_S" in answer
     assert BODY_TIMEOUT_S <= elapsed < BODY_TIMEOUT_S + 3  # read_response returned: the server closed it
-    assert server.state.engines["mel"].queue_depth == 0  # it never reached the queue
+    assert server.state.slots["mel"].engine.queue_depth == 0  # it never reached the queue
     assert server.request_count("/decode/mel", 408) == 1
 
 

@@ -164,7 +164,7 @@ async def test_concurrent_unequal_requests_are_batched_and_exact(
         rest = [asyncio.ensure_future(harness.client.post(
             f"/decode/mel?format={fmt}", content=npy_bytes(m), headers={"content-type": "application/x-npy"}))
             for m in mels]
-        await wait_until(lambda: harness.state.engines["mel"].queue_depth == len(mels))
+        await wait_until(lambda: harness.state.slots["mel"].engine.queue_depth == len(mels))
         gated.gate.set()
         responses = await asyncio.gather(*rest)
         await blocker

@@ -55,7 +55,7 @@ async def test_drain_finishes_queued_requests_and_refuses_new_ones(
         gated.gate.clear()
         queued = [asyncio.ensure_future(h.client.post("/decode/mel", content=mel_npy(10 + i), headers=NPY))
                   for i in range(3)]
-        await wait_until(lambda: h.state.engines["mel"].queue_depth == 2)
+        await wait_until(lambda: h.state.slots["mel"].engine.queue_depth == 2)
         h.state.begin_drain()
         readiness = await h.client.get("/readyz")
         assert readiness.status_code == 503 and "draining" in readiness.json()["error"]["message"]
@@ -75,7 +75,7 @@ async def test_queue_full_is_429_with_retry_after(make_app: AppFactory, models: 
         await wait_until(gated.entered.is_set)
         waiting = [asyncio.ensure_future(h.client.post("/decode/mel", content=mel_npy(11), headers=NPY))
                    for _ in range(2)]
-        await wait_until(lambda: h.state.engines["mel"].queue_depth == 2)
+        await wait_until(lambda: h.state.slots["mel"].engine.queue_depth == 2)
         response = await h.client.post("/decode/mel", content=mel_npy(12), headers=NPY)
         assert response.status_code == 429
         assert response.json()["error"]["type"] == "queue_full"
@@ -101,7 +101,7 @@ async def test_deadline_is_504_and_frees_the_slot(
         assert late.status_code == 504
         assert "deadline passed after" in late.json()["error"]["message"]
         assert "X-Request-Timeout" in late.json()["error"]["message"]
-        assert h.state.engines["mel"].queue_depth == 0
+        assert h.state.slots["mel"].engine.queue_depth == 0
         gated.gate.set()
         await blocker
         assert [17] not in gated.calls
@@ -135,10 +135,10 @@ async def test_a_client_that_disconnects_while_queued_is_dropped(
                  "root_path": "", "headers": [(b"content-type", b"application/x-npy"), (b"host", b"test")],
                  "client": ("127.0.0.1", 5000), "server": ("test", 80)}
         call = asyncio.ensure_future(h.app(scope, receive, send))
-        await wait_until(lambda: h.state.engines["mel"].queue_depth == 1)
+        await wait_until(lambda: h.state.slots["mel"].engine.queue_depth == 1)
         disconnect.set()
         await asyncio.wait_for(call, 5)
-        assert h.state.engines["mel"].queue_depth == 0
+        assert h.state.slots["mel"].engine.queue_depth == 0
         gated.gate.set()
         assert (await blocker).status_code == 200
         assert [23] not in gated.calls  # never computed
@@ -199,7 +199,7 @@ async def test_metrics_expose_every_contract_name(app: Any) -> None:
 
 async def test_liveness_fails_when_a_batching_loop_died(app: Any) -> None:
     assert (await app.client.get("/healthz")).status_code == 200
-    task = app.state.engines["mel"]._task
+    task = app.state.slots["mel"].engine._task
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     response = await app.client.get("/healthz")

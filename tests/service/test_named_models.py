@@ -118,7 +118,7 @@ async def test_answers_are_resampled_on_request(app: AppHarness, sample_rate: in
 
 
 async def test_each_model_has_its_own_engine_batching_and_metrics(app: AppHarness) -> None:
-    engines = app.state.engines
+    engines = {name: slot.engine for name, slot in app.state.slots.items()}
     assert engines["tts22k"].policy.max_batch_size == 3 and engines["mel"].policy.max_batch_size == 16
     await app.client.post("/decode/mel?model=tts22k", content=npy_bytes(np.zeros((80, 30), np.float32)), headers=NPY)
     registry = app.state.metrics.registry

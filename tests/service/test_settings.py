@@ -83,9 +83,9 @@ def test_invalid_flag_value_exits_2_with_one_message(capsys: pytest.CaptureFixtu
     assert "invalid device (VOCOS_DEVICE)" in capsys.readouterr().err
 
 
-def test_engine_policy_takes_the_batching_settings() -> None:
-    from service.http.app import engine_policy
+def test_batch_policy_takes_the_batching_settings() -> None:
     from service.runtime.registry import ModelSpec
+    from service.runtime.slot import batch_policy as engine_policy
 
     def batching(settings: Settings) -> dict[str, float]:
         return dict(ModelSpec("m", "/m").resolved(settings).batching)

@@ -1,0 +1,45 @@
+"""One served model and what runs it: the loaded model, its batching engine, its audio-analysis worker."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from service.engine import BatchingEngine, BatchPolicy, EngineObserver, SerialWorker
+from service.runtime.models import ServedModel
+
+if TYPE_CHECKING:
+    from service.runtime.registry import ModelSpec
+
+
+def batch_policy(batching: Mapping[str, float]) -> BatchPolicy:
+    """The batching policy of a model's engine from its batching options (``ModelSpec.batching``)."""
+    return BatchPolicy(
+        max_batch_size=int(batching["max_batch_size"]),
+        max_wait_s=batching["max_wait_ms"] / 1000.0,
+        max_batch_frames=int(batching["max_batch_frames"]),
+        bucket_ratio=batching["bucket_ratio"],
+        max_queue_size=int(batching["max_queue_size"]),
+    )
+
+
+@dataclass(eq=False)
+class ModelSlot:
+    """What a request for one model name uses; built from the model's spec (``service.runtime.registry``)."""
+
+    served: ServedModel
+    engine: BatchingEngine
+    features: SerialWorker
+
+    @property
+    def name(self) -> str:
+        return self.served.name
+
+    @classmethod
+    async def start(cls, served: ServedModel, spec: ModelSpec, observer: EngineObserver | None) -> ModelSlot:
+        """The slot of ``served`` with the batching options of ``spec``, its engine started."""
+        policy = batch_policy(spec.batching)
+        engine = BatchingEngine(served.name, served, policy, observer=observer)
+        await engine.start()
+        return cls(served, engine, SerialWorker(f"{served.name}-features", policy.max_queue_size))
