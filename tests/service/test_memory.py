@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from service import memory
+from service.runtime import memory
 
 
 def test_defaults_apply_unless_the_operator_set_them(monkeypatch: pytest.MonkeyPatch) -> None:
