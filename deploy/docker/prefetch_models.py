@@ -4,7 +4,7 @@ Runs in three places: the image build with ``BAKE_MODELS=1``, the Kubernetes ini
 the model-cache volume, and by hand:
 ``docker compose run --rm --entrypoint python vocos-gpu /opt/vocos/prefetch_models.py``.
 It reads the same ``VOCOS_*`` settings as the server (``service.settings.Settings``) and loads every
-enabled model through ``vocos_core`` itself, so the files land exactly where the server will look:
+served model through ``vocos_core`` itself, so the files land exactly where the server will look:
 ``$HF_HOME`` for the Hub checkpoints and ``$TORCH_HOME/hub/checkpoints`` for the EnCodec encoder.
 A tiny decode (and, for EnCodec, a tiny encode, which loads the encoder weights) checks each model.
 
@@ -19,6 +19,7 @@ import time
 
 import torch
 
+from service.runtime.registry import RegistryError, model_specs
 from service.settings import Settings
 from vocos_core import Vocos
 from vocos_core.errors import VocosError
@@ -31,20 +32,18 @@ _PROBE_FRAMES = 4
 
 
 def prefetch(settings: Settings) -> list[str]:
-    """Load each enabled model once; returns the kinds loaded, in order ("mel", "encodec")."""
+    """Load each served model (``service.runtime.registry``) once; returns their names, in order."""
     loaded: list[str] = []
-    for kind in settings.enabled_models:
-        source = settings.model_source(kind)
-        assert source is not None  # enabled_models lists only models with a source
+    for spec in model_specs(settings):
         start = time.monotonic()
-        model = Vocos.from_pretrained(source, settings.revision, encodec_weights=settings.encodec_weights)
-        if model.kind != kind:
+        model = Vocos.from_pretrained(spec.source, spec.revision, encodec_weights=spec.encodec_weights)
+        if spec.legacy and model.kind != spec.name:
             raise VocosError(
-                f"{source}: configured as the {kind} model but its checkpoint is a {model.kind} model"
+                f"{spec.source}: configured as the {spec.name} model but its checkpoint is a {model.kind} model"
             )
         _probe(model)
-        log.info("%s model %s ready in the cache (%.1f s)", kind, source, time.monotonic() - start)
-        loaded.append(kind)
+        log.info("%s model %s ready in the cache (%.1f s)", spec.name, spec.source, time.monotonic() - start)
+        loaded.append(spec.name)
     return loaded
 
 
@@ -64,12 +63,13 @@ def main() -> int:
     # Every field from its VOCOS_* variable; unpacking an empty mapping keeps mypy (no pydantic plugin)
     # from asking for each field as an argument.
     settings = Settings(**{})
-    if not settings.enabled_models:
-        log.warning("VOCOS_MEL_MODEL and VOCOS_ENCODEC_MODEL are both 'none': nothing to fetch")
-        return 0
     try:
+        if not model_specs(settings):
+            log.warning("no model is configured (VOCOS_MODELS, VOCOS_MODELS_FILE, VOCOS_MEL_MODEL, "
+                        "VOCOS_ENCODEC_MODEL): nothing to fetch")
+            return 0
         prefetch(settings)
-    except (VocosError, OSError) as exc:
+    except (VocosError, OSError, RegistryError) as exc:
         log.error("prefetch failed: %s", exc)
         return 1
     return 0

@@ -34,6 +34,17 @@ def test_loads_and_probes_the_mel_model(prefetch: ModuleType, monkeypatch: pytes
     assert prefetch.main() == 0
 
 
+def test_loads_and_probes_every_named_model(prefetch: ModuleType, monkeypatch: pytest.MonkeyPatch,
+                                            mel_checkpoint: Path, tmp_path: Path) -> None:
+    from vocos_core.testing import write_random_checkpoint
+
+    hifigan = write_random_checkpoint(tmp_path / "tts22k", "hifigan-mel")
+    monkeypatch.setenv("VOCOS_MODELS", f"base={mel_checkpoint},tts22k={hifigan}")
+    assert prefetch.prefetch(prefetch.Settings()) == ["base", "tts22k"]
+    monkeypatch.setenv("VOCOS_MODELS", "a=/x,a=/y")
+    assert prefetch.main() == 1  # a registry mistake, said in one line
+
+
 @pytest.mark.slow  # loads the full-size EnCodec encoder (random weights) to encode the probe
 def test_loads_and_probes_both_configured_models(prefetch: ModuleType, monkeypatch: pytest.MonkeyPatch,
                                                  mel_checkpoint: Path, encodec_checkpoint: Path,
