@@ -144,15 +144,6 @@ class Settings(BaseSettings):
     def _empty_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    def model_source(self, kind: str) -> str | None:
-        """The configured source of model ``kind`` ("mel" | "encodec"), or None when it is disabled."""
-        source = {"mel": self.mel_model, "encodec": self.encodec_model}[kind]
-        return None if source.lower() == DISABLED else source
-
-    @property
-    def enabled_models(self) -> tuple[str, ...]:
-        return tuple(kind for kind in ("mel", "encodec") if self.model_source(kind) is not None)
-
     @model_validator(mode="after")
     def _check_limits(self) -> Settings:
         if self.max_inflight_bytes < self.max_body_bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from service.__main__ import build_parser, parse_settings
+from service.runtime.registry import model_specs
 from service.settings import Settings
 
 
@@ -17,7 +18,7 @@ def test_defaults_match_the_contract() -> None:
     assert s.min_sample_rate == 8000
     assert (s.host, s.port, s.api_key_list, s.metrics_require_key) == ("0.0.0.0", 8000, (), False)
     assert (s.drain_timeout_s, s.log_level, s.bucket_ratio, s.cpu_matmul) == (30, "info", 2.0, "bf16x3")
-    assert s.enabled_models == ("mel", "encodec")
+    assert [spec.name for spec in model_specs(s)] == ["mel", "encodec"]
 
 
 def test_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -33,8 +34,7 @@ def test_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     s = Settings()
-    assert s.model_source("mel") == "/models/mel" and s.model_source("encodec") is None
-    assert s.enabled_models == ("mel",)
+    assert [(spec.name, spec.source) for spec in model_specs(s)] == [("mel", "/models/mel")]
     assert (s.device, s.dtype, s.max_batch_size, s.max_wait_ms, s.max_batch_frames) == ("cuda:1", "bfloat16", 32,
                                                                                           2.5, 8192)
     assert (s.max_queue_size, s.request_timeout_s, s.max_body_bytes, s.max_audio_seconds) == (10, 3, 1000, 60)
@@ -68,7 +68,7 @@ def test_cli_flags_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     s = parse_settings(["--max-batch-size", "8", "--mel-model", "/m", "--metrics-require-key",
                         "--encodec-model", "none", "--dtype", "float16"])
     assert (s.max_batch_size, s.port, s.mel_model, s.metrics_require_key) == (8, 9000, "/m", True)
-    assert (s.enabled_models, s.dtype) == (("mel",), "float16")
+    assert ([spec.name for spec in model_specs(s)], s.dtype) == (["mel"], "float16")
 
 
 def test_every_setting_has_a_flag() -> None:
