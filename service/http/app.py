@@ -33,8 +33,9 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 
 DESCRIPTION = """Vocos neural vocoder as a service: mel spectrograms, EnCodec tokens or audio files in,
-24 kHz mono audio out. Concurrent requests are batched dynamically; each request's audio equals its
-decode alone to within 1e-5 (relative). Bodies are JSON or `.npy` (`application/x-npy`); when API keys are configured,
+mono audio out at the model's rate (or `sample_rate`). `GET /models` lists the served models; pick one
+with `model=`. Concurrent requests are batched dynamically; each request's audio equals its decode
+alone to within 1e-5 (relative). Bodies are JSON or `.npy` (`application/x-npy`); when API keys are configured,
 send `Authorization: Bearer <key>` to every endpoint except `/healthz` and `/readyz` (in `/docs`:
 enter the key in the bar at the top, or under "Authorize"). A playground that resynthesizes an uploaded or
 recorded clip is at `/`."""
