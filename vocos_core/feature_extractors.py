@@ -28,14 +28,14 @@ def codebooks_for_bandwidth(kbps: float) -> int:
     return max(1, math.floor(kbps * 1000 / BITS_PER_CODEBOOK_PER_SECOND))
 
 
-class _Spectrogram(Float32Buffers):
-    """Holds the STFT window under the reference's key ``mel_spec.spectrogram.window``."""
+class SpectrogramWindow(Float32Buffers):
+    """Holds the STFT's Hann window of ``length`` under the reference's key ``mel_spec.spectrogram.window``."""
 
     window: torch.Tensor
 
-    def __init__(self, n_fft: int) -> None:
+    def __init__(self, length: int) -> None:
         super().__init__()
-        self.register_buffer("window", torch.hann_window(n_fft))
+        self.register_buffer("window", torch.hann_window(length))
 
 
 class _MelScale(Float32Buffers):
@@ -51,7 +51,7 @@ class _MelScale(Float32Buffers):
 class _MelSpec(nn.Module):
     def __init__(self, config: MelSpectrogramFeaturesConfig) -> None:
         super().__init__()
-        self.spectrogram = _Spectrogram(config.n_fft)
+        self.spectrogram = SpectrogramWindow(config.n_fft)
         self.mel_scale = _MelScale(config.n_fft // 2 + 1, config.n_mels, config.sample_rate)
 
 

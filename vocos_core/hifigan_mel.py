@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .config import HiFiGANMelSpectrogramFeaturesConfig
+from .feature_extractors import SpectrogramWindow
 from .spectral_ops import Float32Buffers
 
 # librosa's Slaney mel scale: linear below 1 kHz (200/3 Hz per mel), logarithmic above.
@@ -73,16 +74,6 @@ def slaney_mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: floa
     return weights
 
 
-class _Window(Float32Buffers):
-    """Hann window of ``win_length`` under ``mel_spec.spectrogram.window``."""
-
-    window: torch.Tensor
-
-    def __init__(self, win_length: int) -> None:
-        super().__init__()
-        self.register_buffer("window", torch.hann_window(win_length))
-
-
 class _SlaneyMelScale(Float32Buffers):
     """Slaney filterbank under ``mel_spec.mel_scale.fb``, ``(n_freqs, n_mels)`` (torchaudio's layout)."""
 
@@ -97,7 +88,7 @@ class _SlaneyMelScale(Float32Buffers):
 class _MelSpec(nn.Module):
     def __init__(self, config: HiFiGANMelSpectrogramFeaturesConfig) -> None:
         super().__init__()
-        self.spectrogram = _Window(config.win_length)
+        self.spectrogram = SpectrogramWindow(config.win_length)
         self.mel_scale = _SlaneyMelScale(config)
 
 
