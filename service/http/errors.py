@@ -96,14 +96,18 @@ def log_level(exc: BaseException, status: int) -> int:
     return logging.DEBUG
 
 
+def logged_error_response(exc: BaseException, request_id: str) -> JSONResponse:
+    """``error_response`` for an expected failure, logged at its ``log_level``."""
+    response = error_response(exc, request_id)
+    log.log(log_level(exc, response.status_code), "request %s: %d %s", request_id, response.status_code, exc)
+    return response
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    """Route every expected exception class through ``error_response``."""
+    """Route every expected exception class through ``logged_error_response``."""
 
     async def handle(request: Request, exc: Exception) -> JSONResponse:
-        request_id = request_id_of(request)
-        response = error_response(exc, request_id)
-        log.log(log_level(exc, response.status_code), "request %s: %d %s", request_id, response.status_code, exc)
-        return response
+        return logged_error_response(exc, request_id_of(request))
 
     for cls in (ServiceError, EngineError, CoreInputError, RequestValidationError, StarletteHTTPException):
         app.add_exception_handler(cls, handle)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import ServerBusyError, ServiceError
-from service.http.errors import error_response
+from service.http.errors import error_response, logged_error_response
 from service.http.pages import PAGE_PATHS
 from service.http.server import abort_connection
 from service.runtime.metrics import ENDPOINTS
@@ -63,7 +63,7 @@ class RequestContextMiddleware:
             held.take_declared(scope)
             await self.app(scope, held.counting(receive), reply.send)
         except ServiceError as exc:  # raised here, before the app: authentication, the byte budget
-            await error_response(exc, request_id)(scope, receive, reply.send)
+            await logged_error_response(exc, request_id)(scope, receive, reply.send)
         except SendTimeoutError as exc:
             log.info("request %s %s: %s", request_id, path, exc)
             reply.status = CLIENT_CLOSED
