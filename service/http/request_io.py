@@ -17,15 +17,14 @@ from service.http.echo import clip
 from service.http.json_body import JsonBodyError
 from service.http.payloads import Payload, body_kind, from_json_error, is_json, load_payload
 from service.runtime.audio_io import OutputFormat, encode_audio
-from service.runtime.serving import Audio
+from service.runtime.serving import INLINE_AUDIO_SAMPLES, Audio
 from service.runtime.state import ServiceState, state_of
 from service.settings import Settings
 
 T = TypeVar("T")
 
-# Bodies and audio below these sizes are handled on the event loop: a thread hop costs more.
+# Bodies this small are parsed on the event loop: a thread hop costs more (audio: INLINE_AUDIO_SAMPLES).
 INLINE_BODY_BYTES = 64 * 1024
-INLINE_AUDIO_SAMPLES = 240_000
 
 
 def service_state(request: Request) -> ServiceState:

@@ -25,8 +25,9 @@ from service.runtime.state import ServiceState
 from vocos_core.mel_check import check_mel
 from vocos_core.requests import codes_array, mel_array, resolve_bandwidth_id
 
-# Audio this long or shorter is resampled on the event loop: a thread hop costs more.
-_INLINE_SAMPLES = 240_000
+# Audio this long or shorter is resampled (and, by the routes, encoded) on the event loop: a thread
+# hop costs more.
+INLINE_AUDIO_SAMPLES = 240_000
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ class Vocoder:
                                      request_id=request_id)
         samples = output.numpy() if length is None else fit_length(output.numpy(), length)
         if sample_rate is not None and sample_rate != served.sample_rate:
-            if samples.size <= _INLINE_SAMPLES:
+            if samples.size <= INLINE_AUDIO_SAMPLES:
                 samples = resample(samples, served.sample_rate, sample_rate)
             else:
                 samples = await asyncio.to_thread(resample, samples, served.sample_rate, sample_rate)
