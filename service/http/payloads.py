@@ -37,9 +37,9 @@ def is_json(content_type: str | None) -> bool:
 
 def body_kind(content_type: str | None, body: bytes) -> str:
     """``"json"`` or ``"npy"``, from the Content-Type (sniffed from the body when there is none)."""
-    kind = media_type(content_type)
-    if kind in JSON_TYPES or kind.endswith("+json"):
+    if is_json(content_type):
         return "json"
+    kind = media_type(content_type)
     if kind in NPY_TYPES:
         return "npy"
     if not kind:
