@@ -54,15 +54,30 @@ class ISTFTHead(nn.Module):
     def num_samples(self, frames: int) -> int:
         return self.istft.num_samples(frames)
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> Audio:
-        """``(B, T, dim)`` -> ``(B, S)``."""
+    @property
+    def synthesis(self) -> ISTFT:
+        return self.istft
+
+    def spectrum(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, T, dim)`` -> complex STFT frames ``(B, T, n_fft // 2 + 1)``."""
         # Spectral maths in float32 whatever the model dtype: half-precision FFTs are inexact
         # and unsupported for sizes that are not powers of two.
         # Frame-major (B, T, bins) throughout, unlike the reference's (B, bins, T): the inverse
         # FFT and overlap-add then run on contiguous frames.
         mag, phase = bf16x3.linear(x, self.out).float().chunk(2, dim=-1)  # (B, T, n_fft // 2 + 1) each
         mag = torch.exp(mag).clamp_(max=MAX_MAGNITUDE)
-        return self.istft(polar(mag, phase), lengths)
+        return polar(mag, phase)
+
+    def frames(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, T, dim)`` -> windowed time frames ``(B, T, n_fft)``, before overlap-add."""
+        return self.istft.frames(self.spectrum(x))
+
+    def finish(self, audio: torch.Tensor) -> torch.Tensor:
+        return audio
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> Audio:
+        """``(B, T, dim)`` -> ``(B, S)``."""
+        return self.istft(self.spectrum(x), lengths)
 
 
 class IMDCTSymExpHead(nn.Module):
@@ -78,12 +93,26 @@ class IMDCTSymExpHead(nn.Module):
     def num_samples(self, frames: int) -> int:
         return self.imdct.num_samples(frames)
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> Audio:
-        """``(B, T, dim)`` -> ``(B, S)``."""
-        x = symexp(bf16x3.linear(x, self.out).float()).clip(-MAX_MAGNITUDE, MAX_MAGNITUDE)
-        audio = self.imdct(x, lengths)
+    @property
+    def synthesis(self) -> IMDCT:
+        return self.imdct
+
+    def coefficients(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, T, dim)`` -> MDCT coefficients ``(B, T, N)``."""
+        return symexp(bf16x3.linear(x, self.out).float()).clip(-MAX_MAGNITUDE, MAX_MAGNITUDE)
+
+    def frames(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, T, dim)`` -> windowed time frames ``(B, T, 2N)``, before overlap-add."""
+        return self.imdct.frames(self.coefficients(x))
+
+    def finish(self, audio: torch.Tensor) -> torch.Tensor:
         # The reference clips the coefficients here instead of the audio (returning them as audio);
         # clipping the audio is what its ``clip_audio`` option means, so that is what we do.
+        return audio.clamp(-1.0, 1.0) if self.clip_audio else audio
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> Audio:
+        """``(B, T, dim)`` -> ``(B, S)``."""
+        audio = self.imdct(self.coefficients(x), lengths)
         return _clip(audio) if self.clip_audio else audio
 
 
@@ -100,11 +129,26 @@ class IMDCTCosHead(nn.Module):
     def num_samples(self, frames: int) -> int:
         return self.imdct.num_samples(frames)
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> Audio:
-        """``(B, T, dim)`` -> ``(B, S)``."""
+    @property
+    def synthesis(self) -> IMDCT:
+        return self.imdct
+
+    def coefficients(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, T, dim)`` -> MDCT coefficients ``(B, T, N)``."""
         m, p = bf16x3.linear(x, self.out).float().chunk(2, dim=2)
         m = torch.exp(m).clip(max=MAX_MAGNITUDE)
-        audio = self.imdct(m * torch.cos(p), lengths)
+        return m * torch.cos(p)
+
+    def frames(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, T, dim)`` -> windowed time frames ``(B, T, 2N)``, before overlap-add."""
+        return self.imdct.frames(self.coefficients(x))
+
+    def finish(self, audio: torch.Tensor) -> torch.Tensor:
+        return audio.clamp(-1.0, 1.0) if self.clip_audio else audio  # see IMDCTSymExpHead
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> Audio:
+        """``(B, T, dim)`` -> ``(B, S)``."""
+        audio = self.imdct(self.coefficients(x), lengths)
         return _clip(audio) if self.clip_audio else audio  # see IMDCTSymExpHead
 
 

@@ -110,6 +110,13 @@ class ConvNeXtBlock(nn.Module):
         # Masked frames (padding, or the gaps between packed items) feed no output frame but
         # through this convolution, so zeroing them in the stream itself is enough.
         h = depthwise_conv_btc(zero_rows_(x, padding_rows), self.dwconv.weight, self._bias(), padding=self.padding)
+        return self.mlp_update_(x, h, workspace, cond_embedding_id)
+
+    def mlp_update_(self, x: torch.Tensor, h: torch.Tensor, workspace: MLPWorkspace,
+                    cond_embedding_id: torch.Tensor | None = None) -> torch.Tensor:
+        """The block after its depthwise conv: ``x += gamma * mlp(norm(h))`` in place, both ``(B, T, C)``,
+        ``h`` the conv's output for the frames of ``x``; returns ``x``. The streaming decoder
+        (:mod:`vocos_core.streaming`) computes ``h`` from carried context and calls this."""
         h = self.norm(h, cond_embedding_id) if self.adanorm else self.norm(h)
         rows_h, rows_x = h.view(-1, h.shape[-1]), x.view(-1, x.shape[-1])
         # The MLP acts on each frame alone, so it runs over blocks of rows whose (rows, intermediate)

@@ -10,7 +10,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from . import inputs
+from . import inputs, streaming
 from .checkpoint import load_strict, read_state_dict, resolve_checkpoint
 from .config import HiFiGANMelSpectrogramFeaturesConfig, MelSpectrogramFeaturesConfig, VocosConfig, load_config
 from .errors import InputError
@@ -19,6 +19,7 @@ from .heads import build_head
 from .hifigan_mel import HiFiGANMelSpectrogramFeatures
 from .models import build_backbone
 from .packing import Packing
+from .streaming import Lookahead, VocosStream
 
 ENCODEC_SAMPLE_RATE = 24000
 
@@ -112,6 +113,16 @@ class Vocos(nn.Module):
         if isinstance(self.feature_extractor, HiFiGANMelSpectrogramFeatures):
             return self.feature_extractor.min_samples()
         return 1
+
+    @property
+    def lookahead(self) -> Lookahead:
+        """Frames (and ms of audio) a stream must be fed beyond a sample for that sample to be exact."""
+        return streaming.lookahead(self)
+
+    def stream(self, bandwidth_id: int | None = None) -> VocosStream:
+        """A streaming decoder: ``push`` frames ``(C, t)`` as they arrive, ``flush`` at the end; the
+        pieces concatenated equal :meth:`decode` of all frames. EnCodec models take ``push_codes`` too."""
+        return VocosStream(self, bandwidth_id)
 
     # -- inference -------------------------------------------------------------------------------
 

@@ -131,7 +131,7 @@ class ISTFT(Float32Buffers):
         """``(B, T, n_fft // 2 + 1)`` complex (frame-major) -> ``(B, S)``, or a list of ``(S_i,)`` given lengths."""
         batch, n, _ = spec.shape
         mask = frame_mask(lengths, batch, n, spec.device)
-        frames = torch.fft.irfft(spec, self.n_fft, dim=-1, norm="backward").mul_(self.window)  # (B, T, n_fft)
+        frames = self.frames(spec)
         if mask is not None:
             frames = frames.masked_fill(~mask[:, :, None], 0.0)
         audio = overlap_add_btw(frames, self.hop_length)
@@ -145,6 +145,18 @@ class ISTFT(Float32Buffers):
             s = self.num_samples(int(t))
             out.append(audio[i, :s] / envelope[min(i, envelope.shape[0] - 1), :s])
         return out
+
+    @property
+    def hop(self) -> int:
+        return self.hop_length
+
+    def frames(self, spec: torch.Tensor) -> torch.Tensor:
+        """``(B, T, n_fft // 2 + 1)`` complex -> windowed time frames ``(B, T, win)``, before overlap-add."""
+        return torch.fft.irfft(spec, self.n_fft, dim=-1, norm="backward").mul_(self.window)
+
+    def window_square(self) -> torch.Tensor | None:
+        """``(win,)``: what each frame adds to the envelope the overlap-added audio is divided by."""
+        return self.window.square()
 
     def _envelope(self, frames: int, mask: torch.Tensor | None) -> torch.Tensor:
         """Overlap-added squared window, ``(1 or B, (T - 1) * hop + win)``."""
@@ -185,16 +197,33 @@ class IMDCT(Float32Buffers):
     def num_samples(self, frames: int) -> int:
         return (frames + 1) * (self.frame_len // 2) - 2 * self.trim
 
+    @property
+    def hop(self) -> int:
+        return self.frame_len // 2
+
+    @property
+    def win_length(self) -> int:
+        return self.frame_len
+
+    def frames(self, coeffs: torch.Tensor) -> torch.Tensor:
+        """``(B, L, N)`` MDCT coefficients -> windowed time frames ``(B, L, 2N)``, before overlap-add."""
+        n = coeffs.shape[-1]
+        spec = torch.cat([coeffs, -coeffs.flip(-1)], dim=-1).to(torch.complex64)
+        y = torch.fft.ifft(spec * torch.view_as_complex(self.pre_twiddle), dim=-1)
+        y = torch.real(y * torch.view_as_complex(self.post_twiddle)) * math.sqrt(n) * math.sqrt(2)
+        return y * self.window
+
+    def window_square(self) -> torch.Tensor | None:
+        """None: time-domain aliasing cancellation makes plain overlap-add exact, with no envelope."""
+        return None
+
     def forward(self, coeffs: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor | list[torch.Tensor]:
         """``(B, L, N)`` real MDCT coefficients -> ``(B, S)``, or a list of ``(S_i,)`` given lengths."""
         batch, n_frames, n = coeffs.shape
         mask = frame_mask(lengths, batch, n_frames, coeffs.device)
         if mask is not None:
             coeffs = coeffs.masked_fill(~mask[:, :, None], 0.0)
-        spec = torch.cat([coeffs, -coeffs.flip(-1)], dim=-1).to(torch.complex64)
-        y = torch.fft.ifft(spec * torch.view_as_complex(self.pre_twiddle), dim=-1)
-        y = torch.real(y * torch.view_as_complex(self.post_twiddle)) * math.sqrt(n) * math.sqrt(2)
-        frames = (y * self.window).transpose(1, 2)  # (B, L, 2N) -> (B, 2N, L) for overlap-add
+        frames = self.frames(coeffs).transpose(1, 2)  # (B, L, 2N) -> (B, 2N, L) for overlap-add
         audio = overlap_add(frames, n)  # (B, (L + 1) * N)
         audio = audio[:, self.trim:audio.shape[-1] - self.trim]
         if lengths is None:
