@@ -116,6 +116,20 @@ class Settings(BaseSettings):
     max_connections: int = Field(
         512, ge=1, description="open connections beyond which new ones are answered 503 and closed"
     )
+    max_streams: int = Field(64, ge=1, description="streams open at once per model; beyond it 503 with Retry-After")
+    stream_max_wait_ms: float = Field(
+        2.0, ge=0, le=1000, description="how long a stream's step may wait for other streams' steps to join it"
+    )
+    stream_max_step_wait_ms: float = Field(
+        50.0, gt=0, le=10_000,
+        description="longest a stream step should wait behind a whole-utterance call: while streams are open, "
+        "calls are kept this short and longer requests are decoded in chunks between the steps",
+    )
+    max_stream_audio_seconds: float = Field(600.0, gt=0, description="most audio one stream may produce")
+    max_stream_duration_s: float = Field(3600.0, gt=0, description="longest a stream may stay open")
+    stream_idle_timeout_s: float = Field(
+        30.0, gt=0, description="time a stream may go without a message before it is closed"
+    )
     log_level: LogLevel = Field("info", description="log level")
 
     @field_validator("device")

@@ -3,21 +3,19 @@ thread), the batch-forming policy, and the serial worker for per-request model w
 nothing of HTTP; its failures are ``EngineError`` subclasses."""
 
 from service.engine.batching import BatchPlan, BatchPolicy, plan_batch
-from service.engine.engine import (
+from service.engine.compute import BatchModel, is_out_of_memory, release_cached_device_memory
+from service.engine.engine import BatchingEngine, BatchStats, EngineObserver
+from service.engine.errors import (
     BatchFailedError,
-    BatchingEngine,
-    BatchModel,
-    BatchStats,
     DeadlineExceededError,
     DeviceOutOfMemoryError,
     EngineError,
-    EngineObserver,
     EngineStoppedError,
     InvalidItemError,
     QueueFullError,
-    is_out_of_memory,
-    release_cached_device_memory,
+    StreamLimitError,
 )
+from service.engine.streams import EngineStream, StreamPolicy, StreamStats
 from service.engine.workers import SerialWorker
 
 __all__ = [
@@ -32,9 +30,13 @@ __all__ = [
     "EngineError",
     "EngineObserver",
     "EngineStoppedError",
+    "EngineStream",
     "InvalidItemError",
     "QueueFullError",
     "SerialWorker",
+    "StreamLimitError",
+    "StreamPolicy",
+    "StreamStats",
     "is_out_of_memory",
     "plan_batch",
     "release_cached_device_memory",

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
 import time
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -21,52 +21,16 @@ from typing import Protocol
 import torch
 
 from service.engine.batching import BatchPolicy, plan_batch
+from service.engine.compute import BatchModel, compute_batch
+from service.engine.errors import (
+    BatchFailedError,
+    DeadlineExceededError,
+    EngineStoppedError,
+    QueueFullError,
+)
+from service.engine.streams import EngineStream, Step, StreamModel, StreamPolicy, StreamSlots, StreamStats
 
 log = logging.getLogger(__name__)
-
-
-class EngineError(Exception):
-    """Base class of the engine's own failures."""
-
-
-class QueueFullError(EngineError):
-    """Too many requests are waiting; ``retry_after`` (seconds) estimates when there will be room."""
-
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class DeadlineExceededError(EngineError):
-    """The request's deadline passed before its audio was ready; it no longer holds a queue slot."""
-
-
-class EngineStoppedError(EngineError):
-    """The engine is draining or stopped and accepts no new requests."""
-
-
-class InvalidItemError(EngineError):
-    """The model rejected this request's input (it raised ``ValueError`` when run alone)."""
-
-
-class DeviceOutOfMemoryError(EngineError):
-    """The device ran out of memory even for this request alone; ``retry_after`` (seconds) as for a full queue."""
-
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class BatchFailedError(EngineError):
-    """The model call of this request's batch failed; every request of that batch gets this error."""
-
-
-class BatchModel(Protocol):
-    """What the engine needs of a model: an exact batched call over inputs ``(C, T_i)``."""
-
-    def decode_batch(
-        self, inputs: Sequence[torch.Tensor], bandwidth_ids: Sequence[int] | None = None
-    ) -> list[torch.Tensor]: ...
 
 
 @dataclass(frozen=True)
@@ -89,6 +53,8 @@ class EngineObserver(Protocol):
 
     def on_batch(self, model: str, stats: BatchStats) -> None: ...
 
+    def on_stream_batch(self, model: str, stats: StreamStats) -> None: ...
+
 
 @dataclass(eq=False)
 class _Item:
@@ -103,9 +69,6 @@ class _Item:
         return int(self.inputs.shape[-1])
 
 
-# Outcome of one item of a model call: its output, or the exception that belongs to it alone.
-_Outcome = torch.Tensor | BaseException
-
 _EWMA_ALPHA = 0.2
 
 
@@ -113,11 +76,14 @@ class BatchingEngine:
     """Batches concurrent ``submit`` calls for one model under a ``BatchPolicy``."""
 
     def __init__(
-        self, name: str, model: BatchModel, policy: BatchPolicy, observer: EngineObserver | None = None
+        self, name: str, model: BatchModel, policy: BatchPolicy, observer: EngineObserver | None = None,
+        stream_policy: StreamPolicy | None = None,
     ) -> None:
         self.name = name
         self.model = model
         self.policy = policy
+        self.stream_policy = stream_policy or StreamPolicy()
+        self._streams = StreamSlots(name, self.stream_policy)
         self._observer = observer
         self._pending: list[_Item] = []
         self._in_flight = 0
@@ -127,6 +93,7 @@ class BatchingEngine:
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._in_flight_frames = 0
+        self._chunked: set[asyncio.Task[None]] = set()
         self._frame_seconds = 1e-4  # EWMA of a model call's seconds per frame; seeds Retry-After until measured
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -162,12 +129,14 @@ class BatchingEngine:
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
-        for item in self._pending:
-            if not item.future.done():
-                item.future.set_exception(
-                    EngineStoppedError(f"{self.name} engine stopped before this request ran")
-                )
+        stopped = EngineStoppedError(f"the {self.name} engine stopped (drain timeout) before this ran")
+        for future in [item.future for item in self._pending] + [step.future for step in self._streams.steps]:
+            if not future.done():
+                future.set_exception(stopped)
         self._pending.clear()
+        self._streams.steps.clear()
+        for stream in list(self._streams.open):
+            stream.close()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
         return finished
@@ -235,6 +204,96 @@ class BatchingEngine:
         finally:
             self._discard(item)
 
+    # -- streams ---------------------------------------------------------------------------------
+
+    def open_stream(self, bandwidth_id: int | None = None, request_id: str = "") -> EngineStream:
+        """A new stream (``service.engine.streams``); ``close`` it when done, whatever happens."""
+        if not self.accepting:
+            raise EngineStoppedError(f"the {self.name} model is not accepting streams (draining or stopped)")
+        self._streams.reserve(self.retry_after())
+        stream = EngineStream(self, self._stream_model().start_stream(bandwidth_id), request_id)
+        self._streams.open.add(stream)
+        return stream
+
+    @property
+    def open_streams(self) -> int:
+        return len(self._streams.open)
+
+    def release_stream(self, stream: EngineStream) -> None:
+        """Forget ``stream``: its waiting step is dropped; wakes a drain waiting for streams to end."""
+        self._streams.open.discard(stream)
+        for step in self._streams.steps:
+            if step.state is stream.state and not step.future.done():
+                step.future.cancel()
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    async def submit_step(self, stream: EngineStream, chunk: torch.Tensor, final: bool,
+                          timeout: float | None) -> torch.Tensor:
+        """Queue one step of ``stream`` and return its audio; the stream is closed if this fails."""
+        assert self._loop is not None and self._wakeup is not None
+        if not self.alive:
+            raise EngineStoppedError(f"the {self.name} engine has stopped")
+        step = Step(stream.state, chunk, final, time.monotonic(), self._loop.create_future())
+        self._streams.steps.append(step)
+        self._wakeup.set()
+        try:
+            return await asyncio.wait_for(asyncio.shield(step.future), timeout)
+        except asyncio.TimeoutError:
+            stream.close()
+            raise DeadlineExceededError("the stream's deadline passed waiting for the model") from None
+        except BaseException:
+            stream.close()
+            raise
+
+    def _stream_model(self) -> StreamModel:
+        assert hasattr(self.model, "decode_steps"), f"the {self.name} model cannot stream"
+        return self.model  # type: ignore[return-value]
+
+    async def _execute_steps(self, steps: list[Step]) -> None:
+        assert self._loop is not None and self._executor is not None
+        start = time.monotonic()
+        self._in_flight, self._in_flight_frames = len(steps), sum(s.frames for s in steps)
+        try:
+            outputs: list[torch.Tensor] | BaseException = await self._loop.run_in_executor(
+                self._executor, self._stream_model().decode_steps, [s.state for s in steps],
+                [s.chunk for s in steps], [s.final for s in steps])
+        except Exception as exc:
+            log.exception("%s stream step of %d streams failed", self.name, len(steps))
+            outputs = BatchFailedError(f"the {self.name} model failed on this stream's step: {exc}")
+        except asyncio.CancelledError:  # a drain ran out of time
+            for s in steps:
+                if not s.future.done():
+                    s.future.set_exception(EngineStoppedError(f"the {self.name} engine stopped mid-step"))
+            raise
+        finally:
+            self._in_flight, self._in_flight_frames = 0, 0
+        for i, s in enumerate(steps):
+            if not s.future.done():
+                if isinstance(outputs, BaseException):
+                    s.future.set_exception(outputs)
+                else:
+                    s.future.set_result(outputs[i])
+        if self._observer is not None and hasattr(self._observer, "on_stream_batch"):
+            stats = StreamStats(len(steps), sum(s.frames for s in steps), time.monotonic() - start)
+            self._observer.on_stream_batch(self.name, stats)
+
+    async def _decode_in_chunks(self, item: _Item) -> None:
+        """A whole-utterance request run as an internal stream (not counted against ``max_streams``)."""
+        stream = EngineStream(self, self._stream_model().start_stream(item.bandwidth_id), item.request_id)
+        item.future.add_done_callback(lambda _: stream.close())  # its caller left: stop computing it
+        try:
+            audio = await stream.push(item.inputs, final=True)
+            if not item.future.done():
+                item.future.set_result(audio)
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:
+            if not item.future.done():
+                item.future.set_exception(exc)
+        finally:
+            self._chunked.discard(asyncio.current_task())
+
     def _discard(self, item: _Item) -> None:
         if not item.future.done():
             item.future.cancel()  # a running batch then drops its output
@@ -250,30 +309,58 @@ class BatchingEngine:
 
     async def _run(self) -> None:
         while await self._batch_ready():
+            if self._streams.ready(time.monotonic()) is not None:
+                steps = self._streams.take()
+                if steps:
+                    await self._execute_steps(steps)
+                continue
             batch = self._take_batch()
             if batch:
                 await self._execute(batch)
 
     async def _batch_ready(self) -> bool:
-        """Wait until a batch should run now; False once stopped with nothing left to run."""
+        """Wait until a call should run now; False once stopped with nothing left to run or open.
+
+        Waiting stream steps go first: they wait at most ``StreamPolicy.max_wait_s`` for company.
+        """
         assert self._wakeup is not None
         while True:
-            if not self._pending:
-                if not self._accepting:
-                    return False
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            plan = plan_batch([item.frames for item in self._pending], self.policy)
-            remaining = self.policy.max_wait_s - (time.monotonic() - self._pending[0].enqueued)
-            if plan.full or remaining <= 0 or not self._accepting:
-                return True
+            timeout: float | None = None
+            wait_steps = self._streams.ready(time.monotonic())
+            if wait_steps is not None:
+                if wait_steps <= 0:
+                    return True
+                timeout = wait_steps
+            elif self._pending:
+                plan = plan_batch([item.frames for item in self._pending], self._offline_policy())
+                remaining = self.policy.max_wait_s - (time.monotonic() - self._pending[0].enqueued)
+                if plan.full or remaining <= 0 or not self._accepting:
+                    return True
+                timeout = remaining
+            elif not self._accepting and not self._streams.open:
+                return False
             self._wakeup.clear()
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), remaining)
+                await asyncio.wait_for(self._wakeup.wait(), timeout)
+
+    def _offline_policy(self) -> BatchPolicy:
+        """The batching policy now: while streams are open, calls short enough not to hold their steps
+        up for more than ``max_step_wait_s`` (at the measured seconds per frame)."""
+        if not self._streams.open:
+            return self.policy
+        cap = max(self.stream_policy.max_step_frames,
+                  int(self.stream_policy.max_step_wait_s / self._frame_seconds))
+        return dataclasses.replace(self.policy, max_batch_frames=min(cap, self.policy.max_batch_frames))
 
     def _take_batch(self) -> list[_Item]:
-        plan = plan_batch([item.frames for item in self._pending], self.policy)
+        policy = self._offline_policy()
+        if self._streams.open and self._pending[0].frames > policy.max_batch_frames:
+            # Too long to run whole while streams wait: decoded as an internal stream, chunk by chunk.
+            item = self._pending.pop(0)
+            self._report_depth()
+            self._chunked.add(asyncio.create_task(self._decode_in_chunks(item)))
+            return []
+        plan = plan_batch([item.frames for item in self._pending], policy)
         batch = [self._pending[i] for i in plan.indices]
         taken = set(plan.indices)
         self._pending = [item for i, item in enumerate(self._pending) if i not in taken]
@@ -293,7 +380,8 @@ class BatchingEngine:
         self._in_flight_frames = sum(item.frames for item in batch)
         ok = True
         try:
-            outcomes = await self._loop.run_in_executor(self._executor, self._compute, inputs, bandwidth_ids)
+            outcomes = await self._loop.run_in_executor(
+                self._executor, compute_batch, self.name, self.model, inputs, bandwidth_ids, self.retry_after)
         except Exception as exc:
             ok = False
             ids_text = ", ".join(item.request_id for item in batch if item.request_id) or "-"
@@ -325,61 +413,3 @@ class BatchingEngine:
         frames = [item.frames for item in batch]
         stats = BatchStats(len(batch), sum(frames), len(batch) * max(frames), elapsed, ok)
         self._observer.on_batch(self.name, stats)
-
-    def _compute(self, inputs: list[torch.Tensor], bandwidth_ids: list[int] | None) -> list[_Outcome]:
-        """Run in the worker thread: the batched call, or item by item to pin a ValueError on its owner.
-
-        When the device runs out of memory the batch is retried as two halves, down to single requests;
-        a request that does not fit alone fails with ``DeviceOutOfMemoryError`` and the rest still run.
-        """
-        try:
-            outputs = self.model.decode_batch(inputs, bandwidth_ids)
-        except ValueError as exc:
-            if len(inputs) == 1:
-                return [InvalidItemError(str(exc))]
-            return [self._compute([x], _pick(bandwidth_ids, i, i + 1))[0] for i, x in enumerate(inputs)]
-        except RuntimeError as exc:
-            if not is_out_of_memory(exc):
-                raise
-            outputs = None  # retried below, after the exception and its frames' tensors are released
-        if outputs is None:
-            return self._retry_in_halves(inputs, bandwidth_ids)
-        if len(outputs) != len(inputs):
-            raise RuntimeError(f"decode_batch returned {len(outputs)} outputs for {len(inputs)} inputs")
-        return list(outputs)
-
-    def _retry_in_halves(self, inputs: list[torch.Tensor], bandwidth_ids: list[int] | None) -> list[_Outcome]:
-        release_cached_device_memory()
-        frames = [int(x.shape[-1]) for x in inputs]
-        if len(inputs) == 1:
-            log.warning("%s: out of device memory for a single request of %d frames", self.name, frames[0])
-            return [
-                DeviceOutOfMemoryError(
-                    f"the {self.name} model ran out of device memory for this request alone ({frames[0]} "
-                    "frames); retry later or send it in shorter parts",
-                    self.retry_after(),
-                )
-            ]
-        half = len(inputs) // 2
-        log.warning("%s: out of device memory for a batch of %s frames; retrying it in two halves", self.name, frames)
-        return self._compute(inputs[:half], _pick(bandwidth_ids, 0, half)) + self._compute(
-            inputs[half:], _pick(bandwidth_ids, half, len(inputs))
-        )
-
-
-def _pick(bandwidth_ids: list[int] | None, start: int, stop: int) -> list[int] | None:
-    return None if bandwidth_ids is None else bandwidth_ids[start:stop]
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """Whether ``exc`` is the device running out of memory (the caching allocator's error, or the
-    RuntimeError that cuBLAS/cuDNN workspace allocations raise)."""
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
-        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-    )
-
-
-def release_cached_device_memory() -> None:
-    """Return the CUDA caching allocator's free blocks, so a retry can use them in another shape."""
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.empty_cache()

@@ -23,10 +23,11 @@ from service.http.middleware import RequestContextMiddleware
 from service.http.openapi import declare_bearer_auth
 from service.http.pages import router as pages_router
 from service.http.routes import router
+from service.http.websocket import router as stream_router
 from service.runtime.metrics import ServiceMetrics
 from service.runtime.models import ServedModel, load_models
 from service.runtime.registry import ModelSpec, model_specs
-from service.runtime.slot import ModelSlot
+from service.runtime.slot import ModelSlot, stream_policy
 from service.runtime.state import ServiceState
 from service.settings import Settings
 
@@ -66,6 +67,7 @@ def create_app(settings: Settings, models: Mapping[str, ServedModel] | None = No
     app.state.service = state
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(stream_router)
     app.include_router(pages_router)
     declare_bearer_auth(app, settings)
     app.add_middleware(RequestContextMiddleware, state=state)
@@ -78,7 +80,7 @@ async def start_engines(state: ServiceState, models: Mapping[str, ServedModel]) 
     specs = {spec.name: spec for spec in model_specs(state.settings)}
     for name, served in models.items():
         spec = specs.get(name) or ModelSpec(name, served.source).resolved(state.settings)
-        state.slots[name] = await ModelSlot.start(served, spec, state.metrics)
+        state.slots[name] = await ModelSlot.start(served, spec, state.metrics, stream_policy(state.settings))
         state.metrics.set_model(name, served.kind, served.public_name, str(served.device), served.dtype)
     state.metrics.watch_devices(str(m.device) for m in models.values())
     log.info("serving models: %s", ", ".join(f"{n} ({m.kind})" for n, m in models.items()) or "none")

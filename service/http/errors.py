@@ -21,6 +21,7 @@ from service.engine import (
     EngineStoppedError,
     InvalidItemError,
     QueueFullError,
+    StreamLimitError,
 )
 from service.errors import ServerBusyError, ServiceError
 from vocos_core.errors import InputError as CoreInputError
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 # Engine failures: status code, error type. The engine itself knows nothing of HTTP.
 _ENGINE_STATUS: dict[type[EngineError], tuple[int, str]] = {
     QueueFullError: (429, "queue_full"),
+    StreamLimitError: (503, "too_many_streams"),
     DeadlineExceededError: (504, "deadline_exceeded"),
     EngineStoppedError: (503, "unavailable"),
     DeviceOutOfMemoryError: (503, "device_out_of_memory"),
@@ -49,17 +51,18 @@ def request_id_of(request: Request) -> str:
 
 def error_response(exc: BaseException, request_id: str) -> JSONResponse:
     """The JSON error response for ``exc``; unknown exceptions become a 500 carrying the request id."""
-    status, error_type, message, headers = _classify(exc, request_id)
+    status, error_type, message, headers = classify(exc, request_id)
     return JSONResponse(error_body(error_type, message, request_id), status_code=status, headers=headers)
 
 
-def _classify(exc: BaseException, request_id: str) -> tuple[int, str, str, dict[str, str]]:
+def classify(exc: BaseException, request_id: str) -> tuple[int, str, str, dict[str, str]]:
+    """Status code, error type, message and headers of ``exc``: for HTTP responses and WebSocket errors alike."""
     if isinstance(exc, ServiceError):
         return exc.status_code, exc.error_type, exc.message, exc.headers
     if isinstance(exc, EngineError):
         status, error_type = next(v for k, v in _ENGINE_STATUS.items() if isinstance(exc, k))
         headers = {}
-        if isinstance(exc, QueueFullError | DeviceOutOfMemoryError):
+        if isinstance(exc, QueueFullError | DeviceOutOfMemoryError | StreamLimitError):
             headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
         message = str(exc)
         if isinstance(exc, DeadlineExceededError):
@@ -89,7 +92,7 @@ def log_level(exc: BaseException, status: int) -> int:
     outcomes of a drain, a deadline or a client that left, info; the caller's mistakes, debug."""
     if status >= 500 and status not in (503, 504):
         return logging.ERROR
-    if isinstance(exc, ServerBusyError | DeviceOutOfMemoryError | QueueFullError):
+    if isinstance(exc, ServerBusyError | DeviceOutOfMemoryError | QueueFullError | StreamLimitError):
         return logging.WARNING
     if status in (499, 503, 504):
         return logging.INFO

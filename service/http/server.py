@@ -119,6 +119,9 @@ def uvicorn_config(app: ASGIApp, settings: Settings, **overrides: Any) -> uvicor
         "http": bounded_protocol(settings),
         "timeout_graceful_shutdown": settings.drain_timeout_s + GRACE_AFTER_DRAIN_S,
         "timeout_keep_alive": min(5.0, settings.header_timeout_s),
+        # Streams (service.http.websocket) over wsproto, whichever WebSocket packages are installed.
+        "ws": "wsproto",
+        "ws_max_size": settings.max_body_bytes,
     }
     config = uvicorn.Config(app, **{**options, **overrides})
     access = logging.getLogger("uvicorn.access")

@@ -20,7 +20,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from service.engine import BatchStats
+from service.engine import BatchStats, StreamStats
 
 ENDPOINTS = ("/decode/mel", "/decode/encodec", "/resynthesize")
 
@@ -28,6 +28,8 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 _WAIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 _PADDING_BUCKETS = (1.0, 1.05, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
+_CHUNK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
+_RTF_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0)
 
 
 class ServiceMetrics:
@@ -78,6 +80,31 @@ class ServiceMetrics:
             "vocos_input_warnings", "Mels that look like another front-end's (warned) or that the model's "
             "front-end cannot produce (refused), by model and likely cause.", ["model", "cause"], registry=r
         )
+        self.streams_active = Gauge("vocos_streams_active", "Open streams.", ["model"], registry=r)
+        self.streams = Counter("vocos_streams", "Streams ended, by transport and outcome.",
+                               ["model", "transport", "outcome"], registry=r)
+        self.stream_chunk_latency = Histogram(
+            "vocos_stream_chunk_latency_seconds",
+            "Time from a stream chunk's frames arriving to the audio they made final leaving.",
+            ["model"], buckets=_CHUNK_BUCKETS, registry=r,
+        )
+        self.stream_first_audio = Histogram(
+            "vocos_stream_first_audio_seconds",
+            "Time from a stream's first frames arriving to its first audio leaving.",
+            ["model"], buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.stream_underruns = Counter(
+            "vocos_stream_underruns", "Times a stream's audio fell behind real time: a listener playing it from its "
+            "first sample would have run out.", ["model"], registry=r,
+        )
+        self.stream_rtf = Histogram(
+            "vocos_stream_realtime_factor", "Per ended stream: server seconds spent on its chunks / seconds of "
+            "its audio (below 1 is faster than real time).", ["model"], buckets=_RTF_BUCKETS, registry=r,
+        )
+        self.stream_batch = Histogram(
+            "vocos_stream_batch_size", "Streams per batched stream step.", ["model"], buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
         self.ready = Gauge("vocos_ready", "1 when ready to serve, 0 while starting or draining.", registry=r)
         for endpoint in ENDPOINTS:
             self.request_duration.labels(endpoint)
@@ -95,6 +122,10 @@ class ServiceMetrics:
         self.batch_size.labels(model).observe(stats.size)
         self.padding.labels(model).observe(stats.padded_frames / max(1, stats.real_frames))
 
+    def on_stream_batch(self, model: str, stats: StreamStats) -> None:
+        self.compute.labels(model).observe(stats.compute_s)
+        self.stream_batch.labels(model).observe(stats.streams)
+
     # -- app ---------------------------------------------------------------------------------------
 
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
@@ -108,6 +139,7 @@ class ServiceMetrics:
         """Announce a served model by name; its queue depth starts at 0, so dashboards see every model."""
         self.model_info.labels(model, kind, source, device, dtype).set(1)
         self.queue_depth.labels(model).set(0)
+        self.streams_active.labels(model).set(0)
 
     def input_warning(self, model: str, cause: str) -> None:
         self.input_warnings.labels(model, cause).inc()

@@ -27,6 +27,7 @@ from vocos_core.feature_extractors import ENCODEC_BINS, MelSpectrogramFeatures, 
 from vocos_core.hifigan_mel import HiFiGANMelSpectrogramFeatures
 from vocos_core.mel_check import MelFrontEnd, mel_front_end
 from vocos_core.spectral_ops import LOG_CLIP
+from vocos_core.streaming import Lookahead, StreamState, decode_steps
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,8 @@ class ServedModel:
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "source": self.public_name,
             "revision": self.revision,
+            "lookahead_frames": self.model.lookahead.frames,
+            "lookahead_ms": round(self.model.lookahead.ms, 3),
         }
 
     def seconds(self, frames: int) -> float:
@@ -112,6 +115,21 @@ class ServedModel:
         features = [self._features(x) for x in inputs]
         outputs = self.model.decode_batch(features, bandwidth_ids)
         return [y.float().cpu() for y in outputs]
+
+    def start_stream(self, bandwidth_id: int | None) -> StreamState:
+        """A new stream's state (``vocos_core.streaming``); the bandwidth id only for EnCodec models."""
+        return StreamState.start(self.model, bandwidth_id)
+
+    def decode_steps(self, states: Sequence[StreamState], chunks: Sequence[torch.Tensor],
+                     final: Sequence[bool]) -> list[torch.Tensor]:
+        """One step of each stream, all in one call: chunks ``(C, t_i)`` (features or codes) -> the audio
+        ``(S_i,)`` each makes final, float32 on the CPU."""
+        outputs = decode_steps(self.model, states, [self._features(x) for x in chunks], final)
+        return [y.float().cpu() for y in outputs]
+
+    @property
+    def lookahead(self) -> Lookahead:
+        return self.model.lookahead
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         if x.is_floating_point():

@@ -12,22 +12,27 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from service.errors import InvalidInputError, PayloadTooLargeError
-from service.runtime.audio_io import decode_audio, fit_length, resample
+from service.runtime.audio_io import decode_audio, fit_length, resample, resampled_length
 from service.runtime.models import ServedModel
 from service.runtime.slot import ModelSlot
 from service.runtime.state import ServiceState
+from service.runtime.streaming import AudioStream, StreamInputs, StreamLimits
 from vocos_core.mel_check import check_mel
 from vocos_core.requests import codes_array, mel_array, resolve_bandwidth_id
 
 # Audio this long or shorter is resampled (and, by the routes, encoded) on the event loop: a thread
 # hop costs more.
 INLINE_AUDIO_SAMPLES = 240_000
+# Frames per push when a whole input is answered as a stream (?stream=true): small enough that the
+# first audio leaves after one short step, each push a fair share of the engine between streams.
+STREAMED_PUSH_FRAMES = 128
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,18 @@ class Audio:
     @property
     def seconds(self) -> float:
         return self.samples.size / self.sample_rate
+
+
+@dataclass(frozen=True)
+class StreamedAudio:
+    """An answer sent as it is computed: ``samples`` in all (known up front, for a WAV header), then
+    ``chunks`` of float32 samples at ``sample_rate`` adding up to exactly that many."""
+
+    samples: int
+    sample_rate: int
+    model: ServedModel
+    chunks: AsyncIterator[np.ndarray]
+    warning: str | None = None
 
 
 class Vocoder:
@@ -83,8 +100,69 @@ class Vocoder:
                            sample_rate: int | None = None) -> Audio:
         """An audio file (any rate, mixed to mono) through the model: exactly as long as the file,
         ``round(frames * rate_out / rate_in)`` samples (the vocoder's output padded or trimmed at the end)."""
+        resolved = self._resynthesis_bandwidth(slot.served, bandwidth_id, bandwidth)
+        features, length = await self._resynthesis_features(slot, audio_file, resolved, deadline)
+        return await self._vocode(slot, features, resolved, deadline, request_id, sample_rate, length=length)
+
+    def open_stream(self, slot: ModelSlot, *, inputs: StreamInputs, bandwidth_id: int | None = None,
+                    bandwidth: float | None = None, sample_rate: int | None = None, request_id: str = "",
+                    transport: str = "websocket") -> AudioStream:
+        """A stream of mel frames, EnCodec tokens or features (``inputs``); the caller must ``close`` it."""
+        settings = self.state.settings
+        limits = StreamLimits(settings.max_stream_audio_seconds, settings.max_stream_duration_s)
+        return AudioStream(slot, self.state.metrics, limits, inputs=inputs, bandwidth_id=bandwidth_id,
+                           bandwidth=bandwidth, sample_rate=sample_rate, request_id=request_id, transport=transport)
+
+    async def stream_mel(self, slot: ModelSlot, mel: np.ndarray, *, deadline: float, request_id: str = "",
+                         sample_rate: int | None = None) -> StreamedAudio:
+        """:meth:`decode_mel`, its audio sent as it is computed."""
+        served = slot.served
+        grid = mel_array(mel, served.n_features)
+        warning = self._check_mel(served, grid)
+        stream = self.open_stream(slot, inputs="mel", sample_rate=sample_rate, request_id=request_id, transport="http")
+        return self._streamed(stream, grid, None, deadline, warning)
+
+    async def stream_codes(self, slot: ModelSlot, codes: np.ndarray, *, bandwidth_id: int | None = None,
+                           bandwidth: float | None = None, deadline: float, request_id: str = "",
+                           sample_rate: int | None = None) -> StreamedAudio:
+        """:meth:`decode_codes`, its audio sent as it is computed."""
+        served, grid = slot.served, codes_array(codes)
+        resolved = resolve_bandwidth_id(served.bandwidths, served.codebooks, num_codebooks=grid.shape[0],
+                                        bandwidth_id=bandwidth_id, bandwidth=bandwidth)
+        stream = self.open_stream(slot, inputs="codes", bandwidth_id=resolved, sample_rate=sample_rate,
+                                  request_id=request_id, transport="http")
+        return self._streamed(stream, grid, None, deadline)
+
+    async def stream_resynthesis(self, slot: ModelSlot, audio_file: bytes, *, bandwidth_id: int | None = None,
+                                 bandwidth: float | None = None, deadline: float, request_id: str = "",
+                                 sample_rate: int | None = None) -> StreamedAudio:
+        """:meth:`resynthesize`, its audio sent as it is computed (the features are computed first)."""
         served = slot.served
         resolved = self._resynthesis_bandwidth(served, bandwidth_id, bandwidth)
+        features, length = await self._resynthesis_features(slot, audio_file, resolved, deadline)
+        stream = self.open_stream(slot, inputs="features", bandwidth_id=resolved, sample_rate=sample_rate,
+                                  request_id=request_id, transport="http")
+        return self._streamed(stream, features.cpu().numpy(), length, deadline)
+
+    def _streamed(self, stream: AudioStream, grid: np.ndarray, length: int | None, deadline: float,
+                  warning: str | None = None) -> StreamedAudio:
+        served = stream.slot.served
+        try:
+            self._check_frames(served, grid.shape[-1])
+        except BaseException:
+            stream.close("error")
+            raise
+        length = served.num_samples(grid.shape[-1]) if length is None else length
+        total = length if stream.sample_rate == served.sample_rate else \
+            resampled_length(length, served.sample_rate, stream.sample_rate)
+        chunks = _fitted(_pushed(stream, grid, deadline), total)
+        self.state.metrics.add_audio(served.name, total / stream.sample_rate)
+        return StreamedAudio(total, stream.sample_rate, served, chunks, warning)
+
+    async def _resynthesis_features(self, slot: ModelSlot, audio_file: bytes, bandwidth_id: int | None,
+                                    deadline: float) -> tuple[torch.Tensor, int]:
+        """An upload's features ``(C, T)`` and its length in samples at the model's rate."""
+        served = slot.served
         await served.audio_path.require(timeout=deadline - time.monotonic())
         settings = self.state.settings
         audio = await asyncio.to_thread(decode_audio, audio_file, served.sample_rate, settings.max_audio_seconds,
@@ -94,9 +172,9 @@ class Vocoder:
                 f"the audio is too short: {audio.size} samples at {served.sample_rate} Hz; "
                 f"the {served.kind} model needs at least {served.min_audio_samples}"
             )
-        features = await slot.features.run(served.audio_to_features, audio, resolved,
+        features = await slot.features.run(served.audio_to_features, audio, bandwidth_id,
                                            timeout=deadline - time.monotonic())
-        return await self._vocode(slot, features, resolved, deadline, request_id, sample_rate, length=audio.size)
+        return features, audio.size
 
     async def _vocode(self, slot: ModelSlot, features: torch.Tensor, bandwidth_id: int | None, deadline: float,
                       request_id: str, sample_rate: int | None, length: int | None = None) -> Audio:
@@ -149,3 +227,33 @@ class Vocoder:
                 )
             return None
         return resolve_bandwidth_id(served.bandwidths, served.codebooks, bandwidth_id=bandwidth_id, bandwidth=bandwidth)
+
+
+async def _pushed(stream: AudioStream, grid: np.ndarray, deadline: float) -> AsyncIterator[np.ndarray]:
+    """Push a whole input through ``stream`` a few frames at a time, yielding the audio as it comes;
+    the stream is closed however the iteration ends (a client that leaves stops the computation)."""
+    outcome = "error"
+    try:
+        frames = grid.shape[-1]
+        for start in range(0, frames, STREAMED_PUSH_FRAMES):
+            last = start + STREAMED_PUSH_FRAMES >= frames
+            yield await stream.push(grid[..., start:start + STREAMED_PUSH_FRAMES], final=last,
+                                    timeout=deadline - time.monotonic())
+        outcome = "ok"
+    except GeneratorExit:
+        outcome = "disconnected"
+        raise
+    finally:
+        stream.close(outcome)
+
+
+async def _fitted(chunks: AsyncIterator[np.ndarray], total: int) -> AsyncIterator[np.ndarray]:
+    """``chunks`` cut, or padded with trailing zeros, to exactly ``total`` samples (the header's length)."""
+    sent = 0
+    async for chunk in chunks:
+        piece = chunk[: max(0, total - sent)]
+        sent += piece.size
+        if piece.size:
+            yield piece
+    if sent < total:
+        yield np.zeros(total - sent, dtype=np.float32)

@@ -6,11 +6,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from service.engine import BatchingEngine, BatchPolicy, EngineObserver, SerialWorker
+from service.engine import BatchingEngine, BatchPolicy, EngineObserver, SerialWorker, StreamPolicy
 from service.runtime.models import ServedModel
 
 if TYPE_CHECKING:
     from service.runtime.registry import ModelSpec
+    from service.settings import Settings
+
+
+def stream_policy(settings: Settings) -> StreamPolicy:
+    """The limits of every engine's streams, from the service settings."""
+    return StreamPolicy(
+        max_streams=settings.max_streams,
+        max_wait_s=settings.stream_max_wait_ms / 1000.0,
+        max_step_wait_s=settings.stream_max_step_wait_ms / 1000.0,
+    )
 
 
 def batch_policy(batching: Mapping[str, float]) -> BatchPolicy:
@@ -37,9 +47,10 @@ class ModelSlot:
         return self.served.name
 
     @classmethod
-    async def start(cls, served: ServedModel, spec: ModelSpec, observer: EngineObserver | None) -> ModelSlot:
+    async def start(cls, served: ServedModel, spec: ModelSpec, observer: EngineObserver | None,
+                    streams: StreamPolicy | None = None) -> ModelSlot:
         """The slot of ``served`` with the batching options of ``spec``, its engine started."""
         policy = batch_policy(spec.batching)
-        engine = BatchingEngine(served.name, served, policy, observer=observer)
+        engine = BatchingEngine(served.name, served, policy, observer=observer, stream_policy=streams)
         await engine.start()
         return cls(served, engine, SerialWorker(f"{served.name}-features", policy.max_queue_size))

@@ -1,0 +1,151 @@
+"""Streams in the batching engine: steps of concurrent streams of one model run as one batched call.
+
+A stream (:class:`EngineStream`) pushes chunks of frames and awaits the audio each makes final
+(``vocos_core.streaming``). Steps waiting at the same time, one per stream, form one call through
+the model's ``decode_steps``; their states are stacked inside it. The engine runs stream steps
+before whole-utterance batches, and while streams are open it keeps each whole-utterance call short
+enough (``StreamPolicy.max_step_wait_s``) that a step never waits long behind one: a request too
+long for that is decoded as an internal stream, a bounded chunk per call, between the steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import torch
+
+from service.engine.errors import EngineStoppedError, StreamLimitError
+
+if TYPE_CHECKING:
+    from service.engine.engine import BatchingEngine
+
+
+@dataclass(frozen=True)
+class StreamPolicy:
+    """Limits of an engine's streams.
+
+    max_streams: streams open at once; beyond it ``open_stream`` refuses.
+    max_wait_s: how long the oldest waiting step may wait for other streams' steps to join it.
+    max_step_wait_s: the longest a step should wait behind a whole-utterance call; bounds those calls'
+        frames by the measured seconds per frame while streams are open.
+    max_step_frames: most frames of one stream in one step (longer pushes run over several calls).
+    """
+
+    max_streams: int = 64
+    max_wait_s: float = 0.002
+    max_step_wait_s: float = 0.05
+    max_step_frames: int = 256
+
+    def __post_init__(self) -> None:
+        assert self.max_streams >= 1 and self.max_wait_s >= 0 and self.max_step_wait_s > 0
+        assert self.max_step_frames >= 1
+
+
+@dataclass(frozen=True)
+class StreamStats:
+    """One batched stream call, for metrics: streams stepped, their frames, compute seconds."""
+
+    streams: int
+    frames: int
+    compute_s: float
+
+
+class StreamModel(Protocol):
+    """What the engine needs of a model for streams (``service.runtime.models.ServedModel``)."""
+
+    def start_stream(self, bandwidth_id: int | None) -> Any: ...
+
+    def decode_steps(self, states: Sequence[Any], chunks: Sequence[torch.Tensor],
+                     final: Sequence[bool]) -> list[torch.Tensor]: ...
+
+
+@dataclass(eq=False)
+class Step:
+    """One stream's next chunk ``(C, t)`` (``t >= 0``) waiting for the model; ``final`` ends the stream."""
+
+    state: Any
+    chunk: torch.Tensor
+    final: bool
+    enqueued: float
+    future: asyncio.Future[torch.Tensor] = field(repr=False)
+
+    @property
+    def frames(self) -> int:
+        return int(self.chunk.shape[-1])
+
+
+class EngineStream:
+    """An open stream of one engine: ``push`` chunks in order, the last with ``final=True``; ``close``
+    always (it frees the stream's place; a stream closed early is dropped, its pending step unrun)."""
+
+    def __init__(self, engine: BatchingEngine, state: Any, request_id: str) -> None:
+        self._engine = engine
+        self.state = state
+        self.request_id = request_id
+        self.opened = time.monotonic()
+        self.closed = False
+        self.finished = False
+
+    async def push(self, chunk: torch.Tensor, *, final: bool = False, timeout: float | None = None) -> torch.Tensor:
+        """Queue ``chunk`` ``(C, t)`` and return the audio ``(S,)`` it makes final; in order, one at a time."""
+        if self.closed or self.finished:
+            raise EngineStoppedError("this stream has ended; open a new one")
+        pieces = []
+        limit = self._engine.stream_policy.max_step_frames
+        starts = range(0, max(1, chunk.shape[-1]), limit)
+        for start in starts:
+            last = final and start == starts[-1]
+            pieces.append(await self._engine.submit_step(self, chunk[..., start:start + limit], last, timeout))
+        self.finished = final
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._engine.release_stream(self)
+
+
+class StreamSlots:
+    """The open streams of an engine and their waiting steps."""
+
+    def __init__(self, name: str, policy: StreamPolicy) -> None:
+        self.name = name
+        self.policy = policy
+        self.open: set[EngineStream] = set()
+        self.steps: list[Step] = []
+
+    def reserve(self, retry_after: float) -> None:
+        if len(self.open) >= self.policy.max_streams:
+            raise StreamLimitError(
+                f"the {self.name} model has {self.policy.max_streams} streams open, its limit", retry_after
+            )
+
+    def ready(self, now: float) -> float | None:
+        """Seconds until the waiting steps should run (0: now), or None when none waits."""
+        live = [s for s in self.steps if not s.future.done()]
+        if not live:
+            return None
+        streams_waiting = len({id(s.state) for s in live})
+        if streams_waiting >= len(self.open):
+            return 0.0  # every open stream has a step in: nobody else can join
+        return max(0.0, self.policy.max_wait_s - (now - live[0].enqueued))
+
+    def take(self) -> list[Step]:
+        """The next call's steps: the oldest waiting step of each stream."""
+        batch: list[Step] = []
+        seen: set[int] = set()
+        rest: list[Step] = []
+        for step in self.steps:
+            if step.future.done():
+                continue
+            if id(step.state) in seen:
+                rest.append(step)
+            else:
+                seen.add(id(step.state))
+                batch.append(step)
+        self.steps = rest
+        return batch

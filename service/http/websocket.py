@@ -1,0 +1,179 @@
+"""The WebSocket transport of streams: ``/stream/mel`` and ``/stream/encodec``.
+
+Protocol (docs/streaming.md): after the handshake the server sends one text message
+``{"type": "start", ...}`` (model, sample rate, format, lookahead). The client sends binary
+messages, each one ``.npy`` array of frames (``n_mels x t`` floats or ``K x t`` ints), and the text
+message ``{"type": "end"}`` to flush. The server answers binary messages of raw little-endian audio
+(``pcm16`` or ``f32``) as soon as it is final, then ``{"type": "done", "samples": N}`` and closes
+with 1000. A failure is ``{"type": "error", "status", "error", "message"}`` with the HTTP API's status
+and message, and the close code ``4000 + status``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, WebSocket
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from service.errors import BodyTimeoutError, InvalidInputError, MalformedPayloadError
+from service.http.echo import clip
+from service.http.errors import classify, log_level
+from service.http.payloads import parse_npy
+from service.runtime.serving import Vocoder
+from service.runtime.state import ServiceState, state_of
+from service.runtime.streaming import AudioStream
+
+log = logging.getLogger(__name__)
+
+router = APIRouter()
+
+FORMATS = {"pcm16": "<i2", "f32": "<f4"}
+# Application close codes: 4000 + the HTTP status of the error (4000-4999 are the application's).
+CLOSE_BASE = 4000
+
+
+@router.websocket("/stream/mel")
+async def stream_mel(websocket: WebSocket) -> None:
+    await _serve(websocket, "mel")
+
+
+@router.websocket("/stream/encodec")
+async def stream_encodec(websocket: WebSocket) -> None:
+    await _serve(websocket, "encodec")
+
+
+async def _serve(websocket: WebSocket, kind: str) -> None:
+    state = state_of(websocket.app)
+    request_id = websocket.headers.get("x-request-id") or f"ws-{id(websocket):x}"
+    await websocket.accept()
+    stream: AudioStream | None = None
+    outcome = "error"
+    try:
+        state.auth.check(websocket.headers.get("authorization"))
+        stream, fmt = _open(state, websocket, kind, request_id)
+        await _send_start(websocket, stream, fmt)
+        outcome = await _converse(websocket, state, stream, fmt)
+    except WebSocketDisconnect:
+        outcome = "disconnected"
+    except Exception as exc:  # every failure is told to the client, then the connection closes
+        await _send_error(websocket, exc, request_id)
+    finally:
+        if stream is not None:
+            stream.close(outcome)
+
+
+def _open(state: ServiceState, websocket: WebSocket, kind: str, request_id: str) -> tuple[AudioStream, str]:
+    query = websocket.query_params
+    fmt = query.get("format", "pcm16")
+    if fmt not in FORMATS:
+        raise InvalidInputError(f"format must be one of {', '.join(FORMATS)}, got {clip(fmt, 40)}")
+    vocoder = Vocoder(state)
+    slot = vocoder.model(query.get("model"), kind)
+    stream = vocoder.open_stream(
+        slot, inputs="codes" if kind == "encodec" else "mel", bandwidth_id=_number(query, "bandwidth_id", int),
+        bandwidth=_number(query, "bandwidth", float), sample_rate=_sample_rate(query), request_id=request_id,
+    )
+    return stream, fmt
+
+
+async def _converse(websocket: WebSocket, state: ServiceState, stream: AudioStream, fmt: str) -> str:
+    """Chunks in, audio out, until the client's end message (or a failure, raised)."""
+    settings = state.settings
+    while True:
+        message = await _receive(websocket, settings.stream_idle_timeout_s)
+        if message.get("type") == "websocket.disconnect":
+            return "disconnected"
+        deadline = time.monotonic() + settings.request_timeout_s
+        if message.get("bytes") is not None:
+            audio = await stream.push(parse_npy(message["bytes"]), timeout=deadline - time.monotonic())
+            await _send_audio(websocket, audio, fmt)
+            continue
+        _end_message(message.get("text") or "")
+        await _send_audio(websocket, await stream.finish(timeout=deadline - time.monotonic()), fmt)
+        await websocket.send_text(orjson.dumps({"type": "done", "samples": stream.samples_out}).decode())
+        await websocket.close(1000)
+        return "ok"
+
+
+async def _receive(websocket: WebSocket, idle_s: float) -> dict[str, Any]:
+    try:
+        message = dict(await asyncio.wait_for(websocket.receive(), idle_s))
+    except asyncio.TimeoutError:
+        raise BodyTimeoutError(
+            f"no message for {idle_s:g} s (VOCOS_STREAM_IDLE_TIMEOUT_S); send frames or {{\"type\": \"end\"}}"
+        ) from None
+    return message
+
+
+def _end_message(text: str) -> None:
+    try:
+        parsed = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if not isinstance(parsed, dict) or parsed.get("type") != "end":
+        raise MalformedPayloadError(
+            f'expected binary .npy frames or the text message {{"type": "end"}}, got {clip(text, 60)!r}'
+        )
+
+
+async def _send_start(websocket: WebSocket, stream: AudioStream, fmt: str) -> None:
+    served = stream.slot.served
+    ahead = served.lookahead
+    await websocket.send_text(orjson.dumps({
+        "type": "start", "model": served.name, "sample_rate": stream.sample_rate, "format": fmt,
+        "lookahead_frames": ahead.frames, "lookahead_ms": round(ahead.ms, 3), "hop_length": served.model.hop_length,
+    }).decode())
+
+
+async def _send_audio(websocket: WebSocket, audio: np.ndarray, fmt: str) -> None:
+    if audio.size:
+        await websocket.send_bytes(pcm_bytes(audio, fmt))
+
+
+def pcm_bytes(audio: np.ndarray, fmt: str) -> bytes:
+    """Float samples ``(S,)`` as raw little-endian ``pcm16`` (clipped to [-1, 1], as WAV output) or ``f32``."""
+    if fmt == "pcm16":
+        return np.round(np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+    return audio.astype("<f4").tobytes()
+
+
+async def _send_error(websocket: WebSocket, exc: BaseException, request_id: str) -> None:
+    status, error_type, message, _ = classify(exc, request_id)
+    log.log(log_level(exc, status), "stream %s: %d %s", request_id, status, exc)
+    if status == 500:
+        log.error("stream %s failed", request_id, exc_info=exc)
+    if websocket.client_state != WebSocketState.CONNECTED:
+        return
+    try:
+        body = {"type": "error", "status": status, "error": error_type, "message": message, "request_id": request_id}
+        await websocket.send_text(orjson.dumps(body).decode())
+        await websocket.close(CLOSE_BASE + status, reason=error_type[:120])
+    except (WebSocketDisconnect, RuntimeError):  # the client has gone already
+        pass
+
+
+def _number(query: Any, name: str, kind: type[int] | type[float]) -> Any:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise InvalidInputError(f"{name} must be a number, got {clip(raw, 40)}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidInputError(f"{name} must be finite, got {clip(raw, 40)}")
+    return value
+
+
+def _sample_rate(query: Any) -> int | None:
+    rate = _number(query, "sample_rate", int)
+    if rate is not None and not 8000 <= rate <= 192000:
+        raise InvalidInputError(f"sample_rate must lie in 8000..192000 Hz, got {rate}")
+    return rate

@@ -1,0 +1,176 @@
+"""Streams without a transport: chunks of mel frames or EnCodec tokens in, audio chunks out (:class:`AudioStream`).
+
+The WebSocket routes and ``?stream=true`` responses (``service.http``) both drive one of these. It
+checks each chunk against the model (``vocos_core.requests``), applies the per-stream limits, pushes
+the chunk through the model's engine (``service.engine.streams``), resamples the audio as a stream
+when another rate is asked for, and records the stream metrics.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import soxr
+import torch
+
+from service.engine import EngineStream
+from service.errors import InvalidInputError, PayloadTooLargeError
+from service.runtime.metrics import ServiceMetrics
+from service.runtime.slot import ModelSlot
+from vocos_core.requests import codes_array, mel_array, resolve_bandwidth_id
+
+# What a stream's chunks hold: mel frames, EnCodec tokens, or a model's own features (resynthesis).
+StreamInputs = Literal["mel", "codes", "features"]
+
+
+@dataclass(frozen=True)
+class StreamLimits:
+    """Per-stream limits: audio seconds it may produce, wall seconds it may stay open."""
+
+    max_audio_seconds: float
+    max_duration_s: float
+
+
+@dataclass
+class _Timing:
+    """What the stream metrics need: when audio first left, how much has left, time spent in the server."""
+
+    opened: float = field(default_factory=time.monotonic)
+    first_audio: float | None = None
+    audio_seconds: float = 0.0
+    server_seconds: float = 0.0
+    behind: bool = False
+
+
+class AudioStream:
+    """One stream of ``slot``'s model: ``push`` chunks ``(C, t)`` (mel) or ``(K, t)`` (tokens), then ``finish``;
+    ``close`` always. Each returns float32 samples ``(S,)`` at ``sample_rate``, possibly none yet."""
+
+    def __init__(self, slot: ModelSlot, metrics: ServiceMetrics, limits: StreamLimits, *, inputs: StreamInputs,
+                 bandwidth_id: int | None, bandwidth: float | None, sample_rate: int | None,
+                 request_id: str = "", transport: str = "websocket") -> None:
+        served = slot.served
+        if inputs == "codes" and not served.bandwidths:
+            raise InvalidInputError(
+                f"model {served.name!r} is a {served.kind} model; EnCodec tokens need an EnCodec model")
+        if inputs == "mel" and served.bandwidths:
+            raise InvalidInputError(f"model {served.name!r} is an EnCodec model; send tokens to /stream/encodec")
+        codes = inputs == "codes"
+        self.slot, self.metrics, self.limits = slot, metrics, limits
+        self.codes, self.request_id, self.transport = codes, request_id, transport
+        self.sample_rate = sample_rate or served.sample_rate
+        self._bandwidth_id = None if bandwidth_id is None and bandwidth is None else resolve_bandwidth_id(
+            served.bandwidths, served.codebooks, bandwidth_id=bandwidth_id, bandwidth=bandwidth)
+        self._stream: EngineStream | None = None
+        self._closed = False
+        self._resampler = None if self.sample_rate == served.sample_rate else \
+            soxr.ResampleStream(served.sample_rate, self.sample_rate, 1, dtype="float32", quality="HQ")
+        self._frames = 0
+        self._timing = _Timing()
+        self.samples_out = 0
+        if not codes or self._bandwidth_id is not None:
+            self._open(None)
+        metrics.streams_active.labels(served.name).inc()
+
+    @property
+    def name(self) -> str:
+        return self.slot.served.name
+
+    async def push(self, array: np.ndarray, *, final: bool = False, timeout: float | None = None) -> np.ndarray:
+        """A chunk of frames -> the audio it makes final; ``final`` ends the stream with it."""
+        arrived = time.monotonic()
+        self._check_open_time(arrived)
+        chunk = self._chunk(array)
+        stream = self._stream or self._open(chunk)
+        self._frames += int(chunk.shape[-1])
+        self._check_audio_length()
+        audio = (await stream.push(chunk, final=final, timeout=timeout)).numpy()
+        return self._out(audio, arrived, final)
+
+    async def finish(self, timeout: float | None = None) -> np.ndarray:
+        """End the stream: its last samples."""
+        arrived = time.monotonic()
+        if self._stream is None:
+            raise InvalidInputError("the stream ended before any frames arrived")
+        empty = torch.zeros(self.slot.served.n_features, 0)
+        audio = (await self._stream.push(empty, final=True, timeout=timeout)).numpy()
+        return self._out(audio, arrived, True)
+
+    def close(self, outcome: str) -> None:
+        """Release the stream (idempotent): ``outcome`` for the metrics ("ok", "error", "disconnected"...)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._stream is not None:
+            self._stream.close()
+        labels = self.name
+        self.metrics.streams_active.labels(labels).dec()
+        self.metrics.streams.labels(labels, self.transport, outcome).inc()
+        if outcome == "ok" and self._timing.audio_seconds > 0:
+            self.metrics.stream_rtf.labels(labels).observe(self._timing.server_seconds / self._timing.audio_seconds)
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    def _open(self, first: torch.Tensor | None) -> EngineStream:
+        served = self.slot.served
+        if served.bandwidths and self._bandwidth_id is None:
+            assert first is not None
+            self._bandwidth_id = resolve_bandwidth_id(served.bandwidths, served.codebooks,
+                                                      num_codebooks=int(first.shape[0]))
+        self._stream = self.slot.engine.open_stream(self._bandwidth_id, self.request_id)
+        return self._stream
+
+    def _chunk(self, array: np.ndarray) -> torch.Tensor:
+        served = self.slot.served
+        if not self.codes:
+            return torch.from_numpy(mel_array(array, served.n_features))
+        grid = codes_array(array)
+        if self._bandwidth_id is not None:
+            expected = served.codebooks[self._bandwidth_id]
+            if grid.shape[0] != expected:
+                raise InvalidInputError(
+                    f"this stream's bandwidth uses {expected} codebooks per frame, got {grid.shape[0]}")
+        return torch.from_numpy(grid)
+
+    def _check_open_time(self, now: float) -> None:
+        if now - self._timing.opened > self.limits.max_duration_s:
+            raise PayloadTooLargeError(
+                f"the stream has been open over {self.limits.max_duration_s:g} s, the limit "
+                "(VOCOS_MAX_STREAM_DURATION_S); open a new one"
+            )
+
+    def _check_audio_length(self) -> None:
+        seconds = self.slot.served.seconds(self._frames)
+        if seconds > self.limits.max_audio_seconds:
+            raise PayloadTooLargeError(
+                f"the stream's audio would last {seconds:.1f} s; a stream produces at most "
+                f"{self.limits.max_audio_seconds:g} s (VOCOS_MAX_STREAM_AUDIO_SECONDS)"
+            )
+
+    def _out(self, audio: np.ndarray, arrived: float, final: bool) -> np.ndarray:
+        if self._resampler is not None:
+            audio = self._resampler.resample_chunk(audio, last=final)
+        self._observe(arrived, audio.size)
+        self.samples_out += audio.size
+        return np.ascontiguousarray(audio, dtype=np.float32)
+
+    def _observe(self, arrived: float, samples: int) -> None:
+        now, t, name = time.monotonic(), self._timing, self.name
+        t.server_seconds += now - arrived
+        if samples == 0:
+            return
+        self.metrics.stream_chunk_latency.labels(name).observe(now - arrived)
+        if t.first_audio is None:
+            t.first_audio = now
+            self.metrics.stream_first_audio.labels(name).observe(now - t.opened)
+        # A listener who started playing at the first audio has heard (now - first_audio) seconds:
+        # if that is more than was sent, they ran out before this chunk came (one count per gap).
+        behind = now - t.first_audio > t.audio_seconds + 1e-3
+        if behind and not t.behind:
+            self.metrics.stream_underruns.labels(name).inc()
+        t.behind = behind
+        t.audio_seconds += samples / self.sample_rate
+
