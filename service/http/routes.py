@@ -3,7 +3,7 @@ and the health probes, metrics and model list."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -25,6 +25,7 @@ from service.http.request_io import (
     unless_disconnected,
 )
 from service.http.route_docs import AUDIO_DOC, CODES_DOC, MEL_DOC, RESPONSES, RESYNTHESIS_RESPONSES
+from service.http.streamed import check_streamable, streamed_response
 from service.runtime.audio_io import AUDIO_TYPES, OutputFormat, choose_format
 from service.runtime.serving import Vocoder
 from service.runtime.state import ServiceState
@@ -41,6 +42,8 @@ SampleRateQuery = Annotated[int | None, Query(ge=8000, le=192000, description="r
                                               "rate in Hz (soxr), e.g. 8000/16000 for telephony, 44100/48000")]
 BandwidthIdQuery = Annotated[int | None, Query(description="EnCodec bandwidth id: 0..3 = 1.5/3/6/12 kbps")]
 BandwidthQuery = Annotated[float | None, Query(description="EnCodec bandwidth in kbps: 1.5, 3, 6 or 12")]
+StreamQuery = Annotated[bool, Query(description="send the WAV as it is computed (chunked transfer; its header "
+                                    "carries the final length): the first bytes of a long decode leave early")]
 
 
 @router.get("/healthz", tags=["health"], summary="Liveness: the process and its batching loops run")
@@ -86,16 +89,19 @@ async def models(request: Request) -> JSONResponse:
     response_class=Response,
 )
 async def decode_mel(request: Request, model: ModelQuery = None, format: FormatQuery = None,
-                     sample_rate: SampleRateQuery = None) -> Response:
+                     sample_rate: SampleRateQuery = None, stream: StreamQuery = False) -> Response:
     """Without ``model``, the first mel model served."""
     state, vocoder = _serving(request)
     slot = vocoder.model(model, "mel")
     deadline = Deadline(request, state.settings)
-    fmt = choose_format(format, request.headers.get("accept"))
+    fmt = _format(request, format, stream)
     body, kind = await read_payload(request, state.settings)
     mel = mel_grid(await load_body(state, body, kind, deadline))
-    work = vocoder.decode_mel(slot, mel, deadline=deadline.at, request_id=request_id_of(request),
-                              sample_rate=sample_rate)
+    options: dict[str, Any] = {"deadline": deadline.at, "request_id": request_id_of(request),
+                               "sample_rate": sample_rate}
+    if stream:
+        return streamed_response(await vocoder.stream_mel(slot, mel, **options), fmt)
+    work = vocoder.decode_mel(slot, mel, **options)
     return await audio_response(await unless_disconnected(request, work), fmt)
 
 
@@ -109,21 +115,22 @@ async def decode_mel(request: Request, model: ModelQuery = None, format: FormatQ
 )
 async def decode_encodec(request: Request, model: ModelQuery = None, bandwidth_id: BandwidthIdQuery = None,
                          bandwidth: BandwidthQuery = None, format: FormatQuery = None,
-                         sample_rate: SampleRateQuery = None) -> Response:
+                         sample_rate: SampleRateQuery = None, stream: StreamQuery = False) -> Response:
     """Without bandwidth_id or bandwidth (query or JSON), the bandwidth follows from K (2/4/8/16);
     without ``model``, the first EnCodec model served."""
     state, vocoder = _serving(request)
     slot = vocoder.model(model, "encodec")
     deadline = Deadline(request, state.settings)
-    fmt = choose_format(format, request.headers.get("accept"))
+    fmt = _format(request, format, stream)
     body, kind = await read_payload(request, state.settings)
     codes, body_id, body_kbps = codes_grid(await load_body(state, body, kind, deadline))
     chosen_id = merge_choice("bandwidth_id", bandwidth_id, body_id)
-    work = vocoder.decode_codes(
-        slot, codes, bandwidth_id=None if chosen_id is None else int(chosen_id),
-        bandwidth=merge_choice("bandwidth", bandwidth, body_kbps), deadline=deadline.at,
-        request_id=request_id_of(request), sample_rate=sample_rate,
-    )
+    options: dict[str, Any] = {"bandwidth_id": None if chosen_id is None else int(chosen_id),
+               "bandwidth": merge_choice("bandwidth", bandwidth, body_kbps), "deadline": deadline.at,
+               "request_id": request_id_of(request), "sample_rate": sample_rate}
+    if stream:
+        return streamed_response(await vocoder.stream_codes(slot, codes, **options), fmt)
+    work = vocoder.decode_codes(slot, codes, **options)
     return await audio_response(await unless_disconnected(request, work), fmt)
 
 
@@ -137,7 +144,7 @@ async def decode_encodec(request: Request, model: ModelQuery = None, bandwidth_i
 )
 async def resynthesize(request: Request, model: ModelQuery = None, bandwidth_id: BandwidthIdQuery = None,
                        bandwidth: BandwidthQuery = None, format: FormatQuery = None,
-                       sample_rate: SampleRateQuery = None) -> Response:
+                       sample_rate: SampleRateQuery = None, stream: StreamQuery = False) -> Response:
     """Any sample rate, mixed to mono, through any served model (default: the first mel model;
     ``model=encodec`` needs a bandwidth). The answer lasts exactly as long as the upload:
     ``round(frames * rate_out / rate_in)`` samples for a file of ``frames`` frames at ``rate_in`` Hz."""
@@ -148,14 +155,25 @@ async def resynthesize(request: Request, model: ModelQuery = None, bandwidth_id:
         _check_audio_type(content_type)
     slot = vocoder.model(model, "mel" if model is None else None)
     deadline = Deadline(request, state.settings)
-    fmt = choose_format(format, request.headers.get("accept"))
+    fmt = _format(request, format, stream)
     body = await read_body(request, state.settings)
     if form:
         body, part_type = await off_loop(audio_part, body, content_type, inline=len(body) <= INLINE_BODY_BYTES)
         _check_audio_type(part_type)
-    work = vocoder.resynthesize(slot, body, bandwidth_id=bandwidth_id, bandwidth=bandwidth, deadline=deadline.at,
-                                request_id=request_id_of(request), sample_rate=sample_rate)
+    options: dict[str, Any] = {"bandwidth_id": bandwidth_id, "bandwidth": bandwidth, "deadline": deadline.at,
+               "request_id": request_id_of(request), "sample_rate": sample_rate}
+    if stream:
+        work_stream = vocoder.stream_resynthesis(slot, body, **options)
+        return streamed_response(await unless_disconnected(request, work_stream), fmt)
+    work = vocoder.resynthesize(slot, body, **options)
     return await audio_response(await unless_disconnected(request, work), fmt)
+
+
+def _format(request: Request, requested: OutputFormat | None, stream: bool) -> OutputFormat:
+    fmt = choose_format(requested, request.headers.get("accept"))
+    if stream:
+        check_streamable(fmt)
+    return fmt
 
 
 def _serving(request: Request) -> tuple[ServiceState, Vocoder]:

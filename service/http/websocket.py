@@ -26,6 +26,7 @@ from service.errors import BodyTimeoutError, InvalidInputError, MalformedPayload
 from service.http.echo import clip
 from service.http.errors import classify, log_level
 from service.http.payloads import parse_npy
+from service.runtime.audio_io import OutputFormat, pcm_bytes
 from service.runtime.serving import Vocoder
 from service.runtime.state import ServiceState, state_of
 from service.runtime.streaming import AudioStream
@@ -34,7 +35,8 @@ log = logging.getLogger(__name__)
 
 router = APIRouter()
 
-FORMATS = {"pcm16": "<i2", "f32": "<f4"}
+# Raw little-endian sample formats of the audio messages, as the data of the matching WAV.
+FORMATS = {"pcm16": OutputFormat.WAV16, "f32": OutputFormat.WAV32F}
 # Application close codes: 4000 + the HTTP status of the error (4000-4999 are the application's).
 CLOSE_BASE = 4000
 
@@ -134,14 +136,7 @@ async def _send_start(websocket: WebSocket, stream: AudioStream, fmt: str) -> No
 
 async def _send_audio(websocket: WebSocket, audio: np.ndarray, fmt: str) -> None:
     if audio.size:
-        await websocket.send_bytes(pcm_bytes(audio, fmt))
-
-
-def pcm_bytes(audio: np.ndarray, fmt: str) -> bytes:
-    """Float samples ``(S,)`` as raw little-endian ``pcm16`` (clipped to [-1, 1], as WAV output) or ``f32``."""
-    if fmt == "pcm16":
-        return np.round(np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
-    return audio.astype("<f4").tobytes()
+        await websocket.send_bytes(pcm_bytes(audio, FORMATS[fmt]))
 
 
 async def _send_error(websocket: WebSocket, exc: BaseException, request_id: str) -> None:

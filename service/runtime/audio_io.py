@@ -11,6 +11,7 @@ import enum
 import io
 import math
 import re
+import struct
 from typing import NoReturn
 
 import numpy as np
@@ -108,6 +109,29 @@ def encode_audio(samples: np.ndarray, sample_rate: int, fmt: OutputFormat) -> by
     buffer = io.BytesIO()
     sf.write(buffer, samples, sample_rate, format=container, subtype=subtype)
     return buffer.getvalue()
+
+
+def pcm_bytes(samples: np.ndarray, fmt: OutputFormat) -> bytes:
+    """Mono float32 ``samples`` ``(S,)`` as the raw little-endian sample data of ``fmt`` (a WAV's data
+    chunk): 16-bit through libsndfile, so the values are exactly those of :func:`encode_audio`; float32 as is."""
+    if fmt is OutputFormat.WAV32F:
+        return samples.astype("<f4").tobytes()
+    buffer = io.BytesIO()
+    sf.write(buffer, np.clip(samples, -1.0, 1.0), 24000, format="RAW", subtype="PCM_16", endian="LITTLE")
+    return buffer.getvalue()
+
+
+def wav_header(samples: int, sample_rate: int, fmt: OutputFormat) -> bytes:
+    """The header of a mono WAV of ``samples`` samples in ``fmt`` (16-bit PCM, or IEEE float with a
+    ``fact`` chunk), after which :func:`pcm_bytes` of the samples make the whole file."""
+    if fmt is OutputFormat.FLAC:
+        raise ValueError("FLAC has no fixed-size header to send ahead of its frames")
+    width, code = (4, 3) if fmt is OutputFormat.WAV32F else (2, 1)
+    data = samples * width
+    fmt_chunk = struct.pack("<4sIHHIIHH", b"fmt ", 16, code, 1, sample_rate, sample_rate * width, width, 8 * width)
+    fact = struct.pack("<4sII", b"fact", 4, samples) if code == 3 else b""
+    riff_size = 4 + len(fmt_chunk) + len(fact) + 8 + data
+    return struct.pack("<4sI4s", b"RIFF", riff_size, b"WAVE") + fmt_chunk + fact + struct.pack("<4sI", b"data", data)
 
 
 def resampled_length(frames: int, rate: int, target_rate: int) -> int:
