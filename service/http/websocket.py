@@ -64,6 +64,9 @@ async def _serve(websocket: WebSocket, kind: str) -> None:
         outcome = await _converse(websocket, state, stream, fmt)
     except WebSocketDisconnect:
         outcome = "disconnected"
+    except asyncio.CancelledError:  # the connection was torn down under us
+        outcome = "disconnected"
+        raise
     except Exception as exc:  # every failure is told to the client, then the connection closes
         await _send_error(websocket, exc, request_id)
     finally:

@@ -1,0 +1,148 @@
+"""Streams in the batching engine: concurrent steps batched, exact audio, limits, cancellation, drain,
+and whole-utterance requests chunked while streams are open."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from service.engine import (
+    BatchingEngine,
+    BatchPolicy,
+    BatchStats,
+    EngineStoppedError,
+    StreamLimitError,
+    StreamPolicy,
+    StreamStats,
+)
+from service.runtime.models import ServedModel
+
+pytestmark = pytest.mark.asyncio
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.batches: list[BatchStats] = []
+        self.steps: list[StreamStats] = []
+
+    def on_queue_depth(self, model: str, depth: int) -> None:
+        pass
+
+    def on_queue_wait(self, model: str, seconds: float) -> None:
+        pass
+
+    def on_batch(self, model: str, stats: BatchStats) -> None:
+        self.batches.append(stats)
+
+    def on_stream_batch(self, model: str, stats: StreamStats) -> None:
+        self.steps.append(stats)
+
+
+@pytest.fixture
+def mel(models: dict[str, ServedModel]) -> ServedModel:
+    return models["mel"]
+
+
+def chunks(x: torch.Tensor, size: int) -> Iterator[torch.Tensor]:
+    for start in range(0, x.shape[-1], size):
+        yield x[:, start:start + size]
+
+
+async def run_stream(engine: BatchingEngine, x: torch.Tensor, size: int) -> torch.Tensor:
+    stream = engine.open_stream()
+    try:
+        pieces = [await stream.push(c) for c in chunks(x, size)]
+        pieces.append(await stream.push(x[:, :0], final=True))
+        return torch.cat(pieces)
+    finally:
+        stream.close()
+
+
+async def started(mel: ServedModel, recorder: Recorder | None = None, **streams: float) -> BatchingEngine:
+    engine = BatchingEngine("mel", mel, BatchPolicy(max_wait_s=0.001), observer=recorder,
+                            stream_policy=StreamPolicy(**streams))  # type: ignore[arg-type]
+    await engine.start()
+    return engine
+
+
+async def test_concurrent_streams_step_together_and_each_equals_its_offline_decode(mel: ServedModel) -> None:
+    recorder = Recorder()
+    engine = await started(mel, recorder, max_wait_s=0.05)
+    feats = [torch.randn(mel.n_features, n) for n in (40, 33, 51, 20)]
+    outputs = await asyncio.gather(*(run_stream(engine, f, 5) for f in feats))
+    await engine.drain(5)
+    for f, y in zip(feats, outputs, strict=True):
+        expected = mel.decode_batch([f])[0]
+        assert y.shape == expected.shape
+        assert float((y - expected).abs().max()) <= 1e-5 * float(expected.abs().max())
+    # Four streams of 4-11 steps each in far fewer calls than steps: they were batched together.
+    assert max(s.streams for s in recorder.steps) == 4
+    assert len(recorder.steps) < sum(-(-f.shape[1] // 5) + 1 for f in feats) / 2
+
+
+async def test_the_stream_limit_refuses_one_more_until_a_stream_closes(mel: ServedModel) -> None:
+    engine = await started(mel, max_streams=2)
+    first, _second = engine.open_stream(), engine.open_stream()
+    with pytest.raises(StreamLimitError, match="2 streams open"):
+        engine.open_stream()
+    first.close()
+    engine.open_stream().close()
+    await engine.drain(0)
+
+
+async def test_a_long_request_is_chunked_while_a_stream_is_open_and_stays_exact(mel: ServedModel) -> None:
+    recorder = Recorder()
+    engine = await started(mel, recorder, max_step_frames=64, max_step_wait_s=1e-6)
+    stream = engine.open_stream()
+    long = torch.randn(mel.n_features, 300)
+    offline = asyncio.create_task(engine.submit(long))
+    while not recorder.steps:  # the request now runs as internal stream steps of at most 64 frames
+        await asyncio.sleep(0.001)
+    step = await stream.push(torch.randn(mel.n_features, 8))  # a real stream's step is not held up
+    assert not offline.done(), "the stream's step waited for the whole request"
+    audio = await offline
+    stream.close()
+    await engine.drain(5)
+    expected = mel.decode_batch([long])[0]
+    assert float((audio - expected).abs().max()) <= 1e-5 * float(expected.abs().max())
+    assert recorder.batches == [] and max(s.frames for s in recorder.steps) <= 64 + 8
+    assert step.dim() == 1
+
+
+async def test_drain_lets_open_streams_finish_and_refuses_new_ones(mel: ServedModel) -> None:
+    engine = await started(mel)
+    stream = engine.open_stream()
+    await stream.push(torch.randn(mel.n_features, 10))
+    drained = asyncio.create_task(engine.drain(10))
+    await asyncio.sleep(0.05)
+    with pytest.raises(EngineStoppedError):
+        engine.open_stream()
+    assert not drained.done(), "the drain did not wait for the open stream"
+    await stream.push(torch.randn(mel.n_features, 10), final=True)
+    stream.close()
+    assert await drained is True
+
+
+async def test_drain_timeout_ends_streams_still_open(mel: ServedModel) -> None:
+    engine = await started(mel)
+    stream = engine.open_stream()
+    await stream.push(torch.randn(mel.n_features, 10))
+    assert await engine.drain(0.05) is False
+    with pytest.raises(EngineStoppedError):
+        await stream.push(torch.randn(mel.n_features, 10))
+
+
+async def test_closing_a_stream_drops_its_waiting_step(mel: ServedModel) -> None:
+    engine = await started(mel, max_wait_s=10.0)
+    waiting, other = engine.open_stream(), engine.open_stream()  # a step waits up to 10 s for company
+    push = asyncio.create_task(waiting.push(torch.randn(mel.n_features, 10)))
+    await asyncio.sleep(0.02)
+    waiting.close()
+    with pytest.raises(asyncio.CancelledError):
+        await push
+    assert engine.open_streams == 1
+    other.close()
+    await engine.drain(1)

@@ -1,0 +1,70 @@
+"""``?stream=true``: the same audio as the whole answer, a WAV header carrying the final length, every
+endpoint, resampling, and FLAC refused."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import soundfile as sf
+from service_helpers import AppHarness
+
+from service.testing import audio_file, npy_bytes
+
+pytestmark = pytest.mark.asyncio
+
+NPY = {"content-type": "application/x-npy"}
+
+
+def wav(content: bytes) -> tuple[np.ndarray, int]:
+    samples, rate = sf.read(io.BytesIO(content), dtype="float32")
+    return samples, rate
+
+
+async def both(app: AppHarness, path: str, body: bytes, headers: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    """The whole answer and the streamed one, decoded; their headers agree."""
+    whole = await app.client.post(path, content=body, headers=headers)
+    streamed = await app.client.post(path + ("&" if "?" in path else "?") + "stream=true", content=body,
+                                     headers=headers)
+    assert whole.status_code == streamed.status_code == 200, streamed.text
+    for name in ("x-audio-duration", "x-sample-rate", "x-model", "content-type"):
+        assert whole.headers[name] == streamed.headers[name]
+    a, rate_a = wav(whole.content)
+    b, rate_b = wav(streamed.content)
+    assert rate_a == rate_b and a.shape == b.shape
+    return a, b
+
+
+@pytest.mark.parametrize("query", ["", "?sample_rate=16000", "?format=wav32f"])
+async def test_streamed_mel_equals_the_whole_answer(app: AppHarness, query: str) -> None:
+    mel = np.random.default_rng(0).standard_normal((100, 700)).astype(np.float32)
+    a, b = await both(app, "/decode/mel" + query, npy_bytes(mel), NPY)
+    assert np.abs(a - b).max() <= 2 / 32768  # a 16-bit step at most: float32 rounding of two exact decodes
+
+
+async def test_streamed_encodec_equals_the_whole_answer(app: AppHarness) -> None:
+    codes = np.random.default_rng(1).integers(0, 1024, (4, 300))
+    a, b = await both(app, "/decode/encodec?format=wav32f", npy_bytes(codes), NPY)
+    assert np.abs(a - b).max() <= 1e-5 * np.abs(a).max()
+
+
+@pytest.mark.parametrize("query", ["", "?model=encodec&bandwidth_id=1"])
+async def test_streamed_resynthesis_lasts_exactly_as_long_as_the_upload(app: AppHarness, query: str) -> None:
+    upload = audio_file((np.random.default_rng(2).standard_normal(33333) * 0.1).astype(np.float32), 22050)
+    a, b = await both(app, "/resynthesize" + query, upload, {"content-type": "audio/wav"})
+    assert b.size == round(33333 * 24000 / 22050)
+    assert np.abs(a - b).max() <= 2 / 32768
+
+
+async def test_the_wav_header_states_the_final_length(app: AppHarness) -> None:
+    mel = np.zeros((100, 300), np.float32)
+    response = await app.client.post("/decode/mel?stream=true", content=npy_bytes(mel), headers=NPY)
+    riff, data = int.from_bytes(response.content[4:8], "little"), int.from_bytes(response.content[40:44], "little")
+    assert riff == len(response.content) - 8 and data == len(response.content) - 44
+
+
+async def test_flac_cannot_be_streamed(app: AppHarness) -> None:
+    response = await app.client.post("/decode/mel?stream=true&format=flac", content=npy_bytes(np.zeros((100, 9),
+                                     np.float32)), headers=NPY)
+    assert response.status_code == 422 and "FLAC cannot be streamed" in response.json()["error"]["message"]

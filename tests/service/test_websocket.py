@@ -1,0 +1,206 @@
+"""The WebSocket stream protocol: audio equal to the offline decode, every error with its status and
+close code, authentication, the per-stream limits, disconnects, drain, and the stream metrics."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from service_helpers import settings_with
+from starlette.testclient import WebSocketTestSession
+from starlette.websockets import WebSocketDisconnect
+
+from service.http.app import create_app
+from service.runtime.models import ServedModel
+from service.runtime.state import state_of
+from service.settings import Settings
+
+
+def npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def client_for(base_settings: Settings, models: dict[str, ServedModel]) -> Iterator[Any]:
+    clients: list[TestClient] = []
+
+    def make(**overrides: Any) -> TestClient:
+        client = TestClient(create_app(settings_with(base_settings, **overrides), models))
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+def collect(ws: WebSocketTestSession, dtype: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """Audio messages until the final text message (done or error)."""
+    pieces = []
+    while True:
+        message = ws.receive()
+        if message.get("bytes") is not None:
+            pieces.append(np.frombuffer(message["bytes"], dtype))
+        elif message.get("text") is not None:
+            return (np.concatenate(pieces) if pieces else np.zeros(0, dtype)), json.loads(message["text"])
+        else:
+            raise AssertionError(f"unexpected message {message}")
+
+
+def stream_through(ws: WebSocketTestSession, grid: np.ndarray, size: int, dtype: str) -> tuple[np.ndarray, dict]:
+    start = json.loads(ws.receive_text())
+    assert start["type"] == "start"
+    for t in range(0, grid.shape[1], size):
+        ws.send_bytes(npy(grid[:, t:t + size]))
+    ws.send_text(json.dumps({"type": "end"}))
+    return collect(ws, dtype)
+
+
+def error_of(ws: WebSocketTestSession) -> tuple[dict[str, Any], int]:
+    """The error message and the close code that follows it."""
+    while True:
+        message = ws.receive()
+        if message.get("text") and json.loads(message["text"])["type"] == "error":
+            error = json.loads(message["text"])
+            break
+    with pytest.raises(WebSocketDisconnect) as closed:
+        ws.receive_text()
+    return error, closed.value.code
+
+
+def test_mel_stream_in_f32_equals_the_offline_decode(client_for: Any, models: dict[str, ServedModel]) -> None:
+    mel = np.random.default_rng(0).standard_normal((models["mel"].n_features, 60)).astype(np.float32)
+    with client_for().websocket_connect("/stream/mel?format=f32") as ws:
+        audio, done = stream_through(ws, mel, 7, "<f4")
+    expected = models["mel"].decode_batch([torch.from_numpy(mel)])[0].numpy()
+    assert done == {"type": "done", "samples": expected.size}
+    np.testing.assert_allclose(audio, expected, atol=1e-5 * np.abs(expected).max())
+
+
+def test_encodec_stream_in_pcm16_infers_the_bandwidth_from_k(client_for: Any, models: dict[str, ServedModel]) -> None:
+    served = models["encodec"]
+    codes = np.random.default_rng(1).integers(0, 1024, (8, 40))
+    with client_for().websocket_connect("/stream/encodec") as ws:
+        audio, done = stream_through(ws, codes, 9, "<i2")
+    expected = served.decode_batch([torch.from_numpy(codes)], [2])[0].numpy()
+    assert done["samples"] == expected.size == audio.size
+    assert np.abs(audio / 32767 - np.clip(expected, -1, 1)).max() <= 2 / 32767
+
+
+def test_sample_rate_resamples_the_stream(client_for: Any, models: dict[str, ServedModel]) -> None:
+    mel = np.random.default_rng(2).standard_normal((models["mel"].n_features, 100)).astype(np.float32)
+    with client_for().websocket_connect("/stream/mel?sample_rate=16000") as ws:
+        assert json.loads(ws.receive_text())["sample_rate"] == 16000
+        ws.send_bytes(npy(mel))
+        ws.send_text('{"type": "end"}')
+        audio, done = collect(ws, "<i2")
+    assert done["samples"] == audio.size
+    assert abs(audio.size - models["mel"].num_samples(100) * 2 / 3) <= 2
+
+
+@pytest.mark.parametrize(("path", "send", "status", "fragment"), [
+    ("/stream/mel?format=mp3", None, 422, "format must be one of pcm16, f32"),
+    ("/stream/mel?model=nope", None, 404, "nope"),
+    ("/stream/mel?model=encodec", None, 422, "needs a mel model"),
+    ("/stream/encodec?bandwidth_id=9", None, 422, "bandwidth_id"),
+    ("/stream/mel", np.zeros((7, 5), np.float32), 422, "mel bands"),
+    ("/stream/mel", b"not npy", 400, ".npy"),
+    ("/stream/mel", "hello", 400, '{"type": "end"}'),
+    ("/stream/mel", np.full((100, 5), np.nan, np.float32), 422, "NaN"),
+    ("/stream/encodec?bandwidth_id=0", np.zeros((8, 5), np.int64), 422, "2 codebooks"),
+])
+def test_errors_have_the_http_status_message_and_close_code(client_for: Any, path: str, send: Any, status: int,
+                                                             fragment: str) -> None:
+    with client_for().websocket_connect(path) as ws:
+        if send is not None:
+            json.loads(ws.receive_text())  # start
+            if isinstance(send, np.ndarray):
+                ws.send_bytes(npy(send))
+            elif isinstance(send, bytes):
+                ws.send_bytes(send)
+            else:
+                ws.send_text(send)
+        error, code = error_of(ws)
+    assert error["status"] == status and code == 4000 + status
+    assert fragment in error["message"] and error["request_id"]
+
+
+def test_streams_need_the_api_key_when_the_server_has_keys(client_for: Any) -> None:
+    client = client_for(api_keys="k1")
+    with client.websocket_connect("/stream/mel") as ws:
+        error, code = error_of(ws)
+    assert (error["status"], code) == (401, 4401)
+    with client.websocket_connect("/stream/mel", headers={"Authorization": "Bearer k1"}) as ws:
+        assert json.loads(ws.receive_text())["type"] == "start"
+
+
+def test_the_concurrent_stream_limit_answers_503_with_a_close_code(client_for: Any) -> None:
+    client = client_for(max_streams=1)
+    with client.websocket_connect("/stream/mel") as first:
+        assert json.loads(first.receive_text())["type"] == "start"
+        with client.websocket_connect("/stream/mel") as second:
+            error, code = error_of(second)
+    assert (error["status"], error["error"], code) == (503, "too_many_streams", 4503)
+
+
+def test_a_stream_longer_than_its_audio_limit_is_refused(client_for: Any, models: dict[str, ServedModel]) -> None:
+    client = client_for(max_stream_audio_seconds=0.5)
+    mel = np.zeros((models["mel"].n_features, 30), np.float32)  # 30 frames of 256 samples: 0.32 s each push
+    with client.websocket_connect("/stream/mel") as ws:
+        json.loads(ws.receive_text())
+        ws.send_bytes(npy(mel))
+        ws.send_bytes(npy(mel))
+        error, code = error_of(ws)
+    assert (error["status"], code) == (413, 4413) and "VOCOS_MAX_STREAM_AUDIO_SECONDS" in error["message"]
+
+
+def test_an_idle_stream_is_closed_with_408(client_for: Any) -> None:
+    with client_for(stream_idle_timeout_s=0.2).websocket_connect("/stream/mel") as ws:
+        json.loads(ws.receive_text())
+        error, code = error_of(ws)
+    assert (error["status"], code) == (408, 4408)
+
+
+def test_a_client_that_leaves_mid_stream_frees_its_stream(client_for: Any, models: dict[str, ServedModel]) -> None:
+    client = client_for()
+    state = state_of(client.app)
+    with client.websocket_connect("/stream/mel") as ws:
+        json.loads(ws.receive_text())
+        ws.send_bytes(npy(np.zeros((models["mel"].n_features, 20), np.float32)))
+        assert state.slots["mel"].engine.open_streams == 1
+    client.get("/healthz")  # lets the server side see the disconnect
+    metrics = client.get("/metrics").text
+    assert state.slots["mel"].engine.open_streams == 0
+    assert 'vocos_streams_total{model="mel",outcome="disconnected",transport="websocket"} 1.0' in metrics
+    assert 'vocos_streams_active{model="mel"} 0.0' in metrics
+
+
+def test_a_draining_server_refuses_new_streams(client_for: Any) -> None:
+    client = client_for()
+    state_of(client.app).draining = True
+    with client.websocket_connect("/stream/mel") as ws:
+        error, code = error_of(ws)
+    assert (error["status"], code) == (503, 4503)
+
+
+def test_stream_metrics_after_a_stream(client_for: Any, models: dict[str, ServedModel]) -> None:
+    client = client_for()
+    mel = np.zeros((models["mel"].n_features, 40), np.float32)
+    with client.websocket_connect("/stream/mel") as ws:
+        stream_through(ws, mel, 10, "<i2")
+    metrics = client.get("/metrics").text
+    assert 'vocos_streams_total{model="mel",outcome="ok",transport="websocket"} 1.0' in metrics
+    for name in ("vocos_stream_chunk_latency_seconds_count", "vocos_stream_first_audio_seconds_count",
+                 "vocos_stream_realtime_factor_count", "vocos_stream_batch_size_count"):
+        line = next(m for m in metrics.splitlines() if m.startswith(f'{name}{{model="mel"}}'))
+        assert float(line.split()[-1]) >= 1, line
+    assert 'vocos_stream_underruns_total{model="mel"}' in metrics or "vocos_stream_underruns" in metrics
