@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import socket
 import sys
 import types
 import typing
@@ -95,6 +96,15 @@ class DrainingServer(uvicorn.Server):
     async def serve(self, sockets: Any = None) -> None:
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Stop listening, let open streams finish within the drain, then uvicorn's own shutdown
+        (which would otherwise close every WebSocket at once, with 1012)."""
+        self._state.begin_drain()  # already begun by the signal; sets the deadline otherwise
+        for server in self.servers:
+            server.close()
+        await self._state.streams_ended()
+        await super().shutdown(sockets)
 
     def handle_exit(self, sig: int, frame: types.FrameType | None) -> None:
         if not self.should_exit and self._loop is not None and not self._loop.is_closed():

@@ -109,6 +109,16 @@ class ServiceState:
             self._drain_timer.cancel()
         return all(results)
 
+    @property
+    def open_streams(self) -> int:
+        return sum(slot.engine.open_streams for slot in self.slots.values())
+
+    async def streams_ended(self, poll_s: float = 0.05) -> None:
+        """Return once no stream is open, or the drain deadline has passed (its streams then end with 503)."""
+        loop = asyncio.get_running_loop()
+        while self.open_streams and loop.time() < self.drain_deadline:
+            await asyncio.sleep(poll_s)
+
     def _stop_engines(self) -> None:
         log.warning("drain timeout of %g s passed: unfinished requests get 503", self.settings.drain_timeout_s)
         for slot in self.slots.values():

@@ -1,0 +1,77 @@
+"""Streams against a real ``python -m service`` process: a long ``?stream=true`` decode sends its first
+bytes early, in chunks; SIGTERM lets an open WebSocket stream finish, and refuses new ones."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import websocket
+
+from service.testing import ServerProcess, npy_bytes
+from vocos_core.testing import write_random_checkpoint
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Big enough that a minute of audio takes a while, small enough for CI.
+    return write_random_checkpoint(tmp_path_factory.mktemp("stream-mel"), "mel", dim=128, num_layers=4)
+
+
+@pytest.fixture
+def server(checkpoint: Path, tmp_path: Path) -> Iterator[ServerProcess]:
+    process = ServerProcess(["--device", "cpu", "--mel-model", str(checkpoint), "--encodec-model", "none"],
+                            tmp_path / "server.log", env={"VOCOS_DRAIN_TIMEOUT_S": "30"})
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()
+
+
+def test_a_long_streamed_decode_sends_its_first_bytes_early(server: ServerProcess) -> None:
+    mel = np.random.default_rng(0).standard_normal((100, 6000)).astype(np.float32)  # 64 s of audio
+    started = time.monotonic()
+    with httpx.stream("POST", f"{server.url}/decode/mel?stream=true", content=npy_bytes(mel),
+                      headers={"content-type": "application/x-npy"}, timeout=120) as response:
+        assert response.status_code == 200
+        assert response.headers["transfer-encoding"] == "chunked"
+        pieces = response.iter_bytes()
+        first = next(pieces)
+        first_at = time.monotonic() - started
+        size = len(first) + sum(len(p) for p in pieces)
+    total = time.monotonic() - started
+    assert size == 44 + 2 * (6000 - 1) * 256
+    assert first_at < 0.25 * total, (first_at, total)
+
+
+def test_sigterm_lets_an_open_stream_finish_and_refuses_new_streams(server: ServerProcess) -> None:
+    url = server.url.replace("http://", "ws://") + "/stream/mel?format=f32"
+    ws = websocket.create_connection(url, timeout=30)
+    assert json.loads(ws.recv())["type"] == "start"
+    chunk = npy_bytes(np.zeros((100, 20), np.float32))
+    ws.send_binary(chunk)
+    server.process.send_signal(15)
+    time.sleep(1.0)  # the drain has begun: no new connections
+    with pytest.raises((ConnectionError, websocket.WebSocketException, OSError)):
+        websocket.create_connection(url, timeout=5).recv()
+    for _ in range(5):
+        ws.send_binary(chunk)
+    ws.send(json.dumps({"type": "end"}))
+    samples = 0
+    while True:
+        message = ws.recv()
+        if isinstance(message, bytes):
+            samples += len(message) // 4
+            continue
+        done = json.loads(message)
+        break
+    assert done == {"type": "done", "samples": samples} and samples == (120 - 1) * 256
+    assert server.process.wait(30) == 0
