@@ -60,7 +60,7 @@ class Segments:
             lengths.append(length)
             start += length
         all_rows = torch.cat(pieces) if len(pieces) > 1 else pieces[0]
-        index = torch.cat([torch.arange(s, s + c) for s, c in zip(starts, counts, strict=True)])
+        index = torch.tensor([s + j for s, c in zip(starts, counts, strict=True) for j in range(c)], dtype=torch.long)
         next_contexts = tuple(all_rows[s + c: s + n] for s, c, n in zip(starts, counts, lengths, strict=True))
         return cls(all_rows, tuple(counts), index.to(all_rows.device), next_contexts, span)
 
