@@ -98,7 +98,9 @@ class StreamSession:
 def open_session(url: str, headers: dict[str, str], timeout: float | None) -> StreamSession:
     """Connect and read the start message; a refused handshake raises :class:`VocosClientError`."""
     try:
-        connection = connect(url, additional_headers=headers, open_timeout=timeout, max_size=MAX_MESSAGE_BYTES)
+        # legacy=True: the session owns the connection and closes it (websockets 17.1 wants a with-block otherwise)
+        connection = connect(url, additional_headers=headers, open_timeout=timeout, max_size=MAX_MESSAGE_BYTES,
+                             legacy=True)
     except InvalidStatus as exc:
         body = exc.response.body.decode("utf-8", "replace")[:300] if exc.response.body else ""
         raise VocosClientError(exc.response.status_code, "handshake", body or str(exc)) from None

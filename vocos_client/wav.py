@@ -31,8 +31,8 @@ class WavFormat:
 
 class WavReader:
     """``feed(bytes)`` -> the float32 samples ``(S,)`` complete so far (channels are averaged to mono),
-    ``format`` once the header is in. PCM is divided by 2**(bits-1) - 1 (32767 for 16 bits), which inverts the server's
-    ``round(x * 32767)`` exactly."""
+    ``format`` once the header is in. PCM is divided by 2**(bits-1) (32768 for 16 bits), as libsndfile, which
+    writes the server's WAVs, scales it."""
 
     def __init__(self) -> None:
         self._buffer = bytearray()
@@ -110,7 +110,7 @@ def _with_frames(fmt: WavFormat, data_bytes: int | None) -> WavFormat:
 def _to_float(raw: np.ndarray, fmt: WavFormat) -> np.ndarray:
     """Interleaved samples -> float32 ``(frames,)``, channels averaged."""
     if raw.dtype.kind == "i":
-        samples = raw.astype(np.float32) / np.float32(2 ** (8 * raw.dtype.itemsize - 1) - 1)
+        samples = raw.astype(np.float32) / np.float32(2 ** (8 * raw.dtype.itemsize - 1))
     else:
         samples = raw.astype(np.float32)
     if fmt.channels > 1:
