@@ -75,6 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-throughput", action="store_true", help="no offline / fed-as-fast-as-possible runs")
     p.add_argument("--reference", help="checkout of pengzhendong/streaming-vocos: compare with its method")
     p.add_argument("--reference-python", default="/work/ref-venv/bin/python", help="python of the reference venv")
+    p.add_argument("--torch-threads", type=int,
+                   help="torch threads of the server and of the in-process runs (OMP_NUM_THREADS; default: torch's)")
     p.add_argument("--server-arg", action="append", default=[], help="extra argument for the server (repeatable)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
@@ -259,7 +261,8 @@ def start_server(model_dir: Path, args: argparse.Namespace, work: Path) -> Serve
     most = max([args.streams, *(int(x) for x in args.find_max_streams.split(","))] if args.find_max
                else [args.streams])
     server = ServerProcess(["--mel-model", str(model_dir), "--encodec-model", "none", "--device", "cpu",
-                            "--max-streams", str(most), *args.server_arg], work / "server.log")
+                            "--max-streams", str(most), *args.server_arg], work / "server.log",
+                           env={"OMP_NUM_THREADS": str(args.torch_threads)} if args.torch_threads else None)
     try:
         server.wait_ready(600)
     except BaseException:
@@ -293,6 +296,10 @@ async def measure(url: str, args: argparse.Namespace, model: dict[str, int], mod
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)  # the in-process runs (ours and, through --threads, theirs)
     with tempfile.TemporaryDirectory(prefix="vocos-stream-load-") as tmp:
         work = Path(tmp)
         model_dir = make_model(args, work)
@@ -303,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
             model = next(m for m in httpx.get(f"{server.url}/models", timeout=30).json()["models"]
                          if m["kind"] == "mel")
             print(f"model {model_dir} ({model['parameters']} parameters) | server {server.url} | "
-                  f"{os.cpu_count()} CPUs | load average {os.getloadavg()[0]:.2f}")
+                  f"{os.cpu_count()} CPUs, torch threads {args.torch_threads or 'default'} | load average "
+                  f"{os.getloadavg()[0]:.2f}")
             asyncio.run(measure(server.url, args, model, model_dir, work))
             print(f"load average at the end {os.getloadavg()[0]:.2f}")
         finally:
