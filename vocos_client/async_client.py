@@ -1,0 +1,152 @@
+"""The asyncio client: :class:`AsyncClient`, the methods of :class:`vocos_client.Client` as coroutines."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from typing import Any, Literal, overload
+
+import httpx
+import numpy as np
+
+from .async_stream import AsyncStreamSession, frames_to_audio, session
+from .chunks import AsyncAudioChunks
+from .client import DEFAULT_URL
+from .errors import VocosClientError
+from .session import stream_url
+from .wire import Audio, AudioInput, Call, check, codes_call, decoded, json_of, mel_call, resynthesis_call
+
+
+class AsyncClient:
+    """``Client("http://host:8000", api_key=...)``: every endpoint of vocos-serve.
+
+    ``decode_*`` and ``resynthesize`` return :class:`Audio` (float32 ``(S,)``), or with ``stream=True`` an
+    :class:`AsyncAudioChunks` that yields the samples as the WAV answer arrives. ``stream_mel`` /
+    ``stream_encodec`` open a WebSocket stream (``async with``, :class:`AsyncStreamSession`). Errors raise
+    :class:`VocosClientError`. ``timeout`` (seconds) bounds each network wait."""
+
+    def __init__(self, url: str = DEFAULT_URL, *, api_key: str | None = None, timeout: float | None = 60.0,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self._auth = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.AsyncClient(base_url=self.url, headers=self._auth, timeout=timeout, transport=transport)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    async def models(self) -> list[dict[str, Any]]:
+        """GET /models: each served model's name, kind, rate, hop and front-end."""
+        return list((await self._json("/models"))["models"])
+
+    async def health(self) -> dict[str, Any]:
+        """GET /healthz; raises (503) when a batching loop has stopped."""
+        return dict(await self._json("/healthz"))
+
+    async def ready(self) -> dict[str, Any]:
+        """GET /readyz; raises (503) until the models are warmed up, and while draining."""
+        return dict(await self._json("/readyz"))
+
+    @overload
+    async def decode_mel(self, mel: np.ndarray, *, model: str | None = ..., sample_rate: int | None = ...,
+                   format: str | None = ..., stream: Literal[False] = ...) -> Audio: ...
+    @overload
+    async def decode_mel(self, mel: np.ndarray, *, model: str | None = ..., sample_rate: int | None = ...,
+                   format: str | None = ..., stream: Literal[True]) -> AsyncAudioChunks: ...
+
+    async def decode_mel(self, mel: np.ndarray, *, model: str | None = None, sample_rate: int | None = None,
+                   format: str | None = None, stream: bool = False) -> Audio | AsyncAudioChunks:
+        """POST /decode/mel: ``mel`` ``(n_mels, T)`` float32 -> audio ``((T-1) * hop,)`` (center padding).
+        ``format``: ``wav32f`` (default, exact floats) or ``wav16``."""
+        return await self._audio(mel_call(mel, model, sample_rate, format, stream), stream)
+
+    @overload
+    async def decode_encodec(self, codes: np.ndarray, *, model: str | None = ..., bandwidth_id: int | None = ...,
+                       bandwidth: float | None = ..., sample_rate: int | None = ..., format: str | None = ...,
+                       stream: Literal[False] = ...) -> Audio: ...
+    @overload
+    async def decode_encodec(self, codes: np.ndarray, *, model: str | None = ..., bandwidth_id: int | None = ...,
+                       bandwidth: float | None = ..., sample_rate: int | None = ..., format: str | None = ...,
+                       stream: Literal[True]) -> AsyncAudioChunks: ...
+
+    async def decode_encodec(self, codes: np.ndarray, *, model: str | None = None, bandwidth_id: int | None = None,
+                       bandwidth: float | None = None, sample_rate: int | None = None, format: str | None = None,
+                       stream: bool = False) -> Audio | AsyncAudioChunks:
+        """POST /decode/encodec: ``codes`` ``(K, T)`` ints in [0, 1024) -> audio ``(T * hop,)``; without
+        ``bandwidth_id`` (0..3) or ``bandwidth`` (kbps) the server infers it from K."""
+        return await self._audio(codes_call(codes, model, bandwidth_id, bandwidth, sample_rate, format, stream), stream)
+
+    @overload
+    async def resynthesize(self, audio: AudioInput, *, model: str | None = ..., bandwidth_id: int | None = ...,
+                     bandwidth: float | None = ..., sample_rate: int | None = ..., format: str | None = ...,
+                     stream: Literal[False] = ...) -> Audio: ...
+    @overload
+    async def resynthesize(self, audio: AudioInput, *, model: str | None = ..., bandwidth_id: int | None = ...,
+                     bandwidth: float | None = ..., sample_rate: int | None = ..., format: str | None = ...,
+                     stream: Literal[True]) -> AsyncAudioChunks: ...
+
+    async def resynthesize(self, audio: AudioInput, *, model: str | None = None, bandwidth_id: int | None = None,
+                     bandwidth: float | None = None, sample_rate: int | None = None, format: str | None = None,
+                     stream: bool = False) -> Audio | AsyncAudioChunks:
+        """POST /resynthesize: a file path, a file's bytes, or ``(samples (S,) or (S, channels), rate)``
+        through the vocoder; the answer lasts as long as the input."""
+        return await self._audio(resynthesis_call(audio, model, bandwidth_id, bandwidth, sample_rate, format, stream),
+                           stream)
+
+    def stream_mel(self, *, model: str | None = None, format: str | None = None,
+                   sample_rate: int | None = None) -> contextlib.AbstractAsyncContextManager[AsyncStreamSession]:
+        """Open ``/stream/mel``: ``async with client.stream_mel() as s: await s.send(frames (n_mels, t));
+        await s.end(); async for chunk in s: ...`` (iterate in another task to overlap them).
+        ``format``: ``pcm16`` (the server's default) or ``f32`` on the wire; chunks are float32 either way."""
+        url = stream_url(self.url, "mel", model=model, format=format, sample_rate=sample_rate)
+        return session(url, self._auth, self.timeout)
+
+    def stream_encodec(self, *, model: str | None = None, bandwidth_id: int | None = None,
+                       bandwidth: float | None = None, format: str | None = None,
+                       sample_rate: int | None = None) -> contextlib.AbstractAsyncContextManager[AsyncStreamSession]:
+        """Open ``/stream/encodec``; frames are ``(K, t)`` ints."""
+        url = stream_url(self.url, "encodec", model=model, bandwidth_id=bandwidth_id, bandwidth=bandwidth,
+                         format=format, sample_rate=sample_rate)
+        return session(url, self._auth, self.timeout)
+
+    def stream_mel_frames(self, frames: Iterable[np.ndarray] | AsyncIterable[np.ndarray],
+                          **options: Any) -> AsyncIterator[np.ndarray]:
+        """Frames ``(n_mels, t_i)`` from a sync or async iterable (e.g. a TTS model's output, sent as it comes)
+        -> the float32 audio chunks as they are final: ``async for chunk in client.stream_mel_frames(tts())``.
+        ``options``: those of :meth:`stream_mel`."""
+        return frames_to_audio(self.stream_mel(**options), frames)
+
+    def stream_encodec_frames(self, frames: Iterable[np.ndarray] | AsyncIterable[np.ndarray],
+                              **options: Any) -> AsyncIterator[np.ndarray]:
+        """As :meth:`stream_mel_frames`, with ``(K, t_i)`` codes (options of :meth:`stream_encodec`)."""
+        return frames_to_audio(self.stream_encodec(**options), frames)
+
+    async def _json(self, path: str) -> Any:
+        response = await self._send(Call("GET", path, {}), stream=False)
+        return json_of(response.status_code, response.headers, response.content)
+
+    async def _audio(self, call: Call, stream: bool) -> Audio | AsyncAudioChunks:
+        response = await self._send(call, stream)
+        if not stream:
+            return decoded(response.status_code, response.headers, response.content)
+        try:
+            body = await response.aread() if response.status_code >= 300 else b""
+            check(response.status_code, response.headers, body)
+        except BaseException:
+            await response.aclose()
+            raise
+        return await AsyncAudioChunks.opened(response)
+
+    async def _send(self, call: Call, stream: bool) -> httpx.Response:
+        request = self._http.build_request(call.method, call.path, params=call.params, content=call.content,
+                                           headers=call.headers)
+        try:
+            return await self._http.send(request, stream=stream)
+        except httpx.HTTPError as exc:
+            raise VocosClientError(0, "connection", f"{call.method} {call.path}: {exc}") from None

@@ -1,0 +1,149 @@
+"""A WebSocket stream for asyncio programs (:mod:`websockets.asyncio.client`): a receiver task reads the
+audio while the caller's tasks send frames."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+
+import numpy as np
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+
+from .errors import VocosClientError
+from .session import END, MAX_MESSAGE_BYTES, Done, StreamInfo, closed_early, meaning, start_info
+from .wire import npy_bytes
+
+
+class AsyncStreamSession:
+    """One open stream: ``await send(frames)`` with ``(n_mels, t)`` float32 or ``(K, t)`` int frames,
+    ``await end()``, and ``async for chunk in session`` for the float32 audio ``(S_i,)`` as it is final
+    (from another task to overlap them). ``info``: the start message; ``samples``: the total once done."""
+
+    def __init__(self, connection: ClientConnection, info: StreamInfo, timeout: float | None) -> None:
+        self._ws = connection
+        self.info = info
+        self.timeout = timeout
+        self.samples: int | None = None
+        self._error: VocosClientError | None = None
+        self._chunks: asyncio.Queue[np.ndarray | Done | VocosClientError] = asyncio.Queue()
+        self._receiver = asyncio.create_task(self._receive())
+
+    async def send(self, frames: np.ndarray) -> None:
+        """Frames ``(C, t)``, ``t >= 1``: mel floats or EnCodec codes."""
+        dtype = np.int64 if np.issubdtype(np.asarray(frames).dtype, np.integer) else np.float32
+        await self._send(npy_bytes(np.asarray(frames, dtype)))
+
+    async def end(self) -> None:
+        """No more frames: the server flushes the rest of the audio and says done."""
+        await self._send(END)
+
+    async def __aiter__(self) -> AsyncIterator[np.ndarray]:
+        while True:
+            try:
+                item = await asyncio.wait_for(self._chunks.get(), self.timeout)
+            except asyncio.TimeoutError:
+                raise VocosClientError(0, "timeout", f"no message from the server for {self.timeout} s") from None
+            if isinstance(item, Done):
+                return
+            if isinstance(item, VocosClientError):
+                raise item
+            yield item
+
+    async def aclose(self) -> None:
+        await self._ws.close()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._receiver
+
+    async def _send(self, message: bytes | str) -> None:
+        if self._error is not None:
+            raise self._error
+        try:
+            await self._ws.send(message)
+        except ConnectionClosed as exc:
+            await asyncio.wait([self._receiver], timeout=self.timeout)  # it has the server's reason, if any
+            raise self._error or closed_early(exc.rcvd.code if exc.rcvd else None,
+                                              exc.rcvd.reason if exc.rcvd else "") from None
+
+    async def _receive(self) -> None:
+        fmt = self.info.format
+        try:
+            async for message in self._ws:
+                item = meaning(message, fmt)
+                if isinstance(item, Done):
+                    self.samples = item.samples
+                self._chunks.put_nowait(item)
+                if isinstance(item, Done):
+                    return
+        except VocosClientError as exc:
+            self._fail(exc)
+            return
+        except WebSocketException:
+            pass
+        self._fail(closed_early(self._ws.close_code, self._ws.close_reason or ""))
+
+    def _fail(self, error: VocosClientError) -> None:
+        self._error = error
+        self._chunks.put_nowait(error)
+
+
+@contextlib.asynccontextmanager
+async def session(url: str, headers: dict[str, str], timeout: float | None) -> AsyncIterator[AsyncStreamSession]:
+    """``async with session(url, ...) as s``: connected, the start message read; closed at the end."""
+    try:
+        connection = await connect(url, additional_headers=headers, open_timeout=timeout, max_size=MAX_MESSAGE_BYTES)
+    except InvalidStatus as exc:
+        body = exc.response.body.decode("utf-8", "replace")[:300] if exc.response.body else ""
+        raise VocosClientError(exc.response.status_code, "handshake", body or str(exc)) from None
+    except (OSError, WebSocketException, asyncio.TimeoutError) as exc:
+        raise VocosClientError(0, "connection", f"cannot open {url}: {exc}") from None
+    try:
+        info = start_info(await asyncio.wait_for(connection.recv(), timeout))
+        stream = AsyncStreamSession(connection, info, timeout)
+    except BaseException:
+        await connection.close()
+        raise
+    try:
+        yield stream
+    finally:
+        await stream.aclose()
+
+
+async def frames_to_audio(opened: contextlib.AbstractAsyncContextManager[AsyncStreamSession],
+                          frames: Iterable[np.ndarray] | AsyncIterable[np.ndarray]) -> AsyncIterator[np.ndarray]:
+    """Send ``frames`` (sync or async iterable) from a task, then end, while yielding the audio chunks.
+    An exception of the producer is raised here once the stream is closed."""
+    async with opened as stream:
+        sender = asyncio.create_task(_produce(stream, frames))
+        try:
+            async for chunk in stream:
+                yield chunk
+            await sender
+        except VocosClientError:
+            await asyncio.wait([sender])
+            failure = None if sender.cancelled() else sender.exception()
+            if isinstance(failure, Exception) and not isinstance(failure, VocosClientError):
+                raise failure from None
+            raise
+        finally:
+            if not sender.done():
+                sender.cancel()
+
+
+async def _produce(stream: AsyncStreamSession, frames: Iterable[np.ndarray] | AsyncIterable[np.ndarray]) -> None:
+    try:
+        if isinstance(frames, AsyncIterable):
+            async for chunk in frames:
+                await stream.send(chunk)
+        else:
+            for chunk in frames:
+                await stream.send(chunk)
+        await stream.end()
+    except VocosClientError:
+        raise
+    except BaseException:
+        await stream.aclose()  # ends the consumer's iteration
+        raise
+
+

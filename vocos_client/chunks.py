@@ -1,0 +1,131 @@
+"""Reading a WAV answer as it arrives (``stream=True``), for the sync and async clients."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import numpy as np
+
+from .wav import WavReader
+from .wire import Audio, audio_of
+
+
+class _Chunks:
+    """The part both kinds share: the header's facts, and the samples read with it."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self._reader = WavReader()
+        self._pending: list[np.ndarray] = []
+        self.sample_rate = 0
+        self.model = response.headers.get("x-model", "")
+        self.warning: str | None = response.headers.get("x-input-warning")
+        self.total_samples: int | None = None  # from the WAV header; None if it did not say
+
+    def _take(self, data: bytes) -> np.ndarray:
+        samples = self._reader.feed(data)
+        fmt = self._reader.format
+        if fmt is not None and not self.sample_rate:
+            self.sample_rate, self.total_samples = fmt.sample_rate, fmt.frames
+        return samples
+
+    def _audio(self, parts: list[np.ndarray]) -> Audio:
+        assert self._reader.format is not None
+        samples = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+        return audio_of(self._response.headers, self._reader.format, samples)
+
+
+class AudioChunks(_Chunks):
+    """``for chunk in chunks``: float32 samples ``(S_i,)`` as the answer's bytes arrive. Made once the WAV
+    header is in, so ``sample_rate`` and ``total_samples`` are known before the first chunk."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(response)
+        self._bytes = response.iter_bytes()
+        try:
+            while self._reader.format is None:
+                data = next(self._bytes, None)
+                if data is None:
+                    self._reader.close()  # raises: the body ended inside the header
+                self._pending.append(self._take(data or b""))
+        except BaseException:
+            response.close()
+            raise
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        try:
+            for samples in self._pending:
+                if samples.size:
+                    yield samples
+            self._pending = []
+            for data in self._bytes:
+                samples = self._take(data)
+                if samples.size:
+                    yield samples
+            self._reader.close()
+        finally:
+            self.close()
+
+    def read(self) -> Audio:
+        """All the rest, as one :class:`Audio`."""
+        return self._audio(list(self))
+
+    def close(self) -> None:
+        self._response.close()
+
+    def __enter__(self) -> AudioChunks:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class AsyncAudioChunks(_Chunks):
+    """``async for chunk in chunks``: as :class:`AudioChunks`; made by :meth:`opened`."""
+
+    @classmethod
+    async def opened(cls, response: httpx.Response) -> AsyncAudioChunks:
+        """Read up to the end of the WAV header."""
+        chunks = cls(response)
+        chunks._bytes = response.aiter_bytes()
+        try:
+            while chunks._reader.format is None:
+                data = await anext(chunks._bytes, None)
+                if data is None:
+                    chunks._reader.close()
+                chunks._pending.append(chunks._take(data or b""))
+        except BaseException:
+            await response.aclose()
+            raise
+        return chunks
+
+    _bytes: AsyncIterator[bytes]
+
+    async def __aiter__(self) -> AsyncIterator[np.ndarray]:
+        try:
+            for samples in self._pending:
+                if samples.size:
+                    yield samples
+            self._pending = []
+            async for data in self._bytes:
+                samples = self._take(data)
+                if samples.size:
+                    yield samples
+            self._reader.close()
+        finally:
+            await self.aclose()
+
+    async def read(self) -> Audio:
+        """All the rest, as one :class:`Audio`."""
+        return self._audio([samples async for samples in self])
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+    async def __aenter__(self) -> AsyncAudioChunks:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()

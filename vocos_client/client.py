@@ -1,0 +1,148 @@
+"""The blocking client: :class:`Client`. Numpy in, numpy out; one :mod:`httpx` connection pool."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any, Literal, overload
+
+import httpx
+import numpy as np
+
+from .chunks import AudioChunks
+from .errors import VocosClientError
+from .session import stream_url
+from .sync_stream import StreamSession, frames_to_audio, open_session
+from .wire import Audio, AudioInput, Call, check, codes_call, decoded, json_of, mel_call, resynthesis_call
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+class Client:
+    """``Client("http://host:8000", api_key=...)``: every endpoint of vocos-serve.
+
+    ``decode_*`` and ``resynthesize`` return :class:`Audio` (float32 ``(S,)``), or with ``stream=True`` an
+    :class:`AudioChunks` that yields the samples as the WAV answer arrives. ``stream_mel`` /
+    ``stream_encodec`` open a WebSocket stream (:class:`StreamSession`). Errors raise
+    :class:`VocosClientError`. ``timeout`` (seconds) bounds each network wait."""
+
+    def __init__(self, url: str = DEFAULT_URL, *, api_key: str | None = None, timeout: float | None = 60.0,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self._auth = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(base_url=self.url, headers=self._auth, timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def models(self) -> list[dict[str, Any]]:
+        """GET /models: each served model's name, kind, rate, hop and front-end."""
+        return list(self._json("/models")["models"])
+
+    def health(self) -> dict[str, Any]:
+        """GET /healthz; raises (503) when a batching loop has stopped."""
+        return dict(self._json("/healthz"))
+
+    def ready(self) -> dict[str, Any]:
+        """GET /readyz; raises (503) until the models are warmed up, and while draining."""
+        return dict(self._json("/readyz"))
+
+    @overload
+    def decode_mel(self, mel: np.ndarray, *, model: str | None = ..., sample_rate: int | None = ...,
+                   format: str | None = ..., stream: Literal[False] = ...) -> Audio: ...
+    @overload
+    def decode_mel(self, mel: np.ndarray, *, model: str | None = ..., sample_rate: int | None = ...,
+                   format: str | None = ..., stream: Literal[True]) -> AudioChunks: ...
+
+    def decode_mel(self, mel: np.ndarray, *, model: str | None = None, sample_rate: int | None = None,
+                   format: str | None = None, stream: bool = False) -> Audio | AudioChunks:
+        """POST /decode/mel: ``mel`` ``(n_mels, T)`` float32 -> audio ``((T-1) * hop,)`` (center padding).
+        ``format``: ``wav32f`` (default, exact floats) or ``wav16``."""
+        return self._audio(mel_call(mel, model, sample_rate, format, stream), stream)
+
+    @overload
+    def decode_encodec(self, codes: np.ndarray, *, model: str | None = ..., bandwidth_id: int | None = ...,
+                       bandwidth: float | None = ..., sample_rate: int | None = ..., format: str | None = ...,
+                       stream: Literal[False] = ...) -> Audio: ...
+    @overload
+    def decode_encodec(self, codes: np.ndarray, *, model: str | None = ..., bandwidth_id: int | None = ...,
+                       bandwidth: float | None = ..., sample_rate: int | None = ..., format: str | None = ...,
+                       stream: Literal[True]) -> AudioChunks: ...
+
+    def decode_encodec(self, codes: np.ndarray, *, model: str | None = None, bandwidth_id: int | None = None,
+                       bandwidth: float | None = None, sample_rate: int | None = None, format: str | None = None,
+                       stream: bool = False) -> Audio | AudioChunks:
+        """POST /decode/encodec: ``codes`` ``(K, T)`` ints in [0, 1024) -> audio ``(T * hop,)``; without
+        ``bandwidth_id`` (0..3) or ``bandwidth`` (kbps) the server infers it from K."""
+        return self._audio(codes_call(codes, model, bandwidth_id, bandwidth, sample_rate, format, stream), stream)
+
+    @overload
+    def resynthesize(self, audio: AudioInput, *, model: str | None = ..., bandwidth_id: int | None = ...,
+                     bandwidth: float | None = ..., sample_rate: int | None = ..., format: str | None = ...,
+                     stream: Literal[False] = ...) -> Audio: ...
+    @overload
+    def resynthesize(self, audio: AudioInput, *, model: str | None = ..., bandwidth_id: int | None = ...,
+                     bandwidth: float | None = ..., sample_rate: int | None = ..., format: str | None = ...,
+                     stream: Literal[True]) -> AudioChunks: ...
+
+    def resynthesize(self, audio: AudioInput, *, model: str | None = None, bandwidth_id: int | None = None,
+                     bandwidth: float | None = None, sample_rate: int | None = None, format: str | None = None,
+                     stream: bool = False) -> Audio | AudioChunks:
+        """POST /resynthesize: a file path, a file's bytes, or ``(samples (S,) or (S, channels), rate)``
+        through the vocoder; the answer lasts as long as the input."""
+        return self._audio(resynthesis_call(audio, model, bandwidth_id, bandwidth, sample_rate, format, stream),
+                           stream)
+
+    def stream_mel(self, *, model: str | None = None, format: str | None = None,
+                   sample_rate: int | None = None) -> StreamSession:
+        """Open ``/stream/mel``: ``with client.stream_mel() as s: s.send(frames (n_mels, t)); s.end();
+        for chunk in s: ...`` (send and iterate from different threads to overlap them).
+        ``format``: ``pcm16`` (the server's default) or ``f32`` on the wire; chunks are float32 either way."""
+        url = stream_url(self.url, "mel", model=model, format=format, sample_rate=sample_rate)
+        return open_session(url, self._auth, self.timeout)
+
+    def stream_encodec(self, *, model: str | None = None, bandwidth_id: int | None = None,
+                       bandwidth: float | None = None, format: str | None = None,
+                       sample_rate: int | None = None) -> StreamSession:
+        """Open ``/stream/encodec``; frames are ``(K, t)`` ints."""
+        url = stream_url(self.url, "encodec", model=model, bandwidth_id=bandwidth_id, bandwidth=bandwidth,
+                         format=format, sample_rate=sample_rate)
+        return open_session(url, self._auth, self.timeout)
+
+    def stream_mel_frames(self, frames: Iterable[np.ndarray], **options: Any) -> Iterator[np.ndarray]:
+        """Frames ``(n_mels, t_i)`` from ``frames`` (e.g. a TTS model's output, sent as it comes) -> the
+        float32 audio chunks, yielded as they are final. ``options``: those of :meth:`stream_mel`."""
+        return frames_to_audio(lambda: self.stream_mel(**options), frames)
+
+    def stream_encodec_frames(self, frames: Iterable[np.ndarray], **options: Any) -> Iterator[np.ndarray]:
+        """As :meth:`stream_mel_frames`, with ``(K, t_i)`` codes (options of :meth:`stream_encodec`)."""
+        return frames_to_audio(lambda: self.stream_encodec(**options), frames)
+
+    def _json(self, path: str) -> Any:
+        response = self._send(Call("GET", path, {}), stream=False)
+        return json_of(response.status_code, response.headers, response.content)
+
+    def _audio(self, call: Call, stream: bool) -> Audio | AudioChunks:
+        response = self._send(call, stream)
+        if not stream:
+            return decoded(response.status_code, response.headers, response.content)
+        try:
+            check(response.status_code, response.headers, response.read() if response.status_code >= 300 else b"")
+        except BaseException:
+            response.close()
+            raise
+        return AudioChunks(response)
+
+    def _send(self, call: Call, stream: bool) -> httpx.Response:
+        request = self._http.build_request(call.method, call.path, params=call.params, content=call.content,
+                                           headers=call.headers)
+        try:
+            return self._http.send(request, stream=stream)
+        except httpx.HTTPError as exc:
+            raise VocosClientError(0, "connection", f"{call.method} {call.path}: {exc}") from None

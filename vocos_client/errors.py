@@ -1,0 +1,48 @@
+"""The one exception of the client: an error answer of the server (HTTP or WebSocket) or a broken exchange."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+class VocosClientError(Exception):
+    """The server refused or failed a call.
+
+    ``status``: the HTTP status (also for WebSocket errors, whose close code is ``4000 + status``);
+    0 when no status came back (the connection broke, or the server's answer was not understood).
+    ``error``: the server's error type (``"invalid_input"``, ``"unauthorized"``, ...), or the client's own
+    (``"connection"``, ``"protocol"``). ``request_id``: the server's id of the request, when it sent one.
+    """
+
+    def __init__(self, status: int, error: str, message: str, request_id: str | None = None) -> None:
+        super().__init__(f"{status} {error}: {message}" + (f" (request {request_id})" if request_id else ""))
+        self.status = status
+        self.error = error
+        self.message = message
+        self.request_id = request_id
+
+
+def from_http(status: int, body: bytes, request_id: str | None) -> VocosClientError:
+    """The error of an HTTP answer whose status is not 2xx: the API's ``{"error": {"type", "message",
+    "request_id"}}`` body, or the status and the start of whatever else came back."""
+
+    try:
+        parsed: Any = json.loads(body)
+        detail = parsed["error"]
+        return VocosClientError(status, str(detail["type"]), str(detail["message"]),
+                                detail.get("request_id") or request_id)
+    except (ValueError, KeyError, TypeError):
+        text = body[:300].decode("utf-8", "replace")
+        return VocosClientError(status, "http_error", text or f"HTTP {status}", request_id)
+
+
+def from_stream(message: dict[str, Any]) -> VocosClientError:
+    """The error of a WebSocket ``{"type": "error", "status", "error", "message", "request_id"}`` message."""
+    return VocosClientError(int(message.get("status") or 0), str(message.get("error") or "error"),
+                            str(message.get("message") or ""), message.get("request_id"))
+
+
+def protocol_error(message: str) -> VocosClientError:
+    """The server's answer broke the protocol the client speaks."""
+    return VocosClientError(0, "protocol", message)

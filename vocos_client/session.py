@@ -1,0 +1,94 @@
+"""What the sync and async WebSocket sessions share: the URL, the start message, and what each message means.
+
+Protocol (docs/streaming.md): the server opens with ``{"type": "start", ...}``; the client sends binary
+``.npy`` frames and ``{"type": "end"}``; the server sends binary raw little-endian audio, then
+``{"type": "done", "samples": N}`` and closes with 1000, or ``{"type": "error", ...}`` and closes with
+``4000 + status``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+import numpy as np
+
+from .errors import VocosClientError, from_stream, protocol_error
+from .wire import STREAM_FORMATS, pcm_samples, query
+
+END = json.dumps({"type": "end"})
+# Frames are small; audio answers of one push are at most a few seconds of f32.
+MAX_MESSAGE_BYTES = 64 * 2**20
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """The server's start message: the model, the rate and format of the audio it sends, and its lookahead
+    (how many frames beyond a sample it needs before the sample is final; ``lookahead_ms`` in audio time)."""
+
+    model: str
+    sample_rate: int
+    format: str
+    lookahead_frames: int
+    lookahead_ms: float
+    hop_length: int
+
+
+@dataclass(frozen=True)
+class Done:
+    """The server's done message: ``samples`` in all."""
+
+    samples: int
+
+
+def stream_url(base: str, kind: str, **params: Any) -> str:
+    """``http://host:port`` -> ``ws://host:port/stream/<kind>?...`` (``https`` -> ``wss``)."""
+    fmt = params.get("format")
+    if fmt is not None and fmt not in STREAM_FORMATS:
+        raise ValueError(f"format must be one of {', '.join(STREAM_FORMATS)}, got {fmt!r}")
+    scheme, rest = base.rstrip("/").split("://", 1)
+    ws = {"http": "ws", "https": "wss"}.get(scheme, scheme)
+    given = query(**params)
+    return f"{ws}://{rest}/stream/{kind}" + (f"?{urlencode(given)}" if given else "")
+
+
+def start_info(message: str | bytes) -> StreamInfo:
+    """The first message -> :class:`StreamInfo`; raises the server's error if it sent one instead."""
+    parsed = _json(message)
+    if parsed.get("type") == "error":
+        raise from_stream(parsed)
+    if parsed.get("type") != "start":
+        raise protocol_error(f"expected the start message, got {str(message)[:80]!r}")
+    return StreamInfo(str(parsed["model"]), int(parsed["sample_rate"]), str(parsed["format"]),
+                      int(parsed["lookahead_frames"]), float(parsed["lookahead_ms"]), int(parsed["hop_length"]))
+
+
+def meaning(message: str | bytes, fmt: str) -> np.ndarray | Done:
+    """One later message -> float32 audio ``(S,)`` or :class:`Done`; raises the server's error message."""
+    if isinstance(message, bytes):
+        return pcm_samples(message, fmt)
+    parsed = _json(message)
+    if parsed.get("type") == "done":
+        return Done(int(parsed.get("samples", 0)))
+    if parsed.get("type") == "error":
+        raise from_stream(parsed)
+    raise protocol_error(f"unexpected message {message[:80]!r}")
+
+
+def closed_early(code: int | None, reason: str) -> VocosClientError:
+    """The connection closed before the done message; a 4000+status code still carries the status."""
+    if code is not None and 4000 <= code < 5000:
+        return VocosClientError(code - 4000, reason or "error", f"the server closed the stream with code {code}")
+    return VocosClientError(0, "connection", f"the stream closed before it was done (code {code}, {reason!r})")
+
+
+def _json(message: str | bytes) -> dict[str, Any]:
+    try:
+        parsed = json.loads(message)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise protocol_error(f"expected a JSON object message, got {str(message)[:80]!r}")
+    return parsed

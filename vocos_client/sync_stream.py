@@ -1,0 +1,144 @@
+"""A WebSocket stream from a thread-based program: frames go out from the caller's thread, audio comes in
+on a receiver thread, so a TTS producer can push while its audio is played."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+
+import numpy as np
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.sync.client import ClientConnection, connect
+
+from .errors import VocosClientError
+from .session import END, MAX_MESSAGE_BYTES, Done, StreamInfo, closed_early, meaning, start_info
+from .wire import npy_bytes
+
+
+class StreamSession:
+    """One open stream. ``send(frames)`` with ``(n_mels, t)`` float32 or ``(K, t)`` int frames, ``end()``
+    when the utterance is complete, and iterate for the float32 audio chunks ``(S_i,)`` as they are final.
+    ``info`` is the server's start message; ``samples`` the total, once done. Server errors raise
+    :class:`VocosClientError` from ``send`` or from the iteration."""
+
+    def __init__(self, connection: ClientConnection, timeout: float | None) -> None:
+        self._ws = connection
+        self.timeout = timeout
+        self.info: StreamInfo = start_info(connection.recv(timeout))
+        self.samples: int | None = None
+        self._error: VocosClientError | None = None
+        self._chunks: queue.Queue[np.ndarray | Done | VocosClientError] = queue.Queue()
+        self._receiver = threading.Thread(target=self._receive, name="vocos-stream-receiver", daemon=True)
+        self._receiver.start()
+
+    def send(self, frames: np.ndarray) -> None:
+        """Frames ``(C, t)``, ``t >= 1``: mel floats or EnCodec codes."""
+        dtype = np.int64 if np.issubdtype(np.asarray(frames).dtype, np.integer) else np.float32
+        self._send(npy_bytes(np.asarray(frames, dtype)))
+
+    def end(self) -> None:
+        """No more frames: the server flushes the rest of the audio and says done."""
+        self._send(END)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        while True:
+            try:
+                item = self._chunks.get(timeout=self.timeout)
+            except queue.Empty:
+                raise VocosClientError(0, "timeout", f"no message from the server for {self.timeout} s") from None
+            if isinstance(item, Done):
+                return
+            if isinstance(item, VocosClientError):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        self._ws.close()
+        self._receiver.join(10)
+
+    def __enter__(self) -> StreamSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _send(self, message: bytes | str) -> None:
+        if self._error is not None:
+            raise self._error
+        try:
+            self._ws.send(message)
+        except ConnectionClosed as exc:
+            self._receiver.join(self.timeout)  # the receiver has the server's reason, if it sent one
+            raise self._error or closed_early(exc.rcvd.code if exc.rcvd else None,
+                                              exc.rcvd.reason if exc.rcvd else "") from None
+
+    def _receive(self) -> None:
+        fmt = self.info.format
+        try:
+            for message in self._ws:
+                item = meaning(message, fmt)
+                if isinstance(item, Done):
+                    self.samples = item.samples
+                self._chunks.put(item)
+                if isinstance(item, Done):
+                    return
+        except VocosClientError as exc:
+            self._fail(exc)
+            return
+        except WebSocketException:
+            pass
+        self._fail(closed_early(self._ws.close_code, self._ws.close_reason or ""))
+
+    def _fail(self, error: VocosClientError) -> None:
+        self._error = error
+        self._chunks.put(error)
+
+
+def open_session(url: str, headers: dict[str, str], timeout: float | None) -> StreamSession:
+    """Connect and read the start message; a refused handshake raises :class:`VocosClientError`."""
+    try:
+        # legacy=True: the session owns the connection and closes it (websockets 17.1 wants a with-block otherwise)
+        connection = connect(url, additional_headers=headers, open_timeout=timeout, max_size=MAX_MESSAGE_BYTES,
+                             legacy=True)
+    except InvalidStatus as exc:
+        body = exc.response.body.decode("utf-8", "replace")[:300] if exc.response.body else ""
+        raise VocosClientError(exc.response.status_code, "handshake", body or str(exc)) from None
+    except (OSError, WebSocketException) as exc:
+        raise VocosClientError(0, "connection", f"cannot open {url}: {exc}") from None
+    try:
+        return StreamSession(connection, timeout)
+    except BaseException:
+        connection.close()
+        raise
+
+
+def frames_to_audio(opener: Callable[[], StreamSession], frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    """Open a session (on the first ``next``), send ``frames`` from a thread (then end) while yielding the audio
+    chunks; the session closes at the end.
+    An exception of the producer (``frames`` itself failed) is raised here, after the stream is closed."""
+    session = opener()
+    failure: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            for chunk in frames:
+                session.send(chunk)
+            session.end()
+        except BaseException as exc:  # raised by the consumer below
+            failure.append(exc)
+            session.close()  # ends the consumer's iteration
+
+    sender = threading.Thread(target=produce, name="vocos-stream-sender", daemon=True)
+    sender.start()
+    try:
+        with session:
+            yield from session
+    except VocosClientError:
+        if failure and not isinstance(failure[0], VocosClientError):
+            raise failure[0] from None
+        raise
+    finally:
+        sender.join(session.timeout)
+    if failure:
+        raise failure[0]

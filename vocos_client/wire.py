@@ -1,0 +1,163 @@
+"""What the sync and async clients share: the requests they build, and the answers they read.
+
+No I/O here; :mod:`vocos_client.client` and :mod:`vocos_client.async_client` send and receive.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import from_http, protocol_error
+from .wav import WavFormat, read_wav
+
+NPY = "application/x-npy"
+WAV_FORMATS = ("wav16", "wav32f")
+STREAM_FORMATS = ("pcm16", "f32")
+# What resynthesize accepts: a file path, the bytes of an audio file, or (samples (S,) or (S, channels), rate).
+AudioInput = str | os.PathLike[str] | bytes | tuple[np.ndarray, int]
+_AUDIO_TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg", ".opus": "audio/ogg",
+                ".mp3": "audio/mpeg"}
+
+
+@dataclass(frozen=True)
+class Audio:
+    """A decoded answer: float32 ``samples`` ``(S,)`` at ``sample_rate`` Hz, the ``model`` that made them,
+    and the server's ``warning`` about the input (``X-Input-Warning``), if any."""
+
+    samples: np.ndarray
+    sample_rate: int
+    model: str
+    warning: str | None = None
+
+    @property
+    def seconds(self) -> float:
+        return self.samples.size / self.sample_rate
+
+
+@dataclass(frozen=True)
+class Call:
+    """One HTTP request, before a transport sends it."""
+
+    method: str
+    path: str
+    params: dict[str, Any]
+    content: bytes | None = None
+    headers: dict[str, str] | None = None
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """``array`` as a ``.npy`` body (no pickles)."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def query(**params: Any) -> dict[str, Any]:
+    """The query parameters that were given (None: leave it to the server)."""
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def wav_format(fmt: str | None) -> str:
+    """The answer's format; the client reads WAV itself, float32 unless asked for 16-bit."""
+    fmt = fmt or "wav32f"
+    if fmt not in WAV_FORMATS:
+        raise ValueError(f"format must be one of {', '.join(WAV_FORMATS)} (the client decodes WAV), got {fmt!r}")
+    return fmt
+
+
+def mel_call(mel: np.ndarray, model: str | None, sample_rate: int | None, fmt: str | None, stream: bool) -> Call:
+    """POST /decode/mel of ``mel`` ``(n_mels, T)`` float32."""
+    params = query(model=model, sample_rate=sample_rate, format=wav_format(fmt), stream="true" if stream else None)
+    return Call("POST", "/decode/mel", params, npy_bytes(np.asarray(mel, np.float32)), {"content-type": NPY})
+
+
+def codes_call(codes: np.ndarray, model: str | None, bandwidth_id: int | None, bandwidth: float | None,
+               sample_rate: int | None, fmt: str | None, stream: bool) -> Call:
+    """POST /decode/encodec of ``codes`` ``(K, T)`` ints."""
+    params = query(model=model, bandwidth_id=bandwidth_id, bandwidth=bandwidth, sample_rate=sample_rate,
+                   format=wav_format(fmt), stream="true" if stream else None)
+    return Call("POST", "/decode/encodec", params, npy_bytes(np.asarray(codes, np.int64)), {"content-type": NPY})
+
+
+def resynthesis_call(audio: AudioInput, model: str | None, bandwidth_id: int | None, bandwidth: float | None,
+                     sample_rate: int | None, fmt: str | None, stream: bool) -> Call:
+    """POST /resynthesize of an audio file."""
+    content, content_type = audio_body(audio)
+    params = query(model=model, bandwidth_id=bandwidth_id, bandwidth=bandwidth, sample_rate=sample_rate,
+                   format=wav_format(fmt), stream="true" if stream else None)
+    return Call("POST", "/resynthesize", params, content, {"content-type": content_type})
+
+
+def audio_body(audio: AudioInput) -> tuple[bytes, str]:
+    """(the file's bytes, its content type); samples become a float32 WAV."""
+    if isinstance(audio, tuple):
+        samples, rate = audio
+        return float_wav(np.asarray(samples, np.float32), int(rate)), "audio/wav"
+    if isinstance(audio, bytes):
+        return audio, _sniff(audio)
+    path = Path(audio)
+    return path.read_bytes(), _AUDIO_TYPES.get(path.suffix.lower(), "application/octet-stream")
+
+
+def _sniff(data: bytes) -> str:
+    if data[:4] == b"RIFF":
+        return "audio/wav"
+    if data[:4] == b"fLaC":
+        return "audio/flac"
+    if data[:4] == b"OggS":
+        return "audio/ogg"
+    return "audio/mpeg" if data[:3] == b"ID3" or data[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf2") else "audio/wav"
+
+
+def float_wav(samples: np.ndarray, rate: int) -> bytes:
+    """Samples ``(S,)`` or ``(S, channels)`` as an IEEE-float WAV file."""
+    frames = samples.reshape(samples.shape[0], -1).astype("<f4")  # (S,) -> (S, 1); rows interleave channels
+    channels, data = frames.shape[1], frames.tobytes()
+    header = b"".join([
+        b"RIFF", (36 + len(data)).to_bytes(4, "little"), b"WAVE", b"fmt ", (16).to_bytes(4, "little"),
+        (3).to_bytes(2, "little"), channels.to_bytes(2, "little"), rate.to_bytes(4, "little"),
+        (rate * 4 * channels).to_bytes(4, "little"), (4 * channels).to_bytes(2, "little"), (32).to_bytes(2, "little"),
+        b"data", len(data).to_bytes(4, "little"),
+    ])
+    return header + data
+
+
+def check(status: int, headers: Any, body: bytes) -> None:
+    """Raise the server's error when ``status`` is not 2xx."""
+    if not 200 <= status < 300:
+        raise from_http(status, body, headers.get("x-request-id"))
+
+
+def audio_of(headers: Any, fmt: WavFormat, samples: np.ndarray) -> Audio:
+    """An answer's audio with what its headers say."""
+    return Audio(samples, fmt.sample_rate, headers.get("x-model", ""), headers.get("x-input-warning"))
+
+
+def decoded(status: int, headers: Any, body: bytes) -> Audio:
+    """A whole WAV answer -> :class:`Audio`."""
+    check(status, headers, body)
+    samples, fmt = read_wav(body)
+    return audio_of(headers, fmt, samples)
+
+
+def json_of(status: int, headers: Any, body: bytes) -> Any:
+    """A JSON answer (GET /models, /healthz, /readyz)."""
+    check(status, headers, body)
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise protocol_error(f"expected JSON, got {body[:80]!r}") from None
+
+
+def pcm_samples(data: bytes, fmt: str) -> np.ndarray:
+    """A WebSocket audio message (raw little-endian ``pcm16`` or ``f32``) -> float32 ``(S,)``."""
+    if fmt == "pcm16":
+        return np.frombuffer(data, "<i2").astype(np.float32) / np.float32(32767.0)  # inverts round(x * 32767)
+    return np.frombuffer(data, "<f4").astype(np.float32)
