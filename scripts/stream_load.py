@@ -9,7 +9,8 @@ last frame is due; the audio comes back through ``vocos_client.AsyncClient``. Pr
 - chunk latency: a chunk sent -> the audio it makes final received (final = all samples before
   ``frames_in * hop - lookahead_samples``, so this is latency beyond the lookahead);
 - underruns: a stream whose player, started at its first audio with a jitter buffer of ``--buffer-ms``
-  (default: the longest TTS chunk, which even a zero-latency server needs, plus 100 ms), would have run dry (and the buffer each stream needed: ``max_k(t_k - t_first - samples_before_k / sr)``);
+  (default: the longest TTS chunk, which even a zero-latency server needs, plus 100 ms), would have run
+  dry (and the buffer each stream needed: ``max_k(t_k - t_first - samples_before_k / sr)``);
 - with ``--find-max``: the largest N in ``--find-max-streams`` with no underrun;
 - throughput: offline (POST /decode/mel of the same mels, ``--offline-concurrency`` at once) and streaming
   (``--streams`` streams fed as fast as possible), in audio seconds per wall second, and their ratio;
@@ -264,7 +265,8 @@ def start_server(model_dir: Path, args: argparse.Namespace, work: Path) -> Serve
     # --header-timeout-s: the server's header timer is not stopped by a WebSocket upgrade, so it closes
     # every stream (1006) when the timeout passes after the connection opened; a long one lets them run.
     server = ServerProcess(["--mel-model", str(model_dir), "--encodec-model", "none", "--device", "cpu",
-                            "--max-streams", str(most), "--header-timeout-s", "3600", *args.server_arg], work / "server.log",
+                            "--max-streams", str(most), "--header-timeout-s", "3600", *args.server_arg],
+                           work / "server.log",
                            env={"OMP_NUM_THREADS": str(args.torch_threads)} if args.torch_threads else None)
     try:
         server.wait_ready(600)
