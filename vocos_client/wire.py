@@ -159,5 +159,6 @@ def json_of(status: int, headers: Any, body: bytes) -> Any:
 def pcm_samples(data: bytes, fmt: str) -> np.ndarray:
     """A WebSocket audio message (raw little-endian ``pcm16`` or ``f32``) -> float32 ``(S,)``."""
     if fmt == "pcm16":
-        return np.frombuffer(data, "<i2").astype(np.float32) / np.float32(32767.0)  # inverts round(x * 32767)
+        # The samples of a 16-bit WAV answer (libsndfile's conversion), read back as libsndfile reads them.
+        return np.frombuffer(data, "<i2").astype(np.float32) / np.float32(32768.0)
     return np.frombuffer(data, "<f4").astype(np.float32)

@@ -89,9 +89,15 @@ def test_streamed_answers_equal_whole_ones(server: ServerProcess, fmt: str) -> N
         parts = list(chunks)
         codes = client.decode_encodec(CODES, format=fmt, stream=True).read()
         resynth = client.resynthesize((SPEECH, 24000), format=fmt, stream=True).read()
-        assert np.array_equal(codes.samples, client.decode_encodec(CODES, format=fmt).samples)
-        assert np.array_equal(resynth.samples, client.resynthesize((SPEECH, 24000), format=fmt).samples)
-    np.testing.assert_array_equal(np.concatenate(parts), whole.samples)
+        codes_whole = client.decode_encodec(CODES, format=fmt).samples
+        resynth_whole = client.resynthesize((SPEECH, 24000), format=fmt).samples
+    # A streamed answer is the streaming decode: equal to the whole one to float32 rounding, which as
+    # 16-bit PCM may move a sample by one step.
+    step = 1.5 / 32768 if fmt == "wav16" else 0.0
+    for streamed, expected in ((np.concatenate(parts), whole.samples), (codes.samples, codes_whole),
+                               (resynth.samples, resynth_whole)):
+        assert streamed.shape == expected.shape
+        assert np.abs(streamed - expected).max() <= step + 1e-5 * np.abs(expected).max()
 
 
 def test_async_client_has_the_same_answers(server: ServerProcess) -> None:
@@ -115,8 +121,10 @@ def test_async_client_has_the_same_answers(server: ServerProcess) -> None:
                     streamed_resynth.samples]
 
     got = asyncio.run(run())
+    # Concurrent requests share a batch, streamed ones are the streaming decode: equal to float32 rounding.
     for have, want in zip(got, expected + expected, strict=True):
-        np.testing.assert_array_equal(have, want)
+        assert have.shape == want.shape
+        assert np.abs(have - want).max() <= 1e-5 * np.abs(want).max()
 
 
 def test_an_unknown_answer_format_is_refused_before_sending() -> None:

@@ -76,7 +76,8 @@ def test_pcm16_encodec_and_resampled_streams(server: ServerProcess, offline: dic
         codes = np.concatenate(list(client.stream_encodec_frames(_pieces(CODES, 3), bandwidth_id=1, format="f32")))
         slow = np.concatenate(list(client.stream_mel_frames(_pieces(MEL, 4), sample_rate=16000, format="f32")))
         resampled = client.decode_mel(MEL, sample_rate=16000).samples
-    assert np.abs(pcm - offline["mel"]).max() <= 0.5 / 32767 + 1e-6  # rounded to 16 bits on the wire
+    # 16 bits on the wire, as in a 16-bit WAV: within one step of the float samples.
+    assert np.abs(pcm - np.clip(offline["mel"], -1, 1)).max() <= 1.5 / 32768
     assert np.abs(codes - offline["codes"]).max() <= F32_TOLERANCE
     assert slow.size == resampled.size
 
