@@ -8,8 +8,9 @@ last frame is due; the audio comes back through ``vocos_client.AsyncClient``. Pr
 - time to first audio (from the stream's start, so it includes producing the lookahead's frames);
 - chunk latency: a chunk sent -> the audio it makes final received (final = all samples before
   ``frames_in * hop - lookahead_samples``, so this is latency beyond the lookahead);
-- underruns: a stream whose player, started at its first audio with a jitter buffer of ``--buffer-ms``,
-  would have run dry (and the buffer each stream needed: ``max_k(t_k - t_first - samples_before_k / sr)``);
+- underruns: a stream whose player, started at its first audio with a jitter buffer of ``--buffer-ms``
+  (default: the longest TTS chunk, which even a zero-latency server needs, plus 100 ms), would have run
+  dry (and the buffer each stream needed: ``max_k(t_k - t_first - samples_before_k / sr)``);
 - with ``--find-max``: the largest N in ``--find-max-streams`` with no underrun;
 - throughput: offline (POST /decode/mel of the same mels, ``--offline-concurrency`` at once) and streaming
   (``--streams`` streams fed as fast as possible), in audio seconds per wall second, and their ratio;
@@ -64,8 +65,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=1.0, help="TTS speed, in multiples of real time")
     p.add_argument("--min-chunk", type=int, default=5, help="fewest frames in one TTS chunk")
     p.add_argument("--max-chunk", type=int, default=20, help="most frames in one TTS chunk")
-    p.add_argument("--buffer-ms", type=float, default=250.0,
-                   help="player's jitter buffer after the first audio (default: above a 20-frame chunk, 213 ms)")
+    p.add_argument("--buffer-ms", type=float,
+                   help="player's jitter buffer after the first audio (default: the longest TTS chunk + 100 ms, "
+                        "313 ms for 20 frames at hop 256, 24 kHz)")
     p.add_argument("--stagger", type=float, default=0.5, help="streams start at random times in [0, this] s")
     p.add_argument("--format", default="f32", choices=["f32", "pcm16"], help="audio on the wire")
     p.add_argument("--find-max", action="store_true", help="also search the largest N with no underrun")
@@ -260,8 +262,11 @@ def make_model(args: argparse.Namespace, work: Path) -> Path:
 def start_server(model_dir: Path, args: argparse.Namespace, work: Path) -> ServerProcess:
     most = max([args.streams, *(int(x) for x in args.find_max_streams.split(","))] if args.find_max
                else [args.streams])
+    # --header-timeout-s: the server's header timer is not stopped by a WebSocket upgrade, so it closes
+    # every stream (1006) when the timeout passes after the connection opened; a long one lets them run.
     server = ServerProcess(["--mel-model", str(model_dir), "--encodec-model", "none", "--device", "cpu",
-                            "--max-streams", str(most), *args.server_arg], work / "server.log",
+                            "--max-streams", str(most), "--header-timeout-s", "3600", *args.server_arg],
+                           work / "server.log",
                            env={"OMP_NUM_THREADS": str(args.torch_threads)} if args.torch_threads else None)
     try:
         server.wait_ready(600)
@@ -275,6 +280,8 @@ async def measure(url: str, args: argparse.Namespace, model: dict[str, int], mod
     rate, hop = model["sample_rate"], model["hop_length"]
     mel = mel_input(args.seconds, rate, hop, model["n_features"], args.seed)
     fps = rate / hop
+    if args.buffer_ms is None:
+        args.buffer_ms = 1000 * args.max_chunk / fps + 100.0
     offline = await offline_audio(url, mel)
     summary = await realtime(url, mel, args.streams, args, fps, offline)
     print(f"  streamed vs offline decode (POST /decode/mel, wav32f): max |difference| {summary.max_error:.3g}")
@@ -312,7 +319,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"model {model_dir} ({model['parameters']} parameters) | server {server.url} | "
                   f"{os.cpu_count()} CPUs, torch threads {args.torch_threads or 'default'} | load average "
                   f"{os.getloadavg()[0]:.2f}")
-            asyncio.run(measure(server.url, args, model, model_dir, work))
+            try:
+                asyncio.run(measure(server.url, args, model, model_dir, work))
+            except BaseException:
+                print("the server's log ends:\n" + "\n".join(server.output().splitlines()[-40:]), file=sys.stderr)
+                raise
             print(f"load average at the end {os.getloadavg()[0]:.2f}")
         finally:
             server.stop()
