@@ -262,10 +262,8 @@ def make_model(args: argparse.Namespace, work: Path) -> Path:
 def start_server(model_dir: Path, args: argparse.Namespace, work: Path) -> ServerProcess:
     most = max([args.streams, *(int(x) for x in args.find_max_streams.split(","))] if args.find_max
                else [args.streams])
-    # --header-timeout-s: the server's header timer is not stopped by a WebSocket upgrade, so it closes
-    # every stream (1006) when the timeout passes after the connection opened; a long one lets them run.
     server = ServerProcess(["--mel-model", str(model_dir), "--encodec-model", "none", "--device", "cpu",
-                            "--max-streams", str(most), "--header-timeout-s", "3600", *args.server_arg],
+                            "--max-streams", str(most), *args.server_arg],
                            work / "server.log",
                            env={"OMP_NUM_THREADS": str(args.torch_threads)} if args.torch_threads else None)
     try:

@@ -74,6 +74,11 @@ class BoundedH11Protocol(H11Protocol):
         if self.cycle is not cycle:  # a request's headers are complete: the body has its own timeout
             self._disarm_header_timer()
 
+    def handle_websocket_upgrade(self, event: Any) -> None:
+        # The connection becomes a WebSocket (a stream): its messages have the stream's idle timeout.
+        self._disarm_header_timer()
+        super().handle_websocket_upgrade(event)
+
     def on_response_complete(self) -> None:
         cycle = self.cycle
         super().on_response_complete()

@@ -1,8 +1,5 @@
 """A stream may stay open longer than the server's header timeout (the headers of its upgrade request came
-long ago). Known server bug: BoundedH11Protocol (service/http/server.py) disarms its header timer only when
-an HTTP cycle starts, and a WebSocket upgrade starts none, so the timer closes the stream's socket (close
-code 1006) ``VOCOS_HEADER_TIMEOUT_S`` after the connection opened. scripts/stream_load.py works around it
-with ``--header-timeout-s 3600``."""
+long ago): BoundedH11Protocol (service/http/server.py) disarms its header timer on the WebSocket upgrade."""
 
 from __future__ import annotations
 
@@ -31,7 +28,6 @@ def quick_timeout(mel_checkpoint: Path, encodec_checkpoint: Path, encodec_weight
         process.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="server bug: the header timer closes WebSocket streams (see the docstring)")
 def test_a_stream_outlives_the_header_timeout(quick_timeout: ServerProcess) -> None:
     def slow_tts() -> Iterator[np.ndarray]:
         for at in range(0, 40, 10):
