@@ -67,7 +67,8 @@ class ServiceState:
         served = self.models[name]
         if kind is not None and served.kind != kind:
             raise InvalidInputError(
-                f"model {name!r} is an {served.kind} model; this endpoint needs a {kind} model (served: {served_names})"
+                f"model {name!r} is of kind {served.kind}; this endpoint needs a model of kind {kind} "
+                f"(served: {served_names})"
             )
         return self.slots[name]
 

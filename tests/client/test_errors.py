@@ -46,7 +46,7 @@ def test_http_errors_carry_the_servers_status_type_and_request_id(keyed: ServerP
     assert (unknown.status, unknown.error) == (404, "model_not_loaded") and "no-such-model" in unknown.message
     assert unknown.request_id and str(unknown).startswith("404 model_not_loaded: ")
     assert channels.status == 422 and "expected 100 mel bands" in channels.message
-    assert kind.status == 422 and "needs a encodec model" in kind.message  # README.md says 404 for this
+    assert kind.status == 422 and "needs a model of kind encodec" in kind.message
     assert streamed.status == 422
     assert garbage.status in (400, 415)
 

@@ -87,7 +87,7 @@ async def test_a_wrong_name_or_kind_says_what_is_served(app: AppHarness) -> None
     assert missing.status_code == 404
     assert "served: mel (mel), encodec (encodec), tts22k (mel)" in missing.json()["error"]["message"]
     wrong_kind = await app.client.post("/decode/mel?model=encodec", content=body, headers=NPY)
-    assert wrong_kind.status_code == 422 and "needs a mel model" in wrong_kind.json()["error"]["message"]
+    assert wrong_kind.status_code == 422 and "needs a model of kind mel" in wrong_kind.json()["error"]["message"]
 
 
 @pytest.mark.parametrize(("query", "rate"), [("model=tts22k", 22050), ("model=encodec&bandwidth=6", 24000),

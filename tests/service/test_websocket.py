@@ -110,7 +110,7 @@ def test_sample_rate_resamples_the_stream(client_for: Any, models: dict[str, Ser
 @pytest.mark.parametrize(("path", "send", "status", "fragment"), [
     ("/stream/mel?format=mp3", None, 422, "format must be one of pcm16, f32"),
     ("/stream/mel?model=nope", None, 404, "nope"),
-    ("/stream/mel?model=encodec", None, 422, "needs a mel model"),
+    ("/stream/mel?model=encodec", None, 422, "needs a model of kind mel"),
     ("/stream/encodec?bandwidth_id=9", None, 422, "bandwidth_id"),
     ("/stream/mel", np.zeros((7, 5), np.float32), 422, "mel bands"),
     ("/stream/mel", b"not npy", 400, ".npy"),
