@@ -14,7 +14,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from ..pretrained import Vocos
 from .data import VocosDataModule
@@ -22,7 +22,7 @@ from .experiment import VocosExp
 
 
 class VocosCLI(LightningCLI):
-    def add_arguments_to_parser(self, parser) -> None:  # type: ignore[no-untyped-def]
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--init-from", default=None, type=str | None,
                             help="Hub repo id or Hub-layout directory to start the generator from")
 

@@ -98,7 +98,8 @@ class MultiPeriodDiscriminator(nn.Module):
 
     def forward(self, y: torch.Tensor, y_hat: torch.Tensor,
                 bandwidth_id: torch.Tensor | None = None) -> DiscriminatorOutputs:
-        """Real ``y`` and generated ``y_hat`` ``(B, S)`` -> (real scores, generated scores, real maps, generated maps)."""
+        """Real ``y`` and generated ``y_hat`` ``(B, S)`` -> (real scores, generated scores, real maps,
+        generated maps), one entry per sub-discriminator."""
         return _run_both(self.discriminators, y, y_hat, bandwidth_id)
 
 
@@ -157,6 +158,7 @@ class DiscriminatorR(nn.Module):
         fmap = []
         outs = []
         for band, stack in zip(self.spectrogram(x), self.band_convs, strict=True):
+            assert isinstance(stack, nn.ModuleList)
             for i, layer in enumerate(stack):
                 band = nn.functional.leaky_relu(layer(band), LRELU_SLOPE)
                 if i > 0:

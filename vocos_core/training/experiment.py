@@ -16,8 +16,10 @@ from typing import Any
 
 import lightning as L
 import torch
+from torch.optim.lr_scheduler import LRScheduler
 
 from ..config import EncodecFeaturesConfig, parse_config
+from ..feature_extractors import EncodecFeatures
 from ..pretrained import Vocos
 from .discriminators import MultiPeriodDiscriminator, MultiResolutionDiscriminator
 from .loss import DiscriminatorLoss, FeatureMatchingLoss, GeneratorLoss, MelSpecReconstructionLoss
@@ -85,9 +87,9 @@ class VocosExp(ValidationMixin, L.LightningModule):
         # An EnCodec generator trained from scratch starts from EnCodec's own codebooks, as the
         # reference's EncodecFeatures does; a loaded checkpoint already holds them.
         fe = self.feature_extractor
-        if self.num_bandwidths and not bool(fe.codebook_weights.abs().sum()):  # type: ignore[union-attr]
+        if isinstance(fe, EncodecFeatures) and not bool(fe.codebook_weights.abs().sum()):
             with torch.no_grad():
-                fe.codebook_weights.copy_(fe.encoder().codebook(fe.num_q))  # type: ignore[union-attr,operator]
+                fe.codebook_weights.copy_(fe.encoder().codebook(fe.num_q))
 
     def features(self, audio: torch.Tensor, bandwidth_id: torch.Tensor | None) -> torch.Tensor:
         """Audio ``(B, S)`` -> features ``(B, C, T)``; the extractor is frozen, as in the reference."""
@@ -125,15 +127,17 @@ class VocosExp(ValidationMixin, L.LightningModule):
         opt_gen = torch.optim.AdamW(gen, lr=lr, betas=betas)
         total = max(1, self.trainer.max_steps // 2) if self.trainer.max_steps > 0 else 1
         warmup = self.hparams["num_warmup_steps"]
-        return ([opt_disc, opt_gen],
-                [cosine_schedule_with_warmup(opt_disc, warmup, total), cosine_schedule_with_warmup(opt_gen, warmup, total)])
+        schedules = [cosine_schedule_with_warmup(opt, warmup, total) for opt in (opt_disc, opt_gen)]
+        return [opt_disc, opt_gen], schedules
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         audio, bandwidth_id = batch, self.train_bandwidth_id()
         accumulate = self.hparams["accumulate_grad_batches"]
         step_now = (batch_idx + 1) % accumulate == 0
-        opt_disc, opt_gen = self.optimizers()  # type: ignore[misc]
-        sched_disc, sched_gen = self.lr_schedulers()  # type: ignore[misc]
+        optimizers, schedulers = self.optimizers(), self.lr_schedulers()
+        assert isinstance(optimizers, list) and isinstance(schedulers, list)
+        (opt_disc, opt_gen), (sched_disc, sched_gen) = optimizers, schedulers
+        assert isinstance(sched_disc, LRScheduler) and isinstance(sched_gen, LRScheduler)
         train_disc = self.batches_seen >= self.hparams["pretrain_mel_steps"]
         disc_logs: dict[str, torch.Tensor] = {}
         if train_disc:

@@ -19,7 +19,8 @@ RTOL = 1e-5
 
 
 def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_training_fixtures", ROOT / "scripts" / "make_training_fixtures.py")
+    path = ROOT / "scripts" / "make_training_fixtures.py"
+    spec = importlib.util.spec_from_file_location("make_training_fixtures", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
