@@ -10,8 +10,8 @@ import sys
 import matplotlib
 
 matplotlib.use("Agg")
-from matplotlib import pyplot as plt  # noqa: E402
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+from matplotlib import pyplot as plt
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 
 def series(acc: EventAccumulator, tag: str) -> tuple[list[int], list[float]]:

@@ -104,3 +104,13 @@ def test_init_from_a_checkpoint_of_another_architecture_fails(tmp_path: Path) ->
     config = tiny_config("vocos.yaml", tmp_path, max_steps=2)
     with pytest.raises(RuntimeError, match="size mismatch"):
         main(["fit", "--config", str(config), "--init-from", str(hub)])
+
+
+def test_gradient_accumulation_steps_every_n_batches(tmp_path: Path) -> None:
+    config = tiny_config("vocos.yaml", tmp_path, max_steps=4, extra_model={"accumulate_grad_batches": 2},
+                         trainer={"num_sanity_val_steps": 0, "limit_val_batches": 0})
+    main(["fit", "--config", str(config)])
+    trained = torch.load(last_checkpoint(tmp_path), map_location="cpu", weights_only=False)
+    assert trained["global_step"] == 4  # 2 optimiser steps each ...
+    assert [float(s["state"][0]["step"]) for s in trained["optimizer_states"]] == [2.0, 2.0]
+    assert trained["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 4  # ... over 4 batches
