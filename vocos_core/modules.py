@@ -125,7 +125,6 @@ class ConvNeXtBlock(nn.Module):
             rows_x[start:end].addcmul_(self.gamma, out)  # x + gamma * mlp(h)
         return x
 
-
     def differentiable_forward(self, x: torch.Tensor, cond_embedding_id: torch.Tensor | None = None,
                                mask: torch.Tensor | None = None) -> torch.Tensor:
         """:meth:`forward` without in-place updates or ``out=`` matmuls, which autograd cannot
