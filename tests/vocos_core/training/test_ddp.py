@@ -7,9 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from .training_helpers import tiny_config
+
+# Each test runs Lightning fits (the full-size discriminators): tens of seconds on 2 CPU cores.
+pytestmark = pytest.mark.slow
+
 
 ROOT = Path(__file__).resolve().parents[3]
 

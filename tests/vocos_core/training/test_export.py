@@ -17,6 +17,10 @@ from vocos_core.training.experiment import VocosExp
 from .test_fit import last_checkpoint
 from .training_helpers import tiny_config
 
+# Each test runs Lightning fits (the full-size discriminators): tens of seconds on 2 CPU cores.
+pytestmark = pytest.mark.slow
+
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -15,6 +15,10 @@ from vocos_core.training.experiment import VocosExp
 
 from .training_helpers import TINY_DIM, tiny_config
 
+# Each test runs Lightning fits (the full-size discriminators): tens of seconds on 2 CPU cores.
+pytestmark = pytest.mark.slow
+
+
 CONFIGS = ["vocos.yaml", "vocos-encodec.yaml", "vocos-imdct.yaml", "vocos-resnet.yaml", "vocos-hifigan-mel-22khz.yaml"]
 
 
