@@ -30,6 +30,8 @@ def polar(mag: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
     on CPU, while ``torch.cos``/``torch.sin`` are vectorised (docs/performance.md); the same values
     to within an ulp.
     """
+    if torch.is_grad_enabled():  # training: out= has no backward
+        return torch.complex(mag * torch.cos(phase), mag * torch.sin(phase))
     out = mag.new_empty(*mag.shape, 2)  # (..., F, 2): real and imaginary parts interleaved
     torch.mul(mag, torch.cos(phase), out=out[..., 0])
     torch.mul(mag, torch.sin(phase), out=out[..., 1])
@@ -65,7 +67,9 @@ class ISTFTHead(nn.Module):
         # Frame-major (B, T, bins) throughout, unlike the reference's (B, bins, T): the inverse
         # FFT and overlap-add then run on contiguous frames.
         mag, phase = bf16x3.linear(x, self.out).float().chunk(2, dim=-1)  # (B, T, n_fft // 2 + 1) each
-        mag = torch.exp(mag).clamp_(max=MAX_MAGNITUDE)
+        mag = torch.exp(mag)
+        # In place when no gradient flows: exp's backward needs its output unmodified.
+        mag = mag.clamp(max=MAX_MAGNITUDE) if torch.is_grad_enabled() else mag.clamp_(max=MAX_MAGNITUDE)
         return polar(mag, phase)
 
     def frames(self, x: torch.Tensor) -> torch.Tensor:

@@ -45,6 +45,10 @@ class VocosBackbone(nn.Module):
         pad = int(self.embed.padding[0])
         x = conv_to_btc(apply_mask(x, mask), self.embed.weight, self.embed.bias, padding=pad)  # (B, T, dim)
         x = self.norm(x, bandwidth_id) if self.adanorm else self.norm(x)  # a fresh tensor, ours to update
+        if torch.is_grad_enabled():  # training: the in-place updates below have no backward
+            for block in self.convnext:
+                x = block(x, cond_embedding_id=bandwidth_id, mask=mask)
+            return self.final_layer_norm(x)
         workspace, padding_rows = MLPWorkspace(x, self.config.intermediate_dim), masked_rows(mask)
         for block in self.convnext:
             assert isinstance(block, ConvNeXtBlock)

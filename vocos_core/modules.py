@@ -94,6 +94,8 @@ class ConvNeXtBlock(nn.Module):
     def forward(self, x: torch.Tensor, cond_embedding_id: torch.Tensor | None = None,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
         """``(B, T, C)`` -> ``(B, T, C)``; ``x`` is left as it was."""
+        if torch.is_grad_enabled():
+            return self.differentiable_forward(x, cond_embedding_id, mask)
         return self.residual_update_(x.clone(), MLPWorkspace(x, self.pwconv1.out_features), cond_embedding_id,
                                      masked_rows(mask))
 
@@ -129,6 +131,16 @@ class ConvNeXtBlock(nn.Module):
             workspace.linear_into(self.pwconv2, hidden, out)
             rows_x[start:end].addcmul_(self.gamma, out)  # x + gamma * mlp(h)
         return x
+
+    def differentiable_forward(self, x: torch.Tensor, cond_embedding_id: torch.Tensor | None = None,
+                               mask: torch.Tensor | None = None) -> torch.Tensor:
+        """:meth:`forward` without in-place updates or ``out=`` matmuls, which autograd cannot
+        differentiate: the path training takes (``vocos_core.training``)."""
+        h = depthwise_conv_btc(apply_mask(x.transpose(1, 2), mask).transpose(1, 2), self.dwconv.weight, self._bias(),
+                               padding=self.padding)  # masking wants (B, C, T): transposed views, no copies
+        h = self.norm(h, cond_embedding_id) if self.adanorm else self.norm(h)
+        h = self.pwconv2(nn.functional.gelu(self.pwconv1(h)))
+        return x + self.gamma * h
 
 
 class MLPWorkspace:

@@ -7,6 +7,7 @@ weights, needed by the EnCodec model's audio-in path alone, do not: see ``servic
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -21,6 +22,7 @@ from service.runtime.audio_path import AudioPath
 from service.runtime.registry import ModelSpec, RegistryError, model_specs
 from service.settings import Settings
 from vocos_core import Vocos, bf16x3
+from vocos_core.builtin import DEMO_DESCRIPTION, DEMO_MEL_24KHZ
 from vocos_core.config import EncodecFeaturesConfig, FeatureExtractorConfig, MelSpectrogramFeaturesConfig
 from vocos_core.errors import UnavailableError, VocosError
 from vocos_core.feature_extractors import ENCODEC_BINS, MelSpectrogramFeatures, codebooks_for_bandwidth
@@ -154,10 +156,34 @@ def load_models(settings: Settings) -> dict[str, ServedModel]:
         raise StartupError(str(exc)) from None
     devices = {spec.name: resolve_device(spec.device or settings.device) for spec in specs}
     matmuls = set_cpu_matmul(settings, torch.device("cpu")) if any(d.type == "cpu" for d in devices.values()) else ""
-    models = {spec.name: load_model(spec, devices[spec.name]) for spec in specs}
+    models, unavailable = {}, []
+    for spec in specs:
+        try:
+            models[spec.name] = load_model(spec, devices[spec.name])
+        except StartupError as exc:
+            if not (spec.default and isinstance(exc.__cause__, UnavailableError)):
+                raise
+            unavailable.append((spec, exc))
+    if unavailable:
+        models.update(load_builtin_fallback(unavailable, devices))
     if matmuls:
         log.info("CPU models run %s", matmuls)
     return models
+
+
+def load_builtin_fallback(unavailable: list[tuple[ModelSpec, StartupError]],
+                          devices: dict[str, torch.device]) -> dict[str, ServedModel]:
+    """In place of unset default models out of reach: the built-in demo as ``mel``, no EnCodec model;
+    one WARNING line says so. Re-raises when that leaves no model to serve."""
+    mel = next((spec for spec, _ in unavailable if spec.name == "mel"), None)
+    if mel is None:
+        raise unavailable[0][1]
+    served = load_model(dataclasses.replace(mel, source=str(DEMO_MEL_24KHZ), revision=None, default=False),
+                        devices["mel"])
+    left_out = ", ".join(spec.source for spec, _ in unavailable)
+    log.warning("no model is configured and %s cannot be obtained (no Hub access, not in the cache): serving %s "
+                "as 'mel'; set VOCOS_MEL_MODEL or VOCOS_MODELS to serve a real model", left_out, DEMO_DESCRIPTION)
+    return {"mel": served}
 
 
 def set_cpu_matmul(settings: Settings, device: torch.device) -> str:

@@ -10,6 +10,8 @@ They come from three settings, in this order:
   given; set explicitly, they add their model to the others.
 
 An endpoint's default model is the first of its kind. Options a model leaves out are the server's.
+With no model setting at all and the official models out of reach, the server serves the built-in
+demo model instead (``vocos_core.builtin``), saying so in one warning; explicit settings never fall back.
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ class ModelSpec:
     encodec_weights: str | None = None
     batching: Mapping[str, float] = dataclasses.field(default_factory=dict)
     legacy: bool = False  # defined by VOCOS_MEL_MODEL / VOCOS_ENCODEC_MODEL: must be of that kind
+    # A default nobody set (no model setting at all): when it cannot be obtained, the mel model falls
+    # back to the built-in demo and the EnCodec model is left out (service.runtime.models).
+    default: bool = False
 
     def resolved(self, settings: Settings) -> ModelSpec:
         """This spec with every option it leaves out taken from the server's ``settings``."""
@@ -74,7 +79,7 @@ def model_specs(settings: Settings) -> tuple[ModelSpec, ...]:
             raise RegistryError(
                 f"model name {name!r} is defined twice: by VOCOS_{field.upper()} and by VOCOS_MODELS(_FILE)"
             )
-        specs.append(ModelSpec(name, source, legacy=True))
+        specs.append(ModelSpec(name, source, legacy=True, default=field not in explicit))
     names = [spec.name for spec in specs]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:

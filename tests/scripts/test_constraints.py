@@ -26,7 +26,8 @@ def _pins() -> dict[str, str]:
 def _direct_requirements() -> set[str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
-    names = {_name(r) for r in project["dependencies"] + extras["serve"] + extras["client"] + extras["test"]}
+    names = {_name(r) for r in project["dependencies"] + extras["serve"] + extras["client"] + extras["train"]
+             + extras["test"]}
     tools = (ROOT / "scripts" / "install-test-tools.sh").read_text()
     block = tools[tools.index("PY_PINS=(") : tools.index(")", tools.index("PY_PINS=("))]
     names |= {_name(pin) for pin in re.findall(r"^\s+(\S+==\S+)$", block, flags=re.M)}

@@ -1,0 +1,76 @@
+"""The data module: file lists, gain, resampling, crops, as the reference's dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from vocos_core.errors import InputError
+from vocos_core.training.data import (
+    TRAIN_GAIN_DB,
+    VAL_GAIN_DB,
+    DataConfig,
+    VocosDataModule,
+    VocosDataset,
+    fit_length,
+    peak_normalise,
+    read_filelist,
+)
+
+
+def write(path: Path, audio: np.ndarray, sr: int) -> str:
+    sf.write(path, audio, sr, subtype="FLOAT")
+    return str(path)
+
+
+def test_peak_normalise_puts_the_peak_at_the_gain() -> None:
+    audio = np.array([0.1, -0.5, 0.25], dtype=np.float32)
+    out = peak_normalise(audio, -6.0)
+    assert np.abs(out).max() == pytest.approx(10 ** (-6 / 20))
+    assert np.array_equal(peak_normalise(np.zeros(4, dtype=np.float32), -3.0), np.zeros(4))
+
+
+def test_fit_length_repeats_short_files_and_crops_long_ones() -> None:
+    short = torch.arange(3.0)
+    assert fit_length(short, 7, train=True).tolist() == [0, 1, 2, 0, 1, 2, 0]
+    long = torch.arange(100.0)
+    assert torch.equal(fit_length(long, 10, train=False), torch.arange(10.0))
+    torch.manual_seed(0)
+    starts = {int(fit_length(long, 10, train=True)[0]) for _ in range(50)}
+    assert len(starts) > 5 and all(0 <= s <= 90 for s in starts)
+
+
+def test_items_are_mono_resampled_normalised_and_cut(tmp_path: Path) -> None:
+    t = np.arange(16000) / 16000
+    stereo = np.stack([0.5 * np.sin(2 * np.pi * 440 * t), 0.1 * np.sin(2 * np.pi * 440 * t)], axis=1)
+    paths = [write(tmp_path / "a.wav", stereo.astype(np.float32), 16000)]
+    (tmp_path / "list").write_text("\n".join(paths) + "\n\n")
+    val = VocosDataset(DataConfig(str(tmp_path / "list"), 24000, 12000, 1), train=False)
+    item = val[0]
+    assert item.shape == (12000,) and item.dtype == torch.float32
+    assert float(item.abs().max()) == pytest.approx(10 ** (VAL_GAIN_DB / 20), rel=0.02)
+    train = VocosDataset(DataConfig(str(tmp_path / "list"), 24000, 12000, 1), train=True)
+    peaks = [float(train[0].abs().max()) for _ in range(20)]
+    lo, hi = (10 ** (g / 20) for g in TRAIN_GAIN_DB)
+    assert all(lo * 0.97 <= p <= hi * 1.03 for p in peaks) and max(peaks) - min(peaks) > 0.05
+
+
+def test_an_empty_file_list_is_an_input_error(tmp_path: Path) -> None:
+    (tmp_path / "list").write_text("\n\n")
+    with pytest.raises(InputError, match="empty file list"):
+        read_filelist(tmp_path / "list")
+
+
+def test_loaders_batch_the_crops(tmp_path: Path) -> None:
+    paths = [write(tmp_path / f"{i}.wav", np.random.default_rng(i).standard_normal(9000).astype(np.float32) * 0.1,
+                   24000) for i in range(4)]
+    (tmp_path / "list").write_text("\n".join(paths))
+    cfg = DataConfig(str(tmp_path / "list"), 24000, 4096, 2)
+    dm = VocosDataModule(cfg, cfg)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch.shape == (2, 4096)
+    assert len(dm.val_dataloader()) == 2

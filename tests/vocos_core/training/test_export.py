@@ -1,0 +1,57 @@
+"""``vocos-train export``: the Hub layout, loaded strictly by vocos_core, decoding as the trained generator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from vocos_core.checkpoint import CONFIG_NAME, WEIGHTS_NAME
+from vocos_core.errors import CheckpointError
+from vocos_core.pretrained import Vocos
+from vocos_core.training.cli import main
+from vocos_core.training.experiment import VocosExp
+
+from .test_fit import last_checkpoint
+from .training_helpers import tiny_config
+
+# Each test runs Lightning fits (the full-size discriminators): tens of seconds on 2 CPU cores.
+pytestmark = pytest.mark.slow
+
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("trained")
+    main(["fit", "--config", str(tiny_config("vocos.yaml", tmp, max_steps=2, trainer={"num_sanity_val_steps": 0}))])
+    return last_checkpoint(tmp)
+
+
+def test_export_writes_the_hub_layout_that_loads_strictly_and_decodes_as_the_generator(trained: Path,
+                                                                                      tmp_path: Path) -> None:
+    out = tmp_path / "exported"
+    main(["export", str(trained), str(out)])
+    assert sorted(p.name for p in out.iterdir()) == sorted([CONFIG_NAME, WEIGHTS_NAME])
+    config = yaml.safe_load((out / CONFIG_NAME).read_text(encoding="utf-8"))
+    assert list(config) == ["feature_extractor", "backbone", "head"]
+    assert config["backbone"]["class_path"] == "vocos.models.VocosBackbone"
+    state = torch.load(out / WEIGHTS_NAME, map_location="cpu", weights_only=True)
+    assert not [k for k in state if k.startswith(("multiperioddisc", "multiresddisc", "melspec_loss"))]
+    model = Vocos.from_pretrained(out)  # strict: every key, shapes, buffers
+    module = VocosExp.load_from_checkpoint(trained, map_location="cpu").eval()
+    audio = torch.randn(2, 8192, generator=torch.Generator().manual_seed(1)) * 0.3
+    with torch.no_grad():
+        expected = module(audio)
+    torch.testing.assert_close(model(audio), expected, rtol=1e-5, atol=1e-5)
+    mel = model.audio_to_features(audio)
+    with torch.no_grad():
+        torch.testing.assert_close(model.decode(mel), module.head(module.backbone(mel)), rtol=1e-5, atol=1e-5)
+
+
+def test_export_of_a_file_that_is_not_a_lightning_checkpoint_fails(tmp_path: Path) -> None:
+    bogus = tmp_path / "weights.bin"
+    torch.save({"backbone.embed.weight": torch.zeros(1)}, bogus)
+    with pytest.raises(CheckpointError, match="not a Lightning checkpoint"):
+        main(["export", str(bogus), str(tmp_path / "out")])

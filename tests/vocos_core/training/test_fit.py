@@ -1,0 +1,120 @@
+"""A few training steps of every shipped config at tiny sizes; resume; fine-tune from a Hub-layout directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from vocos_core.pretrained import Vocos
+from vocos_core.testing import write_random_checkpoint
+from vocos_core.training.cli import main
+from vocos_core.training.experiment import VocosExp
+
+from .training_helpers import TINY_DIM, tiny_config
+
+# Each test runs Lightning fits (the full-size discriminators): tens of seconds on 2 CPU cores.
+pytestmark = pytest.mark.slow
+
+
+CONFIGS = ["vocos.yaml", "vocos-encodec.yaml", "vocos-imdct.yaml", "vocos-resnet.yaml", "vocos-hifigan-mel-22khz.yaml"]
+
+
+def last_checkpoint(tmp: Path) -> Path:
+    found = sorted(tmp.glob("logs/**/checkpoints/last.ckpt"))
+    assert found, f"no last.ckpt under {tmp}"
+    return found[-1]
+
+
+def load(ckpt: Path) -> VocosExp:
+    return VocosExp.load_from_checkpoint(ckpt, map_location="cpu")
+
+
+def untrained_state(hparams: dict) -> dict[str, torch.Tensor]:
+    """The module's state before training: same hyperparameters, the configs' seed."""
+    torch.manual_seed(4444)
+    return VocosExp(**{k: v for k, v in hparams.items() if not k.startswith("_")}).state_dict()
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_few_steps_train_generator_and_discriminators(tmp_path: Path, name: str, encodec_weights: Path) -> None:
+    extra = {"encodec_weights": str(encodec_weights)} if "encodec" in name else None
+    config = tiny_config(name, tmp_path, max_steps=4, extra_model=extra)
+    main(["fit", "--config", str(config), "--trainer.num_sanity_val_steps", "0"])
+    trained = torch.load(last_checkpoint(tmp_path), map_location="cpu", weights_only=False)
+    assert trained["global_step"] == 4  # 2 batches x 2 optimisers
+    before = untrained_state(trained["hyper_parameters"])
+    changed = {k.split(".")[0] for k, v in trained["state_dict"].items()
+               if v.is_floating_point() and not torch.equal(v, before[k])}
+    assert {"backbone", "head", "multiperioddisc", "multiresddisc"} <= changed
+
+
+def test_tensorboard_holds_losses_metrics_audio_and_mel_images(tmp_path: Path) -> None:
+    main(["fit", "--config", str(tiny_config("vocos.yaml", tmp_path, max_steps=4))])  # one epoch, then validation
+    events = sorted(tmp_path.glob("logs/**/events.out.tfevents.*"))
+    acc = EventAccumulator(str(events[-1].parent), size_guidance={"audio": 0, "images": 0, "scalars": 0}).Reload()
+    tags = acc.Tags()
+    assert {"generator/mel_loss", "generator/total_loss", "discriminator/total", "val/mel_loss", "val/mrstft",
+            "val_loss", "grad_norm"} <= set(tags["scalars"])
+    assert {"train/audio_in", "train/audio_pred", "val/audio_in", "val/audio_pred"} <= set(tags["audio"])
+    assert {"train/mel_target", "train/mel_pred", "val/mel_target", "val/mel_pred"} <= set(tags["images"])
+    mel = [e.value for e in acc.Scalars("generator/mel_loss")]
+    assert all(0 < v < 100 for v in mel)
+
+
+def test_resume_continues_from_the_lightning_checkpoint(tmp_path: Path) -> None:
+    config = tiny_config("vocos.yaml", tmp_path, max_steps=2, trainer={"num_sanity_val_steps": 0})
+    main(["fit", "--config", str(config)])
+    first = last_checkpoint(tmp_path)
+    saved = tmp_path / "first.ckpt"
+    saved.write_bytes(first.read_bytes())
+    main(["fit", "--config", str(config), "--trainer.max_steps", "6", "--ckpt_path", str(saved)])
+    resumed = torch.load(last_checkpoint(tmp_path), map_location="cpu", weights_only=False)
+    assert resumed["global_step"] == 6
+    opt_steps = [s["state"][0]["step"] for s in resumed["optimizer_states"]]
+    assert [float(s) for s in opt_steps] == [3.0, 3.0]  # one step per optimiser per batch, 3 batches in all
+
+
+def test_pretrain_mel_steps_leave_the_discriminators_untouched(tmp_path: Path) -> None:
+    config = tiny_config("vocos.yaml", tmp_path, max_steps=4, extra_model={"pretrain_mel_steps": 10},
+                         trainer={"num_sanity_val_steps": 0})
+    main(["fit", "--config", str(config)])
+    trained = torch.load(last_checkpoint(tmp_path), map_location="cpu", weights_only=False)
+    fresh = untrained_state(trained["hyper_parameters"])
+    for key, value in trained["state_dict"].items():
+        if key.startswith(("multiperioddisc", "multiresddisc")):
+            assert torch.equal(value, fresh[key]), key
+    assert trained["global_step"] == 4
+
+
+def test_init_from_a_hub_layout_directory_starts_from_its_weights(tmp_path: Path) -> None:
+    hub = write_random_checkpoint(tmp_path / "hub", "mel", dim=TINY_DIM, num_layers=1, seed=3)
+    # learning rate 0: training leaves the generator exactly as loaded
+    config = tiny_config("vocos.yaml", tmp_path, max_steps=2, extra_model={"initial_learning_rate": 0.0},
+                         trainer={"num_sanity_val_steps": 0})
+    main(["fit", "--config", str(config), "--init-from", str(hub)])
+    module = load(last_checkpoint(tmp_path))
+    expected = Vocos.from_pretrained(hub).state_dict()
+    got = module.generator_state_dict()
+    assert got.keys() == expected.keys()
+    for key in expected:
+        assert torch.equal(got[key], expected[key]), key
+
+
+def test_init_from_a_checkpoint_of_another_architecture_fails(tmp_path: Path) -> None:
+    hub = write_random_checkpoint(tmp_path / "hub", "mel", dim=TINY_DIM * 2, num_layers=1)
+    config = tiny_config("vocos.yaml", tmp_path, max_steps=2)
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        main(["fit", "--config", str(config), "--init-from", str(hub)])
+
+
+def test_gradient_accumulation_steps_every_n_batches(tmp_path: Path) -> None:
+    config = tiny_config("vocos.yaml", tmp_path, max_steps=4, extra_model={"accumulate_grad_batches": 2},
+                         trainer={"num_sanity_val_steps": 0, "limit_val_batches": 0})
+    main(["fit", "--config", str(config)])
+    trained = torch.load(last_checkpoint(tmp_path), map_location="cpu", weights_only=False)
+    assert trained["global_step"] == 4  # 2 optimiser steps each ...
+    assert [float(s["state"][0]["step"]) for s in trained["optimizer_states"]] == [2.0, 2.0]
+    assert trained["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 4  # ... over 4 batches

@@ -1,0 +1,96 @@
+"""Our discriminators and losses against vocos 0.1.0's, on the fixture of scripts/make_training_fixtures.py."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import torch
+
+from vocos_core.training.discriminators import MultiPeriodDiscriminator, MultiResolutionDiscriminator
+from vocos_core.training.loss import DiscriminatorLoss, FeatureMatchingLoss, GeneratorLoss, MelSpecReconstructionLoss
+
+ROOT = Path(__file__).resolve().parents[3]
+FIXTURE = ROOT / "tests" / "data" / "training" / "parity.pt"
+RTOL = 1e-5
+
+
+def _script() -> ModuleType:
+    path = ROOT / "scripts" / "make_training_fixtures.py"
+    spec = importlib.util.spec_from_file_location("make_training_fixtures", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SCRIPT = _script()
+
+
+@pytest.fixture(scope="module")
+def fixture() -> dict[str, Any]:
+    return torch.load(FIXTURE, weights_only=False)
+
+
+def assert_close(ours: torch.Tensor, ref: torch.Tensor, what: str) -> None:
+    """Relative to the reference tensor's largest magnitude: ``max|a - b| <= RTOL * max|b|``."""
+    assert ours.shape == ref.shape, f"{what}: shape {tuple(ours.shape)} != {tuple(ref.shape)}"
+    scale = ref.abs().max().clamp_min(1e-12)
+    err = float((ours - ref).abs().max() / scale)
+    assert err <= RTOL, f"{what}: relative error {err:.2e} > {RTOL:g}"
+
+
+CASES = {
+    "mpd": lambda n: MultiPeriodDiscriminator(num_embeddings=n),
+    "mrd": lambda n: MultiResolutionDiscriminator(num_embeddings=n),
+}
+
+
+@pytest.mark.parametrize("name", ["mpd", "mpd_cond", "mrd", "mrd_cond"])
+def test_discriminator_and_gan_losses_match_reference(fixture: dict[str, Any], name: str) -> None:
+    ref = fixture["cases"][name]
+    cond = name.endswith("_cond")
+    disc = CASES[name.split("_")[0]](SCRIPT.NUM_EMBEDDINGS if cond else None)
+    assert sorted(disc.state_dict().keys()) == ref["state_dict_keys"]
+    SCRIPT.fill_parameters(disc)
+    bandwidth = torch.tensor([fixture["bandwidth_id"]]) if cond else None
+    with torch.no_grad():
+        real, gen, fmap_r, fmap_g = disc(fixture["y"], fixture["y_hat"], bandwidth_id=bandwidth)
+    for i, (ours, theirs) in enumerate(zip(real + gen, ref["real"] + ref["gen"], strict=True)):
+        assert_close(ours, theirs, f"{name} score {i}")
+    for side, ours_maps, ref_maps in (("real", fmap_r, ref["fmap_real"]), ("gen", fmap_g, ref["fmap_gen"])):
+        assert [[tuple(m.shape) for m in maps] for maps in ours_maps] == [list(s) for s in ref["fmap_shapes"]]
+        for i, (ours_d, ref_d) in enumerate(zip(ours_maps, ref_maps, strict=True)):
+            for j, (m, r) in enumerate(zip(ours_d, ref_d, strict=True)):
+                assert_close(SCRIPT.fmap_sample(m), r, f"{name} {side} fmap {i}.{j}")
+    g_total, g_list = GeneratorLoss()(gen)
+    d_total, d_real, d_gen = DiscriminatorLoss()(real, gen)
+    fm = FeatureMatchingLoss()(fmap_r, fmap_g)
+    ref_g, ref_d, ref_fm = ref["generator_loss"], ref["discriminator_loss"], ref["feature_matching_loss"]
+    assert_close(g_total, ref_g[0], "generator loss")
+    assert_close(torch.stack(g_list), torch.stack(ref_g[1]), "generator loss terms")
+    assert_close(d_total, ref_d[0], "discriminator loss")
+    assert_close(torch.stack(d_real + d_gen), torch.stack(ref_d[1] + ref_d[2]), "discriminator loss terms")
+    assert_close(fm, ref_fm, "feature matching loss")
+
+
+def test_mel_reconstruction_loss_matches_reference(fixture: dict[str, Any]) -> None:
+    assert fixture["mel"], "fixture holds no mel losses"
+    for (sr, n_fft, hop, n_mels), ref in fixture["mel"].items():
+        loss = MelSpecReconstructionLoss(sample_rate=sr, n_fft=n_fft, hop_length=hop, n_mels=n_mels)
+        assert_close(loss(fixture["y_hat"], fixture["y"]), ref, f"mel loss at {sr} Hz")
+
+
+def test_fixture_conditioning_is_not_zero(fixture: dict[str, Any]) -> None:
+    """The conditional cases test the embedding path only if it moves the scores: zeroed, it must not match."""
+    disc = MultiPeriodDiscriminator(num_embeddings=SCRIPT.NUM_EMBEDDINGS)
+    SCRIPT.fill_parameters(disc)
+    with torch.no_grad():
+        for d in disc.discriminators:
+            d.emb.weight.zero_()
+        real, *_ = disc(fixture["y"], fixture["y_hat"], bandwidth_id=torch.tensor([fixture["bandwidth_id"]]))
+    ref = fixture["cases"]["mpd_cond"]["real"][0]
+    assert float((real[0] - ref).abs().max() / ref.abs().max()) > 1e-3

@@ -1,0 +1,66 @@
+"""``vocos-train``: LightningCLI over the recipe, plus ``export``.
+
+    vocos-train fit --config configs/vocos.yaml [--init-from charactr/vocos-mel-24khz | DIR] [--ckpt_path last.ckpt]
+    vocos-train export CKPT OUT_DIR
+
+``fit``, ``validate`` and the other subcommands are LightningCLI's, configured by YAML files shaped
+as the reference's ``configs/*.yaml``. ``--init-from`` starts the generator from a Hub-layout
+checkpoint (fine-tuning); ``--ckpt_path`` resumes a Lightning checkpoint (optimisers, step, all).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from ..pretrained import Vocos
+from .data import VocosDataModule
+from .experiment import VocosExp
+
+
+class VocosCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--init-from", default=None, type=str | None,
+                            help="Hub repo id or Hub-layout directory to start the generator from")
+
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI would merge the checkpoint's hyperparameters into the config through
+        # jsonargparse, which tries to import the reference's class paths held in them (vocos.*).
+        # The config given is used as it is; the checkpoint still restores weights, optimisers and step.
+        return
+
+    def before_fit(self) -> None:
+        init_from = self.config[self.subcommand].get("init_from")
+        if init_from and self.config[self.subcommand].get("ckpt_path"):
+            raise SystemExit("--init-from and --ckpt_path exclude each other: resume, or start from a model")
+        if init_from:
+            assert isinstance(self.model, VocosExp)
+            self.model.load_generator(Vocos.from_pretrained(init_from))
+
+
+def export_main(argv: Sequence[str]) -> None:
+    from .export import export_checkpoint
+
+    ap = argparse.ArgumentParser(prog="vocos-train export",
+                                 description="Write a Lightning checkpoint's generator in the Hub layout")
+    ap.add_argument("ckpt", help="Lightning checkpoint (.ckpt) written by vocos-train fit")
+    ap.add_argument("out_dir", help="directory for config.yaml + pytorch_model.bin")
+    args = ap.parse_args(argv)
+    out = export_checkpoint(args.ckpt, args.out_dir)
+    print(f"wrote {out}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["export"]:
+        export_main(args[1:])
+        return
+    VocosCLI(VocosExp, VocosDataModule, subclass_mode_data=True, args=args,
+             save_config_kwargs={"overwrite": True})
+
+
+if __name__ == "__main__":
+    main()

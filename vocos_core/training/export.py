@@ -1,0 +1,55 @@
+"""Export a trained generator in the official Hub layout: ``config.yaml`` + ``pytorch_model.bin``.
+
+The config is the model's ``feature_extractor`` / ``backbone`` / ``head`` mappings exactly as the
+training config gave them (class paths of the reference package), and the weights are the
+generator's part of the LightningModule's state dict, under the keys official checkpoints use. The
+directory loads strictly in :meth:`vocos_core.Vocos.from_pretrained` and in vocos 0.1.0.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME
+from ..errors import CheckpointError
+from .experiment import GENERATOR_PARTS
+
+
+def hub_config(hparams: dict[str, Any]) -> dict[str, Any]:
+    """The ``config.yaml`` mapping of a model's hyperparameters."""
+    missing = [k for k in GENERATOR_PARTS if k not in hparams]
+    if missing:
+        raise CheckpointError(f"checkpoint hyperparameters lack {missing}; expected a vocos-train checkpoint")
+    return {k: _plain(hparams[k]) for k in GENERATOR_PARTS}
+
+
+def _plain(value: Any) -> Any:
+    """Mappings and sequences as plain dicts and lists, so that yaml.safe_dump writes them."""
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def write_hub_dir(out_dir: str | os.PathLike[str], config: dict[str, Any], state: dict[str, torch.Tensor]) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CONFIG_NAME).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    torch.save({k: v.contiguous() for k, v in state.items()}, out / WEIGHTS_NAME)
+    return out
+
+
+def export_checkpoint(ckpt: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:
+    """Write the generator of Lightning checkpoint ``ckpt`` to ``out_dir``; returns ``out_dir``."""
+    data = torch.load(ckpt, map_location="cpu", weights_only=False)
+    if "state_dict" not in data or "hyper_parameters" not in data:
+        raise CheckpointError(f"{ckpt}: not a Lightning checkpoint (no state_dict / hyper_parameters)")
+    config = hub_config(dict(data["hyper_parameters"]))
+    state = {k: v for k, v in data["state_dict"].items() if k.split(".")[0] in GENERATOR_PARTS}
+    return write_hub_dir(out_dir, config, state)

@@ -1,0 +1,117 @@
+"""Validation and TensorBoard samples of :class:`~.experiment.VocosExp`: metrics, audio, mel images.
+
+``val_loss`` is the reference's: mel L1 + (5 - UTMOS) + (5 - PESQ), with a metric that is not
+evaluated counting as 0, so checkpoints are ranked as the reference ranks them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import metrics
+
+log = logging.getLogger(__name__)
+TRAIN_SAMPLE_EVERY = 1000  # batches between training audio/mel samples, as the reference
+
+
+def mel_image(mel: torch.Tensor) -> np.ndarray:
+    """``(n_mels, T)`` log-mel -> ``(H, W, 3)`` uint8 picture for TensorBoard."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(12, 3))
+    im = ax.imshow(mel.detach().float().cpu().numpy(), aspect="auto", origin="lower", interpolation="none")
+    plt.colorbar(im, ax=ax)
+    ax.set_xlabel("Frames")
+    ax.set_ylabel("Channels")
+    fig.tight_layout()
+    fig.canvas.draw()
+    image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()  # type: ignore[attr-defined]
+    plt.close(fig)
+    return image
+
+
+def _nanmean(values: list[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+class ValidationMixin:
+    """Validation of the generator; mixed into the LightningModule (uses its ``log``, ``logger``, ...)."""
+
+    hparams: Any
+    _val_outputs: list[dict[str, Any]]
+
+    def _tensorboard(self) -> Any:
+        """The SummaryWriter of a TensorBoard logger, or None (other loggers, or none)."""
+        logger = getattr(self, "logger", None)
+        writer = getattr(logger, "experiment", None)
+        return writer if hasattr(writer, "add_audio") else None
+
+    def _log_pair(self, tag: str, audio: torch.Tensor, audio_hat: torch.Tensor, step: int) -> None:
+        writer = self._tensorboard()
+        if writer is None:
+            return
+        sr = self.hparams["sample_rate"]
+        mel = self.melspec_loss  # type: ignore[attr-defined]
+        writer.add_audio(f"{tag}/audio_in", audio.detach().cpu(), step, sr)
+        writer.add_audio(f"{tag}/audio_pred", audio_hat.detach().float().cpu(), step, sr)
+        with torch.no_grad():
+            writer.add_image(f"{tag}/mel_target", mel_image(mel.log_mel(audio[None])[0]), step, dataformats="HWC")
+            writer.add_image(f"{tag}/mel_pred", mel_image(mel.log_mel(audio_hat[None].float())[0]), step,
+                             dataformats="HWC")
+
+    def log_train_samples(self, audio: torch.Tensor, audio_hat: torch.Tensor) -> None:
+        batches = self.batches_seen  # type: ignore[attr-defined]
+        if batches % TRAIN_SAMPLE_EVERY == 0 and self.global_rank == 0:  # type: ignore[attr-defined]
+            self._log_pair("train", audio[0], audio_hat[0], batches)
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_outputs = []
+        for flag, reason in (("evaluate_utmos", metrics.utmos_unavailable()),
+                             ("evaluate_periodicty", metrics.periodicity_unavailable()),
+                             ("evaluate_pesq", metrics.pesq_unavailable())):
+            if self.hparams[flag] and reason and not getattr(self, f"_warned_{flag}", False):
+                log.warning("%s is set but skipped: %s", flag, reason)
+                setattr(self, f"_warned_{flag}", True)
+
+    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> dict[str, Any]:
+        audio = batch
+        bandwidth_id = torch.tensor([0], device=audio.device) if self.num_bandwidths else None  # type: ignore[attr-defined]
+        audio_hat = self(audio, bandwidth_id)  # type: ignore[operator]
+        sr = self.hparams["sample_rate"]
+        out: dict[str, Any] = {
+            "mel_loss": float(self.melspec_loss(audio_hat, audio)),  # type: ignore[attr-defined]
+            "mrstft": float(metrics.mrstft_distance(audio_hat, audio)),
+            "pesq_score": 0.0,
+        }
+        if self.hparams["evaluate_pesq"] and metrics.pesq_unavailable() is None:
+            out["pesq_score"] = metrics.pesq_wb(metrics.to_16k(audio, sr), metrics.to_16k(audio_hat, sr))
+        if batch_idx == 0:
+            out["sample"] = (audio[0].detach().cpu(), audio_hat[0].detach().cpu())
+        self._val_outputs.append(out)
+        return out
+
+    def on_validation_epoch_end(self) -> None:
+        outputs = self._val_outputs
+        if not outputs:
+            return
+        mean = {k: _nanmean([o[k] for o in outputs]) for k in ("mel_loss", "mrstft", "pesq_score")}
+        pesq = 0.0 if math.isnan(mean["pesq_score"]) else mean["pesq_score"]
+        utmos = 0.0  # not evaluated (metrics.utmos_unavailable)
+        log_ = self.log  # type: ignore[attr-defined]
+        log_("val_loss", mean["mel_loss"] + (5 - utmos) + (5 - pesq), sync_dist=True)
+        log_("val/mel_loss", mean["mel_loss"], sync_dist=True)
+        log_("val/mrstft", mean["mrstft"], sync_dist=True)
+        if self.hparams["evaluate_pesq"]:
+            log_("val/pesq_score", pesq, sync_dist=True)
+        sample = next((o["sample"] for o in outputs if "sample" in o), None)
+        if sample is not None and self.global_rank == 0:  # type: ignore[attr-defined]
+            self._log_pair("val", sample[0], sample[1], self.global_step)  # type: ignore[attr-defined]
