@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import bf16x3
+from . import matmul_ways
 from .config import HeadConfig, IMDCTCosHeadConfig, IMDCTSymExpHeadConfig, ISTFTHeadConfig
 from .spectral_ops import IMDCT, ISTFT
 
@@ -60,7 +60,7 @@ class ISTFTHead(nn.Module):
         # and unsupported for sizes that are not powers of two.
         # Frame-major (B, T, bins) throughout, unlike the reference's (B, bins, T): the inverse
         # FFT and overlap-add then run on contiguous frames.
-        mag, phase = bf16x3.linear(x, self.out).float().chunk(2, dim=-1)  # (B, T, n_fft // 2 + 1) each
+        mag, phase = matmul_ways.linear(x, self.out).float().chunk(2, dim=-1)  # (B, T, n_fft // 2 + 1) each
         mag = torch.exp(mag).clamp_(max=MAX_MAGNITUDE)
         return self.istft(polar(mag, phase), lengths)
 
@@ -80,7 +80,7 @@ class IMDCTSymExpHead(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> Audio:
         """``(B, T, dim)`` -> ``(B, S)``."""
-        x = symexp(bf16x3.linear(x, self.out).float()).clip(-MAX_MAGNITUDE, MAX_MAGNITUDE)
+        x = symexp(matmul_ways.linear(x, self.out).float()).clip(-MAX_MAGNITUDE, MAX_MAGNITUDE)
         audio = self.imdct(x, lengths)
         # The reference clips the coefficients here instead of the audio (returning them as audio);
         # clipping the audio is what its ``clip_audio`` option means, so that is what we do.
@@ -102,7 +102,7 @@ class IMDCTCosHead(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> Audio:
         """``(B, T, dim)`` -> ``(B, S)``."""
-        m, p = bf16x3.linear(x, self.out).float().chunk(2, dim=2)
+        m, p = matmul_ways.linear(x, self.out).float().chunk(2, dim=2)
         m = torch.exp(m).clip(max=MAX_MAGNITUDE)
         audio = self.imdct(m * torch.cos(p), lengths)
         return _clip(audio) if self.clip_audio else audio  # see IMDCTSymExpHead
