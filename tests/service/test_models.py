@@ -83,7 +83,6 @@ def test_cpu_matmul_forces_a_way_and_shows_it(mel_checkpoint: Path, cpu_matmul: 
     assert served.cpu_matmul == way and served.describe()["cpu_matmul"] == way
     assert [r.getMessage() for r in caplog.records if "matmuls" in r.getMessage()] == [
         f"CPU float32 matmuls: {way} (forced by the cpu_matmul setting)"]  # one line
-    matmul_ways.set_way("mkl")
 
 
 def test_auto_probes_the_ways_that_run_here(mel_checkpoint: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -94,7 +93,6 @@ def test_auto_probes_the_ways_that_run_here(mel_checkpoint: Path, caplog: pytest
     (line,) = [r.getMessage() for r in caplog.records if "matmuls" in r.getMessage()]
     for way in matmul_ways.WAYS:  # each way's probe time, or why it cannot run
         assert way in line
-    matmul_ways.set_way("mkl")
 
 
 @pytest.mark.skipif(matmul_ways.unsupported_reason("bf16x3") is None, reason="bf16x3 can run on this CPU")
@@ -102,7 +100,6 @@ def test_a_forced_way_that_cannot_run_falls_back_to_the_probe_and_says_why(mel_c
     settings = Settings(mel_model=str(mel_checkpoint), encodec_model="none", device="cpu", cpu_matmul="bf16x3")
     served = load_models(settings)["mel"]
     assert served.cpu_matmul in ("mkl", "onednn") and torch.get_float32_matmul_precision() == "highest"
-    matmul_ways.set_way("mkl")
 
 
 def test_cpu_matmul_leaves_a_gpu_alone(mel_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
