@@ -6,10 +6,11 @@
 
 A worker: it loads both models once, exports them to ONNX (see :class:`OnnxModels`), prints one
 line ``ready {JSON}`` (the JSON says why ONNX Runtime is not timed, or null when it is), then for
-each line ``CASE<TAB>REPEATS`` read from stdin prints one JSON number, the median seconds of that
-case, and for ``error<TAB>CASE`` the relative error of ONNX Runtime against the reference on that
-case (:func:`relative_error`). Cases of the ONNX Runtime column are the reference's names prefixed
-``onnxruntime: ``. The caller alternates it with its own timings, so every side sees the same load.
+each line ``CASE<TAB>REPEATS[<TAB>STATISTIC]`` read from stdin prints one JSON number, the median
+(or the STATISTIC, bench_cases.STATISTICS) seconds of that case, and for ``error<TAB>CASE`` the
+relative error of ONNX Runtime against the reference on that case (:func:`relative_error`). Cases
+of the ONNX Runtime column are the reference's names prefixed ``onnxruntime: ``. The caller
+alternates it with its own timings, so every side sees the same load.
 """
 
 from __future__ import annotations
@@ -149,12 +150,12 @@ def main() -> None:
     print("ready", json.dumps(reason), flush=True)
     with torch.inference_mode():
         for line in sys.stdin:
-            case, arg = line.rstrip("\n").split("\t")
+            case, arg, *statistic = line.rstrip("\n").split("\t")
             if case == "error":
                 assert onnx is not None, "no ONNX Runtime: no error to tell"
                 print(json.dumps(relative_error(cases, arg, enc, onnx)), flush=True)
             else:
-                print(json.dumps(time_call(cases[case], int(arg), "cpu")), flush=True)
+                print(json.dumps(time_call(cases[case], int(arg), "cpu", *statistic)), flush=True)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,9 @@ Models are random-weight checkpoints of the official sizes (mel: dim 512, 8 laye
 384, 8 layers), so timings are those of the real models. The reference runs as a worker process in
 its own venv, which also runs the reference exported to ONNX in ONNX Runtime (2 intra-op threads;
 scripts/bench_reference.py). In each round every case is timed on every side back to back (the side
-going first rotates), and a round's time is the median of ``--repeats`` calls. Times are medians
-over rounds; a speed-up is the median over rounds of the per-round ratio. RTF = compute time /
-audio time.
+going first rotates), and a round's time is the median (``--statistic min``: the fastest) of
+``--repeats`` calls. Times are medians over rounds; a speed-up is the median over rounds of the
+per-round ratio. RTF = compute time / audio time.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_cases import ENCODEC_BANDWIDTH_ID, SAMPLE_RATE, inputs, time_call
+from bench_cases import ENCODEC_BANDWIDTH_ID, SAMPLE_RATE, STATISTICS, inputs, time_call
 from cpu_peak import Peak, cpu_peak
 
 from vocos_core import Vocos, matmul_ways
@@ -125,8 +125,8 @@ class ReferenceWorker:
             raise RuntimeError("the reference worker did not start; see its stderr above")
         self.onnx_missing: str | None = json.loads(rest) if rest else "the worker has no ONNX Runtime cases"
 
-    def time(self, case: str, repeats: int) -> float:
-        return self._ask(f"{case}\t{repeats}")
+    def time(self, case: str, repeats: int, statistic: str = "median") -> float:
+        return self._ask(f"{case}\t{repeats}\t{statistic}")
 
     def onnx_error(self, case: str) -> float:
         """max |ONNX Runtime - reference| / max |reference| on ``case``."""
@@ -160,6 +160,8 @@ def main() -> None:
     parser.add_argument("--dtypes", nargs="+", default=["float32"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--statistic", choices=list(STATISTICS), default="median",
+                        help="a round's time from its repeats: median, or min (least disturbed; shared machines)")
     parser.add_argument("--cpu-matmuls", nargs="+", choices=list(matmul_ways.WAYS), default=list(matmul_ways.WAYS),
                         help="matmul ways timed for float32 on CPU (those that can run here)")
     parser.add_argument("--reference-python", help="python of a venv with vocos==0.1.0 (and onnxruntime for "
@@ -188,7 +190,8 @@ def main() -> None:
 
 def report(args: argparse.Namespace, mel: Vocos, enc: Vocos, mel_dir: Path, enc_dir: Path, torch_home: Path) -> None:
     print(f"device {args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"repeats {args.repeats}, rounds {args.rounds}, load average {os.getloadavg()[0]:.2f} at start")
+          f"repeats {args.repeats} ({args.statistic}), rounds {args.rounds}, "
+          f"load average {os.getloadavg()[0]:.2f} at start")
     worker = (ReferenceWorker(args.reference_python, mel_dir, enc_dir, torch_home)
               if args.reference_python else None)
     if worker is not None and worker.onnx_missing is not None:
@@ -257,10 +260,10 @@ def time_rounds(args: argparse.Namespace, mel: Vocos, enc: Vocos, dtype: torch.d
         for case, fn in cases.items():
             for side in order[i % len(order):] + order[: i % len(order)]:
                 if side == "ours":
-                    sides["ours"].setdefault(case, []).append(time_call(fn, args.repeats, args.device))
+                    sides["ours"].setdefault(case, []).append(time_call(fn, args.repeats, args.device, args.statistic))
                 elif worker is not None and case in REFERENCE_CASES:
                     name = case if side == "reference" else ONNX_PREFIX + case
-                    sides[side].setdefault(case, []).append(worker.time(name, args.repeats))
+                    sides[side].setdefault(case, []).append(worker.time(name, args.repeats, args.statistic))
     return sides
 
 

@@ -30,7 +30,7 @@ class StandInWorker:
         self.requests: list[tuple[str, int]] = []
         self.onnx_missing = onnx_missing
 
-    def time(self, case: str, repeats: int) -> float:
+    def time(self, case: str, repeats: int, statistic: str = "median") -> float:
         self.requests.append((case, repeats))
         return 0.25 if case.startswith("onnxruntime: ") else 1.0
 
@@ -44,9 +44,9 @@ def models(mel_checkpoint: Path, encodec_checkpoint: Path, encodec_weights: Path
 def test_rounds_pair_every_reference_and_onnx_case(bench_module, models: tuple[Vocos, Vocos],
                                                    monkeypatch: pytest.MonkeyPatch,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(bench_module, "time_call", lambda fn, repeats, device: (fn(), 0.5)[1])
+    monkeypatch.setattr(bench_module, "time_call", lambda fn, repeats, device, statistic: (fn(), 0.5)[1])
     worker = StandInWorker()
-    args = argparse.Namespace(device="cpu", repeats=2, rounds=3)
+    args = argparse.Namespace(device="cpu", repeats=2, rounds=3, statistic="median")
     sides = bench_module.time_rounds(args, *models, torch.float32, worker)
     ours, ref, onnx = sides["ours"], sides["reference"], sides["onnxruntime"]
     assert set(ref) == set(onnx) == set(bench_module.REFERENCE_CASES)  # every reference case is one of ours
@@ -64,9 +64,9 @@ def test_rounds_pair_every_reference_and_onnx_case(bench_module, models: tuple[V
 
 def test_without_onnxruntime_the_column_is_left_out(bench_module, models: tuple[Vocos, Vocos],
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bench_module, "time_call", lambda fn, repeats, device: 0.5)
+    monkeypatch.setattr(bench_module, "time_call", lambda fn, repeats, device, statistic: 0.5)
     worker = StandInWorker(onnx_missing="onnxruntime is not installed in the reference venv")
-    sides = bench_module.time_rounds(argparse.Namespace(device="cpu", repeats=1, rounds=2), *models,
+    sides = bench_module.time_rounds(argparse.Namespace(device="cpu", repeats=1, rounds=2, statistic="min"), *models,
                                      torch.float32, worker)
     assert sides["onnxruntime"] == {} and set(sides["reference"]) == set(bench_module.REFERENCE_CASES)
     assert not any(case.startswith("onnxruntime: ") for case, _ in worker.requests)
