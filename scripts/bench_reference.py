@@ -31,8 +31,6 @@ if not hasattr(scipy.signal, "cosine"):
 from vocos import Vocos
 
 ONNX_PREFIX = "onnxruntime: "
-# As the benchmark's own side: two threads on the 2-core machine it targets.
-ONNX_THREADS = 2
 
 
 def load(directory: str) -> Vocos:
@@ -69,7 +67,8 @@ class OnnxModels:
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = ONNX_THREADS, 1
+        # As many threads as torch has on both sides (OMP_NUM_THREADS, inherited from the benchmark).
+        options.intra_op_num_threads, options.inter_op_num_threads = torch.get_num_threads(), 1
         self.mel, self.enc, self.bw = mel, enc, torch.tensor([ENCODEC_BANDWIDTH_ID])
         x = inputs()
         sessions = {}

@@ -11,11 +11,11 @@ of the matmuls against the CPU's peak (scripts/cpu_peak.py says how the peak is 
 
 Models are random-weight checkpoints of the official sizes (mel: dim 512, 8 layers; EnCodec: dim
 384, 8 layers), so timings are those of the real models. The reference runs as a worker process in
-its own venv, which also runs the reference exported to ONNX in ONNX Runtime (2 intra-op threads;
-scripts/bench_reference.py). In each round every case is timed on every side back to back (the side
-going first rotates), and a round's time is the median (``--statistic min``: the fastest) of
-``--repeats`` calls. Times are medians over rounds; a speed-up is the median over rounds of the
-per-round ratio. RTF = compute time / audio time.
+its own venv, which also runs the reference exported to ONNX in ONNX Runtime (as many intra-op
+threads as torch has: 2 on the 2-core machines; scripts/bench_reference.py). In each round every
+case is timed on every side back to back (the side going first rotates), and a round's time is the
+median (``--statistic min``: the fastest) of ``--repeats`` calls. Times are medians over rounds; a
+speed-up is the median over rounds of the per-round ratio. RTF = compute time / audio time.
 """
 
 from __future__ import annotations
