@@ -1,17 +1,21 @@
-"""Real-time factor of vocos_core, and its throughput against the reference implementation.
+"""Real-time factor of vocos_core, and its throughput against the reference implementation and
+against ONNX Runtime running the exported reference.
 
     python3 scripts/benchmark.py                                  # ours, CPU
     python3 scripts/benchmark.py --reference-python REFVENV/bin/python   # side by side, CPU
     python3 scripts/benchmark.py --device cuda --dtypes float32 bfloat16 float16   # GPU
 
-On CPU, float32 is timed twice: with float32 matmuls, and with bf16x3 matmuls (vocos_core.bf16x3,
-what the service runs by default there), each with its error against float32 matmuls.
+On CPU, float32 is timed once per matmul way that can run here (vocos_core.matmul_ways: mkl,
+onednn, bf16x3), each with its error against mkl (plain float32 matmuls), and the achieved GFLOP/s
+of the matmuls against the CPU's peak (scripts/cpu_peak.py says how the peak is derived).
 
 Models are random-weight checkpoints of the official sizes (mel: dim 512, 8 layers; EnCodec: dim
 384, 8 layers), so timings are those of the real models. The reference runs as a worker process in
-its own venv; in each round every case is timed on both sides back to back (the side going first
-alternates), and a round's time is the median of ``--repeats`` calls. Times are medians over rounds;
-the speed-up is the median over rounds of the per-round ratio. RTF = compute time / audio time.
+its own venv, which also runs the reference exported to ONNX in ONNX Runtime (as many intra-op
+threads as torch has: 2 on the 2-core machines; scripts/bench_reference.py). In each round every
+case is timed on every side back to back (the side going first rotates), and a round's time is the
+median (``--statistic min``: the fastest) of ``--repeats`` calls. Times are medians over rounds; a
+speed-up is the median over rounds of the per-round ratio. RTF = compute time / audio time.
 """
 
 from __future__ import annotations
@@ -31,9 +35,10 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_cases import ENCODEC_BANDWIDTH_ID, SAMPLE_RATE, inputs, time_call
+from bench_cases import ENCODEC_BANDWIDTH_ID, SAMPLE_RATE, STATISTICS, inputs, time_call
+from cpu_peak import Peak, cpu_peak
 
-from vocos_core import Vocos, bf16x3
+from vocos_core import Vocos, matmul_ways
 from vocos_core.testing import checkpoint_config, random_model
 
 SHARED_ENCODEC = Path(__file__).resolve().parents[2] / "shared" / "reference" / "encodec_24khz-random.th"
@@ -93,13 +98,20 @@ def matmuls_alone(mel: Vocos, frames: int) -> Callable[[], None]:
     @torch.inference_mode()
     def run() -> None:
         for pwconv1, pwconv2 in blocks:
-            bf16x3.linear(bf16x3.linear(h, pwconv1), pwconv2)  # nn.Linear's matmul at "highest" precision
-        bf16x3.linear(h, mel.head.out)
+            matmul_ways.linear(matmul_ways.linear(h, pwconv1), pwconv2)  # as the current way runs them
+        matmul_ways.linear(h, mel.head.out)
     return run
 
 
+def floor_flop(mel: Vocos, frames: int) -> int:
+    """Floating-point operations of :func:`matmuls_alone` (2 per multiply-add)."""
+    layers = [lin for b in mel.backbone.convnext for lin in (b.pwconv1, b.pwconv2)]  # type: ignore[union-attr]
+    return sum(2 * frames * lin.in_features * lin.out_features for lin in [*layers, mel.head.out])
+
+
 class ReferenceWorker:
-    """The reference implementation in its own venv (scripts/bench_reference.py), timing on request."""
+    """The reference implementation in its own venv (scripts/bench_reference.py), timing on request;
+    ``onnx_missing`` says why it has no ONNX Runtime column, None when it has one."""
 
     def __init__(self, python: str, mel_dir: Path, enc_dir: Path, torch_home: Path) -> None:
         env = dict(os.environ, TORCH_HOME=str(torch_home), PYTHONPATH=str(Path(__file__).parent))
@@ -108,11 +120,20 @@ class ReferenceWorker:
                                      env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
-        if self.stdout.readline().strip() != "ready":
+        word, _, rest = self.stdout.readline().strip().partition(" ")
+        if word != "ready":
             raise RuntimeError("the reference worker did not start; see its stderr above")
+        self.onnx_missing: str | None = json.loads(rest) if rest else "the worker has no ONNX Runtime cases"
 
-    def time(self, case: str, repeats: int) -> float:
-        self.stdin.write(f"{case}\t{repeats}\n")
+    def time(self, case: str, repeats: int, statistic: str = "median") -> float:
+        return self._ask(f"{case}\t{repeats}\t{statistic}")
+
+    def onnx_error(self, case: str) -> float:
+        """max |ONNX Runtime - reference| / max |reference| on ``case``."""
+        return self._ask(f"error\t{case}")
+
+    def _ask(self, line: str) -> float:
+        self.stdin.write(line + "\n")
         self.stdin.flush()
         return float(json.loads(self.stdout.readline()))
 
@@ -121,13 +142,13 @@ class ReferenceWorker:
         self.proc.wait(timeout=60)
 
 
-def reduced_precision_error(mel: Vocos, dtype: torch.dtype, device: str, cpu_matmul: bf16x3.CpuMatmul) -> float:
-    """Relative error (max abs diff / max abs) of a 10 s decode in ``dtype`` with ``cpu_matmul``
-    matmuls against float32 with float32 matmuls."""
+def matmul_error(mel: Vocos, dtype: torch.dtype, device: str, way: matmul_ways.Way) -> float:
+    """Relative error (max abs diff / max abs) of a 10 s decode in ``dtype`` with ``way`` matmuls
+    against float32 with mkl (plain float32) matmuls."""
     x = inputs()["mel_b1"].to(device)
-    bf16x3.set_cpu_matmul("float32")
+    matmul_ways.set_way("mkl")
     ref = mel.float().decode(x)
-    bf16x3.set_cpu_matmul(cpu_matmul)
+    matmul_ways.set_way(way)
     out = mel.to(dtype).decode(x.to(dtype)).float()
     mel.float()
     return float((out - ref).abs().max() / ref.abs().max())
@@ -139,10 +160,16 @@ def main() -> None:
     parser.add_argument("--dtypes", nargs="+", default=["float32"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--cpu-matmuls", nargs="+", choices=list(bf16x3.PRECISION), default=["float32", "bf16x3"],
-                        help="float32 matmul algorithms timed on CPU (bf16x3 only where vocos_core.bf16x3 runs)")
-    parser.add_argument("--reference-python", help="python of a venv with vocos==0.1.0 (CPU comparison)")
+    parser.add_argument("--statistic", choices=list(STATISTICS), default="median",
+                        help="a round's time from its repeats: median, or min (least disturbed; shared machines)")
+    parser.add_argument("--cpu-matmuls", nargs="+", choices=list(matmul_ways.WAYS), default=list(matmul_ways.WAYS),
+                        help="matmul ways timed for float32 on CPU (those that can run here)")
+    parser.add_argument("--reference-python", help="python of a venv with vocos==0.1.0 (and onnxruntime for "
+                        "the ONNX Runtime column): CPU comparison")
     parser.add_argument("--encodec-weights", type=Path, default=SHARED_ENCODEC if SHARED_ENCODEC.exists() else None)
+    parser.add_argument("--ghz", type=float, help="clock for the CPU peak (default: lscpu's; see cpu_peak.py)")
+    parser.add_argument("--flop-per-cycle", type=int, help="float32 FLOP/cycle/core for the peak (default: "
+                        "from the CPU's vendor, family and flags)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="vocos-bench-"))
     try:
@@ -163,69 +190,100 @@ def main() -> None:
 
 def report(args: argparse.Namespace, mel: Vocos, enc: Vocos, mel_dir: Path, enc_dir: Path, torch_home: Path) -> None:
     print(f"device {args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"repeats {args.repeats}, rounds {args.rounds}")
+          f"repeats {args.repeats} ({args.statistic}), rounds {args.rounds}, "
+          f"load average {os.getloadavg()[0]:.2f} at start")
     worker = (ReferenceWorker(args.reference_python, mel_dir, enc_dir, torch_home)
               if args.reference_python else None)
+    if worker is not None and worker.onnx_missing is not None:
+        print(f"ONNX Runtime not timed: {worker.onnx_missing}")
+    peak = cpu_peak(torch.get_num_threads(), args.ghz, args.flop_per_cycle) if args.device == "cpu" else None
     try:
         for name in args.dtypes:
             dtype = getattr(torch, name)
-            for cpu_matmul in cpu_matmuls(args, dtype):
-                bf16x3.set_cpu_matmul(cpu_matmul)
-                ours, ref = time_rounds(args, mel.to(dtype), enc.to(dtype), dtype,
-                                        worker if dtype == torch.float32 else None)
+            for way in cpu_matmuls(args, dtype):
+                matmul_ways.set_way(way)
+                sides = time_rounds(args, mel.to(dtype), enc.to(dtype), dtype,
+                                    worker if dtype == torch.float32 else None)
                 mel.float(), enc.float()
-                print_table(name if cpu_matmul == "float32" else f"{name}, {cpu_matmul} matmuls", ours, ref)
-                if dtype != torch.float32 or cpu_matmul != "float32":
-                    err = reduced_precision_error(mel, dtype, args.device, cpu_matmul)
-                    print(f"relative error against float32 (mel decode 10 s): {err:.2e}")
-                bf16x3.set_cpu_matmul("float32")
+                print_table(name if args.device != "cpu" else f"{name}, {way} matmuls", sides)
+                if dtype != torch.float32 or way != "mkl":
+                    print(f"relative error against float32 mkl matmuls (mel decode 10 s): "
+                          f"{matmul_error(mel, dtype, args.device, way):.2e}")
+                if peak is not None:
+                    print_gflops(sides["ours"][FLOOR_CASE], floor_flop(mel, inputs()["mel_b1"].shape[-1]), peak)
+                matmul_ways.set_way("mkl")
+        if worker is not None and worker.onnx_missing is None:
+            errors = ", ".join(f"{case} {worker.onnx_error(case):.1e}" for case in REFERENCE_CASES)
+            print(f"\nONNX Runtime's relative error against the reference: {errors} (resynthesis: the encoder's "
+                  "latents; their codes, then the audio, flip where a latent is near a codebook boundary)")
     finally:
         if worker is not None:
             worker.close()
-    print(f"\n(audio: {SAMPLE_RATE} Hz; times are medians over rounds; speed-up is the median over rounds of "
-          "reference time / our time, each round timing both back to back on the same inputs and weights)")
+    print(f"\n(audio: {SAMPLE_RATE} Hz; times are medians over rounds; a speed-up is the median over rounds of "
+          "the other side's time / our time, each round timing every side back to back on the same inputs and "
+          "weights)")
 
 
-def cpu_matmuls(args: argparse.Namespace, dtype: torch.dtype) -> list[bf16x3.CpuMatmul]:
-    """The matmul algorithms to time for ``dtype``: bf16x3 only for float32 on a CPU that runs it."""
+def print_gflops(times: list[float], flop: int, peak: Peak) -> None:
+    """The achieved GFLOP/s of the floor case (median and best round) against the CPU's peak."""
+    gflops, best = flop / statistics.median(times) / 1e9, flop / min(times) / 1e9
+    print(f"matmuls alone: {gflops:.0f} GFLOP/s (best round {best:.0f}), {100 * gflops / peak.gflops:.0f} % of "
+          f"the float32 peak, {peak.describe()}")
+
+
+def cpu_matmuls(args: argparse.Namespace, dtype: torch.dtype) -> list[matmul_ways.Way]:
+    """The matmul ways to time for ``dtype``: every requested way that runs, for float32 on CPU; else
+    PyTorch's own (``mkl``, what runs there)."""
     if dtype != torch.float32 or args.device != "cpu":
-        return ["float32"]
-    reason = bf16x3.unsupported_reason()
-    if reason is not None and "bf16x3" in args.cpu_matmuls:
-        print(f"bf16x3 matmuls not timed: {reason}")
-    return [m for m in args.cpu_matmuls if m == "float32" or reason is None]
+        return ["mkl"]
+    for way in args.cpu_matmuls:
+        if (reason := matmul_ways.unsupported_reason(way)) is not None:
+            print(f"{way} matmuls not timed: {reason}")
+    return [w for w in args.cpu_matmuls if matmul_ways.unsupported_reason(w) is None]
+
+
+SIDES = ("ours", "reference", "onnxruntime")
 
 
 def time_rounds(args: argparse.Namespace, mel: Vocos, enc: Vocos, dtype: torch.dtype,
-                worker: ReferenceWorker | None) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """Per case, ``rounds`` timings of ours and (with a worker) of the reference, taken in pairs.
+                worker: ReferenceWorker | None) -> dict[str, dict[str, list[float]]]:
+    """Per side (:data:`SIDES`) and case, ``rounds`` timings, taken back to back for each case;
+    the reference's sides have its cases (:data:`REFERENCE_CASES`) only.
 
-    Which side goes first alternates between rounds, so a drift in machine load favours neither.
+    Which side goes first rotates between rounds, so a drift in machine load favours none.
     """
     cases = our_cases(mel, enc, args.device, dtype, with_encoder=dtype == torch.float32)
-    ours: dict[str, list[float]] = {case: [] for case in cases}
-    ref: dict[str, list[float]] = {}
+    sides: dict[str, dict[str, list[float]]] = {side: {} for side in SIDES}
+    others = [] if worker is None else ["reference"] + (["onnxruntime"] if worker.onnx_missing is None else [])
+    order = ["ours", *others]
     for i in range(args.rounds):
         for case, fn in cases.items():
-            for side in ("ours", "reference") if i % 2 == 0 else ("reference", "ours"):
+            for side in order[i % len(order):] + order[: i % len(order)]:
                 if side == "ours":
-                    ours[case].append(time_call(fn, args.repeats, args.device))
+                    sides["ours"].setdefault(case, []).append(time_call(fn, args.repeats, args.device, args.statistic))
                 elif worker is not None and case in REFERENCE_CASES:
-                    ref.setdefault(case, []).append(worker.time(case, args.repeats))
-    return ours, ref
+                    name = case if side == "reference" else ONNX_PREFIX + case
+                    sides[side].setdefault(case, []).append(worker.time(name, args.repeats, args.statistic))
+    return sides
 
 
-def print_table(name: str, ours: dict[str, list[float]], ref: dict[str, list[float]]) -> None:
+# How bench_reference.py names the ONNX Runtime cases: the reference's, prefixed.
+ONNX_PREFIX = "onnxruntime: "
+
+
+def print_table(name: str, sides: dict[str, dict[str, list[float]]]) -> None:
     print(f"\n{name}:")
-    print(f"{'case':50s} {'ours s':>8s} {'RTF':>8s} {'x real-time':>12s} {'ref s':>8s} {'speed-up':>9s} "
-          f"{'min..max':>12s}")
-    for case, times in ours.items():
+    print(f"{'case':50s} {'ours s':>8s} {'RTF':>7s} {'x real-time':>11s} {'ref s':>7s} {'vs ref':>7s} "
+          f"{'min..max':>10s} {'ORT s':>7s} {'vs ORT':>7s} {'min..max':>10s}")
+    for case, times in sides["ours"].items():
         t = statistics.median(times)
-        line = f"{case:50s} {t:8.4f} {t / audio_seconds(case):8.4f} {audio_seconds(case) / t:12.1f}"
-        if case in ref:
-            ratios = [r / o for r, o in zip(ref[case], times, strict=True)]
-            line += (f" {statistics.median(ref[case]):8.4f} {statistics.median(ratios):8.2f}x "
-                     f"{min(ratios):5.2f}..{max(ratios):.2f}")
+        line = f"{case:50s} {t:8.4f} {t / audio_seconds(case):7.4f} {audio_seconds(case) / t:11.1f}"
+        for side in ("reference", "onnxruntime"):
+            if case in sides.get(side, {}):
+                other = sides[side][case]
+                ratios = [r / o for r, o in zip(other, times, strict=True)]
+                line += (f" {statistics.median(other):7.4f} {statistics.median(ratios):6.2f}x "
+                         f"{min(ratios):4.2f}..{max(ratios):.2f}")
         print(line)
 
 

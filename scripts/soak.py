@@ -37,7 +37,7 @@ import soundfile as sf
 import torch
 
 from service.testing import ServerProcess, audio_file, npy_bytes
-from vocos_core import Vocos, bf16x3
+from vocos_core import Vocos, matmul_ways
 from vocos_core.encodec.testing import write_random_encodec_weights
 from vocos_core.testing import write_random_checkpoint
 
@@ -305,8 +305,14 @@ def prepare_models(args: argparse.Namespace, workdir: Path) -> tuple[Vocos, Voco
         args.encodec_weights = write_random_encodec_weights(workdir / "encodec_24khz.th")
     mel = Vocos.from_pretrained(str(args.mel_model)).eval()
     encodec = Vocos.from_pretrained(str(args.encodec_model), encodec_weights=str(args.encodec_weights)).eval()
-    bf16x3.set_cpu_matmul(args.cpu_matmul)  # the server's matmuls, for the expected audio too
+    # The server's matmuls, for the expected audio too (a forced way: auto might probe differently).
+    matmul_ways.set_way(matmul_ways.ALIASES.get(args.cpu_matmul, args.cpu_matmul))
     return mel, encodec
+
+
+def default_way() -> str:
+    """bf16x3 where it runs (the server default there before auto existed), else onednn."""
+    return next(w for w in ("bf16x3", "onednn", "mkl") if matmul_ways.unsupported_reason(w) is None)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -326,10 +332,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--encodec-weights", type=Path, help="EnCodec encoder weights (default: random)")
     parser.add_argument("--max-batch-size", type=int, default=16)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
-    parser.add_argument("--cpu-matmul", choices=list(bf16x3.PRECISION), default="bf16x3",
-                        help="the server's float32 matmuls (its default, bf16x3); the expected audio uses the same")
+    parser.add_argument("--cpu-matmul", choices=[*matmul_ways.WAYS, *matmul_ways.ALIASES], default=default_way(),
+                        help="the server's float32 matmuls, forced (default: bf16x3 where it runs, else onednn); "
+                        "the expected audio uses the same")
     parser.add_argument("--startup-timeout", type=float, default=180.0)
     args = parser.parse_args(argv)
+    way = matmul_ways.ALIASES.get(args.cpu_matmul, args.cpu_matmul)
+    if (reason := matmul_ways.unsupported_reason(way)) is not None:  # type: ignore[arg-type]
+        parser.error(f"--cpu-matmul {args.cpu_matmul} cannot run here: {reason}")
     if args.pool <= args.clients:
         parser.error("--pool must exceed --clients so that no two clients send the same input at once")
     return args

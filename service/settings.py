@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from vocos_core.bf16x3 import CpuMatmul
+from vocos_core.matmul_ways import CpuMatmul
 
 DISABLED = "none"
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
@@ -50,8 +50,9 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     dtype: Dtype = Field("float32", description="compute dtype of the models")
     cpu_matmul: CpuMatmul = Field(
-        "bf16x3",
-        description="float32 matmuls on CPU: bf16x3 (three bf16 products, AMX CPUs; docs/performance.md) | float32",
+        "auto",
+        description="float32 matmuls on CPU: auto (the fastest on this CPU, probed at start) | mkl | onednn "
+        "(both exact float32) | bf16x3 (three bf16 products, AMX CPUs); float32 = mkl (docs/performance.md)",
     )
 
     max_batch_size: int = Field(16, ge=1, le=1024, description="most requests in one model call")

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from service.runtime.models import ServedModel, load_models
 from service.settings import Settings
+from vocos_core import matmul_ways
 from vocos_core.encodec.testing import write_random_encodec_weights
 from vocos_core.testing import write_random_checkpoint
 
@@ -32,10 +32,11 @@ def _no_vocos_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _float32_matmul_precision() -> Iterator[None]:
-    """Every test starts at PyTorch's default float32 matmul precision, and leaves it there."""
-    torch.set_float32_matmul_precision("highest")
+    """Every test starts with PyTorch's own float32 matmuls (vocos_core.matmul_ways "mkl", at PyTorch's
+    default precision), and leaves them so: the server's start-up probe may set another way."""
+    matmul_ways.set_way("mkl")
     yield
-    torch.set_float32_matmul_precision("highest")
+    matmul_ways.set_way("mkl")
 
 
 @pytest.fixture(scope="session")

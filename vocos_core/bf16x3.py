@@ -9,15 +9,14 @@ either run in float32 or, at "medium", round every product to bfloat16.
 Each output row depends on its own input row alone, bit for bit, so batching stays exact. Speed
 and error, measured: docs/performance.md.
 
-Used where the model runs on the CPU in float32, the precision is "high" or "medium", and the
-kernels can run (:func:`unsupported_reason`); everywhere else layers run in PyTorch as before.
+One of the CPU matmul ways of :mod:`vocos_core.matmul_ways`: used where the model runs on the CPU
+in float32, the precision is "high" or "medium", and the kernels can run (:func:`unsupported_reason`).
 """
 
 from __future__ import annotations
 
 import types
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import nn
@@ -27,10 +26,6 @@ try:
     from . import _bf16x3
 except ImportError:  # built without a C compiler, or on another platform: PyTorch does every matmul
     _bf16x3 = None
-
-CpuMatmul = Literal["bf16x3", "float32"]
-# The float32 matmul precision (torch.set_float32_matmul_precision) that selects each way on CPU.
-PRECISION: dict[CpuMatmul, str] = {"bf16x3": "high", "float32": "highest"}
 
 # Rows per kernel call: bounds the split-input scratch at ROWS x K x 4 bytes (6 MiB at K = 1536),
 # and matches the backbone's MLP chunks (vocos_core.modules.MLP_CHUNK_ROWS).
@@ -44,11 +39,6 @@ def unsupported_reason() -> str | None:
     if _bf16x3 is None:
         return "vocos_core._bf16x3 was not built (no C compiler with OpenMP at install time?)"
     return _bf16x3.unsupported_reason()
-
-
-def set_cpu_matmul(way: CpuMatmul) -> None:
-    """Run float32 matmuls on CPU as ``way`` from now on, through PyTorch's process-wide precision."""
-    torch.set_float32_matmul_precision(PRECISION[way])
 
 
 def enabled_for(x: torch.Tensor) -> bool:
@@ -77,13 +67,13 @@ class PackedWeight:
         size = _round_up(n) * _round_up(k)
         hi, lo = torch.empty(size, dtype=torch.int16), torch.empty(size, dtype=torch.int16)
         _bf16x3.pack_weight(w.data_ptr(), n, k, hi.data_ptr(), lo.data_ptr())
-        return cls(hi, lo, n, k, _key(weight))
+        return cls(hi, lo, n, k, weight_key(weight))
 
 
 def packed(layer: nn.Linear) -> PackedWeight:
     """``layer``'s packed weight, split again whenever the weight changed (``load_state_dict``, ``copy_``)."""
     pack: PackedWeight | None = getattr(layer, "_bf16x3_pack", None)
-    if pack is None or pack.key != _key(layer.weight):
+    if pack is None or pack.key != weight_key(layer.weight):
         pack = PackedWeight.of(layer.weight)
         # A plain attribute, not a buffer: state_dict and checkpoints never see it.
         object.__setattr__(layer, "_bf16x3_pack", pack)
@@ -139,6 +129,7 @@ def _round_up(size: int) -> int:
     return -(-size // BLOCK) * BLOCK
 
 
-def _key(weight: torch.Tensor) -> tuple[int, int]:
+def weight_key(weight: torch.Tensor) -> tuple[int, int]:
+    """What tells a changed weight from the one packed: its storage and version."""
     # Inference tensors keep no version counter: made in inference mode, a weight is taken as constant.
     return weight.data_ptr(), -1 if weight.is_inference() else weight._version

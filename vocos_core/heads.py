@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import bf16x3
+from . import matmul_ways
 from .config import HeadConfig, IMDCTCosHeadConfig, IMDCTSymExpHeadConfig, ISTFTHeadConfig
 from .spectral_ops import IMDCT, ISTFT
 
@@ -66,7 +66,7 @@ class ISTFTHead(nn.Module):
         # and unsupported for sizes that are not powers of two.
         # Frame-major (B, T, bins) throughout, unlike the reference's (B, bins, T): the inverse
         # FFT and overlap-add then run on contiguous frames.
-        mag, phase = bf16x3.linear(x, self.out).float().chunk(2, dim=-1)  # (B, T, n_fft // 2 + 1) each
+        mag, phase = matmul_ways.linear(x, self.out).float().chunk(2, dim=-1)  # (B, T, n_fft // 2 + 1) each
         mag = torch.exp(mag)
         # In place when no gradient flows: exp's backward needs its output unmodified.
         mag = mag.clamp(max=MAX_MAGNITUDE) if torch.is_grad_enabled() else mag.clamp_(max=MAX_MAGNITUDE)
@@ -103,7 +103,7 @@ class IMDCTSymExpHead(nn.Module):
 
     def coefficients(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, T, dim)`` -> MDCT coefficients ``(B, T, N)``."""
-        return symexp(bf16x3.linear(x, self.out).float()).clip(-MAX_MAGNITUDE, MAX_MAGNITUDE)
+        return symexp(matmul_ways.linear(x, self.out).float()).clip(-MAX_MAGNITUDE, MAX_MAGNITUDE)
 
     def frames(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, T, dim)`` -> windowed time frames ``(B, T, 2N)``, before overlap-add."""
@@ -139,7 +139,7 @@ class IMDCTCosHead(nn.Module):
 
     def coefficients(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, T, dim)`` -> MDCT coefficients ``(B, T, N)``."""
-        m, p = bf16x3.linear(x, self.out).float().chunk(2, dim=2)
+        m, p = matmul_ways.linear(x, self.out).float().chunk(2, dim=2)
         m = torch.exp(m).clip(max=MAX_MAGNITUDE)
         return m * torch.cos(p)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import bf16x3
+from . import bf16x3, matmul_ways
 from .channels_last import depthwise_conv_btc
 
 # Frames per MLP block: 1024 rows x 1536 intermediate floats = 6 MiB; the fastest of the block sizes
@@ -147,25 +147,23 @@ class MLPWorkspace:
     """Scratch rows for the ConvNeXt MLP: ``hidden`` ``(R, intermediate)`` and ``out`` ``(R, C)``,
     R = min(B * T, MLP_CHUNK_ROWS); made once per backbone pass and reused by every block.
 
-    Decides once per pass whether the MLP's matmuls run as bf16x3 (:mod:`vocos_core.bf16x3`), and
-    then holds the kernels' scratch for the split inputs too.
+    Decides once per pass which way the MLP's matmuls run (:mod:`vocos_core.matmul_ways`), and for
+    bf16x3 holds the kernels' scratch for the split inputs too.
     """
 
     def __init__(self, x: torch.Tensor, intermediate_dim: int) -> None:
         rows = min(x.shape[0] * x.shape[1], MLP_CHUNK_ROWS)
         self.hidden = x.new_empty(rows, intermediate_dim)
         self.out = x.new_empty(rows, x.shape[-1])
+        self.way = matmul_ways.way_for(x)
         self.scratch: torch.Tensor | None = None
-        if bf16x3.enabled_for(x):
+        if self.way == "bf16x3":
             size = bf16x3.scratch_size(rows, max(intermediate_dim, x.shape[-1]))
             self.scratch = torch.empty(size, dtype=torch.int16)
 
     def linear_into(self, layer: nn.Linear, x: torch.Tensor, out: torch.Tensor) -> None:
         """``out[:] = layer(x)``, ``x`` ``(R, K)`` -> ``out`` ``(R, N)``."""
-        if self.scratch is not None:
-            bf16x3.linear_into(x, layer, out, self.scratch)
-        else:
-            torch.addmm(layer.bias, x, layer.weight.t(), out=out)
+        matmul_ways.linear_into(self.way, layer, x, out, self.scratch)
 
 
 class WeightNormConv1d(nn.Module):

@@ -81,7 +81,8 @@ async def start_engines(state: ServiceState, models: Mapping[str, ServedModel]) 
     for name, served in models.items():
         spec = specs.get(name) or ModelSpec(name, served.source).resolved(state.settings)
         state.slots[name] = await ModelSlot.start(served, spec, state.metrics, stream_policy(state.settings))
-        state.metrics.set_model(name, served.kind, served.public_name, str(served.device), served.dtype)
+        state.metrics.set_model(name, served.kind, served.public_name, str(served.device), served.dtype,
+                                served.cpu_matmul)
     state.metrics.watch_devices(str(m.device) for m in models.values())
     log.info("serving models: %s", ", ".join(f"{n} ({m.kind})" for n, m in models.items()) or "none")
 

@@ -74,7 +74,9 @@ class ServiceMetrics:
             "vocos_audio_seconds", "Seconds of audio returned.", ["model"], registry=r
         )
         self.model_info = Gauge(
-            "vocos_model_info", "Served models (value 1).", ["model", "kind", "source", "device", "dtype"], registry=r
+            "vocos_model_info", "Served models (value 1); cpu_matmul: how float32 matmuls run on CPU "
+            "(vocos_core.matmul_ways), none on a GPU.", ["model", "kind", "source", "device", "dtype", "cpu_matmul"],
+            registry=r
         )
         self.input_warnings = Counter(
             "vocos_input_warnings", "Mels that look like another front-end's (warned) or that the model's "
@@ -135,9 +137,10 @@ class ServiceMetrics:
     def add_audio(self, model: str, seconds: float) -> None:
         self.audio_seconds.labels(model).inc(seconds)
 
-    def set_model(self, model: str, kind: str, source: str, device: str, dtype: str) -> None:
+    def set_model(self, model: str, kind: str, source: str, device: str, dtype: str,
+                  cpu_matmul: str | None = None) -> None:
         """Announce a served model by name; its queue depth starts at 0, so dashboards see every model."""
-        self.model_info.labels(model, kind, source, device, dtype).set(1)
+        self.model_info.labels(model, kind, source, device, dtype, cpu_matmul or "none").set(1)
         self.queue_depth.labels(model).set(0)
         self.streams_active.labels(model).set(0)
 

@@ -21,7 +21,7 @@ import torch
 from service.runtime.audio_path import AudioPath
 from service.runtime.registry import ModelSpec, RegistryError, model_specs
 from service.settings import Settings
-from vocos_core import Vocos, bf16x3
+from vocos_core import Vocos, matmul_ways
 from vocos_core.builtin import DEMO_DESCRIPTION, DEMO_MEL_24KHZ
 from vocos_core.config import EncodecFeaturesConfig, FeatureExtractorConfig, MelSpectrogramFeaturesConfig
 from vocos_core.errors import UnavailableError, VocosError
@@ -83,6 +83,8 @@ class ServedModel:
         self.min_audio_samples = model.min_audio_samples()
         self.audio_path = AudioPath(model)
         self.mel_front_end = mel_front_end_of(model)  # the range check_mel holds mels to; None for EnCodec
+        # How its float32 matmuls run on CPU (vocos_core.matmul_ways), set by load_models; None on a GPU.
+        self.cpu_matmul: str | None = None
 
     def num_samples(self, frames: int) -> int:
         return self.model.num_samples(frames)
@@ -100,6 +102,7 @@ class ServedModel:
             "front_end": front_end(self.model.config.feature_extractor),
             "dtype": self.dtype,
             "device": str(self.device),
+            "cpu_matmul": self.cpu_matmul,
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "source": self.public_name,
             "revision": self.revision,
@@ -155,7 +158,6 @@ def load_models(settings: Settings) -> dict[str, ServedModel]:
     except RegistryError as exc:
         raise StartupError(str(exc)) from None
     devices = {spec.name: resolve_device(spec.device or settings.device) for spec in specs}
-    matmuls = set_cpu_matmul(settings, torch.device("cpu")) if any(d.type == "cpu" for d in devices.values()) else ""
     models, unavailable = {}, []
     for spec in specs:
         try:
@@ -166,8 +168,11 @@ def load_models(settings: Settings) -> dict[str, ServedModel]:
             unavailable.append((spec, exc))
     if unavailable:
         models.update(load_builtin_fallback(unavailable, devices))
-    if matmuls:
-        log.info("CPU models run %s", matmuls)
+    cpu_models = [m for m in models.values() if m.device.type == "cpu"]
+    if cpu_models:
+        way = set_cpu_matmul(settings, cpu_models)
+        for served in cpu_models:
+            served.cpu_matmul = way
     return models
 
 
@@ -186,20 +191,19 @@ def load_builtin_fallback(unavailable: list[tuple[ModelSpec, StartupError]],
     return {"mel": served}
 
 
-def set_cpu_matmul(settings: Settings, device: torch.device) -> str:
-    """On CPU, let float32 matmuls run as bf16x3 (``vocos_core.bf16x3``) unless ``cpu_matmul`` is float32;
-    returns the matmuls the models will run, for the start-up log.
+def set_cpu_matmul(settings: Settings, cpu_models: list[ServedModel]) -> matmul_ways.Way:
+    """Choose how the CPU models' float32 matmuls run (``vocos_core.matmul_ways``: ``cpu_matmul`` forces a
+    way, ``auto`` probes each on the models' own linear layers), set it, and log the choice in one line.
 
-    Through PyTorch's process-wide float32 matmul precision, "high" for bf16x3. Left alone on a GPU,
-    where "high" would mean TF32 (10 significand bits) in cuBLAS.
+    One way for the process, as PyTorch's float32 matmul precision that goes with it: so called only
+    with CPU models, the precision is left alone for GPU ones ("high" would mean TF32 in cuBLAS).
     """
-    if device.type != "cpu":
-        return f"{torch.get_float32_matmul_precision()} float32 matmul precision"
-    bf16x3.set_cpu_matmul(settings.cpu_matmul)
-    reason = bf16x3.unsupported_reason()
-    if settings.cpu_matmul == "bf16x3" and reason is not None:
-        return f"float32 matmuls, as bf16x3 cannot run: {reason}"
-    return f"{settings.cpu_matmul} matmuls"
+    layers = [m for served in cpu_models for m in served.model.modules()
+              if isinstance(m, torch.nn.Linear) and m.weight.dtype == torch.float32]  # the ways are float32's
+    way, why = matmul_ways.resolve(settings.cpu_matmul, layers)
+    matmul_ways.set_way(way)
+    log.info("CPU float32 matmuls: %s", why)
+    return way
 
 
 def load_model(spec: ModelSpec, device: torch.device) -> ServedModel:

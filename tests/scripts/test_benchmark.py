@@ -1,7 +1,8 @@
-"""scripts/benchmark.py on tiny models: paired rounds, the reference's cases, the table.
+"""scripts/benchmark.py on tiny models: paired rounds, the reference's and ONNX Runtime's cases,
+the table, the matmul ways, the CPU peak.
 
-The reference side needs its own venv (vocos 0.1.0), which tests never install; a stand-in worker
-takes its place, so what is checked is the pairing and the arithmetic of the report.
+The reference side needs its own venv (vocos 0.1.0, onnxruntime), which tests never install; a
+stand-in worker takes its place, so what is checked is the pairing and the arithmetic of the report.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import pytest
 import torch
 from scripts_helpers import SCRIPTS, import_script
 
-from vocos_core import Vocos, bf16x3
+from vocos_core import Vocos, matmul_ways
 
 
 @pytest.fixture(scope="module")
@@ -22,55 +23,95 @@ def bench_module():
 
 
 class StandInWorker:
-    """Answers like bench_reference.py's worker: one time per request, always 1.0 s."""
+    """Answers like bench_reference.py's worker: one time per request, 1.0 s for the reference and
+    0.25 s for ONNX Runtime, or no ONNX Runtime column at all (``onnx_missing``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, onnx_missing: str | None = None) -> None:
         self.requests: list[tuple[str, int]] = []
+        self.onnx_missing = onnx_missing
 
-    def time(self, case: str, repeats: int) -> float:
+    def time(self, case: str, repeats: int, statistic: str = "median") -> float:
         self.requests.append((case, repeats))
-        return 1.0
+        return 0.25 if case.startswith("onnxruntime: ") else 1.0
 
 
-def test_rounds_pair_every_reference_case(bench_module, mel_checkpoint: Path, encodec_checkpoint: Path,
-                                          encodec_weights: Path, monkeypatch: pytest.MonkeyPatch,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
-    mel = Vocos.from_pretrained(mel_checkpoint)
-    enc = Vocos.from_pretrained(encodec_checkpoint, encodec_weights=encodec_weights)
-    monkeypatch.setattr(bench_module, "time_call", lambda fn, repeats, device: (fn(), 0.5)[1])
+@pytest.fixture(scope="module")
+def models(mel_checkpoint: Path, encodec_checkpoint: Path, encodec_weights: Path) -> tuple[Vocos, Vocos]:
+    return Vocos.from_pretrained(mel_checkpoint), Vocos.from_pretrained(encodec_checkpoint,
+                                                                         encodec_weights=encodec_weights)
+
+
+def test_rounds_pair_every_reference_and_onnx_case(bench_module, models: tuple[Vocos, Vocos],
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(bench_module, "time_call", lambda fn, repeats, device, statistic: (fn(), 0.5)[1])
     worker = StandInWorker()
-    args = argparse.Namespace(device="cpu", repeats=2, rounds=3)
-    ours, ref = bench_module.time_rounds(args, mel, enc, torch.float32, worker)
-    assert set(ref) == set(bench_module.REFERENCE_CASES)  # every reference case is one of ours
-    assert all(len(times) == 3 for times in ours.values()) and all(len(t) == 3 for t in ref.values())
-    assert sorted(worker.requests) == sorted((case, 2) for case in bench_module.REFERENCE_CASES for _ in range(3))
+    args = argparse.Namespace(device="cpu", repeats=2, rounds=3, statistic="median")
+    sides = bench_module.time_rounds(args, *models, torch.float32, worker)
+    ours, ref, onnx = sides["ours"], sides["reference"], sides["onnxruntime"]
+    assert set(ref) == set(onnx) == set(bench_module.REFERENCE_CASES)  # every reference case is one of ours
+    assert all(len(t) == 3 for side in sides.values() for t in side.values())
+    expected = [(prefix + case, 2) for case in bench_module.REFERENCE_CASES for prefix in ("", "onnxruntime: ")]
+    assert sorted(worker.requests) == sorted(expected * 3)
     assert bench_module.FLOOR_CASE in ours and bench_module.FLOOR_CASE not in ref
 
-    bench_module.print_table("float32", ours, ref)
+    bench_module.print_table("float32", sides)
     rows = {line[:50].strip(): line for line in capsys.readouterr().out.splitlines()}
     assert "2.00x" in rows["mel decode 10 s, batch 1"]  # 1.0 s reference / 0.5 s ours
-    assert "x" not in rows["mel decode_batch 8 x 5-10 s (unequal), batch 8"][50:]  # no reference column
+    assert "0.50x" in rows["mel decode 10 s, batch 1"]  # 0.25 s ONNX Runtime / 0.5 s ours
+    assert "x" not in rows["mel decode_batch 8 x 5-10 s (unequal), batch 8"][50:]  # no other side
+
+
+def test_without_onnxruntime_the_column_is_left_out(bench_module, models: tuple[Vocos, Vocos],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bench_module, "time_call", lambda fn, repeats, device, statistic: 0.5)
+    worker = StandInWorker(onnx_missing="onnxruntime is not installed in the reference venv")
+    sides = bench_module.time_rounds(argparse.Namespace(device="cpu", repeats=1, rounds=2, statistic="min"), *models,
+                                     torch.float32, worker)
+    assert sides["onnxruntime"] == {} and set(sides["reference"]) == set(bench_module.REFERENCE_CASES)
+    assert not any(case.startswith("onnxruntime: ") for case, _ in worker.requests)
 
 
 def test_reference_worker_knows_every_reference_case(bench_module) -> None:
     # bench_reference.py imports vocos, which only the reference venv has: check its case names as text.
     source = (SCRIPTS / "bench_reference.py").read_text()
     for case in bench_module.REFERENCE_CASES:
-        assert f'"{case}"' in source
+        assert f'"{case}"' in source and f'ONNX_PREFIX + "{case}"' in source
+    assert f'ONNX_PREFIX = "{bench_module.ONNX_PREFIX}"' in source
 
 
-def test_bf16x3_is_timed_for_float32_on_cpu_only(bench_module) -> None:
-    both = argparse.Namespace(device="cpu", cpu_matmuls=["float32", "bf16x3"])
-    runs = ["float32", "bf16x3"] if bf16x3.unsupported_reason() is None else ["float32"]
-    assert bench_module.cpu_matmuls(both, torch.float32) == runs
-    assert bench_module.cpu_matmuls(both, torch.bfloat16) == ["float32"]
+def test_every_way_that_runs_is_timed_for_float32_on_cpu_only(bench_module) -> None:
+    every = argparse.Namespace(device="cpu", cpu_matmuls=list(matmul_ways.WAYS))
+    assert bench_module.cpu_matmuls(every, torch.float32) == matmul_ways.available()
+    assert bench_module.cpu_matmuls(every, torch.bfloat16) == ["mkl"]
     assert bench_module.cpu_matmuls(argparse.Namespace(device="cuda", cpu_matmuls=["bf16x3"]), torch.float32) == [
-        "float32"]
+        "mkl"]
 
 
-@pytest.mark.skipif(bf16x3.unsupported_reason() is not None, reason=f"bf16x3: {bf16x3.unsupported_reason()}")
-def test_bf16x3_error_is_measured_against_float32_matmuls(bench_module, mel_checkpoint: Path) -> None:
-    mel = Vocos.from_pretrained(mel_checkpoint)
-    err = bench_module.reduced_precision_error(mel, torch.float32, "cpu", "bf16x3")
-    assert 0 < err < 1e-4  # not float32 against itself, and within the parity tolerance
-    assert bench_module.reduced_precision_error(mel, torch.float32, "cpu", "float32") == 0
+@pytest.mark.parametrize("way", [w for w in matmul_ways.WAYS if w != "mkl"])
+def test_each_ways_error_is_measured_against_float32_matmuls(bench_module, models: tuple[Vocos, Vocos],
+                                                             way: matmul_ways.Way) -> None:
+    if (reason := matmul_ways.unsupported_reason(way)) is not None:
+        pytest.skip(f"{way}: {reason}")
+    err = bench_module.matmul_error(models[0], torch.float32, "cpu", way)
+    assert err < 1e-5  # within the parity tolerance
+    if way == "bf16x3":
+        assert err > 0  # not mkl against itself (oneDNN may equal MKL on these tiny shapes)
+    assert bench_module.matmul_error(models[0], torch.float32, "cpu", "mkl") == 0
+
+
+def test_floor_flop_counts_every_linear_layer(bench_module, models: tuple[Vocos, Vocos]) -> None:
+    mel = models[0]
+    layers = [m for m in mel.modules() if isinstance(m, torch.nn.Linear)]
+    assert bench_module.floor_flop(mel, 10) == sum(2 * 10 * m.in_features * m.out_features for m in layers)
+
+
+def test_the_cpu_peak_is_cores_times_clock_times_flop_per_cycle() -> None:
+    cpu_peak = import_script("cpu_peak")
+    zen4 = {"Vendor ID": "AuthenticAMD", "CPU family": "25", "Flags": "fma avx2 avx512f"}
+    assert cpu_peak.flop_per_cycle(zen4) == 32  # one 512-bit FMA a cycle, on two 256-bit units
+    assert cpu_peak.flop_per_cycle({**zen4, "CPU family": "26"}) == 64  # Zen 5: two 512-bit FMAs
+    assert cpu_peak.flop_per_cycle({"Vendor ID": "GenuineIntel", "Flags": "fma avx512f amx_tile"}) == 64
+    assert cpu_peak.flop_per_cycle({"Flags": "fma avx2"}) == 32
+    peak = cpu_peak.cpu_peak(1, ghz=3.0, flop=32)
+    assert peak.gflops == 96 and "1 cores x 3.00 GHz x 32" in peak.describe()

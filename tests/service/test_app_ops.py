@@ -184,7 +184,8 @@ async def test_metrics_expose_every_contract_name(app: Any) -> None:
         'vocos_queue_depth{model="mel"} 0.0',
         "vocos_inflight_requests 0.0",
         "vocos_ready 1.0",
-        'vocos_model_info{device="cpu",dtype="float32",kind="mel",model="mel",source=',
+        f'vocos_model_info{{cpu_matmul="{app.state.models["mel"].cpu_matmul}",device="cpu",dtype="float32",kind="mel",'
+        'model="mel",source=',
     ):
         assert line in text, line
     for name in ("vocos_queue_wait_seconds_bucket", "vocos_compute_seconds_bucket", "vocos_batch_size_bucket",

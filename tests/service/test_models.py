@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from service.runtime.models import StartupError, load_models, public_name, resolve_device, set_cpu_matmul
+from service.runtime.models import StartupError, load_models, public_name, resolve_device
 from service.settings import Settings
+from vocos_core import matmul_ways
 
 
 def settings_for(**values: object) -> Settings:
@@ -71,18 +73,43 @@ def test_reduced_precision_keeps_spectral_parts_in_float32(mel_checkpoint: Path,
     torch.testing.assert_close(half.audio_to_features(audio, None), full.audio_to_features(audio, None))
 
 
-@pytest.mark.parametrize(("cpu_matmul", "precision"), [("bf16x3", "high"), ("float32", "highest")])
-def test_cpu_matmul_sets_the_float32_matmul_precision(mel_checkpoint: Path, cpu_matmul: str,
-                                                      precision: str) -> None:
+@pytest.mark.parametrize(("cpu_matmul", "way"), [("mkl", "mkl"), ("onednn", "onednn"), ("float32", "mkl")])
+def test_cpu_matmul_forces_a_way_and_shows_it(mel_checkpoint: Path, cpu_matmul: str, way: str,
+                                              caplog: pytest.LogCaptureFixture) -> None:
     settings = Settings(mel_model=str(mel_checkpoint), encodec_model="none", device="cpu", cpu_matmul=cpu_matmul)
-    load_models(settings)
-    assert torch.get_float32_matmul_precision() == precision
+    with caplog.at_level(logging.INFO, logger="service.runtime.models"):
+        served = load_models(settings)["mel"]
+    assert matmul_ways.current() == way and torch.get_float32_matmul_precision() == "highest"
+    assert served.cpu_matmul == way and served.describe()["cpu_matmul"] == way
+    assert [r.getMessage() for r in caplog.records if "matmuls" in r.getMessage()] == [
+        f"CPU float32 matmuls: {way} (forced by the cpu_matmul setting)"]  # one line
 
 
-def test_cpu_matmul_leaves_a_gpu_alone() -> None:
+def test_auto_probes_the_ways_that_run_here(mel_checkpoint: Path, caplog: pytest.LogCaptureFixture) -> None:
+    settings = Settings(mel_model=str(mel_checkpoint), encodec_model="none", device="cpu")
+    with caplog.at_level(logging.INFO, logger="service.runtime.models"):
+        served = load_models(settings)["mel"]
+    assert served.cpu_matmul in matmul_ways.available() and matmul_ways.current() == served.cpu_matmul
+    (line,) = [r.getMessage() for r in caplog.records if "matmuls" in r.getMessage()]
+    for way in matmul_ways.WAYS:  # each way's probe time, or why it cannot run
+        assert way in line
+
+
+@pytest.mark.skipif(matmul_ways.unsupported_reason("bf16x3") is None, reason="bf16x3 can run on this CPU")
+def test_a_forced_way_that_cannot_run_falls_back_to_the_probe_and_says_why(mel_checkpoint: Path) -> None:
+    settings = Settings(mel_model=str(mel_checkpoint), encodec_model="none", device="cpu", cpu_matmul="bf16x3")
+    served = load_models(settings)["mel"]
+    assert served.cpu_matmul in ("mkl", "onednn") and torch.get_float32_matmul_precision() == "highest"
+
+
+def test_cpu_matmul_leaves_a_gpu_alone(mel_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A model on a GPU: no probe, no way, the precision untouched ("high" would mean TF32 in cuBLAS).
+    monkeypatch.setattr("service.runtime.models.resolve_device", lambda spec: torch.device("meta"))
+    monkeypatch.setattr("service.runtime.models.place", lambda model, device, dtype: model.eval())
     torch.set_float32_matmul_precision("highest")
-    set_cpu_matmul(Settings(cpu_matmul="bf16x3"), torch.device("cuda:0"))
-    assert torch.get_float32_matmul_precision() == "highest"  # "high" would mean TF32 in cuBLAS
+    served = load_models(Settings(mel_model=str(mel_checkpoint), encodec_model="none", cpu_matmul="bf16x3"))["mel"]
+    assert served.cpu_matmul is None and served.describe()["cpu_matmul"] is None
+    assert torch.get_float32_matmul_precision() == "highest"
 
 
 def test_public_names_are_hub_ids_with_their_revision_or_local_directory_names(tmp_path: Path) -> None:

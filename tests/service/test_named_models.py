@@ -19,6 +19,7 @@ from service.runtime.audio_io import resampled_length
 from service.runtime.models import ServedModel, load_models
 from service.settings import Settings
 from service.testing import audio_file, npy_bytes
+from vocos_core import matmul_ways
 from vocos_core.testing import write_random_checkpoint
 
 pytestmark = pytest.mark.asyncio
@@ -60,6 +61,9 @@ async def test_the_model_list_describes_each_front_end_without_paths(
     assert listed["mel"]["front_end"]["mel_scale"] == "htk" and listed["mel"]["front_end"]["n_mels"] == 100
     assert listed["encodec"]["front_end"]["codebooks"] == [2, 4, 8, 16]
     assert all(m["source"].startswith("local:") and m["device"] == "cpu" for m in listed.values())
+    # How each CPU model's float32 matmuls run: the one way the start-up probe chose for the process.
+    assert [listed[n]["cpu_matmul"] for n in listed] == [three_models[1][n].cpu_matmul for n in listed]
+    assert listed["mel"]["cpu_matmul"] in matmul_ways.available()
     for served in three_models[1].values():
         assert served.source not in response.text
 
@@ -117,14 +121,17 @@ async def test_answers_are_resampled_on_request(app: AppHarness, sample_rate: in
     assert refused.status_code == 422
 
 
-async def test_each_model_has_its_own_engine_batching_and_metrics(app: AppHarness) -> None:
+async def test_each_model_has_its_own_engine_batching_and_metrics(
+    app: AppHarness, three_models: tuple[Settings, dict[str, ServedModel]]
+) -> None:
     engines = {name: slot.engine for name, slot in app.state.slots.items()}
     assert engines["tts22k"].policy.max_batch_size == 3 and engines["mel"].policy.max_batch_size == 16
     await app.client.post("/decode/mel?model=tts22k", content=npy_bytes(np.zeros((80, 30), np.float32)), headers=NPY)
     registry = app.state.metrics.registry
     assert registry.get_sample_value("vocos_audio_seconds_total", {"model": "tts22k"}) > 0
     assert registry.get_sample_value("vocos_queue_depth", {"model": "tts22k"}) == 0
-    info = {"model": "tts22k", "kind": "mel", "source": "local:tts22k0", "device": "cpu", "dtype": "float32"}
+    info = {"model": "tts22k", "kind": "mel", "source": "local:tts22k0", "device": "cpu", "dtype": "float32",
+            "cpu_matmul": str(three_models[1]["tts22k"].cpu_matmul)}
     assert registry.get_sample_value("vocos_model_info", info) == 1
 
 

@@ -17,7 +17,7 @@ def test_defaults_match_the_contract() -> None:
     assert (s.request_timeout_s, s.max_body_bytes, s.max_audio_seconds) == (30, 64 * 1024 * 1024, 600)
     assert s.min_sample_rate == 8000
     assert (s.host, s.port, s.api_key_list, s.metrics_require_key) == ("0.0.0.0", 8000, (), False)
-    assert (s.drain_timeout_s, s.log_level, s.bucket_ratio, s.cpu_matmul) == (30, "info", 2.0, "bf16x3")
+    assert (s.drain_timeout_s, s.log_level, s.bucket_ratio, s.cpu_matmul) == (30, "info", 2.0, "auto")
     assert [spec.name for spec in model_specs(s)] == ["mel", "encodec"]
 
 
@@ -51,7 +51,7 @@ def test_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     [
         ("device", "gpu", "auto, cpu, cuda, cuda:N"),
         ("dtype", "int8", "float32"),
-        ("cpu_matmul", "tf32", "'bf16x3' or 'float32'"),
+        ("cpu_matmul", "tf32", "'auto', 'mkl', 'onednn', 'bf16x3' or 'float32'"),
         ("max_batch_size", 0, "greater than or equal to 1"),
         ("mel_model", " ", "Hub id, a local directory, or 'none'"),
         ("port", 70000, "less than or equal to 65535"),

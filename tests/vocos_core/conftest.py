@@ -7,15 +7,17 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from vocos_core import bf16x3
+from vocos_core import matmul_ways
 
 
-@pytest.fixture(params=["highest", "high"])
-def matmul_precision(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Runs a test in float32 ("highest") and again with bf16x3 matmuls ("high"), the kernels
-    skipped with their reason on a machine that cannot run them."""
-    precision: str = request.param
-    if precision == "high" and (reason := bf16x3.unsupported_reason()) is not None:
-        pytest.skip(f"bf16x3 kernels cannot run here: {reason}")
-    torch.set_float32_matmul_precision(precision)
-    yield precision
+@pytest.fixture(params=matmul_ways.WAYS)
+def matmul_way(request: pytest.FixtureRequest) -> Iterator[matmul_ways.Way]:
+    """Runs a test once per CPU matmul way (vocos_core.matmul_ways), a way that cannot run on this
+    machine skipped with its reason; float32 mkl matmuls again afterwards."""
+    way: matmul_ways.Way = request.param
+    if (reason := matmul_ways.unsupported_reason(way)) is not None:
+        pytest.skip(f"{way} matmuls cannot run here: {reason}")
+    matmul_ways.set_way(way)
+    yield way
+    matmul_ways.set_way("mkl")
+    assert torch.get_float32_matmul_precision() == "highest"

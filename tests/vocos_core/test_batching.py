@@ -12,8 +12,8 @@ from vocos_core.testing import write_random_checkpoint
 
 REFERENCE = Path(__file__).resolve().parents[1] / "data" / "reference"
 TOLERANCE = 1e-5
-# Every test here runs with float32 and with bf16x3 matmuls (tests/vocos_core/conftest.py).
-pytestmark = pytest.mark.usefixtures("matmul_precision")
+# Every test here runs once per CPU matmul way: mkl, onednn, bf16x3 (tests/vocos_core/conftest.py).
+pytestmark = pytest.mark.usefixtures("matmul_way")
 
 
 def assert_batch_matches_solo(model: Vocos, lengths: list[int], bandwidth_ids: list[int] | None) -> None:

@@ -252,7 +252,7 @@ def test_pr47_checkpoint_with_torchaudio_buffers_loads_strictly(case: str, tmp_p
     assert rel_error(model.audio_to_features(torch.from_numpy(audio))[0], mel) <= 1e-5
 
 
-@pytest.mark.usefixtures("matmul_precision")
+@pytest.mark.usefixtures("matmul_way")
 def test_decode_and_decode_batch(model: Vocos) -> None:
     gen = torch.Generator().manual_seed(0)
     lengths = [40, 41, 7, 120]

@@ -18,8 +18,8 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 REFERENCE = DATA / "reference"
 EXTRA = DATA / "extra"
 TOLERANCE = 1e-4  # max |ours - reference| / max |reference|
-# Every test here runs with float32 and with bf16x3 matmuls (tests/vocos_core/conftest.py).
-pytestmark = pytest.mark.usefixtures("matmul_precision")
+# Every test here runs once per CPU matmul way: mkl, onednn, bf16x3 (tests/vocos_core/conftest.py).
+pytestmark = pytest.mark.usefixtures("matmul_way")
 
 
 def rel_error(ours: torch.Tensor, reference: np.ndarray) -> float:

@@ -1,0 +1,146 @@
+"""The CPU matmul ways: accuracy, rows independent of the row count, weight changes, when each
+applies, and the start-up choice between them."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from vocos_core import matmul_ways
+
+# Error bound against float64, relative to the largest output: float32 ways measure ~1e-7, bf16x3
+# 3-4e-6 (tests/vocos_core/test_bf16x3.py).
+ACCURACY = 1e-5
+# The streaming chunks' row counts up to the backbone's MLP blocks, and odd ones.
+ROWS = (1, 7, 16, 64, 256, 1030)
+
+
+def layer(k: int, n: int, bias: bool = True, seed: int = 0) -> nn.Linear:
+    torch.manual_seed(seed)
+    lin = nn.Linear(k, n, bias=bias)
+    with torch.no_grad():
+        lin.weight.normal_(0, k**-0.5)
+        if bias:
+            lin.bias.normal_(0, 1)
+    return lin
+
+
+def rel_error(out: torch.Tensor, x: torch.Tensor, lin: nn.Linear) -> float:
+    exact = x.double() @ lin.weight.double().t()
+    if lin.bias is not None:
+        exact += lin.bias.double()
+    return float((out.double() - exact).abs().max() / exact.abs().max())
+
+
+@pytest.mark.parametrize(("k", "n"), [(512, 1536), (1536, 512), (512, 1026), (33, 17)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_every_way_is_accurate_at_every_row_count(matmul_way: matmul_ways.Way, k: int, n: int, bias: bool) -> None:
+    lin = layer(k, n, bias)
+    with torch.inference_mode():
+        for rows in ROWS:
+            x = torch.randn(rows, k)
+            out = torch.empty(rows, n)
+            matmul_ways.linear_into(matmul_ways.way_for(x), lin, x, out)
+            assert rel_error(out, x, lin) < ACCURACY, rows
+            assert rel_error(matmul_ways.linear(x.view(1, rows, k), lin).view(rows, n), x, lin) < ACCURACY
+
+
+def test_every_row_is_the_same_whatever_the_row_count(matmul_way: matmul_ways.Way) -> None:
+    # What keeps batched items equal to their solo decode, and lets one packed weight serve every caller.
+    # Bit for bit, except MKL's own kernels for under 8 rows or so, which sum in another order.
+    lin = layer(512, 1536)
+    x = torch.randn(1100, 512)
+    with torch.inference_mode():
+        whole = matmul_ways.linear(x, lin)
+        for start, end in ((0, 1), (3, 10), (3, 19), (100, 164), (0, 300), (50, 1074)):
+            part, expected = matmul_ways.linear(x[start:end], lin), whole[start:end]
+            if matmul_way == "mkl":
+                assert float((part - expected).abs().max() / expected.abs().max()) < 1e-6, (start, end)
+            else:
+                assert torch.equal(part, expected), (start, end)
+
+
+def test_the_way_is_the_one_set(matmul_way: matmul_ways.Way) -> None:
+    with torch.inference_mode():
+        assert matmul_ways.current() == matmul_way == matmul_ways.way_for(torch.zeros(2, 3))
+
+
+def test_float32_ways_agree_with_plain_float32() -> None:
+    lin, x = layer(512, 1536), torch.randn(300, 512)
+    with torch.inference_mode():
+        plain = lin(x)
+        for way in matmul_ways.available():
+            if way != "bf16x3":  # the others are float32 arithmetic in another order
+                out = torch.empty_like(plain)
+                matmul_ways.linear_into(way, lin, x, out)
+                assert float((out - plain).abs().max() / plain.abs().max()) < 1e-6, way
+
+
+@pytest.mark.skipif(matmul_ways.unsupported_reason("onednn") is not None, reason="no oneDNN in this PyTorch")
+def test_a_changed_weight_is_packed_again() -> None:
+    lin, x = layer(64, 32), torch.randn(5, 64)
+    out = torch.empty(5, 32)
+    with torch.inference_mode():
+        matmul_ways.linear_into("onednn", lin, x, out)
+    with torch.no_grad():
+        lin.weight.mul_(2)  # in place: same storage, new version
+    with torch.inference_mode():
+        matmul_ways.linear_into("onednn", lin, x, out)
+        assert rel_error(out, x, lin) < ACCURACY
+    lin.load_state_dict(layer(64, 32, seed=1).state_dict())
+    with torch.inference_mode():
+        matmul_ways.linear_into("onednn", lin, x, out)
+        assert rel_error(out, x, lin) < ACCURACY
+    assert "_onednn_pack" not in lin.state_dict()
+
+
+def test_autograd_and_other_dtypes_run_in_plain_pytorch(matmul_way: matmul_ways.Way) -> None:
+    lin = layer(16, 8)
+    x = torch.randn(4, 16, requires_grad=True)
+    assert matmul_ways.way_for(x) == "mkl"
+    matmul_ways.linear(x, lin).sum().backward()  # neither oneDNN's operator nor the kernels have a backward
+    assert x.grad is not None
+    with torch.inference_mode():
+        assert matmul_ways.way_for(torch.zeros(2, 16, dtype=torch.bfloat16)) == "mkl"
+
+
+def test_setting_a_way_sets_the_precision_it_goes_with() -> None:
+    for way in matmul_ways.available():
+        matmul_ways.set_way(way)
+        assert torch.get_float32_matmul_precision() == ("high" if way == "bf16x3" else "highest")
+    matmul_ways.set_way("mkl")
+    torch.set_float32_matmul_precision("high")  # directly, as callers did before the ways
+    try:
+        expected = "bf16x3" if matmul_ways.unsupported_reason("bf16x3") is None else "mkl"
+        assert matmul_ways.current() == expected
+    finally:
+        torch.set_float32_matmul_precision("highest")
+
+
+def test_choose_times_the_ways_that_run_and_names_the_others() -> None:
+    layers = [layer(512, 1536), layer(1536, 512, seed=1), layer(512, 1026, seed=2)]
+    start = time.perf_counter()
+    choice = matmul_ways.choose(layers)
+    took = time.perf_counter() - start
+    assert set(choice.relative) == set(matmul_ways.available())
+    assert set(choice.unavailable) == set(matmul_ways.WAYS) - set(matmul_ways.available())
+    assert choice.relative[choice.way] == min(choice.relative.values()) >= 1.0
+    line = choice.describe()
+    assert "\n" not in line and line.startswith(choice.way) and all(w in line for w in matmul_ways.WAYS)
+    assert took < 10, took  # about 0.5 s on 2 idle cores; generous for a shared CI machine
+    assert torch.get_float32_matmul_precision() == "highest"  # the probe leaves the precision as it was
+
+
+def test_resolve_forces_falls_back_and_needs_layers(monkeypatch: pytest.MonkeyPatch) -> None:
+    layers = [layer(32, 64)]
+    assert matmul_ways.resolve("mkl", layers) == ("mkl", "mkl (forced by the cpu_matmul setting)")
+    assert matmul_ways.resolve("float32", layers)[0] == "mkl"  # the setting's old name
+    assert matmul_ways.resolve("auto", [])[0] == "mkl"
+    real = matmul_ways.unsupported_reason
+    monkeypatch.setattr(matmul_ways, "unsupported_reason", lambda w: "not here" if w == "onednn" else real(w))
+    way, why = matmul_ways.resolve("onednn", layers)
+    assert way != "onednn" and why.endswith("as onednn cannot run: not here")
+    assert matmul_ways.resolve("auto", layers)[0] in matmul_ways.available()
