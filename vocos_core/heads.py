@@ -6,6 +6,8 @@ the item would give alone (see :mod:`vocos_core.spectral_ops`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -38,10 +40,9 @@ def polar(mag: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
     return torch.view_as_complex(out)
 
 
-def _clip(audio: Audio) -> Audio:
-    if isinstance(audio, list):
-        return [a.clamp(-1.0, 1.0) for a in audio]
-    return audio.clamp(-1.0, 1.0)
+def _finished(finish: Callable[[torch.Tensor], torch.Tensor], audio: Audio) -> Audio:
+    """A head's ``finish`` applied to its audio, one tensor or one per item."""
+    return [finish(a) for a in audio] if isinstance(audio, list) else finish(audio)
 
 
 class ISTFTHead(nn.Module):
@@ -117,7 +118,7 @@ class IMDCTSymExpHead(nn.Module):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> Audio:
         """``(B, T, dim)`` -> ``(B, S)``."""
         audio = self.imdct(self.coefficients(x), lengths)
-        return _clip(audio) if self.clip_audio else audio
+        return _finished(self.finish, audio)
 
 
 class IMDCTCosHead(nn.Module):
@@ -153,7 +154,7 @@ class IMDCTCosHead(nn.Module):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> Audio:
         """``(B, T, dim)`` -> ``(B, S)``."""
         audio = self.imdct(self.coefficients(x), lengths)
-        return _clip(audio) if self.clip_audio else audio  # see IMDCTSymExpHead
+        return _finished(self.finish, audio)
 
 
 Head = ISTFTHead | IMDCTSymExpHead | IMDCTCosHead
