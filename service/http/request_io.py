@@ -17,6 +17,7 @@ from service.http.echo import clip
 from service.http.json_body import JsonBodyError
 from service.http.payloads import Payload, body_kind, from_json_error, is_json, load_payload
 from service.runtime.audio_io import OutputFormat, encode_audio
+from service.runtime.models import ServedModel
 from service.runtime.serving import INLINE_AUDIO_SAMPLES, Audio
 from service.runtime.state import ServiceState, state_of
 from service.settings import Settings
@@ -159,16 +160,22 @@ async def _disconnected(request: Request) -> None:
             return
 
 
+def audio_headers(seconds: float, sample_rate: int, model: ServedModel, warning: str | None) -> dict[str, str]:
+    """The headers of an audio answer, whole or streamed: its duration, rate, model and any input warning."""
+    headers = {
+        "X-Audio-Duration": f"{seconds:.6f}",
+        "X-Model": model.name,
+        "X-Model-Source": model.public_name.encode("ascii", "replace").decode("ascii"),
+        "X-Sample-Rate": str(sample_rate),
+    }
+    if warning:  # a header value: ASCII, on one line, bounded
+        headers["X-Input-Warning"] = " ".join(warning.split()).encode("ascii", "replace").decode()[:300]
+    return headers
+
+
 async def audio_response(audio: Audio, fmt: OutputFormat) -> Response:
     """Encode ``audio`` and answer it with its duration, rate and model in headers."""
     inline = audio.samples.size <= INLINE_AUDIO_SAMPLES and fmt is not OutputFormat.FLAC
     content = await off_loop(encode_audio, audio.samples, audio.sample_rate, fmt, inline=inline)
-    headers = {
-        "X-Audio-Duration": f"{audio.seconds:.6f}",
-        "X-Model": audio.model.name,
-        "X-Model-Source": audio.model.public_name.encode("ascii", "replace").decode("ascii"),
-        "X-Sample-Rate": str(audio.sample_rate),
-    }
-    if audio.warning:  # a header value: ASCII, on one line, bounded
-        headers["X-Input-Warning"] = " ".join(audio.warning.split()).encode("ascii", "replace").decode()[:300]
+    headers = audio_headers(audio.seconds, audio.sample_rate, audio.model, audio.warning)
     return Response(content, media_type=fmt.media_type, headers=headers)

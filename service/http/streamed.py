@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from fastapi.responses import StreamingResponse
 
 from service.errors import InvalidInputError
+from service.http.request_io import audio_headers
 from service.runtime.audio_io import OutputFormat, pcm_bytes, wav_header
 from service.runtime.serving import StreamedAudio
 
@@ -19,14 +20,7 @@ def check_streamable(fmt: OutputFormat) -> None:
 
 def streamed_response(audio: StreamedAudio, fmt: OutputFormat) -> StreamingResponse:
     """The WAV of ``audio`` sent as it is produced, with the headers of a whole answer."""
-    headers = {
-        "X-Audio-Duration": f"{audio.samples / audio.sample_rate:.6f}",
-        "X-Model": audio.model.name,
-        "X-Model-Source": audio.model.public_name.encode("ascii", "replace").decode("ascii"),
-        "X-Sample-Rate": str(audio.sample_rate),
-    }
-    if audio.warning:
-        headers["X-Input-Warning"] = " ".join(audio.warning.split()).encode("ascii", "replace").decode()[:300]
+    headers = audio_headers(audio.samples / audio.sample_rate, audio.sample_rate, audio.model, audio.warning)
     return StreamingResponse(_body(audio, fmt), media_type=fmt.media_type, headers=headers)
 
 
