@@ -80,9 +80,7 @@ class Vocoder:
         refused; one that looks like another front-end's (dB-scaled, log10, normalised...) is decoded,
         with a warning in the answer.
         """
-        served = slot.served
-        grid = mel_array(mel, served.n_features)
-        warning = self._check_mel(served, grid)
+        grid, warning = self._mel(slot.served, mel)
         audio = await self._vocode(slot, torch.from_numpy(grid), None, deadline, request_id, sample_rate)
         return dataclasses.replace(audio, warning=warning) if warning else audio
 
@@ -90,9 +88,7 @@ class Vocoder:
                            bandwidth: float | None = None, deadline: float, request_id: str = "",
                            sample_rate: int | None = None) -> Audio:
         """EnCodec tokens ``(K, T)`` -> audio; the bandwidth from its id, its kbps, or K."""
-        served, grid = slot.served, codes_array(codes)
-        resolved = resolve_bandwidth_id(served.bandwidths, served.codebooks, num_codebooks=grid.shape[0],
-                                        bandwidth_id=bandwidth_id, bandwidth=bandwidth)
+        grid, resolved = self._codes(slot.served, codes, bandwidth_id, bandwidth)
         return await self._vocode(slot, torch.from_numpy(grid), resolved, deadline, request_id, sample_rate)
 
     async def resynthesize(self, slot: ModelSlot, audio_file: bytes, *, bandwidth_id: int | None = None,
@@ -116,9 +112,7 @@ class Vocoder:
     async def stream_mel(self, slot: ModelSlot, mel: np.ndarray, *, deadline: float, request_id: str = "",
                          sample_rate: int | None = None) -> StreamedAudio:
         """:meth:`decode_mel`, its audio sent as it is computed."""
-        served = slot.served
-        grid = mel_array(mel, served.n_features)
-        warning = self._check_mel(served, grid)
+        grid, warning = self._mel(slot.served, mel)
         stream = self.open_stream(slot, inputs="mel", sample_rate=sample_rate, request_id=request_id, transport="http")
         return self._streamed(stream, grid, None, deadline, warning)
 
@@ -126,9 +120,7 @@ class Vocoder:
                            bandwidth: float | None = None, deadline: float, request_id: str = "",
                            sample_rate: int | None = None) -> StreamedAudio:
         """:meth:`decode_codes`, its audio sent as it is computed."""
-        served, grid = slot.served, codes_array(codes)
-        resolved = resolve_bandwidth_id(served.bandwidths, served.codebooks, num_codebooks=grid.shape[0],
-                                        bandwidth_id=bandwidth_id, bandwidth=bandwidth)
+        grid, resolved = self._codes(slot.served, codes, bandwidth_id, bandwidth)
         stream = self.open_stream(slot, inputs="codes", bandwidth_id=resolved, sample_rate=sample_rate,
                                   request_id=request_id, transport="http")
         return self._streamed(stream, grid, None, deadline)
@@ -193,6 +185,19 @@ class Vocoder:
         audio = Audio(samples, sample_rate or served.sample_rate, served)
         self.state.metrics.add_audio(served.name, audio.seconds)
         return audio
+
+    def _mel(self, served: ServedModel, mel: np.ndarray) -> tuple[np.ndarray, str | None]:
+        """A request's mel checked against the model: the float32 grid and any front-end warning."""
+        grid = mel_array(mel, served.n_features)
+        return grid, self._check_mel(served, grid)
+
+    @staticmethod
+    def _codes(served: ServedModel, codes: np.ndarray, bandwidth_id: int | None,
+               bandwidth: float | None) -> tuple[np.ndarray, int]:
+        """A request's tokens checked against the model: the int64 grid and its bandwidth id."""
+        grid = codes_array(codes)
+        return grid, resolve_bandwidth_id(served.bandwidths, served.codebooks, num_codebooks=grid.shape[0],
+                                          bandwidth_id=bandwidth_id, bandwidth=bandwidth)
 
     def _check_mel(self, served: ServedModel, mel: np.ndarray) -> str | None:
         if served.mel_front_end is None:
