@@ -128,11 +128,9 @@ class AudioStream:
         if not self.codes:
             return torch.from_numpy(mel_array(array, served.n_features))
         grid = codes_array(array)
-        if self._bandwidth_id is not None:
-            expected = served.codebooks[self._bandwidth_id]
-            if grid.shape[0] != expected:
-                raise InvalidInputError(
-                    f"this stream's bandwidth uses {expected} codebooks per frame, got {grid.shape[0]}")
+        if self._bandwidth_id is not None:  # every chunk's K must be the stream's bandwidth's
+            resolve_bandwidth_id(served.bandwidths, served.codebooks, bandwidth_id=self._bandwidth_id,
+                                 num_codebooks=grid.shape[0])
         return torch.from_numpy(grid)
 
     def _check_open_time(self, now: float) -> None:
