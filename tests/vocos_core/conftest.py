@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
 
 from vocos_core import matmul_ways
+
+# With --import-mode=importlib no test folder is on sys.path; the matmul tests import `linear_helpers`.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 @pytest.fixture(params=matmul_ways.WAYS)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
+from linear_helpers import layer, rel_error
 
 from vocos_core import Vocos, bf16x3
 
@@ -24,23 +24,6 @@ def high() -> Iterator[None]:
     torch.set_float32_matmul_precision("high")
     with torch.no_grad():
         yield
-
-
-def layer(k: int, n: int, bias: bool = True, seed: int = 0) -> nn.Linear:
-    torch.manual_seed(seed)
-    lin = nn.Linear(k, n, bias=bias)
-    with torch.no_grad():
-        lin.weight.normal_(0, k**-0.5)
-        if bias:
-            lin.bias.normal_(0, 1)
-    return lin
-
-
-def rel_error(out: torch.Tensor, x: torch.Tensor, lin: nn.Linear) -> float:
-    exact = x.double() @ lin.weight.double().t()
-    if lin.bias is not None:
-        exact += lin.bias.double()
-    return float((out.double() - exact).abs().max() / exact.abs().max())
 
 
 @needs_kernels

@@ -7,7 +7,7 @@ import time
 
 import pytest
 import torch
-from torch import nn
+from linear_helpers import layer, rel_error
 
 from vocos_core import matmul_ways
 
@@ -16,23 +16,6 @@ from vocos_core import matmul_ways
 ACCURACY = 1e-5
 # The streaming chunks' row counts up to the backbone's MLP blocks, and odd ones.
 ROWS = (1, 7, 16, 64, 256, 1030)
-
-
-def layer(k: int, n: int, bias: bool = True, seed: int = 0) -> nn.Linear:
-    torch.manual_seed(seed)
-    lin = nn.Linear(k, n, bias=bias)
-    with torch.no_grad():
-        lin.weight.normal_(0, k**-0.5)
-        if bias:
-            lin.bias.normal_(0, 1)
-    return lin
-
-
-def rel_error(out: torch.Tensor, x: torch.Tensor, lin: nn.Linear) -> float:
-    exact = x.double() @ lin.weight.double().t()
-    if lin.bias is not None:
-        exact += lin.bias.double()
-    return float((out.double() - exact).abs().max() / exact.abs().max())
 
 
 @pytest.mark.parametrize(("k", "n"), [(512, 1536), (1536, 512), (512, 1026), (33, 17)])
