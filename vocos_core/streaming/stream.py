@@ -18,6 +18,7 @@ from .. import inputs
 from ..errors import InputError
 from ..feature_extractors import ENCODEC_BINS
 from . import backbone as streaming_backbone
+from .context import split_rows
 from .synthesis import OverlapAddState, overlap_add_step
 
 if TYPE_CHECKING:
@@ -85,14 +86,14 @@ def decode_steps(model: Vocos, states: Sequence[StreamState], chunks: Sequence[t
     hidden = streaming_backbone.step(model.backbone, [s.backbone for s in states], rows, final, ids)
     counts = [h.shape[0] for h in hidden]
     head = model.head
-    frames = head.frames(torch.cat(hidden).unsqueeze(0))[0] if sum(counts) else None  # (R, win)
+    if sum(counts):
+        per_stream = split_rows(head.frames(torch.cat(hidden).unsqueeze(0))[0], counts)  # (R, win) rows
+    else:
+        per_stream = [torch.zeros(0, head.synthesis.win_length, device=device) for _ in states]
     out = []
-    for i, (state, last) in enumerate(zip(states, final, strict=True)):
-        start = sum(counts[:i])
-        mine = frames[start:start + counts[i]] if frames is not None else \
-            torch.zeros(0, head.synthesis.win_length, device=device)
+    for state, chunk, mine, last in zip(states, chunks, per_stream, final, strict=True):
         audio = head.finish(overlap_add_step(head.synthesis, state.overlap_add, mine, last))
-        state.frames_in += chunks[i].shape[-1]
+        state.frames_in += chunk.shape[-1]
         state.samples_out += audio.shape[0]
         state.finished = last
         out.append(audio)
