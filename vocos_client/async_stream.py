@@ -92,7 +92,9 @@ class AsyncStreamSession:
 async def session(url: str, headers: dict[str, str], timeout: float | None) -> AsyncIterator[AsyncStreamSession]:
     """``async with session(url, ...) as s``: connected, the start message read; closed at the end."""
     try:
-        connection = await connect(url, additional_headers=headers, open_timeout=timeout, max_size=MAX_MESSAGE_BYTES)
+        # compression=None: float frames and audio do not compress, and deflate costs both ends CPU.
+        connection = await connect(url, additional_headers=headers, open_timeout=timeout, max_size=MAX_MESSAGE_BYTES,
+                                   compression=None)
     except InvalidStatus as exc:
         body = exc.response.body.decode("utf-8", "replace")[:300] if exc.response.body else ""
         raise VocosClientError(exc.response.status_code, "handshake", body or str(exc)) from None

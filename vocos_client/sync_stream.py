@@ -98,9 +98,10 @@ class StreamSession:
 def open_session(url: str, headers: dict[str, str], timeout: float | None) -> StreamSession:
     """Connect and read the start message; a refused handshake raises :class:`VocosClientError`."""
     try:
+        # compression=None: float frames and audio do not compress, and deflate costs both ends CPU.
         # legacy=True: the session owns the connection and closes it (websockets 17.1 wants a with-block otherwise)
         connection = connect(url, additional_headers=headers, open_timeout=timeout, max_size=MAX_MESSAGE_BYTES,
-                             legacy=True)
+                             compression=None, legacy=True)
     except InvalidStatus as exc:
         body = exc.response.body.decode("utf-8", "replace")[:300] if exc.response.body else ""
         raise VocosClientError(exc.response.status_code, "handshake", body or str(exc)) from None

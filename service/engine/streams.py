@@ -117,6 +117,7 @@ class StreamSlots:
         self.policy = policy
         self.open: set[EngineStream] = set()
         self.steps: list[Step] = []
+        self.last_call_end = 0.0  # time.monotonic() when the last batched step call returned
 
     def reserve(self, retry_after: float) -> None:
         if len(self.open) >= self.policy.max_streams:
@@ -125,14 +126,20 @@ class StreamSlots:
             )
 
     def ready(self, now: float) -> float | None:
-        """Seconds until the waiting steps should run (0: now), or None when none waits."""
+        """Seconds until the waiting steps should run (0: now), or None when none waits.
+
+        They wait for company up to ``max_wait_s`` from the later of the oldest one's arrival and the
+        end of the last call: the streams that call answered need a moment to send their audio and
+        submit their next steps, else the streams would split into groups that take turns, each
+        waiting out the other's call.
+        """
         live = [s for s in self.steps if not s.future.done()]
         if not live:
             return None
         streams_waiting = len({id(s.state) for s in live})
         if streams_waiting >= len(self.open):
             return 0.0  # every open stream has a step in: nobody else can join
-        return max(0.0, self.policy.max_wait_s - (now - live[0].enqueued))
+        return max(0.0, self.policy.max_wait_s - (now - max(live[0].enqueued, self.last_call_end)))
 
     def take(self) -> list[Step]:
         """The next call's steps: the oldest waiting step of each stream."""

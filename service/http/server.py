@@ -126,6 +126,9 @@ def uvicorn_config(app: ASGIApp, settings: Settings, **overrides: Any) -> uvicor
         "timeout_keep_alive": min(5.0, settings.header_timeout_s),
         # Streams (service.http.websocket) over wsproto, whichever WebSocket packages are installed.
         "ws": "wsproto",
+        # Float frames and audio do not compress; permessage-deflate on every message took most of the
+        # event loop's time under 24 streams (docs/streaming.md), so it is never negotiated.
+        "ws_per_message_deflate": False,
         "ws_max_size": settings.max_body_bytes,
     }
     config = uvicorn.Config(app, **{**options, **overrides})
