@@ -22,6 +22,7 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import SecretStr, ValidationError
 
+from service.engine.torch_thread import torch_thread
 from service.http.app import create_app
 from service.http.server import uvicorn_config
 from service.runtime.logs import configure_logging
@@ -128,7 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level)
     bound_memory_growth()  # before any model runs
     try:
-        models = load_models(settings)
+        # In the model thread, where every later model call runs (service.engine.torch_thread).
+        models = torch_thread().submit(load_models, settings).result()
     except StartupError as exc:
         print(f"vocos-serve: {exc}", file=sys.stderr)
         return 1

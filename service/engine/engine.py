@@ -1,9 +1,10 @@
 """Dynamic batching engine: one per loaded model, an asyncio queue in front of a single compute thread.
 
 Requests ``submit`` their inputs and await a future; a loop task forms batches (``service.engine.batching``)
-and runs the model's exact batched entry point in a dedicated worker thread, so the event loop keeps
-answering health probes while a batch computes. It knows nothing of HTTP: failures are raised as
-``EngineError`` subclasses that the app maps to status codes in one place (``service.errors``).
+and runs the model's exact batched entry point in the process's model thread
+(``service.engine.torch_thread``), so the event loop keeps answering health probes while a batch
+computes. It knows nothing of HTTP: failures are raised as ``EngineError`` subclasses that the app
+maps to status codes in one place (``service.errors``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import dataclasses
 import logging
 import math
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -29,6 +29,7 @@ from service.engine.errors import (
     QueueFullError,
 )
 from service.engine.streams import EngineStream, Step, StreamModel, StreamPolicy, StreamSlots, StreamStats
+from service.engine.torch_thread import torch_thread
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,6 @@ class BatchingEngine:
         self._wakeup: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
-        self._executor: ThreadPoolExecutor | None = None
         self._in_flight_frames = 0
         self._chunked: set[asyncio.Task[None]] = set()
         self._frame_seconds = 1e-4  # EWMA of a model call's seconds per frame; seeds Retry-After until measured
@@ -103,7 +103,6 @@ class BatchingEngine:
         assert self._task is None, "engine started twice"
         self._loop = asyncio.get_running_loop()
         self._wakeup = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"vocos-{self.name}")
         self._accepting = True
         self._task = asyncio.create_task(self._run(), name=f"batching-{self.name}")
 
@@ -137,8 +136,6 @@ class BatchingEngine:
         self._streams.steps.clear()
         for stream in list(self._streams.open):
             stream.close()
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
         return finished
 
     @property
@@ -251,12 +248,12 @@ class BatchingEngine:
         return self.model  # type: ignore[return-value]
 
     async def _execute_steps(self, steps: list[Step]) -> None:
-        assert self._loop is not None and self._executor is not None
+        assert self._loop is not None
         start = time.monotonic()
         self._in_flight, self._in_flight_frames = len(steps), sum(s.frames for s in steps)
         try:
             outputs: list[torch.Tensor] | BaseException = await self._loop.run_in_executor(
-                self._executor, self._stream_model().decode_steps, [s.state for s in steps],
+                torch_thread(), self._stream_model().decode_steps, [s.state for s in steps],
                 [s.chunk for s in steps], [s.final for s in steps])
         except Exception as exc:
             log.exception("%s stream step of %d streams failed", self.name, len(steps))
@@ -268,6 +265,7 @@ class BatchingEngine:
             raise
         finally:
             self._in_flight, self._in_flight_frames = 0, 0
+            self._streams.last_call_end = time.monotonic()
         for i, s in enumerate(steps):
             if not s.future.done():
                 if isinstance(outputs, BaseException):
@@ -368,7 +366,7 @@ class BatchingEngine:
         return [item for item in batch if not item.future.done()]
 
     async def _execute(self, batch: list[_Item]) -> None:
-        assert self._loop is not None and self._executor is not None
+        assert self._loop is not None
         start = time.monotonic()
         if self._observer is not None:
             for item in batch:
@@ -381,7 +379,7 @@ class BatchingEngine:
         ok = True
         try:
             outcomes = await self._loop.run_in_executor(
-                self._executor, compute_batch, self.name, self.model, inputs, bandwidth_ids, self.retry_after)
+                torch_thread(), compute_batch, self.name, self.model, inputs, bandwidth_ids, self.retry_after)
         except Exception as exc:
             ok = False
             ids_text = ", ".join(item.request_id for item in batch if item.request_id) or "-"

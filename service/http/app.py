@@ -17,6 +17,7 @@ import torch
 from fastapi import FastAPI
 
 from service import __version__
+from service.engine.torch_thread import run_in_torch_thread
 from service.http.auth import BearerAuth
 from service.http.errors import install_error_handlers
 from service.http.middleware import RequestContextMiddleware
@@ -51,7 +52,7 @@ def create_app(settings: Settings, models: Mapping[str, ServedModel] | None = No
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        loaded = preloaded if preloaded is not None else await asyncio.to_thread(load_models, settings)
+        loaded = preloaded if preloaded is not None else await run_in_torch_thread(load_models, settings)
         await start_engines(state, loaded)
         warm_task = asyncio.create_task(warm_up(state), name="warm-up")
         try:

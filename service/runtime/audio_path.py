@@ -19,6 +19,7 @@ import math
 import time
 from pathlib import Path
 
+from service.engine.torch_thread import run_in_torch_thread
 from service.errors import AudioPathUnavailableError
 from vocos_core import Vocos
 from vocos_core.errors import VocosError
@@ -79,7 +80,7 @@ class AudioPath:
         if self.available:
             return
         if self._attempt is None and self._due():
-            self._attempt = asyncio.ensure_future(asyncio.to_thread(self.load))
+            self._attempt = asyncio.ensure_future(run_in_torch_thread(self.load))
             self._attempt.add_done_callback(self._attempt_done)
             self._attempt_reads_file = self._file() is not None
         if self._attempt is not None and self._attempt_reads_file:

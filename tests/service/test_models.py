@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from fastapi.testclient import TestClient
 
-from service.runtime.models import StartupError, load_models, public_name, resolve_device
+import service.http.app as app_module
+from service.engine.torch_thread import torch_thread
+from service.runtime.models import ServedModel, StartupError, load_models, public_name, resolve_device
 from service.settings import Settings
 from vocos_core import matmul_ways
 
@@ -118,3 +122,18 @@ def test_public_names_are_hub_ids_with_their_revision_or_local_directory_names(t
     (tmp_path / "models" / "mel").mkdir(parents=True)
     assert public_name(str(tmp_path / "models" / "mel") + "/", "v2") == "local:mel"
     assert public_name(str(tmp_path / "models" / "mel" / ".."), None) == "local:models"
+
+
+def test_models_load_in_the_model_thread_every_later_call_runs_in(
+        base_settings: Settings, models: dict[str, ServedModel], monkeypatch: pytest.MonkeyPatch) -> None:
+    loaded_in: list[str] = []
+
+    def load(settings: Settings) -> dict[str, ServedModel]:
+        loaded_in.append(threading.current_thread().name)
+        return models
+
+    monkeypatch.setattr(app_module, "load_models", load)
+    with TestClient(app_module.create_app(base_settings)) as client:
+        assert client.get("/healthz").status_code == 200
+    model_thread = torch_thread().submit(lambda: threading.current_thread().name).result()
+    assert loaded_in == [model_thread]

@@ -1,0 +1,37 @@
+"""The one thread that runs this process's model work: every engine's calls, model loading, warm-up,
+audio analysis.
+
+PyTorch splits a CPU operator over an OpenMP team that belongs to the calling thread. libgomp lets a
+team's idle threads spin for the next operator only while the process has no more OpenMP threads
+than CPUs; beyond that they sleep after ~100 spins and every operator wakes them through the kernel.
+A second thread that had ever run torch (models loaded in a helper thread, a second engine) thus
+made each stream step about 1.7 times slower on 2 cores (docs/streaming.md), so all of it runs here,
+one call at a time, as the CPU would run it anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
+
+_lock = threading.Lock()
+_executor: ThreadPoolExecutor | None = None
+
+
+def torch_thread() -> ThreadPoolExecutor:
+    """The process's model-work thread (made on first use, shared by every app in the process)."""
+    global _executor
+    with _lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vocos-torch")
+        return _executor
+
+
+async def run_in_torch_thread(fn: Callable[..., T], *args: object) -> T:
+    """``fn(*args)`` in :func:`torch_thread`; cancelling the caller drops a call that has not started."""
+    return await asyncio.get_running_loop().run_in_executor(torch_thread(), fn, *args)
