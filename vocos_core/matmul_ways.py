@@ -27,7 +27,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from . import bf16x3
+from . import bf16x3, shape_buckets
 
 Way = Literal["mkl", "onednn", "bf16x3"]
 WAYS: tuple[Way, ...] = ("mkl", "onednn", "bf16x3")
@@ -107,9 +107,17 @@ def onednn_weight(layer: nn.Linear) -> torch.Tensor:
 
 
 def _onednn(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
-    """``layer(x)`` for ``x`` ``(M, K)`` contiguous, through oneDNN -> ``(M, N)``."""
+    """``layer(x)`` for ``x`` ``(M, K)`` contiguous, through oneDNN -> ``(M, N)`` contiguous.
+
+    The rows are padded to a :func:`~vocos_core.shape_buckets.bucket` with zero rows, whose outputs
+    are dropped: each row's output depends on that row alone, and oneDNN compiles a kernel per shape.
+    """
     bias = None if layer.bias is None else layer.bias.detach()
-    return torch.ops.mkldnn._linear_pointwise(x, onednn_weight(layer), bias, "none", [], "")
+    rows = x.shape[0]
+    padded = shape_buckets.bucket(rows)
+    if padded != rows:
+        x = torch.cat([x, x.new_zeros(padded - rows, x.shape[1])])
+    return torch.ops.mkldnn._linear_pointwise(x, onednn_weight(layer), bias, "none", [], "")[:rows]
 
 
 def linear_into(way: Way, layer: nn.Linear, x: torch.Tensor, out: torch.Tensor,

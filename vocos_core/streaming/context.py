@@ -9,7 +9,8 @@ convolution pads with, so every output equals the offline one.
 
 Steps of many streams run as one call: each stream's context and new rows are laid end to end, the
 convolution runs once over the whole sequence with no padding, and only the outputs whose window
-lies inside one stream's rows are kept (:class:`Segments`).
+lies inside one stream's rows are kept (:class:`Segments`). The sequence is padded with zero rows to
+a :func:`~vocos_core.shape_buckets.bucket` length, so the convolution sees few distinct shapes.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+
+from ..shape_buckets import bucket
 
 
 def initial_context(span: int, channels: int, like: torch.Tensor) -> torch.Tensor:
@@ -59,8 +62,10 @@ class Segments:
             counts.append(max(0, length - span))
             lengths.append(length)
             start += length
+        if bucket(start) > start:  # zero rows up to a bucket: no kept output reads them
+            pieces.append(contexts[0].new_zeros(bucket(start) - start, contexts[0].shape[1]))
         all_rows = torch.cat(pieces) if len(pieces) > 1 else pieces[0]
-        index = torch.tensor([s + j for s, c in zip(starts, counts, strict=True) for j in range(c)], dtype=torch.long)
+        index = _runs(starts, counts)
         next_contexts = tuple(all_rows[s + c: s + n] for s, c, n in zip(starts, counts, lengths, strict=True))
         return cls(all_rows, tuple(counts), index.to(all_rows.device), next_contexts, span)
 
@@ -79,6 +84,14 @@ class Segments:
     def runs(self) -> bool:
         """Whether any stream gets an output (else the convolution need not run)."""
         return self.total > 0
+
+
+def _runs(starts: Sequence[int], counts: Sequence[int]) -> torch.Tensor:
+    """``starts[i] .. starts[i] + counts[i] - 1`` for every i, end to end: ``(sum(counts),)`` long."""
+    lengths = torch.tensor(list(counts), dtype=torch.long)
+    before = torch.cumsum(lengths, 0) - lengths  # outputs of earlier streams
+    shift = torch.tensor(list(starts), dtype=torch.long) - before
+    return torch.arange(int(lengths.sum())) + torch.repeat_interleave(shift, lengths)
 
 
 def split_rows(rows: torch.Tensor, counts: Sequence[int]) -> list[torch.Tensor]:
