@@ -89,22 +89,89 @@ def _open(state: ServiceState, websocket: WebSocket, kind: str, request_id: str)
 
 
 async def _converse(websocket: WebSocket, state: ServiceState, stream: AudioStream, fmt: str) -> str:
-    """Chunks in, audio out, until the client's end message (or a failure, raised)."""
-    settings = state.settings
-    while True:
-        message = await _receive(websocket, settings.stream_idle_timeout_s)
+    """Chunks in, audio out, until the client's end message (or a failure, raised).
+
+    The client's messages are read ahead (:class:`_Inbox`): the chunks that came in while the last step
+    computed go to the model together, as one step, so a stream that fell behind catches up in bigger,
+    cheaper steps instead of one step per message.
+    """
+    inbox = _Inbox(websocket, state.settings.stream_idle_timeout_s)
+    try:
+        while True:
+            outcome = await _answer(websocket, state, stream, fmt, await inbox.take())
+            if outcome is not None:
+                return outcome
+    finally:
+        inbox.close()
+
+
+async def _answer(websocket: WebSocket, state: ServiceState, stream: AudioStream, fmt: str,
+                  messages: list[tuple[float, Any]]) -> str | None:
+    """Answer messages that arrived together, in order; the conversation's outcome once it has ended."""
+    arrays: list[np.ndarray] = []
+    first = messages[0][0]
+    timeout = state.settings.request_timeout_s
+    for _, message in messages:
+        if isinstance(message, BaseException):  # the read failed (idle timeout): answer what came first
+            await _push(websocket, stream, fmt, arrays, first, timeout)
+            raise message
         if message.get("type") == "websocket.disconnect":
             return "disconnected"
-        deadline = time.monotonic() + settings.request_timeout_s
         if message.get("bytes") is not None:
-            audio = await stream.push(parse_npy(message["bytes"]), timeout=deadline - time.monotonic())
-            await _send_audio(websocket, audio, fmt)
+            try:
+                arrays.append(parse_npy(message["bytes"]))
+            except Exception:
+                await _push(websocket, stream, fmt, arrays, first, timeout)
+                raise
             continue
         _end_message(message.get("text") or "")
-        await _send_audio(websocket, await stream.finish(timeout=deadline - time.monotonic()), fmt)
+        if arrays:
+            await _push(websocket, stream, fmt, arrays, first, timeout, final=True)
+        else:
+            await _send_audio(websocket, await stream.finish(timeout=timeout), fmt)
         await websocket.send_text(orjson.dumps({"type": "done", "samples": stream.samples_out}).decode())
         await websocket.close(1000)
         return "ok"
+    await _push(websocket, stream, fmt, arrays, first, timeout)
+    return None
+
+
+async def _push(websocket: WebSocket, stream: AudioStream, fmt: str, arrays: list[np.ndarray], arrived: float,
+                timeout: float, final: bool = False) -> None:
+    if arrays:
+        await _send_audio(websocket, await stream.push_many(arrays, final=final, timeout=timeout, arrived=arrived), fmt)
+
+
+class _Inbox:
+    """The client's messages, read as they come while the stream computes: ``(arrival, message)`` pairs,
+    or the read's exception (idle timeout) in a message's place. Reading stops after a text message
+    (the end, or a malformed one) or a disconnect; at most ``capacity`` wait, so a client that sends
+    faster than the model decodes is held back by TCP."""
+
+    def __init__(self, websocket: WebSocket, idle_s: float, capacity: int = 64) -> None:
+        self._queue: asyncio.Queue[tuple[float, Any]] = asyncio.Queue(capacity)
+        self._reader = asyncio.create_task(self._read(websocket, idle_s))
+
+    async def _read(self, websocket: WebSocket, idle_s: float) -> None:
+        while True:
+            try:
+                message: Any = await _receive(websocket, idle_s)
+            except Exception as exc:  # handed to the conversation, which raises it in its turn
+                await self._queue.put((time.monotonic(), exc))
+                return
+            await self._queue.put((time.monotonic(), message))
+            if message.get("type") == "websocket.disconnect" or message.get("bytes") is None:
+                return
+
+    async def take(self) -> list[tuple[float, Any]]:
+        """The next message (waited for), and every message already waiting behind it."""
+        messages = [await self._queue.get()]
+        while not self._queue.empty():
+            messages.append(self._queue.get_nowait())
+        return messages
+
+    def close(self) -> None:
+        self._reader.cancel()
 
 
 async def _receive(websocket: WebSocket, idle_s: float) -> dict[str, Any]:

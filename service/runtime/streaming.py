@@ -9,6 +9,7 @@ when another rate is asked for, and records the stream metrics.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -81,14 +82,25 @@ class AudioStream:
 
     async def push(self, array: np.ndarray, *, final: bool = False, timeout: float | None = None) -> np.ndarray:
         """A chunk of frames -> the audio it makes final; ``final`` ends the stream with it."""
-        arrived = time.monotonic()
-        self._check_open_time(arrived)
-        chunk = self._chunk(array)
-        stream = self._stream or self._open(chunk)
+        return await self.push_many([array], final=final, timeout=timeout)
+
+    async def push_many(self, arrays: Sequence[np.ndarray], *, final: bool = False, timeout: float | None = None,
+                        arrived: float | None = None) -> np.ndarray:
+        """Chunks that came in while the stream was busy, pushed as one (one model step for all of them);
+        ``arrived``: when the first came (default: now), for the latency metrics."""
+        now = time.monotonic()
+        self._check_open_time(now)
+        chunks = []
+        for array in arrays:  # each checked on its own, so an error names the chunk's own shape
+            chunks.append(self._chunk(array))
+            if self._stream is None:
+                self._open(chunks[0])
+        assert self._stream is not None and chunks, "push_many of no chunks"
+        chunk = chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=-1)  # (C, t_1 + t_2 + ...)
         self._frames += int(chunk.shape[-1])
         self._check_audio_length()
-        audio = (await stream.push(chunk, final=final, timeout=timeout)).numpy()
-        return self._out(audio, arrived, final)
+        audio = (await self._stream.push(chunk, final=final, timeout=timeout)).numpy()
+        return self._out(audio, now if arrived is None else arrived, final)
 
     async def finish(self, timeout: float | None = None) -> np.ndarray:
         """End the stream: its last samples."""
