@@ -4,7 +4,9 @@ and whole-utterance requests chunked while streams are open."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -14,10 +16,13 @@ from service.engine import (
     BatchPolicy,
     BatchStats,
     EngineStoppedError,
+    SerialWorker,
     StreamLimitError,
     StreamPolicy,
     StreamStats,
 )
+from service.engine.streams import Step, StreamSlots
+from service.engine.torch_thread import run_in_torch_thread
 from service.runtime.models import ServedModel
 
 pytestmark = pytest.mark.asyncio
@@ -146,3 +151,43 @@ async def test_closing_a_stream_drops_its_waiting_step(mel: ServedModel) -> None
     assert engine.open_streams == 1
     other.close()
     await engine.drain(1)
+
+
+async def test_after_a_call_its_streams_get_the_company_wait_to_submit_again() -> None:
+    slots = StreamSlots("mel", StreamPolicy(max_wait_s=0.01))
+    a, b = object(), object()
+    slots.open.update({a, b})  # type: ignore[arg-type]
+    loop = asyncio.get_running_loop()
+    slots.steps.append(Step(a, torch.zeros(1, 1), False, 0.0, loop.create_future()))
+    # Stream a waited long, but b was answered by the call that just ended at t = 1: b gets its moment.
+    slots.last_call_end = 1.0
+    assert slots.ready(1.004) == pytest.approx(0.006)
+    assert slots.ready(1.02) == 0.0
+    slots.steps.append(Step(b, torch.zeros(1, 1), False, 1.005, loop.create_future()))
+    assert slots.ready(1.006) == 0.0  # every open stream has a step in
+
+
+async def test_every_model_call_runs_in_the_one_model_thread(mel: ServedModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    threads: list[str] = []
+    real_steps, real_batch = mel.decode_steps, mel.decode_batch
+
+    def steps(*args: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return real_steps(*args)
+
+    def batch(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return real_batch(*args, **kwargs)
+
+    monkeypatch.setattr(mel, "decode_steps", steps)
+    monkeypatch.setattr(mel, "decode_batch", batch)
+    engine = await started(mel)
+    await run_stream(engine, torch.randn(mel.n_features, 12), 6)
+    await engine.submit(torch.randn(mel.n_features, 12))
+    worker = SerialWorker("features", 4)
+    threads.append(await worker.run(lambda: threading.current_thread().name))
+    threads.append(await run_in_torch_thread(lambda: threading.current_thread().name))
+    await engine.drain(5)
+    worker.close()
+    # PyTorch's CPU thread team belongs to the calling thread: one thread for all, so one team.
+    assert len(threads) >= 5 and len(set(threads)) == 1 and threads[0].startswith("vocos-torch")

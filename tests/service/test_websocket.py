@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import io
 import json
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+import websockets
 from fastapi.testclient import TestClient
-from service_helpers import settings_with
+from service_helpers import live_server, settings_with
 from starlette.testclient import WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
@@ -204,3 +207,44 @@ def test_stream_metrics_after_a_stream(client_for: Any, models: dict[str, Served
         line = next(m for m in metrics.splitlines() if m.startswith(f'{name}{{model="mel"}}'))
         assert float(line.split()[-1]) >= 1, line
     assert 'vocos_stream_underruns_total{model="mel"}' in metrics or "vocos_stream_underruns" in metrics
+
+
+def test_chunks_that_arrive_during_a_step_go_into_the_next_step_together(
+        client_for: Any, models: dict[str, ServedModel], monkeypatch: pytest.MonkeyPatch) -> None:
+    served = models["mel"]
+    real = served.decode_steps
+    calls: list[list[tuple[int, bool]]] = []
+    release = threading.Event()
+
+    def held(states: Any, chunks: Any, final: Any) -> Any:
+        calls.append([(int(c.shape[-1]), bool(f)) for c, f in zip(chunks, final, strict=True)])
+        if len(calls) == 1:
+            release.wait(10)  # the first step computes until every other chunk is in
+        return real(states, chunks, final)
+
+    monkeypatch.setattr(served, "decode_steps", held)
+    grid = np.random.default_rng(3).standard_normal((served.n_features, 30)).astype(np.float32)
+    with client_for().websocket_connect("/stream/mel?format=f32") as ws:
+        ws.receive_text()
+        for t in range(0, 30, 5):
+            ws.send_bytes(npy(grid[:, t:t + 5]))
+        ws.send_text(json.dumps({"type": "end"}))
+        time.sleep(0.5)  # the server reads them while the first step is held
+        release.set()
+        audio, done = collect(ws, "<f4")
+    # Six chunk messages and the end in two steps: the first chunk, then the other five with the end.
+    assert calls == [[(5, False)], [(25, True)]]
+    expected = served.decode_batch([torch.from_numpy(grid)])[0].numpy()
+    assert done["samples"] == audio.size == expected.size
+    assert float(np.abs(audio - expected).max()) <= 1e-5 * float(np.abs(expected).max())
+
+
+@pytest.mark.asyncio
+async def test_the_server_never_negotiates_permessage_deflate(base_settings: Settings,
+                                                              models: dict[str, ServedModel]) -> None:
+    # websockets offers permessage-deflate by default; float frames and audio would not compress.
+    async with live_server(base_settings, models) as server, \
+            websockets.connect(f"ws://127.0.0.1:{server.port}/stream/mel") as ws:
+        assert ws.response is not None
+        assert "Sec-WebSocket-Extensions" not in ws.response.headers
+        assert json.loads(await ws.recv())["type"] == "start"
