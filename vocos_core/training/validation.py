@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import metrics
+from . import metrics, periodicity
 
 log = logging.getLogger(__name__)
 TRAIN_SAMPLE_EVERY = 1000  # batches between training audio/mel samples, as the reference
@@ -94,10 +94,20 @@ class ValidationMixin:
         }
         if self.hparams["evaluate_pesq"] and metrics.pesq_unavailable() is None:
             out["pesq_score"] = metrics.pesq_wb(metrics.to_16k(audio, sr), metrics.to_16k(audio_hat, sr))
+        if self.hparams["evaluate_periodicty"] and metrics.periodicity_unavailable() is None:
+            out.update(self._periodicity(metrics.to_16k(audio, sr), metrics.to_16k(audio_hat, sr)))
         if batch_idx == 0:
             out["sample"] = (audio[0].detach().cpu(), audio_hat[0].detach().cpu())
         self._val_outputs.append(out)
         return out
+
+    def _periodicity(self, audio: np.ndarray, audio_hat: np.ndarray) -> dict[str, float]:
+        """The reference's periodicity metrics of a batch ``(B, S)`` at 16 kHz."""
+        if audio.shape[-1] < periodicity.WINDOW:
+            return {}
+        rmse, pitch, f1 = periodicity.periodicity_metrics(periodicity.installed_crepe(), torch.from_numpy(audio),
+                                                          torch.from_numpy(audio_hat))
+        return {"periodicity_loss": rmse, "pitch_loss": pitch, "f1_score": f1}
 
     def on_validation_epoch_end(self) -> None:
         outputs = self._val_outputs
@@ -112,6 +122,10 @@ class ValidationMixin:
         log_("val/mrstft", mean["mrstft"], sync_dist=True)
         if self.hparams["evaluate_pesq"]:
             log_("val/pesq_score", pesq, sync_dist=True)
+        for key in ("periodicity_loss", "pitch_loss", "f1_score"):  # the reference's names
+            values = [o[key] for o in outputs if key in o]
+            if values:
+                log_(f"val/{key}", _nanmean(values), sync_dist=True)
         sample = next((o["sample"] for o in outputs if "sample" in o), None)
         if sample is not None and self.global_rank == 0:  # type: ignore[attr-defined]
             self._log_pair("val", sample[0], sample[1], self.global_step)  # type: ignore[attr-defined]

@@ -10,6 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from vocos_core.pretrained import Vocos
 from vocos_core.testing import write_random_checkpoint
+from vocos_core.training import metrics
 from vocos_core.training.cli import main
 from vocos_core.training.experiment import VocosExp
 
@@ -58,6 +59,8 @@ def test_tensorboard_holds_losses_metrics_audio_and_mel_images(tmp_path: Path) -
     tags = acc.Tags()
     assert {"generator/mel_loss", "generator/total_loss", "discriminator/total", "val/mel_loss", "val/mrstft",
             "val_loss", "grad_norm"} <= set(tags["scalars"])
+    if metrics.periodicity_unavailable() is None:  # vocos.yaml sets evaluate_periodicty, as the reference
+        assert {"val/periodicity_loss", "val/pitch_loss", "val/f1_score"} <= set(tags["scalars"])
     assert {"train/audio_in", "train/audio_pred", "val/audio_in", "val/audio_pred"} <= set(tags["audio"])
     assert {"train/mel_target", "train/mel_pred", "val/mel_target", "val/mel_pred"} <= set(tags["images"])
     mel = [e.value for e in acc.Scalars("generator/mel_loss")]

