@@ -117,14 +117,14 @@ async def _answer(websocket: WebSocket, state: ServiceState, stream: AudioStream
             raise message
         if message.get("type") == "websocket.disconnect":
             return "disconnected"
-        if message.get("bytes") is not None:
-            try:
+        try:  # a malformed message fails the stream, once the chunks before it are answered
+            if message.get("bytes") is not None:
                 arrays.append(parse_npy(message["bytes"]))
-            except Exception:
-                await _push(websocket, stream, fmt, arrays, first, timeout)
-                raise
-            continue
-        _end_message(message.get("text") or "")
+                continue
+            _end_message(message.get("text") or "")
+        except Exception:
+            await _push(websocket, stream, fmt, arrays, first, timeout)
+            raise
         if arrays:
             await _push(websocket, stream, fmt, arrays, first, timeout, final=True)
         else:

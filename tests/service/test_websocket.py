@@ -248,3 +248,21 @@ async def test_the_server_never_negotiates_permessage_deflate(base_settings: Set
         assert ws.response is not None
         assert "Sec-WebSocket-Extensions" not in ws.response.headers
         assert json.loads(await ws.recv())["type"] == "start"
+
+
+@pytest.mark.parametrize("bad", ["hello", b"not npy"])
+def test_chunks_read_before_a_malformed_message_are_answered_first(client_for: Any, models: dict[str, ServedModel],
+                                                                  bad: str | bytes) -> None:
+    served = models["mel"]
+    grid = np.random.default_rng(4).standard_normal((served.n_features, 40)).astype(np.float32)
+    with client_for().websocket_connect("/stream/mel?format=f32") as ws:
+        ws.receive_text()
+        ws.send_bytes(npy(grid[:, :20]))
+        ws.send_bytes(npy(grid[:, 20:]))
+        ws.send_text(bad) if isinstance(bad, str) else ws.send_bytes(bad)
+        audio, error = collect(ws, "<f4")
+    assert error["type"] == "error" and error["status"] == 400
+    # The final samples of 40 frames, whichever steps they took: nothing of the two chunks is lost.
+    expected = served.decode_batch([torch.from_numpy(grid)])[0].numpy()[:audio.size]
+    assert audio.size == max(0, 40 * served.model.hop_length - served.lookahead.samples)
+    assert float(np.abs(audio - expected).max()) <= 1e-5 * float(np.abs(expected).max())
