@@ -106,8 +106,9 @@ def onednn_weight(layer: nn.Linear) -> torch.Tensor:
     return pack.packed
 
 
-def _onednn(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
-    """``layer(x)`` for ``x`` ``(M, K)`` contiguous, through oneDNN -> ``(M, N)`` contiguous.
+def _onednn(x: torch.Tensor, layer: nn.Linear, gelu: bool = False) -> torch.Tensor:
+    """``layer(x)`` for ``x`` ``(M, K)`` contiguous, through oneDNN -> ``(M, N)`` contiguous; ``gelu``:
+    the exact (erf) GELU of it, applied by oneDNN as the matmul writes its output.
 
     The rows are padded to a :func:`~vocos_core.shape_buckets.bucket` with zero rows, whose outputs
     are dropped: each row's output depends on that row alone, and oneDNN compiles a kernel per shape.
@@ -117,7 +118,8 @@ def _onednn(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
     padded = shape_buckets.bucket(rows)
     if padded != rows:
         x = torch.cat([x, x.new_zeros(padded - rows, x.shape[1])])
-    return torch.ops.mkldnn._linear_pointwise(x, onednn_weight(layer), bias, "none", [], "")[:rows]
+    attr, algorithm = ("gelu", "none") if gelu else ("none", "")  # "none": erf, not the tanh approximation
+    return torch.ops.mkldnn._linear_pointwise(x, onednn_weight(layer), bias, attr, [], algorithm)[:rows]
 
 
 def linear_into(way: Way, layer: nn.Linear, x: torch.Tensor, out: torch.Tensor,
@@ -133,6 +135,17 @@ def linear_into(way: Way, layer: nn.Linear, x: torch.Tensor, out: torch.Tensor,
         torch.mm(x, layer.weight.t(), out=out)
     else:
         torch.addmm(layer.bias, x, layer.weight.t(), out=out)
+
+
+def linear_gelu_into(way: Way, layer: nn.Linear, x: torch.Tensor, out: torch.Tensor,
+                     scratch: torch.Tensor | None = None) -> None:
+    """``out[:] = gelu(layer(x))`` (exact GELU) as ``way``; oneDNN fuses the GELU into the matmul,
+    sparing a pass over ``out`` (docs/performance.md), the others run it after."""
+    if way == "onednn":
+        out.copy_(_onednn(x.contiguous(), layer, gelu=True))
+    else:
+        linear_into(way, layer, x, out, scratch)
+        torch.ops.aten.gelu_(out)
 
 
 def linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:

@@ -126,8 +126,7 @@ class ConvNeXtBlock(nn.Module):
         for start in range(0, rows_h.shape[0], MLP_CHUNK_ROWS):
             end = min(start + MLP_CHUNK_ROWS, rows_h.shape[0])
             hidden, out = workspace.hidden[: end - start], workspace.out[: end - start]
-            workspace.linear_into(self.pwconv1, rows_h[start:end], hidden)
-            torch.ops.aten.gelu_(hidden)  # exact (erf) GELU, as nn.GELU(), in place
+            workspace.linear_gelu_into(self.pwconv1, rows_h[start:end], hidden)  # exact (erf) GELU, as nn.GELU()
             workspace.linear_into(self.pwconv2, hidden, out)
             rows_x[start:end].addcmul_(self.gamma, out)  # x + gamma * mlp(h)
         return x
@@ -164,6 +163,10 @@ class MLPWorkspace:
     def linear_into(self, layer: nn.Linear, x: torch.Tensor, out: torch.Tensor) -> None:
         """``out[:] = layer(x)``, ``x`` ``(R, K)`` -> ``out`` ``(R, N)``."""
         matmul_ways.linear_into(self.way, layer, x, out, self.scratch)
+
+    def linear_gelu_into(self, layer: nn.Linear, x: torch.Tensor, out: torch.Tensor) -> None:
+        """``out[:] = gelu(layer(x))``, ``x`` ``(R, K)`` -> ``out`` ``(R, N)``."""
+        matmul_ways.linear_gelu_into(self.way, layer, x, out, self.scratch)
 
 
 class WeightNormConv1d(nn.Module):

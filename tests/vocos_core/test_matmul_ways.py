@@ -127,3 +127,14 @@ def test_resolve_forces_falls_back_and_needs_layers(monkeypatch: pytest.MonkeyPa
     way, why = matmul_ways.resolve("onednn", layers)
     assert way != "onednn" and why.endswith("as onednn cannot run: not here")
     assert matmul_ways.resolve("auto", layers)[0] in matmul_ways.available()
+
+
+def test_the_fused_gelu_is_the_exact_gelu_of_the_matmul(matmul_way: matmul_ways.Way) -> None:
+    lin = torch.nn.Linear(48, 40)
+    with torch.inference_mode():
+        for rows in ROWS:
+            x = torch.randn(rows, 48)
+            out = torch.empty(rows, 40)
+            matmul_ways.linear_gelu_into(matmul_way, lin, x, out)
+            expected = torch.nn.functional.gelu(x.double() @ lin.weight.double().t() + lin.bias.double())
+            assert float((out.double() - expected).abs().max() / expected.abs().max()) < ACCURACY, rows
