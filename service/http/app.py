@@ -89,8 +89,9 @@ async def start_engines(state: ServiceState, models: Mapping[str, ServedModel]) 
 
 
 async def warm_up(state: ServiceState) -> None:
-    """Run every model once through its engine and its audio path (when available), then mark the app
-    ready: an audio path still unavailable (no EnCodec weights) fails its requests, not readiness."""
+    """Run every model once through its engine, its stream steps (every row-count bucket, on CPU) and its
+    audio path (when available), then mark the app ready: an audio path still unavailable (no EnCodec
+    weights) fails its requests, not readiness."""
     try:
         for name, slot in state.slots.items():
             served, engine = slot.served, slot.engine
@@ -103,6 +104,8 @@ async def warm_up(state: ServiceState) -> None:
             else:
                 calls = [engine.submit(torch.zeros(served.n_features, frames))]
             await asyncio.gather(*calls)
+            if hasattr(served, "warm_up_steps"):
+                await run_in_torch_thread(served.warm_up_steps)
             if not served.audio_path.available:
                 log.info("warm-up: skipped the %s audio-in path, unavailable until its weights load", name)
                 continue

@@ -28,12 +28,17 @@ from vocos_core.errors import UnavailableError, VocosError
 from vocos_core.feature_extractors import ENCODEC_BINS, MelSpectrogramFeatures, codebooks_for_bandwidth
 from vocos_core.hifigan_mel import HiFiGANMelSpectrogramFeatures
 from vocos_core.mel_check import MelFrontEnd, mel_front_end
+from vocos_core.shape_buckets import bucket
 from vocos_core.spectral_ops import LOG_CLIP
 from vocos_core.streaming import Lookahead, StreamState, decode_steps
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Rows of the stream steps warmed up at start: 32 real-time streams of 5-20-frame chunks take ~400.
+WARM_STEP_ROWS = 1024
+# Frames of one stream in one warm-up step: the engine's most (service.engine.StreamPolicy).
+STREAM_STEP_FRAMES = 256
 
 
 class StartupError(RuntimeError):
@@ -131,6 +136,21 @@ class ServedModel:
         ``(S_i,)`` each makes final, float32 on the CPU."""
         outputs = decode_steps(self.model, states, [self._features(x) for x in chunks], final)
         return [y.float().cpu() for y in outputs]
+
+    def warm_up_steps(self, max_rows: int = WARM_STEP_ROWS) -> None:
+        """Stream steps of up to ``max_rows`` rows on throw-away streams, every row-count bucket
+        (``vocos_core.shape_buckets``) among them, so that oneDNN has compiled their kernels (~2 ms a
+        shape) before the first streams' steps would each pay for it; CPU models only."""
+        if self.device.type != "cpu":
+            return
+        bandwidth_id = 0 if self.bandwidths else None
+        for rows in sorted({bucket(n) for n in range(1, max_rows + 1)}):
+            streams = -(-rows // STREAM_STEP_FRAMES)  # as many streams as one step of that many rows takes
+            sizes = [rows // streams + (i < rows % streams) for i in range(streams)]
+            chunks = [torch.zeros(self.codebooks[0], n, dtype=torch.long) if self.bandwidths else
+                      torch.zeros(self.n_features, n) for n in sizes]
+            states = [self.start_stream(bandwidth_id) for _ in range(streams)]
+            self.decode_steps(states, chunks, [False] * streams)
 
     @property
     def lookahead(self) -> Lookahead:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -137,3 +138,27 @@ def test_models_load_in_the_model_thread_every_later_call_runs_in(
         assert client.get("/healthz").status_code == 200
     model_thread = torch_thread().submit(lambda: threading.current_thread().name).result()
     assert loaded_in == [model_thread]
+
+
+def test_warm_up_steps_compile_every_row_bucket_on_throw_away_streams(
+        models: dict[str, ServedModel], monkeypatch: pytest.MonkeyPatch) -> None:
+    from vocos_core.shape_buckets import bucket
+
+    for served in (models["mel"], models["encodec"]):
+        rows: list[int] = []
+        real = served.decode_steps
+
+        def counting(states: Any, chunks: Any, final: Any, real: Any = real, rows: list[int] = rows) -> Any:
+            rows.append(sum(int(c.shape[-1]) for c in chunks))
+            return real(states, chunks, final)
+
+        monkeypatch.setattr(served, "decode_steps", counting)
+        served.warm_up_steps(max_rows=600)
+        monkeypatch.undo()
+        assert {bucket(r) for r in rows} == {bucket(n) for n in range(1, 601)}
+        stream = served.start_stream(0 if served.bandwidths else None)  # a real stream after it is untouched
+        chunk = torch.zeros(served.codebooks[0], 30, dtype=torch.long) if served.bandwidths else \
+            torch.randn(served.n_features, 30)
+        audio = torch.cat([served.decode_steps([stream], [chunk], [True])[0]])
+        expected = served.decode_batch([chunk], [0] if served.bandwidths else None)[0]
+        assert float((audio - expected).abs().max()) <= 1e-5 * float(expected.abs().max()) + 1e-7
