@@ -39,6 +39,9 @@ router = APIRouter()
 FORMATS = {"pcm16": OutputFormat.WAV16, "f32": OutputFormat.WAV32F}
 # Application close codes: 4000 + the HTTP status of the error (4000-4999 are the application's).
 CLOSE_BASE = 4000
+# Bytes of a stream's messages read ahead of the model (one more message may go past it): chunks of
+# frames are tens of kB, so this holds seconds of them without letting a fast client fill memory.
+READ_AHEAD_BYTES = 4 * 2**20
 
 
 @router.websocket("/stream/mel")
@@ -145,21 +148,29 @@ async def _push(websocket: WebSocket, stream: AudioStream, fmt: str, arrays: lis
 class _Inbox:
     """The client's messages, read as they come while the stream computes: ``(arrival, message)`` pairs,
     or the read's exception (idle timeout) in a message's place. Reading stops after a text message
-    (the end, or a malformed one) or a disconnect; at most ``capacity`` wait, so a client that sends
-    faster than the model decodes is held back by TCP."""
+    (the end, or a malformed one) or a disconnect, and pauses while ``max_bytes`` of messages wait, so
+    a client that sends faster than the model decodes is held back by TCP, not buffered here."""
 
-    def __init__(self, websocket: WebSocket, idle_s: float, capacity: int = 64) -> None:
-        self._queue: asyncio.Queue[tuple[float, Any]] = asyncio.Queue(capacity)
+    def __init__(self, websocket: WebSocket, idle_s: float, max_bytes: int = READ_AHEAD_BYTES) -> None:
+        self._queue: asyncio.Queue[tuple[float, Any]] = asyncio.Queue()
+        self._bytes = 0
+        self._max_bytes = max_bytes
+        self._room = asyncio.Event()
+        self._room.set()
         self._reader = asyncio.create_task(self._read(websocket, idle_s))
 
     async def _read(self, websocket: WebSocket, idle_s: float) -> None:
         while True:
+            await self._room.wait()
             try:
                 message: Any = await _receive(websocket, idle_s)
             except Exception as exc:  # handed to the conversation, which raises it in its turn
-                await self._queue.put((time.monotonic(), exc))
+                self._queue.put_nowait((time.monotonic(), exc))
                 return
-            await self._queue.put((time.monotonic(), message))
+            self._bytes += _size(message)
+            if self._bytes >= self._max_bytes:
+                self._room.clear()
+            self._queue.put_nowait((time.monotonic(), message))
             if message.get("type") == "websocket.disconnect" or message.get("bytes") is None:
                 return
 
@@ -168,10 +179,20 @@ class _Inbox:
         messages = [await self._queue.get()]
         while not self._queue.empty():
             messages.append(self._queue.get_nowait())
+        self._bytes -= sum(_size(m) for _, m in messages)
+        self._room.set()
         return messages
+
+    @property
+    def waiting_bytes(self) -> int:
+        return self._bytes
 
     def close(self) -> None:
         self._reader.cancel()
+
+
+def _size(message: Any) -> int:
+    return len(message.get("bytes") or b"") if isinstance(message, dict) else 0
 
 
 async def _receive(websocket: WebSocket, idle_s: float) -> dict[str, Any]:

@@ -3,6 +3,7 @@ close code, authentication, the per-stream limits, disconnects, drain, and the s
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import threading
@@ -222,9 +223,12 @@ def test_chunks_that_arrive_during_a_step_go_into_the_next_step_together(
             release.wait(10)  # the first step computes until every other chunk is in
         return real(states, chunks, final)
 
+    client = client_for()
+    while client.get("/readyz").status_code != 200:  # the warm-up's own stream steps come first
+        time.sleep(0.01)
     monkeypatch.setattr(served, "decode_steps", held)
     grid = np.random.default_rng(3).standard_normal((served.n_features, 30)).astype(np.float32)
-    with client_for().websocket_connect("/stream/mel?format=f32") as ws:
+    with client.websocket_connect("/stream/mel?format=f32") as ws:
         ws.receive_text()
         for t in range(0, 30, 5):
             ws.send_bytes(npy(grid[:, t:t + 5]))
@@ -266,3 +270,29 @@ def test_chunks_read_before_a_malformed_message_are_answered_first(client_for: A
     expected = served.decode_batch([torch.from_numpy(grid)])[0].numpy()[:audio.size]
     assert audio.size == max(0, 40 * served.model.hop_length - served.lookahead.samples)
     assert float(np.abs(audio - expected).max()) <= 1e-5 * float(np.abs(expected).max())
+
+
+@pytest.mark.asyncio
+async def test_read_ahead_pauses_once_its_byte_budget_waits() -> None:
+    from service.http.websocket import _Inbox
+
+    class Flooding:  # a client that sends 1 MB messages as fast as it is read
+        def __init__(self) -> None:
+            self.read = 0
+
+        async def receive(self) -> dict[str, Any]:
+            self.read += 1
+            return {"type": "websocket.receive", "bytes": b"\0" * 2**20}
+
+    client = Flooding()
+    inbox = _Inbox(client, idle_s=5, max_bytes=3 * 2**20)  # type: ignore[arg-type]
+    try:
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert client.read == 3 and inbox.waiting_bytes == 3 * 2**20  # paused at the budget
+        assert len(await inbox.take()) == 3 and inbox.waiting_bytes == 0
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert client.read == 6
+    finally:
+        inbox.close()
