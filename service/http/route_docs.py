@@ -37,6 +37,11 @@ RESYNTHESIS_RESPONSES: dict[int | str, dict[str, Any]] = {
         "retries loading them. See Retry-After"
     },
 }
+# The probes' 503s: a probe that fails is an answer, documented as one.
+LIVENESS_RESPONSES: dict[int | str, dict[str, Any]] = {503: {"description": "A batching loop has stopped"}}
+READINESS_RESPONSES: dict[int | str, dict[str, Any]] = {
+    503: {"description": "Not ready: the models are loading or warming up, warm-up failed, or the server drains"},
+}
 _GRID = {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}
 _NPY = {"schema": {"type": "string", "format": "binary"}}
 

@@ -24,7 +24,15 @@ from service.http.request_io import (
     service_state,
     unless_disconnected,
 )
-from service.http.route_docs import AUDIO_DOC, CODES_DOC, MEL_DOC, RESPONSES, RESYNTHESIS_RESPONSES
+from service.http.route_docs import (
+    AUDIO_DOC,
+    CODES_DOC,
+    LIVENESS_RESPONSES,
+    MEL_DOC,
+    READINESS_RESPONSES,
+    RESPONSES,
+    RESYNTHESIS_RESPONSES,
+)
 from service.http.streamed import check_streamable, streamed_response
 from service.runtime.audio_io import AUDIO_TYPES, OutputFormat, choose_format
 from service.runtime.serving import Vocoder
@@ -46,7 +54,8 @@ StreamQuery = Annotated[bool, Query(description="send the WAV as it is computed 
                                     "carries the final length): the first bytes of a long decode leave early")]
 
 
-@router.get("/healthz", tags=["health"], summary="Liveness: the process and its batching loops run")
+@router.get("/healthz", tags=["health"], summary="Liveness: the process and its batching loops run",
+            responses=LIVENESS_RESPONSES)
 async def healthz(request: Request) -> JSONResponse:
     state = service_state(request)
     if not state.alive:
@@ -55,7 +64,8 @@ async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "alive", "draining": state.draining})
 
 
-@router.get("/readyz", tags=["health"], summary="Readiness: models loaded and warmed up, not draining")
+@router.get("/readyz", tags=["health"], summary="Readiness: models loaded and warmed up, not draining",
+            responses=READINESS_RESPONSES)
 async def readyz(request: Request) -> JSONResponse:
     state = service_state(request)
     if not state.ready or state.draining:

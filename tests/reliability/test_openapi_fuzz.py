@@ -5,6 +5,7 @@ content types, headers)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -15,6 +16,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from service.http.app import create_app
 from service.runtime.models import ServedModel
+from service.runtime.state import state_of
 from service.settings import Settings
 
 TIME_LIMIT_S = 20.0
@@ -24,7 +26,13 @@ TIME_LIMIT_S = 20.0
 def api_schema(base_settings: Settings, models: dict[str, ServedModel]) -> Iterator[object]:
     """The OpenAPI schema of a started app (schemathesis runs its lifespan and calls it in process)."""
     app = create_app(base_settings, models)
-    yield schemathesis.openapi.from_asgi("/openapi.json", app)
+    loaded = schemathesis.openapi.from_asgi("/openapi.json", app)
+    state = state_of(app)
+    deadline = time.monotonic() + 60
+    while not state.ready:  # the warm-up runs in the lifespan's own thread; /readyz answers 503 until then
+        assert time.monotonic() < deadline, "the app did not become ready"
+        time.sleep(0.02)
+    yield loaded
     asgi.shutdown_lifespans()  # drains the app's engines
 
 
