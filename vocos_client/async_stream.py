@@ -12,7 +12,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from .errors import VocosClientError
-from .session import END, MAX_MESSAGE_BYTES, Done, StreamInfo, closed_early, meaning, start_info
+from .session import CONNECT_OPTIONS, END, Done, StreamInfo, closed_early, handshake_refused, meaning, start_info
 from .wire import npy_bytes
 
 
@@ -92,12 +92,9 @@ class AsyncStreamSession:
 async def session(url: str, headers: dict[str, str], timeout: float | None) -> AsyncIterator[AsyncStreamSession]:
     """``async with session(url, ...) as s``: connected, the start message read; closed at the end."""
     try:
-        # compression=None: float frames and audio do not compress, and deflate costs both ends CPU.
-        connection = await connect(url, additional_headers=headers, open_timeout=timeout, max_size=MAX_MESSAGE_BYTES,
-                                   compression=None)
+        connection = await connect(url, additional_headers=headers, open_timeout=timeout, **CONNECT_OPTIONS)
     except InvalidStatus as exc:
-        body = exc.response.body.decode("utf-8", "replace")[:300] if exc.response.body else ""
-        raise VocosClientError(exc.response.status_code, "handshake", body or str(exc)) from None
+        raise handshake_refused(exc) from None
     except (OSError, WebSocketException, asyncio.TimeoutError) as exc:
         raise VocosClientError(0, "connection", f"cannot open {url}: {exc}") from None
     try:

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import numpy as np
+from websockets.exceptions import InvalidStatus
 
 from .errors import VocosClientError, from_stream, protocol_error
 from .wire import STREAM_FORMATS, pcm_samples, query
@@ -21,6 +22,15 @@ from .wire import STREAM_FORMATS, pcm_samples, query
 END = json.dumps({"type": "end"})
 # Frames are small; audio answers of one push are at most a few seconds of f32.
 MAX_MESSAGE_BYTES = 64 * 2**20
+# What both sessions pass to websockets' connect(). compression=None: float frames and audio do not
+# compress, and deflate costs both ends CPU.
+CONNECT_OPTIONS: dict[str, Any] = {"max_size": MAX_MESSAGE_BYTES, "compression": None}
+
+
+def handshake_refused(exc: InvalidStatus) -> VocosClientError:
+    """The error of a handshake the server answered with an HTTP status (and maybe a reason in the body)."""
+    body = exc.response.body.decode("utf-8", "replace")[:300] if exc.response.body else ""
+    return VocosClientError(exc.response.status_code, "handshake", body or str(exc))
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 from websockets.sync.client import ClientConnection, connect
 
 from .errors import VocosClientError
-from .session import END, MAX_MESSAGE_BYTES, Done, StreamInfo, closed_early, meaning, start_info
+from .session import CONNECT_OPTIONS, END, Done, StreamInfo, closed_early, handshake_refused, meaning, start_info
 from .wire import npy_bytes
 
 
@@ -98,13 +98,10 @@ class StreamSession:
 def open_session(url: str, headers: dict[str, str], timeout: float | None) -> StreamSession:
     """Connect and read the start message; a refused handshake raises :class:`VocosClientError`."""
     try:
-        # compression=None: float frames and audio do not compress, and deflate costs both ends CPU.
         # legacy=True: the session owns the connection and closes it (websockets 17.1 wants a with-block otherwise)
-        connection = connect(url, additional_headers=headers, open_timeout=timeout, max_size=MAX_MESSAGE_BYTES,
-                             compression=None, legacy=True)
+        connection = connect(url, additional_headers=headers, open_timeout=timeout, legacy=True, **CONNECT_OPTIONS)
     except InvalidStatus as exc:
-        body = exc.response.body.decode("utf-8", "replace")[:300] if exc.response.body else ""
-        raise VocosClientError(exc.response.status_code, "handshake", body or str(exc)) from None
+        raise handshake_refused(exc) from None
     except (OSError, WebSocketException) as exc:
         raise VocosClientError(0, "connection", f"cannot open {url}: {exc}") from None
     try:
