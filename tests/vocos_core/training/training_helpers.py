@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 import soundfile as sf
 import yaml
 
-CONFIGS = Path(__file__).resolve().parents[3] / "vocos_core" / "training" / "configs"
+ROOT = Path(__file__).resolve().parents[3]
+CONFIGS = ROOT / "vocos_core" / "training" / "configs"
 TINY_DIM = 16
+
+
+def fixture_script(name: str) -> ModuleType:
+    """``scripts/<name>.py``, the reference-venv script that made a fixture, loaded for the helpers
+    both sides use (it imports the reference's packages only inside its functions)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def write_corpus(directory: Path, sample_rate: int, n: int = 4, seconds: float = 0.4, seed: int = 0) -> Path:
