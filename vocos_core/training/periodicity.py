@@ -101,8 +101,7 @@ def viterbi(probabilities: np.ndarray) -> np.ndarray:
     transitions (at most 11 bins a frame, linearly less likely), as ``librosa.sequence.viterbi``."""
     tiny = np.finfo(probabilities.dtype).tiny
     idx = np.arange(PITCH_BINS)
-    transition = np.maximum(12 - np.abs(idx[None, :] - idx[:, None]), 0).astype(np.float64)
-    log_trans = np.log(transition / transition.sum(axis=1, keepdims=True) + tiny)  # (from, to)
+    log_trans = _log_transitions(float(tiny))  # (from, to)
     log_prob = np.log(probabilities.T + tiny)  # (360, F) -> (F, 360)
     value = log_prob[0] + np.log(1.0 / PITCH_BINS + tiny)
     pointers = np.zeros((log_prob.shape[0], PITCH_BINS), dtype=np.int64)
@@ -115,6 +114,14 @@ def viterbi(probabilities: np.ndarray) -> np.ndarray:
     for t in range(log_prob.shape[0] - 2, -1, -1):
         path[t] = pointers[t + 1, path[t + 1]]
     return path
+
+
+@functools.cache
+def _log_transitions(tiny: float) -> np.ndarray:
+    """``(360, 360)`` log transition probabilities (from, to), plus ``tiny`` as librosa adds it."""
+    idx = np.arange(PITCH_BINS)
+    transition = np.maximum(12 - np.abs(idx[None, :] - idx[:, None]), 0).astype(np.float64)
+    return np.log(transition / transition.sum(axis=1, keepdims=True) + tiny)
 
 
 def silent_frames(audio: torch.Tensor) -> np.ndarray:

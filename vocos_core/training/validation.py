@@ -92,10 +92,14 @@ class ValidationMixin:
             "mrstft": float(metrics.mrstft_distance(audio_hat, audio)),
             "pesq_score": 0.0,
         }
-        if self.hparams["evaluate_pesq"] and metrics.pesq_unavailable() is None:
-            out["pesq_score"] = metrics.pesq_wb(metrics.to_16k(audio, sr), metrics.to_16k(audio_hat, sr))
-        if self.hparams["evaluate_periodicty"] and metrics.periodicity_unavailable() is None:
-            out.update(self._periodicity(metrics.to_16k(audio, sr), metrics.to_16k(audio_hat, sr)))
+        pesq = self.hparams["evaluate_pesq"] and metrics.pesq_unavailable() is None
+        periodic = self.hparams["evaluate_periodicty"] and metrics.periodicity_unavailable() is None
+        if pesq or periodic:  # both metrics are taken at 16 kHz: resampled once
+            y_16k, y_hat_16k = metrics.to_16k(audio, sr), metrics.to_16k(audio_hat, sr)
+            if pesq:
+                out["pesq_score"] = metrics.pesq_wb(y_16k, y_hat_16k)
+            if periodic:
+                out.update(self._periodicity(y_16k, y_hat_16k))
         if batch_idx == 0:
             out["sample"] = (audio[0].detach().cpu(), audio_hat[0].detach().cpu())
         self._val_outputs.append(out)
