@@ -29,7 +29,7 @@ from service.engine.errors import (
     QueueFullError,
 )
 from service.engine.streams import EngineStream, Step, StreamModel, StreamPolicy, StreamSlots, StreamStats
-from service.engine.torch_thread import torch_thread
+from service.engine.torch_thread import run_in_torch_thread
 
 log = logging.getLogger(__name__)
 
@@ -248,13 +248,12 @@ class BatchingEngine:
         return self.model  # type: ignore[return-value]
 
     async def _execute_steps(self, steps: list[Step]) -> None:
-        assert self._loop is not None
         start = time.monotonic()
         self._in_flight, self._in_flight_frames = len(steps), sum(s.frames for s in steps)
         try:
-            outputs: list[torch.Tensor] | BaseException = await self._loop.run_in_executor(
-                torch_thread(), self._stream_model().decode_steps, [s.state for s in steps],
-                [s.chunk for s in steps], [s.final for s in steps])
+            outputs: list[torch.Tensor] | BaseException = await run_in_torch_thread(
+                self._stream_model().decode_steps, [s.state for s in steps], [s.chunk for s in steps],
+                [s.final for s in steps])
         except Exception as exc:
             log.exception("%s stream step of %d streams failed", self.name, len(steps))
             outputs = BatchFailedError(f"the {self.name} model failed on this stream's step: {exc}")
@@ -366,7 +365,6 @@ class BatchingEngine:
         return [item for item in batch if not item.future.done()]
 
     async def _execute(self, batch: list[_Item]) -> None:
-        assert self._loop is not None
         start = time.monotonic()
         if self._observer is not None:
             for item in batch:
@@ -378,8 +376,8 @@ class BatchingEngine:
         self._in_flight_frames = sum(item.frames for item in batch)
         ok = True
         try:
-            outcomes = await self._loop.run_in_executor(
-                torch_thread(), compute_batch, self.name, self.model, inputs, bandwidth_ids, self.retry_after)
+            outcomes = await run_in_torch_thread(compute_batch, self.name, self.model, inputs, bandwidth_ids,
+                                                 self.retry_after)
         except Exception as exc:
             ok = False
             ids_text = ", ".join(item.request_id for item in batch if item.request_id) or "-"

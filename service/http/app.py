@@ -105,7 +105,7 @@ async def warm_up(state: ServiceState) -> None:
                 calls = [engine.submit(torch.zeros(served.n_features, frames))]
             await asyncio.gather(*calls)
             if hasattr(served, "warm_up_steps"):
-                await run_in_torch_thread(served.warm_up_steps)
+                await run_in_torch_thread(served.warm_up_steps, engine.stream_policy.max_step_frames)
             if not served.audio_path.available:
                 log.info("warm-up: skipped the %s audio-in path, unavailable until its weights load", name)
                 continue

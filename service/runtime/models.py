@@ -37,8 +37,6 @@ log = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Rows of the stream steps warmed up at start: 32 real-time streams of 5-20-frame chunks take ~400.
 WARM_STEP_ROWS = 1024
-# Frames of one stream in one warm-up step: the engine's most (service.engine.StreamPolicy).
-STREAM_STEP_FRAMES = 256
 
 
 class StartupError(RuntimeError):
@@ -137,15 +135,16 @@ class ServedModel:
         outputs = decode_steps(self.model, states, [self._features(x) for x in chunks], final)
         return [y.float().cpu() for y in outputs]
 
-    def warm_up_steps(self, max_rows: int = WARM_STEP_ROWS) -> None:
-        """Stream steps of up to ``max_rows`` rows on throw-away streams, every row-count bucket
+    def warm_up_steps(self, step_frames: int, max_rows: int = WARM_STEP_ROWS) -> None:
+        """Stream steps of up to ``max_rows`` rows on throw-away streams of at most ``step_frames`` frames a
+        step (the engine's ``StreamPolicy.max_step_frames``), every row-count bucket
         (``vocos_core.shape_buckets``) among them, so that oneDNN has compiled their kernels (~2 ms a
         shape) before the first streams' steps would each pay for it; CPU models only."""
         if self.device.type != "cpu":
             return
         bandwidth_id = 0 if self.bandwidths else None
         for rows in sorted({bucket(n) for n in range(1, max_rows + 1)}):
-            streams = -(-rows // STREAM_STEP_FRAMES)  # as many streams as one step of that many rows takes
+            streams = -(-rows // step_frames)  # as many streams as one step of that many rows takes
             sizes = [rows // streams + (i < rows % streams) for i in range(streams)]
             chunks = [torch.zeros(self.codebooks[0], n, dtype=torch.long) if self.bandwidths else
                       torch.zeros(self.n_features, n) for n in sizes]

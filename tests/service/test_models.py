@@ -153,7 +153,7 @@ def test_warm_up_steps_compile_every_row_bucket_on_throw_away_streams(
             return real(states, chunks, final)
 
         monkeypatch.setattr(served, "decode_steps", counting)
-        served.warm_up_steps(max_rows=600)
+        served.warm_up_steps(256, max_rows=600)
         monkeypatch.undo()
         assert {bucket(r) for r in rows} == {bucket(n) for n in range(1, 601)}
         stream = served.start_stream(0 if served.bandwidths else None)  # a real stream after it is untouched
