@@ -179,8 +179,8 @@ async def test_every_model_call_runs_in_the_one_model_thread(mel: ServedModel, m
         threads.append(threading.current_thread().name)
         return real_batch(*args, **kwargs)
 
-    monkeypatch.setattr(mel, "decode_steps", steps)
-    monkeypatch.setattr(mel, "decode_batch", batch)
+    monkeypatch.setitem(vars(mel), "decode_steps", steps)  # setitem: undone by deleting it again
+    monkeypatch.setitem(vars(mel), "decode_batch", batch)
     engine = await started(mel)
     await run_stream(engine, torch.randn(mel.n_features, 12), 6)
     await engine.submit(torch.randn(mel.n_features, 12))

@@ -152,7 +152,7 @@ def test_warm_up_steps_compile_every_row_bucket_on_throw_away_streams(
             rows.append(sum(int(c.shape[-1]) for c in chunks))
             return real(states, chunks, final)
 
-        monkeypatch.setattr(served, "decode_steps", counting)
+        monkeypatch.setitem(vars(served), "decode_steps", counting)  # setitem: undone by deleting it again
         served.warm_up_steps(256, max_rows=600)
         monkeypatch.undo()
         assert {bucket(r) for r in rows} == {bucket(n) for n in range(1, 601)}

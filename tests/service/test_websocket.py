@@ -226,7 +226,7 @@ def test_chunks_that_arrive_during_a_step_go_into_the_next_step_together(
     client = client_for()
     while client.get("/readyz").status_code != 200:  # the warm-up's own stream steps come first
         time.sleep(0.01)
-    monkeypatch.setattr(served, "decode_steps", held)
+    monkeypatch.setitem(vars(served), "decode_steps", held)  # setitem: undone by deleting it again
     grid = np.random.default_rng(3).standard_normal((served.n_features, 30)).astype(np.float32)
     with client.websocket_connect("/stream/mel?format=f32") as ws:
         ws.receive_text()
