@@ -45,6 +45,7 @@ def enabled_for(x: torch.Tensor) -> bool:
     """Whether a linear layer on ``x`` runs here: float32 on CPU, precision "high"/"medium", no
     autograd (the kernels have no backward; Vocos' entry points run in inference mode), kernels usable."""
     return (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
+            and not torch.is_autocast_enabled("cpu")
             and torch.get_float32_matmul_precision() != "highest" and unsupported_reason() is None)
 
 

@@ -49,6 +49,12 @@ def check_audio(x: object, min_samples: int) -> torch.Tensor:
     return x
 
 
+def check_code_values(low: int, high: int, bins: int) -> None:
+    """Codes whose least and greatest values are ``low`` and ``high`` must lie in ``[0, bins)``."""
+    if low < 0 or high >= bins:
+        raise InputError(f"codes must lie in [0, {bins}); found {low if low < 0 else high}")
+
+
 def check_codes(codes: object, max_codebooks: int, bins: int) -> torch.Tensor:
     """Accept ``(K, L)`` or ``(K, B, L)`` integer codes in ``[0, bins)`` with 1 <= K <= max_codebooks."""
     if not isinstance(codes, torch.Tensor) or codes.dim() not in (2, 3):
@@ -60,9 +66,7 @@ def check_codes(codes: object, max_codebooks: int, bins: int) -> torch.Tensor:
         raise InputError(f"codes: empty input {tuple(codes.shape)}")
     if not 1 <= codes.shape[0] <= max_codebooks:
         raise InputError(f"codes: expected 1..{max_codebooks} codebooks (dim 0), got {codes.shape[0]}")
-    low, high = int(codes.min()), int(codes.max())
-    if low < 0 or high >= bins:
-        raise InputError(f"codes: values must lie in [0, {bins}), got range [{low}, {high}]")
+    check_code_values(int(codes.min()), int(codes.max()), bins)
     return codes if codes.dim() == 3 else codes.unsqueeze(1)
 
 

@@ -77,8 +77,10 @@ def current() -> Way:
 
 def way_for(x: torch.Tensor) -> Way:
     """The way a linear layer on ``x`` runs: :func:`current` for float32 CPU inputs without autograd
-    (neither oneDNN's operator nor our kernels have a backward), ``mkl`` (PyTorch's own) otherwise."""
-    if x.device.type != "cpu" or x.dtype != torch.float32 or torch.is_grad_enabled():
+    (neither oneDNN's operator nor our kernels have a backward), ``mkl`` (PyTorch's own) otherwise,
+    autocast included (its casts apply to PyTorch's operators only)."""
+    if (x.device.type != "cpu" or x.dtype != torch.float32 or torch.is_grad_enabled()
+            or torch.is_autocast_enabled(x.device.type)):
         return "mkl"
     return current()
 

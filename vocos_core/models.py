@@ -7,7 +7,16 @@ from torch import nn
 
 from .channels_last import conv_to_btc
 from .config import VocosBackboneConfig, VocosResNetBackboneConfig
-from .modules import AdaLayerNorm, ConvNeXtBlock, MLPWorkspace, ResBlock1, WeightNormConv1d, apply_mask, masked_rows
+from .modules import (
+    AdaLayerNorm,
+    ConvNeXtBlock,
+    MLPWorkspace,
+    ResBlock1,
+    WeightNormConv1d,
+    apply_mask,
+    autograd_path,
+    masked_rows,
+)
 
 
 class VocosBackbone(nn.Module):
@@ -45,7 +54,7 @@ class VocosBackbone(nn.Module):
         pad = int(self.embed.padding[0])
         x = conv_to_btc(apply_mask(x, mask), self.embed.weight, self.embed.bias, padding=pad)  # (B, T, dim)
         x = self.norm(x, bandwidth_id) if self.adanorm else self.norm(x)  # a fresh tensor, ours to update
-        if torch.is_grad_enabled():  # training: the in-place updates below have no backward
+        if autograd_path(x):  # training: the in-place updates below have no backward
             for block in self.convnext:
                 x = block(x, cond_embedding_id=bandwidth_id, mask=mask)
             return self.final_layer_norm(x)

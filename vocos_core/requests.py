@@ -14,6 +14,7 @@ import numpy as np
 
 from .errors import InputError
 from .feature_extractors import ENCODEC_BINS as CODEBOOK_SIZE
+from .inputs import check_code_values
 
 
 def mel_array(array: np.ndarray, n_mels: int) -> np.ndarray:
@@ -53,10 +54,7 @@ def codes_array(array: np.ndarray) -> np.ndarray:
         raise InputError(f"the token grid is empty (shape {array.shape}); expected (K, T) with T >= 1")
     if array.dtype.kind not in "iu":
         raise InputError(f"expected integer codes, got {_dtype_words(array.dtype)}")
-    low, high = int(array.min()), int(array.max())
-    if low < 0 or high >= CODEBOOK_SIZE:
-        bad = low if low < 0 else high
-        raise InputError(f"codes must lie in [0, {CODEBOOK_SIZE}); found {bad}")
+    check_code_values(int(array.min()), int(array.max()), CODEBOOK_SIZE)
     return np.ascontiguousarray(array.astype(np.int64, copy=False))
 
 

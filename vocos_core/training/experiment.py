@@ -24,6 +24,7 @@ from ..pretrained import Vocos
 from .discriminators import MultiPeriodDiscriminator, MultiResolutionDiscriminator
 from .loss import DiscriminatorLoss, FeatureMatchingLoss, GeneratorLoss, MelSpecReconstructionLoss
 from .optim import cosine_schedule_with_warmup
+from .phase_loss import PhaseDerivativeLoss
 from .validation import ValidationMixin
 
 GENERATOR_PARTS = ("feature_extractor", "backbone", "head")
@@ -40,9 +41,11 @@ class VocosExp(ValidationMixin, L.LightningModule):
                  mel_loss_coeff: float = 45.0, mrd_loss_coeff: float = 1.0, pretrain_mel_steps: int = 0,
                  decay_mel_coeff: bool = False, evaluate_utmos: bool = False, evaluate_pesq: bool = False,
                  evaluate_periodicty: bool = False, accumulate_grad_batches: int = 1,
-                 encodec_weights: str | None = None) -> None:
+                 encodec_weights: str | None = None, phase_loss_coeff: float = 0.0) -> None:
         """Arguments as the reference's, plus ``accumulate_grad_batches`` (Lightning's own option does
-        not apply to manual optimisation) and ``encodec_weights`` (the EnCodec file, EnCodec variant only)."""
+        not apply to manual optimisation), ``encodec_weights`` (the EnCodec file, EnCodec variant only)
+        and ``phase_loss_coeff`` (weight of :class:`.phase_loss.PhaseDerivativeLoss`, not in the
+        reference recipe: 0 leaves it out)."""
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
@@ -60,6 +63,7 @@ class VocosExp(ValidationMixin, L.LightningModule):
         self.gen_loss = GeneratorLoss()
         self.feat_matching_loss = FeatureMatchingLoss()
         self.melspec_loss = MelSpecReconstructionLoss(sample_rate=sample_rate)
+        self.phase_loss = PhaseDerivativeLoss()
         self.base_mel_coeff = self.mel_loss_coeff = mel_loss_coeff
 
     # -- the generator -----------------------------------------------------------------------------
@@ -178,6 +182,10 @@ class VocosExp(ValidationMixin, L.LightningModule):
         mrd = self.hparams["mrd_loss_coeff"]
         mel_loss = self.melspec_loss(audio_hat, audio)
         loss = self.mel_loss_coeff * mel_loss
+        if self.hparams["phase_loss_coeff"]:
+            phase_loss = self.phase_loss(audio_hat, audio)
+            loss = loss + self.hparams["phase_loss_coeff"] * phase_loss
+            self.log("generator/phase_loss", phase_loss)
         if gan:
             _, gen_mp, fmap_r_mp, fmap_g_mp = self.multiperioddisc(audio, audio_hat, bandwidth_id=bandwidth_id)
             _, gen_mrd, fmap_r_mrd, fmap_g_mrd = self.multiresddisc(audio, audio_hat, bandwidth_id=bandwidth_id)

@@ -2,8 +2,7 @@
 
 Mel L1 is the recipe's own loss (:class:`.loss.MelSpecReconstructionLoss`). PESQ uses the ``pesq``
 package (the ITU-T P.862.2 wideband C code) at 16 kHz, as the reference; periodicity RMSE, pitch RMSE
-and V/UV F1 come from CREPE (:mod:`.periodicity`). UTMOS is not computed; :func:`utmos_unavailable`
-says why.
+and V/UV F1 come from CREPE (:mod:`.periodicity`); UTMOS from :mod:`.utmos` when its weights are there.
 """
 
 from __future__ import annotations
@@ -67,7 +66,14 @@ def periodicity_unavailable() -> str | None:
     return None
 
 
-def utmos_unavailable() -> str:
-    """UTMOS is not run: its model (a fairseq wav2vec 2.0 fine-tune) is neither shipped nor implemented here."""
-    return ("UTMOS is not available: it needs the UTMOS22 strong-learner checkpoint and fairseq, "
-            "neither of which vocos_core ships or implements")
+def utmos_unavailable() -> str | None:
+    """None when UTMOS can run (its weight file is in torch hub's checkpoint folder), else why not."""
+    from .utmos import WEIGHTS_FILE, installed_weights
+
+    if installed_weights() is None:
+        import torch
+
+        folder = f"{torch.hub.get_dir()}/checkpoints"
+        return (f"UTMOS needs SpeechMOS's conversion of the UTMOS22 strong learner, {WEIGHTS_FILE}, in {folder} "
+                "(nothing is downloaded)")
+    return None

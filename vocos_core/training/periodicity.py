@@ -149,7 +149,9 @@ def a_weighting(frequencies: np.ndarray, min_db: float = -80.0) -> np.ndarray:
 def predict_pitch(model: Crepe, audio: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """``(B, T)`` 16 kHz audio (T >= 1024) -> pitch in Hz (NaN where unvoiced) and periodicity, ``(B, F)`` each."""
     batch = audio.shape[0]
-    probs = model(frames(audio.float())).reshape(batch, -1, PITCH_BINS).transpose(1, 2)  # (B, F, 360) -> (B, 360, F)
+    with torch.autocast(audio.device.type, enabled=False):  # float32 under a bf16-mixed trainer too
+        probs = model(frames(audio.float())).reshape(batch, -1, PITCH_BINS)  # (B, F, 360)
+    probs = probs.transpose(1, 2)  # (B, F, 360) -> (B, 360, F)
     lowest = int(np.floor((1200 * np.log2(FMIN / 10.0) - CENTS_AT_BIN_0) / CENTS_PER_BIN))
     highest = int(np.ceil((1200 * np.log2(FMAX / 10.0) - CENTS_AT_BIN_0) / CENTS_PER_BIN))
     probs[:, :lowest] = -float("inf")

@@ -1,7 +1,8 @@
 """Validation and TensorBoard samples of :class:`~.experiment.VocosExp`: metrics, audio, mel images.
 
 ``val_loss`` is the reference's: mel L1 + (5 - UTMOS) + (5 - PESQ), with a metric that is not
-evaluated counting as 0, so checkpoints are ranked as the reference ranks them.
+evaluated counting as 0, so checkpoints are ranked as the reference ranks them (among runs that
+evaluate the same metrics).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import metrics, periodicity
+from . import metrics, periodicity, utmos
 
 log = logging.getLogger(__name__)
 TRAIN_SAMPLE_EVERY = 1000  # batches between training audio/mel samples, as the reference
@@ -48,6 +49,7 @@ class ValidationMixin:
 
     hparams: Any
     _val_outputs: list[dict[str, Any]]
+    _val_metrics: dict[str, bool]
 
     def _tensorboard(self) -> Any:
         """The SummaryWriter of a TensorBoard logger, or None (other loggers, or none)."""
@@ -75,9 +77,12 @@ class ValidationMixin:
 
     def on_validation_epoch_start(self) -> None:
         self._val_outputs = []
+        # Which optional metrics run this epoch: set, and able to (checked once, not per batch).
+        self._val_metrics = {}
         for flag, reason in (("evaluate_utmos", metrics.utmos_unavailable()),
                              ("evaluate_periodicty", metrics.periodicity_unavailable()),
                              ("evaluate_pesq", metrics.pesq_unavailable())):
+            self._val_metrics[flag] = bool(self.hparams[flag]) and reason is None
             if self.hparams[flag] and reason and not getattr(self, f"_warned_{flag}", False):
                 log.warning("%s is set but skipped: %s", flag, reason)
                 setattr(self, f"_warned_{flag}", True)
@@ -91,11 +96,14 @@ class ValidationMixin:
             "mel_loss": float(self.melspec_loss(audio_hat, audio)),  # type: ignore[attr-defined]
             "mrstft": float(metrics.mrstft_distance(audio_hat, audio)),
             "pesq_score": 0.0,
+            "utmos_score": 0.0,
         }
-        pesq = self.hparams["evaluate_pesq"] and metrics.pesq_unavailable() is None
-        periodic = self.hparams["evaluate_periodicty"] and metrics.periodicity_unavailable() is None
-        if pesq or periodic:  # both metrics are taken at 16 kHz: resampled once
+        pesq, periodic, mos = (self._val_metrics[k] for k in ("evaluate_pesq", "evaluate_periodicty", "evaluate_utmos"))
+        if pesq or periodic or mos:  # the metrics are all taken at 16 kHz: resampled once
             y_16k, y_hat_16k = metrics.to_16k(audio, sr), metrics.to_16k(audio_hat, sr)
+            if mos:
+                out["utmos_score"] = utmos.utmos_score(utmos.installed_utmos().to(audio.device),
+                                                       torch.from_numpy(y_hat_16k).to(audio.device))
             if pesq:
                 out["pesq_score"] = metrics.pesq_wb(y_16k, y_hat_16k)
             if periodic:
@@ -117,13 +125,15 @@ class ValidationMixin:
         outputs = self._val_outputs
         if not outputs:
             return
-        mean = {k: _nanmean([o[k] for o in outputs]) for k in ("mel_loss", "mrstft", "pesq_score")}
+        keys = ("mel_loss", "mrstft", "pesq_score", "utmos_score")
+        mean = {k: _nanmean([o[k] for o in outputs]) for k in keys}
         pesq = 0.0 if math.isnan(mean["pesq_score"]) else mean["pesq_score"]
-        utmos = 0.0  # not evaluated (metrics.utmos_unavailable)
         log_ = self.log  # type: ignore[attr-defined]
-        log_("val_loss", mean["mel_loss"] + (5 - utmos) + (5 - pesq), sync_dist=True)
+        log_("val_loss", mean["mel_loss"] + (5 - mean["utmos_score"]) + (5 - pesq), sync_dist=True)
         log_("val/mel_loss", mean["mel_loss"], sync_dist=True)
         log_("val/mrstft", mean["mrstft"], sync_dist=True)
+        if self._val_metrics["evaluate_utmos"]:
+            log_("val/utmos_score", mean["utmos_score"], sync_dist=True)
         if self.hparams["evaluate_pesq"]:
             log_("val/pesq_score", pesq, sync_dist=True)
         for key in ("periodicity_loss", "pitch_loss", "f1_score"):  # the reference's names

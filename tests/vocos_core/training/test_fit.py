@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -10,11 +11,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from vocos_core.pretrained import Vocos
 from vocos_core.testing import write_random_checkpoint
-from vocos_core.training import metrics
+from vocos_core.training import metrics, utmos
 from vocos_core.training.cli import main
 from vocos_core.training.experiment import VocosExp
+from vocos_core.training.utmos import UTMOS22Strong
 
-from .training_helpers import TINY_DIM, tiny_config
+from .training_helpers import TINY_DIM, fixture_script, tiny_config
 
 # Each test runs Lightning fits (the full-size discriminators): tens of seconds on 2 CPU cores.
 pytestmark = pytest.mark.slow
@@ -121,3 +123,46 @@ def test_gradient_accumulation_steps_every_n_batches(tmp_path: Path) -> None:
     assert trained["global_step"] == 4  # 2 optimiser steps each ...
     assert [float(s["state"][0]["step"]) for s in trained["optimizer_states"]] == [2.0, 2.0]
     assert trained["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 4  # ... over 4 batches
+
+
+def test_bf16_mixed_precision_trains(tmp_path: Path) -> None:
+    """``--trainer.precision bf16-mixed`` (the GPU recipe's) through CPU autocast: every part steps, and
+    the losses stay finite."""
+    config = tiny_config("vocos.yaml", tmp_path, max_steps=4,
+                         trainer={"precision": "bf16-mixed", "num_sanity_val_steps": 0})
+    main(["fit", "--config", str(config)])
+    trained = torch.load(last_checkpoint(tmp_path), map_location="cpu", weights_only=False)
+    assert trained["global_step"] == 4
+    before = untrained_state(trained["hyper_parameters"])
+    changed = {k.split(".")[0] for k, v in trained["state_dict"].items()
+               if v.is_floating_point() and not torch.equal(v, before[k])}
+    assert {"backbone", "head", "multiperioddisc", "multiresddisc"} <= changed
+    assert all(v.dtype == torch.float32 and bool(v.isfinite().all()) for v in trained["state_dict"].values()
+               if v.is_floating_point())  # mixed: the weights stay float32
+    events = sorted(tmp_path.glob("logs/**/events.out.tfevents.*"))
+    acc = EventAccumulator(str(events[-1].parent), size_guidance={"scalars": 0}).Reload()
+    for tag in ("generator/total_loss", "discriminator/total", "val/mel_loss"):
+        assert all(math.isfinite(e.value) for e in acc.Scalars(tag)), tag
+
+
+def test_utmos_is_logged_when_its_weights_are_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = UTMOS22Strong()
+    fixture_script("make_utmos_fixture").fill_utmos(model)
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(model.state_dict(), tmp_path / "hub" / "checkpoints" / utmos.WEIGHTS_FILE)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    utmos.installed_utmos.cache_clear()
+    try:
+        config = tiny_config("vocos.yaml", tmp_path, max_steps=4, extra_model={"evaluate_utmos": True},
+                             trainer={"num_sanity_val_steps": 0})
+        main(["fit", "--config", str(config)])
+    finally:
+        utmos.installed_utmos.cache_clear()
+    events = sorted(tmp_path.glob("logs/**/events.out.tfevents.*"))
+    acc = EventAccumulator(str(events[-1].parent), size_guidance={"scalars": 0}).Reload()
+    (score,) = [e.value for e in acc.Scalars("val/utmos_score")]
+    (val_loss,) = [e.value for e in acc.Scalars("val_loss")]
+    (mel,) = [e.value for e in acc.Scalars("val/mel_loss")]
+    pesq = [e.value for e in acc.Scalars("val/pesq_score")] if "val/pesq_score" in acc.Tags()["scalars"] else [0.0]
+    assert 1.0 < score < 5.0
+    assert val_loss == pytest.approx(mel + (5 - score) + (5 - pesq[0]), rel=1e-5)  # the reference's ranking
