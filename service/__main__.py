@@ -25,10 +25,10 @@ from pydantic import SecretStr, ValidationError
 from service.engine.torch_thread import torch_thread
 from service.http.app import create_app
 from service.http.server import uvicorn_config
+from service.http.state import ServiceState, state_of
 from service.runtime.logs import configure_logging
 from service.runtime.memory import bound_memory_growth
 from service.runtime.models import StartupError, load_models
-from service.runtime.state import ServiceState, state_of
 from service.settings import Settings
 
 log = logging.getLogger("service")

@@ -24,12 +24,12 @@ from service.http.middleware import RequestContextMiddleware
 from service.http.openapi import declare_bearer_auth
 from service.http.pages import router as pages_router
 from service.http.routes import router
+from service.http.state import ServiceState
 from service.http.websocket import router as stream_router
 from service.runtime.metrics import ServiceMetrics
 from service.runtime.models import ServedModel, load_models
 from service.runtime.registry import ModelSpec, model_specs
 from service.runtime.slot import ModelSlot, stream_policy
-from service.runtime.state import ServiceState
 from service.settings import Settings
 
 log = logging.getLogger(__name__)

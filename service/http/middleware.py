@@ -24,7 +24,7 @@ from service.http.server import abort_connection
 from service.runtime.metrics import ENDPOINTS
 
 if TYPE_CHECKING:
-    from service.runtime.state import ServiceState
+    from service.http.state import ServiceState
     from service.settings import Settings
 
 log = logging.getLogger(__name__)

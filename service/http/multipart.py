@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from service.echo import clip
 from service.errors import InvalidInputError, MalformedPayloadError
-from service.http.echo import clip
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks

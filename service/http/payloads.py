@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from service.echo import clip
 from service.errors import InvalidInputError, MalformedPayloadError, UnsupportedMediaTypeError, without_addresses
 from service.http import json_body
-from service.http.echo import clip
 
 JSON_TYPES = frozenset({"application/json"})
 NPY_TYPES = frozenset({"application/x-npy", "application/npy", "application/octet-stream"})

@@ -12,14 +12,14 @@ from typing import TypeVar
 from fastapi import Request, Response
 from starlette.requests import ClientDisconnect
 
+from service.echo import clip
 from service.errors import BodyTimeoutError, ClientDisconnectedError, InvalidInputError, PayloadTooLargeError
-from service.http.echo import clip
 from service.http.json_body import JsonBodyError
 from service.http.payloads import Payload, body_kind, from_json_error, is_json, load_payload
+from service.http.state import ServiceState, state_of
 from service.runtime.audio_io import OutputFormat, encode_audio
 from service.runtime.models import ServedModel
 from service.runtime.serving import INLINE_AUDIO_SAMPLES, Audio
-from service.runtime.state import ServiceState, state_of
 from service.settings import Settings
 
 T = TypeVar("T")

@@ -8,8 +8,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from service.echo import clip
 from service.errors import UnsupportedMediaTypeError
-from service.http.echo import clip
 from service.http.errors import error_body, request_id_of
 from service.http.multipart import FORM_DATA, audio_part
 from service.http.payloads import codes_grid, media_type, mel_grid, merge_choice
@@ -33,10 +33,10 @@ from service.http.route_docs import (
     RESPONSES,
     RESYNTHESIS_RESPONSES,
 )
+from service.http.state import ServiceState
 from service.http.streamed import check_streamable, streamed_response
 from service.runtime.audio_io import AUDIO_TYPES, OutputFormat, choose_format
 from service.runtime.serving import Vocoder
-from service.runtime.state import ServiceState
 
 router = APIRouter()
 

@@ -22,13 +22,13 @@ import orjson
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from service.echo import clip
 from service.errors import BodyTimeoutError, InvalidInputError, MalformedPayloadError
-from service.http.echo import clip
 from service.http.errors import classify, log_level
 from service.http.payloads import parse_npy
+from service.http.state import ServiceState, state_of
 from service.runtime.audio_io import OutputFormat, pcm_bytes
 from service.runtime.serving import Vocoder
-from service.runtime.state import ServiceState, state_of
 from service.runtime.streaming import AudioStream
 
 log = logging.getLogger(__name__)

@@ -18,13 +18,13 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from service.echo import clip
 from service.errors import (
     InvalidInputError,
     MalformedPayloadError,
     NotAcceptableError,
     PayloadTooLargeError,
 )
-from service.http.echo import clip
 
 AUDIO_TYPES = frozenset(
     {

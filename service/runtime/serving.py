@@ -14,16 +14,18 @@ import dataclasses
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from service.errors import InvalidInputError, PayloadTooLargeError
 from service.runtime.audio_io import decode_audio, fit_length, resample, resampled_length
+from service.runtime.metrics import ServiceMetrics
 from service.runtime.models import ServedModel
 from service.runtime.slot import ModelSlot
-from service.runtime.state import ServiceState
 from service.runtime.streaming import AudioStream, StreamInputs, StreamLimits
+from service.settings import Settings
 from vocos_core.mel_check import check_mel
 from vocos_core.requests import codes_array, mel_array, resolve_bandwidth_id
 
@@ -61,15 +63,28 @@ class StreamedAudio:
     warning: str | None = None
 
 
+class ServedModels(Protocol):
+    """What the serving layer needs of the running service (the HTTP app's ``ServiceState`` is one):
+    its settings, its metrics, and the served model a request names."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def metrics(self) -> ServiceMetrics: ...
+
+    def model(self, name: str | None, kind: str | None = None) -> ModelSlot: ...
+
+
 class Vocoder:
     """Decode mel spectrograms and EnCodec tokens, and resynthesize audio, with the served models of
     ``state``. ``deadline`` is a ``time.monotonic()`` instant; ``sample_rate`` resamples the answer."""
 
-    def __init__(self, state: ServiceState) -> None:
+    def __init__(self, state: ServedModels) -> None:
         self.state = state
 
     def model(self, name: str | None, kind: str | None) -> ModelSlot:
-        """The served model for a request (``ServiceState.model``): check it before reading a body."""
+        """The served model for a request (:meth:`ServedModels.model`): check it before reading a body."""
         return self.state.model(name, kind)
 
     async def decode_mel(self, slot: ModelSlot, mel: np.ndarray, *, deadline: float, request_id: str = "",

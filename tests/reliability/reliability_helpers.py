@@ -16,8 +16,8 @@ import torch
 from service_helpers import GatedModel
 
 from service.http.app import create_app
+from service.http.state import state_of
 from service.runtime.models import ServedModel
-from service.runtime.state import state_of
 from service.settings import Settings
 
 T = TypeVar("T")

@@ -15,8 +15,8 @@ from schemathesis.python import asgi
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from service.http.app import create_app
+from service.http.state import state_of
 from service.runtime.models import ServedModel
-from service.runtime.state import state_of
 from service.settings import Settings
 
 TIME_LIMIT_S = 20.0

@@ -23,8 +23,8 @@ from fastapi import FastAPI
 
 from service.http.app import create_app
 from service.http.server import uvicorn_config
+from service.http.state import ServiceState, state_of
 from service.runtime.models import ServedModel
-from service.runtime.state import ServiceState, state_of
 from service.settings import Settings
 
 

@@ -21,8 +21,8 @@ from starlette.testclient import WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
 from service.http.app import create_app
+from service.http.state import state_of
 from service.runtime.models import ServedModel
-from service.runtime.state import state_of
 from service.settings import Settings
 
 

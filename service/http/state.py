@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
 
+from service.echo import clip
 from service.errors import InvalidInputError, ModelNotLoadedError, ServerDrainingError
 from service.http.auth import BearerAuth
-from service.http.echo import clip
 from service.http.inflight import InflightBytes
 from service.http.json_parser import JsonParser
 from service.runtime.metrics import ServiceMetrics
