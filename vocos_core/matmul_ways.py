@@ -75,12 +75,17 @@ def current() -> Way:
     return "mkl" if _way == "bf16x3" else _way  # bf16x3, then precision "highest" again: exact float32
 
 
+def autograd_path(x: torch.Tensor) -> bool:
+    """Whether operators on ``x`` must be PyTorch's own, with no in-place updates or ``out=``: while
+    autograd records (those have no backward, nor do oneDNN's operator and our kernels) or autocast
+    casts (it casts PyTorch's operators only, and ``out=`` would not follow its dtypes)."""
+    return torch.is_grad_enabled() or torch.is_autocast_enabled(x.device.type)
+
+
 def way_for(x: torch.Tensor) -> Way:
-    """The way a linear layer on ``x`` runs: :func:`current` for float32 CPU inputs without autograd
-    (neither oneDNN's operator nor our kernels have a backward), ``mkl`` (PyTorch's own) otherwise,
-    autocast included (its casts apply to PyTorch's operators only)."""
-    if (x.device.type != "cpu" or x.dtype != torch.float32 or torch.is_grad_enabled()
-            or torch.is_autocast_enabled(x.device.type)):
+    """The way a linear layer on ``x`` runs: :func:`current` for float32 CPU inputs off the
+    :func:`autograd_path`, ``mkl`` (PyTorch's own) otherwise."""
+    if x.device.type != "cpu" or x.dtype != torch.float32 or autograd_path(x):
         return "mkl"
     return current()
 

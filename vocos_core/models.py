@@ -7,6 +7,7 @@ from torch import nn
 
 from .channels_last import conv_to_btc
 from .config import VocosBackboneConfig, VocosResNetBackboneConfig
+from .matmul_ways import autograd_path
 from .modules import (
     AdaLayerNorm,
     ConvNeXtBlock,
@@ -14,7 +15,6 @@ from .modules import (
     ResBlock1,
     WeightNormConv1d,
     apply_mask,
-    autograd_path,
     masked_rows,
 )
 

@@ -18,12 +18,6 @@ from .channels_last import depthwise_conv_btc
 MLP_CHUNK_ROWS = 1024
 
 
-def autograd_path(x: torch.Tensor) -> bool:
-    """Whether modules on ``x`` take plain torch operators: while autograd records (the in-place
-    updates have no backward) or autocast casts (``out=`` matmuls would not follow its dtypes)."""
-    return torch.is_grad_enabled() or torch.is_autocast_enabled(x.device.type)
-
-
 def apply_mask(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Zero padded frames of ``(B, C, T)`` activations; a no-op without a mask."""
     return x if mask is None else x.masked_fill(~mask[:, None, :], 0.0)
@@ -100,7 +94,7 @@ class ConvNeXtBlock(nn.Module):
     def forward(self, x: torch.Tensor, cond_embedding_id: torch.Tensor | None = None,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
         """``(B, T, C)`` -> ``(B, T, C)``; ``x`` is left as it was."""
-        if autograd_path(x):
+        if matmul_ways.autograd_path(x):
             return self.differentiable_forward(x, cond_embedding_id, mask)
         return self.residual_update_(x.clone(), MLPWorkspace(x, self.pwconv1.out_features), cond_embedding_id,
                                      masked_rows(mask))

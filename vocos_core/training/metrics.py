@@ -68,12 +68,9 @@ def periodicity_unavailable() -> str | None:
 
 def utmos_unavailable() -> str | None:
     """None when UTMOS can run (its weight file is in torch hub's checkpoint folder), else why not."""
-    from .utmos import WEIGHTS_FILE, installed_weights
+    from .utmos import WEIGHTS_FILE, installed_weights, weights_folder
 
     if installed_weights() is None:
-        import torch
-
-        folder = f"{torch.hub.get_dir()}/checkpoints"
-        return (f"UTMOS needs SpeechMOS's conversion of the UTMOS22 strong learner, {WEIGHTS_FILE}, in {folder} "
-                "(nothing is downloaded)")
+        return (f"UTMOS needs SpeechMOS's conversion of the UTMOS22 strong learner, {WEIGHTS_FILE}, in "
+                f"{weights_folder()} (nothing is downloaded)")
     return None

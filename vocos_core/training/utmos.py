@@ -169,9 +169,14 @@ class UTMOS22Strong(nn.Module):
         return frames.mean(dim=(1, 2)) * 2 + 3
 
 
+def weights_folder() -> Path:
+    """Torch hub's checkpoint folder, where the weight file is looked for."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
 def installed_weights() -> Path | None:
-    """``utmos22_strong_step7459_v1.pt`` in torch hub's checkpoint folder, if it is there."""
-    path = Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS_FILE
+    """``utmos22_strong_step7459_v1.pt`` in :func:`weights_folder`, if it is there."""
+    path = weights_folder() / WEIGHTS_FILE
     return path if path.is_file() else None
 
 
@@ -179,7 +184,7 @@ def load_utmos(weights: str | Path | None = None) -> UTMOS22Strong:
     """The network with ``weights`` (default: :func:`installed_weights`), in eval mode."""
     path = Path(weights) if weights is not None else installed_weights()
     if path is None or not path.is_file():
-        where = f" at {path}" if path else f" in {Path(torch.hub.get_dir()) / 'checkpoints'}"
+        where = f" at {path}" if path else f" in {weights_folder()}"
         raise FileNotFoundError(f"no UTMOS weights{where}: put SpeechMOS's {WEIGHTS_FILE} there "
                                 "(torch.hub.load('tarepan/SpeechMOS:v1.2.0', 'utmos22_strong') on a machine online "
                                 "leaves it there), or give the file's path")
