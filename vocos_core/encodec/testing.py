@@ -91,3 +91,44 @@ def write_random_encodec_weights(
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(random_encodec_state_dict(seed, include_decoder=include_decoder), out)
     return out
+
+
+# A near-tie: the two codewords' squared distances to the residual differ by at most this fraction of
+# the frame's latent |z|^2 plus the codewords' |e|^2. Float32 rounding moves the latent (the encoder's
+# sums) and every residual after it by amounts proportional to |z|, so that is the scale. The near-ties
+# that flipped between an AVX-512 and an AVX2 machine (the reference's own code on both) were 3e-8 and
+# 8e-11 of it.
+TIE_RTOL = 1e-6
+
+
+def codes_differing_beyond_ties(encoder: EncodecEncoder, audio: torch.Tensor, codes: torch.Tensor,
+                                expected: torch.Tensor, rtol: float = TIE_RTOL) -> tuple[list[str], int]:
+    """Compare ``codes`` (ours) with ``expected`` (another machine's), both ``(n_q, B, L)``, for ``audio``
+    ``(B, S)``: returns (the disagreements that are not near-ties, each described; the near-ties).
+
+    Codes can only be identical across CPUs up to near-ties: the nearest codeword is found with float32
+    sums whose order differs between machines. At a frame's first differing stage both codewords must be
+    (nearly) equally near the residual our earlier stages left; its later stages quantize a different
+    residual there, so they are not compared.
+    """
+    assert codes.shape == expected.shape, (codes.shape, expected.shape)
+    stages = encoder.quantizer.vq.stages()[: codes.shape[0]]
+    with torch.inference_mode():
+        residual = encoder.encoder(audio.unsqueeze(1)).double()  # (B, S) -> (B, 1, S) -> (B, 128, L)
+    latent_size = residual.pow(2).sum(1)  # (B, L): |z|^2
+    same = torch.ones(codes.shape[1:], dtype=torch.bool)  # (B, L): frames equal at every stage so far
+    beyond, ties = [], 0
+    for level, stage in enumerate(stages):
+        embed = stage._codebook.embed.double()  # (bins, 128)
+        for item, frame in (same & (codes[level] != expected[level])).nonzero().tolist():
+            x = residual[item, :, frame]
+            a, b = embed[codes[level, item, frame]], embed[expected[level, item, frame]]
+            gap = abs(float((x - a).pow(2).sum() - (x - b).pow(2).sum()))
+            scale = float(latent_size[item, frame] + max(a.pow(2).sum(), b.pow(2).sum()))
+            if gap <= rtol * scale:
+                ties += 1
+            else:
+                beyond.append(f"stage {level}, item {item}, frame {frame}: distance gap {gap / scale:.1e} of scale")
+        same &= codes[level] == expected[level]
+        residual = residual - embed[codes[level]].transpose(1, 2)  # (B, L, 128) -> (B, 128, L)
+    return beyond, ties

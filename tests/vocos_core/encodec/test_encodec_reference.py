@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from vocos_core.encodec import EncodecEncoder, load_encodec_encoder
+from vocos_core.encodec.testing import codes_differing_beyond_ties
 
 BANDWIDTHS = (1.5, 3.0, 6.0, 12.0)
 
@@ -25,15 +26,29 @@ def cases(reference_dir: Path) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("bandwidth_id", range(len(BANDWIDTHS)))
-def test_codes_identical_to_reference(
+def test_codes_identical_to_reference_up_to_near_ties(
     reference_encoder: EncodecEncoder, cases: dict[str, np.ndarray], bandwidth_id: int
 ) -> None:
+    """Identical wherever the reference's choice was not a float32 near-tie (which CPUs round apart:
+    on an AVX2 machine the reference itself flips two codes of the fixture made on AVX-512)."""
     expected = torch.from_numpy(cases[f"encodec_codes_of_audio_in_bw{bandwidth_id}"])
-    codes = reference_encoder.encode(torch.from_numpy(cases["audio_in"]), BANDWIDTHS[bandwidth_id])
+    audio = torch.from_numpy(cases["audio_in"])
+    codes = reference_encoder.encode(audio, BANDWIDTHS[bandwidth_id])
     assert codes.dtype == torch.int64
     assert codes.shape == expected.shape
-    mismatches = int((codes != expected).sum())
-    assert mismatches == 0, f"{mismatches} of {expected.numel()} codes differ from the reference"
+    beyond, ties = codes_differing_beyond_ties(reference_encoder, audio, codes, expected)
+    assert not beyond, f"codes differ from the reference beyond near-ties: {beyond}"
+    frames = expected.shape[1] * expected.shape[2]
+    assert ties <= frames // 50, f"{ties} near-ties in {frames} frames: more than float32 rounding explains"
+
+
+def test_a_code_off_a_tie_is_reported(reference_encoder: EncodecEncoder, cases: dict[str, np.ndarray]) -> None:
+    expected = torch.from_numpy(cases["encodec_codes_of_audio_in_bw3"])
+    audio = torch.from_numpy(cases["audio_in"])
+    codes = reference_encoder.encode(audio, 12.0).clone()
+    codes[0, 0, 10] = (codes[0, 0, 10] + 1) % reference_encoder.bins
+    beyond, _ = codes_differing_beyond_ties(reference_encoder, audio, codes, expected)
+    assert len(beyond) == 1 and beyond[0].startswith("stage 0, item 0, frame 10:")
 
 
 def test_codebook_is_concatenation_of_checkpoint_embeddings(
