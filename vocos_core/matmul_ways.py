@@ -8,13 +8,17 @@
   small row counts (docs/performance.md).
 - ``bf16x3``: our AMX kernels (:mod:`vocos_core.bf16x3`), about 16 significand bits, on CPUs with AMX.
 
-One way serves the whole process, like PyTorch's float32 matmul precision it goes with: ``bf16x3``
-runs where that precision is "high" or "medium" (what it implements), the others at "highest".
-:func:`choose` picks the fastest way on the model's own shapes; :func:`set_way` forces one.
+One :class:`Plan` serves the whole process: the way for each matmul by its row count, since the
+fastest way can change with it (on an AVX2 AMD EPYC, oneDNN wins at 16 rows and MKL from 64 on;
+docs/performance.md). ``bf16x3`` is never mixed with the others: it goes with PyTorch's float32 matmul
+precision "high" or "medium" (what it implements), the others with "highest". :func:`choose` probes the
+ways on the model's own layers as they run; :func:`set_way` forces one way for every row count.
 
 oneDNN and bf16x3 compute each output row from its input row alone, bit for bit whatever the number
 of rows (tested), so batched items equal their solo decode and one prepacked weight serves any row
-count (whole decodes, streaming chunks); MKL does too except for a few rows (~1e-6 apart).
+count (whole decodes, streaming chunks); MKL does too except for a few rows (~1e-6 apart). Where a plan
+switches ways at a row count, a row's output differs between the two sides of it as two float32
+summation orders do (~1e-6 relative), well inside the 1e-5 that batching and streaming keep (tested).
 """
 
 from __future__ import annotations
@@ -37,7 +41,31 @@ ALIASES: dict[str, Way] = {"float32": "mkl"}
 # Rows per probed matmul: streaming chunks (16..256 frames) up to the backbone's MLP blocks (1024).
 PROBE_ROWS = (16, 64, 256, 1024)
 
-_way: Way = "mkl"
+
+@dataclass(frozen=True)
+class Plan:
+    """The way for each row count: ``ways[i]`` for matmuls of at most ``limits[i]`` rows, the last way
+    above the last limit; one way and no limits serves every row count."""
+
+    ways: tuple[Way, ...]
+    limits: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        assert len(self.limits) == len(self.ways) - 1 and list(self.limits) == sorted(set(self.limits)), self
+        assert "bf16x3" not in self.ways or self.ways == ("bf16x3",), self  # its precision is the process's
+
+    def way(self, rows: int) -> Way:
+        """The way a matmul of ``rows`` rows runs."""
+        return next((w for w, limit in zip(self.ways, self.limits, strict=False) if rows <= limit), self.ways[-1])
+
+    @property
+    def name(self) -> str:
+        """``mkl``, or ``onednn<=32,mkl`` (oneDNN up to 32 rows, MKL above): for logs, /models, metrics."""
+        return ",".join(f"{w}<={limit}" for w, limit in zip(self.ways, self.limits, strict=False)) + \
+            ("," if self.limits else "") + self.ways[-1]
+
+
+_plan = Plan(("mkl",))
 
 
 def unsupported_reason(way: Way) -> str | None:
@@ -56,23 +84,35 @@ def available() -> list[Way]:
 
 
 def set_way(way: Way) -> None:
-    """Run float32 matmuls on CPU as ``way`` from now on; it must be :func:`available`.
+    """Run every float32 matmul on CPU as ``way`` from now on; it must be :func:`available`."""
+    set_plan(Plan((way,)))
+
+
+def set_plan(plan: Plan) -> None:
+    """Run float32 matmuls on CPU as ``plan`` says from now on; its ways must be :func:`available`.
 
     Sets PyTorch's float32 matmul precision too: "high" for bf16x3, else "highest". Call it only for
     CPU models: on a GPU "high" means TF32.
     """
-    global _way
-    assert unsupported_reason(way) is None, (way, unsupported_reason(way))
-    _way = way
-    torch.set_float32_matmul_precision("high" if way == "bf16x3" else "highest")
+    global _plan
+    assert all(unsupported_reason(w) is None for w in plan.ways), plan
+    _plan = plan
+    torch.set_float32_matmul_precision("high" if plan.ways == ("bf16x3",) else "highest")
 
 
-def current() -> Way:
-    """The way float32 CPU matmuls run now: ``bf16x3`` wherever the precision allows it and it can run
-    (also when the precision was set directly, as before ways existed), else the way last set."""
+def current(rows: int = PROBE_ROWS[-1]) -> Way:
+    """The way a float32 CPU matmul of ``rows`` rows runs now: ``bf16x3`` wherever the precision allows
+    it and it can run (also when the precision was set directly, as before ways existed), else the
+    plan's way."""
     if torch.get_float32_matmul_precision() != "highest" and bf16x3.unsupported_reason() is None:
         return "bf16x3"
-    return "mkl" if _way == "bf16x3" else _way  # bf16x3, then precision "highest" again: exact float32
+    way = _plan.way(rows)
+    return "mkl" if way == "bf16x3" else way  # bf16x3, then precision "highest" again: exact float32
+
+
+def current_plan() -> Plan:
+    """The plan set last (:func:`set_plan`)."""
+    return _plan
 
 
 def autograd_path(x: torch.Tensor) -> bool:
@@ -82,12 +122,13 @@ def autograd_path(x: torch.Tensor) -> bool:
     return torch.is_grad_enabled() or torch.is_autocast_enabled(x.device.type)
 
 
-def way_for(x: torch.Tensor) -> Way:
-    """The way a linear layer on ``x`` runs: :func:`current` for float32 CPU inputs off the
-    :func:`autograd_path`, ``mkl`` (PyTorch's own) otherwise."""
+def way_for(x: torch.Tensor, rows: int | None = None) -> Way:
+    """The way a linear layer on ``x`` ``(..., K)`` runs, in matmuls of ``rows`` rows (default: all of
+    ``x``'s): :func:`current` for float32 CPU inputs off the :func:`autograd_path`, ``mkl`` (PyTorch's
+    own) otherwise."""
     if x.device.type != "cpu" or x.dtype != torch.float32 or autograd_path(x):
         return "mkl"
-    return current()
+    return current(x.numel() // max(x.shape[-1], 1) if rows is None else rows)
 
 
 @dataclass(frozen=True)
@@ -166,53 +207,72 @@ def linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
     return bf16x3.linear(x, layer)
 
 
+# A linear layer to probe, and whether the model applies the exact GELU to its output (the ConvNeXt
+# MLP's first layer, :func:`linear_gelu_into`), so that each way is timed as the model runs it.
+ProbeLayer = tuple[nn.Linear, bool]
+
+
 @dataclass(frozen=True)
 class Choice:
-    """What :func:`choose` picked, and why: each way's probe time relative to the fastest (1.0)."""
+    """What :func:`choose` picked, and why: each way's probe time relative to the fastest (1.0) at each
+    of ``rows``."""
 
-    way: Way
-    relative: dict[Way, float]
+    plan: Plan
+    rows: tuple[int, ...]
+    relative: dict[Way, tuple[float, ...]]
     unavailable: dict[Way, str]
 
     def describe(self) -> str:
         """One line for the start-up log."""
-        times = ", ".join(f"{way} {r:.2f}" for way, r in sorted(self.relative.items(), key=lambda kv: kv[1]))
+        times = ", ".join(f"{way} {'/'.join(f'{r:.2f}' for r in rel)}" for way, rel in self.relative.items())
         skipped = "".join(f"; {way} cannot run: {why}" for way, why in self.unavailable.items())
-        return f"{self.way} (probe time relative to the fastest: {times}{skipped})"
+        rows = "/".join(map(str, self.rows))
+        return f"{self.plan.name} (probe time relative to the fastest at {rows} rows: {times}{skipped})"
 
 
-def choose(layers: Iterable[nn.Linear], candidates: Sequence[Way] = WAYS, rows: Sequence[int] = PROBE_ROWS,
-           repeats: int = 3) -> Choice:
-    """The fastest of ``candidates`` that can run, timed on the distinct shapes of ``layers`` at each
-    row count of ``rows``; it does not :func:`set_way` it.
+def choose(layers: Iterable[nn.Linear | ProbeLayer], candidates: Sequence[Way] = WAYS,
+           rows: Sequence[int] = PROBE_ROWS, repeats: int = 3) -> Choice:
+    """The fastest plan of ``candidates`` that can run, timed on the distinct layers of ``layers``
+    (a plain layer: no GELU) at each row count of ``rows``; it does not :func:`set_plan` it.
 
-    A way's score is the mean over ``rows`` of its time relative to the fastest way at that row count,
-    so streaming-sized calls count as much as whole-decode ones. About 0.5 s for the mel model's
-    three shapes on a 2-core CPU.
+    bf16x3 serves every row count or none: it is chosen where its mean time relative to the fastest
+    way is the lowest. Otherwise each row count takes its fastest exact way, up to the geometric middle
+    between it and the next probed row count. About 0.5 s for the mel model's layers on a 2-core CPU.
     """
     unavailable = {w: r for w in candidates if (r := unsupported_reason(w)) is not None}
     ways = [w for w in candidates if w not in unavailable]
     assert ways, unavailable
-    shapes = {(lin.in_features, lin.out_features): lin for lin in layers}
-    times = {w: [_probe(w, list(shapes.values()), r, repeats) for r in rows] for w in ways}
+    probes = [(layer, False) if isinstance(layer, nn.Linear) else layer for layer in layers]
+    distinct = list({(lin.in_features, lin.out_features, gelu): (lin, gelu) for lin, gelu in probes}.values())
+    times = {w: [_probe(w, distinct, r, repeats) for r in rows] for w in ways}
     best = [min(times[w][i] for w in ways) for i in range(len(rows))]
-    relative = {w: sum(t / b for t, b in zip(times[w], best, strict=True)) / len(rows) for w in ways}
-    return Choice(min(ways, key=lambda w: relative[w]), relative, unavailable)
+    relative = {w: tuple(t / b for t, b in zip(times[w], best, strict=True)) for w in ways}
+    mean = {w: sum(rel) / len(rel) for w, rel in relative.items()}
+    exact = [w for w in ways if w != "bf16x3"]
+    if not exact or min(ways, key=lambda w: mean[w]) == "bf16x3":
+        return Choice(Plan(("bf16x3",)), tuple(rows), relative, unavailable)
+    fastest = [min(exact, key=lambda w: relative[w][i]) for i in range(len(rows))]
+    plan_ways, limits = [fastest[0]], []
+    for i in range(1, len(rows)):
+        if fastest[i] != plan_ways[-1]:
+            limits.append(int((rows[i - 1] * rows[i]) ** 0.5))
+            plan_ways.append(fastest[i])
+    return Choice(Plan(tuple(plan_ways), tuple(limits)), tuple(rows), relative, unavailable)
 
 
-def _probe(way: Way, layers: list[nn.Linear], rows: int, repeats: int) -> float:
+def _probe(way: Way, layers: list[ProbeLayer], rows: int, repeats: int) -> float:
     """Fastest of ``repeats`` passes of every layer on ``(rows, K)`` random inputs, after a warm-up."""
     precision = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("high" if way == "bf16x3" else "highest")
     try:
         with torch.inference_mode():
-            xs = [torch.randn(rows, lin.in_features) for lin in layers]
-            outs = [torch.empty(rows, lin.out_features) for lin in layers]
+            xs = [torch.randn(rows, lin.in_features) for lin, _ in layers]
+            outs = [torch.empty(rows, lin.out_features) for lin, _ in layers]
             best = float("inf")
             for i in range(repeats + 1):
                 start = time.perf_counter()
-                for lin, x, out in zip(layers, xs, outs, strict=True):
-                    linear_into(way, lin, x, out)
+                for (lin, gelu), x, out in zip(layers, xs, outs, strict=True):
+                    (linear_gelu_into if gelu else linear_into)(way, lin, x, out)
                 if i:  # the first pass packs the weights and warms the caches
                     best = min(best, time.perf_counter() - start)
             return best
@@ -220,19 +280,19 @@ def _probe(way: Way, layers: list[nn.Linear], rows: int, repeats: int) -> float:
         torch.set_float32_matmul_precision(precision)
 
 
-def resolve(setting: CpuMatmul, layers: Iterable[nn.Linear]) -> tuple[Way, str]:
-    """The way a ``cpu_matmul`` setting runs, and one line saying why: ``auto`` probes
+def resolve(setting: CpuMatmul, layers: Iterable[nn.Linear | ProbeLayer]) -> tuple[Plan, str]:
+    """The plan a ``cpu_matmul`` setting runs, and one line saying why: ``auto`` probes
     (:func:`choose`); a forced way that cannot run here falls back to the probe, saying so. Without
     ``layers`` (no float32 CPU model) nothing is probed: ``mkl``, PyTorch's own."""
     layers = list(layers)
     if not layers:
-        return "mkl", "mkl (no float32 linear layer on the CPU to probe)"
+        return Plan(("mkl",)), "mkl (no float32 linear layer on the CPU to probe)"
     if setting != "auto":
-        way = ALIASES.get(setting, setting)
-        reason = unsupported_reason(way)  # type: ignore[arg-type]
+        way: Way = ALIASES.get(setting, setting)  # type: ignore[arg-type]
+        reason = unsupported_reason(way)
         if reason is None:
-            return way, f"{way} (forced by the cpu_matmul setting)"  # type: ignore[return-value]
+            return Plan((way,)), f"{way} (forced by the cpu_matmul setting)"
         choice = choose(layers)
-        return choice.way, f"{choice.describe()}, as {way} cannot run: {reason}"
+        return choice.plan, f"{choice.describe()}, as {way} cannot run: {reason}"
     choice = choose(layers)
-    return choice.way, choice.describe()
+    return choice.plan, choice.describe()

@@ -154,7 +154,7 @@ class MLPWorkspace:
         rows = min(x.shape[0] * x.shape[1], MLP_CHUNK_ROWS)
         self.hidden = x.new_empty(rows, intermediate_dim)
         self.out = x.new_empty(rows, x.shape[-1])
-        self.way = matmul_ways.way_for(x)
+        self.way = matmul_ways.way_for(x, rows)
         self.scratch: torch.Tensor | None = None
         if self.way == "bf16x3":
             size = bf16x3.scratch_size(rows, max(intermediate_dim, x.shape[-1]))
@@ -167,6 +167,14 @@ class MLPWorkspace:
     def linear_gelu_into(self, layer: nn.Linear, x: torch.Tensor, out: torch.Tensor) -> None:
         """``out[:] = gelu(layer(x))``, ``x`` ``(R, K)`` -> ``out`` ``(R, N)``."""
         matmul_ways.linear_gelu_into(self.way, layer, x, out, self.scratch)
+
+
+def probe_layers(model: nn.Module) -> list[matmul_ways.ProbeLayer]:
+    """``model``'s float32 linear layers for :func:`matmul_ways.choose`, each with whether the model
+    applies the GELU to its output (a ConvNeXt block's ``pwconv1``)."""
+    gelu = {id(m.pwconv1) for m in model.modules() if isinstance(m, ConvNeXtBlock)}
+    return [(m, id(m) in gelu) for m in model.modules()
+            if isinstance(m, nn.Linear) and m.weight.dtype == torch.float32]
 
 
 class WeightNormConv1d(nn.Module):

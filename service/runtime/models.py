@@ -28,6 +28,7 @@ from vocos_core.errors import UnavailableError, VocosError
 from vocos_core.feature_extractors import ENCODEC_BINS, MelSpectrogramFeatures, codebooks_for_bandwidth
 from vocos_core.hifigan_mel import HiFiGANMelSpectrogramFeatures
 from vocos_core.mel_check import MelFrontEnd, mel_front_end
+from vocos_core.modules import probe_layers
 from vocos_core.shape_buckets import bucket
 from vocos_core.spectral_ops import LOG_CLIP
 from vocos_core.streaming import Lookahead, StreamState, decode_steps
@@ -210,19 +211,19 @@ def load_builtin_fallback(unavailable: list[tuple[ModelSpec, StartupError]],
     return {"mel": served}
 
 
-def set_cpu_matmul(settings: Settings, cpu_models: list[ServedModel]) -> matmul_ways.Way:
+def set_cpu_matmul(settings: Settings, cpu_models: list[ServedModel]) -> str:
     """Choose how the CPU models' float32 matmuls run (``vocos_core.matmul_ways``: ``cpu_matmul`` forces a
-    way, ``auto`` probes each on the models' own linear layers), set it, and log the choice in one line.
+    way, ``auto`` probes each on the models' own linear layers), set it, log the choice in one line, and
+    return the plan's name.
 
-    One way for the process, as PyTorch's float32 matmul precision that goes with it: so called only
+    One plan for the process, as PyTorch's float32 matmul precision that goes with it: so called only
     with CPU models, the precision is left alone for GPU ones ("high" would mean TF32 in cuBLAS).
     """
-    layers = [m for served in cpu_models for m in served.model.modules()
-              if isinstance(m, torch.nn.Linear) and m.weight.dtype == torch.float32]  # the ways are float32's
-    way, why = matmul_ways.resolve(settings.cpu_matmul, layers)
-    matmul_ways.set_way(way)
+    layers = [layer for served in cpu_models for layer in probe_layers(served.model)]
+    plan, why = matmul_ways.resolve(settings.cpu_matmul, layers)
+    matmul_ways.set_plan(plan)
     log.info("CPU float32 matmuls: %s", why)
-    return way
+    return plan.name
 
 
 def load_model(spec: ModelSpec, device: torch.device) -> ServedModel:

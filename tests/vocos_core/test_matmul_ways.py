@@ -10,6 +10,7 @@ import torch
 from linear_helpers import layer, rel_error
 
 from vocos_core import matmul_ways
+from vocos_core.testing import checkpoint_config, random_model
 
 # Error bound against float64, relative to the largest output: float32 ways measure ~1e-7, bf16x3
 # 3-4e-6 (tests/vocos_core/test_bf16x3.py).
@@ -104,29 +105,93 @@ def test_setting_a_way_sets_the_precision_it_goes_with() -> None:
 
 
 def test_choose_times_the_ways_that_run_and_names_the_others() -> None:
-    layers = [layer(512, 1536), layer(1536, 512, seed=1), layer(512, 1026, seed=2)]
+    layers = [(layer(512, 1536), True), (layer(1536, 512, seed=1), False), layer(512, 1026, seed=2)]
     start = time.perf_counter()
     choice = matmul_ways.choose(layers)
     took = time.perf_counter() - start
     assert set(choice.relative) == set(matmul_ways.available())
     assert set(choice.unavailable) == set(matmul_ways.WAYS) - set(matmul_ways.available())
-    assert choice.relative[choice.way] == min(choice.relative.values()) >= 1.0
+    assert choice.rows == matmul_ways.PROBE_ROWS
+    for i, rows in enumerate(choice.rows):  # each probed row count runs a way that was fastest there
+        if choice.plan.ways != ("bf16x3",):
+            way = choice.plan.way(rows)
+            assert choice.relative[way][i] == 1.0 == min(r[i] for w, r in choice.relative.items() if w != "bf16x3")
     line = choice.describe()
-    assert "\n" not in line and line.startswith(choice.way) and all(w in line for w in matmul_ways.WAYS)
+    assert "\n" not in line and line.startswith(choice.plan.name) and all(w in line for w in matmul_ways.WAYS)
     assert took < 10, took  # about 0.5 s on 2 idle cores; generous for a shared CI machine
     assert torch.get_float32_matmul_precision() == "highest"  # the probe leaves the precision as it was
 
 
+def fake_probe(times: dict[str, tuple[float, ...]]) -> object:
+    """A stand-in for matmul_ways._probe: each way's time at each of PROBE_ROWS."""
+    return lambda way, layers, rows, repeats: times[way][matmul_ways.PROBE_ROWS.index(rows)]
+
+
+def test_choose_plans_the_fastest_exact_way_per_row_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(matmul_ways, "unsupported_reason", lambda way: None)
+    monkeypatch.setattr(matmul_ways, "_probe", fake_probe(
+        {"mkl": (1.3, 1.0, 1.0, 1.0), "onednn": (1.0, 1.1, 1.2, 1.2), "bf16x3": (1.2, 1.2, 1.2, 1.2)}))
+    choice = matmul_ways.choose([layer(8, 8)])
+    assert choice.plan == matmul_ways.Plan(("onednn", "mkl"), (32,))  # 32: between the 16 and 64 probes
+    assert choice.relative["mkl"] == (1.3, 1.0, 1.0, 1.0)
+    assert choice.describe().startswith("onednn<=32,mkl (probe time relative to the fastest at 16/64/256/1024 rows: ")
+    monkeypatch.setattr(matmul_ways, "_probe", fake_probe(
+        {"mkl": (1.0, 2.0, 2.0, 1.0), "onednn": (2.0, 1.0, 1.0, 2.0), "bf16x3": (3.0, 3.0, 3.0, 3.0)}))
+    assert matmul_ways.choose([layer(8, 8)]).plan == matmul_ways.Plan(("mkl", "onednn", "mkl"), (32, 512))
+
+
+def test_bf16x3_is_chosen_for_every_row_count_or_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(matmul_ways, "unsupported_reason", lambda way: None)
+    monkeypatch.setattr(matmul_ways, "_probe", fake_probe(
+        {"mkl": (1.0, 1.3, 1.3, 1.3), "onednn": (1.1, 1.2, 1.2, 1.2), "bf16x3": (1.2, 1.0, 1.0, 1.0)}))
+    assert matmul_ways.choose([layer(8, 8)]).plan == matmul_ways.Plan(("bf16x3",))
+    monkeypatch.setattr(matmul_ways, "_probe", fake_probe(
+        {"mkl": (1.0, 1.0, 1.3, 1.3), "onednn": (1.1, 1.1, 1.2, 1.2), "bf16x3": (1.4, 1.4, 1.0, 1.0)}))
+    assert matmul_ways.choose([layer(8, 8)]).plan == matmul_ways.Plan(("mkl", "onednn"), (128,))
+
+
+def test_a_plan_runs_each_row_count_its_way() -> None:
+    plan = matmul_ways.Plan(("onednn", "mkl"), (32,))
+    assert [plan.way(r) for r in (1, 32, 33, 5000)] == ["onednn", "onednn", "mkl", "mkl"]
+    assert plan.name == "onednn<=32,mkl" and matmul_ways.Plan(("mkl",)).name == "mkl"
+    for bad in [(("mkl", "onednn"), ()), (("mkl", "onednn", "mkl"), (64, 32)), (("bf16x3", "mkl"), (32,))]:
+        with pytest.raises(AssertionError):
+            matmul_ways.Plan(*bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(matmul_ways.unsupported_reason("onednn") is not None, reason="no oneDNN in this PyTorch")
+def test_a_split_plan_keeps_batched_items_and_streams_within_1e5_of_solo_decodes() -> None:
+    """Items alone run below the split, the batch above it: two float32 summation orders."""
+    model = random_model(checkpoint_config("mel", dim=64, num_layers=2))
+    mels = torch.randn(3, 100, 40)
+    try:
+        matmul_ways.set_plan(matmul_ways.Plan(("onednn", "mkl"), (48,)))
+        with torch.inference_mode():
+            assert matmul_ways.way_for(mels[:1].transpose(1, 2)) == "onednn"
+            assert matmul_ways.way_for(mels.transpose(1, 2)) == "mkl"
+            batch = model.decode(mels)
+            for item in range(3):
+                solo = model.decode(mels[item : item + 1])[0]
+                assert float((batch[item] - solo).abs().max() / solo.abs().max()) <= 1e-5
+                stream = model.stream()
+                chunks = [stream.push(mels[item, :, i : i + 7]) for i in range(0, 40, 7)] + [stream.flush()]
+                streamed = torch.cat(chunks, dim=-1)
+                assert float((streamed - solo).abs().max() / solo.abs().max()) <= 1e-5
+    finally:
+        matmul_ways.set_way("mkl")
+
+
 def test_resolve_forces_falls_back_and_needs_layers(monkeypatch: pytest.MonkeyPatch) -> None:
     layers = [layer(32, 64)]
-    assert matmul_ways.resolve("mkl", layers) == ("mkl", "mkl (forced by the cpu_matmul setting)")
-    assert matmul_ways.resolve("float32", layers)[0] == "mkl"  # the setting's old name
-    assert matmul_ways.resolve("auto", [])[0] == "mkl"
+    mkl = matmul_ways.Plan(("mkl",))
+    assert matmul_ways.resolve("mkl", layers) == (mkl, "mkl (forced by the cpu_matmul setting)")
+    assert matmul_ways.resolve("float32", layers)[0] == mkl  # the setting's old name
+    assert matmul_ways.resolve("auto", [])[0] == mkl
     real = matmul_ways.unsupported_reason
     monkeypatch.setattr(matmul_ways, "unsupported_reason", lambda w: "not here" if w == "onednn" else real(w))
-    way, why = matmul_ways.resolve("onednn", layers)
-    assert way != "onednn" and why.endswith("as onednn cannot run: not here")
-    assert matmul_ways.resolve("auto", layers)[0] in matmul_ways.available()
+    plan, why = matmul_ways.resolve("onednn", layers)
+    assert "onednn" not in plan.ways and why.endswith("as onednn cannot run: not here")
+    assert set(matmul_ways.resolve("auto", layers)[0].ways) <= set(matmul_ways.available())
 
 
 def test_the_fused_gelu_is_the_exact_gelu_of_the_matmul(matmul_way: matmul_ways.Way) -> None:
