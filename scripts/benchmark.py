@@ -39,6 +39,7 @@ from bench_cases import ENCODEC_BANDWIDTH_ID, SAMPLE_RATE, STATISTICS, inputs, t
 from cpu_peak import Peak, cpu_peak
 
 from vocos_core import Vocos, matmul_ways
+from vocos_core.modules import probe_layers
 from vocos_core.testing import checkpoint_config, random_model
 
 SHARED_ENCODEC = Path(__file__).resolve().parents[2] / "shared" / "reference" / "encodec_24khz-random.th"
@@ -142,13 +143,23 @@ class ReferenceWorker:
         self.proc.wait(timeout=60)
 
 
-def matmul_error(mel: Vocos, dtype: torch.dtype, device: str, way: matmul_ways.Way) -> float:
-    """Relative error (max abs diff / max abs) of a 10 s decode in ``dtype`` with ``way`` matmuls
+def set_matmuls(way: str, models: list[Vocos]) -> str:
+    """Set ``way`` (a matmul way, or ``auto``: the plan the server's probe picks on ``models``); its label."""
+    if way != "auto":
+        matmul_ways.set_way(way)  # type: ignore[arg-type]
+        return way
+    plan, _ = matmul_ways.resolve("auto", [layer for model in models for layer in probe_layers(model)])
+    matmul_ways.set_plan(plan)
+    return f"auto ({plan.name})"
+
+
+def matmul_error(mel: Vocos, dtype: torch.dtype, device: str, plan: matmul_ways.Plan) -> float:
+    """Relative error (max abs diff / max abs) of a 10 s decode in ``dtype`` with ``plan``'s matmuls
     against float32 with mkl (plain float32) matmuls."""
     x = inputs()["mel_b1"].to(device)
     matmul_ways.set_way("mkl")
     ref = mel.float().decode(x)
-    matmul_ways.set_way(way)
+    matmul_ways.set_plan(plan)
     out = mel.to(dtype).decode(x.to(dtype)).float()
     mel.float()
     return float((out - ref).abs().max() / ref.abs().max())
@@ -162,8 +173,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--statistic", choices=list(STATISTICS), default="median",
                         help="a round's time from its repeats: median, or min (least disturbed; shared machines)")
-    parser.add_argument("--cpu-matmuls", nargs="+", choices=list(matmul_ways.WAYS), default=list(matmul_ways.WAYS),
-                        help="matmul ways timed for float32 on CPU (those that can run here)")
+    parser.add_argument("--cpu-matmuls", nargs="+", choices=[*matmul_ways.WAYS, "auto"],
+                        default=[*matmul_ways.WAYS, "auto"],
+                        help="matmul ways timed for float32 on CPU (those that can run here); auto: the plan the "
+                        "server's start-up probe picks (one way per row count)")
     parser.add_argument("--reference-python", help="python of a venv with vocos==0.1.0 (and onnxruntime for "
                         "the ONNX Runtime column): CPU comparison")
     parser.add_argument("--encodec-weights", type=Path, default=SHARED_ENCODEC if SHARED_ENCODEC.exists() else None)
@@ -201,14 +214,15 @@ def report(args: argparse.Namespace, mel: Vocos, enc: Vocos, mel_dir: Path, enc_
         for name in args.dtypes:
             dtype = getattr(torch, name)
             for way in cpu_matmuls(args, dtype):
-                matmul_ways.set_way(way)
+                label = set_matmuls(way, [mel, enc])
+                plan = matmul_ways.current_plan()
                 sides = time_rounds(args, mel.to(dtype), enc.to(dtype), dtype,
                                     worker if dtype == torch.float32 else None)
                 mel.float(), enc.float()
-                print_table(name if args.device != "cpu" else f"{name}, {way} matmuls", sides)
-                if dtype != torch.float32 or way != "mkl":
+                print_table(name if args.device != "cpu" else f"{name}, {label} matmuls", sides)
+                if dtype != torch.float32 or plan.ways != ("mkl",):
                     print(f"relative error against float32 mkl matmuls (mel decode 10 s): "
-                          f"{matmul_error(mel, dtype, args.device, way):.2e}")
+                          f"{matmul_error(mel, dtype, args.device, plan):.2e}")
                 if peak is not None:
                     print_gflops(sides["ours"][FLOOR_CASE], floor_flop(mel, inputs()["mel_b1"].shape[-1]), peak)
                 matmul_ways.set_way("mkl")
@@ -231,15 +245,15 @@ def print_gflops(times: list[float], flop: int, peak: Peak) -> None:
           f"the float32 peak, {peak.describe()}")
 
 
-def cpu_matmuls(args: argparse.Namespace, dtype: torch.dtype) -> list[matmul_ways.Way]:
-    """The matmul ways to time for ``dtype``: every requested way that runs, for float32 on CPU; else
-    PyTorch's own (``mkl``, what runs there)."""
+def cpu_matmuls(args: argparse.Namespace, dtype: torch.dtype) -> list[str]:
+    """The matmul ways (or ``auto``) to time for ``dtype``: every requested one that runs, for float32
+    on CPU; else PyTorch's own (``mkl``, what runs there)."""
     if dtype != torch.float32 or args.device != "cpu":
         return ["mkl"]
-    for way in args.cpu_matmuls:
-        if (reason := matmul_ways.unsupported_reason(way)) is not None:
-            print(f"{way} matmuls not timed: {reason}")
-    return [w for w in args.cpu_matmuls if matmul_ways.unsupported_reason(w) is None]
+    runs = [w for w in args.cpu_matmuls if w == "auto" or matmul_ways.unsupported_reason(w) is None]
+    for way in set(args.cpu_matmuls) - set(runs):
+        print(f"{way} matmuls not timed: {matmul_ways.unsupported_reason(way)}")
+    return runs
 
 
 SIDES = ("ours", "reference", "onnxruntime")

@@ -81,8 +81,8 @@ def test_reference_worker_knows_every_reference_case(bench_module) -> None:
 
 
 def test_every_way_that_runs_is_timed_for_float32_on_cpu_only(bench_module) -> None:
-    every = argparse.Namespace(device="cpu", cpu_matmuls=list(matmul_ways.WAYS))
-    assert bench_module.cpu_matmuls(every, torch.float32) == matmul_ways.available()
+    every = argparse.Namespace(device="cpu", cpu_matmuls=[*matmul_ways.WAYS, "auto"])
+    assert bench_module.cpu_matmuls(every, torch.float32) == [*matmul_ways.available(), "auto"]
     assert bench_module.cpu_matmuls(every, torch.bfloat16) == ["mkl"]
     assert bench_module.cpu_matmuls(argparse.Namespace(device="cuda", cpu_matmuls=["bf16x3"]), torch.float32) == [
         "mkl"]
@@ -93,11 +93,21 @@ def test_each_ways_error_is_measured_against_float32_matmuls(bench_module, model
                                                              way: matmul_ways.Way) -> None:
     if (reason := matmul_ways.unsupported_reason(way)) is not None:
         pytest.skip(f"{way}: {reason}")
-    err = bench_module.matmul_error(models[0], torch.float32, "cpu", way)
+    err = bench_module.matmul_error(models[0], torch.float32, "cpu", matmul_ways.Plan((way,)))
     assert err < 1e-5  # within the parity tolerance
     if way == "bf16x3":
         assert err > 0  # not mkl against itself (oneDNN may equal MKL on these tiny shapes)
-    assert bench_module.matmul_error(models[0], torch.float32, "cpu", "mkl") == 0
+    assert bench_module.matmul_error(models[0], torch.float32, "cpu", matmul_ways.Plan(("mkl",))) == 0
+
+
+def test_auto_times_the_plan_the_server_would_pick(bench_module, models: tuple[Vocos, Vocos]) -> None:
+    try:
+        label = bench_module.set_matmuls("auto", list(models))
+        plan = matmul_ways.current_plan()
+        assert label == f"auto ({plan.name})" and set(plan.ways) <= set(matmul_ways.available())
+        assert bench_module.set_matmuls("mkl", list(models)) == "mkl" and matmul_ways.current_plan().ways == ("mkl",)
+    finally:
+        matmul_ways.set_way("mkl")
 
 
 def test_floor_flop_counts_every_linear_layer(bench_module, models: tuple[Vocos, Vocos]) -> None:
