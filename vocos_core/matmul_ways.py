@@ -244,7 +244,16 @@ def choose(layers: Iterable[nn.Linear | ProbeLayer], candidates: Sequence[Way] =
     assert ways, unavailable
     probes = [(layer, False) if isinstance(layer, nn.Linear) else layer for layer in layers]
     distinct = list({(lin.in_features, lin.out_features, gelu): (lin, gelu) for lin, gelu in probes}.values())
-    times = {w: [_probe(w, distinct, r, repeats) for r in rows] for w in ways}
+    for w in ways:  # a first pass of everything: packs weights, compiles kernels, starts thread pools
+        for n in rows:
+            _probe(w, distinct, n, repeats=0)
+    # Rounds that time every way at every row count in turn, so a drift in clock or load (the probe
+    # runs right after the models load) reaches every way alike; each keeps its fastest round.
+    times = {w: [float("inf")] * len(rows) for w in ways}
+    for _ in range(repeats):
+        for i, n in enumerate(rows):
+            for w in ways:
+                times[w][i] = min(times[w][i], _probe(w, distinct, n, repeats=1))
     best = [min(times[w][i] for w in ways) for i in range(len(rows))]
     relative = {w: tuple(t / b for t, b in zip(times[w], best, strict=True)) for w in ways}
     mean = {w: sum(rel) / len(rel) for w, rel in relative.items()}
