@@ -51,8 +51,9 @@ class Settings(BaseSettings):
     dtype: Dtype = Field("float32", description="compute dtype of the models")
     cpu_matmul: CpuMatmul = Field(
         "auto",
-        description="float32 matmuls on CPU: auto (the fastest on this CPU, probed at start) | mkl | onednn "
-        "(both exact float32) | bf16x3 (three bf16 products, AMX CPUs); float32 = mkl (docs/performance.md)",
+        description="float32 matmuls on CPU: auto (the fastest on this CPU for each row count, probed at start) | "
+        "mkl | onednn (both exact float32) | bf16x3 (three bf16 products, AMX CPUs); float32 = mkl "
+        "(docs/performance.md)",
     )
 
     max_batch_size: int = Field(16, ge=1, le=1024, description="most requests in one model call")

@@ -237,7 +237,7 @@ def choose(layers: Iterable[nn.Linear | ProbeLayer], candidates: Sequence[Way] =
 
     bf16x3 serves every row count or none: it is chosen where its mean time relative to the fastest
     way is the lowest. Otherwise each row count takes its fastest exact way, up to the geometric middle
-    between it and the next probed row count. About 0.5 s for the mel model's layers on a 2-core CPU.
+    between it and the next probed row count. About 0.7 s for the mel model's layers on a 2-core CPU.
     """
     unavailable = {w: r for w in candidates if (r := unsupported_reason(w)) is not None}
     ways = [w for w in candidates if w not in unavailable]
