@@ -115,10 +115,10 @@ def test_choose_times_the_ways_that_run_and_names_the_others() -> None:
     for i, rows in enumerate(choice.rows):  # each probed row count runs a way that was fastest there
         if choice.plan.ways != ("bf16x3",):
             way = choice.plan.way(rows)
-            assert choice.relative[way][i] == 1.0 == min(r[i] for w, r in choice.relative.items() if w != "bf16x3")
+            assert choice.relative[way][i] == min(r[i] for w, r in choice.relative.items() if w != "bf16x3")
     line = choice.describe()
     assert "\n" not in line and line.startswith(choice.plan.name) and all(w in line for w in matmul_ways.WAYS)
-    assert took < 10, took  # about 0.5 s on 2 idle cores; generous for a shared CI machine
+    assert took < 10, took  # about 0.7 s on 2 idle cores; generous for a shared CI machine
     assert torch.get_float32_matmul_precision() == "highest"  # the probe leaves the precision as it was
 
 
