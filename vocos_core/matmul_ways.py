@@ -61,8 +61,8 @@ class Plan:
     @property
     def name(self) -> str:
         """``mkl``, or ``onednn<=32,mkl`` (oneDNN up to 32 rows, MKL above): for logs, /models, metrics."""
-        return ",".join(f"{w}<={limit}" for w, limit in zip(self.ways, self.limits, strict=False)) + \
-            ("," if self.limits else "") + self.ways[-1]
+        bounded = [f"{w}<={limit}" for w, limit in zip(self.ways, self.limits, strict=False)]
+        return ",".join([*bounded, self.ways[-1]])
 
 
 _plan = Plan(("mkl",))
@@ -260,13 +260,20 @@ def choose(layers: Iterable[nn.Linear | ProbeLayer], candidates: Sequence[Way] =
     exact = [w for w in ways if w != "bf16x3"]
     if not exact or min(ways, key=lambda w: mean[w]) == "bf16x3":
         return Choice(Plan(("bf16x3",)), tuple(rows), relative, unavailable)
-    fastest = [min(exact, key=lambda w: relative[w][i]) for i in range(len(rows))]
+    return Choice(_fastest_per_row_count(exact, relative, rows), tuple(rows), relative, unavailable)
+
+
+def _fastest_per_row_count(ways: Sequence[Way], relative: dict[Way, tuple[float, ...]],
+                           rows: Sequence[int]) -> Plan:
+    """The plan that runs each of ``rows`` its fastest of ``ways``, up to the geometric middle between
+    it and the next row count; neighbours with the same way merge."""
+    fastest = [min(ways, key=lambda w: relative[w][i]) for i in range(len(rows))]
     plan_ways, limits = [fastest[0]], []
     for i in range(1, len(rows)):
         if fastest[i] != plan_ways[-1]:
             limits.append(int((rows[i - 1] * rows[i]) ** 0.5))
             plan_ways.append(fastest[i])
-    return Choice(Plan(tuple(plan_ways), tuple(limits)), tuple(rows), relative, unavailable)
+    return Plan(tuple(plan_ways), tuple(limits))
 
 
 def _probe(way: Way, layers: list[ProbeLayer], rows: int, repeats: int) -> float:
