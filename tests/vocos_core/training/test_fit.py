@@ -94,6 +94,26 @@ def test_pretrain_mel_steps_leave_the_discriminators_untouched(tmp_path: Path) -
     assert trained["global_step"] == 4
 
 
+def test_demo_config_trains_the_generator_alone_with_its_phase_loss(tmp_path: Path) -> None:
+    config = tiny_config("demo-mel-24khz.yaml", tmp_path, max_steps=4, trainer={"num_sanity_val_steps": 0})
+    main(["fit", "--config", str(config)])
+    trained = torch.load(last_checkpoint(tmp_path), map_location="cpu", weights_only=False)
+    hparams = trained["hyper_parameters"]
+    assert hparams["phase_loss_coeff"] > 0
+    fresh = untrained_state(hparams)
+    changed = {k.split(".")[0] for k, v in trained["state_dict"].items()
+               if v.is_floating_point() and not torch.equal(v, fresh[k])}
+    assert changed == {"backbone", "head"}  # no GAN: the discriminators rest
+    acc = EventAccumulator(str(sorted(tmp_path.glob("logs/**/events.out.tfevents.*"))[-1].parent),
+                           size_guidance={"scalars": 0}).Reload()
+    terms = {tag: [e.value for e in acc.Scalars(tag)] for tag in
+             ("generator/mel_loss", "generator/phase_loss", "generator/total_loss")}
+    assert all(v and all(math.isfinite(x) and x > 0 for x in v) for v in terms.values()), terms
+    mel, phase, total = (terms[t][0] for t in terms)
+    expected = hparams["mel_loss_coeff"] * mel + hparams["phase_loss_coeff"] * phase
+    assert total == pytest.approx(expected, rel=1e-4)
+
+
 def test_init_from_a_hub_layout_directory_starts_from_its_weights(tmp_path: Path) -> None:
     hub = write_random_checkpoint(tmp_path / "hub", "mel", dim=TINY_DIM, num_layers=1, seed=3)
     # learning rate 0: training leaves the generator exactly as loaded
