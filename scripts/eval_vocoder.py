@@ -1,12 +1,14 @@
 """Compare Vocos models with Griffin-Lim on held-out speech: PESQ (wideband), mel L1, MR-STFT distance.
 
-    python scripts/eval_vocoder.py FILELIST MODEL [MODEL ...] [--untrained CKPT] [--json OUT]
+    python scripts/eval_vocoder.py FILELIST MODEL [MODEL ...] [--untrained CKPT] [--json OUT] [--per-voice]
 
 Each MODEL is a Hub-layout directory (or Hub id). ``--untrained CKPT`` adds the generator of the
 Lightning checkpoint's config as it was before training (same seed as the run, so the same
 initial weights). Griffin-Lim (torchaudio's ``griffinlim`` algorithm, 32 iterations, momentum 0.99) inverts the
 same log-mel the models decode, through the filterbank's pseudo-inverse. Audio is compared at the
 model rate (mel L1, MR-STFT) and at 16 kHz (PESQ), whole utterances, peak-normalised to -3 dBFS.
+``--per-voice`` adds a PESQ table per voice, the voice read from the file name as
+``make_speech_corpus.py`` writes it (``<split>_<index>_<voice>.wav``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -65,8 +68,13 @@ def untrained(ckpt: Path) -> Vocos:
     return VocosExp(**{k: v for k, v in hparams.items() if not k.startswith("_")}).generator()
 
 
+def voice_of(path: str) -> str:
+    """``.../val_0007_en-gb_m4.wav`` -> ``en-gb_m4``."""
+    return Path(path).stem.split("_", 2)[-1]
+
+
 def score(name: str, outputs: list[torch.Tensor], refs: list[torch.Tensor], sr: int,
-          mel_loss: MelSpecReconstructionLoss) -> dict[str, float]:
+          mel_loss: MelSpecReconstructionLoss) -> dict[str, Any]:
     pesq, mel, mrstft = [], [], []
     for y_hat, y in zip(outputs, refs, strict=True):
         n = min(y_hat.shape[-1], y.shape[-1])
@@ -75,7 +83,16 @@ def score(name: str, outputs: list[torch.Tensor], refs: list[torch.Tensor], sr: 
         mel.append(float(mel_loss(y_hat, y)))
         mrstft.append(float(metrics.mrstft_distance(y_hat, y)))
     return {"model": name, "pesq_wb": float(np.nanmean(pesq)), "mel_l1": float(np.mean(mel)),
-            "mrstft": float(np.mean(mrstft)), "items": len(refs)}
+            "mrstft": float(np.mean(mrstft)), "items": len(refs), "pesq_items": pesq}
+
+
+def print_per_voice(rows: list[dict[str, Any]], voices: list[str]) -> None:
+    print("\n| voice | utterances | " + " | ".join(f"PESQ wb, {r['model']}" for r in rows) + " |")
+    print("|---|---|" + "---|" * len(rows))
+    for voice in sorted(set(voices)):
+        mine = [i for i, v in enumerate(voices) if v == voice]
+        cells = [f"{np.nanmean([r['pesq_items'][i] for i in mine]):.3f}" for r in rows]
+        print(f"| {voice} | {len(mine)} | " + " | ".join(cells) + " |")
 
 
 def main() -> None:
@@ -84,6 +101,7 @@ def main() -> None:
     ap.add_argument("models", nargs="*")
     ap.add_argument("--untrained", type=Path, help="Lightning checkpoint whose untrained generator to add")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--per-voice", action="store_true", help="also PESQ per voice (make_speech_corpus.py names)")
     args = ap.parse_args()
     models = {m: Vocos.from_pretrained(m) for m in args.models}
     if args.untrained:
@@ -91,8 +109,8 @@ def main() -> None:
     first = next(iter(models.values()))
     sr = first.sample_rate
     mel_loss = MelSpecReconstructionLoss(sample_rate=sr)
-    refs = []
-    for path in read_filelist(args.filelist):
+    refs, paths = [], read_filelist(args.filelist)
+    for path in paths:
         audio, file_sr = sf.read(path, dtype="float32", always_2d=True)
         audio = peak_normalise(audio.mean(axis=1), VAL_GAIN_DB)
         audio = soxr.resample(audio, file_sr, sr) if file_sr != sr else audio
@@ -110,6 +128,8 @@ def main() -> None:
     for r in rows:
         pesq = "n/a" if math.isnan(r["pesq_wb"]) else f"{r['pesq_wb']:.3f}"
         print(f"| {r['model']} | {pesq} | {r['mel_l1']:.3f} | {r['mrstft']:.3f} |")
+    if args.per_voice:
+        print_per_voice(rows, [voice_of(p) for p in paths])
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
 
