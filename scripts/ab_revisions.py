@@ -2,6 +2,7 @@
 
     python3 scripts/ab_revisions.py REV                      # e.g. HEAD~3, on the default cases
     python3 scripts/ab_revisions.py REV --cases resynthesis  # EnCodec resynthesis only
+    python3 scripts/ab_revisions.py REV --cases streams      # 28 mel streams stepped together
     MALLOC_MMAP_THRESHOLD_=8388608 python3 scripts/ab_revisions.py REV   # under the service's glibc setting
 
 REV's ``vocos_core`` is extracted with ``git archive`` under another package name and loaded next to
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -30,7 +32,10 @@ from bench_cases import ENCODEC_BANDWIDTH_ID, inputs, time_call
 from benchmark import SHARED_ENCODEC, UNEQUAL_SECONDS, write_official_size
 
 ROOT = Path(__file__).resolve().parents[1]
-CASES = ("mel-b1", "mel-b8", "mel-unequal", "encodec-b1", "resynthesis")
+CASES = ("mel-b1", "mel-b8", "mel-unequal", "encodec-b1", "resynthesis", "streams")
+# The streams case: this many streams of 2 s each, every step a chunk of 5-20 frames per stream (as
+# scripts/stream_load.py's simulated TTS sends), all streams stepped in one batched call.
+STREAMS, STREAM_SECONDS = 28, 2
 
 
 def load_revision(rev: str, into: Path) -> object:
@@ -51,13 +56,41 @@ def cases(module: object, mel_dir: Path, enc_dir: Path, weights: Path | None) ->
     enc = vocos.from_pretrained(enc_dir, encodec_weights=weights)
     x, bw = inputs(), torch.tensor([ENCODEC_BANDWIDTH_ID])
     unequal = [m[:, : m.shape[-1] * s // 10] for s, m in zip(UNEQUAL_SECONDS, x["mel_b8"], strict=True)]
+    streams = stream_case(module, mel, x["mel_b8"][0, :, : STREAM_SECONDS * 24000 // 256 + 1])
     return {
+        "streams": streams,
         "mel-b1": lambda: mel.decode(x["mel_b1"]),
         "mel-b8": lambda: mel.decode(x["mel_b8"]),
         "mel-unequal": lambda: mel.decode_batch(unequal),
         "encodec-b1": lambda: enc.decode(enc.codes_to_features(x["codes_b1"]), bandwidth_id=bw),
         "resynthesis": lambda: enc(x["audio_10s"], bandwidth_id=bw),
     }
+
+
+def stream_case(module: object, mel: object, frames: torch.Tensor) -> Callable[[], torch.Tensor]:
+    """Decode ``frames`` ``(n_mels, T)`` as STREAMS streams at once, each in its own seeded chunks;
+    returns every stream's audio end to end."""
+    stream = importlib.import_module(f"{module.__name__}.streaming.stream")  # type: ignore[attr-defined]
+    gen = torch.Generator().manual_seed(0)
+    cuts = []
+    for _ in range(STREAMS):
+        sizes = torch.randint(5, 21, (frames.shape[-1] // 5,), generator=gen).cumsum(0)
+        cuts.append([0, *[int(c) for c in sizes if c < frames.shape[-1]], frames.shape[-1]])
+
+    def run() -> torch.Tensor:
+        states = [stream.StreamState.start(mel) for _ in range(STREAMS)]
+        out: list[list[torch.Tensor]] = [[] for _ in range(STREAMS)]
+        for step in range(max(len(c) for c in cuts) - 1):
+            chunks = [frames[:, c[step]:c[step + 1]] if step + 1 < len(c) else frames[:, :0] for c in cuts]
+            final = [step + 2 == len(c) for c in cuts]
+            live = [i for i, c in enumerate(cuts) if step + 1 < len(c)]
+            pieces = stream.decode_steps(mel, [states[i] for i in live], [chunks[i] for i in live],
+                                         [final[i] for i in live])
+            for i, piece in zip(live, pieces, strict=True):
+                out[i].append(piece)
+        return torch.cat([torch.cat(o) for o in out])
+
+    return run
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
@@ -30,3 +31,23 @@ def test_a_revision_loads_as_its_own_package(tmp_path: Path) -> None:
     assert module.Vocos is not vocos_core.Vocos
     for name in [n for n in sys.modules if n.split(".")[0] == module.__name__]:
         del sys.modules[name]
+
+
+def test_the_streams_case_decodes_each_stream_as_the_offline_decode(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import vocos_core
+    from vocos_core.testing import write_random_checkpoint
+
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        ab = importlib.import_module("ab_revisions")
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    monkeypatch.setattr(ab, "STREAMS", 3)
+    mel = vocos_core.Vocos.from_pretrained(write_random_checkpoint(tmp_path / "m", "mel", dim=16, num_layers=2))
+    frames = torch.randn(100, 57, generator=torch.Generator().manual_seed(1)) - 4
+    audio = ab.stream_case(vocos_core, mel, frames)()
+    offline = mel.decode(frames[None])[0]
+    assert audio.shape == (3 * offline.shape[0],)
+    for piece in audio.split(offline.shape[0]):
+        assert float((piece - offline).abs().max() / offline.abs().max()) <= 1e-5

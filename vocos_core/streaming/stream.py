@@ -19,7 +19,7 @@ from ..errors import InputError
 from ..feature_extractors import ENCODEC_BINS
 from . import backbone as streaming_backbone
 from .context import split_rows
-from .synthesis import OverlapAddState, overlap_add_step
+from .synthesis import OverlapAddState, overlap_add_steps
 
 if TYPE_CHECKING:
     from ..pretrained import Vocos
@@ -90,9 +90,10 @@ def decode_steps(model: Vocos, states: Sequence[StreamState], chunks: Sequence[t
         per_stream = split_rows(head.frames(torch.cat(hidden).unsqueeze(0))[0], counts)  # (R, win) rows
     else:
         per_stream = [torch.zeros(0, head.synthesis.win_length, device=device) for _ in states]
+    pieces = overlap_add_steps(head.synthesis, [s.overlap_add for s in states], per_stream, final)
     out = []
-    for state, chunk, mine, last in zip(states, chunks, per_stream, final, strict=True):
-        audio = head.finish(overlap_add_step(head.synthesis, state.overlap_add, mine, last))
+    for state, chunk, piece, last in zip(states, chunks, pieces, final, strict=True):
+        audio = head.finish(piece)
         state.frames_in += chunk.shape[-1]
         state.samples_out += audio.shape[0]
         state.finished = last

@@ -8,6 +8,7 @@ as the offline transform trims them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -31,24 +32,38 @@ class OverlapAddState:
         return cls(torch.zeros(overlap, device=device), torch.zeros(overlap, device=device) if has_envelope else None)
 
 
-def overlap_add_step(synthesis: ISTFT | IMDCT, state: OverlapAddState, frames: torch.Tensor,
-                     final: bool) -> torch.Tensor:
-    """Add ``(n, win)`` windowed frames (``n >= 0``) to the stream; returns its newly final samples ``(S,)``."""
+def overlap_add_steps(synthesis: ISTFT | IMDCT, states: Sequence[OverlapAddState], frames: Sequence[torch.Tensor],
+                      final: Sequence[bool]) -> list[torch.Tensor]:
+    """Add stream i's ``(n_i, win)`` windowed frames (``n_i >= 0``) to it, all streams in one batched
+    pass; returns each stream's newly final samples ``(S_i,)``. ``final[i]`` ends stream i.
+
+    Streams with fewer frames are padded with zero frames, which add nothing to the samples kept.
+    """
     hop, win = synthesis.hop, synthesis.win_length
-    n = frames.shape[0]
-    audio = overlap_add_btw(frames.unsqueeze(0), hop)[0] if n else frames.new_zeros(win - hop)
-    audio[: win - hop] += state.tail
-    done = n * hop + (win - hop if final else 0)  # samples of ``audio`` now complete
-    state.tail = audio[n * hop:]
-    out = audio[:done]
+    counts = [f.shape[0] for f in frames]
+    n = max(1, max(counts))
+    batch = frames[0].new_zeros(len(frames), n, win)  # (N, n, win)
+    for i, f in enumerate(frames):
+        batch[i, : f.shape[0]] = f
+    audio = overlap_add_btw(batch, hop)  # (N, (n - 1) * hop + win)
+    audio[:, : win - hop] += torch.stack([s.tail for s in states])
     square = synthesis.window_square()
+    envelope = None
     if square is not None:
-        assert state.envelope is not None
-        envelope = overlap_add_btw(square.expand(1, n, -1), hop)[0] if n else audio.new_zeros(win - hop)
-        envelope[: win - hop] += state.envelope
-        state.envelope = envelope[n * hop:]
-        out = out / envelope[:done].clamp_min(ENVELOPE_EPS)
-    return _trim(synthesis, state, out, final)
+        mask = torch.arange(n, device=batch.device)[None, :] < torch.tensor(counts, device=batch.device)[:, None]
+        envelope = overlap_add_btw(mask[:, :, None] * square, hop)  # (N, (n - 1) * hop + win): padding adds 0
+        envelope[:, : win - hop] += torch.stack([s.envelope for s in states])  # type: ignore[misc]
+    out = []
+    for i, (state, count, last) in enumerate(zip(states, counts, final, strict=True)):
+        done = count * hop + (win - hop if last else 0)  # samples now complete
+        carried = slice(count * hop, count * hop + win - hop)
+        state.tail = audio[i, carried].clone()  # a copy: a view would keep the whole batch alive
+        mine = audio[i, :done]
+        if envelope is not None:
+            state.envelope = envelope[i, carried].clone()
+            mine = mine / envelope[i, :done].clamp_min(ENVELOPE_EPS)
+        out.append(_trim(synthesis, state, mine, last))
+    return out
 
 
 def _trim(synthesis: ISTFT | IMDCT, state: OverlapAddState, out: torch.Tensor, final: bool) -> torch.Tensor:
