@@ -26,25 +26,19 @@ from eval_vocoder import griffin_lim
 from vocos_core.pretrained import Vocos
 from vocos_core.training import metrics
 from vocos_core.training.data import VAL_GAIN_DB, peak_normalise, read_filelist
+from vocos_core.training.phase_loss import derivative_distance
 
 BANDS_HZ = ((0, 250), (250, 500), (500, 1000), (1000, 2000), (2000, 4000), (4000, 8000))
 
 
-def unit(z: torch.Tensor) -> torch.Tensor:
-    return z / (z.abs() + 1e-9)
-
-
-def derivative_distance_by_band(s_hat: torch.Tensor, s: torch.Tensor, freqs: torch.Tensor, dim: int) -> list[float]:
-    """``(F, T)`` complex pair -> per band of BANDS_HZ, weighted mean of 1 - cos(phase-derivative error)."""
-    n = s.shape[dim]
-    real = s.narrow(dim, 1, n - 1) * s.narrow(dim, 0, n - 1).conj()
-    gen = s_hat.narrow(dim, 1, n - 1) * s_hat.narrow(dim, 0, n - 1).conj()
-    weight, cosine = real.abs(), (unit(gen) * unit(real).conj()).real
-    f = freqs[: weight.shape[0], None].expand_as(weight)
+def distance_by_band(s_hat: torch.Tensor, s: torch.Tensor, freqs: torch.Tensor, dim: int) -> list[float]:
+    """``(F, T)`` complex pair -> per band of BANDS_HZ, the phase loss's distance (``dim`` 1: along time,
+    instantaneous frequency; 0: along frequency, group delay) over that band's bins."""
     out = []
     for lo, hi in BANDS_HZ:
-        band = (f >= lo) & (f < hi)
-        out.append(float((weight[band] * (1 - cosine[band])).sum() / weight[band].sum()))
+        band = ((freqs >= lo) & (freqs < hi)).nonzero()[:, 0]
+        pair = (s_hat[None, band], s[None, band])  # (1, bins, T), the loss's layout
+        out.append(float(derivative_distance(*pair, dim=dim + 1)))
     return out
 
 
@@ -78,21 +72,21 @@ def main() -> None:
             outputs = {"model": model.decode(mel)[..., :n], "Griffin-Lim": griffin_lim(model, mel, n)}
         s, s_model, s_gl = stft(y), stft(outputs["model"]), stft(outputs["Griffin-Lim"])
         mixes = {"model": outputs["model"], "Griffin-Lim": outputs["Griffin-Lim"],
-                 "real magnitude, model phase": s.abs() * unit(s_model),
-                 "real magnitude, Griffin-Lim phase": s.abs() * unit(s_gl)}
+                 "real magnitude, model phase": torch.polar(s.abs(), s_model.angle()),
+                 "real magnitude, Griffin-Lim phase": torch.polar(s.abs(), s_gl.angle())}
         for cut in cutoffs:
             low = (freqs < cut)[:, None]
-            mixes[f"real magnitude, model phase < {cut} Hz, Griffin-Lim's above"] = s.abs() * torch.where(
-                low, unit(s_model), unit(s_gl))
-            mixes[f"real magnitude, Griffin-Lim phase < {cut} Hz, model's above"] = s.abs() * torch.where(
-                low, unit(s_gl), unit(s_model))
+            mixes[f"real magnitude, model phase < {cut} Hz, Griffin-Lim's above"] = torch.polar(
+                s.abs(), torch.where(low, s_model.angle(), s_gl.angle()))
+            mixes[f"real magnitude, Griffin-Lim phase < {cut} Hz, model's above"] = torch.polar(
+                s.abs(), torch.where(low, s_gl.angle(), s_model.angle()))
         reference = metrics.to_16k(y, sr)
         for name, mix in mixes.items():
             wave = mix if not mix.is_complex() else torch.istft(mix, n_fft, hop, window=window, length=n)[None]
             pesq.setdefault(name, []).append(metrics.pesq_wb(reference, metrics.to_16k(wave, sr)))
         for name, out in outputs.items():
             for d, dim in enumerate((1, 0)):  # along time: instantaneous frequency; along frequency: group delay
-                distances[name][d] += np.array(derivative_distance_by_band(stft(out), s, freqs, dim)) / len(paths)
+                distances[name][d] += np.array(distance_by_band(stft(out), s, freqs, dim)) / len(paths)
     print(f"PESQ wb, mean of {len(paths)} utterances")
     for name, scores in pesq.items():
         print(f"  {np.nanmean(scores):.3f}  {name}")

@@ -26,7 +26,7 @@ def _unit(z: torch.Tensor) -> torch.Tensor:
     return z / (z.abs() + _EPS)
 
 
-def _derivative_distance(s_hat: torch.Tensor, s: torch.Tensor, dim: int) -> torch.Tensor:
+def derivative_distance(s_hat: torch.Tensor, s: torch.Tensor, dim: int) -> torch.Tensor:
     """Weighted mean of 1 - cos(generated - real phase difference) between neighbours along ``dim``."""
     n = s.shape[dim]
     a, b = s.narrow(dim, 0, n - 1), s.narrow(dim, 1, n - 1)
@@ -55,4 +55,4 @@ class PhaseDerivativeLoss(nn.Module):
     def forward(self, y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Generated and real audio ``(B, S)`` -> scalar in [0, 4]: 0 when every weighted phase derivative matches."""
         s_hat, s = self.spectrum(y_hat), self.spectrum(y)
-        return _derivative_distance(s_hat, s, dim=2) + _derivative_distance(s_hat, s, dim=1)
+        return derivative_distance(s_hat, s, dim=2) + derivative_distance(s_hat, s, dim=1)
