@@ -36,7 +36,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -196,64 +196,96 @@ _GUESS: dict[str, str] = {
 
 def check_mel(mel: torch.Tensor | np.ndarray,
               front_end: MelFrontEnd | MelSpectrogramFeatures | MelSpectrogramFeaturesConfig) -> MelCheck:
-    """Check that a ``(n_mels, T)`` log-mel can come from ``front_end``; see the module docstring."""
+    """Check that a ``(n_mels, T)`` log-mel can come from ``front_end``; see the module docstring.
+
+    The rules run in order and the first that finds something answers: values no front-end gives,
+    silence or a constant, normalisation, clipping, linear magnitudes.
+    """
     fe = mel_front_end(front_end)
     a = _as_float_matrix(mel)
     if fe.n_mels is not None and a.shape[0] != fe.n_mels:
         raise ValueError(f"check_mel: expected ({fe.n_mels}, T), got {a.shape}")
-    n = a.size
     lo, hi = float(a.min()), float(a.max())
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return MelCheck(impossible="the mel holds NaN or infinite values", cause="non_finite")
+    span = _Span(lo, hi, float(a.mean(dtype=np.float64)))
+    for rule in (_out_of_range, _silent_or_constant, _normalised, _piled, _linear):
+        found = rule(fe, a, span)
+        if found is not None:
+            return found
+    return MelCheck()
 
+
+class _Span(NamedTuple):
+    """The mel's smallest, largest and mean value."""
+
+    lo: float
+    hi: float
+    mean: float
+
+
+def _out_of_range(fe: MelFrontEnd, a: np.ndarray, span: _Span) -> MelCheck | None:
     floor, top = fe.log_floor, fe.log_max
-    allowed = OUTLIER_FRACTION * n
-    above = hi > top + RANGE_TOL_HIGH and (
-        hi > top + GROSS_NATS or int(np.count_nonzero(a > top + RANGE_TOL_HIGH)) > allowed)
-    below = lo < floor - RANGE_TOL_LOW and (
-        lo < floor - GROSS_NATS or int(np.count_nonzero(a < floor - RANGE_TOL_LOW)) > allowed)
-    if above or below:
-        return _impossible(fe, a, lo, hi, above, below)
+    allowed = OUTLIER_FRACTION * a.size
+    above = span.hi > top + RANGE_TOL_HIGH and (
+        span.hi > top + GROSS_NATS or int(np.count_nonzero(a > top + RANGE_TOL_HIGH)) > allowed)
+    below = span.lo < floor - RANGE_TOL_LOW and (
+        span.lo < floor - GROSS_NATS or int(np.count_nonzero(a < floor - RANGE_TOL_LOW)) > allowed)
+    return _impossible(fe, a, span.lo, span.hi, above, below) if above or below else None
 
-    if hi <= floor + RANGE_TOL_HIGH:
+
+def _silent_or_constant(fe: MelFrontEnd, a: np.ndarray, span: _Span) -> MelCheck | None:
+    if span.hi <= fe.log_floor + RANGE_TOL_HIGH:
         return MelCheck()  # silence: everything at the floor
-    if lo == hi:
-        return _warn("wrong_floor", f"every mel value is {lo:.4g}; {fe.name} gives silence as {floor:.3f} "
-                     "everywhere and anything else varies")
+    if span.lo == span.hi:
+        return _warn("wrong_floor", f"every mel value is {span.lo:.4g}; {fe.name} gives silence as "
+                     f"{fe.log_floor:.3f} everywhere and anything else varies")
+    return None
 
+
+def _normalised(fe: MelFrontEnd, a: np.ndarray, span: _Span) -> MelCheck | None:
     for r_lo, r_hi in MINMAX_RANGES:
-        if abs(lo - r_lo) <= MINMAX_TOL and abs(hi - r_hi) <= MINMAX_TOL:
+        if abs(span.lo - r_lo) <= MINMAX_TOL and abs(span.hi - r_hi) <= MINMAX_TOL:
             return _warn("normalized", f"the mel spans exactly [{r_lo:g}, {r_hi:g}]: a min-max normalised mel? "
                          f"{_expected(fe)}")
-    mean = float(a.mean(dtype=np.float64))
-    if abs(mean) <= ZSCORE_MEAN_TOL:
+    if abs(span.mean) <= ZSCORE_MEAN_TOL:
         std = float(a.std(dtype=np.float64))
         if abs(std - 1.0) <= ZSCORE_STD_TOL:
             per_band = a.shape[1] > 1 and float(np.abs(a.mean(axis=1)).max()) <= 10 * ZSCORE_MEAN_TOL
             how = "each band normalised to mean 0, std 1" if per_band else "mean/std-normalised"
-            return _warn("normalized", f"the mel has mean {mean:.3f} and standard deviation {std:.3f}: "
+            return _warn("normalized", f"the mel has mean {span.mean:.3f} and standard deviation {std:.3f}: "
                          f"{how}? {_expected(fe)}")
+    return None
 
-    if a.shape[1] >= PILE_MIN_FRAMES:
-        top_pile = _pile(a >= hi - _eps(hi), any(abs(hi - v) <= MINMAX_TOL for v in KNOWN_TOPS))
-        if lo > floor + RANGE_TOL_HIGH:
-            known = _known_floor(lo)
-            bottom = _pile(a <= lo + _eps(lo), known is not None)
-            if bottom is not None and top_pile is not None:
-                return _warn("normalized", f"the mel is clipped at both ends, {bottom} at {lo:.4g} and more at "
-                             f"{hi:.4g}: a normalised, clipped mel? {_expected(fe)}")
-            if bottom is not None:
-                return _floor_pile(fe, a, bottom, lo, hi, mean, known)
-        if top_pile is not None:
-            return _warn("normalized", f"the mel is clipped at its top: {top_pile} sit at exactly {hi:.4g}, which "
-                         f"no loud sound gives in several bands at once: a normalised, clipped mel? {_expected(fe)}")
 
-    if lo >= -LINEAR_NEG_TOL:
-        bulk = _bulk_near_zero(a, hi)
-        if bulk >= LINEAR_BULK:
-            return _warn("linear", f"no mel value is negative and {bulk:.0%} of them are below a tenth of the "
-                         f"largest ({hi:.3g}): linear magnitudes, not their natural log? {_expected(fe)}")
-    return MelCheck()
+def _piled(fe: MelFrontEnd, a: np.ndarray, span: _Span) -> MelCheck | None:
+    """Many values at exactly the smallest or the largest: a clipped (normalised) mel, or a wrong floor."""
+    if a.shape[1] < PILE_MIN_FRAMES:
+        return None
+    lo, hi = span.lo, span.hi
+    top_pile = _pile(a >= hi - _eps(hi), any(abs(hi - v) <= MINMAX_TOL for v in KNOWN_TOPS))
+    if lo > fe.log_floor + RANGE_TOL_HIGH:
+        known = _known_floor(lo)
+        bottom = _pile(a <= lo + _eps(lo), known is not None)
+        if bottom is not None and top_pile is not None:
+            return _warn("normalized", f"the mel is clipped at both ends, {bottom} at {lo:.4g} and more at "
+                         f"{hi:.4g}: a normalised, clipped mel? {_expected(fe)}")
+        if bottom is not None:
+            return _floor_pile(fe, a, bottom, lo, hi, span.mean, known)
+    if top_pile is not None:
+        return _warn("normalized", f"the mel is clipped at its top: {top_pile} sit at exactly {hi:.4g}, which "
+                     f"no loud sound gives in several bands at once: a normalised, clipped mel? {_expected(fe)}")
+    return None
+
+
+def _linear(fe: MelFrontEnd, a: np.ndarray, span: _Span) -> MelCheck | None:
+    if span.lo < -LINEAR_NEG_TOL:
+        return None
+    bulk = _bulk_near_zero(a, span.hi)
+    if bulk < LINEAR_BULK:
+        return None
+    return _warn("linear", f"no mel value is negative and {bulk:.0%} of them are below a tenth of the "
+                 f"largest ({span.hi:.3g}): linear magnitudes, not their natural log? {_expected(fe)}")
 
 
 def _as_float_matrix(mel: torch.Tensor | np.ndarray) -> np.ndarray:

@@ -4,7 +4,7 @@ nothing of HTTP; its failures are ``EngineError`` subclasses."""
 
 from service.engine.batching import BatchPlan, BatchPolicy, plan_batch
 from service.engine.compute import BatchModel, is_out_of_memory, release_cached_device_memory
-from service.engine.engine import BatchingEngine, BatchStats, EngineObserver
+from service.engine.engine import BatchingEngine
 from service.engine.errors import (
     BatchFailedError,
     DeadlineExceededError,
@@ -15,6 +15,7 @@ from service.engine.errors import (
     QueueFullError,
     StreamLimitError,
 )
+from service.engine.observer import BatchStats, EngineObserver
 from service.engine.streams import EngineStream, StreamPolicy, StreamStats
 from service.engine.workers import SerialWorker
 

@@ -16,7 +16,6 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import torch
 
@@ -28,33 +27,11 @@ from service.engine.errors import (
     EngineStoppedError,
     QueueFullError,
 )
+from service.engine.observer import BatchStats, EngineObserver
 from service.engine.streams import EngineStream, Step, StreamModel, StreamPolicy, StreamSlots, StreamStats
 from service.engine.torch_thread import run_in_torch_thread
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class BatchStats:
-    """What happened in one model call, for metrics."""
-
-    size: int
-    real_frames: int
-    padded_frames: int
-    compute_s: float
-    ok: bool
-
-
-class EngineObserver(Protocol):
-    """Receives the engine's measurements (``service.runtime.metrics`` implements it)."""
-
-    def on_queue_depth(self, model: str, depth: int) -> None: ...
-
-    def on_queue_wait(self, model: str, seconds: float) -> None: ...
-
-    def on_batch(self, model: str, stats: BatchStats) -> None: ...
-
-    def on_stream_batch(self, model: str, stats: StreamStats) -> None: ...
 
 
 @dataclass(eq=False)
