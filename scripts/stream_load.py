@@ -69,6 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="player's jitter buffer after the first audio (default: the longest TTS chunk + 100 ms, "
                         "313 ms for 20 frames at hop 256, 24 kHz)")
     p.add_argument("--stagger", type=float, default=0.5, help="streams start at random times in [0, this] s")
+    p.add_argument("--lookahead-frames", type=int,
+                   help="a low-latency stream's lookahead in frames (default: the model's exact one)")
     p.add_argument("--format", default="f32", choices=["f32", "pcm16"], help="audio on the wire")
     p.add_argument("--find-max", action="store_true", help="also search the largest N with no underrun")
     p.add_argument("--find-max-streams", default=FIND_MAX_STREAMS, help="the Ns --find-max tries, ascending")
@@ -100,11 +102,11 @@ def chunk_sizes(frames: int, low: int, high: int, rng: np.random.Generator) -> l
 
 
 async def run_stream(client: AsyncClient, mel: np.ndarray, sizes: list[int], fps: float | None, fmt: str,
-                     delay: float) -> StreamResult:
+                     delay: float, lookahead_frames: int | None = None) -> StreamResult:
     """One stream: chunks of ``mel`` sent at ``fps`` frames per second (None: at once), audio received.
     Times are ``time.perf_counter()`` seconds."""
     await asyncio.sleep(delay)
-    async with client.stream_mel(format=fmt) as stream:
+    async with client.stream_mel(format=fmt, lookahead_frames=lookahead_frames) as stream:
         result = StreamResult(stream.info.sample_rate, round(stream.info.lookahead_ms * stream.info.sample_rate
                                                                / 1000), stream.info.hop_length)
         receiver = asyncio.create_task(_receive(stream, result))
@@ -133,7 +135,8 @@ async def run_streams(url: str, mel: np.ndarray, n: int, args: argparse.Namespac
     rng = np.random.default_rng(seed)
     async with AsyncClient(url, timeout=120) as client:
         jobs = [run_stream(client, mel, chunk_sizes(mel.shape[1], args.min_chunk, args.max_chunk, rng), fps,
-                           args.format, float(rng.uniform(0, args.stagger)) if fps else 0.0) for _ in range(n)]
+                           args.format, float(rng.uniform(0, args.stagger)) if fps else 0.0, args.lookahead_frames)
+                for _ in range(n)]
         return list(await asyncio.gather(*jobs))
 
 

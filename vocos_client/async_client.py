@@ -100,19 +100,23 @@ class AsyncClient:
                            stream)
 
     def stream_mel(self, *, model: str | None = None, format: str | None = None,
-                   sample_rate: int | None = None) -> contextlib.AbstractAsyncContextManager[AsyncStreamSession]:
+                   sample_rate: int | None = None,
+                   lookahead_frames: int | None = None) -> contextlib.AbstractAsyncContextManager[AsyncStreamSession]:
         """Open ``/stream/mel``: ``async with client.stream_mel() as s: await s.send(frames (n_mels, t));
         await s.end(); async for chunk in s: ...`` (iterate in another task to overlap them).
-        ``format``: ``pcm16`` (the server's default) or ``f32`` on the wire; chunks are float32 either way."""
-        url = stream_url(self.url, "mel", model=model, format=format, sample_rate=sample_rate)
+        ``format``: ``pcm16`` (the server's default) or ``f32`` on the wire; chunks are float32 either way.
+        ``lookahead_frames`` below the model's exact lookahead (``/models``): lower latency, inexact audio."""
+        url = stream_url(self.url, "mel", model=model, format=format, sample_rate=sample_rate,
+                         lookahead_frames=lookahead_frames)
         return session(url, self._auth, self.timeout)
 
     def stream_encodec(self, *, model: str | None = None, bandwidth_id: int | None = None,
                        bandwidth: float | None = None, format: str | None = None,
-                       sample_rate: int | None = None) -> contextlib.AbstractAsyncContextManager[AsyncStreamSession]:
+                       sample_rate: int | None = None,
+                   lookahead_frames: int | None = None) -> contextlib.AbstractAsyncContextManager[AsyncStreamSession]:
         """Open ``/stream/encodec``; frames are ``(K, t)`` ints."""
         url = stream_url(self.url, "encodec", model=model, bandwidth_id=bandwidth_id, bandwidth=bandwidth,
-                         format=format, sample_rate=sample_rate)
+                         format=format, sample_rate=sample_rate, lookahead_frames=lookahead_frames)
         return session(url, self._auth, self.timeout)
 
     def stream_mel_frames(self, frames: Iterable[np.ndarray] | AsyncIterable[np.ndarray],

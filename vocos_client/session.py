@@ -36,7 +36,8 @@ def handshake_refused(exc: InvalidStatus) -> VocosClientError:
 @dataclass(frozen=True)
 class StreamInfo:
     """The server's start message: the model, the rate and format of the audio it sends, and its lookahead
-    (how many frames beyond a sample it needs before the sample is final; ``lookahead_ms`` in audio time)."""
+    (how many frames beyond a sample it needs before the sample is sent; ``lookahead_ms`` in audio time);
+    ``exact``: the model's full lookahead, so the audio equals the offline decode (else a low-latency stream)."""
 
     model: str
     sample_rate: int
@@ -44,6 +45,7 @@ class StreamInfo:
     lookahead_frames: int
     lookahead_ms: float
     hop_length: int
+    exact: bool = True
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,8 @@ def start_info(message: str | bytes) -> StreamInfo:
     if parsed.get("type") != "start":
         raise protocol_error(f"expected the start message, got {str(message)[:80]!r}")
     return StreamInfo(str(parsed["model"]), int(parsed["sample_rate"]), str(parsed["format"]),
-                      int(parsed["lookahead_frames"]), float(parsed["lookahead_ms"]), int(parsed["hop_length"]))
+                      int(parsed["lookahead_frames"]), float(parsed["lookahead_ms"]), int(parsed["hop_length"]),
+                      bool(parsed.get("exact", True)))
 
 
 def meaning(message: str | bytes, fmt: str) -> np.ndarray | Done:

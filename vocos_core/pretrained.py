@@ -119,10 +119,14 @@ class Vocos(nn.Module):
         """Frames (and ms of audio) a stream must be fed beyond a sample for that sample to be exact."""
         return streaming.lookahead(self)
 
-    def stream(self, bandwidth_id: int | None = None) -> VocosStream:
+    def stream(self, bandwidth_id: int | None = None, lookahead_frames: int | None = None) -> VocosStream:
         """A streaming decoder: ``push`` frames ``(C, t)`` as they arrive, ``flush`` at the end; the
-        pieces concatenated equal :meth:`decode` of all frames. EnCodec models take ``push_codes`` too."""
-        return VocosStream(self, bandwidth_id)
+        pieces concatenated equal :meth:`decode` of all frames. EnCodec models take ``push_codes`` too.
+
+        ``lookahead_frames`` below :attr:`lookahead`'s frames: a low-latency stream, whose audio is out
+        that many frames behind its input instead, and is then not exact (see
+        :func:`vocos_core.streaming.decode_steps`; its error is measured in docs/streaming.md)."""
+        return VocosStream(self, bandwidth_id, lookahead_frames)
 
     # -- inference -------------------------------------------------------------------------------
 

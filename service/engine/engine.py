@@ -180,12 +180,14 @@ class BatchingEngine:
 
     # -- streams ---------------------------------------------------------------------------------
 
-    def open_stream(self, bandwidth_id: int | None = None, request_id: str = "") -> EngineStream:
-        """A new stream (``service.engine.streams``); ``close`` it when done, whatever happens."""
+    def open_stream(self, bandwidth_id: int | None = None, request_id: str = "",
+                    lookahead_frames: int | None = None) -> EngineStream:
+        """A new stream (``service.engine.streams``); ``close`` it when done, whatever happens.
+        ``lookahead_frames``: a low-latency stream's (``vocos_core.streaming``), None for exact."""
         if not self.accepting:
             raise EngineStoppedError(f"the {self.name} model is not accepting streams (draining or stopped)")
         self._streams.reserve(self.retry_after())
-        stream = EngineStream(self, self._stream_model().start_stream(bandwidth_id), request_id)
+        stream = EngineStream(self, self._stream_model().start_stream(bandwidth_id, lookahead_frames), request_id)
         self._streams.open.add(stream)
         return stream
 

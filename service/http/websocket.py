@@ -87,6 +87,7 @@ def _open(state: ServiceState, websocket: WebSocket, kind: str, request_id: str)
     stream = vocoder.open_stream(
         slot, inputs="codes" if kind == "encodec" else "mel", bandwidth_id=_number(query, "bandwidth_id", int),
         bandwidth=_number(query, "bandwidth", float), sample_rate=_sample_rate(query), request_id=request_id,
+        lookahead_frames=_number(query, "lookahead_frames", int),
     )
     return stream, fmt
 
@@ -218,10 +219,11 @@ def _end_message(text: str) -> None:
 
 async def _send_start(websocket: WebSocket, stream: AudioStream, fmt: str) -> None:
     served = stream.slot.served
-    ahead = served.lookahead
+    ahead = stream.lookahead
     await websocket.send_text(orjson.dumps({
         "type": "start", "model": served.name, "sample_rate": stream.sample_rate, "format": fmt,
         "lookahead_frames": ahead.frames, "lookahead_ms": round(ahead.ms, 3), "hop_length": served.model.hop_length,
+        "exact": ahead.frames == served.lookahead.frames,
     }).decode())
 
 

@@ -125,9 +125,10 @@ class ServedModel:
         outputs = self.model.decode_batch(features, bandwidth_ids)
         return [y.float().cpu() for y in outputs]
 
-    def start_stream(self, bandwidth_id: int | None) -> StreamState:
-        """A new stream's state (``vocos_core.streaming``); the bandwidth id only for EnCodec models."""
-        return StreamState.start(self.model, bandwidth_id)
+    def start_stream(self, bandwidth_id: int | None, lookahead_frames: int | None = None) -> StreamState:
+        """A new stream's state (``vocos_core.streaming``); the bandwidth id only for EnCodec models;
+        ``lookahead_frames`` below the exact lookahead for a low-latency stream."""
+        return StreamState.start(self.model, bandwidth_id, lookahead_frames)
 
     def decode_steps(self, states: Sequence[StreamState], chunks: Sequence[torch.Tensor],
                      final: Sequence[bool]) -> list[torch.Tensor]:

@@ -117,12 +117,14 @@ class Vocoder:
 
     def open_stream(self, slot: ModelSlot, *, inputs: StreamInputs, bandwidth_id: int | None = None,
                     bandwidth: float | None = None, sample_rate: int | None = None, request_id: str = "",
-                    transport: str = "websocket") -> AudioStream:
-        """A stream of mel frames, EnCodec tokens or features (``inputs``); the caller must ``close`` it."""
+                    transport: str = "websocket", lookahead_frames: int | None = None) -> AudioStream:
+        """A stream of mel frames, EnCodec tokens or features (``inputs``); the caller must ``close`` it.
+        ``lookahead_frames`` below the model's exact lookahead: a low-latency stream, not exact."""
         settings = self.state.settings
         limits = StreamLimits(settings.max_stream_audio_seconds, settings.max_stream_duration_s)
         return AudioStream(slot, self.state.metrics, limits, inputs=inputs, bandwidth_id=bandwidth_id,
-                           bandwidth=bandwidth, sample_rate=sample_rate, request_id=request_id, transport=transport)
+                           bandwidth=bandwidth, sample_rate=sample_rate, request_id=request_id, transport=transport,
+                           lookahead_frames=lookahead_frames)
 
     async def stream_mel(self, slot: ModelSlot, mel: np.ndarray, *, deadline: float, request_id: str = "",
                          sample_rate: int | None = None) -> StreamedAudio:

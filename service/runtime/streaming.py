@@ -22,6 +22,7 @@ from service.errors import InvalidInputError, PayloadTooLargeError
 from service.runtime.metrics import ServiceMetrics
 from service.runtime.slot import ModelSlot
 from vocos_core.requests import codes_array, mel_array, resolve_bandwidth_id
+from vocos_core.streaming import check_lookahead_frames, lookahead
 
 # What a stream's chunks hold: mel frames, EnCodec tokens, or a model's own features (resynthesis).
 StreamInputs = Literal["mel", "codes", "features"]
@@ -48,11 +49,12 @@ class _Timing:
 
 class AudioStream:
     """One stream of ``slot``'s model: ``push`` chunks ``(C, t)`` (mel) or ``(K, t)`` (tokens), then ``finish``;
-    ``close`` always. Each returns float32 samples ``(S,)`` at ``sample_rate``, possibly none yet."""
+    ``close`` always. Each returns float32 samples ``(S,)`` at ``sample_rate``, possibly none yet.
+    ``lookahead``: the model's exact one, or a low-latency stream's (``lookahead_frames``)."""
 
     def __init__(self, slot: ModelSlot, metrics: ServiceMetrics, limits: StreamLimits, *, inputs: StreamInputs,
                  bandwidth_id: int | None, bandwidth: float | None, sample_rate: int | None,
-                 request_id: str = "", transport: str = "websocket") -> None:
+                 request_id: str = "", transport: str = "websocket", lookahead_frames: int | None = None) -> None:
         served = slot.served
         if inputs == "codes" and not served.bandwidths:
             raise InvalidInputError(
@@ -65,6 +67,8 @@ class AudioStream:
         self.sample_rate = sample_rate or served.sample_rate
         self._bandwidth_id = None if bandwidth_id is None and bandwidth is None else resolve_bandwidth_id(
             served.bandwidths, served.codebooks, bandwidth_id=bandwidth_id, bandwidth=bandwidth)
+        self._lookahead_frames = check_lookahead_frames(served.model, lookahead_frames)
+        self.lookahead = lookahead(served.model, self._lookahead_frames)
         self._stream: EngineStream | None = None
         self._closed = False
         self._resampler = None if self.sample_rate == served.sample_rate else \
@@ -132,7 +136,7 @@ class AudioStream:
             assert first is not None
             self._bandwidth_id = resolve_bandwidth_id(served.bandwidths, served.codebooks,
                                                       num_codebooks=int(first.shape[0]))
-        self._stream = self.slot.engine.open_stream(self._bandwidth_id, self.request_id)
+        self._stream = self.slot.engine.open_stream(self._bandwidth_id, self.request_id, self._lookahead_frames)
         return self._stream
 
     def _chunk(self, array: np.ndarray) -> torch.Tensor:

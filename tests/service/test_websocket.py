@@ -100,6 +100,29 @@ def test_encodec_stream_in_pcm16_infers_the_bandwidth_from_k(client_for: Any, mo
     assert np.abs(audio / 32767 - np.clip(expected, -1, 1)).max() <= 2 / 32767
 
 
+def test_a_low_latency_stream_sends_its_audio_sooner_and_as_long(client_for: Any,
+                                                                  models: dict[str, ServedModel]) -> None:
+    served = models["mel"]
+    mel = np.random.default_rng(3).standard_normal((served.n_features, 60)).astype(np.float32)
+    exact = served.lookahead
+    with client_for().websocket_connect("/stream/mel?format=f32&lookahead_frames=1") as ws:
+        start = json.loads(ws.receive_text())
+        assert start["lookahead_frames"] == 1 and start["exact"] is False
+        assert start["lookahead_ms"] < exact.ms
+        ws.send_bytes(npy(mel[:, :30]))
+        first = np.frombuffer(ws.receive_bytes(), "<f4")  # 30 frames in: all but the last one's audio out
+        held_back = round(start["lookahead_ms"] * served.sample_rate / 1000)
+        assert first.size == 30 * served.model.hop_length - held_back
+        ws.send_bytes(npy(mel[:, 30:]))
+        ws.send_text(json.dumps({"type": "end"}))
+        rest, done = collect(ws, "<f4")
+    expected = served.decode_batch([torch.from_numpy(mel)])[0].numpy()
+    assert done["samples"] == first.size + rest.size == expected.size
+    with client_for().websocket_connect("/stream/mel") as ws:
+        start = json.loads(ws.receive_text())
+    assert start["exact"] is True and start["lookahead_frames"] == exact.frames
+
+
 def test_sample_rate_resamples_the_stream(client_for: Any, models: dict[str, ServedModel]) -> None:
     mel = np.random.default_rng(2).standard_normal((models["mel"].n_features, 100)).astype(np.float32)
     with client_for().websocket_connect("/stream/mel?sample_rate=16000") as ws:
@@ -121,6 +144,10 @@ def test_sample_rate_resamples_the_stream(client_for: Any, models: dict[str, Ser
     ("/stream/mel", "hello", 400, '{"type": "end"}'),
     ("/stream/mel", np.full((100, 5), np.nan, np.float32), 422, "NaN"),
     ("/stream/encodec?bandwidth_id=0", np.zeros((8, 5), np.int64), 422, "2 codebooks"),
+    ("/stream/mel?lookahead_frames=99", None, 422, "lookahead_frames must be an integer in 0.."),
+    ("/stream/mel?lookahead_frames=-1", None, 422, "lookahead_frames must be an integer in 0.."),
+    ("/stream/mel?lookahead_frames=soon", None, 422, "lookahead_frames must be a number"),
+    ("/stream/encodec?lookahead_frames=99", None, 422, "lookahead_frames must be an integer in 0.."),
 ])
 def test_errors_have_the_http_status_message_and_close_code(client_for: Any, path: str, send: Any, status: int,
                                                              fragment: str) -> None:

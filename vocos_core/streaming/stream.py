@@ -8,6 +8,7 @@ model in one batched call; :class:`VocosStream` is one stream on its own.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -18,6 +19,7 @@ from .. import inputs
 from ..errors import InputError
 from ..feature_extractors import ENCODEC_BINS
 from . import backbone as streaming_backbone
+from .backbone import BackboneState
 from .context import split_rows
 from .synthesis import OverlapAddState, overlap_add_steps
 
@@ -27,9 +29,10 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Lookahead:
-    """How far ahead of its audio a stream must be fed for that audio to be final.
+    """How far ahead of its audio a stream must be fed for that audio to come out.
 
-    frames: feature frames beyond a frame that its hidden state depends on.
+    frames: feature frames beyond a frame that its hidden state depends on (exact), or that a
+        low-latency stream waits for (fewer: its audio is then a guess, see :func:`decode_steps`).
     samples: audio samples a stream holds back: ``frames * hop`` plus the overlap-add's own delay.
     ms: ``samples`` in milliseconds at the model's rate.
     """
@@ -39,42 +42,64 @@ class Lookahead:
     ms: float
 
 
-def lookahead(model: Vocos) -> Lookahead:
+def lookahead(model: Vocos, frames: int | None = None) -> Lookahead:
+    """The model's exact lookahead, or a low-latency stream's shorter one of ``frames`` frames."""
     synthesis = model.head.synthesis
-    frames = streaming_backbone.lookahead_frames(model.backbone)
+    frames = streaming_backbone.lookahead_frames(model.backbone) if frames is None else frames
     # After n frames the samples before n * hop (pre-trim) are final; n * hop - trim are out.
     samples = frames * synthesis.hop + synthesis.trim
     return Lookahead(frames, samples, 1000.0 * samples / model.sample_rate)
 
 
+def check_lookahead_frames(model: Vocos, frames: int | None) -> int | None:
+    """A stream's ``lookahead_frames`` setting: None (exact) or an int in ``0 ..`` the exact lookahead,
+    which also means exact (returned as None)."""
+    if frames is None:
+        return None
+    exact = lookahead(model).frames
+    if isinstance(frames, bool) or not isinstance(frames, int) or not 0 <= frames <= exact:
+        raise InputError(f"lookahead_frames must be an integer in 0..{exact} (this model's exact lookahead; "
+                         f"fewer frames give lower latency and inexact audio), got {frames!r}")
+    return None if frames == exact else frames
+
+
 class StreamState:
     """Everything one stream carries between steps; made by :meth:`start`, advanced by :func:`decode_steps`."""
 
-    def __init__(self, model: Vocos, bandwidth_id: int | None) -> None:
+    def __init__(self, model: Vocos, bandwidth_id: int | None, lookahead_frames: int | None = None) -> None:
         like = model.head.out.weight
         self.backbone = streaming_backbone.start_state(model.backbone, like)
         self.overlap_add = OverlapAddState.start(model.head.synthesis, like.device)
         self.bandwidth_id = bandwidth_id
+        self.exact = lookahead_frames is None
+        self.lookahead = lookahead(model, lookahead_frames)
         self.frames_in = 0
-        self.samples_out = 0
+        self.samples_out = 0  # samples returned so far
+        self.samples_exact = 0  # samples the exact decode has reached (behind samples_out when guessing)
         self.finished = False
 
     @classmethod
-    def start(cls, model: Vocos, bandwidth_id: int | None = None) -> StreamState:
-        """A new stream of ``model``; ``bandwidth_id`` is required by (and only used by) AdaLayerNorm models."""
+    def start(cls, model: Vocos, bandwidth_id: int | None = None, lookahead_frames: int | None = None) -> StreamState:
+        """A new stream of ``model``; ``bandwidth_id`` is required by (and only used by) AdaLayerNorm models.
+        ``lookahead_frames`` below the exact lookahead makes a low-latency stream (:func:`decode_steps`)."""
+        ahead = check_lookahead_frames(model, lookahead_frames)
         if getattr(model.backbone, "adanorm", False):
             inputs.check_bandwidth_ids(bandwidth_id, model.bandwidths, 1)
-            return cls(model, int(bandwidth_id))  # type: ignore[arg-type]
-        return cls(model, None)
+            return cls(model, int(bandwidth_id), ahead)  # type: ignore[arg-type]
+        return cls(model, None, ahead)
 
 
 @torch.inference_mode()
 def decode_steps(model: Vocos, states: Sequence[StreamState], chunks: Sequence[torch.Tensor],
                  final: Sequence[bool]) -> list[torch.Tensor]:
     """Advance streams of one model together: ``chunks[i]`` ``(C, t_i)`` features (``t_i >= 0``) for
-    stream i -> its newly final audio ``(S_i,)``; ``final[i]`` ends stream i (its remaining audio comes out).
+    stream i -> its new audio ``(S_i,)``; ``final[i]`` ends stream i (its remaining audio comes out).
 
-    One batched call for all streams: their rows run through each layer together.
+    One batched call for all streams: their rows run through each layer together. An exact stream
+    returns the samples no later frame can change. A low-latency stream (``lookahead_frames`` below
+    the exact lookahead) also returns, up to its own lookahead, the samples the model gives if the
+    stream ended here (the frames it has not seen taken as the zero padding of an ending stream);
+    its exact decode goes on underneath, and each sample is sent once, exact if it was final in time.
     """
     assert len(states) == len(chunks) == len(final) and states, "one chunk and one flag per stream"
     for state in states:
@@ -83,42 +108,78 @@ def decode_steps(model: Vocos, states: Sequence[StreamState], chunks: Sequence[t
     dtype, device = model.head.out.weight.dtype, model.head.out.weight.device
     rows = [c.to(device, dtype).t() for c in chunks]  # (C, t) -> (t, C): frame-major rows
     ids = None if states[0].bandwidth_id is None else [int(s.bandwidth_id or 0) for s in states]
-    hidden = streaming_backbone.step(model.backbone, [s.backbone for s in states], rows, final, ids)
+    exact = _advance(model, [s.backbone for s in states], [s.overlap_add for s in states], rows, final, ids)
+    for state, chunk in zip(states, chunks, strict=True):
+        state.frames_in += chunk.shape[-1]
+    guessing = [i for i, (s, last) in enumerate(zip(states, final, strict=True)) if not s.exact and not last]
+    guesses = dict(zip(guessing, _guess(model, [states[i] for i in guessing], [rows[i] for i in guessing],
+                                         None if ids is None else [ids[i] for i in guessing]), strict=True))
+    out = []
+    for i, (state, piece, last) in enumerate(zip(states, exact, final, strict=True)):
+        out.append(_emit(state, piece, guesses.get(i), model.head.synthesis.hop))
+        state.finished = last
+    return out
+
+
+def _advance(model: Vocos, backbones: Sequence[BackboneState], overlap_adds: Sequence[OverlapAddState],
+             rows: Sequence[torch.Tensor], final: Sequence[bool], ids: Sequence[int] | None) -> list[torch.Tensor]:
+    """Feed each stream's rows ``(t_i, C)`` through the backbone and head: its newly complete audio ``(S_i,)``."""
+    hidden = streaming_backbone.step(model.backbone, backbones, rows, final, ids)
     counts = [h.shape[0] for h in hidden]
     head = model.head
     if sum(counts):
         per_stream = split_rows(head.frames(torch.cat(hidden).unsqueeze(0))[0], counts)  # (R, win) rows
     else:
-        per_stream = [torch.zeros(0, head.synthesis.win_length, device=device) for _ in states]
-    pieces = overlap_add_steps(head.synthesis, [s.overlap_add for s in states], per_stream, final)
-    out = []
-    for state, chunk, piece, last in zip(states, chunks, pieces, final, strict=True):
-        audio = head.finish(piece)
-        state.frames_in += chunk.shape[-1]
-        state.samples_out += audio.shape[0]
-        state.finished = last
-        out.append(audio)
-    return out
+        per_stream = [rows[0].new_zeros(0, head.synthesis.win_length) for _ in backbones]
+    return [head.finish(piece) for piece in overlap_add_steps(head.synthesis, overlap_adds, per_stream, final)]
+
+
+def _guess(model: Vocos, states: Sequence[StreamState], rows: Sequence[torch.Tensor],
+           ids: Sequence[int] | None) -> list[torch.Tensor]:
+    """Each stream's remaining audio if it ended now, from copies of its state (which stays as it was)."""
+    if not states:
+        return []
+    backbones = [BackboneState(list(s.backbone.contexts), list(s.backbone.pending)) for s in states]
+    overlap_adds = [dataclasses.replace(s.overlap_add) for s in states]
+    empty = [r.new_zeros(0, r.shape[1]) for r in rows]
+    return _advance(model, backbones, overlap_adds, empty, [True] * len(states), ids)
+
+
+def _emit(state: StreamState, exact: torch.Tensor, guess: torch.Tensor | None, hop: int) -> torch.Tensor:
+    """What ``state`` sends now: the part of its exact audio not yet sent as a guess, then (low-latency)
+    the guess ``guess`` (continuing the exact audio) up to ``frames_in * hop - lookahead.samples``."""
+    start = state.samples_exact
+    state.samples_exact += exact.shape[0]
+    new = exact[max(0, state.samples_out - start):]
+    if guess is not None:
+        sent = max(state.samples_out, state.samples_exact)
+        target = state.frames_in * hop - state.lookahead.samples
+        new = torch.cat([new, guess[sent - state.samples_exact: max(0, target - state.samples_exact)]])
+    state.samples_out += new.shape[0]
+    return new
 
 
 class VocosStream:
     """One stream of a model: :meth:`push` frames as they arrive, :meth:`flush` at the end.
 
-    ``torch.cat`` of every returned piece equals ``model.decode`` of all pushed frames.
+    ``torch.cat`` of every returned piece equals ``model.decode`` of all pushed frames (a low-latency
+    stream: as long, not equal).
     """
 
-    def __init__(self, model: Vocos, bandwidth_id: int | None = None) -> None:
+    def __init__(self, model: Vocos, bandwidth_id: int | None = None, lookahead_frames: int | None = None) -> None:
         self.model = model
+        self.lookahead_frames = check_lookahead_frames(model, lookahead_frames)
         self.state: StreamState | None = None
         self.codebooks: int | None = None  # EnCodec codes per frame, fixed by the bandwidth
         if model.kind == "encodec" and bandwidth_id is not None:
             self.codebooks = model.num_codebooks(bandwidth_id)
         if model.kind != "encodec" or bandwidth_id is not None:
-            self.state = StreamState.start(model, bandwidth_id)
+            self.state = StreamState.start(model, bandwidth_id, self.lookahead_frames)
 
     @property
     def lookahead(self) -> Lookahead:
-        return lookahead(self.model)
+        """This stream's lookahead: the model's exact one, or the shorter one it was opened with."""
+        return lookahead(self.model, self.lookahead_frames)
 
     def push(self, frames: torch.Tensor) -> torch.Tensor:
         """Feature frames ``(C, t)``, ``t >= 1`` -> the audio samples ``(S,)`` now final (possibly none)."""
@@ -136,7 +197,7 @@ class VocosStream:
             raise InputError(f"codes: expected shape (K, t), got {tuple(codes.shape)}")
         k = inputs.check_codes(codes, fe.num_q, ENCODEC_BINS).shape[0]
         if self.state is None:
-            self.state = StreamState.start(self.model, self.model.bandwidth_id_for_codebooks(k))
+            self.state = StreamState.start(self.model, self.model.bandwidth_id_for_codebooks(k), self.lookahead_frames)
             self.codebooks = k
         if k != self.codebooks:
             raise InputError(f"codes: this stream's bandwidth uses {self.codebooks} codebooks, got {k}")
