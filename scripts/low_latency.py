@@ -60,8 +60,9 @@ def load(path: str, sample_rate: int) -> torch.Tensor:
 def measure(model: Vocos, paths: list[str], lookaheads: list[int]) -> list[dict[str, Any]]:
     """One row per lookahead (the exact one first) over every utterance of ``paths``."""
     sr, exact_frames = model.sample_rate, model.lookahead.frames
+    shorter = [a for a in dict.fromkeys(lookaheads) if a < exact_frames]  # once each; the exact row comes first
     rows: dict[int, dict[str, list[float]]] = {a: {"error": [], "pesq": [], "seconds": []}
-                                               for a in [exact_frames, *lookaheads]}
+                                               for a in [exact_frames, *shorter]}
     offline_pesq, audio_seconds = [], 0.0
     for i, path in enumerate(paths):
         y = load(path, sr)

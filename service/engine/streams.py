@@ -1,11 +1,12 @@
 """Streams in the batching engine: steps of concurrent streams of one model run as one batched call.
 
-A stream (:class:`EngineStream`) pushes chunks of frames and awaits the audio each makes final
-(``vocos_core.streaming``). Steps waiting at the same time, one per stream, form one call through
-the model's ``decode_steps``; their states are stacked inside it. The engine runs stream steps
-before whole-utterance batches, and while streams are open it keeps each whole-utterance call short
-enough (``StreamPolicy.max_step_wait_s``) that a step never waits long behind one: a request too
-long for that is decoded as an internal stream, a bounded chunk per call, between the steps.
+A stream (:class:`EngineStream`) pushes chunks of frames and awaits the audio each lets out (final, or
+for a low-latency stream also guessed: ``vocos_core.streaming``). Steps waiting at the same time, one
+per stream, form one call through the model's ``decode_steps``; their states are stacked inside it.
+The engine runs stream steps before whole-utterance batches, and while streams are open it keeps each
+whole-utterance call short enough (``StreamPolicy.max_step_wait_s``) that a step never waits long
+behind one: a request too long for that is decoded as an internal stream, a bounded chunk per call,
+between the steps.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ class EngineStream:
         self.finished = False
 
     async def push(self, chunk: torch.Tensor, *, final: bool = False, timeout: float | None = None) -> torch.Tensor:
-        """Queue ``chunk`` ``(C, t)`` and return the audio ``(S,)`` it makes final; in order, one at a time."""
+        """Queue ``chunk`` ``(C, t)`` and return the audio ``(S,)`` it lets out; in order, one at a time."""
         if self.closed or self.finished:
             raise EngineStoppedError("this stream has ended; open a new one")
         pieces = []

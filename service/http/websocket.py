@@ -4,7 +4,8 @@ Protocol (docs/streaming.md): after the handshake the server sends one text mess
 ``{"type": "start", ...}`` (model, sample rate, format, lookahead). The client sends binary
 messages, each one ``.npy`` array of frames (``n_mels x t`` floats or ``K x t`` ints), and the text
 message ``{"type": "end"}`` to flush. The server answers binary messages of raw little-endian audio
-(``pcm16`` or ``f32``) as soon as it is final, then ``{"type": "done", "samples": N}`` and closes
+(``pcm16`` or ``f32``) as soon as it is final (a low-latency stream, ``?lookahead_frames=``: as soon as
+its lookahead lets it out), then ``{"type": "done", "samples": N}`` and closes
 with 1000. A failure is ``{"type": "error", "status", "error", "message"}`` with the HTTP API's status
 and message, and the close code ``4000 + status``.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import time
 from typing import Any
 
@@ -30,6 +32,8 @@ from service.http.state import ServiceState, state_of
 from service.runtime.audio_io import OutputFormat, pcm_bytes
 from service.runtime.serving import Vocoder
 from service.runtime.streaming import AudioStream
+from vocos_core.pretrained import Vocos
+from vocos_core.streaming import check_lookahead_frames
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +91,7 @@ def _open(state: ServiceState, websocket: WebSocket, kind: str, request_id: str)
     stream = vocoder.open_stream(
         slot, inputs="codes" if kind == "encodec" else "mel", bandwidth_id=_number(query, "bandwidth_id", int),
         bandwidth=_number(query, "bandwidth", float), sample_rate=_sample_rate(query), request_id=request_id,
-        lookahead_frames=_number(query, "lookahead_frames", int),
+        lookahead_frames=_lookahead_frames(query, slot.served.model),
     )
     return stream, fmt
 
@@ -258,6 +262,14 @@ def _number(query: Any, name: str, kind: type[int] | type[float]) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         raise InvalidInputError(f"{name} must be finite, got {clip(raw, 40)}")
     return value
+
+
+def _lookahead_frames(query: Any, model: Vocos) -> int | None:
+    """The query's ``lookahead_frames``: digits become an int, anything else is refused by the model's check."""
+    raw = query.get("lookahead_frames")
+    if raw is None or raw == "":
+        return None
+    return check_lookahead_frames(model, int(raw) if re.fullmatch(r"[+-]?\d{1,9}", raw) else raw)
 
 
 def _sample_rate(query: Any) -> int | None:

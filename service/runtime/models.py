@@ -133,7 +133,7 @@ class ServedModel:
     def decode_steps(self, states: Sequence[StreamState], chunks: Sequence[torch.Tensor],
                      final: Sequence[bool]) -> list[torch.Tensor]:
         """One step of each stream, all in one call: chunks ``(C, t_i)`` (features or codes) -> the audio
-        ``(S_i,)`` each makes final, float32 on the CPU."""
+        ``(S_i,)`` each lets out (``vocos_core.streaming.decode_steps``), float32 on the CPU."""
         outputs = decode_steps(self.model, states, [self._features(x) for x in chunks], final)
         return [y.float().cpu() for y in outputs]
 

@@ -85,7 +85,7 @@ class AudioStream:
         return self.slot.served.name
 
     async def push(self, array: np.ndarray, *, final: bool = False, timeout: float | None = None) -> np.ndarray:
-        """A chunk of frames -> the audio it makes final; ``final`` ends the stream with it."""
+        """A chunk of frames -> the audio it lets out (final, unless low-latency); ``final`` ends the stream with it."""
         return await self.push_many([array], final=final, timeout=timeout)
 
     async def push_many(self, arrays: Sequence[np.ndarray], *, final: bool = False, timeout: float | None = None,

@@ -144,9 +144,10 @@ def test_sample_rate_resamples_the_stream(client_for: Any, models: dict[str, Ser
     ("/stream/mel", "hello", 400, '{"type": "end"}'),
     ("/stream/mel", np.full((100, 5), np.nan, np.float32), 422, "NaN"),
     ("/stream/encodec?bandwidth_id=0", np.zeros((8, 5), np.int64), 422, "2 codebooks"),
-    ("/stream/mel?lookahead_frames=99", None, 422, "lookahead_frames must be an integer in 0.."),
-    ("/stream/mel?lookahead_frames=-1", None, 422, "lookahead_frames must be an integer in 0.."),
-    ("/stream/mel?lookahead_frames=soon", None, 422, "lookahead_frames must be a number"),
+    ("/stream/mel?lookahead_frames=99", None, 422, "lookahead_frames must be an integer in 0..6"),
+    ("/stream/mel?lookahead_frames=-1", None, 422, "got -1"),
+    ("/stream/mel?lookahead_frames=2.5", None, 422, "got '2.5'"),
+    ("/stream/mel?lookahead_frames=soon", None, 422, "lookahead_frames must be an integer in 0..6"),
     ("/stream/encodec?lookahead_frames=99", None, 422, "lookahead_frames must be an integer in 0.."),
 ])
 def test_errors_have_the_http_status_message_and_close_code(client_for: Any, path: str, send: Any, status: int,

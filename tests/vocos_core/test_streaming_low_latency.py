@@ -3,6 +3,7 @@ each sample sent once, the exact decode going on underneath untouched by the gue
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -77,6 +78,32 @@ def test_error_falls_as_the_lookahead_grows_and_the_full_lookahead_is_exact(kind
     assert relative_error(full, expected) <= TOLERANCE
 
 
+@pytest.mark.parametrize("given_up", ["all", "most", "one"])
+@pytest.mark.parametrize(("kind", "backbone", "head", "padding"), CONFIGS)
+def test_every_sample_is_the_offline_decode_of_the_frames_in_when_it_left(kind: str, backbone: str, head: str,
+                                                                         padding: str | None, given_up: str) -> None:
+    """The definition of the guess: a sample not final when it is due is what the offline decode of the
+    frames so far gives there; a final one is the offline decode of all frames. (The guess computes only
+    the frames it lets out, so giving up one frame of lookahead computes one frame per layer.)"""
+    model, x, expected, bandwidth_id = model_and_input(kind, backbone, head, padding)
+    extra = {} if bandwidth_id is None else {"bandwidth_id": torch.tensor([bandwidth_id])}
+    ahead = {"all": 0, "most": 2, "one": model.lookahead.frames - 1}[given_up]
+    stream, t, out = model.stream(bandwidth_id, lookahead_frames=ahead), 0, 0
+    for n in chunk_sizes(FRAMES, "random", seed=5):
+        piece = stream.push(x[:, t:t + n])
+        t += n
+        assert stream.state is not None
+        final_until = min(max(out, stream.state.samples_exact), out + piece.shape[0])
+        prefix = model.decode(x[None, :, :t], **extra)[0]
+        exact, guessed = piece[: final_until - out], piece[final_until - out:]
+        scale = float(expected.abs().max())
+        guess_of = prefix[final_until:final_until + guessed.shape[0]]
+        for actual, want in ((exact, expected[out:final_until]), (guessed, guess_of)):
+            assert actual.shape == want.shape
+            assert actual.numel() == 0 or float((actual - want).abs().max()) <= TOLERANCE * scale
+        out += piece.shape[0]
+
+
 def test_the_guesses_leave_the_exact_decode_untouched() -> None:
     """Samples that were final before they were due go out exact: with chunks longer than the
     frames given up, most of every chunk's audio, and all that the flush returns."""
@@ -105,6 +132,13 @@ def test_low_latency_and_exact_streams_batch_together() -> None:
     assert relative_error(torch.cat(pieces[0]), expected) <= TOLERANCE
     assert relative_error(torch.cat(pieces[2]), expected) <= TOLERANCE
     assert relative_error(torch.cat(pieces[1]), alone) <= TOLERANCE
+
+
+def test_any_integer_type_is_taken_and_the_full_lookahead_is_exact() -> None:
+    model = random_model(checkpoint_config("mel", num_layers=2))
+    assert model.stream(lookahead_frames=np.int64(3)).lookahead.frames == 3  # type: ignore[arg-type]
+    state = StreamState(model, None, lookahead_frames=model.lookahead.frames)
+    assert state.exact and state.lookahead == model.lookahead
 
 
 @pytest.mark.parametrize("bad", [-1, 10, 1.5, True, "3"])

@@ -24,10 +24,14 @@ LRELU_SLOPE = 0.1  # ResBlock1's default, which the official configs keep
 @dataclass
 class BackboneState:
     """One stream's carried rows: a context per convolution, and for the ResNet a queue per residual
-    pair of the inputs whose outputs are not yet final."""
+    pair of the inputs whose outputs are not yet final. ``limit``: the most outputs a step needs of
+    every convolution (a low-latency stream's guess, which lets out only that many frames beyond the
+    exact ones: the first ``limit`` outputs of a convolution need only the first ``limit`` outputs of
+    the one before, as every convolution's outputs lag its inputs by half its span); None: all."""
 
     contexts: list[torch.Tensor]
     pending: list[torch.Tensor] = field(default_factory=list)
+    limit: int | None = None
 
 
 def convolutions(backbone: Backbone) -> list[tuple[int, int]]:
@@ -82,7 +86,7 @@ def _pairs(block: ResBlock1) -> list[tuple[WeightNormConv1d, WeightNormConv1d, t
 
 def _advance(states: Sequence[BackboneState], site: int, new: Sequence[torch.Tensor],
              final: Sequence[bool], span: int) -> Segments:
-    segments = Segments.of([s.contexts[site] for s in states], new, final, span)
+    segments = Segments.of([s.contexts[site] for s in states], new, final, span, [s.limit for s in states])
     for state, ctx in zip(states, segments.contexts, strict=True):
         state.contexts[site] = ctx
     return segments

@@ -47,19 +47,21 @@ class Segments:
 
     @classmethod
     def of(cls, contexts: Sequence[torch.Tensor], new: Sequence[torch.Tensor], final: Sequence[bool],
-           span: int) -> Segments:
-        """Lay out ``contexts[i]`` ``(c_i, C)`` then ``new[i]`` ``(n_i, C)`` for every stream."""
+           span: int, limits: Sequence[int | None] | None = None) -> Segments:
+        """Lay out ``contexts[i]`` ``(c_i, C)`` then ``new[i]`` ``(n_i, C)`` for every stream; stream i keeps
+        at most ``limits[i]`` outputs (None: all)."""
         pieces: list[torch.Tensor] = []
         starts, counts, lengths = [], [], []
         start = 0
-        for ctx, rows, last in zip(contexts, new, final, strict=True):
+        for i, (ctx, rows, last) in enumerate(zip(contexts, new, final, strict=True)):
             pieces += [ctx, rows]
             length = ctx.shape[0] + rows.shape[0]
             if last:
                 pieces.append(ctx.new_zeros(span // 2, ctx.shape[1]))
                 length += span // 2
             starts.append(start)
-            counts.append(max(0, length - span))
+            limit = None if limits is None else limits[i]
+            counts.append(max(0, length - span) if limit is None else min(limit, max(0, length - span)))
             lengths.append(length)
             start += length
         if bucket(start) > start:  # zero rows up to a bucket: no kept output reads them

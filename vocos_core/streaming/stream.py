@@ -9,6 +9,7 @@ model in one batched call; :class:`VocosStream` is one stream on its own.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -43,36 +44,47 @@ class Lookahead:
 
 
 def lookahead(model: Vocos, frames: int | None = None) -> Lookahead:
-    """The model's exact lookahead, or a low-latency stream's shorter one of ``frames`` frames."""
+    """The model's exact lookahead, or a low-latency stream's shorter one of ``frames`` frames
+    (:func:`check_lookahead_frames`)."""
     synthesis = model.head.synthesis
-    frames = streaming_backbone.lookahead_frames(model.backbone) if frames is None else frames
+    exact = streaming_backbone.lookahead_frames(model.backbone)
+    frames = exact if frames is None else _checked(frames, exact)
     # After n frames the samples before n * hop (pre-trim) are final; n * hop - trim are out.
     samples = frames * synthesis.hop + synthesis.trim
     return Lookahead(frames, samples, 1000.0 * samples / model.sample_rate)
 
 
-def check_lookahead_frames(model: Vocos, frames: int | None) -> int | None:
+def check_lookahead_frames(model: Vocos, frames: object) -> int | None:
     """A stream's ``lookahead_frames`` setting: None (exact) or an int in ``0 ..`` the exact lookahead,
     which also means exact (returned as None)."""
     if frames is None:
         return None
-    exact = lookahead(model).frames
-    if isinstance(frames, bool) or not isinstance(frames, int) or not 0 <= frames <= exact:
-        raise InputError(f"lookahead_frames must be an integer in 0..{exact} (this model's exact lookahead; "
-                         f"fewer frames give lower latency and inexact audio), got {frames!r}")
+    exact = streaming_backbone.lookahead_frames(model.backbone)
+    frames = _checked(frames, exact)
     return None if frames == exact else frames
+
+
+def _checked(frames: object, exact: int) -> int:
+    if isinstance(frames, bool) or not isinstance(frames, numbers.Integral) or not 0 <= int(frames) <= exact:
+        shown = repr(frames) if isinstance(frames, str) else str(frames)
+        raise InputError(f"lookahead_frames must be an integer in 0..{exact} (this model's exact lookahead; "
+                         f"fewer frames give lower latency and inexact audio), got {shown}")
+    return int(frames)
 
 
 class StreamState:
     """Everything one stream carries between steps; made by :meth:`start`, advanced by :func:`decode_steps`."""
 
     def __init__(self, model: Vocos, bandwidth_id: int | None, lookahead_frames: int | None = None) -> None:
+        lookahead_frames = check_lookahead_frames(model, lookahead_frames)
         like = model.head.out.weight
         self.backbone = streaming_backbone.start_state(model.backbone, like)
         self.overlap_add = OverlapAddState.start(model.head.synthesis, like.device)
         self.bandwidth_id = bandwidth_id
         self.exact = lookahead_frames is None
         self.lookahead = lookahead(model, lookahead_frames)
+        # Frames a step lets out beyond the exact ones: all a guess needs to compute (BackboneState.limit).
+        self.guess_frames = lookahead(model).frames - self.lookahead.frames
         self.frames_in = 0
         self.samples_out = 0  # samples returned so far
         self.samples_exact = 0  # samples the exact decode has reached (behind samples_out when guessing)
@@ -111,7 +123,8 @@ def decode_steps(model: Vocos, states: Sequence[StreamState], chunks: Sequence[t
     exact = _advance(model, [s.backbone for s in states], [s.overlap_add for s in states], rows, final, ids)
     for state, chunk in zip(states, chunks, strict=True):
         state.frames_in += chunk.shape[-1]
-    guessing = [i for i, (s, last) in enumerate(zip(states, final, strict=True)) if not s.exact and not last]
+    guessing = [i for i, (s, piece, last) in enumerate(zip(states, exact, final, strict=True))
+                if not s.exact and not last and _guess_due(s, piece, model.head.synthesis.hop)]
     guesses = dict(zip(guessing, _guess(model, [states[i] for i in guessing], [rows[i] for i in guessing],
                                          None if ids is None else [ids[i] for i in guessing]), strict=True))
     out = []
@@ -130,19 +143,27 @@ def _advance(model: Vocos, backbones: Sequence[BackboneState], overlap_adds: Seq
     if sum(counts):
         per_stream = split_rows(head.frames(torch.cat(hidden).unsqueeze(0))[0], counts)  # (R, win) rows
     else:
-        per_stream = [rows[0].new_zeros(0, head.synthesis.win_length) for _ in backbones]
+        per_stream = [torch.zeros(0, head.synthesis.win_length, device=rows[0].device) for _ in backbones]
     return [head.finish(piece) for piece in overlap_add_steps(head.synthesis, overlap_adds, per_stream, final)]
 
 
 def _guess(model: Vocos, states: Sequence[StreamState], rows: Sequence[torch.Tensor],
            ids: Sequence[int] | None) -> list[torch.Tensor]:
-    """Each stream's remaining audio if it ended now, from copies of its state (which stays as it was)."""
+    """Each stream's audio beyond its exact audio if it ended now, from copies of its state (which stays
+    as it was): the offline decode of its frames so far, as far as its lookahead lets out (and the
+    overlap-add's tail beyond, incomplete, which :func:`_emit` drops)."""
     if not states:
         return []
-    backbones = [BackboneState(list(s.backbone.contexts), list(s.backbone.pending)) for s in states]
+    backbones = [BackboneState(list(s.backbone.contexts), list(s.backbone.pending), s.guess_frames) for s in states]
     overlap_adds = [dataclasses.replace(s.overlap_add) for s in states]
     empty = [r.new_zeros(0, r.shape[1]) for r in rows]
     return _advance(model, backbones, overlap_adds, empty, [True] * len(states), ids)
+
+
+def _guess_due(state: StreamState, exact: torch.Tensor, hop: int) -> bool:
+    """Whether a guess would let any sample out after this step's ``exact`` audio."""
+    sent = max(state.samples_out, state.samples_exact + exact.shape[0])
+    return state.frames_in * hop - state.lookahead.samples > sent
 
 
 def _emit(state: StreamState, exact: torch.Tensor, guess: torch.Tensor | None, hop: int) -> torch.Tensor:
@@ -182,7 +203,8 @@ class VocosStream:
         return lookahead(self.model, self.lookahead_frames)
 
     def push(self, frames: torch.Tensor) -> torch.Tensor:
-        """Feature frames ``(C, t)``, ``t >= 1`` -> the audio samples ``(S,)`` now final (possibly none)."""
+        """Feature frames ``(C, t)``, ``t >= 1`` -> the audio samples ``(S,)`` now out (possibly none): final
+        ones, and for a low-latency stream the guessed ones its lookahead lets out."""
         x = inputs.check_features(frames.unsqueeze(0) if isinstance(frames, torch.Tensor) and frames.dim() == 2
                                   else frames, self.model.n_features, "frames")
         if x.shape[0] != 1:
@@ -190,8 +212,8 @@ class VocosStream:
         return decode_steps(self.model, [self._state()], [x[0]], [False])[0]
 
     def push_codes(self, codes: torch.Tensor) -> torch.Tensor:
-        """EnCodec codes ``(K, t)`` -> the audio samples now final; K fixes the bandwidth on the first call
-        when none was given, and must stay the same."""
+        """EnCodec codes ``(K, t)`` -> the audio samples now out, as :meth:`push`; K fixes the bandwidth on
+        the first call when none was given, and must stay the same."""
         fe = self.model._require_encodec()
         if isinstance(codes, torch.Tensor) and codes.dim() == 3:
             raise InputError(f"codes: expected shape (K, t), got {tuple(codes.shape)}")
