@@ -27,11 +27,14 @@ class BackboneState:
     pair of the inputs whose outputs are not yet final. ``limit``: the most outputs a step needs of
     every convolution (a low-latency stream's guess, which lets out only that many frames beyond the
     exact ones: the first ``limit`` outputs of a convolution need only the first ``limit`` outputs of
-    the one before, as every convolution's outputs lag its inputs by half its span); None: all."""
+    the one before, as every convolution's outputs lag its inputs by half its span); None: all.
+    ``parent``: a guess's stream, stepped in the same call: at each convolution the guess starts from
+    the parent's context (and residual queue) as this step leaves it."""
 
     contexts: list[torch.Tensor]
     pending: list[torch.Tensor] = field(default_factory=list)
     limit: int | None = None
+    parent: BackboneState | None = None
 
 
 def convolutions(backbone: Backbone) -> list[tuple[int, int]]:
@@ -86,7 +89,14 @@ def _pairs(block: ResBlock1) -> list[tuple[WeightNormConv1d, WeightNormConv1d, t
 
 def _advance(states: Sequence[BackboneState], site: int, new: Sequence[torch.Tensor],
              final: Sequence[bool], span: int) -> Segments:
-    segments = Segments.of([s.contexts[site] for s in states], new, final, span, [s.limit for s in states])
+    contexts = [s.contexts[site] for s in states]
+    position = {id(s): i for i, s in enumerate(states)}
+    for i, state in enumerate(states):
+        if state.parent is not None:  # the parent's context once this step's rows are in (it does not end)
+            p = position[id(state.parent)]
+            rows = torch.cat([contexts[p], new[p]])
+            contexts[i] = rows[max(0, rows.shape[0] - span):]
+    segments = Segments.of(contexts, new, final, span, [s.limit for s in states])
     for state, ctx in zip(states, segments.contexts, strict=True):
         state.contexts[site] = ctx
     return segments
@@ -160,7 +170,8 @@ def _step_pair(states: Sequence[BackboneState], site: int, pair: int, rows: list
     result = []
     for state, x, y in zip(states, rows, out, strict=True):
         # The residual adds the pair's input at the same frame; inputs wait until their output is final.
-        queue = torch.cat([state.pending[pair], x])
+        # A guess comes after its parent, whose queue is then as this step leaves it.
+        queue = torch.cat([(state.parent or state).pending[pair], x])
         result.append(torch.addcmul(queue[: y.shape[0]], gamma[:, 0], y))
         state.pending[pair] = queue[y.shape[0]:]
     return result

@@ -120,49 +120,46 @@ def decode_steps(model: Vocos, states: Sequence[StreamState], chunks: Sequence[t
     dtype, device = model.head.out.weight.dtype, model.head.out.weight.device
     rows = [c.to(device, dtype).t() for c in chunks]  # (C, t) -> (t, C): frame-major rows
     ids = None if states[0].bandwidth_id is None else [int(s.bandwidth_id or 0) for s in states]
-    exact = _advance(model, [s.backbone for s in states], [s.overlap_add for s in states], rows, final, ids)
+    hop = model.head.synthesis.hop
     for state, chunk in zip(states, chunks, strict=True):
         state.frames_in += chunk.shape[-1]
-    guessing = [i for i, (s, piece, last) in enumerate(zip(states, exact, final, strict=True))
-                if not s.exact and not last and _guess_due(s, piece, model.head.synthesis.hop)]
-    guesses = dict(zip(guessing, _guess(model, [states[i] for i in guessing], [rows[i] for i in guessing],
-                                         None if ids is None else [ids[i] for i in guessing]), strict=True))
+    guessing = [i for i, (s, last) in enumerate(zip(states, final, strict=True))
+                if not s.exact and not last and _guess_due(s, lookahead(model), hop)]
+    # A guess is one more stream of the same call: it starts from its stream's state after this step.
+    guesses = [BackboneState(list(states[i].backbone.contexts), list(states[i].backbone.pending),
+                             states[i].guess_frames, parent=states[i].backbone) for i in guessing]
+    every = [*rows, *(rows[i].new_zeros(0, rows[i].shape[1]) for i in guessing)]
+    frames = _frames(model, [*(s.backbone for s in states), *guesses], every, [*final, *(True for _ in guessing)],
+                     None if ids is None else [*ids, *(ids[i] for i in guessing)])
+    synthesis = model.head.synthesis
+    exact = overlap_add_steps(synthesis, [s.overlap_add for s in states], frames[: len(states)], final)
+    guessed = overlap_add_steps(synthesis, [dataclasses.replace(states[i].overlap_add) for i in guessing],
+                                frames[len(states):], [True] * len(guessing)) if guessing else []
+    guess_of = dict(zip(guessing, guessed, strict=True))
     out = []
     for i, (state, piece, last) in enumerate(zip(states, exact, final, strict=True)):
-        out.append(_emit(state, piece, guesses.get(i), model.head.synthesis.hop))
+        guess = guess_of.get(i)
+        out.append(_emit(state, model.head.finish(piece), None if guess is None else model.head.finish(guess), hop))
         state.finished = last
     return out
 
 
-def _advance(model: Vocos, backbones: Sequence[BackboneState], overlap_adds: Sequence[OverlapAddState],
-             rows: Sequence[torch.Tensor], final: Sequence[bool], ids: Sequence[int] | None) -> list[torch.Tensor]:
-    """Feed each stream's rows ``(t_i, C)`` through the backbone and head: its newly complete audio ``(S_i,)``."""
+def _frames(model: Vocos, backbones: Sequence[BackboneState], rows: Sequence[torch.Tensor], final: Sequence[bool],
+            ids: Sequence[int] | None) -> list[torch.Tensor]:
+    """Each stream's rows ``(t_i, C)`` through the backbone and the head, up to the overlap-add: the
+    windowed time frames now final ``(o_i, win)``. A guess (``BackboneState.parent``) gives the offline
+    decode's frames of its stream's frames so far, the first ``limit`` beyond the exact ones."""
     hidden = streaming_backbone.step(model.backbone, backbones, rows, final, ids)
     counts = [h.shape[0] for h in hidden]
-    head = model.head
-    if sum(counts):
-        per_stream = split_rows(head.frames(torch.cat(hidden).unsqueeze(0))[0], counts)  # (R, win) rows
-    else:
-        per_stream = [torch.zeros(0, head.synthesis.win_length, device=rows[0].device) for _ in backbones]
-    return [head.finish(piece) for piece in overlap_add_steps(head.synthesis, overlap_adds, per_stream, final)]
+    if not sum(counts):
+        return [torch.zeros(0, model.head.synthesis.win_length, device=rows[0].device) for _ in backbones]
+    return split_rows(model.head.frames(torch.cat(hidden).unsqueeze(0))[0], counts)  # (R, win) rows
 
 
-def _guess(model: Vocos, states: Sequence[StreamState], rows: Sequence[torch.Tensor],
-           ids: Sequence[int] | None) -> list[torch.Tensor]:
-    """Each stream's audio beyond its exact audio if it ended now, from copies of its state (which stays
-    as it was): the offline decode of its frames so far, as far as its lookahead lets out (and the
-    overlap-add's tail beyond, incomplete, which :func:`_emit` drops)."""
-    if not states:
-        return []
-    backbones = [BackboneState(list(s.backbone.contexts), list(s.backbone.pending), s.guess_frames) for s in states]
-    overlap_adds = [dataclasses.replace(s.overlap_add) for s in states]
-    empty = [r.new_zeros(0, r.shape[1]) for r in rows]
-    return _advance(model, backbones, overlap_adds, empty, [True] * len(states), ids)
-
-
-def _guess_due(state: StreamState, exact: torch.Tensor, hop: int) -> bool:
-    """Whether a guess would let any sample out after this step's ``exact`` audio."""
-    sent = max(state.samples_out, state.samples_exact + exact.shape[0])
+def _guess_due(state: StreamState, exact: Lookahead, hop: int) -> bool:
+    """Whether, after this step (``frames_in`` counts its frames), a guess would let any sample out
+    beyond the exact audio (the model's lookahead ``exact`` lets out) and what has already gone."""
+    sent = max(state.samples_out, state.frames_in * hop - exact.samples)
     return state.frames_in * hop - state.lookahead.samples > sent
 
 
