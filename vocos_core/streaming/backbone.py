@@ -90,12 +90,12 @@ def _pairs(block: ResBlock1) -> list[tuple[WeightNormConv1d, WeightNormConv1d, t
 def _advance(states: Sequence[BackboneState], site: int, new: Sequence[torch.Tensor],
              final: Sequence[bool], span: int) -> Segments:
     contexts = [s.contexts[site] for s in states]
-    position = {id(s): i for i, s in enumerate(states)}
-    for i, state in enumerate(states):
-        if state.parent is not None:  # the parent's context once this step's rows are in (it does not end)
-            p = position[id(state.parent)]
-            rows = torch.cat([contexts[p], new[p]])
-            contexts[i] = rows[max(0, rows.shape[0] - span):]
+    guesses = [i for i, s in enumerate(states) if s.parent is not None]
+    position = {id(s): i for i, s in enumerate(states)} if guesses else {}
+    for i in guesses:  # the parent's context once this step's rows are in (a parent does not end)
+        p = position[id(states[i].parent)]
+        rows = torch.cat([contexts[p], new[p]])
+        contexts[i] = rows[max(0, rows.shape[0] - span):]
     segments = Segments.of(contexts, new, final, span, [s.limit for s in states])
     for state, ctx in zip(states, segments.contexts, strict=True):
         state.contexts[site] = ctx
