@@ -75,21 +75,7 @@ def resolve_bandwidth_id(
         f"{i}={_kbps(b)} kbps ({k} codebooks)"
         for i, (b, k) in enumerate(zip(bandwidths, codebooks, strict=True))
     )
-    resolved: int | None = None
-    if bandwidth_id is not None:
-        if not 0 <= bandwidth_id < len(bandwidths):
-            raise InputError(f"unknown bandwidth_id {bandwidth_id}; expected one of {choices}")
-        resolved = bandwidth_id
-    if bandwidth is not None:
-        matches = [i for i, b in enumerate(bandwidths) if math.isclose(b, bandwidth, rel_tol=1e-6)]
-        if not matches:
-            raise InputError(f"unknown bandwidth {bandwidth:g} kbps; expected one of {choices}")
-        if resolved is not None and resolved != matches[0]:
-            raise InputError(
-                f"bandwidth_id {resolved} and bandwidth {bandwidth:g} kbps disagree; "
-                f"give one of them ({choices})"
-            )
-        resolved = matches[0]
+    resolved = _explicit_bandwidth_id(bandwidths, bandwidth_id, bandwidth, choices)
     if resolved is None:
         if num_codebooks is None:
             raise InputError(f"a bandwidth is required: bandwidth_id or bandwidth, one of {choices}")
@@ -106,6 +92,27 @@ def resolve_bandwidth_id(
             f"expects {codebooks[resolved]} codebooks,"
             f" got K={num_codebooks}"
         )
+    return resolved
+
+
+def _explicit_bandwidth_id(bandwidths: Sequence[float], bandwidth_id: int | None, bandwidth: float | None,
+                           choices: str) -> int | None:
+    """The id that ``bandwidth_id`` and/or ``bandwidth`` (kbps) name, or None when neither is given."""
+    resolved: int | None = None
+    if bandwidth_id is not None:
+        if not 0 <= bandwidth_id < len(bandwidths):
+            raise InputError(f"unknown bandwidth_id {bandwidth_id}; expected one of {choices}")
+        resolved = bandwidth_id
+    if bandwidth is not None:
+        matches = [i for i, b in enumerate(bandwidths) if math.isclose(b, bandwidth, rel_tol=1e-6)]
+        if not matches:
+            raise InputError(f"unknown bandwidth {bandwidth:g} kbps; expected one of {choices}")
+        if resolved is not None and resolved != matches[0]:
+            raise InputError(
+                f"bandwidth_id {resolved} and bandwidth {bandwidth:g} kbps disagree; "
+                f"give one of them ({choices})"
+            )
+        resolved = matches[0]
     return resolved
 
 
