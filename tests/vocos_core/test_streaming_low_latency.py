@@ -10,6 +10,7 @@ import torch
 from vocos_core import Vocos
 from vocos_core.errors import InputError
 from vocos_core.streaming import StreamState, decode_steps
+from vocos_core.streaming.backbone import convolutions
 from vocos_core.testing import checkpoint_config, random_model
 
 from .test_streaming import TOLERANCE, chunk_sizes, relative_error
@@ -83,18 +84,21 @@ def test_error_falls_as_the_lookahead_grows_and_the_full_lookahead_is_exact(kind
 def test_every_sample_is_the_offline_decode_of_the_frames_in_when_it_left(kind: str, backbone: str, head: str,
                                                                          padding: str | None, given_up: str) -> None:
     """The definition of the guess: a sample not final when it is due is what the offline decode of the
-    frames so far gives there; a final one is the offline decode of all frames. (The guess computes only
-    the frames it lets out, so giving up one frame of lookahead computes one frame per layer.)"""
+    frames so far, then the last one held as far as the input convolution reaches, gives there; a
+    final one is the offline decode of all frames. (The guess computes only the frames it lets out, so
+    giving up one frame of lookahead computes one frame per layer.)"""
     model, x, expected, bandwidth_id = model_and_input(kind, backbone, head, padding)
     extra = {} if bandwidth_id is None else {"bandwidth_id": torch.tensor([bandwidth_id])}
     ahead = {"all": 0, "most": 2, "one": model.lookahead.frames - 1}[given_up]
+    hold = convolutions(model.backbone)[0][0] // 2  # the input convolution's reach: 3 frames, 1 in the tiny ResNet
     stream, t, out = model.stream(bandwidth_id, lookahead_frames=ahead), 0, 0
     for n in chunk_sizes(FRAMES, "random", seed=5):
         piece = stream.push(x[:, t:t + n])
         t += n
         assert stream.state is not None
         final_until = min(max(out, stream.state.samples_exact), out + piece.shape[0])
-        prefix = model.decode(x[None, :, :t], **extra)[0]
+        held = torch.cat([x[:, :t], x[:, t - 1:t].expand(-1, hold)], dim=1)
+        prefix = model.decode(held[None], **extra)[0]
         exact, guessed = piece[: final_until - out], piece[final_until - out:]
         scale = float(expected.abs().max())
         guess_of = prefix[final_until:final_until + guessed.shape[0]]

@@ -86,6 +86,7 @@ class StreamState:
         # Frames a step lets out beyond the exact ones: all a guess needs to compute (BackboneState.limit).
         self.guess_frames = lookahead(model).frames - self.lookahead.frames
         self.frames_in = 0
+        self.last_frame: torch.Tensor | None = None  # (1, C): the latest input row, which a guess holds
         self.samples_out = 0  # samples returned so far
         self.samples_exact = 0  # samples the exact decode has reached (behind samples_out when guessing)
         self.finished = False
@@ -109,9 +110,10 @@ def decode_steps(model: Vocos, states: Sequence[StreamState], chunks: Sequence[t
 
     One batched call for all streams: their rows run through each layer together. An exact stream
     returns the samples no later frame can change. A low-latency stream (``lookahead_frames`` below
-    the exact lookahead) also returns, up to its own lookahead, the samples the model gives if the
-    stream ended here (the frames it has not seen taken as the zero padding of an ending stream);
-    its exact decode goes on underneath, and each sample is sent once, exact if it was final in time.
+    the exact lookahead) also returns, up to its own lookahead, a guess: the offline decode of its
+    frames so far followed by its last frame held for the input convolution's reach (3 frames for the
+    official models; the frames beyond, an ending stream's zero padding). Its exact decode goes on
+    underneath, and each sample is sent once, exact if it was final in time.
     """
     assert len(states) == len(chunks) == len(final) and states, "one chunk and one flag per stream"
     for state in states:
@@ -121,14 +123,16 @@ def decode_steps(model: Vocos, states: Sequence[StreamState], chunks: Sequence[t
     rows = [c.to(device, dtype).t() for c in chunks]  # (C, t) -> (t, C): frame-major rows
     ids = None if states[0].bandwidth_id is None else [int(s.bandwidth_id or 0) for s in states]
     hop = model.head.synthesis.hop
-    for state, chunk in zip(states, chunks, strict=True):
+    for state, chunk, new in zip(states, chunks, rows, strict=True):
         state.frames_in += chunk.shape[-1]
+        state.last_frame = new[-1:] if new.shape[0] else state.last_frame
     guessing = [i for i, (s, last) in enumerate(zip(states, final, strict=True))
                 if not s.exact and not last and _guess_due(s, lookahead(model), hop)]
     # A guess is one more stream of the same call: it starts from its stream's state after this step.
     guesses = [BackboneState(list(states[i].backbone.contexts), list(states[i].backbone.pending),
                              states[i].guess_frames, parent=states[i].backbone) for i in guessing]
-    every = [*rows, *(rows[i].new_zeros(0, rows[i].shape[1]) for i in guessing)]
+    hold = streaming_backbone.convolutions(model.backbone)[0][0] // 2
+    every = [*rows, *(_held(states[i], rows[i], hold) for i in guessing)]
     frames = _frames(model, [*(s.backbone for s in states), *guesses], every, [*final, *(True for _ in guessing)],
                      None if ids is None else [*ids, *(ids[i] for i in guessing)])
     synthesis = model.head.synthesis
@@ -147,13 +151,23 @@ def decode_steps(model: Vocos, states: Sequence[StreamState], chunks: Sequence[t
 def _frames(model: Vocos, backbones: Sequence[BackboneState], rows: Sequence[torch.Tensor], final: Sequence[bool],
             ids: Sequence[int] | None) -> list[torch.Tensor]:
     """Each stream's rows ``(t_i, C)`` through the backbone and the head, up to the overlap-add: the
-    windowed time frames now final ``(o_i, win)``. A guess (``BackboneState.parent``) gives the offline
-    decode's frames of its stream's frames so far, the first ``limit`` beyond the exact ones."""
+    windowed time frames now final ``(o_i, win)``. A guess (``BackboneState.parent``, its rows the held
+    last frame, ending) gives the offline decode's frames of its stream's frames so far and those
+    rows, the first ``limit`` beyond the exact ones."""
     hidden = streaming_backbone.step(model.backbone, backbones, rows, final, ids)
     counts = [h.shape[0] for h in hidden]
     if not sum(counts):
         return [torch.zeros(0, model.head.synthesis.win_length, device=rows[0].device) for _ in backbones]
     return split_rows(model.head.frames(torch.cat(hidden).unsqueeze(0))[0], counts)  # (R, win) rows
+
+
+def _held(state: StreamState, rows: torch.Tensor, hold: int) -> torch.Tensor:
+    """A guess's input rows ``(hold, C)``: the stream's last frame, held for as far as the backbone's
+    input convolution reaches; beyond them, the zero padding of an ending stream. On the demo model's
+    held-out speech this beat zero padding alone, or equalled it (docs/streaming.md)."""
+    if state.last_frame is None:
+        return rows.new_zeros(0, rows.shape[1])
+    return state.last_frame.expand(hold, -1)
 
 
 def _guess_due(state: StreamState, exact: Lookahead, hop: int) -> bool:
