@@ -125,7 +125,8 @@ def decode_steps(model: Vocos, states: Sequence[StreamState], chunks: Sequence[t
     hop = model.head.synthesis.hop
     for state, chunk, new in zip(states, chunks, rows, strict=True):
         state.frames_in += chunk.shape[-1]
-        state.last_frame = new[-1:] if new.shape[0] else state.last_frame
+        if not state.exact and new.shape[0]:
+            state.last_frame = new[-1:].clone()  # a copy: the caller may reuse its chunk's memory
     guessing = [i for i, (s, last) in enumerate(zip(states, final, strict=True))
                 if not s.exact and not last and _guess_due(s, lookahead(model), hop)]
     # A guess is one more stream of the same call: it starts from its stream's state after this step.
