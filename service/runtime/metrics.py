@@ -83,11 +83,16 @@ class ServiceMetrics:
             "front-end cannot produce (refused), by model and likely cause.", ["model", "cause"], registry=r
         )
         self.streams_active = Gauge("vocos_streams_active", "Open streams.", ["model"], registry=r)
+        self.streams_low_latency = Gauge(
+            "vocos_streams_low_latency_active", "Open low-latency streams (lookahead_frames below the model's; "
+            "also counted in vocos_streams_active), each costing more compute than an exact one.", ["model"],
+            registry=r,
+        )
         self.streams = Counter("vocos_streams", "Streams ended, by transport and outcome.",
                                ["model", "transport", "outcome"], registry=r)
         self.stream_chunk_latency = Histogram(
             "vocos_stream_chunk_latency_seconds",
-            "Time from a stream chunk's frames arriving to the audio they made final leaving.",
+            "Time from a stream chunk's frames arriving to the audio they let out leaving.",
             ["model"], buckets=_CHUNK_BUCKETS, registry=r,
         )
         self.stream_first_audio = Histogram(
@@ -143,6 +148,7 @@ class ServiceMetrics:
         self.model_info.labels(model, kind, source, device, dtype, cpu_matmul or "none").set(1)
         self.queue_depth.labels(model).set(0)
         self.streams_active.labels(model).set(0)
+        self.streams_low_latency.labels(model).set(0)
 
     def input_warning(self, model: str, cause: str) -> None:
         self.input_warnings.labels(model, cause).inc()

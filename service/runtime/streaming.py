@@ -79,6 +79,8 @@ class AudioStream:
         if not codes or self._bandwidth_id is not None:
             self._open(None)
         metrics.streams_active.labels(served.name).inc()
+        if self._lookahead_frames is not None:
+            metrics.streams_low_latency.labels(served.name).inc()
 
     @property
     def name(self) -> str:
@@ -124,6 +126,8 @@ class AudioStream:
             self._stream.close()
         labels = self.name
         self.metrics.streams_active.labels(labels).dec()
+        if self._lookahead_frames is not None:
+            self.metrics.streams_low_latency.labels(labels).dec()
         self.metrics.streams.labels(labels, self.transport, outcome).inc()
         if outcome == "ok" and self._timing.audio_seconds > 0:
             self.metrics.stream_rtf.labels(labels).observe(self._timing.server_seconds / self._timing.audio_seconds)

@@ -105,8 +105,10 @@ def test_a_low_latency_stream_sends_its_audio_sooner_and_as_long(client_for: Any
     served = models["mel"]
     mel = np.random.default_rng(3).standard_normal((served.n_features, 60)).astype(np.float32)
     exact = served.lookahead
-    with client_for().websocket_connect("/stream/mel?format=f32&lookahead_frames=1") as ws:
+    client = client_for()
+    with client.websocket_connect("/stream/mel?format=f32&lookahead_frames=1") as ws:
         start = json.loads(ws.receive_text())
+        assert 'vocos_streams_low_latency_active{model="mel"} 1.0' in client.get("/metrics").text
         assert start["lookahead_frames"] == 1 and start["exact"] is False
         assert start["lookahead_ms"] < exact.ms
         ws.send_bytes(npy(mel[:, :30]))
@@ -118,6 +120,7 @@ def test_a_low_latency_stream_sends_its_audio_sooner_and_as_long(client_for: Any
         rest, done = collect(ws, "<f4")
     expected = served.decode_batch([torch.from_numpy(mel)])[0].numpy()
     assert done["samples"] == first.size + rest.size == expected.size
+    assert 'vocos_streams_low_latency_active{model="mel"} 0.0' in client.get("/metrics").text
     with client_for().websocket_connect("/stream/mel") as ws:
         start = json.loads(ws.receive_text())
     assert start["exact"] is True and start["lookahead_frames"] == exact.frames
