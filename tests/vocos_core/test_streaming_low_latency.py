@@ -90,7 +90,7 @@ def test_every_sample_is_the_offline_decode_of_the_frames_in_when_it_left(kind: 
     model, x, expected, bandwidth_id = model_and_input(kind, backbone, head, padding)
     extra = {} if bandwidth_id is None else {"bandwidth_id": torch.tensor([bandwidth_id])}
     ahead = {"all": 0, "most": 2, "one": model.lookahead.frames - 1}[given_up]
-    hold = convolutions(model.backbone)[0][0] // 2  # the input convolution's reach: 3 frames, 1 in the tiny ResNet
+    hold = convolutions(model.backbone)[0][0] // 2  # the input convolution's reach: 3 frames, 1 for the ResNet
     stream, t, out = model.stream(bandwidth_id, lookahead_frames=ahead), 0, 0
     for n in chunk_sizes(FRAMES, "random", seed=5):
         piece = stream.push(x[:, t:t + n])
@@ -106,6 +106,22 @@ def test_every_sample_is_the_offline_decode_of_the_frames_in_when_it_left(kind: 
             assert actual.shape == want.shape
             assert actual.numel() == 0 or float((actual - want).abs().max()) <= TOLERANCE * scale
         out += piece.shape[0]
+
+
+@pytest.mark.parametrize("n_fft", [512, 400, 384])
+def test_a_head_whose_hop_is_over_half_its_window_never_runs_ahead_of_the_offline_length(n_fft: int) -> None:
+    """With the end trim longer than the overlap-add's tail, lookahead_frames=0 would promise samples
+    past the offline decode of the frames so far: capped there, the guess still reaches it."""
+    config = checkpoint_config("mel", num_layers=1)
+    config["head"]["init_args"].update(n_fft=n_fft, hop_length=256)
+    model = random_model(config)
+    x = torch.randn(model.n_features, 30)
+    expected = model.decode(x[None])[0]
+    stream, out = model.stream(lookahead_frames=0), 0
+    for t in range(2, 31, 2):
+        out += stream.push(x[:, t - 2:t]).shape[0]
+        assert out == min(max(0, t * 256 - stream.lookahead.samples), model.num_samples(t)), (t, out)
+    assert out + stream.flush().shape[0] == expected.shape[0]
 
 
 def test_the_guesses_leave_the_exact_decode_untouched() -> None:

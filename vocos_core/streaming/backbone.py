@@ -26,8 +26,8 @@ class BackboneState:
     """One stream's carried rows: a context per convolution, and for the ResNet a queue per residual
     pair of the inputs whose outputs are not yet final. ``limit``: the most outputs a step needs of
     every convolution (a low-latency stream's guess, which lets out only that many frames beyond the
-    exact ones: the first ``limit`` outputs of a convolution need only the first ``limit`` outputs of
-    the one before, as every convolution's outputs lag its inputs by half its span); None: all.
+    exact ones: as every convolution's outputs lag its inputs by half its span, what the guess lets
+    out reads no convolution's output beyond its first ``limit``); None: all.
     ``parent``: a guess's stream, stepped in the same call: at each convolution the guess starts from
     the parent's context (and residual queue) as this step leaves it."""
 

@@ -83,8 +83,12 @@ class StreamState:
         self.bandwidth_id = bandwidth_id
         self.exact = lookahead_frames is None
         self.lookahead = lookahead(model, lookahead_frames)
-        # Frames a step lets out beyond the exact ones: all a guess needs to compute (BackboneState.limit).
-        self.guess_frames = lookahead(model).frames - self.lookahead.frames
+        # Frames a step lets out beyond the exact ones: all a guess needs to compute (BackboneState.limit),
+        # and a few more where the end trim is longer than the overlap-add's tail (a head with hop > win / 2),
+        # which an ending stream's last frames would otherwise not reach.
+        synthesis = model.head.synthesis
+        short = max(0, synthesis.trim - (synthesis.win_length - synthesis.hop))
+        self.guess_frames = lookahead(model).frames - self.lookahead.frames + -(-short // synthesis.hop)
         self.frames_in = 0
         self.last_frame: torch.Tensor | None = None  # (1, C): the latest input row, which a guess holds
         self.samples_out = 0  # samples returned so far
@@ -122,13 +126,12 @@ def decode_steps(model: Vocos, states: Sequence[StreamState], chunks: Sequence[t
     dtype, device = model.head.out.weight.dtype, model.head.out.weight.device
     rows = [c.to(device, dtype).t() for c in chunks]  # (C, t) -> (t, C): frame-major rows
     ids = None if states[0].bandwidth_id is None else [int(s.bandwidth_id or 0) for s in states]
-    hop = model.head.synthesis.hop
     for state, chunk, new in zip(states, chunks, rows, strict=True):
         state.frames_in += chunk.shape[-1]
         if not state.exact and new.shape[0]:
             state.last_frame = new[-1:].clone()  # a copy: the caller may reuse its chunk's memory
     guessing = [i for i, (s, last) in enumerate(zip(states, final, strict=True))
-                if not s.exact and not last and _guess_due(s, lookahead(model), hop)]
+                if not s.exact and not last and _guess_due(model, s)]
     # A guess is one more stream of the same call: it starts from its stream's state after this step.
     guesses = [BackboneState(list(states[i].backbone.contexts), list(states[i].backbone.pending),
                              states[i].guess_frames, parent=states[i].backbone) for i in guessing]
@@ -144,7 +147,8 @@ def decode_steps(model: Vocos, states: Sequence[StreamState], chunks: Sequence[t
     out = []
     for i, (state, piece, last) in enumerate(zip(states, exact, final, strict=True)):
         guess = guess_of.get(i)
-        out.append(_emit(state, model.head.finish(piece), None if guess is None else model.head.finish(guess), hop))
+        finished_guess = None if guess is None else model.head.finish(guess)
+        out.append(_emit(state, model.head.finish(piece), finished_guess, _target(model, state)))
         state.finished = last
     return out
 
@@ -171,22 +175,29 @@ def _held(state: StreamState, rows: torch.Tensor, hold: int) -> torch.Tensor:
     return state.last_frame.expand(hold, -1)
 
 
-def _guess_due(state: StreamState, exact: Lookahead, hop: int) -> bool:
+def _guess_due(model: Vocos, state: StreamState) -> bool:
     """Whether, after this step (``frames_in`` counts its frames), a guess would let any sample out
-    beyond the exact audio (the model's lookahead ``exact`` lets out) and what has already gone."""
-    sent = max(state.samples_out, state.frames_in * hop - exact.samples)
-    return state.frames_in * hop - state.lookahead.samples > sent
+    beyond the exact audio (what the model's own lookahead lets out) and what has already gone."""
+    sent = max(state.samples_out, state.frames_in * model.head.synthesis.hop - lookahead(model).samples)
+    return _target(model, state) > sent
 
 
-def _emit(state: StreamState, exact: torch.Tensor, guess: torch.Tensor | None, hop: int) -> torch.Tensor:
+def _target(model: Vocos, state: StreamState) -> int:
+    """How many samples a low-latency stream has let out after ``frames_in`` frames: all but its
+    lookahead's, and never more than the offline decode of those frames has (a head whose trim is
+    shorter than its hop would otherwise reach past it at ``lookahead_frames=0``)."""
+    frames = state.frames_in
+    return min(frames * model.head.synthesis.hop - state.lookahead.samples, model.num_samples(frames))
+
+
+def _emit(state: StreamState, exact: torch.Tensor, guess: torch.Tensor | None, target: int) -> torch.Tensor:
     """What ``state`` sends now: the part of its exact audio not yet sent as a guess, then (low-latency)
-    the guess ``guess`` (continuing the exact audio) up to ``frames_in * hop - lookahead.samples``."""
+    the guess ``guess`` (continuing the exact audio) up to ``target`` samples in all (:func:`_target`)."""
     start = state.samples_exact
     state.samples_exact += exact.shape[0]
     new = exact[max(0, state.samples_out - start):]
     if guess is not None:
         sent = max(state.samples_out, state.samples_exact)
-        target = state.frames_in * hop - state.lookahead.samples
         new = torch.cat([new, guess[sent - state.samples_exact: max(0, target - state.samples_exact)]])
     state.samples_out += new.shape[0]
     return new
