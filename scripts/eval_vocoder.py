@@ -20,13 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soundfile as sf
-import soxr
 import torch
 
 from vocos_core.pretrained import Vocos
 from vocos_core.training import metrics
-from vocos_core.training.data import VAL_GAIN_DB, peak_normalise, read_filelist
+from vocos_core.training.data import VAL_GAIN_DB, load_audio, read_filelist
 from vocos_core.training.loss import MelSpecReconstructionLoss
 
 GL_ITERATIONS = 32
@@ -111,10 +109,7 @@ def main() -> None:
     mel_loss = MelSpecReconstructionLoss(sample_rate=sr)
     refs, paths = [], read_filelist(args.filelist)
     for path in paths:
-        audio, file_sr = sf.read(path, dtype="float32", always_2d=True)
-        audio = peak_normalise(audio.mean(axis=1), VAL_GAIN_DB)
-        audio = soxr.resample(audio, file_sr, sr) if file_sr != sr else audio
-        refs.append(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None])
+        refs.append(load_audio(path, sr, VAL_GAIN_DB)[None])
     rows = []
     with torch.inference_mode():
         mels = [first.audio_to_features(y) for y in refs]

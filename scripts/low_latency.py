@@ -20,23 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soundfile as sf
-import soxr
 import torch
+from stream_load import chunk_sizes
 
 from vocos_core.pretrained import Vocos
 from vocos_core.training import metrics
-from vocos_core.training.data import VAL_GAIN_DB, peak_normalise, read_filelist
+from vocos_core.training.data import VAL_GAIN_DB, load_audio, read_filelist
 
 DEFAULT_LOOKAHEADS = (0, 3, 6, 9, 13, 18)
-
-
-def chunks(frames: int, seed: int) -> list[int]:
-    """Chunk sizes of 5..20 frames (the last may be shorter) summing to ``frames``."""
-    rng, sizes = np.random.default_rng(seed), []
-    while sum(sizes) < frames:
-        sizes.append(min(int(rng.integers(5, 21)), frames - sum(sizes)))
-    return sizes
 
 
 def stream(model: Vocos, features: torch.Tensor, sizes: list[int],
@@ -50,13 +41,6 @@ def stream(model: Vocos, features: torch.Tensor, sizes: list[int],
     return torch.cat(pieces), time.perf_counter() - start
 
 
-def load(path: str, sample_rate: int) -> torch.Tensor:
-    audio, file_sr = sf.read(path, dtype="float32", always_2d=True)
-    audio = peak_normalise(audio.mean(axis=1), VAL_GAIN_DB)
-    audio = soxr.resample(audio, file_sr, sample_rate) if file_sr != sample_rate else audio
-    return torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
-
-
 def measure(model: Vocos, paths: list[str], lookaheads: list[int]) -> list[dict[str, Any]]:
     """One row per lookahead (the exact one first) over every utterance of ``paths``."""
     sr, exact_frames = model.sample_rate, model.lookahead.frames
@@ -65,14 +49,15 @@ def measure(model: Vocos, paths: list[str], lookaheads: list[int]) -> list[dict[
                                                for a in [exact_frames, *shorter]}
     offline_pesq, audio_seconds = [], 0.0
     for i, path in enumerate(paths):
-        y = load(path, sr)
+        y = load_audio(path, sr, VAL_GAIN_DB)
         features = model.audio_to_features(y)[0]
         offline = model.decode(features[None])[0]
         n = min(offline.shape[0], y.shape[0])
         offline_pesq.append(metrics.pesq_wb(metrics.to_16k(y[None, :n], sr), metrics.to_16k(offline[None, :n], sr)))
         audio_seconds += offline.shape[0] / sr
+        sizes = chunk_sizes(features.shape[1], 5, 20, np.random.default_rng(i))  # stream_load.py's simulated TTS
         for ahead, row in rows.items():
-            out, seconds = stream(model, features, chunks(features.shape[1], i), ahead)
+            out, seconds = stream(model, features, sizes, ahead)
             row["error"].append(float((out - offline).norm() / offline.norm()))
             row["pesq"].append(metrics.pesq_wb(metrics.to_16k(y[None, :n], sr), metrics.to_16k(out[None, :n], sr)))
             row["seconds"].append(seconds)

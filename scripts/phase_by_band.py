@@ -18,14 +18,12 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-import soundfile as sf
-import soxr
 import torch
 from eval_vocoder import griffin_lim
 
 from vocos_core.pretrained import Vocos
 from vocos_core.training import metrics
-from vocos_core.training.data import VAL_GAIN_DB, peak_normalise, read_filelist
+from vocos_core.training.data import VAL_GAIN_DB, load_audio, read_filelist
 from vocos_core.training.phase_loss import derivative_distance
 
 BANDS_HZ = ((0, 250), (250, 500), (500, 1000), (1000, 2000), (2000, 4000), (4000, 8000))
@@ -62,10 +60,7 @@ def main() -> None:
     distances = {name: np.zeros((2, len(BANDS_HZ))) for name in ("model", "Griffin-Lim")}
     paths = read_filelist(args.filelist)[: args.items]
     for path in paths:
-        audio, file_sr = sf.read(path, dtype="float32")
-        audio = peak_normalise(audio, VAL_GAIN_DB)
-        audio = soxr.resample(audio, file_sr, sr) if file_sr != sr else audio
-        y = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None]
+        y = load_audio(path, sr, VAL_GAIN_DB)[None]
         n = y.shape[-1]
         with torch.inference_mode():
             mel = model.audio_to_features(y)

@@ -49,6 +49,16 @@ def peak_normalise(audio: np.ndarray, gain_db: float) -> np.ndarray:
     return audio if peak == 0.0 else audio * (10.0 ** (gain_db / 20.0) / peak)
 
 
+def load_audio(path: str | Path, sampling_rate: int, gain_db: float) -> torch.Tensor:
+    """An audio file -> ``(S,)`` float32 at ``sampling_rate``: mixed to mono, peak-normalised to
+    ``gain_db`` dBFS, resampled with soxr (the dataset's items before cropping; the scripts' utterances)."""
+    audio, sr = sf.read(path, dtype="float32", always_2d=True)  # (S, channels)
+    audio = peak_normalise(audio.mean(axis=1), gain_db)
+    if sr != sampling_rate:
+        audio = soxr.resample(audio, sr, sampling_rate)
+    return torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
+
+
 def fit_length(audio: torch.Tensor, num_samples: int, train: bool) -> torch.Tensor:
     """``(S,)`` -> ``(num_samples,)``: repeated when short; a random crop (train) or the start (val) when long."""
     length = audio.shape[-1]
@@ -70,15 +80,9 @@ class VocosDataset(Dataset[torch.Tensor]):
 
     def __getitem__(self, index: int) -> torch.Tensor:
         """-> ``(num_samples,)`` float32."""
-        audio, sr = sf.read(self.filelist[index], dtype="float32", always_2d=True)  # (S, channels)
-        audio = audio.mean(axis=1)
         # torch's RNG, not numpy's: DataLoader seeds it per worker, so workers draw different gains.
         gain = float(torch.empty(()).uniform_(*TRAIN_GAIN_DB)) if self.train else VAL_GAIN_DB
-        audio = peak_normalise(audio, gain)
-        if sr != self.sampling_rate:
-            audio = soxr.resample(audio, sr, self.sampling_rate)
-        return fit_length(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)), self.num_samples,
-                          self.train)
+        return fit_length(load_audio(self.filelist[index], self.sampling_rate, gain), self.num_samples, self.train)
 
 
 class VocosDataModule(L.LightningDataModule):
