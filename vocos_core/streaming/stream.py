@@ -99,11 +99,10 @@ class StreamState:
     def start(cls, model: Vocos, bandwidth_id: int | None = None, lookahead_frames: int | None = None) -> StreamState:
         """A new stream of ``model``; ``bandwidth_id`` is required by (and only used by) AdaLayerNorm models.
         ``lookahead_frames`` below the exact lookahead makes a low-latency stream (:func:`decode_steps`)."""
-        ahead = check_lookahead_frames(model, lookahead_frames)
         if getattr(model.backbone, "adanorm", False):
             inputs.check_bandwidth_ids(bandwidth_id, model.bandwidths, 1)
-            return cls(model, int(bandwidth_id), ahead)  # type: ignore[arg-type]
-        return cls(model, None, ahead)
+            return cls(model, int(bandwidth_id), lookahead_frames)  # type: ignore[arg-type]
+        return cls(model, None, lookahead_frames)
 
 
 @torch.inference_mode()
@@ -130,13 +129,14 @@ def decode_steps(model: Vocos, states: Sequence[StreamState], chunks: Sequence[t
         state.frames_in += chunk.shape[-1]
         if not state.exact and new.shape[0]:
             state.last_frame = new[-1:].clone()  # a copy: the caller may reuse its chunk's memory
-    guessing = [i for i, (s, last) in enumerate(zip(states, final, strict=True))
-                if not s.exact and not last and _guess_due(model, s)]
+    low_latency = [i for i, (s, last) in enumerate(zip(states, final, strict=True)) if not s.exact and not last]
+    held_back = lookahead(model).samples if low_latency else 0  # by the model's own (exact) lookahead
+    guessing = [i for i in low_latency if _guess_due(model, states[i], held_back)]
     # A guess is one more stream of the same call: it starts from its stream's state after this step.
     guesses = [BackboneState(list(states[i].backbone.contexts), list(states[i].backbone.pending),
                              states[i].guess_frames, parent=states[i].backbone) for i in guessing]
-    hold = streaming_backbone.convolutions(model.backbone)[0][0] // 2
-    every = [*rows, *(_held(states[i], rows[i], hold) for i in guessing)]
+    hold = streaming_backbone.convolutions(model.backbone)[0][0] // 2 if guessing else 0
+    every = [*rows, *(_held(states[i], hold) for i in guessing)]
     frames = _frames(model, [*(s.backbone for s in states), *guesses], every, [*final, *(True for _ in guessing)],
                      None if ids is None else [*ids, *(ids[i] for i in guessing)])
     synthesis = model.head.synthesis
@@ -166,19 +166,18 @@ def _frames(model: Vocos, backbones: Sequence[BackboneState], rows: Sequence[tor
     return split_rows(model.head.frames(torch.cat(hidden).unsqueeze(0))[0], counts)  # (R, win) rows
 
 
-def _held(state: StreamState, rows: torch.Tensor, hold: int) -> torch.Tensor:
+def _held(state: StreamState, hold: int) -> torch.Tensor:
     """A guess's input rows ``(hold, C)``: the stream's last frame, held for as far as the backbone's
     input convolution reaches; beyond them, the zero padding of an ending stream. On the demo model's
     held-out speech this beat zero padding alone, or equalled it (docs/streaming.md)."""
-    if state.last_frame is None:
-        return rows.new_zeros(0, rows.shape[1])
+    assert state.last_frame is not None, "a guess is due only once frames are in"
     return state.last_frame.expand(hold, -1)
 
 
-def _guess_due(model: Vocos, state: StreamState) -> bool:
+def _guess_due(model: Vocos, state: StreamState, held_back: int) -> bool:
     """Whether, after this step (``frames_in`` counts its frames), a guess would let any sample out
-    beyond the exact audio (what the model's own lookahead lets out) and what has already gone."""
-    sent = max(state.samples_out, state.frames_in * model.head.synthesis.hop - lookahead(model).samples)
+    beyond the exact audio (all but the exact lookahead's ``held_back`` samples) and what has gone."""
+    sent = max(state.samples_out, state.frames_in * model.head.synthesis.hop - held_back)
     return _target(model, state) > sent
 
 
