@@ -50,9 +50,11 @@ from stream_load_stats import (  # noqa: E402
 )
 
 from service.testing import ServerProcess  # noqa: E402
-from vocos_client import AsyncClient  # noqa: E402
+from vocos_client import AsyncClient, RetryPolicy  # noqa: E402
 
 FIND_MAX_STREAMS = "8,16,24,32,48,64"
+# The run measures the server: a refusal must show, not be waited out.
+NO_RETRY = RetryPolicy(retries=0)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -133,7 +135,7 @@ async def run_streams(url: str, mel: np.ndarray, n: int, args: argparse.Namespac
                       seed: int) -> list[StreamResult]:
     """``n`` concurrent streams of ``mel``, each in its own random chunks, starting within ``--stagger`` s."""
     rng = np.random.default_rng(seed)
-    async with AsyncClient(url, timeout=120) as client:
+    async with AsyncClient(url, timeout=120, retry=NO_RETRY) as client:
         jobs = [run_stream(client, mel, chunk_sizes(mel.shape[1], args.min_chunk, args.max_chunk, rng), fps,
                            args.format, float(rng.uniform(0, args.stagger)) if fps else 0.0, args.lookahead_frames)
                 for _ in range(n)]
@@ -142,7 +144,7 @@ async def run_streams(url: str, mel: np.ndarray, n: int, args: argparse.Namespac
 
 async def offline_throughput(url: str, mel: np.ndarray, requests: int, concurrency: int) -> tuple[float, float]:
     """POST /decode/mel of ``mel``, ``requests`` in all, ``concurrency`` at once -> (audio-s/s, wall s)."""
-    async with AsyncClient(url, timeout=600) as client:
+    async with AsyncClient(url, timeout=600, retry=NO_RETRY) as client:
         await client.decode_mel(mel)  # warm-up, untimed
         left, audio = requests, 0.0
 

@@ -15,12 +15,13 @@ from .async_stream import AsyncStreamSession
 from .chunks import AsyncAudioChunks, AudioChunks
 from .client import Client
 from .errors import VocosClientError
+from .retry import RetryPolicy
 from .session import StreamInfo
 from .sync_stream import StreamSession
 from .wav import WavFormat, WavReader, read_wav
 from .wire import Audio
 
 __all__ = [
-    "AsyncAudioChunks", "AsyncClient", "AsyncStreamSession", "Audio", "AudioChunks", "Client", "StreamInfo",
-    "StreamSession", "VocosClientError", "WavFormat", "WavReader", "read_wav",
+    "AsyncAudioChunks", "AsyncClient", "AsyncStreamSession", "Audio", "AudioChunks", "Client", "RetryPolicy",
+    "StreamInfo", "StreamSession", "VocosClientError", "WavFormat", "WavReader", "read_wav",
 ]

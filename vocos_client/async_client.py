@@ -11,8 +11,8 @@ import numpy as np
 
 from .async_stream import AsyncStreamSession, frames_to_audio, session
 from .chunks import AsyncAudioChunks
-from .client import DEFAULT_URL
-from .errors import VocosClientError
+from .client import DEFAULT_URL, connection_error
+from .retry import RetryPolicy, acall
 from .session import stream_url
 from .wire import Audio, AudioInput, Call, check, codes_call, decoded, json_of, mel_call, resynthesis_call
 
@@ -23,12 +23,14 @@ class AsyncClient:
     ``decode_*`` and ``resynthesize`` return :class:`Audio` (float32 ``(S,)``), or with ``stream=True`` an
     :class:`AsyncAudioChunks` that yields the samples as the WAV answer arrives. ``stream_mel`` /
     ``stream_encodec`` open a WebSocket stream (``async with``, :class:`AsyncStreamSession`). Errors raise
-    :class:`VocosClientError`. ``timeout`` (seconds) bounds each network wait."""
+    :class:`VocosClientError`. ``timeout`` (seconds) bounds each network wait. ``retry``: as
+    :class:`vocos_client.Client`'s (calls refused for now, and opening streams, are tried again)."""
 
     def __init__(self, url: str = DEFAULT_URL, *, api_key: str | None = None, timeout: float | None = 60.0,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 retry: RetryPolicy | None = None, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self.retry = retry or RetryPolicy()
         self._auth = {"authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.AsyncClient(base_url=self.url, headers=self._auth, timeout=timeout, transport=transport)
 
@@ -43,10 +45,10 @@ class AsyncClient:
 
     async def models(self) -> list[dict[str, Any]]:
         """GET /models: each served model's name, kind, rate, hop and front-end."""
-        return list((await self._json("/models"))["models"])
+        return list((await acall(self.retry, lambda: self._json("/models")))["models"])
 
     async def health(self) -> dict[str, Any]:
-        """GET /healthz; raises (503) when a batching loop has stopped."""
+        """GET /healthz; raises (503) when a batching loop has stopped. Probes are not retried."""
         return dict(await self._json("/healthz"))
 
     async def ready(self) -> dict[str, Any]:
@@ -108,7 +110,7 @@ class AsyncClient:
         ``lookahead_frames`` below the model's exact lookahead (``/models``): lower latency, inexact audio."""
         url = stream_url(self.url, "mel", model=model, format=format, sample_rate=sample_rate,
                          lookahead_frames=lookahead_frames)
-        return session(url, self._auth, self.timeout)
+        return session(url, self._auth, self.timeout, self.retry)
 
     def stream_encodec(self, *, model: str | None = None, bandwidth_id: int | None = None,
                        bandwidth: float | None = None, format: str | None = None,
@@ -117,7 +119,7 @@ class AsyncClient:
         """Open ``/stream/encodec``; frames are ``(K, t)`` ints."""
         url = stream_url(self.url, "encodec", model=model, bandwidth_id=bandwidth_id, bandwidth=bandwidth,
                          format=format, sample_rate=sample_rate, lookahead_frames=lookahead_frames)
-        return session(url, self._auth, self.timeout)
+        return session(url, self._auth, self.timeout, self.retry)
 
     def stream_mel_frames(self, frames: Iterable[np.ndarray] | AsyncIterable[np.ndarray],
                           **options: Any) -> AsyncIterator[np.ndarray]:
@@ -135,8 +137,11 @@ class AsyncClient:
         response = await self._send(Call("GET", path, {}), stream=False)
         return json_of(response.status_code, response.headers, response.content)
 
-    async def _audio(self, call: Call, stream: bool) -> Audio | AsyncAudioChunks:
-        response = await self._send(call, stream)
+    async def _audio(self, request: Call, stream: bool) -> Audio | AsyncAudioChunks:
+        return await acall(self.retry, lambda: self._audio_once(request, stream))
+
+    async def _audio_once(self, request: Call, stream: bool) -> Audio | AsyncAudioChunks:
+        response = await self._send(request, stream)
         if not stream:
             return decoded(response.status_code, response.headers, response.content)
         try:
@@ -147,10 +152,10 @@ class AsyncClient:
             raise
         return await AsyncAudioChunks.opened(response)
 
-    async def _send(self, call: Call, stream: bool) -> httpx.Response:
-        request = self._http.build_request(call.method, call.path, params=call.params, content=call.content,
-                                           headers=call.headers)
+    async def _send(self, request: Call, stream: bool) -> httpx.Response:
+        built = self._http.build_request(request.method, request.path, params=request.params,
+                                         content=request.content, headers=request.headers)
         try:
-            return await self._http.send(request, stream=stream)
+            return await self._http.send(built, stream=stream)
         except httpx.HTTPError as exc:
-            raise VocosClientError(0, "connection", f"{call.method} {call.path}: {exc}") from None
+            raise connection_error(request, exc) from None

@@ -12,6 +12,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from .errors import VocosClientError
+from .retry import RetryPolicy, acall
 from .session import CONNECT_OPTIONS, END, Done, StreamInfo, closed_early, handshake_refused, meaning, start_info
 from .wire import npy_bytes
 
@@ -89,24 +90,30 @@ class AsyncStreamSession:
 
 
 @contextlib.asynccontextmanager
-async def session(url: str, headers: dict[str, str], timeout: float | None) -> AsyncIterator[AsyncStreamSession]:
-    """``async with session(url, ...) as s``: connected, the start message read; closed at the end."""
+async def session(url: str, headers: dict[str, str], timeout: float | None,
+                  retry: RetryPolicy) -> AsyncIterator[AsyncStreamSession]:
+    """``async with session(url, ...) as s``: connected, the start message read (tried again as ``retry``
+    says while the server refuses for now); closed at the end."""
+    stream = await acall(retry, lambda: _open(url, headers, timeout))
+    try:
+        yield stream
+    finally:
+        await stream.aclose()
+
+
+async def _open(url: str, headers: dict[str, str], timeout: float | None) -> AsyncStreamSession:
     try:
         connection = await connect(url, additional_headers=headers, open_timeout=timeout, **CONNECT_OPTIONS)
     except InvalidStatus as exc:
         raise handshake_refused(exc) from None
     except (OSError, WebSocketException, asyncio.TimeoutError) as exc:
-        raise VocosClientError(0, "connection", f"cannot open {url}: {exc}") from None
+        raise VocosClientError(0, "connection", f"cannot open {url}: {exc}",
+                               not_sent=isinstance(exc, ConnectionError)) from None
     try:
-        info = start_info(await asyncio.wait_for(connection.recv(), timeout))
-        stream = AsyncStreamSession(connection, info, timeout)
+        return AsyncStreamSession(connection, start_info(await asyncio.wait_for(connection.recv(), timeout)), timeout)
     except BaseException:
         await connection.close()
         raise
-    try:
-        yield stream
-    finally:
-        await stream.aclose()
 
 
 async def frames_to_audio(opened: contextlib.AbstractAsyncContextManager[AsyncStreamSession],

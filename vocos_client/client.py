@@ -10,6 +10,7 @@ import numpy as np
 
 from .chunks import AudioChunks
 from .errors import VocosClientError
+from .retry import RetryPolicy, call
 from .session import stream_url
 from .sync_stream import StreamSession, frames_to_audio, open_session
 from .wire import Audio, AudioInput, Call, check, codes_call, decoded, json_of, mel_call, resynthesis_call
@@ -23,12 +24,16 @@ class Client:
     ``decode_*`` and ``resynthesize`` return :class:`Audio` (float32 ``(S,)``), or with ``stream=True`` an
     :class:`AudioChunks` that yields the samples as the WAV answer arrives. ``stream_mel`` /
     ``stream_encodec`` open a WebSocket stream (:class:`StreamSession`). Errors raise
-    :class:`VocosClientError`. ``timeout`` (seconds) bounds each network wait."""
+    :class:`VocosClientError`. ``timeout`` (seconds) bounds each network wait. ``retry``: a call the server
+    refused for now (429, 502, 503) or that could not connect is tried again, after the server's
+    ``Retry-After`` when it names one (:class:`RetryPolicy`: twice by default; ``RetryPolicy(retries=0)``:
+    never); so is opening a stream, never a stream once open."""
 
     def __init__(self, url: str = DEFAULT_URL, *, api_key: str | None = None, timeout: float | None = 60.0,
-                 transport: httpx.BaseTransport | None = None) -> None:
+                 retry: RetryPolicy | None = None, transport: httpx.BaseTransport | None = None) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self.retry = retry or RetryPolicy()
         self._auth = {"authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.Client(base_url=self.url, headers=self._auth, timeout=timeout, transport=transport)
 
@@ -43,10 +48,10 @@ class Client:
 
     def models(self) -> list[dict[str, Any]]:
         """GET /models: each served model's name, kind, rate, hop and front-end."""
-        return list(self._json("/models")["models"])
+        return list(call(self.retry, lambda: self._json("/models"))["models"])
 
     def health(self) -> dict[str, Any]:
-        """GET /healthz; raises (503) when a batching loop has stopped."""
+        """GET /healthz; raises (503) when a batching loop has stopped. Probes are not retried."""
         return dict(self._json("/healthz"))
 
     def ready(self) -> dict[str, Any]:
@@ -107,7 +112,7 @@ class Client:
         ``lookahead_frames`` below the model's exact lookahead (``/models``): lower latency, inexact audio."""
         url = stream_url(self.url, "mel", model=model, format=format, sample_rate=sample_rate,
                          lookahead_frames=lookahead_frames)
-        return open_session(url, self._auth, self.timeout)
+        return call(self.retry, lambda: open_session(url, self._auth, self.timeout))
 
     def stream_encodec(self, *, model: str | None = None, bandwidth_id: int | None = None,
                        bandwidth: float | None = None, format: str | None = None,
@@ -115,7 +120,7 @@ class Client:
         """Open ``/stream/encodec``; frames are ``(K, t)`` ints."""
         url = stream_url(self.url, "encodec", model=model, bandwidth_id=bandwidth_id, bandwidth=bandwidth,
                          format=format, sample_rate=sample_rate, lookahead_frames=lookahead_frames)
-        return open_session(url, self._auth, self.timeout)
+        return call(self.retry, lambda: open_session(url, self._auth, self.timeout))
 
     def stream_mel_frames(self, frames: Iterable[np.ndarray], **options: Any) -> Iterator[np.ndarray]:
         """Frames ``(n_mels, t_i)`` from ``frames`` (e.g. a TTS model's output, sent as it comes) -> the
@@ -130,8 +135,11 @@ class Client:
         response = self._send(Call("GET", path, {}), stream=False)
         return json_of(response.status_code, response.headers, response.content)
 
-    def _audio(self, call: Call, stream: bool) -> Audio | AudioChunks:
-        response = self._send(call, stream)
+    def _audio(self, request: Call, stream: bool) -> Audio | AudioChunks:
+        return call(self.retry, lambda: self._audio_once(request, stream))
+
+    def _audio_once(self, request: Call, stream: bool) -> Audio | AudioChunks:
+        response = self._send(request, stream)
         if not stream:
             return decoded(response.status_code, response.headers, response.content)
         try:
@@ -141,10 +149,16 @@ class Client:
             raise
         return AudioChunks(response)
 
-    def _send(self, call: Call, stream: bool) -> httpx.Response:
-        request = self._http.build_request(call.method, call.path, params=call.params, content=call.content,
-                                           headers=call.headers)
+    def _send(self, request: Call, stream: bool) -> httpx.Response:
+        built = self._http.build_request(request.method, request.path, params=request.params,
+                                         content=request.content, headers=request.headers)
         try:
-            return self._http.send(request, stream=stream)
+            return self._http.send(built, stream=stream)
         except httpx.HTTPError as exc:
-            raise VocosClientError(0, "connection", f"{call.method} {call.path}: {exc}") from None
+            raise connection_error(request, exc) from None
+
+
+def connection_error(request: Call, exc: httpx.HTTPError) -> VocosClientError:
+    """A call that got no answer; ``not_sent`` when no connection was made (the server never saw it)."""
+    return VocosClientError(0, "connection", f"{request.method} {request.path}: {exc}",
+                            not_sent=isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout))

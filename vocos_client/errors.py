@@ -13,17 +13,22 @@ class VocosClientError(Exception):
     0 when no status came back (the connection broke, or the server's answer was not understood).
     ``error``: the server's error type (``"invalid_input"``, ``"unauthorized"``, ...), or the client's own
     (``"connection"``, ``"protocol"``). ``request_id``: the server's id of the request, when it sent one.
+    ``retry_after``: the seconds the server asked the client to wait before trying again (429, 503).
+    ``not_sent``: no connection could be made, so the server never saw the call.
     """
 
-    def __init__(self, status: int, error: str, message: str, request_id: str | None = None) -> None:
+    def __init__(self, status: int, error: str, message: str, request_id: str | None = None, *,
+                 retry_after: float | None = None, not_sent: bool = False) -> None:
         super().__init__(f"{status} {error}: {message}" + (f" (request {request_id})" if request_id else ""))
         self.status = status
         self.error = error
         self.message = message
         self.request_id = request_id
+        self.retry_after = retry_after
+        self.not_sent = not_sent
 
 
-def from_http(status: int, body: bytes, request_id: str | None) -> VocosClientError:
+def from_http(status: int, body: bytes, request_id: str | None, retry_after: float | None = None) -> VocosClientError:
     """The error of an HTTP answer whose status is not 2xx: the API's ``{"error": {"type", "message",
     "request_id"}}`` body, or the status and the start of whatever else came back."""
 
@@ -31,16 +36,18 @@ def from_http(status: int, body: bytes, request_id: str | None) -> VocosClientEr
         parsed: Any = json.loads(body)
         detail = parsed["error"]
         return VocosClientError(status, str(detail["type"]), str(detail["message"]),
-                                detail.get("request_id") or request_id)
+                                detail.get("request_id") or request_id, retry_after=retry_after)
     except (ValueError, KeyError, TypeError):
         text = body[:300].decode("utf-8", "replace")
-        return VocosClientError(status, "http_error", text or f"HTTP {status}", request_id)
+        return VocosClientError(status, "http_error", text or f"HTTP {status}", request_id, retry_after=retry_after)
 
 
 def from_stream(message: dict[str, Any]) -> VocosClientError:
     """The error of a WebSocket ``{"type": "error", "status", "error", "message", "request_id"}`` message."""
+    wait = message.get("retry_after")
     return VocosClientError(int(message.get("status") or 0), str(message.get("error") or "error"),
-                            str(message.get("message") or ""), message.get("request_id"))
+                            str(message.get("message") or ""), message.get("request_id"),
+                            retry_after=float(wait) if isinstance(wait, int | float) and wait >= 0 else None)
 
 
 def protocol_error(message: str) -> VocosClientError:

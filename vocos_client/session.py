@@ -17,6 +17,7 @@ import numpy as np
 from websockets.exceptions import InvalidStatus
 
 from .errors import VocosClientError, from_stream, protocol_error
+from .retry import retry_after
 from .wire import STREAM_FORMATS, pcm_samples, query
 
 END = json.dumps({"type": "end"})
@@ -30,7 +31,8 @@ CONNECT_OPTIONS: dict[str, Any] = {"max_size": MAX_MESSAGE_BYTES, "compression":
 def handshake_refused(exc: InvalidStatus) -> VocosClientError:
     """The error of a handshake the server answered with an HTTP status (and maybe a reason in the body)."""
     body = exc.response.body.decode("utf-8", "replace")[:300] if exc.response.body else ""
-    return VocosClientError(exc.response.status_code, "handshake", body or str(exc))
+    return VocosClientError(exc.response.status_code, "handshake", body or str(exc),
+                            retry_after=retry_after(exc.response.headers.get("retry-after")))
 
 
 @dataclass(frozen=True)

@@ -103,7 +103,8 @@ def open_session(url: str, headers: dict[str, str], timeout: float | None) -> St
     except InvalidStatus as exc:
         raise handshake_refused(exc) from None
     except (OSError, WebSocketException) as exc:
-        raise VocosClientError(0, "connection", f"cannot open {url}: {exc}") from None
+        raise VocosClientError(0, "connection", f"cannot open {url}: {exc}",
+                               not_sent=isinstance(exc, ConnectionError)) from None
     try:
         return StreamSession(connection, timeout)
     except BaseException:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .errors import from_http, protocol_error
+from .retry import retry_after
 from .wav import WavFormat, read_wav
 
 NPY = "application/x-npy"
@@ -132,7 +133,7 @@ def float_wav(samples: np.ndarray, rate: int) -> bytes:
 def check(status: int, headers: Any, body: bytes) -> None:
     """Raise the server's error when ``status`` is not 2xx."""
     if not 200 <= status < 300:
-        raise from_http(status, body, headers.get("x-request-id"))
+        raise from_http(status, body, headers.get("x-request-id"), retry_after(headers.get("retry-after")))
 
 
 def audio_of(headers: Any, fmt: WavFormat, samples: np.ndarray) -> Audio:

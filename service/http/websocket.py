@@ -7,7 +7,8 @@ message ``{"type": "end"}`` to flush. The server answers binary messages of raw 
 (``pcm16`` or ``f32``) as soon as it is final (a low-latency stream, ``?lookahead_frames=``: as soon as
 its lookahead lets it out), then ``{"type": "done", "samples": N}`` and closes
 with 1000. A failure is ``{"type": "error", "status", "error", "message"}`` with the HTTP API's status
-and message, and the close code ``4000 + status``.
+and message (and ``retry_after``, seconds, where the HTTP answer has ``Retry-After``), and the close
+code ``4000 + status``.
 """
 
 from __future__ import annotations
@@ -237,14 +238,17 @@ async def _send_audio(websocket: WebSocket, audio: np.ndarray, fmt: str) -> None
 
 
 async def _send_error(websocket: WebSocket, exc: BaseException, request_id: str) -> None:
-    status, error_type, message, _ = classify(exc, request_id)
+    status, error_type, message, headers = classify(exc, request_id)
     log.log(log_level(exc, status), "stream %s: %d %s", request_id, status, exc)
     if status == 500:
         log.error("stream %s failed", request_id, exc_info=exc)
     if websocket.client_state != WebSocketState.CONNECTED:
         return
     try:
-        body = {"type": "error", "status": status, "error": error_type, "message": message, "request_id": request_id}
+        body: dict[str, Any] = {"type": "error", "status": status, "error": error_type, "message": message,
+                                "request_id": request_id}
+        if "Retry-After" in headers:  # the HTTP answer's header, for a stream refused for now
+            body["retry_after"] = int(headers["Retry-After"])
         await websocket.send_text(orjson.dumps(body).decode())
         await websocket.close(CLOSE_BASE + status, reason=error_type[:120])
     except (WebSocketDisconnect, RuntimeError):  # the client has gone already

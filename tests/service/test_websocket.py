@@ -185,6 +185,7 @@ def test_the_concurrent_stream_limit_answers_503_with_a_close_code(client_for: A
         with client.websocket_connect("/stream/mel") as second:
             error, code = error_of(second)
     assert (error["status"], error["error"], code) == (503, "too_many_streams", 4503)
+    assert isinstance(error["retry_after"], int) and error["retry_after"] >= 1  # the HTTP answer's Retry-After
 
 
 def test_a_stream_longer_than_its_audio_limit_is_refused(client_for: Any, models: dict[str, ServedModel]) -> None:
