@@ -37,7 +37,15 @@ class ServiceMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
+        self._add_request_metrics(self.registry)
+        self._add_engine_metrics(self.registry)
+        self._add_stream_metrics(self.registry)
+        self.ready = Gauge("vocos_ready", "1 when ready to serve, 0 while starting or draining.",
+                           registry=self.registry)
+        for endpoint in ENDPOINTS:
+            self.request_duration.labels(endpoint)
+
+    def _add_request_metrics(self, r: CollectorRegistry) -> None:
         self.requests = Counter(
             "vocos_requests", "Requests by endpoint and status code.", ["endpoint", "status"], registry=r
         )
@@ -48,6 +56,16 @@ class ServiceMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.inflight = Gauge("vocos_inflight_requests", "Decoding requests being handled.", registry=r)
+        self.audio_seconds = Counter(
+            "vocos_audio_seconds", "Seconds of audio returned.", ["model"], registry=r
+        )
+        self.input_warnings = Counter(
+            "vocos_input_warnings", "Mels that look like another front-end's (warned) or that the model's "
+            "front-end cannot produce (refused), by model and likely cause.", ["model", "cause"], registry=r
+        )
+
+    def _add_engine_metrics(self, r: CollectorRegistry) -> None:
         self.queue_wait = Histogram(
             "vocos_queue_wait_seconds",
             "Time a request waited before its batch ran.",
@@ -69,19 +87,13 @@ class ServiceMetrics:
             registry=r,
         )
         self.queue_depth = Gauge("vocos_queue_depth", "Requests waiting for a batch.", ["model"], registry=r)
-        self.inflight = Gauge("vocos_inflight_requests", "Decoding requests being handled.", registry=r)
-        self.audio_seconds = Counter(
-            "vocos_audio_seconds", "Seconds of audio returned.", ["model"], registry=r
-        )
         self.model_info = Gauge(
             "vocos_model_info", "Served models (value 1); cpu_matmul: how float32 matmuls run on CPU "
             "(vocos_core.matmul_ways), none on a GPU.", ["model", "kind", "source", "device", "dtype", "cpu_matmul"],
             registry=r
         )
-        self.input_warnings = Counter(
-            "vocos_input_warnings", "Mels that look like another front-end's (warned) or that the model's "
-            "front-end cannot produce (refused), by model and likely cause.", ["model", "cause"], registry=r
-        )
+
+    def _add_stream_metrics(self, r: CollectorRegistry) -> None:
         self.streams_active = Gauge("vocos_streams_active", "Open streams.", ["model"], registry=r)
         self.streams_low_latency = Gauge(
             "vocos_streams_low_latency_active", "Open low-latency streams (lookahead_frames below the model's; "
@@ -112,9 +124,6 @@ class ServiceMetrics:
             "vocos_stream_batch_size", "Streams per batched stream step.", ["model"], buckets=_BATCH_BUCKETS,
             registry=r,
         )
-        self.ready = Gauge("vocos_ready", "1 when ready to serve, 0 while starting or draining.", registry=r)
-        for endpoint in ENDPOINTS:
-            self.request_duration.labels(endpoint)
 
     # -- engine observer ---------------------------------------------------------------------------
 
