@@ -17,11 +17,13 @@ from service.testing import ServerProcess
 
 
 @pytest.fixture(scope="module")
-def server(mel_checkpoint: Path, encodec_checkpoint: Path, encodec_weights: Path,
+def server(request: pytest.FixtureRequest, mel_checkpoint: Path, encodec_checkpoint: Path, encodec_weights: Path,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """One server for a module's tests (they share it; none changes its state)."""
+    """One server for a module's tests (they share it; none changes its state), started with the module's
+    ``SERVER_FLAGS`` (e.g. ``("--api-keys", KEY)``) where it has them."""
     log = tmp_path_factory.mktemp("client-server") / "server.log"
-    process = start_server(mel_checkpoint, encodec_checkpoint, encodec_weights, log)
+    flags = getattr(request.module, "SERVER_FLAGS", ())
+    process = start_server(mel_checkpoint, encodec_checkpoint, encodec_weights, log, *flags)
     try:
         yield process
     finally:

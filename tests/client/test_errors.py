@@ -4,30 +4,16 @@ over HTTP and WebSocket, from Client and AsyncClient, including authentication w
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
-from client_helpers import start_server
 
 from service.testing import ServerProcess
 from vocos_client import AsyncClient, Client, VocosClientError
 
 KEY = "client-test-key"
 MEL = np.random.default_rng(3).standard_normal((100, 20)).astype(np.float32) - 4.0
-
-
-@pytest.fixture(scope="module")
-def keyed(mel_checkpoint: Path, encodec_checkpoint: Path, encodec_weights: Path,
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """A server that wants ``Authorization: Bearer client-test-key``."""
-    log = tmp_path_factory.mktemp("keyed-server") / "server.log"
-    process = start_server(mel_checkpoint, encodec_checkpoint, encodec_weights, log, "--api-keys", KEY)
-    try:
-        yield process
-    finally:
-        process.stop()
+SERVER_FLAGS = ("--api-keys", KEY)  # every call needs the key
 
 
 def _error(call: object) -> VocosClientError:
@@ -36,8 +22,8 @@ def _error(call: object) -> VocosClientError:
     return caught.value
 
 
-def test_http_errors_carry_the_servers_status_type_and_request_id(keyed: ServerProcess) -> None:
-    with Client(keyed.url, api_key=KEY) as client:
+def test_http_errors_carry_the_servers_status_type_and_request_id(server: ServerProcess) -> None:
+    with Client(server.url, api_key=KEY) as client:
         unknown = _error(lambda: client.decode_mel(MEL, model="no-such-model"))
         channels = _error(lambda: client.decode_mel(MEL[:80]))
         kind = _error(lambda: client.decode_encodec(np.zeros((4, 10), np.int64), model="mel"))
@@ -51,21 +37,21 @@ def test_http_errors_carry_the_servers_status_type_and_request_id(keyed: ServerP
     assert garbage.status in (400, 415)
 
 
-def test_without_the_key_http_and_streams_are_401(keyed: ServerProcess) -> None:
-    with Client(keyed.url) as anonymous, Client(keyed.url, api_key="wrong") as wrong:
+def test_without_the_key_http_and_streams_are_401(server: ServerProcess) -> None:
+    with Client(server.url) as anonymous, Client(server.url, api_key="wrong") as wrong:
         refused = [_error(anonymous.models), _error(lambda: anonymous.decode_mel(MEL)),
                    _error(lambda: wrong.decode_mel(MEL)), _error(lambda: anonymous.stream_mel()),
                    _error(lambda: list(wrong.stream_mel_frames([MEL])))]
     assert [(e.status, e.error) for e in refused] == [(401, "unauthorized")] * 5
-    with Client(keyed.url, api_key=KEY) as client:
+    with Client(server.url, api_key=KEY) as client:
         assert client.decode_mel(MEL).samples.size == 19 * 256
         assert np.concatenate(list(client.stream_mel_frames([MEL]))).size == 19 * 256
 
 
-def test_async_errors_are_the_same(keyed: ServerProcess) -> None:
+def test_async_errors_are_the_same(server: ServerProcess) -> None:
     async def run() -> list[VocosClientError]:
         errors = []
-        async with AsyncClient(keyed.url) as anonymous, AsyncClient(keyed.url, api_key=KEY) as client:
+        async with AsyncClient(server.url) as anonymous, AsyncClient(server.url, api_key=KEY) as client:
             for call in (lambda: anonymous.decode_mel(MEL), lambda: client.decode_mel(MEL, model="no-such-model"),
                          lambda: client.decode_mel(MEL[:80])):
                 with pytest.raises(VocosClientError) as caught:

@@ -5,36 +5,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
-import pytest
-from client_helpers import start_server
 
 from service.testing import ServerProcess
 from vocos_client import Client
 
 MEL = np.random.default_rng(4).standard_normal((100, 40)).astype(np.float32) - 4.0
+SERVER_FLAGS = ("--header-timeout-s", "1")
 
 
-@pytest.fixture(scope="module")
-def quick_timeout(mel_checkpoint: Path, encodec_checkpoint: Path, encodec_weights: Path,
-                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    log = tmp_path_factory.mktemp("header-timeout-server") / "server.log"
-    process = start_server(mel_checkpoint, encodec_checkpoint, encodec_weights, log, "--header-timeout-s", "1")
-    try:
-        yield process
-    finally:
-        process.stop()
-
-
-def test_a_stream_outlives_the_header_timeout(quick_timeout: ServerProcess) -> None:
+def test_a_stream_outlives_the_header_timeout(server: ServerProcess) -> None:
     def slow_tts() -> Iterator[np.ndarray]:
         for at in range(0, 40, 10):
             time.sleep(0.6)  # 2.4 s in all, beyond the 1 s header timeout
             yield MEL[:, at:at + 10]
 
-    with Client(quick_timeout.url) as client:
+    with Client(server.url) as client:
         audio = np.concatenate(list(client.stream_mel_frames(slow_tts(), format="f32")))
         offline = client.decode_mel(MEL).samples
     assert audio.size == offline.size and np.abs(audio - offline).max() <= 1e-4

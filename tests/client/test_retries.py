@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import httpx
 import numpy as np
 import pytest
-from client_helpers import start_server
 
 from service.testing import ServerProcess
 from vocos_client import AsyncClient, Client, RetryPolicy, VocosClientError
@@ -23,6 +21,7 @@ MEL = np.random.default_rng(5).standard_normal((100, 12)).astype(np.float32) - 4
 SAMPLES = np.linspace(-0.5, 0.5, 2816, dtype=np.float32)
 
 Answer = httpx.Response | Exception
+SERVER_FLAGS = ("--max-streams", "1")  # one stream per model at once
 
 
 def _refusal(status: int, retry_after: str | None = None, error: str = "queue_full") -> httpx.Response:
@@ -152,20 +151,8 @@ def test_a_policy_with_negative_numbers_is_refused() -> None:
         RetryPolicy(retries=-1)
 
 
-@pytest.fixture(scope="module")
-def one_stream(mel_checkpoint: Path, encodec_checkpoint: Path, encodec_weights: Path,
-               tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """A server that holds one stream per model at once."""
-    log = tmp_path_factory.mktemp("one-stream") / "server.log"
-    process = start_server(mel_checkpoint, encodec_checkpoint, encodec_weights, log, "--max-streams", "1")
-    try:
-        yield process
-    finally:
-        process.stop()
-
-
-def test_opening_a_stream_is_retried_until_the_stream_limit_frees_a_place(one_stream: ServerProcess) -> None:
-    with Client(one_stream.url) as client, Client(one_stream.url, retry=RetryPolicy(retries=0)) as impatient:
+def test_opening_a_stream_is_retried_until_the_stream_limit_frees_a_place(server: ServerProcess) -> None:
+    with Client(server.url) as client, Client(server.url, retry=RetryPolicy(retries=0)) as impatient:
         first = client.stream_mel()
         refused = _error(impatient.stream_mel)
         threading.Timer(0.3, first.close).start()  # the place frees during the retry's wait
@@ -178,9 +165,9 @@ def test_opening_a_stream_is_retried_until_the_stream_limit_frees_a_place(one_st
     assert audio.size == (MEL.shape[1] - 1) * 256
 
 
-def test_the_async_stream_open_is_retried_too(one_stream: ServerProcess) -> None:
+def test_the_async_stream_open_is_retried_too(server: ServerProcess) -> None:
     async def run() -> int:
-        async with AsyncClient(one_stream.url) as client, client.stream_mel() as first:
+        async with AsyncClient(server.url) as client, client.stream_mel() as first:
             async def close_soon() -> None:
                 await asyncio.sleep(0.3)
                 await first.aclose()
