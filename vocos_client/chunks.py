@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from .errors import VocosClientError
 from .wav import WavReader
 from .wire import Audio, audio_of
 
@@ -23,13 +24,23 @@ class _Chunks:
         self.model = response.headers.get("x-model", "")
         self.warning: str | None = response.headers.get("x-input-warning")
         self.total_samples: int | None = None  # from the WAV header; None if it did not say
+        self.samples_read = 0
 
     def _take(self, data: bytes) -> np.ndarray:
         samples = self._reader.feed(data)
+        self.samples_read += samples.size
         fmt = self._reader.format
         if fmt is not None and not self.sample_rate:
             self.sample_rate, self.total_samples = fmt.sample_rate, fmt.frames
         return samples
+
+    def _broke_off(self, exc: httpx.HTTPError) -> VocosClientError:
+        """The connection dropped before the answer's end: the server failed after sending its headers
+        (it logged the failure under the request id), or the network broke."""
+        got = self.samples_read
+        request_id = self._response.headers.get("x-request-id")
+        return VocosClientError(0, "connection", f"the answer broke off after {got} of {self.total_samples} samples "
+                                f"({type(exc).__name__}: {exc})", request_id)
 
     def _audio(self, parts: list[np.ndarray]) -> Audio:
         assert self._reader.format is not None
@@ -65,6 +76,8 @@ class AudioChunks(_Chunks):
                 if samples.size:
                     yield samples
             self._reader.close()
+        except httpx.HTTPError as exc:
+            raise self._broke_off(exc) from None
         finally:
             self.close()
 
@@ -114,6 +127,8 @@ class AsyncAudioChunks(_Chunks):
                 if samples.size:
                     yield samples
             self._reader.close()
+        except httpx.HTTPError as exc:
+            raise self._broke_off(exc) from None
         finally:
             await self.aclose()
 

@@ -21,6 +21,7 @@ from service.errors import ServerBusyError, ServiceError
 from service.http.errors import error_response, logged_error_response
 from service.http.pages import PAGE_PATHS
 from service.http.server import abort_connection
+from service.http.streamed import AnswerBrokeOffError
 from service.runtime.metrics import ENDPOINTS
 
 if TYPE_CHECKING:
@@ -67,6 +68,10 @@ class RequestContextMiddleware:
         except SendTimeoutError as exc:
             log.info("request %s %s: %s", request_id, path, exc)
             reply.status = CLIENT_CLOSED
+        except AnswerBrokeOffError as exc:  # logged where it broke; the client must see the answer cut short
+            reply.status = exc.status
+            if abort_connection(scope):
+                await asyncio.sleep(0)  # let the transport report the connection lost before we return
         except Exception as exc:
             log.exception("request %s %s failed", request_id, path)
             if not reply.started:

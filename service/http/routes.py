@@ -110,7 +110,7 @@ async def decode_mel(request: Request, model: ModelQuery = None, format: FormatQ
     options: dict[str, Any] = {"deadline": deadline.at, "request_id": request_id_of(request),
                                "sample_rate": sample_rate}
     if stream:
-        return streamed_response(await vocoder.stream_mel(slot, mel, **options), fmt)
+        return streamed_response(await vocoder.stream_mel(slot, mel, **options), fmt, options["request_id"])
     work = vocoder.decode_mel(slot, mel, **options)
     return await audio_response(await unless_disconnected(request, work), fmt)
 
@@ -139,7 +139,7 @@ async def decode_encodec(request: Request, model: ModelQuery = None, bandwidth_i
                "bandwidth": merge_choice("bandwidth", bandwidth, body_kbps), "deadline": deadline.at,
                "request_id": request_id_of(request), "sample_rate": sample_rate}
     if stream:
-        return streamed_response(await vocoder.stream_codes(slot, codes, **options), fmt)
+        return streamed_response(await vocoder.stream_codes(slot, codes, **options), fmt, options["request_id"])
     work = vocoder.decode_codes(slot, codes, **options)
     return await audio_response(await unless_disconnected(request, work), fmt)
 
@@ -174,7 +174,7 @@ async def resynthesize(request: Request, model: ModelQuery = None, bandwidth_id:
                "request_id": request_id_of(request), "sample_rate": sample_rate}
     if stream:
         work_stream = vocoder.stream_resynthesis(slot, body, **options)
-        return streamed_response(await unless_disconnected(request, work_stream), fmt)
+        return streamed_response(await unless_disconnected(request, work_stream), fmt, options["request_id"])
     work = vocoder.resynthesize(slot, body, **options)
     return await audio_response(await unless_disconnected(request, work), fmt)
 

@@ -1,13 +1,20 @@
 """``?stream=true`` answers: a WAV whose header already carries the final length, then its samples as
-the engine makes them final (chunked transfer), so the first bytes of a long decode leave early."""
+the engine makes them final (chunked transfer), so the first bytes of a long decode leave early.
+
+A failure after the headers (the deadline, a failed batch, the drain deadline) cannot change the status
+any more: the connection is dropped before the body's last chunk, which every HTTP client reports as an
+incomplete answer, and the request is logged and counted with the failure's own status.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 from fastapi.responses import StreamingResponse
 
 from service.errors import InvalidInputError
+from service.http.errors import classify, log_level
 from service.http.request_io import audio_headers
 from service.runtime.audio_io import OutputFormat, pcm_bytes, wav_header
 from service.runtime.serving import StreamedAudio
@@ -18,13 +25,31 @@ def check_streamable(fmt: OutputFormat) -> None:
         raise InvalidInputError("stream=true answers WAV (format=wav16 or wav32f); FLAC cannot be streamed")
 
 
-def streamed_response(audio: StreamedAudio, fmt: OutputFormat) -> StreamingResponse:
+log = logging.getLogger(__name__)
+
+
+class AnswerBrokeOffError(Exception):
+    """A streamed answer failed after its headers went out with 200; ``status`` is the failure's own
+    (504 for the deadline...). The middleware drops the connection and counts the request with it."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"the streamed answer broke off ({status})")
+        self.status = status
+
+
+def streamed_response(audio: StreamedAudio, fmt: OutputFormat, request_id: str) -> StreamingResponse:
     """The WAV of ``audio`` sent as it is produced, with the headers of a whole answer."""
     headers = audio_headers(audio.samples / audio.sample_rate, audio.sample_rate, audio.model, audio.warning)
-    return StreamingResponse(_body(audio, fmt), media_type=fmt.media_type, headers=headers)
+    return StreamingResponse(_body(audio, fmt, request_id), media_type=fmt.media_type, headers=headers)
 
 
-async def _body(audio: StreamedAudio, fmt: OutputFormat) -> AsyncIterator[bytes]:
+async def _body(audio: StreamedAudio, fmt: OutputFormat, request_id: str) -> AsyncIterator[bytes]:
     yield wav_header(audio.samples, audio.sample_rate, fmt)
-    async for chunk in audio.chunks:
-        yield pcm_bytes(chunk, fmt)
+    try:
+        async for chunk in audio.chunks:
+            yield pcm_bytes(chunk, fmt)
+    except Exception as exc:
+        status, _, message, _ = classify(exc, request_id)
+        log.log(log_level(exc, status), "request %s: %d %s; the streamed answer broke off after its headers",
+                request_id, status, message, exc_info=exc if status == 500 else None)
+        raise AnswerBrokeOffError(status) from exc

@@ -262,7 +262,7 @@ async def _pushed(stream: AudioStream, grid: np.ndarray, deadline: float) -> Asy
             yield await stream.push(grid[..., start:start + STREAMED_PUSH_FRAMES], final=last,
                                     timeout=deadline - time.monotonic())
         outcome = "ok"
-    except GeneratorExit:
+    except (GeneratorExit, asyncio.CancelledError):  # the client left: its answer was closed or cancelled
         outcome = "disconnected"
         raise
     finally:

@@ -1,5 +1,6 @@
 """Streams against a real ``python -m service`` process: a long ``?stream=true`` decode sends its first
-bytes early, in chunks; SIGTERM lets an open WebSocket stream finish, and refuses new ones."""
+bytes early, in chunks, and one that fails after its headers is cut short, not ended as if whole;
+SIGTERM lets an open WebSocket stream finish, and refuses new ones."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 import websocket
 
 from service.testing import ServerProcess, npy_bytes
+from vocos_client import Client, VocosClientError
 from vocos_core.testing import write_random_checkpoint
 
 pytestmark = pytest.mark.slow
@@ -53,6 +55,30 @@ def test_a_long_streamed_decode_sends_its_first_audio_early(server: ServerProces
                 first_audio_s = time.monotonic() - started
     assert size == len(whole.content) == 44 + 2 * (12000 - 1) * 256
     assert first_audio_s is not None and first_audio_s < 0.3 * whole_s, (first_audio_s, whole_s)
+
+
+def test_a_streamed_decode_past_its_deadline_is_cut_short_and_counted_as_504(server: ServerProcess) -> None:
+    mel = np.random.default_rng(1).standard_normal((100, 12000)).astype(np.float32)  # 128 s: longer than 0.5 s
+    body = npy_bytes(mel)
+    headers = {"content-type": "application/x-npy", "x-request-timeout": "0.5", "x-request-id": "cut-short"}
+    size = 0
+    with pytest.raises(httpx.RemoteProtocolError), httpx.stream(  # the chunked body never ends
+            "POST", f"{server.url}/decode/mel?stream=true", content=body, headers=headers, timeout=60) as response:
+        assert response.status_code == 200  # the headers left before the deadline
+        for piece in response.iter_bytes():
+            size += len(piece)
+    assert 44 < size < 44 + 2 * (12000 - 1) * 256
+    with Client(server.url) as client:
+        client._http.headers["x-request-timeout"] = "0.5"
+        with pytest.raises(VocosClientError) as caught, client.decode_mel(mel, stream=True) as chunks:
+            list(chunks)
+    assert caught.value.status == 0 and caught.value.error == "connection"
+    assert f"of {(12000 - 1) * 256} samples" in caught.value.message and caught.value.request_id
+    assert server.metric('vocos_requests_total{endpoint="/decode/mel",status="504"}') == 2
+    assert 'vocos_requests_total{endpoint="/decode/mel",status="200"}' not in httpx.get(f"{server.url}/metrics").text
+    log = server.output()
+    assert "request cut-short: 504" in log and "broke off" in log
+    assert "Traceback" not in log and "Exception in ASGI application" not in log
 
 
 def test_sigterm_lets_an_open_stream_finish_and_refuses_new_streams(server: ServerProcess) -> None:
