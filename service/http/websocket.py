@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import torch
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
@@ -117,7 +118,7 @@ async def _converse(websocket: WebSocket, state: ServiceState, stream: AudioStre
 async def _answer(websocket: WebSocket, state: ServiceState, stream: AudioStream, fmt: str,
                   messages: list[tuple[float, Any]]) -> str | None:
     """Answer messages that arrived together, in order; the conversation's outcome once it has ended."""
-    arrays: list[np.ndarray] = []
+    arrays: list[torch.Tensor] = []
     first = messages[0][0]
     timeout = state.settings.request_timeout_s
     for _, message in messages:
@@ -128,7 +129,7 @@ async def _answer(websocket: WebSocket, state: ServiceState, stream: AudioStream
             return "disconnected"
         try:  # a malformed message fails the stream, once the chunks before it are answered
             if message.get("bytes") is not None:
-                arrays.append(parse_npy(message["bytes"]))
+                arrays.append(stream.check(parse_npy(message["bytes"])))
                 continue
             _end_message(message.get("text") or "")
         except Exception:
@@ -145,7 +146,7 @@ async def _answer(websocket: WebSocket, state: ServiceState, stream: AudioStream
     return None
 
 
-async def _push(websocket: WebSocket, stream: AudioStream, fmt: str, arrays: list[np.ndarray], arrived: float,
+async def _push(websocket: WebSocket, stream: AudioStream, fmt: str, arrays: list[torch.Tensor], arrived: float,
                 timeout: float, final: bool = False) -> None:
     if arrays:
         await _send_audio(websocket, await stream.push_many(arrays, final=final, timeout=timeout, arrived=arrived), fmt)

@@ -88,31 +88,35 @@ class AudioStream:
 
     async def push(self, array: np.ndarray, *, final: bool = False, timeout: float | None = None) -> np.ndarray:
         """A chunk of frames -> the audio it lets out (final, unless low-latency); ``final`` ends the stream with it."""
-        return await self.push_many([array], final=final, timeout=timeout)
+        return await self.push_many([self.check(array)], final=final, timeout=timeout)
 
-    async def push_many(self, arrays: Sequence[np.ndarray], *, final: bool = False, timeout: float | None = None,
-                        arrived: float | None = None) -> np.ndarray:
-        """Chunks that came in while the stream was busy, pushed as one (one model step for all of them);
-        ``arrived``: when the first came (default: now), for the latency metrics."""
-        now = time.monotonic()
-        self._check_open_time(now)
-        chunks = []
-        for array in arrays:  # each checked on its own, so an error names the chunk's own shape
-            chunks.append(self._chunk(array))
-            if self._stream is None:
-                self._open(chunks[0])
-        assert self._stream is not None and chunks, "push_many of no chunks"
-        chunk = chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=-1)  # (C, t_1 + t_2 + ...)
+    def check(self, array: np.ndarray) -> torch.Tensor:
+        """A chunk ``(C, t)`` checked against the model and the stream's limits, for :meth:`push_many`; raises
+        on the first failure. A transport checks each chunk as it comes, so the chunks before a bad one are
+        still answered (the stream then fails with the bad one's error)."""
+        self._check_open_time(time.monotonic())
+        chunk = self._chunk(array)
+        if self._stream is None:
+            self._open(chunk)
         self._frames += int(chunk.shape[-1])
         self._check_audio_length()
+        return chunk
+
+    async def push_many(self, chunks: Sequence[torch.Tensor], *, final: bool = False, timeout: float | None = None,
+                        arrived: float | None = None) -> np.ndarray:
+        """Checked chunks (:meth:`check`) that came in while the stream was busy, pushed as one (one model
+        step for all of them); ``arrived``: when the first came (default: now), for the latency metrics."""
+        now = time.monotonic()
+        assert self._stream is not None and chunks, "push_many of no checked chunks"
+        chunk = chunks[0] if len(chunks) == 1 else torch.cat(list(chunks), dim=-1)  # (C, t_1 + t_2 + ...)
         audio = (await self._stream.push(chunk, final=final, timeout=timeout)).numpy()
         return self._out(audio, now if arrived is None else arrived, final)
 
     async def finish(self, timeout: float | None = None) -> np.ndarray:
         """End the stream: its last samples."""
         arrived = time.monotonic()
-        if self._stream is None:
-            raise InvalidInputError("the stream ended before any frames arrived")
+        if self._stream is None or self._frames == 0:
+            raise InvalidInputError("the stream ended before any frames arrived; send at least one frame")
         empty = torch.zeros(self.slot.served.n_features, 0)
         audio = (await self._stream.push(empty, final=True, timeout=timeout)).numpy()
         return self._out(audio, arrived, True)

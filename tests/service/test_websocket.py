@@ -169,6 +169,15 @@ def test_errors_have_the_http_status_message_and_close_code(client_for: Any, pat
     assert fragment in error["message"] and error["request_id"]
 
 
+@pytest.mark.parametrize("path", ["/stream/mel", "/stream/encodec", "/stream/encodec?bandwidth_id=1"])
+def test_a_stream_ended_before_any_frame_is_422_as_an_empty_request(client_for: Any, path: str) -> None:
+    with client_for().websocket_connect(path) as ws:
+        assert json.loads(ws.receive_text())["type"] == "start"
+        ws.send_text(json.dumps({"type": "end"}))
+        error, code = error_of(ws)
+    assert (error["status"], code) == (422, 4422) and "before any frames arrived" in error["message"]
+
+
 def test_streams_need_the_api_key_when_the_server_has_keys(client_for: Any) -> None:
     client = client_for(api_keys="k1")
     with client.websocket_connect("/stream/mel") as ws:
@@ -286,9 +295,12 @@ async def test_the_server_never_negotiates_permessage_deflate(base_settings: Set
         assert json.loads(await ws.recv())["type"] == "start"
 
 
-@pytest.mark.parametrize("bad", ["hello", b"not npy"])
-def test_chunks_read_before_a_malformed_message_are_answered_first(client_for: Any, models: dict[str, ServedModel],
-                                                                  bad: str | bytes) -> None:
+@pytest.mark.parametrize(("bad", "status"), [
+    ("hello", 400), (b"not npy", 400),
+    (npy(np.zeros((7, 5), np.float32)), 422), (npy(np.full((100, 5), np.nan, np.float32)), 422),  # valid .npy
+], ids=["text", "not-npy", "wrong-bands", "nan"])
+def test_chunks_read_before_a_bad_message_are_answered_first(client_for: Any, models: dict[str, ServedModel],
+                                                            bad: str | bytes, status: int) -> None:
     served = models["mel"]
     grid = np.random.default_rng(4).standard_normal((served.n_features, 40)).astype(np.float32)
     with client_for().websocket_connect("/stream/mel?format=f32") as ws:
@@ -297,7 +309,7 @@ def test_chunks_read_before_a_malformed_message_are_answered_first(client_for: A
         ws.send_bytes(npy(grid[:, 20:]))
         ws.send_text(bad) if isinstance(bad, str) else ws.send_bytes(bad)
         audio, error = collect(ws, "<f4")
-    assert error["type"] == "error" and error["status"] == 400
+    assert error["type"] == "error" and error["status"] == status
     # The final samples of 40 frames, whichever steps they took: nothing of the two chunks is lost.
     expected = served.decode_batch([torch.from_numpy(grid)])[0].numpy()[:audio.size]
     assert audio.size == max(0, 40 * served.model.hop_length - served.lookahead.samples)
