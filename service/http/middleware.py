@@ -48,6 +48,8 @@ class RequestContextMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            if scope["type"] == "websocket":  # the stream's id, checked as a request's; the rest is its route's
+                scope.setdefault("state", {}).update(request_id=_request_id(scope))
             await self.app(scope, receive, send)
             return
         started = time.monotonic()

@@ -62,7 +62,7 @@ async def stream_encodec(websocket: WebSocket) -> None:
 
 async def _serve(websocket: WebSocket, kind: str) -> None:
     state = state_of(websocket.app)
-    request_id = websocket.headers.get("x-request-id") or f"ws-{id(websocket):x}"
+    request_id = str(websocket.state.request_id)  # the client's X-Request-Id when sane, else a fresh one
     await websocket.accept()
     stream: AudioStream | None = None
     outcome = "error"

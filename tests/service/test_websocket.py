@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -176,6 +177,16 @@ def test_a_stream_ended_before_any_frame_is_422_as_an_empty_request(client_for: 
         ws.send_text(json.dumps({"type": "end"}))
         error, code = error_of(ws)
     assert (error["status"], code) == (422, 4422) and "before any frames arrived" in error["message"]
+
+
+def test_a_streams_request_id_is_the_clients_when_sane_else_a_fresh_one(client_for: Any) -> None:
+    client, ids = client_for(), []
+    for given in ("tts-42.a:b", "<script>" + "A" * 3000, None, None):
+        headers = {"X-Request-Id": given} if given else {}
+        with client.websocket_connect("/stream/mel?model=nope", headers=headers) as ws:
+            ids.append(error_of(ws)[0]["request_id"])
+    assert ids[0] == "tts-42.a:b"
+    assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids[1:]) and len(set(ids)) == 4
 
 
 def test_streams_need_the_api_key_when_the_server_has_keys(client_for: Any) -> None:
