@@ -14,10 +14,12 @@ code ``4000 + status``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import re
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 import numpy as np
@@ -103,16 +105,31 @@ async def _converse(websocket: WebSocket, state: ServiceState, stream: AudioStre
 
     The client's messages are read ahead (:class:`_Inbox`): the chunks that came in while the last step
     computed go to the model together, as one step, so a stream that fell behind catches up in bigger,
-    cheaper steps instead of one step per message.
+    cheaper steps instead of one step per message. A client that leaves while its chunks compute stops
+    them: the rest of their steps are not run.
     """
     inbox = _Inbox(websocket, state.settings.stream_idle_timeout_s)
     try:
         while True:
-            outcome = await _answer(websocket, state, stream, fmt, await inbox.take())
+            outcome = await _unless_gone(inbox, _answer(websocket, state, stream, fmt, await inbox.take()))
             if outcome is not None:
                 return outcome
     finally:
         inbox.close()
+
+
+async def _unless_gone(inbox: _Inbox, answer: Awaitable[str | None]) -> str | None:
+    """``answer``'s outcome, unless the client disconnects first: then it is cancelled ("disconnected")."""
+    task, gone = asyncio.ensure_future(answer), asyncio.ensure_future(inbox.gone.wait())
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for pending in (task, gone):
+            if not pending.done():
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pending
+    return task.result() if not task.cancelled() else "disconnected"
 
 
 async def _answer(websocket: WebSocket, state: ServiceState, stream: AudioStream, fmt: str,
@@ -164,6 +181,7 @@ class _Inbox:
         self._max_bytes = max_bytes
         self._room = asyncio.Event()
         self._room.set()
+        self.gone = asyncio.Event()  # set once the client's disconnect is read
         self._reader = asyncio.create_task(self._read(websocket, idle_s))
 
     async def _read(self, websocket: WebSocket, idle_s: float) -> None:
@@ -178,6 +196,8 @@ class _Inbox:
             if self._bytes >= self._max_bytes:
                 self._room.clear()
             self._queue.put_nowait((time.monotonic(), message))
+            if message.get("type") == "websocket.disconnect":
+                self.gone.set()
             if message.get("type") == "websocket.disconnect" or message.get("bytes") is None:
                 return
 

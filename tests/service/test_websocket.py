@@ -351,3 +351,40 @@ async def test_read_ahead_pauses_once_its_byte_budget_waits() -> None:
         assert client.read == 6
     finally:
         inbox.close()
+
+
+class SlowSteps(ServedModel):
+    """A served model whose stream steps take 50 ms each and are counted."""
+
+    def __init__(self, base: ServedModel) -> None:
+        self.__dict__.update(base.__dict__)
+        self.steps = 0
+
+    def decode_steps(self, states: Any, chunks: Any, final: Any) -> list[torch.Tensor]:
+        self.steps += 1
+        time.sleep(0.05)
+        return super().decode_steps(states, chunks, final)
+
+
+@pytest.mark.asyncio
+async def test_a_client_that_leaves_while_its_chunk_computes_stops_it(base_settings: Settings,
+                                                                      models: dict[str, ServedModel]) -> None:
+    slow = SlowSteps(models["mel"])
+    frames = 40 * 256  # one message of 40 engine steps (2 s)
+    async with live_server(base_settings, {**models, "mel": slow}) as server:
+        engine = state_of(server.app).slots["mel"].engine
+        slow.steps = 0  # not the warm-up's
+        ws = await websockets.connect(f"ws://127.0.0.1:{server.port}/stream/mel", max_size=None)
+        await ws.recv()
+        await ws.send(npy(np.zeros((slow.n_features, frames), np.float32)))
+        while slow.steps == 0:
+            await asyncio.sleep(0.01)
+        ws.transport.abort()  # the client is gone, without a goodbye
+        left = time.monotonic()
+        while engine.open_streams and time.monotonic() - left < 5:
+            await asyncio.sleep(0.01)
+        freed_s = time.monotonic() - left
+        await asyncio.sleep(0.3)
+        steps = slow.steps
+    assert engine.open_streams == 0 and freed_s < 1.0, freed_s  # against about 2 s had the steps gone on
+    assert steps < 10  # the rest of the 40 steps were not run
