@@ -84,7 +84,14 @@ def codes_call(codes: np.ndarray, model: str | None, bandwidth_id: int | None, b
     """POST /decode/encodec of ``codes`` ``(K, T)`` ints."""
     params = query(model=model, bandwidth_id=bandwidth_id, bandwidth=bandwidth, sample_rate=sample_rate,
                    format=wav_format(fmt), stream="true" if stream else None)
-    return Call("POST", "/decode/encodec", params, npy_bytes(np.asarray(codes, np.int64)), {"content-type": NPY})
+    return Call("POST", "/decode/encodec", params, npy_bytes(codes_body(codes)), {"content-type": NPY})
+
+
+def codes_body(codes: np.ndarray) -> np.ndarray:
+    """Integer codes as int64; anything else as it is, for the server to refuse with its own message (a
+    cast here would turn 3.7 into 3 and NaN into a huge negative number without a word)."""
+    array = np.asarray(codes)
+    return array.astype(np.int64) if np.issubdtype(array.dtype, np.integer) else array
 
 
 def resynthesis_call(audio: AudioInput, model: str | None, bandwidth_id: int | None, bandwidth: float | None,
@@ -100,7 +107,7 @@ def audio_body(audio: AudioInput) -> tuple[bytes, str]:
     """(the file's bytes, its content type); samples become a float32 WAV."""
     if isinstance(audio, tuple):
         samples, rate = audio
-        return float_wav(np.asarray(samples, np.float32), int(rate)), "audio/wav"
+        return float_wav(float_samples(np.asarray(samples)), int(rate)), "audio/wav"
     if isinstance(audio, bytes):
         return audio, _sniff(audio)
     path = Path(audio)
@@ -115,6 +122,18 @@ def _sniff(data: bytes) -> str:
     if data[:4] == b"OggS":
         return "audio/ogg"
     return "audio/mpeg" if data[:3] == b"ID3" or data[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf2") else "audio/wav"
+
+
+def float_samples(samples: np.ndarray) -> np.ndarray:
+    """Samples as float32 in [-1, 1): integer PCM scaled as libsndfile reads it (int16 / 32768, uint8 around
+    128), floats as they are."""
+    if np.issubdtype(samples.dtype, np.signedinteger):
+        return (samples / np.float32(2 ** (8 * samples.dtype.itemsize - 1))).astype(np.float32)
+    if samples.dtype == np.uint8:
+        return ((samples.astype(np.float32) - 128) / np.float32(128)).astype(np.float32)
+    if not np.issubdtype(samples.dtype, np.floating):
+        raise ValueError(f"audio samples must be float or integer PCM, got {samples.dtype}")
+    return samples.astype(np.float32)
 
 
 def float_wav(samples: np.ndarray, rate: int) -> bytes:

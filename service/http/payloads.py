@@ -174,7 +174,10 @@ def mel_grid(payload: Payload) -> np.ndarray:
     fields = json_fields(payload, ("mel",))
     if "mel" not in fields:
         raise InvalidInputError('missing key "mel"; expected {"mel": [[...], ...]} with n_mels rows')
-    return json_array(fields["mel"], "mel")
+    mel = json_array(fields["mel"], "mel")
+    # JSON has one kind of number: 0 and 0.0 are the same value (JavaScript writes 0.0 as 0), so whole
+    # numbers are mel values too. A .npy body's integer dtype is a real mistake, refused by mel_array.
+    return mel.astype(np.float64) if mel.dtype.kind in "iu" else mel
 
 
 def codes_grid(payload: Payload) -> tuple[np.ndarray, int | None, float | None]:

@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from service.testing import ServerProcess, npy_bytes
-from vocos_client import AsyncClient, Audio, Client
+from vocos_client import AsyncClient, Audio, Client, VocosClientError
 
 RNG = np.random.default_rng(0)
 MEL = RNG.standard_normal((100, 70)).astype(np.float32) - 4.0
@@ -70,6 +70,17 @@ def test_decode_encodec_and_resynthesize_equal_the_endpoints(server: ServerProce
     np.testing.assert_array_equal(codes_audio.samples, codes_expected)
     np.testing.assert_array_equal(from_bytes.samples, resynth_expected)
     np.testing.assert_array_equal(from_array.samples, resynth_expected)
+
+
+def test_integer_pcm_is_scaled_and_float_codes_are_left_to_the_server(server: ServerProcess) -> None:
+    pcm16 = np.round(SPEECH * 32768).astype(np.int16)  # what soundfile reads as int16
+    with Client(server.url) as client:
+        from_int16 = client.resynthesize((pcm16, 24000))
+        from_floats = client.resynthesize((pcm16 / np.float32(32768), 24000))
+        with pytest.raises(VocosClientError) as caught:
+            client.decode_encodec(np.full((8, 10), 3.7))  # not cast to 3 on the way
+    np.testing.assert_array_equal(from_int16.samples, from_floats.samples)
+    assert caught.value.status == 422 and "expected integer codes" in caught.value.message
 
 
 def test_resynthesize_a_file_path_with_another_rate(server: ServerProcess, tmp_path: Any) -> None:

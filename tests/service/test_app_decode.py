@@ -38,6 +38,18 @@ async def test_mel_json_returns_pcm16_wav_with_headers(app: AppHarness, models: 
     np.testing.assert_allclose(audio, solo_decode(models["mel"], torch.from_numpy(mel)), atol=1 / 32767 + 1e-6)
 
 
+async def test_a_json_mel_of_whole_numbers_is_a_mel(app: AppHarness, models: dict[str, ServedModel]) -> None:
+    """JSON has one kind of number: JavaScript's JSON.stringify writes -4.0 as -4."""
+    mel = np.random.default_rng(3).integers(-8, 2, (100, 12))
+    body = b'{"mel": ' + str(mel.tolist()).encode() + b"}"  # no decimal points anywhere
+    response = await app.client.post("/decode/mel?format=wav32f", content=body,
+                                     headers={"content-type": "application/json"})
+    assert response.status_code == 200, response.text
+    audio, _, _ = read_audio(response.content)
+    expected = solo_decode(models["mel"], torch.from_numpy(mel.astype(np.float32)))
+    np.testing.assert_allclose(audio, expected, rtol=0, atol=1e-5 * float(np.abs(expected).max()))
+
+
 async def test_mel_npy_float32_output_is_the_model_output(app: AppHarness, models: dict[str, ServedModel]) -> None:
     mel = np.random.default_rng(2).standard_normal((100, 33)).astype(np.float32)
     response = await app.client.post(
