@@ -21,6 +21,8 @@ from .retry import retry_after
 from .wire import STREAM_FORMATS, pcm_samples, query
 
 END = json.dumps({"type": "end"})
+# RFC 6455's close code for a message too big to process.
+MESSAGE_TOO_BIG = 1009
 # Frames are small; audio answers of one push are at most a few seconds of f32.
 MAX_MESSAGE_BYTES = 64 * 2**20
 # What both sessions pass to websockets' connect(). compression=None: float frames and audio do not
@@ -96,6 +98,9 @@ def closed_early(code: int | None, reason: str) -> VocosClientError:
     """The connection closed before the done message; a 4000+status code still carries the status."""
     if code is not None and 4000 <= code < 5000:
         return VocosClientError(code - 4000, reason or "error", f"the server closed the stream with code {code}")
+    if code == MESSAGE_TOO_BIG:  # the server's WebSocket layer refused a message before the stream saw it
+        return VocosClientError(413, "payload_too_large", "a message was larger than the server takes "
+                                "(VOCOS_MAX_BODY_BYTES); send the frames in smaller chunks")
     return VocosClientError(0, "connection", f"the stream closed before it was done (code {code}, {reason!r})")
 
 
