@@ -75,8 +75,9 @@ _ACCEPT = {
 }
 
 
-def choose_format(requested: OutputFormat | None, accept: str | None) -> OutputFormat:
-    """The ``format`` query parameter if given, else the first audio type of ``Accept``, else 16-bit WAV."""
+def choose_format(requested: OutputFormat | None, accept: str | None, streamed: bool = False) -> OutputFormat:
+    """The ``format`` query parameter if given, else the first audio type of ``Accept``, else 16-bit WAV;
+    ``streamed``: the first of ``Accept`` that can be streamed (a WAV), where it lists one."""
     if requested is not None:
         return requested
     if not accept or not accept.strip():
@@ -98,6 +99,8 @@ def choose_format(requested: OutputFormat | None, accept: str | None) -> OutputF
             f"cannot produce any type in Accept: {clip(accept)}; available: audio/wav, audio/flac"
             " (or the format query parameter: wav16, wav32f, flac)"
         )
+    if streamed and any(fmt is not OutputFormat.FLAC for *_, fmt in ranked):
+        ranked = [rank for rank in ranked if rank[2] is not OutputFormat.FLAC]
     return min(ranked)[2]
 
 

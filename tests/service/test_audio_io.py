@@ -132,6 +132,9 @@ def test_choose_format() -> None:
     assert choose_format(None, "audio/flac") is OutputFormat.FLAC
     assert choose_format(None, "audio/wav;q=0.5, audio/flac;q=0.9") is OutputFormat.FLAC
     assert choose_format(None, "application/json, */*;q=0.1") is OutputFormat.WAV16
+    # A streamed answer is a WAV: the best streamable type of Accept, else FLAC (refused by the route).
+    assert choose_format(None, "audio/flac, audio/wav;q=0.5", streamed=True) is OutputFormat.WAV16
+    assert choose_format(None, "audio/flac", streamed=True) is OutputFormat.FLAC
     with pytest.raises(NotAcceptableError, match="available: audio/wav, audio/flac"):
         choose_format(None, "application/json")
     with pytest.raises(NotAcceptableError):
