@@ -71,6 +71,8 @@ def resolve_bandwidth_id(
     ``bandwidths[i]`` is the kbps of id i and ``codebooks[i]`` its number of codebooks. Raises
     ``InputError`` listing the valid choices when a value is unknown or the values disagree.
     """
+    if not bandwidths:
+        raise InputError("bandwidth_id and bandwidth apply to EnCodec models only; this model has no bandwidths")
     choices = ", ".join(
         f"{i}={_kbps(b)} kbps ({k} codebooks)"
         for i, (b, k) in enumerate(zip(bandwidths, codebooks, strict=True))

@@ -143,6 +143,7 @@ def test_sample_rate_resamples_the_stream(client_for: Any, models: dict[str, Ser
     ("/stream/mel?model=nope", None, 404, "nope"),
     ("/stream/mel?model=encodec", None, 422, "needs a model of kind mel"),
     ("/stream/encodec?bandwidth_id=9", None, 422, "bandwidth_id"),
+    ("/stream/mel?bandwidth_id=2", None, 422, "apply to EnCodec models only"),
     ("/stream/mel", np.zeros((7, 5), np.float32), 422, "mel bands"),
     ("/stream/mel", b"not npy", 400, ".npy"),
     ("/stream/mel", "hello", 400, '{"type": "end"}'),
