@@ -239,7 +239,7 @@ def _end_message(text: str) -> None:
         parsed = None
     if not isinstance(parsed, dict) or parsed.get("type") != "end":
         raise MalformedPayloadError(
-            f'expected binary .npy frames or the text message {{"type": "end"}}, got {clip(text, 60)!r}'
+            f'expected binary .npy frames or the text message {{"type": "end"}}, got {clip(text, 60)}'
         )
 
 

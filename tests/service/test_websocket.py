@@ -146,7 +146,7 @@ def test_sample_rate_resamples_the_stream(client_for: Any, models: dict[str, Ser
     ("/stream/mel?bandwidth_id=2", None, 422, "apply to EnCodec models only"),
     ("/stream/mel", np.zeros((7, 5), np.float32), 422, "mel bands"),
     ("/stream/mel", b"not npy", 400, ".npy"),
-    ("/stream/mel", "hello", 400, '{"type": "end"}'),
+    ("/stream/mel", "hello", 400, '{"type": "end"}, got \'hello\''),
     ("/stream/mel", np.full((100, 5), np.nan, np.float32), 422, "NaN"),
     ("/stream/encodec?bandwidth_id=0", np.zeros((8, 5), np.int64), 422, "2 codebooks"),
     ("/stream/mel?lookahead_frames=99", None, 422, "lookahead_frames must be an integer in 0..6"),
