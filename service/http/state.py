@@ -36,6 +36,7 @@ class ServiceState:
     draining: bool = False
     not_ready_reason: str = "models are loading"
     drain_deadline: float = math.inf  # event-loop time at which unfinished requests get 503
+    drain_expired: asyncio.Event = field(default_factory=asyncio.Event)  # set at the drain deadline
     _drain_timer: asyncio.TimerHandle | None = field(default=None, repr=False)
     _stopping: set[asyncio.Future[bool]] = field(default_factory=set, repr=False)
 
@@ -100,6 +101,9 @@ class ServiceState:
         loop = asyncio.get_running_loop()
         self.drain_deadline = loop.time() + self.settings.drain_timeout_s
         self._drain_timer = loop.call_later(self.settings.drain_timeout_s, self._stop_engines)
+        # Apart from the engines' timer (cancelled once they are idle): streams waiting for their client's
+        # next chunk are ended at the deadline too.
+        loop.call_later(self.settings.drain_timeout_s, self.drain_expired.set)
 
     async def finish_drain(self) -> bool:
         """Drain every engine until the drain deadline (begun now if no drain began); whether all finished."""

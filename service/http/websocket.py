@@ -20,7 +20,7 @@ import math
 import re
 import time
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import orjson
@@ -29,7 +29,7 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from service.echo import clip
-from service.errors import BodyTimeoutError, InvalidInputError, MalformedPayloadError
+from service.errors import BodyTimeoutError, InvalidInputError, MalformedPayloadError, ServerDrainingError
 from service.http.errors import classify, log_level
 from service.http.payloads import parse_npy
 from service.http.state import ServiceState, state_of
@@ -50,6 +50,8 @@ CLOSE_BASE = 4000
 # Bytes of a stream's messages read ahead of the model (one more message may go past it): chunks of
 # frames are tens of kB, so this holds seconds of them without letting a fast client fill memory.
 READ_AHEAD_BYTES = 4 * 2**20
+
+T = TypeVar("T")
 
 
 @router.websocket("/stream/mel")
@@ -111,25 +113,42 @@ async def _converse(websocket: WebSocket, state: ServiceState, stream: AudioStre
     inbox = _Inbox(websocket, state.settings.stream_idle_timeout_s)
     try:
         while True:
-            outcome = await _unless_gone(inbox, _answer(websocket, state, stream, fmt, await inbox.take()))
+            try:
+                messages = await _unless(state.drain_expired, inbox.take())
+            except _CutShortError:
+                raise ServerDrainingError(
+                    "the server is shutting down and the stream was still open at the end of its drain "
+                    "(VOCOS_DRAIN_TIMEOUT_S); open a new one"
+                ) from None
+            try:
+                outcome = await _unless(inbox.gone, _answer(websocket, state, stream, fmt, messages))
+            except _CutShortError:
+                return "disconnected"
             if outcome is not None:
                 return outcome
     finally:
         inbox.close()
 
 
-async def _unless_gone(inbox: _Inbox, answer: Awaitable[str | None]) -> str | None:
-    """``answer``'s outcome, unless the client disconnects first: then it is cancelled ("disconnected")."""
-    task, gone = asyncio.ensure_future(answer), asyncio.ensure_future(inbox.gone.wait())
+class _CutShortError(Exception):
+    """The event :func:`_unless` watched came first."""
+
+
+async def _unless(event: asyncio.Event, work: Awaitable[T]) -> T:
+    """``work``'s result, unless ``event`` is set first: then ``work`` is cancelled, :class:`_CutShortError`
+    raised."""
+    task, cut = asyncio.ensure_future(work), asyncio.ensure_future(event.wait())
     try:
-        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({task, cut}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for pending in (task, gone):
+        for pending in (task, cut):
             if not pending.done():
                 pending.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await pending
-    return task.result() if not task.cancelled() else "disconnected"
+    if task.cancelled():
+        raise _CutShortError
+    return task.result()
 
 
 async def _answer(websocket: WebSocket, state: ServiceState, stream: AudioStream, fmt: str,

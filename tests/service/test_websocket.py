@@ -249,6 +249,16 @@ def test_a_draining_server_refuses_new_streams(client_for: Any) -> None:
     assert (error["status"], code) == (503, 4503)
 
 
+def test_a_stream_idle_at_the_drain_deadline_ends_with_503(client_for: Any) -> None:
+    client = client_for(drain_timeout_s=0.3)
+    with client.websocket_connect("/stream/mel") as ws:
+        assert json.loads(ws.receive_text())["type"] == "start"
+        client.portal.call(state_of(client.app).begin_drain)  # type: ignore[union-attr]
+        error, code = error_of(ws)  # the client sends nothing: the deadline ends the wait
+    assert (error["status"], error["error"], code) == (503, "unavailable", 4503)
+    assert "VOCOS_DRAIN_TIMEOUT_S" in error["message"]
+
+
 def test_stream_metrics_after_a_stream(client_for: Any, models: dict[str, ServedModel]) -> None:
     client = client_for()
     mel = np.zeros((models["mel"].n_features, 40), np.float32)
