@@ -161,6 +161,8 @@ class Vocoder:
         except BaseException:
             stream.close("error")
             raise
+        if length is not None:
+            stream.fit_length(length)
         length = served.num_samples(grid.shape[-1]) if length is None else length
         total = length if stream.sample_rate == served.sample_rate else \
             resampled_length(length, served.sample_rate, stream.sample_rate)

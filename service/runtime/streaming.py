@@ -74,6 +74,8 @@ class AudioStream:
         self._resampler = None if self.sample_rate == served.sample_rate else \
             soxr.ResampleStream(served.sample_rate, self.sample_rate, 1, dtype="float32", quality="HQ")
         self._frames = 0
+        self._length: int | None = None  # samples at the model's rate the audio is fitted to (fit_length)
+        self._model_samples = 0  # samples at the model's rate let out so far
         self._timing = _Timing()
         self.samples_out = 0
         if not codes or self._bandwidth_id is not None:
@@ -89,6 +91,11 @@ class AudioStream:
     async def push(self, array: np.ndarray, *, final: bool = False, timeout: float | None = None) -> np.ndarray:
         """A chunk of frames -> the audio it lets out (final, unless low-latency); ``final`` ends the stream with it."""
         return await self.push_many([self.check(array)], final=final, timeout=timeout)
+
+    def fit_length(self, samples: int) -> None:
+        """Cut or pad the audio to ``samples`` at the model's rate, before it is resampled: as a whole answer
+        is (a resynthesis lasts as long as its input), so a streamed one equals it to the last sample."""
+        self._length = samples
 
     def check(self, array: np.ndarray) -> torch.Tensor:
         """A chunk ``(C, t)`` checked against the model and the stream's limits, for :meth:`push_many`; raises
@@ -173,6 +180,11 @@ class AudioStream:
             )
 
     def _out(self, audio: np.ndarray, arrived: float, final: bool) -> np.ndarray:
+        if self._length is not None:
+            audio = audio[:max(0, self._length - self._model_samples)]
+            if final and self._model_samples + audio.size < self._length:
+                audio = np.concatenate([audio, np.zeros(self._length - self._model_samples - audio.size, audio.dtype)])
+        self._model_samples += audio.size
         if self._resampler is not None:
             audio = self._resampler.resample_chunk(audio, last=final)
         self._observe(arrived, audio.size)
