@@ -81,6 +81,19 @@ def test_a_streamed_decode_past_its_deadline_is_cut_short_and_counted_as_504(ser
     assert "Traceback" not in log and "Exception in ASGI application" not in log
 
 
+def test_a_client_that_leaves_a_streamed_decode_counts_as_disconnected(server: ServerProcess) -> None:
+    mel = np.random.default_rng(2).standard_normal((100, 12000)).astype(np.float32)
+    with httpx.stream("POST", f"{server.url}/decode/mel?stream=true", content=npy_bytes(mel),
+                      headers={"content-type": "application/x-npy"}, timeout=60) as response:
+        next(response.iter_bytes())  # the header and the first audio, then the client hangs up
+    sample = 'vocos_streams_total{model="mel",outcome="disconnected",transport="http"}'
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and sample not in httpx.get(f"{server.url}/metrics").text:
+        time.sleep(0.1)
+    assert server.metric(sample) == 1
+    assert server.metric('vocos_streams_active{model="mel"}') == 0
+
+
 def test_sigterm_lets_an_open_stream_finish_and_refuses_new_streams(server: ServerProcess) -> None:
     url = server.url.replace("http://", "ws://") + "/stream/mel?format=f32"
     ws = websocket.create_connection(url, timeout=30)
