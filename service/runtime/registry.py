@@ -79,7 +79,8 @@ def model_specs(settings: Settings) -> tuple[ModelSpec, ...]:
             raise RegistryError(
                 f"model name {name!r} is defined twice: by VOCOS_{field.upper()} and by VOCOS_MODELS(_FILE)"
             )
-        specs.append(ModelSpec(name, source, legacy=True, default=field not in explicit))
+        # Only with no model setting at all (an explicit `none` included) may a default fall back.
+        specs.append(ModelSpec(name, source, legacy=True, default=not explicit & {"mel_model", "encodec_model"}))
     names = [spec.name for spec in specs]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:

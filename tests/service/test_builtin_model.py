@@ -23,7 +23,8 @@ def no_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def test_only_unset_defaults_may_fall_back() -> None:
     assert [s.default for s in model_specs(Settings())] == [True, True]
     assert [(s.name, s.default) for s in model_specs(Settings(mel_model="charactr/vocos-mel-24khz"))] == [
-        ("mel", False), ("encodec", True)]
+        ("mel", False), ("encodec", False)]  # a model setting, so nothing falls back
+    assert [(s.name, s.default) for s in model_specs(Settings(encodec_model="none"))] == [("mel", False)]
     assert [s.default for s in model_specs(Settings(models="mel=charactr/vocos-mel-24khz"))] == [False]
 
 
@@ -42,6 +43,7 @@ def test_with_no_setting_and_no_hub_the_server_serves_the_demo_with_one_warning(
 @pytest.mark.parametrize("settings", [
     {"mel_model": "charactr/vocos-mel-24khz", "encodec_model": "none"},
     {"models": "mel=charactr/vocos-mel-24khz"},
+    {"encodec_model": "none"},  # the mel model left at its default is still a configured server
 ])
 def test_explicit_model_settings_never_fall_back(no_hub: None, settings: dict[str, str]) -> None:
     with pytest.raises(StartupError, match="cannot load the mel model"):

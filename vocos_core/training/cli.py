@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from ..errors import CheckpointError
 from ..pretrained import Vocos
 from .data import VocosDataModule
 from .experiment import VocosExp
@@ -38,7 +39,14 @@ class VocosCLI(LightningCLI):
             raise SystemExit("--init-from and --ckpt_path exclude each other: resume, or start from a model")
         if init_from:
             assert isinstance(self.model, VocosExp)
-            self.model.load_generator(Vocos.from_pretrained(init_from))
+            try:
+                self.model.load_generator(Vocos.from_pretrained(init_from))
+            except CheckpointError as exc:
+                raise SystemExit(f"vocos-train: --init-from {init_from}: {exc}") from None
+
+
+EXPORT_USAGE = ("vocos-train export CKPT OUT_DIR: write a checkpoint's generator as config.yaml + "
+                "pytorch_model.bin (the Hub layout the server loads); vocos-train export --help for more")
 
 
 def export_main(argv: Sequence[str]) -> None:
@@ -49,7 +57,10 @@ def export_main(argv: Sequence[str]) -> None:
     ap.add_argument("ckpt", help="Lightning checkpoint (.ckpt) written by vocos-train fit")
     ap.add_argument("out_dir", help="directory for config.yaml + pytorch_model.bin")
     args = ap.parse_args(argv)
-    out = export_checkpoint(args.ckpt, args.out_dir)
+    try:
+        out = export_checkpoint(args.ckpt, args.out_dir)
+    except (CheckpointError, OSError) as exc:
+        raise SystemExit(f"vocos-train export: {exc}") from None
     print(f"wrote {out}")
 
 
@@ -58,7 +69,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args[:1] == ["export"]:
         export_main(args[1:])
         return
-    VocosCLI(VocosExp, VocosDataModule, subclass_mode_data=True, args=args,
+    if args[:1] in ([], ["-h"], ["--help"]):  # LightningCLI's help lists its own subcommands only
+        print(EXPORT_USAGE)
+    # args=None when run as a command: LightningCLI reads sys.argv itself (and warns when handed it).
+    VocosCLI(VocosExp, VocosDataModule, subclass_mode_data=True, args=None if argv is None else args,
              save_config_kwargs={"overwrite": True})
 
 

@@ -11,6 +11,7 @@ reference's: ``trainer.max_steps`` counts both, so ``max_steps // 2`` batches tr
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -18,7 +19,8 @@ import lightning as L
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
-from ..config import EncodecFeaturesConfig, parse_config
+from ..config import EncodecFeaturesConfig, VocosConfig, parse_config
+from ..errors import CheckpointError
 from ..feature_extractors import EncodecFeatures
 from ..pretrained import Vocos
 from .discriminators import MultiPeriodDiscriminator, MultiResolutionDiscriminator
@@ -31,6 +33,19 @@ GENERATOR_PARTS = ("feature_extractor", "backbone", "head")
 # A config.yaml section: {"class_path": "vocos....", "init_args": {...}}. Typed so that LightningCLI keeps
 # it as data: a mapping typed Any holding a class_path would be imported and instantiated by jsonargparse.
 ComponentSpec = dict[str, str | dict[str, Any]]
+
+
+def config_differences(checkpoint: VocosConfig, config: VocosConfig) -> list[str]:
+    """``"section.field: checkpoint X, config Y"`` for each hyperparameter in which the two differ."""
+    out = []
+    for section in ("feature_extractor", "backbone", "head"):
+        ours, theirs = getattr(config, section), getattr(checkpoint, section)
+        if type(ours) is not type(theirs):
+            out.append(f"{section}: checkpoint {type(theirs).__name__}, config {type(ours).__name__}")
+            continue
+        out += [f"{section}.{f.name}: checkpoint {getattr(theirs, f.name)!r}, config {getattr(ours, f.name)!r}"
+                for f in dataclasses.fields(ours) if getattr(ours, f.name) != getattr(theirs, f.name)]
+    return out
 
 
 class VocosExp(ValidationMixin, L.LightningModule):
@@ -84,7 +99,11 @@ class VocosExp(ValidationMixin, L.LightningModule):
         return model.eval()
 
     def load_generator(self, model: Vocos) -> None:
-        """Start from ``model``'s weights (fine-tuning); its architecture must be this config's."""
+        """Start from ``model``'s weights (fine-tuning); its architecture and front-end must be this config's
+        (a checkpoint of another sample rate or mel would load its own buffers and train on them unseen)."""
+        differences = config_differences(model.config, self.config)
+        if differences:
+            raise CheckpointError("the checkpoint is not of this config's model: " + "; ".join(differences))
         self.load_state_dict({**self.state_dict(), **model.state_dict()}, strict=True)
 
     def on_fit_start(self) -> None:

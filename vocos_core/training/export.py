@@ -47,8 +47,15 @@ def write_hub_dir(out_dir: str | os.PathLike[str], config: dict[str, Any], state
 
 def export_checkpoint(ckpt: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:
     """Write the generator of Lightning checkpoint ``ckpt`` to ``out_dir``; returns ``out_dir``."""
-    data = torch.load(ckpt, map_location="cpu", weights_only=False)
-    if "state_dict" not in data or "hyper_parameters" not in data:
+    try:
+        # weights_only: a checkpoint is data; unpickling arbitrary objects would run whatever code it names.
+        data = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{ckpt}: no such file") from None
+    except Exception as exc:  # torch raises several types for a file that is not a checkpoint
+        raise CheckpointError(f"{ckpt}: cannot be read as a checkpoint ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:200]})") from None
+    if not isinstance(data, dict) or "state_dict" not in data or "hyper_parameters" not in data:
         raise CheckpointError(f"{ckpt}: not a Lightning checkpoint (no state_dict / hyper_parameters)")
     config = hub_config(dict(data["hyper_parameters"]))
     state = {k: v for k, v in data["state_dict"].items() if k.split(".")[0] in GENERATOR_PARTS}

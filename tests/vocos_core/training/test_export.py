@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 import yaml
 
 from vocos_core.checkpoint import CONFIG_NAME, WEIGHTS_NAME
-from vocos_core.errors import CheckpointError
 from vocos_core.pretrained import Vocos
 from vocos_core.training.cli import main
 from vocos_core.training.experiment import VocosExp
@@ -50,8 +50,31 @@ def test_export_writes_the_hub_layout_that_loads_strictly_and_decodes_as_the_gen
         torch.testing.assert_close(model.decode(mel), module.head(module.backbone(mel)), rtol=1e-5, atol=1e-5)
 
 
-def test_export_of_a_file_that_is_not_a_lightning_checkpoint_fails(tmp_path: Path) -> None:
-    bogus = tmp_path / "weights.bin"
-    torch.save({"backbone.embed.weight": torch.zeros(1)}, bogus)
-    with pytest.raises(CheckpointError, match="not a Lightning checkpoint"):
+class _Touch:
+    """A pickle that creates a file when unpickled: what a crafted checkpoint could do with any code."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.touch, (self.path,))
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ({"backbone.embed.weight": torch.zeros(1)}, "not a Lightning checkpoint"),
+    (None, "no such file"),
+    (b"not a checkpoint at all", "cannot be read as a checkpoint"),
+    ("code", "cannot be read as a checkpoint"),
+])
+def test_export_of_a_file_that_is_not_a_lightning_checkpoint_fails_in_one_line(tmp_path: Path, content: Any,
+                                                                                message: str) -> None:
+    bogus, marker = tmp_path / "weights.bin", tmp_path / "ran"
+    if isinstance(content, bytes):
+        bogus.write_bytes(content)
+    elif content == "code":
+        torch.save({"state_dict": {}, "hyper_parameters": _Touch(marker)}, bogus)
+    elif content is not None:
+        torch.save(content, bogus)
+    with pytest.raises(SystemExit, match=f"^vocos-train export: .*{message}"):
         main(["export", str(bogus), str(tmp_path / "out")])
+    assert not marker.exists()  # the checkpoint is read as data: nothing in it runs

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from vocos_core.pretrained import Vocos
-from vocos_core.testing import write_random_checkpoint
+from vocos_core.testing import checkpoint_config, random_model, write_random_checkpoint
 from vocos_core.training import metrics, utmos
 from vocos_core.training.cli import main
 from vocos_core.training.experiment import VocosExp
@@ -131,7 +132,21 @@ def test_init_from_a_hub_layout_directory_starts_from_its_weights(tmp_path: Path
 def test_init_from_a_checkpoint_of_another_architecture_fails(tmp_path: Path) -> None:
     hub = write_random_checkpoint(tmp_path / "hub", "mel", dim=TINY_DIM * 2, num_layers=1)
     config = tiny_config("vocos.yaml", tmp_path, max_steps=2)
-    with pytest.raises(RuntimeError, match="size mismatch"):
+    with pytest.raises(SystemExit, match=rf"backbone\.dim: checkpoint {TINY_DIM * 2}, config {TINY_DIM}"):
+        main(["fit", "--config", str(config), "--init-from", str(hub)])
+
+
+def test_init_from_a_checkpoint_of_another_front_end_fails(tmp_path: Path) -> None:
+    """Same shapes, another sample rate: its mel filterbank would load and train unseen, and the export
+    would not load against its own config."""
+    hub = tmp_path / "hub16k"
+    hub.mkdir()
+    other = checkpoint_config("mel", dim=TINY_DIM, num_layers=1)
+    other["feature_extractor"]["init_args"]["sample_rate"] = 16000
+    (hub / "config.yaml").write_text(yaml.safe_dump(other))
+    torch.save(random_model(other).state_dict(), hub / "pytorch_model.bin")
+    config = tiny_config("vocos.yaml", tmp_path, max_steps=2)
+    with pytest.raises(SystemExit, match=r"feature_extractor\.sample_rate: checkpoint 16000, config 24000"):
         main(["fit", "--config", str(config), "--init-from", str(hub)])
 
 
