@@ -44,8 +44,9 @@ class StartupError(RuntimeError):
     """The service cannot start; the message is one line saying what to change."""
 
 
-def resolve_device(spec: str) -> torch.device:
-    """``auto`` -> the first GPU when there is one, else the CPU; ``cuda`` -> ``cuda:0``."""
+def resolve_device(spec: str, setting: str = "VOCOS_DEVICE") -> torch.device:
+    """``auto`` -> the first GPU when there is one, else the CPU; ``cuda`` -> ``cuda:0``. ``setting``: where
+    ``spec`` came from, for the error."""
     if spec == "auto":
         return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
     if spec == "cpu":
@@ -54,7 +55,7 @@ def resolve_device(spec: str) -> torch.device:
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if index >= count:
         raise StartupError(
-            f"VOCOS_DEVICE={spec}: this machine has {count} CUDA device(s); use cpu, auto"
+            f"{setting}={spec}: this machine has {count} CUDA device(s); use cpu, auto"
             + (f" or cuda:0..cuda:{count - 1}" if count else "")
         )
     return torch.device(f"cuda:{index}")
@@ -178,7 +179,8 @@ def load_models(settings: Settings) -> dict[str, ServedModel]:
         specs = model_specs(settings)
     except RegistryError as exc:
         raise StartupError(str(exc)) from None
-    devices = {spec.name: resolve_device(spec.device or settings.device) for spec in specs}
+    devices = {spec.name: resolve_device(spec.device or settings.device, "VOCOS_DEVICE" if spec.device in (
+        None, settings.device) else f"model {spec.name!r}: device (VOCOS_MODELS_FILE)") for spec in specs}
     models, unavailable = {}, []
     for spec in specs:
         try:

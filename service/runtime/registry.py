@@ -20,9 +20,10 @@ import dataclasses
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, get_args
+from typing import Annotated, Any, get_args
 
 import yaml
+from pydantic import TypeAdapter, ValidationError
 
 from service.settings import DISABLED, Dtype, Settings
 
@@ -30,8 +31,6 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 # Options a model may set for itself; each defaults to the server's setting of the same name.
 BATCHING = ("max_batch_size", "max_wait_ms", "max_batch_frames", "bucket_ratio", "max_queue_size")
-_POSITIVE: dict[str, type] = {"max_batch_size": int, "max_wait_ms": float, "max_batch_frames": int,
-                              "bucket_ratio": float, "max_queue_size": int}
 
 
 class RegistryError(ValueError):
@@ -100,16 +99,31 @@ def _pairs(text: str) -> list[ModelSpec]:
     return specs
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
+        twice = sorted({str(k) for k in keys if keys.count(k) > 1})
+        if twice:
+            raise yaml.constructor.ConstructorError(None, None, f"keys given more than once: {twice}",
+                                                    node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _file(path: Path) -> list[ModelSpec]:
     where = f"VOCOS_MODELS_FILE {path}"
     try:
-        document = yaml.safe_load(path.read_text())
+        document = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader: data only
     except (OSError, yaml.YAMLError) as exc:
         raise RegistryError(f"{where}: cannot read it as YAML: {' '.join(str(exc).split())}") from None
     models = document.get("models") if isinstance(document, dict) else None
     if not isinstance(models, dict) or not models:
         raise RegistryError(f"{where}: expected a mapping 'models:' of model names to their options")
-    return [_spec(str(name), options, where) for name, options in models.items()]
+    odd = [name for name in models if not isinstance(name, str)]
+    if odd:  # YAML reads yes, null, 1 and 1.0 as a bool, None and numbers: two of them may even be one
+        raise RegistryError(f"{where}: model names must be strings; quote {odd[0]!r} in the file")
+    return [_spec(name, options, where) for name, options in models.items()]
 
 
 def _spec(name: str, options: Any, where: str) -> ModelSpec:
@@ -127,7 +141,7 @@ def _spec(name: str, options: Any, where: str) -> ModelSpec:
         raise RegistryError(f"{where}: model {name!r}: device must be auto, cpu, cuda or cuda:N, got {device!r}")
     if dtype is not None and dtype not in get_args(Dtype):
         raise RegistryError(f"{where}: model {name!r}: dtype must be one of {get_args(Dtype)}, got {dtype!r}")
-    batching = {key: _positive(options[key], key, name, where) for key in BATCHING if key in options}
+    batching = {key: _batching_option(options[key], key, name, where) for key in BATCHING if key in options}
     return ModelSpec(
         checked,
         options["source"].strip(),
@@ -139,12 +153,18 @@ def _spec(name: str, options: Any, where: str) -> ModelSpec:
     )
 
 
-def _positive(value: Any, key: str, name: str, where: str) -> float:
-    kind, floor = _POSITIVE[key], 0 if key == "max_wait_ms" else 1
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    if not number or value < floor or (kind is int and int(value) != value):
-        raise RegistryError(f"{where}: model {name!r}: {key} must be a {kind.__name__} >= {floor}, got {value!r}")
-    return kind(value)
+def _batching_option(value: Any, key: str, name: str, where: str) -> float:
+    """A model's own batching option, held to the bounds of the server setting of the same name."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise RegistryError(f"{where}: model {name!r}: {key} must be a number, got {value!r}")
+    field = Settings.model_fields[key]
+    try:
+        bounded: Any = Annotated[(field.annotation, *field.metadata)]  # the setting's type and bounds
+        number: float = TypeAdapter(bounded).validate_python(value)
+        return number
+    except ValidationError as exc:
+        raise RegistryError(f"{where}: model {name!r}: {key} must be within VOCOS_{key.upper()}'s bounds "
+                            f"({exc.errors()[0]['msg']}), got {value!r}") from None
 
 
 def _checked_name(name: str, where: str) -> str:

@@ -65,6 +65,13 @@ def test_device_resolution() -> None:
             resolve_device("cuda:3")
 
 
+def test_a_models_own_device_is_named_in_its_error(tmp_path: Path) -> None:
+    models_file = tmp_path / "models.yaml"
+    models_file.write_text("models:\n  a: {source: /nowhere, device: 'cuda:9'}\n")
+    with pytest.raises(StartupError, match=r"^model 'a': device \(VOCOS_MODELS_FILE\)=cuda:9: this machine has"):
+        load_models(Settings(models_file=str(models_file)))
+
+
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_reduced_precision_keeps_spectral_parts_in_float32(mel_checkpoint: Path, dtype: str) -> None:
     full = load_models(settings_for(mel_model=str(mel_checkpoint), encodec_model="none"))["mel"]
@@ -110,7 +117,7 @@ def test_a_forced_way_that_cannot_run_falls_back_to_the_probe_and_says_why(mel_c
 
 def test_cpu_matmul_leaves_a_gpu_alone(mel_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A model on a GPU: no probe, no way, the precision untouched ("high" would mean TF32 in cuBLAS).
-    monkeypatch.setattr("service.runtime.models.resolve_device", lambda spec: torch.device("meta"))
+    monkeypatch.setattr("service.runtime.models.resolve_device", lambda spec, setting: torch.device("meta"))
     monkeypatch.setattr("service.runtime.models.place", lambda model, device, dtype: model.eval())
     torch.set_float32_matmul_precision("highest")
     served = load_models(Settings(mel_model=str(mel_checkpoint), encodec_model="none", cpu_matmul="bf16x3"))["mel"]
