@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 
@@ -24,8 +24,9 @@ def check_features(x: object, channels: int, name: str = "features") -> torch.Te
     return x
 
 
-def check_feature_list(items: Sequence[torch.Tensor], channels: int) -> list[torch.Tensor]:
-    """Accept a non-empty sequence of ``(C, T_i)`` feature tensors."""
+def check_feature_list(items: Iterable[torch.Tensor], channels: int) -> list[torch.Tensor]:
+    """Accept a non-empty sequence (or any iterable) of ``(C, T_i)`` feature tensors."""
+    items = list(items)
     if len(items) == 0:
         raise InputError("features: expected at least one item")
     out = []
@@ -75,7 +76,10 @@ def check_bandwidth_ids(ids: object, bandwidths: Sequence[float], batch: int) ->
     valid = ", ".join(f"{i} ({kbps:g} kbps)" for i, kbps in enumerate(bandwidths))
     if ids is None:
         raise InputError(f"bandwidth_id is required for this model; valid: {valid}")
-    t = torch.as_tensor(ids) if not isinstance(ids, torch.Tensor) else ids
+    try:
+        t = torch.as_tensor(ids) if not isinstance(ids, torch.Tensor) else ids
+    except (TypeError, ValueError, RuntimeError):  # a string, None inside a list, ...
+        raise InputError(f"bandwidth_id: expected an int or integer ids, got {ids!r:.60}; valid: {valid}") from None
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
         raise InputError(f"bandwidth_id: expected integers, got {t.dtype}; valid: {valid}")
     t = t.reshape(-1).long()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -146,7 +146,7 @@ class Vocos(nn.Module):
         return audio
 
     @torch.inference_mode()
-    def decode_batch(self, features: Sequence[torch.Tensor],
+    def decode_batch(self, features: Iterable[torch.Tensor],
                      bandwidth_ids: Sequence[int] | torch.Tensor | None = None) -> list[torch.Tensor]:
         """Decode items of unequal lengths together: ``[(C, T_i)]`` -> ``[(S_i,)]``.
 

@@ -104,6 +104,19 @@ def test_bandwidth_id_must_exist(enc: Vocos) -> None:
         enc.decode(features, bandwidth_id=torch.tensor([1.0]))
     with pytest.raises(InputError, match="out of range"):
         enc.decode_batch([features[0]], [-1])
+    with pytest.raises(InputError, match="expected an int or integer ids, got '1'"):
+        enc.decode(features, bandwidth_id="1")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="expected an int or integer ids"):
+        enc.stream(bandwidth_id="1")  # type: ignore[arg-type]
+
+
+def test_decode_batch_takes_any_iterable_and_stream_push_says_its_shape(mel: Vocos) -> None:
+    items = [torch.randn(100, t) for t in (5, 9)]
+    from_generator = mel.decode_batch(x for x in items)
+    for got, want in zip(from_generator, mel.decode_batch(items), strict=True):
+        assert torch.equal(got, want)
+    with pytest.raises(InputError, match=r"frames: expected shape \(100, t\), got \(100,\)"):
+        mel.stream().push(torch.randn(100))
 
 
 def test_codebook_count_must_match_bandwidth(enc: Vocos) -> None:

@@ -227,10 +227,10 @@ class VocosStream:
     def push(self, frames: torch.Tensor) -> torch.Tensor:
         """Feature frames ``(C, t)``, ``t >= 1`` -> the audio samples ``(S,)`` now out (possibly none): final
         ones, and for a low-latency stream the guessed ones its lookahead lets out."""
-        x = inputs.check_features(frames.unsqueeze(0) if isinstance(frames, torch.Tensor) and frames.dim() == 2
-                                  else frames, self.model.n_features, "frames")
-        if x.shape[0] != 1:
-            raise InputError(f"frames: expected shape ({self.model.n_features}, t), got {tuple(frames.shape)}")
+        if not isinstance(frames, torch.Tensor) or frames.dim() != 2:
+            shape = tuple(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__
+            raise InputError(f"frames: expected shape ({self.model.n_features}, t), got {shape}")
+        x = inputs.check_features(frames.unsqueeze(0), self.model.n_features, "frames")
         return decode_steps(self.model, [self._state()], [x[0]], [False])[0]
 
     def push_codes(self, codes: torch.Tensor) -> torch.Tensor:
