@@ -306,12 +306,28 @@ def _check_consistency(config: VocosConfig, where: str) -> None:
         raise CheckpointError(f"{where}: head.dim {head.dim} does not match backbone.dim {bb.dim}")
     if isinstance(head, ISTFTHeadConfig) and head.padding == "same" and (head.n_fft - head.hop_length) % 2:
         raise CheckpointError(f"{where}: 'same' padding needs n_fft - hop_length even")
+    _check_hops(fe, head, where)
     if isinstance(fe, EncodecFeaturesConfig) and isinstance(bb, VocosBackboneConfig):
         n = bb.adanorm_num_embeddings
         if n is not None and n != len(fe.bandwidths):
             raise CheckpointError(
                 f"{where}: adanorm_num_embeddings {n} does not match {len(fe.bandwidths)} bandwidths"
             )
+
+
+def _check_hops(fe: FeatureExtractorConfig, head: HeadConfig, where: str) -> None:
+    """One head frame per feature frame, and frames that overlap or touch (else the audio has gaps)."""
+    feature_hop = 320 if isinstance(fe, EncodecFeaturesConfig) else fe.hop_length  # EnCodec: 75 frames/s at 24 kHz
+    if isinstance(head, ISTFTHeadConfig):
+        head_hop = head.hop_length
+        if head.hop_length > head.n_fft:
+            raise CheckpointError(f"{where}: head.hop_length {head.hop_length} is larger than head.n_fft "
+                                  f"{head.n_fft}; frames must overlap or touch")
+    else:
+        head_hop = head.mdct_frame_len // 2
+    if head_hop != feature_hop:
+        raise CheckpointError(f"{where}: the head's hop ({head_hop} samples) is not the feature extractor's "
+                              f"({feature_hop}); each feature frame makes one hop of audio")
 
 
 def _kind(value: Any) -> str:

@@ -54,6 +54,9 @@ def bad(**changes: object) -> dict:
     (bad(backbone__init_args__input_channels=80), CheckpointError, "produces 100 channels"),
     (bad(head__init_args__dim=16), CheckpointError, "does not match backbone.dim"),
     (bad(head=None), CheckpointError, "section 'head' needs 'class_path'"),
+    (bad(head__init_args__hop_length=2048), CheckpointError, "larger than head.n_fft 1024; frames must overlap"),
+    (bad(head__init_args__hop_length=320, head__init_args__n_fft=1280), CheckpointError,
+     r"the head's hop \(320 samples\) is not the feature extractor's \(256\)"),
     ({"backbone": {}}, CheckpointError, "missing section"),
     ([1, 2], CheckpointError, "expected a mapping"),
 ])
