@@ -179,6 +179,9 @@ def load_models(settings: Settings) -> dict[str, ServedModel]:
         specs = model_specs(settings)
     except RegistryError as exc:
         raise StartupError(str(exc)) from None
+    if not specs:  # a server of no model would answer ready and 404 to everything
+        raise StartupError("no model to serve: VOCOS_MEL_MODEL and VOCOS_ENCODEC_MODEL are none and "
+                           "VOCOS_MODELS / VOCOS_MODELS_FILE name no model")
     devices = {spec.name: resolve_device(spec.device or settings.device, "VOCOS_DEVICE" if spec.device in (
         None, settings.device) else f"model {spec.name!r}: device (VOCOS_MODELS_FILE)") for spec in specs}
     models, unavailable = {}, []

@@ -65,6 +65,11 @@ def test_device_resolution() -> None:
             resolve_device("cuda:3")
 
 
+def test_a_server_of_no_model_does_not_start() -> None:
+    with pytest.raises(StartupError, match="no model to serve"):
+        load_models(Settings(mel_model="none", encodec_model="none"))
+
+
 def test_a_models_own_device_is_named_in_its_error(tmp_path: Path) -> None:
     models_file = tmp_path / "models.yaml"
     models_file.write_text("models:\n  a: {source: /nowhere, device: 'cuda:9'}\n")
