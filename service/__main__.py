@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import socket
 import sys
@@ -29,7 +30,7 @@ from service.http.state import ServiceState, state_of
 from service.runtime.logs import configure_logging
 from service.runtime.memory import bound_memory_growth
 from service.runtime.models import StartupError, load_models
-from service.settings import Settings
+from service.settings import Settings, unknown_variables
 
 log = logging.getLogger("service")
 
@@ -127,6 +128,8 @@ def serve(app: FastAPI, settings: Settings) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_settings(argv)
     configure_logging(settings.log_level)
+    for warning in unknown_variables(os.environ):
+        log.warning(warning)
     bound_memory_growth()  # before any model runs
     try:
         # In the model thread, where every later model call runs (service.engine.torch_thread).

@@ -6,7 +6,9 @@ Built once at start (``__main__`` adds CLI flags on top of the environment) and 
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -172,3 +174,24 @@ class Settings(BaseSettings):
     @property
     def api_key_list(self) -> tuple[str, ...]:
         return tuple(k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip())
+
+
+# VOCOS_* variables of the project's tools, not of the server: the test script, the test tools'
+# installer, compose's interpolation and the image build.
+TOOL_VARIABLES = frozenset({"VOCOS_SKIP_APT", "VOCOS_CONSTRAINTS", "VOCOS_TEST_TOOLS_DIR", "VOCOS_IMAGE",
+                            "VOCOS_PUBLISH_PORT", "VOCOS_UID"})
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each ``VOCOS_*`` variable that is no setting, with the nearest setting's name: the
+    environment is read by name, so a typo (``VOCOS_MODEL``) would otherwise be ignored in silence."""
+    names = [f"VOCOS_{name.upper()}" for name in Settings.model_fields]
+    warnings = []
+    for variable in sorted(environ):
+        upper = variable.upper()
+        if upper.startswith("VOCOS_") and upper not in names and upper not in TOOL_VARIABLES:
+            # Compared without the prefix, which every name shares and which would make any two look alike.
+            near = difflib.get_close_matches(upper[6:], [n[6:] for n in names], n=1, cutoff=0.7)
+            hint = f"; did you mean VOCOS_{near[0]}?" if near else " (vocos-serve --help lists them)"
+            warnings.append(f"{variable} is not a setting and is ignored{hint}")
+    return warnings

@@ -6,7 +6,7 @@ import pytest
 
 from service.__main__ import build_parser, parse_settings
 from service.runtime.registry import model_specs
-from service.settings import Settings
+from service.settings import Settings, unknown_variables
 
 
 def test_defaults_match_the_contract() -> None:
@@ -93,3 +93,13 @@ def test_batch_policy_takes_the_batching_settings() -> None:
     assert engine_policy(batching(Settings())).bucket_ratio == 2.0
     policy = engine_policy(batching(Settings(bucket_ratio=3.0, max_wait_ms=7, max_batch_size=4)))
     assert (policy.bucket_ratio, policy.max_wait_s, policy.max_batch_size) == (3.0, 0.007, 4)
+
+
+def test_a_vocos_variable_that_is_no_setting_is_named_with_the_nearest_one() -> None:
+    environ = {"VOCOS_MODEL": "mel=/m", "vocos_max_batchsize": "8", "VOCOS_MODELS": "mel=/m", "VOCOS_SKIP_APT": "1",
+               "VOCOS_ZZZ": "1", "HOME": "/root"}
+    assert unknown_variables(environ) == [
+        "VOCOS_MODEL is not a setting and is ignored; did you mean VOCOS_MODELS?",
+        "VOCOS_ZZZ is not a setting and is ignored (vocos-serve --help lists them)",
+        "vocos_max_batchsize is not a setting and is ignored; did you mean VOCOS_MAX_BATCH_SIZE?",
+    ]
