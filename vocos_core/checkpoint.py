@@ -81,7 +81,8 @@ def _hub_file(repo_id: str, filename: str, revision: str | None, cache_dir: str 
     from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.utils import LocalEntryNotFoundError
 
-    where = f"{filename} of {repo_id!r} (revision {revision or 'main'})"
+    # A mistyped local path of the form a/b reads as a repo id too: say so, as the error is about the Hub.
+    where = f"{filename} of {repo_id!r} (revision {revision or 'main'}; no directory of that name here, so a Hub repo)"
     cache = Path(cache_dir) if cache_dir is not None else Path(constants.HF_HUB_CACHE)
     try:
         return Path(hf_hub_download(repo_id=repo_id, filename=filename, revision=revision, cache_dir=cache,
