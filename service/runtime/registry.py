@@ -136,7 +136,7 @@ def _spec(name: str, options: Any, where: str) -> ModelSpec:
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise RegistryError(f"{where}: model {name!r}: unknown options {unknown}; expected among {sorted(allowed)}")
-    device, dtype = options.get("device"), options.get("dtype")
+    device, dtype = (_lower(options.get(key)) for key in ("device", "dtype"))  # any case, as the variables
     if device is not None and not _DEVICE.match(str(device)):
         raise RegistryError(f"{where}: model {name!r}: device must be auto, cpu, cuda or cuda:N, got {device!r}")
     if dtype is not None and dtype not in get_args(Dtype):
@@ -151,6 +151,10 @@ def _spec(name: str, options: Any, where: str) -> ModelSpec:
         encodec_weights=_optional_text(options.get("encodec_weights")),
         batching=batching,
     )
+
+
+def _lower(value: Any) -> Any:
+    return value.strip().lower() if isinstance(value, str) else value
 
 
 def _batching_option(value: Any, key: str, name: str, where: str) -> float:

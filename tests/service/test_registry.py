@@ -41,8 +41,8 @@ def test_a_models_file_gives_each_model_its_own_options(tmp_path: Path) -> None:
         "  mel: charactr/vocos-mel-24khz\n"
         "  tts22k:\n"
         "    source: /models/tts22k\n"
-        "    device: cuda:1\n"
-        "    dtype: bfloat16\n"
+        "    device: CUDA:1\n"
+        "    dtype: BFloat16  # any case, as the environment variables\n"
         "    max_batch_size: 4\n"
         "    max_wait_ms: 0\n"
     )
