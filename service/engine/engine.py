@@ -205,12 +205,12 @@ class BatchingEngine:
             self._wakeup.set()
 
     async def submit_step(self, stream: EngineStream, chunk: torch.Tensor, final: bool,
-                          timeout: float | None) -> torch.Tensor:
+                          timeout: float | None, guess: bool = True) -> torch.Tensor:
         """Queue one step of ``stream`` and return its audio; the stream is closed if this fails."""
         assert self._loop is not None and self._wakeup is not None
         if not self.alive:
             raise EngineStoppedError(f"the {self.name} engine has stopped")
-        step = Step(stream.state, chunk, final, time.monotonic(), self._loop.create_future())
+        step = Step(stream.state, chunk, final, time.monotonic(), self._loop.create_future(), guess)
         self._streams.steps.append(step)
         self._wakeup.set()
         try:
@@ -232,7 +232,7 @@ class BatchingEngine:
         try:
             outputs: list[torch.Tensor] | BaseException = await run_in_torch_thread(
                 self._stream_model().decode_steps, [s.state for s in steps], [s.chunk for s in steps],
-                [s.final for s in steps])
+                [s.final for s in steps], [s.guess for s in steps])
         except Exception as exc:
             log.exception("%s stream step of %d streams failed", self.name, len(steps))
             outputs = BatchFailedError(f"the {self.name} model failed on this stream's step: {exc}")

@@ -61,18 +61,20 @@ class StreamModel(Protocol):
     def start_stream(self, bandwidth_id: int | None, lookahead_frames: int | None = None) -> Any: ...
 
     def decode_steps(self, states: Sequence[Any], chunks: Sequence[torch.Tensor],
-                     final: Sequence[bool]) -> list[torch.Tensor]: ...
+                     final: Sequence[bool], guess: Sequence[bool] | None = None) -> list[torch.Tensor]: ...
 
 
 @dataclass(eq=False)
 class Step:
-    """One stream's next chunk ``(C, t)`` (``t >= 0``) waiting for the model; ``final`` ends the stream."""
+    """One stream's next chunk ``(C, t)`` (``t >= 0``) waiting for the model; ``final`` ends the stream;
+    ``guess``: a low-latency stream may guess beyond it (no more of its push follows at once)."""
 
     state: Any
     chunk: torch.Tensor
     final: bool
     enqueued: float
     future: asyncio.Future[torch.Tensor] = field(repr=False)
+    guess: bool = True
 
     @property
     def frames(self) -> int:
@@ -99,8 +101,9 @@ class EngineStream:
         limit = self._engine.stream_policy.max_step_frames
         starts = range(0, max(1, chunk.shape[-1]), limit)
         for start in starts:
-            last = final and start == starts[-1]
-            pieces.append(await self._engine.submit_step(self, chunk[..., start:start + limit], last, timeout))
+            at_end = start == starts[-1]  # the push's last step: a low-latency stream guesses only here
+            pieces.append(await self._engine.submit_step(self, chunk[..., start:start + limit], final and at_end,
+                                                         timeout, guess=at_end))
         self.finished = final
         return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
 

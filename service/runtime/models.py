@@ -132,10 +132,10 @@ class ServedModel:
         return StreamState.start(self.model, bandwidth_id, lookahead_frames)
 
     def decode_steps(self, states: Sequence[StreamState], chunks: Sequence[torch.Tensor],
-                     final: Sequence[bool]) -> list[torch.Tensor]:
+                     final: Sequence[bool], guess: Sequence[bool] | None = None) -> list[torch.Tensor]:
         """One step of each stream, all in one call: chunks ``(C, t_i)`` (features or codes) -> the audio
-        ``(S_i,)`` each lets out (``vocos_core.streaming.decode_steps``), float32 on the CPU."""
-        outputs = decode_steps(self.model, states, [self._features(x) for x in chunks], final)
+        ``(S_i,)`` each lets out (``vocos_core.streaming.decode_steps``, ``guess`` included), float32 on the CPU."""
+        outputs = decode_steps(self.model, states, [self._features(x) for x in chunks], final, guess)
         return [y.float().cpu() for y in outputs]
 
     def warm_up_steps(self, step_frames: int, max_rows: int = WARM_STEP_ROWS) -> None:

@@ -191,3 +191,20 @@ async def test_every_model_call_runs_in_the_one_model_thread(mel: ServedModel, m
     worker.close()
     # PyTorch's CPU thread team belongs to the calling thread: one thread for all, so one team.
     assert len(threads) >= 5 and len(set(threads)) == 1 and threads[0].startswith("vocos-torch")
+
+
+async def test_a_long_push_of_a_low_latency_stream_guesses_only_at_its_end(mel: ServedModel) -> None:
+    """Cut into steps of 8 frames, a 40-frame push lets out what one step of 40 frames does: the steps before
+    the last guess nothing (their exact audio goes out with the rest anyway), so no sample is a stale guess."""
+    engine = await started(mel, max_step_frames=8)
+    x = torch.randn(mel.n_features, 40)
+    stream = engine.open_stream(lookahead_frames=0)
+    try:
+        cut = await stream.push(x)
+    finally:
+        stream.close()
+    await engine.drain(5)
+    state = mel.start_stream(None, lookahead_frames=0)
+    whole = (await run_in_torch_thread(mel.decode_steps, [state], [x], [False]))[0]
+    assert cut.shape == whole.shape and cut.numel() > 0
+    assert float((cut - whole).abs().max()) <= 1e-5 * float(whole.abs().max())

@@ -280,11 +280,11 @@ def test_chunks_that_arrive_during_a_step_go_into_the_next_step_together(
     calls: list[list[tuple[int, bool]]] = []
     release = threading.Event()
 
-    def held(states: Any, chunks: Any, final: Any) -> Any:
+    def held(states: Any, chunks: Any, final: Any, guess: Any = None) -> Any:
         calls.append([(int(c.shape[-1]), bool(f)) for c, f in zip(chunks, final, strict=True)])
         if len(calls) == 1:
             release.wait(10)  # the first step computes until every other chunk is in
-        return real(states, chunks, final)
+        return real(states, chunks, final, guess)
 
     client = client_for()
     while client.get("/readyz").status_code != 200:  # the warm-up's own stream steps come first
@@ -371,10 +371,10 @@ class SlowSteps(ServedModel):
         self.__dict__.update(base.__dict__)
         self.steps = 0
 
-    def decode_steps(self, states: Any, chunks: Any, final: Any) -> list[torch.Tensor]:
+    def decode_steps(self, states: Any, chunks: Any, final: Any, guess: Any = None) -> list[torch.Tensor]:
         self.steps += 1
         time.sleep(0.05)
-        return super().decode_steps(states, chunks, final)
+        return super().decode_steps(states, chunks, final, guess)
 
 
 @pytest.mark.asyncio

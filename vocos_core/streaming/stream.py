@@ -107,7 +107,7 @@ class StreamState:
 
 @torch.inference_mode()
 def decode_steps(model: Vocos, states: Sequence[StreamState], chunks: Sequence[torch.Tensor],
-                 final: Sequence[bool]) -> list[torch.Tensor]:
+                 final: Sequence[bool], guess: Sequence[bool] | None = None) -> list[torch.Tensor]:
     """Advance streams of one model together: ``chunks[i]`` ``(C, t_i)`` features (``t_i >= 0``) for
     stream i -> its new audio ``(S_i,)``; ``final[i]`` ends stream i (its remaining audio comes out).
 
@@ -116,7 +116,9 @@ def decode_steps(model: Vocos, states: Sequence[StreamState], chunks: Sequence[t
     the exact lookahead) also returns, up to its own lookahead, a guess: the offline decode of its
     frames so far followed by its last frame held for the input convolution's reach (3 frames for the
     official models; the frames beyond, an ending stream's zero padding). Its exact decode goes on
-    underneath, and each sample is sent once, exact if it was final in time.
+    underneath, and each sample is sent once, exact if it was final in time. ``guess[i]`` False skips
+    stream i's guess this step: more of its frames follow at once (a long push cut into steps), so their
+    exact audio would go out with the guess, and the guess would only cost.
     """
     assert len(states) == len(chunks) == len(final) and states, "one chunk and one flag per stream"
     for state in states:
@@ -131,7 +133,7 @@ def decode_steps(model: Vocos, states: Sequence[StreamState], chunks: Sequence[t
             state.last_frame = new[-1:].clone()  # a copy: the caller may reuse its chunk's memory
     low_latency = [i for i, (s, last) in enumerate(zip(states, final, strict=True)) if not s.exact and not last]
     held_back = lookahead(model).samples if low_latency else 0  # by the model's own (exact) lookahead
-    guessing = [i for i in low_latency if _guess_due(model, states[i], held_back)]
+    guessing = [i for i in low_latency if (guess is None or guess[i]) and _guess_due(model, states[i], held_back)]
     # A guess is one more stream of the same call: it starts from its stream's state after this step.
     guesses = [BackboneState(list(states[i].backbone.contexts), list(states[i].backbone.pending),
                              states[i].guess_frames, parent=states[i].backbone) for i in guessing]
@@ -146,8 +148,8 @@ def decode_steps(model: Vocos, states: Sequence[StreamState], chunks: Sequence[t
     guess_of = dict(zip(guessing, guessed, strict=True))
     out = []
     for i, (state, piece, last) in enumerate(zip(states, exact, final, strict=True)):
-        guess = guess_of.get(i)
-        finished_guess = None if guess is None else model.head.finish(guess)
+        piece_guessed = guess_of.get(i)
+        finished_guess = None if piece_guessed is None else model.head.finish(piece_guessed)
         out.append(_emit(state, model.head.finish(piece), finished_guess, _target(model, state)))
         state.finished = last
     return out
