@@ -135,21 +135,33 @@ async def load_body(state: ServiceState, body: bytes, kind: str, deadline: Deadl
         raise from_json_error(exc) from None
 
 
-async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
-    """Await ``work`` unless the client disconnects first; then cancel it (dropping it from its queue)."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_disconnected(request))
+class CutShortError(Exception):
+    """What :func:`unless` waited on came first."""
+
+
+async def unless(stop: Awaitable[object], work: Awaitable[T]) -> T:
+    """``work``'s result, unless ``stop`` completes first: then ``work`` is cancelled (dropping it from its
+    queue) and :class:`CutShortError` is raised."""
+    task, stopper = asyncio.ensure_future(work), asyncio.ensure_future(stop)
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for pending in (task, watcher):
+        for pending in (task, stopper):
             if not pending.done():
                 pending.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await pending
-    if task.done() and not task.cancelled():
-        return task.result()
-    raise ClientDisconnectedError("the client disconnected before its audio was ready")
+    if task.cancelled():
+        raise CutShortError
+    return task.result()
+
+
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work`` unless the client disconnects first; then cancel it (dropping it from its queue)."""
+    try:
+        return await unless(_disconnected(request), work)
+    except CutShortError:
+        raise ClientDisconnectedError("the client disconnected before its audio was ready") from None
 
 
 async def _disconnected(request: Request) -> None:

@@ -14,13 +14,11 @@ code ``4000 + status``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import re
 import time
-from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import orjson
@@ -32,6 +30,7 @@ from service.echo import clip
 from service.errors import BodyTimeoutError, InvalidInputError, MalformedPayloadError, ServerDrainingError
 from service.http.errors import classify, log_level
 from service.http.payloads import parse_npy
+from service.http.request_io import CutShortError, unless
 from service.http.state import ServiceState, state_of
 from service.runtime.audio_io import OutputFormat, pcm_bytes
 from service.runtime.serving import Vocoder
@@ -50,8 +49,6 @@ CLOSE_BASE = 4000
 # Bytes of a stream's messages read ahead of the model (one more message may go past it): chunks of
 # frames are tens of kB, so this holds seconds of them without letting a fast client fill memory.
 READ_AHEAD_BYTES = 4 * 2**20
-
-T = TypeVar("T")
 
 
 @router.websocket("/stream/mel")
@@ -114,41 +111,20 @@ async def _converse(websocket: WebSocket, state: ServiceState, stream: AudioStre
     try:
         while True:
             try:
-                messages = await _unless(state.drain_expired, inbox.take())
-            except _CutShortError:
+                messages = await unless(state.drain_expired.wait(), inbox.take())
+            except CutShortError:
                 raise ServerDrainingError(
                     "the server is shutting down and the stream was still open at the end of its drain "
                     "(VOCOS_DRAIN_TIMEOUT_S); open a new one"
                 ) from None
             try:
-                outcome = await _unless(inbox.gone, _answer(websocket, state, stream, fmt, messages))
-            except _CutShortError:
+                outcome = await unless(inbox.gone.wait(), _answer(websocket, state, stream, fmt, messages))
+            except CutShortError:
                 return "disconnected"
             if outcome is not None:
                 return outcome
     finally:
         inbox.close()
-
-
-class _CutShortError(Exception):
-    """The event :func:`_unless` watched came first."""
-
-
-async def _unless(event: asyncio.Event, work: Awaitable[T]) -> T:
-    """``work``'s result, unless ``event`` is set first: then ``work`` is cancelled, :class:`_CutShortError`
-    raised."""
-    task, cut = asyncio.ensure_future(work), asyncio.ensure_future(event.wait())
-    try:
-        await asyncio.wait({task, cut}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for pending in (task, cut):
-            if not pending.done():
-                pending.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await pending
-    if task.cancelled():
-        raise _CutShortError
-    return task.result()
 
 
 async def _answer(websocket: WebSocket, state: ServiceState, stream: AudioStream, fmt: str,
