@@ -16,7 +16,7 @@ from service.engine.errors import (
     StreamLimitError,
 )
 from service.engine.observer import BatchStats, EngineObserver
-from service.engine.streams import EngineStream, StreamPolicy, StreamStats
+from service.engine.streams import EngineStream, OpenStreams, StreamPolicy, StreamStats
 from service.engine.workers import SerialWorker
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "EngineStoppedError",
     "EngineStream",
     "InvalidItemError",
+    "OpenStreams",
     "QueueFullError",
     "SerialWorker",
     "StreamLimitError",

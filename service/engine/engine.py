@@ -28,7 +28,7 @@ from service.engine.errors import (
     QueueFullError,
 )
 from service.engine.observer import BatchStats, EngineObserver
-from service.engine.streams import EngineStream, Step, StreamModel, StreamPolicy, StreamSlots, StreamStats
+from service.engine.streams import EngineStream, OpenStreams, Step, StreamModel, StreamPolicy, StreamSlots, StreamStats
 from service.engine.torch_thread import run_in_torch_thread
 
 log = logging.getLogger(__name__)
@@ -55,13 +55,13 @@ class BatchingEngine:
 
     def __init__(
         self, name: str, model: BatchModel, policy: BatchPolicy, observer: EngineObserver | None = None,
-        stream_policy: StreamPolicy | None = None,
+        stream_policy: StreamPolicy | None = None, open_streams: OpenStreams | None = None,
     ) -> None:
         self.name = name
         self.model = model
         self.policy = policy
         self.stream_policy = stream_policy or StreamPolicy()
-        self._streams = StreamSlots(name, self.stream_policy)
+        self._streams = StreamSlots(name, self.stream_policy, open_streams)
         self._observer = observer
         self._pending: list[_Item] = []
         self._in_flight = 0
@@ -70,7 +70,7 @@ class BatchingEngine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._in_flight_frames = 0
-        self._chunked: set[asyncio.Task[None]] = set()
+        self._chunked: dict[asyncio.Task[None], int] = {}  # long requests decoded in chunks, their frames
         self._frame_seconds = 1e-4  # EWMA of a model call's seconds per frame; seeds Retry-After until measured
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -126,7 +126,7 @@ class BatchingEngine:
 
     @property
     def queue_depth(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + len(self._chunked)
 
     @property
     def in_flight(self) -> int:
@@ -135,7 +135,7 @@ class BatchingEngine:
     def retry_after(self) -> float:
         """Seconds until the queue has likely moved: the frames queued and computing at the measured
         seconds per frame. Work, not request counts: one long request costs what many short ones do."""
-        frames = sum(item.frames for item in self._pending) + self._in_flight_frames
+        frames = sum(item.frames for item in self._pending) + sum(self._chunked.values()) + self._in_flight_frames
         return max(1.0, math.ceil(frames * self._frame_seconds))
 
     # -- requests --------------------------------------------------------------------------------
@@ -156,7 +156,7 @@ class BatchingEngine:
         """
         if not self.accepting:
             raise EngineStoppedError(f"the {self.name} model is not accepting requests (draining or stopped)")
-        if len(self._pending) >= self.policy.max_queue_size:
+        if self.queue_depth >= self.policy.max_queue_size:
             raise QueueFullError(
                 f"the {self.name} queue is full ({self.policy.max_queue_size} waiting requests)",
                 self.retry_after(),
@@ -188,7 +188,7 @@ class BatchingEngine:
             raise EngineStoppedError(f"the {self.name} model is not accepting streams (draining or stopped)")
         self._streams.reserve(self.retry_after())
         stream = EngineStream(self, self._stream_model().start_stream(bandwidth_id, lookahead_frames), request_id)
-        self._streams.open.add(stream)
+        self._streams.add(stream)
         return stream
 
     @property
@@ -197,7 +197,7 @@ class BatchingEngine:
 
     def release_stream(self, stream: EngineStream) -> None:
         """Forget ``stream``: its waiting step is dropped; wakes a drain waiting for streams to end."""
-        self._streams.open.discard(stream)
+        self._streams.discard(stream)
         for step in self._streams.steps:
             if step.state is stream.state and not step.future.done():
                 step.future.cancel()
@@ -254,12 +254,13 @@ class BatchingEngine:
             stats = StreamStats(len(steps), sum(s.frames for s in steps), time.monotonic() - start)
             self._observer.on_stream_batch(self.name, stats)
 
-    async def _decode_in_chunks(self, item: _Item) -> None:
-        """A whole-utterance request run as an internal stream (not counted against ``max_streams``)."""
+    async def _decode_in_chunks(self, item: _Item, chunk_frames: int) -> None:
+        """A whole-utterance request run as an internal stream (not counted against ``max_streams``), in
+        steps of ``chunk_frames``."""
         stream = EngineStream(self, self._stream_model().start_stream(item.bandwidth_id), item.request_id)
         item.future.add_done_callback(lambda _: stream.close())  # its caller left: stop computing it
         try:
-            audio = await stream.push(item.inputs, final=True)
+            audio = await stream.push(item.inputs, final=True, step_frames=chunk_frames)
             if not item.future.done():
                 item.future.set_result(audio)
         except asyncio.CancelledError:
@@ -268,7 +269,8 @@ class BatchingEngine:
             if not item.future.done():
                 item.future.set_exception(exc)
         finally:
-            self._chunked.discard(asyncio.current_task())
+            self._chunked.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
+            self._report_depth()
 
     def _discard(self, item: _Item) -> None:
         if not item.future.done():
@@ -279,7 +281,7 @@ class BatchingEngine:
 
     def _report_depth(self) -> None:
         if self._observer is not None:
-            self._observer.on_queue_depth(self.name, len(self._pending))
+            self._observer.on_queue_depth(self.name, self.queue_depth)
 
     # -- batching loop ---------------------------------------------------------------------------
 
@@ -320,21 +322,20 @@ class BatchingEngine:
                 await asyncio.wait_for(self._wakeup.wait(), timeout)
 
     def _offline_policy(self) -> BatchPolicy:
-        """The batching policy now: while streams are open, calls short enough not to hold their steps
-        up for more than ``max_step_wait_s`` (at the measured seconds per frame)."""
-        if not self._streams.open:
+        """The batching policy now: while a stream is open (here or on another model of the model thread),
+        calls short enough not to hold its steps up for more than ``max_step_wait_s``."""
+        if not self._streams.shared.count:
             return self.policy
-        cap = max(self.stream_policy.max_step_frames,
-                  int(self.stream_policy.max_step_wait_s / self._frame_seconds))
+        cap = self._streams.call_frames(self._frame_seconds)
         return dataclasses.replace(self.policy, max_batch_frames=min(cap, self.policy.max_batch_frames))
 
     def _take_batch(self) -> list[_Item]:
         policy = self._offline_policy()
-        if self._streams.open and self._pending[0].frames > policy.max_batch_frames:
-            # Too long to run whole while streams wait: decoded as an internal stream, chunk by chunk.
+        if self._streams.shared.count and self._pending[0].frames > policy.max_batch_frames:
+            # Too long to run whole while streams wait: decoded as an internal stream, chunk by chunk. It
+            # still counts as waiting (queue limit, depth, Retry-After) until it is done.
             item = self._pending.pop(0)
-            self._report_depth()
-            self._chunked.add(asyncio.create_task(self._decode_in_chunks(item)))
+            self._chunked[asyncio.create_task(self._decode_in_chunks(item, policy.max_batch_frames))] = item.frames
             return []
         plan = plan_batch([item.frames for item in self._pending], policy)
         batch = [self._pending[i] for i in plan.indices]

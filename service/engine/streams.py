@@ -93,12 +93,14 @@ class EngineStream:
         self.closed = False
         self.finished = False
 
-    async def push(self, chunk: torch.Tensor, *, final: bool = False, timeout: float | None = None) -> torch.Tensor:
-        """Queue ``chunk`` ``(C, t)`` and return the audio ``(S,)`` it lets out; in order, one at a time."""
+    async def push(self, chunk: torch.Tensor, *, final: bool = False, timeout: float | None = None,
+                   step_frames: int | None = None) -> torch.Tensor:
+        """Queue ``chunk`` ``(C, t)`` and return the audio ``(S,)`` it lets out; in order, one at a time, in
+        steps of at most ``step_frames`` (default: the policy's ``max_step_frames``)."""
         if self.closed or self.finished:
             raise EngineStoppedError("this stream has ended; open a new one")
         pieces = []
-        limit = self._engine.stream_policy.max_step_frames
+        limit = step_frames or self._engine.stream_policy.max_step_frames
         starts = range(0, max(1, chunk.shape[-1]), limit)
         for start in starts:
             at_end = start == starts[-1]  # the push's last step: a low-latency stream guesses only here
@@ -113,15 +115,40 @@ class EngineStream:
             self._engine.release_stream(self)
 
 
-class StreamSlots:
-    """The open streams of an engine and their waiting steps."""
+class OpenStreams:
+    """How many streams are open across the engines that share one model thread: a whole-utterance call
+    of any of their models holds up the steps of all, so while any stream is open every engine keeps its
+    calls short."""
 
-    def __init__(self, name: str, policy: StreamPolicy) -> None:
+    def __init__(self) -> None:
+        self.count = 0
+
+
+class StreamSlots:
+    """The open streams of an engine and their waiting steps; ``shared`` counts them with other engines'."""
+
+    def __init__(self, name: str, policy: StreamPolicy, shared: OpenStreams | None = None) -> None:
         self.name = name
         self.policy = policy
+        self.shared = shared or OpenStreams()
         self.open: set[EngineStream] = set()
         self.steps: list[Step] = []
         self.last_call_end = 0.0  # time.monotonic() when the last batched step call returned
+
+    def add(self, stream: EngineStream) -> None:
+        self.open.add(stream)
+        self.shared.count += 1
+
+    def discard(self, stream: EngineStream) -> None:
+        if stream in self.open:
+            self.open.discard(stream)
+            self.shared.count -= 1
+
+    def call_frames(self, frame_seconds: float) -> int:
+        """The most frames a whole-utterance call may hold while a stream is open anywhere: what runs in
+        ``max_step_wait_s`` at ``frame_seconds``, at least 16 (below that a call costs mostly its fixed
+        part: every weight read once, hundreds of small operators)."""
+        return max(16, int(self.policy.max_step_wait_s / frame_seconds))
 
     def reserve(self, retry_after: float) -> None:
         if len(self.open) >= self.policy.max_streams:

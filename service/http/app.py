@@ -17,6 +17,7 @@ import torch
 from fastapi import FastAPI
 
 from service import __version__
+from service.engine import OpenStreams
 from service.engine.torch_thread import run_in_torch_thread
 from service.http.auth import BearerAuth
 from service.http.errors import install_error_handlers
@@ -79,9 +80,11 @@ async def start_engines(state: ServiceState, models: Mapping[str, ServedModel]) 
     """One slot (engine and audio-analysis worker) per served model, with the model's own batching
     options where its spec has them (models given to ``create_app`` by tests may have none)."""
     specs = {spec.name: spec for spec in model_specs(state.settings)}
+    open_streams = OpenStreams()  # all models run in one model thread: a stream of one is held up by all
     for name, served in models.items():
         spec = specs.get(name) or ModelSpec(name, served.source).resolved(state.settings)
-        state.slots[name] = await ModelSlot.start(served, spec, state.metrics, stream_policy(state.settings))
+        state.slots[name] = await ModelSlot.start(served, spec, state.metrics, stream_policy(state.settings),
+                                                  open_streams)
         state.metrics.set_model(name, served.kind, served.public_name, str(served.device), served.dtype,
                                 served.cpu_matmul)
     state.metrics.watch_devices(str(m.device) for m in models.values())

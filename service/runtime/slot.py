@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from service.engine import BatchingEngine, BatchPolicy, EngineObserver, SerialWorker, StreamPolicy
+from service.engine import BatchingEngine, BatchPolicy, EngineObserver, OpenStreams, SerialWorker, StreamPolicy
 from service.runtime.models import ServedModel
 
 if TYPE_CHECKING:
@@ -48,9 +48,11 @@ class ModelSlot:
 
     @classmethod
     async def start(cls, served: ServedModel, spec: ModelSpec, observer: EngineObserver | None,
-                    streams: StreamPolicy | None = None) -> ModelSlot:
-        """The slot of ``served`` with the batching options of ``spec``, its engine started."""
+                    streams: StreamPolicy | None = None, open_streams: OpenStreams | None = None) -> ModelSlot:
+        """The slot of ``served`` with the batching options of ``spec``, its engine started; ``open_streams``
+        shared by the engines of one model thread (every engine of a process)."""
         policy = batch_policy(spec.batching)
-        engine = BatchingEngine(served.name, served, policy, observer=observer, stream_policy=streams)
+        engine = BatchingEngine(served.name, served, policy, observer=observer, stream_policy=streams,
+                                open_streams=open_streams)
         await engine.start()
         return cls(served, engine, SerialWorker(f"{served.name}-features", policy.max_queue_size))

@@ -16,6 +16,8 @@ from service.engine import (
     BatchPolicy,
     BatchStats,
     EngineStoppedError,
+    OpenStreams,
+    QueueFullError,
     SerialWorker,
     StreamLimitError,
     StreamPolicy,
@@ -208,3 +210,43 @@ async def test_a_long_push_of_a_low_latency_stream_guesses_only_at_its_end(mel: 
     whole = (await run_in_torch_thread(mel.decode_steps, [state], [x], [False]))[0]
     assert cut.shape == whole.shape and cut.numel() > 0
     assert float((cut - whole).abs().max()) <= 1e-5 * float(whole.abs().max())
+
+
+async def test_a_stream_of_one_engine_keeps_the_other_engines_calls_short(mel: ServedModel) -> None:
+    """Every model runs in the one model thread: a whole-utterance call of model B holds up the steps of
+    model A's streams as much as one of A's own would, so B chunks its long requests too."""
+    shared, recorder = OpenStreams(), Recorder()
+    policy = StreamPolicy(max_step_wait_s=0.001)
+    a = BatchingEngine("a", mel, BatchPolicy(max_wait_s=0.001), stream_policy=policy, open_streams=shared)
+    b = BatchingEngine("b", mel, BatchPolicy(max_wait_s=0.001), observer=recorder, stream_policy=policy,
+                       open_streams=shared)
+    await a.start()
+    await b.start()
+    x = torch.randn(mel.n_features, 300)
+    stream = a.open_stream()
+    chunked = await b.submit(x)
+    assert recorder.steps and not recorder.batches  # b ran the request as steps of a few frames
+    assert max(s.frames for s in recorder.steps) < 300
+    stream.close()
+    whole = await b.submit(x)
+    assert len(recorder.batches) == 1  # no stream open anywhere: one call
+    for a_engine in (a, b):
+        await a_engine.drain(5)
+    assert float((chunked - whole).abs().max()) <= 1e-5 * float(whole.abs().max())
+
+
+async def test_a_request_decoded_in_chunks_still_counts_against_the_queue(mel: ServedModel) -> None:
+    engine = BatchingEngine("mel", mel, BatchPolicy(max_wait_s=0.001, max_queue_size=1),
+                            stream_policy=StreamPolicy(max_step_wait_s=0.001))
+    await engine.start()
+    stream = engine.open_stream()
+    first = asyncio.create_task(engine.submit(torch.randn(mel.n_features, 2000)))
+    while not engine._chunked:  # taken off the queue, now decoded chunk by chunk
+        await asyncio.sleep(0.001)
+    assert engine.queue_depth == 1 and engine.retry_after() > 0
+    with pytest.raises(QueueFullError):
+        await engine.submit(torch.randn(mel.n_features, 10))
+    stream.close()
+    await first
+    assert engine.queue_depth == 0
+    await engine.drain(5)
