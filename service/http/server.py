@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.websockets.wsproto_impl import WSProtocol
 
 from service.runtime.logs import RedactSecrets
 from service.settings import Settings
@@ -34,6 +36,7 @@ _BUSY_BODY = (
     b'retry later", "request_id": ""}}'
 )
 ABORT_EXTENSION = "vocos.abort"
+WRITE_BUFFER_EXTENSION = "vocos.write_buffer"
 
 
 class BoundedH11Protocol(H11Protocol):
@@ -51,13 +54,7 @@ class BoundedH11Protocol(H11Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_timer: asyncio.TimerHandle | None = None
-        inner = self.app
-
-        async def app(scope: Scope, receive: Receive, send: Send) -> None:
-            scope.setdefault("extensions", {})[ABORT_EXTENSION] = self.transport.abort
-            await inner(scope, receive, send)
-
-        self.app = app
+        self.app = _with_abort(self.app, lambda: self.transport)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -105,6 +102,28 @@ class BoundedH11Protocol(H11Protocol):
             self.transport.close()
 
 
+class AbortableWSProtocol(WSProtocol):
+    """uvicorn's wsproto protocol, giving the app ``abort_connection`` too: a stream whose client stops
+    reading its audio is dropped (service.http.websocket)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.app = _with_abort(self.app, lambda: self.transport)
+
+
+def _with_abort(inner: Any, transport: Callable[[], asyncio.Transport]) -> Any:
+    """``inner`` with the connection's abort and write-buffer size in every scope's extensions
+    (:func:`abort_connection`, :func:`unsent_bytes`)."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        extensions = scope.setdefault("extensions", {})
+        extensions[ABORT_EXTENSION] = transport().abort
+        extensions[WRITE_BUFFER_EXTENSION] = transport().get_write_buffer_size
+        await inner(scope, receive, send)
+
+    return app
+
+
 def bounded_protocol(settings: Settings) -> type[BoundedH11Protocol]:
     """:class:`BoundedH11Protocol` with the header timeout and connection cap of ``settings``."""
     return type(
@@ -125,7 +144,7 @@ def uvicorn_config(app: ASGIApp, settings: Settings, **overrides: Any) -> uvicor
         "timeout_graceful_shutdown": settings.drain_timeout_s + GRACE_AFTER_DRAIN_S,
         "timeout_keep_alive": min(5.0, settings.header_timeout_s),
         # Streams (service.http.websocket) over wsproto, whichever WebSocket packages are installed.
-        "ws": "wsproto",
+        "ws": AbortableWSProtocol,
         # Float frames and audio do not compress; permessage-deflate on every message took most of the
         # event loop's time under 24 streams (docs/streaming.md), so it is never negotiated.
         "ws_per_message_deflate": False,
@@ -147,3 +166,10 @@ def abort_connection(scope: Scope) -> bool:
         return False
     abort()
     return True
+
+
+def unsent_bytes(scope: Scope) -> int:
+    """Bytes the connection of ``scope`` has been given and not yet written to its socket (0 when the server
+    does not say). uvicorn's WebSocket sends return at once, so this is how a stream sees its client lag."""
+    size = scope.get("extensions", {}).get(WRITE_BUFFER_EXTENSION)
+    return int(size()) if size is not None else 0

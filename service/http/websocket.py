@@ -18,6 +18,7 @@ import logging
 import math
 import re
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,7 @@ from service.errors import BodyTimeoutError, InvalidInputError, MalformedPayload
 from service.http.errors import classify, log_level
 from service.http.payloads import parse_npy
 from service.http.request_io import CutShortError, unless
+from service.http.server import abort_connection, unsent_bytes
 from service.http.state import ServiceState, state_of
 from service.runtime.audio_io import OutputFormat, pcm_bytes
 from service.runtime.serving import Vocoder
@@ -49,6 +51,9 @@ CLOSE_BASE = 4000
 # Bytes of a stream's messages read ahead of the model (one more message may go past it): chunks of
 # frames are tens of kB, so this holds seconds of them without letting a fast client fill memory.
 READ_AHEAD_BYTES = 4 * 2**20
+# Bytes of audio messages that may wait unsent (a client reading slower than real time for a moment)
+# before a stream waits for its client to catch up.
+UNSENT_BYTES = 4 * 2**20
 
 
 @router.websocket("/stream/mel")
@@ -110,21 +115,30 @@ async def _converse(websocket: WebSocket, state: ServiceState, stream: AudioStre
     inbox = _Inbox(websocket, state.settings.stream_idle_timeout_s)
     try:
         while True:
-            try:
-                messages = await unless(state.drain_expired.wait(), inbox.take())
+            try:  # waiting for the client, or answering it: a disconnect or the drain deadline ends either
+                messages = await unless(_first_set(inbox.gone, state.drain_expired), inbox.take())
+                outcome = await unless(_first_set(inbox.gone, state.drain_expired),
+                                       _answer(websocket, state, stream, fmt, messages))
             except CutShortError:
+                if inbox.gone.is_set():
+                    return "disconnected"
                 raise ServerDrainingError(
                     "the server is shutting down and the stream was still open at the end of its drain "
                     "(VOCOS_DRAIN_TIMEOUT_S); open a new one"
                 ) from None
-            try:
-                outcome = await unless(inbox.gone.wait(), _answer(websocket, state, stream, fmt, messages))
-            except CutShortError:
-                return "disconnected"
             if outcome is not None:
                 return outcome
     finally:
         inbox.close()
+
+
+async def _first_set(*events: asyncio.Event) -> None:
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 async def _answer(websocket: WebSocket, state: ServiceState, stream: AudioStream, fmt: str,
@@ -151,7 +165,8 @@ async def _answer(websocket: WebSocket, state: ServiceState, stream: AudioStream
             await _push(websocket, stream, fmt, arrays, first, timeout, final=True)
         else:
             await _send_audio(websocket, await stream.finish(timeout=timeout), fmt)
-        await websocket.send_text(orjson.dumps({"type": "done", "samples": stream.samples_out}).decode())
+        done = orjson.dumps({"type": "done", "samples": stream.samples_out}).decode()
+        await _sent(websocket, websocket.send_text(done))
         await websocket.close(1000)
         return "ok"
     await _push(websocket, stream, fmt, arrays, first, timeout)
@@ -250,7 +265,26 @@ async def _send_start(websocket: WebSocket, stream: AudioStream, fmt: str) -> No
 
 async def _send_audio(websocket: WebSocket, audio: np.ndarray, fmt: str) -> None:
     if audio.size:
-        await websocket.send_bytes(pcm_bytes(audio, FORMATS[fmt]))
+        await _sent(websocket, websocket.send_bytes(pcm_bytes(audio, FORMATS[fmt])))
+
+
+async def _sent(websocket: WebSocket, sending: Awaitable[None]) -> None:
+    """``sending``, then a wait while more than ``UNSENT_BYTES`` of the stream's messages sit unsent, up to
+    ``VOCOS_SEND_TIMEOUT_S``: uvicorn's WebSocket sends return at once, so a client that stops reading
+    would otherwise pile its audio up in the server's memory and hold its stream (and a shutdown) for
+    ever. Its connection is then dropped."""
+    await sending
+    if unsent_bytes(websocket.scope) <= UNSENT_BYTES:
+        return
+    timeout_s = state_of(websocket.app).settings.send_timeout_s
+    deadline = time.monotonic() + timeout_s
+    while unsent_bytes(websocket.scope) > UNSENT_BYTES:
+        if time.monotonic() > deadline:
+            abort_connection(websocket.scope)
+            log.info("stream %s: the client did not read its audio within %g s (VOCOS_SEND_TIMEOUT_S); "
+                     "connection dropped", websocket.state.request_id, timeout_s)
+            raise WebSocketDisconnect(1006)
+        await asyncio.sleep(0.01)
 
 
 async def _send_error(websocket: WebSocket, exc: BaseException, request_id: str) -> None:
@@ -265,7 +299,7 @@ async def _send_error(websocket: WebSocket, exc: BaseException, request_id: str)
                                 "request_id": request_id}
         if "Retry-After" in headers:  # the HTTP answer's header, for a stream refused for now
             body["retry_after"] = int(headers["Retry-After"])
-        await websocket.send_text(orjson.dumps(body).decode())
+        await _sent(websocket, websocket.send_text(orjson.dumps(body).decode()))
         await websocket.close(CLOSE_BASE + status, reason=error_type[:120])
     except (WebSocketDisconnect, RuntimeError):  # the client has gone already
         pass

@@ -399,3 +399,31 @@ async def test_a_client_that_leaves_while_its_chunk_computes_stops_it(base_setti
         steps = slow.steps
     assert engine.open_streams == 0 and freed_s < 1.0, freed_s  # against about 2 s had the steps gone on
     assert steps < 10  # the rest of the 40 steps were not run
+
+
+@pytest.mark.asyncio
+async def test_a_client_that_stops_reading_is_dropped_after_the_send_timeout(base_settings: Settings,
+                                                                            models: dict[str, ServedModel]) -> None:
+    """uvicorn's WebSocket sends return at once: without a bound, the audio of a client that reads nothing
+    would pile up in the server's memory and its stream would stay open."""
+    settings = settings_with(base_settings, send_timeout_s=1.0)
+    async with live_server(settings, models) as server:
+        engine = state_of(server.app).slots["mel"].engine
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)  # a client that never reads
+        writer.write(b"GET /stream/mel HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+        payload = npy(np.zeros((models["mel"].n_features, 40000), np.float32))  # 20 MB of pcm16 answer
+        mask = b"\0\0\0\0"  # a client's frames are masked; a zero key leaves the payload as it is
+        writer.write(bytes([0x82, 0x80 | 127]) + len(payload).to_bytes(8, "big") + mask + payload)
+        await writer.drain()
+        started = time.monotonic()
+        while engine.open_streams == 0 and time.monotonic() - started < 10:  # until the stream is open
+            await asyncio.sleep(0.01)
+        while engine.open_streams and time.monotonic() - started < 30:
+            await asyncio.sleep(0.05)
+        freed_s = time.monotonic() - started
+        metrics = (await server.client.get("/metrics")).text
+        writer.close()
+    assert engine.open_streams == 0 and freed_s < 15, freed_s
+    assert 'vocos_streams_total{model="mel",outcome="disconnected",transport="websocket"} 1.0' in metrics
