@@ -80,6 +80,9 @@ class RequestContextMiddleware:
                 await error_response(exc, request_id)(scope, receive, reply.send)
         finally:
             held.release_all()
+            if reply.started and not reply.complete and reply.status < 400:  # a streamed answer the client left
+                log.info("request %s %s: the client left before the streamed answer ended", request_id, path)
+                reply.status = CLIENT_CLOSED
             if tracked:
                 self.state.metrics.inflight.dec()
                 self.state.metrics.observe_request(path, reply.status, time.monotonic() - started)
@@ -130,6 +133,10 @@ class _HeldBytes:
         self.budget.force_take(size)
         self.size += size
 
+    def release(self, size: int) -> None:
+        self.budget.release(size)
+        self.size -= size
+
     def release_all(self) -> None:
         self.budget.release(self.size)
         self.size = 0
@@ -153,6 +160,7 @@ class _Reply:
         self.deadline = math.inf
         self.status = CLIENT_CLOSED
         self.started = False
+        self.complete = False  # the body's last piece went out
 
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
@@ -171,6 +179,9 @@ class _Reply:
                 await self._bounded({"type": "http.response.body", "body": chunk, "more_body": more or not last})
             if not body:
                 await self._bounded(message)
+            self.complete = not more
+            if more:  # a streamed answer's piece has gone to the socket: it no longer holds memory here
+                self.held.release(len(body))
         else:
             await self._send(message)
 

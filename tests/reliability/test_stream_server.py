@@ -92,6 +92,29 @@ def test_a_client_that_leaves_a_streamed_decode_counts_as_disconnected(server: S
         time.sleep(0.1)
     assert server.metric(sample) == 1
     assert server.metric('vocos_streams_active{model="mel"}') == 0
+    assert server.metric('vocos_requests_total{endpoint="/decode/mel",status="499"}') == 1  # not a 200
+
+
+def test_a_streamed_answer_holds_the_byte_budget_only_for_what_is_unsent(checkpoint: Path, tmp_path: Path) -> None:
+    process = ServerProcess(["--device", "cpu", "--mel-model", str(checkpoint), "--encodec-model", "none",
+                             "--max-body-bytes", str(8 * 2**20), "--max-inflight-bytes", str(12 * 2**20)],
+                            tmp_path / "server.log")
+    try:
+        process.wait_ready()
+        mel = np.random.default_rng(3).standard_normal((100, 12000)).astype(np.float32)  # 12 MiB as wav32f
+        small = npy_bytes(mel[:, :20])
+        headers = {"content-type": "application/x-npy"}
+        received, answers = 0, []
+        with httpx.stream("POST", f"{process.url}/decode/mel?stream=true&format=wav32f", content=npy_bytes(mel),
+                          headers=headers, timeout=60) as response:
+            for piece in response.iter_bytes():
+                received += len(piece)
+                if not answers and received > 10 * 2**20:  # most of it sent: it holds no budget any more
+                    answers.append(httpx.post(f"{process.url}/decode/mel", content=small, headers=headers,
+                                              timeout=30).status_code)
+        assert received > 4 * (12000 - 1) * 256 and answers == [200]  # all of it came, and the request got in
+    finally:
+        process.stop()
 
 
 def test_sigterm_lets_an_open_stream_finish_and_refuses_new_streams(server: ServerProcess) -> None:
