@@ -29,6 +29,8 @@ _WAIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 _PADDING_BUCKETS = (1.0, 1.05, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
 _CHUNK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
+# Around an exact stream's lookahead (309 ms for the official mel model) finely, where first audio falls.
+_FIRST_AUDIO_BUCKETS = (0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.75, 1.0, 1.5, 2.5, 5.0)
 _RTF_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0)
 
 
@@ -110,7 +112,7 @@ class ServiceMetrics:
         self.stream_first_audio = Histogram(
             "vocos_stream_first_audio_seconds",
             "Time from a stream's first frames arriving to its first audio leaving.",
-            ["model"], buckets=_LATENCY_BUCKETS, registry=r,
+            ["model"], buckets=_FIRST_AUDIO_BUCKETS, registry=r,
         )
         self.stream_underruns = Counter(
             "vocos_stream_underruns", "Times a stream's audio fell behind real time: a listener playing it from its "

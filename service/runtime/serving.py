@@ -167,7 +167,6 @@ class Vocoder:
         total = length if stream.sample_rate == served.sample_rate else \
             resampled_length(length, served.sample_rate, stream.sample_rate)
         chunks = _fitted(_pushed(stream, grid, deadline), total)
-        self.state.metrics.add_audio(served.name, total / stream.sample_rate)
         return StreamedAudio(total, stream.sample_rate, served, chunks, warning)
 
     async def _resynthesis_features(self, slot: ModelSlot, audio_file: bytes, bandwidth_id: int | None,

@@ -41,6 +41,7 @@ class _Timing:
     """What the stream metrics need: when audio first left, how much has left, time spent in the server."""
 
     opened: float = field(default_factory=time.monotonic)
+    first_frames: float | None = None  # when the first chunk's frames arrived
     first_audio: float | None = None
     audio_seconds: float = 0.0
     server_seconds: float = 0.0
@@ -189,17 +190,20 @@ class AudioStream:
             audio = self._resampler.resample_chunk(audio, last=final)
         self._observe(arrived, audio.size)
         self.samples_out += audio.size
+        self.metrics.add_audio(self.name, audio.size / self.sample_rate)  # as made, for WebSocket streams too
         return np.ascontiguousarray(audio, dtype=np.float32)
 
     def _observe(self, arrived: float, samples: int) -> None:
         now, t, name = time.monotonic(), self._timing, self.name
+        if t.first_frames is None:
+            t.first_frames = arrived
         t.server_seconds += now - arrived
         if samples == 0:
             return
         self.metrics.stream_chunk_latency.labels(name).observe(now - arrived)
         if t.first_audio is None:
             t.first_audio = now
-            self.metrics.stream_first_audio.labels(name).observe(now - t.opened)
+            self.metrics.stream_first_audio.labels(name).observe(now - (t.first_frames or t.opened))
         # A listener who started playing at the first audio has heard (now - first_audio) seconds:
         # if that is more than was sent, they ran out before this chunk came (one count per gap).
         behind = now - t.first_audio > t.audio_seconds + 1e-3

@@ -263,9 +263,17 @@ def test_stream_metrics_after_a_stream(client_for: Any, models: dict[str, Served
     client = client_for()
     mel = np.zeros((models["mel"].n_features, 40), np.float32)
     with client.websocket_connect("/stream/mel") as ws:
-        stream_through(ws, mel, 10, "<i2")
+        json.loads(ws.receive_text())
+        time.sleep(0.5)  # a stream opened before its TTS has frames: first audio counts from the first frames
+        ws.send_bytes(npy(mel))
+        ws.send_text(json.dumps({"type": "end"}))
+        audio, _ = collect(ws, "<i2")
     metrics = client.get("/metrics").text
     assert 'vocos_streams_total{model="mel",outcome="ok",transport="websocket"} 1.0' in metrics
+    first = next(m for m in metrics.splitlines() if m.startswith('vocos_stream_first_audio_seconds_sum{model="mel"}'))
+    assert float(first.split()[-1]) < 0.4, first
+    seconds = next(m for m in metrics.splitlines() if m.startswith('vocos_audio_seconds_total{model="mel"}'))
+    assert float(seconds.split()[-1]) == pytest.approx(audio.size / 24000)  # stream audio counts, as made
     for name in ("vocos_stream_chunk_latency_seconds_count", "vocos_stream_first_audio_seconds_count",
                  "vocos_stream_realtime_factor_count", "vocos_stream_batch_size_count"):
         line = next(m for m in metrics.splitlines() if m.startswith(f'{name}{{model="mel"}}'))
