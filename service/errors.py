@@ -81,10 +81,14 @@ class InvalidInputError(ServiceError):
 
 
 class ServerDrainingError(ServiceError):
-    """The server is shutting down: requests that arrive after the drain began are refused."""
+    """The server is shutting down: requests that arrive after the drain began are refused. Retry-After: a
+    retry soon goes to another replica (the load balancer takes this one out)."""
 
     status_code = 503
     error_type = "unavailable"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, {"Retry-After": "1"})
 
 
 class ServerBusyError(ServiceError):

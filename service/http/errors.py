@@ -64,6 +64,8 @@ def classify(exc: BaseException, request_id: str) -> tuple[int, str, str, dict[s
         headers = {}
         if isinstance(exc, QueueFullError | DeviceOutOfMemoryError | StreamLimitError):
             headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+        elif isinstance(exc, EngineStoppedError):  # draining: a retry goes to another replica
+            headers["Retry-After"] = "1"
         message = str(exc)
         if isinstance(exc, DeadlineExceededError):
             message = f"{message} (the deadline: VOCOS_REQUEST_TIMEOUT_S, or X-Request-Timeout when shorter)"

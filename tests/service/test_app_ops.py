@@ -61,6 +61,7 @@ async def test_drain_finishes_queued_requests_and_refuses_new_ones(
         assert readiness.status_code == 503 and "draining" in readiness.json()["error"]["message"]
         refused = await h.client.post("/decode/mel", content=mel_npy(9), headers=NPY)
         assert refused.status_code == 503 and refused.json()["error"]["type"] == "unavailable"
+        assert refused.headers["retry-after"] == "1"  # a retry goes to another replica
         assert (await h.client.get("/healthz")).status_code == 200
         gated.gate.set()
         assert [r.status_code for r in await asyncio.gather(*queued)] == [200, 200, 200]

@@ -246,7 +246,7 @@ def test_a_draining_server_refuses_new_streams(client_for: Any) -> None:
     state_of(client.app).draining = True
     with client.websocket_connect("/stream/mel") as ws:
         error, code = error_of(ws)
-    assert (error["status"], code) == (503, 4503)
+    assert (error["status"], code, error["retry_after"]) == (503, 4503, 1)
 
 
 def test_a_stream_idle_at_the_drain_deadline_ends_with_503(client_for: Any) -> None:
