@@ -23,7 +23,7 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import SecretStr, ValidationError
 
-from service.engine.torch_thread import torch_thread
+from service.engine.torch_thread import idle_within, torch_thread
 from service.http.app import create_app
 from service.http.server import uvicorn_config
 from service.http.state import ServiceState, state_of
@@ -138,6 +138,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"vocos-serve: {exc}", file=sys.stderr)
         return 1
     serve(create_app(settings, models), settings)
+    if not idle_within(0.5):
+        # A call the drain deadline gave up on (its requests were answered 503): Python would wait for it
+        # at exit, past the shutdown the orchestrator allows (DRAIN_TIMEOUT_S + 5 s).
+        log.warning("exiting without waiting for the model call still running")
+        logging.shutdown()
+        os._exit(0)
     return 0
 
 

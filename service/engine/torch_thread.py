@@ -12,6 +12,7 @@ one call at a time, as the CPU would run it anyway.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -35,3 +36,12 @@ def torch_thread() -> ThreadPoolExecutor:
 async def run_in_torch_thread(fn: Callable[..., T], *args: object) -> T:
     """``fn(*args)`` in :func:`torch_thread`; cancelling the caller drops a call that has not started."""
     return await asyncio.get_running_loop().run_in_executor(torch_thread(), fn, *args)
+
+
+def idle_within(seconds: float) -> bool:
+    """Whether the model thread finishes what it runs (and has queued) within ``seconds``."""
+    try:
+        torch_thread().submit(int).result(timeout=seconds)
+    except concurrent.futures.TimeoutError:  # not the builtin TimeoutError before Python 3.11
+        return False
+    return True

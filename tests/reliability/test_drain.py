@@ -87,3 +87,38 @@ async def test_sigterm_under_load_finishes_accepted_work_refuses_new_and_exits_0
     assert " ERROR " not in output  # the refused request is an expected outcome of a drain
     print(f"SIGTERM with {len(mels)} requests accepted ({queued:.0f} queued): all 200, last {finished:.2f} s "
           f"after the signal; a new request: {refused}; exit 0 {exited:.2f} s after the signal")
+
+
+async def test_the_process_exits_at_the_drain_deadline_even_while_a_call_still_runs(tmp_path: Path) -> None:
+    """A model call cannot be interrupted; once the drain deadline has answered its request 503, the
+    process exits without waiting for it (the orchestrator allows DRAIN_TIMEOUT_S + 5 s)."""
+    from vocos_core.testing import write_random_checkpoint
+
+    big = write_random_checkpoint(tmp_path / "big", "mel", dim=512, num_layers=8)  # seconds per 56000 frames
+    process = ServerProcess(["--device", "cpu", "--mel-model", str(big), "--encodec-model", "none",
+                             "--drain-timeout-s", "1"], tmp_path / "server.log")
+    try:
+        process.wait_ready()
+        mel = np.random.default_rng(0).standard_normal((100, 56000)).astype(np.float32)
+        async with httpx.AsyncClient(base_url=process.url, timeout=60) as client:
+            request = asyncio.ensure_future(client.post("/decode/mel", content=npy_bytes(mel),
+                                                        headers={"content-type": "application/x-npy"}))
+            while await queue_depth_or_running(client) == 0:
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)  # the call is running
+            signalled = time.monotonic()
+            process.process.send_signal(signal.SIGTERM)
+            answer = await request
+        code = await asyncio.to_thread(process.process.wait, 30)
+        exited_s = time.monotonic() - signalled
+    finally:
+        process.stop()
+    assert answer.status_code == 503 and code == 0
+    assert exited_s < 1 + 5, exited_s
+    assert "exiting without waiting for the model call still running" in process.output()
+
+
+async def queue_depth_or_running(client: httpx.AsyncClient) -> float:
+    text = (await client.get("/metrics")).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(("vocos_queue_depth{", "vocos_inflight_requests ")))
