@@ -259,6 +259,8 @@ class BatchingEngine:
         steps of ``chunk_frames``."""
         stream = EngineStream(self, self._stream_model().start_stream(item.bandwidth_id), item.request_id)
         item.future.add_done_callback(lambda _: stream.close())  # its caller left: stop computing it
+        if self._observer is not None:
+            self._observer.on_queue_wait(self.name, time.monotonic() - item.enqueued)
         try:
             audio = await stream.push(item.inputs, final=True, step_frames=chunk_frames)
             if not item.future.done():

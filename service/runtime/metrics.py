@@ -76,7 +76,9 @@ class ServiceMetrics:
             registry=r,
         )
         self.compute = Histogram(
-            "vocos_compute_seconds", "Model time per batch.", ["model"], buckets=_LATENCY_BUCKETS, registry=r
+            "vocos_compute_seconds", "Model time per call: whole-utterance batches and batched stream steps "
+            "(including the steps of long requests decoded in chunks while streams are open).", ["model"],
+            buckets=_LATENCY_BUCKETS, registry=r,
         )
         self.batch_size = Histogram(
             "vocos_batch_size", "Requests per batch.", ["model"], buckets=_BATCH_BUCKETS, registry=r
