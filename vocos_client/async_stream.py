@@ -13,7 +13,17 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 
 from .errors import VocosClientError
 from .retry import RetryPolicy, acall
-from .session import CONNECT_OPTIONS, END, Done, StreamInfo, closed_early, handshake_refused, meaning, start_info
+from .session import (
+    CONNECT_OPTIONS,
+    END,
+    Done,
+    StreamInfo,
+    cannot_open,
+    closed_early,
+    handshake_refused,
+    meaning,
+    start_info,
+)
 from .wire import npy_bytes
 
 
@@ -107,8 +117,7 @@ async def _open(url: str, headers: dict[str, str], timeout: float | None) -> Asy
     except InvalidStatus as exc:
         raise handshake_refused(exc) from None
     except (OSError, WebSocketException, asyncio.TimeoutError) as exc:
-        raise VocosClientError(0, "connection", f"cannot open {url}: {exc}",
-                               not_sent=isinstance(exc, ConnectionError)) from None
+        raise cannot_open(url, exc) from None
     try:
         return AsyncStreamSession(connection, start_info(await asyncio.wait_for(connection.recv(), timeout)), timeout)
     except BaseException:

@@ -44,10 +44,22 @@ def from_http(status: int, body: bytes, request_id: str | None, retry_after: flo
 
 def from_stream(message: dict[str, Any]) -> VocosClientError:
     """The error of a WebSocket ``{"type": "error", "status", "error", "message", "request_id"}`` message."""
-    wait = message.get("retry_after")
+    wait = message.get("retry_after")  # a JSON number, or nothing
     return VocosClientError(int(message.get("status") or 0), str(message.get("error") or "error"),
                             str(message.get("message") or ""), message.get("request_id"),
-                            retry_after=float(wait) if isinstance(wait, int | float) and wait >= 0 else None)
+                            retry_after=retry_after(wait) if isinstance(wait, int | float) else None)
+
+
+def retry_after(value: str | float | None) -> float | None:
+    """A ``Retry-After`` in seconds (the header, or a stream error's ``retry_after``); None when absent or an
+    HTTP date."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
 
 
 def protocol_error(message: str) -> VocosClientError:

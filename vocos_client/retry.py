@@ -54,17 +54,6 @@ def retryable(error: VocosClientError) -> bool:
     return error.status in RETRY_STATUSES or error.not_sent
 
 
-def retry_after(value: str | float | None) -> float | None:
-    """A ``Retry-After`` in seconds (the form the server sends); None when absent or an HTTP date."""
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None
-    return seconds if seconds >= 0 else None
-
-
 T = TypeVar("T")
 
 

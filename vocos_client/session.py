@@ -16,8 +16,7 @@ from urllib.parse import urlencode
 import numpy as np
 from websockets.exceptions import InvalidStatus
 
-from .errors import VocosClientError, from_stream, protocol_error
-from .retry import retry_after
+from .errors import VocosClientError, from_stream, protocol_error, retry_after
 from .wire import STREAM_FORMATS, pcm_samples, query
 
 END = json.dumps({"type": "end"})
@@ -28,6 +27,11 @@ MAX_MESSAGE_BYTES = 64 * 2**20
 # What both sessions pass to websockets' connect(). compression=None: float frames and audio do not
 # compress, and deflate costs both ends CPU.
 CONNECT_OPTIONS: dict[str, Any] = {"max_size": MAX_MESSAGE_BYTES, "compression": None}
+
+
+def cannot_open(url: str, exc: BaseException) -> VocosClientError:
+    """No stream: the connection or its handshake failed; ``not_sent`` when no connection was made at all."""
+    return VocosClientError(0, "connection", f"cannot open {url}: {exc}", not_sent=isinstance(exc, ConnectionError))
 
 
 def handshake_refused(exc: InvalidStatus) -> VocosClientError:

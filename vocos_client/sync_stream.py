@@ -12,7 +12,17 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 from websockets.sync.client import ClientConnection, connect
 
 from .errors import VocosClientError
-from .session import CONNECT_OPTIONS, END, Done, StreamInfo, closed_early, handshake_refused, meaning, start_info
+from .session import (
+    CONNECT_OPTIONS,
+    END,
+    Done,
+    StreamInfo,
+    cannot_open,
+    closed_early,
+    handshake_refused,
+    meaning,
+    start_info,
+)
 from .wire import npy_bytes
 
 
@@ -103,8 +113,7 @@ def open_session(url: str, headers: dict[str, str], timeout: float | None) -> St
     except InvalidStatus as exc:
         raise handshake_refused(exc) from None
     except (OSError, WebSocketException) as exc:
-        raise VocosClientError(0, "connection", f"cannot open {url}: {exc}",
-                               not_sent=isinstance(exc, ConnectionError)) from None
+        raise cannot_open(url, exc) from None
     try:
         return StreamSession(connection, timeout)
     except BaseException:

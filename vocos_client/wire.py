@@ -14,8 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import from_http, protocol_error
-from .retry import retry_after
+from .errors import from_http, protocol_error, retry_after
 from .wav import WavFormat, read_wav
 
 NPY = "application/x-npy"
