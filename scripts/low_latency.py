@@ -53,13 +53,14 @@ def measure(model: Vocos, paths: list[str], lookaheads: list[int]) -> list[dict[
         features = model.audio_to_features(y)[0]
         offline = model.decode(features[None])[0]
         n = min(offline.shape[0], y.shape[0])
-        offline_pesq.append(metrics.pesq_wb(metrics.to_16k(y[None, :n], sr), metrics.to_16k(offline[None, :n], sr)))
+        reference = metrics.to_16k(y[None, :n], sr)  # resampled once, for the offline decode and every stream
+        offline_pesq.append(metrics.pesq_wb(reference, metrics.to_16k(offline[None, :n], sr)))
         audio_seconds += offline.shape[0] / sr
         sizes = chunk_sizes(features.shape[1], 5, 20, np.random.default_rng(i))  # stream_load.py's simulated TTS
         for ahead, row in rows.items():
             out, seconds = stream(model, features, sizes, ahead)
             row["error"].append(float((out - offline).norm() / offline.norm()))
-            row["pesq"].append(metrics.pesq_wb(metrics.to_16k(y[None, :n], sr), metrics.to_16k(out[None, :n], sr)))
+            row["pesq"].append(metrics.pesq_wb(reference, metrics.to_16k(out[None, :n], sr)))
             row["seconds"].append(seconds)
     exact_cost = sum(rows[exact_frames]["seconds"]) / audio_seconds
     return [{"lookahead_frames": a, "lookahead_ms": round(model.stream(lookahead_frames=a).lookahead.ms, 1),

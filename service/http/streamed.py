@@ -19,13 +19,12 @@ from service.http.request_io import audio_headers
 from service.runtime.audio_io import OutputFormat, pcm_bytes, wav_header
 from service.runtime.serving import StreamedAudio
 
+log = logging.getLogger(__name__)
+
 
 def check_streamable(fmt: OutputFormat) -> None:
     if fmt is OutputFormat.FLAC:
         raise InvalidInputError("stream=true answers WAV (format=wav16 or wav32f); FLAC cannot be streamed")
-
-
-log = logging.getLogger(__name__)
 
 
 class AnswerBrokeOffError(Exception):

@@ -203,7 +203,7 @@ class AudioStream:
         self.metrics.stream_chunk_latency.labels(name).observe(now - arrived)
         if t.first_audio is None:
             t.first_audio = now
-            self.metrics.stream_first_audio.labels(name).observe(now - (t.first_frames or t.opened))
+            self.metrics.stream_first_audio.labels(name).observe(now - t.first_frames)
         # A listener who started playing at the first audio has heard (now - first_audio) seconds:
         # if that is more than was sent, they ran out before this chunk came (one count per gap).
         behind = now - t.first_audio > t.audio_seconds + 1e-3
