@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import nn
 
 from .config import EncodecFeaturesConfig, MelSpectrogramFeaturesConfig
 from .spectral_ops import LOG_CLIP, Float32Buffers, mel_filterbank, stft_magnitude
+from .steps import Steps, run_steps
 
 if TYPE_CHECKING:
     from .encodec import EncodecEncoder
@@ -65,18 +66,52 @@ class MelSpectrogramFeatures(nn.Module):
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         """``(B, S)`` -> ``(B, n_mels, T)``; T = S // hop + 1 (center) or S // hop (same)."""
+        return self.frames(self.pad(audio))
+
+    def pad(self, audio: torch.Tensor) -> torch.Tensor:
+        """``(B, S)`` -> ``(B, S + 2 * pad)`` float32, reflect-padded for the STFT's windows: ``n_fft / 2``
+        a side (center, as ``torch.stft`` pads) or ``(n_fft - hop) / 2`` (same)."""
         cfg = self.config
         # Features are computed in float32 whatever dtype the model was moved to: a half-precision
         # STFT is inexact (and unsupported for most sizes); decode casts them to the model's dtype.
-        audio = audio.float()
+        pad = cfg.n_fft // 2 if cfg.padding == "center" else (cfg.n_fft - cfg.hop_length) // 2
+        return nn.functional.pad(audio.float().unsqueeze(1), (pad, pad), mode="reflect").squeeze(1)
+
+    def frames(self, padded: torch.Tensor) -> torch.Tensor:
+        """Padded audio ``(B, S')`` -> ``(B, n_mels, (S' - n_fft) // hop + 1)``, a frame per full window."""
+        cfg = self.config
         window = self.mel_spec.spectrogram.window
-        if cfg.padding == "same":
-            pad = (cfg.n_fft - cfg.hop_length) // 2
-            audio = nn.functional.pad(audio.unsqueeze(1), (pad, pad), mode="reflect").squeeze(1)
-        spec = stft_magnitude(audio, cfg.n_fft, cfg.hop_length, window, center=cfg.padding == "center")
+        spec = stft_magnitude(padded, cfg.n_fft, cfg.hop_length, window, center=False)
         # (B, n_freqs, T) -> (B, T, n_freqs) @ (n_freqs, n_mels) -> (B, T, n_mels) -> (B, n_mels, T)
         mel = torch.matmul(spec.transpose(1, 2), self.mel_spec.mel_scale.fb).transpose(1, 2)
         return torch.log(torch.clip(mel, min=LOG_CLIP))
+
+
+class Spectrogram(Protocol):
+    """A front-end that pads the audio once and then reads full windows: ``forward = frames(pad(audio))``."""
+
+    def pad(self, audio: torch.Tensor) -> torch.Tensor: ...
+
+    def frames(self, padded: torch.Tensor) -> torch.Tensor: ...
+
+
+# Frames per unit of spectrogram_steps: about 22 s of audio at hop 256, 25 ms on 2 cores (docs/streaming.md).
+SPECTROGRAM_UNIT_FRAMES = 2048
+
+
+def spectrogram_steps(extractor: Spectrogram, audio: torch.Tensor, n_fft: int, hop_length: int
+                      ) -> Steps[torch.Tensor]:
+    """``extractor(audio)`` ``(B, S)`` -> ``(B, n_mels, T)`` as :data:`~vocos_core.steps.Steps`, a unit per
+    :data:`SPECTROGRAM_UNIT_FRAMES` frames: each frame reads one window of the padded audio, so the
+    frames of a unit are those of the whole pass."""
+    padded = extractor.pad(audio)
+    total = (padded.shape[-1] - n_fft) // hop_length + 1
+    pieces = []
+    for start in range(0, total, SPECTROGRAM_UNIT_FRAMES):
+        end = min(total, start + SPECTROGRAM_UNIT_FRAMES)
+        pieces.append(extractor.frames(padded[..., start * hop_length : (end - 1) * hop_length + n_fft]))
+        yield
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-1)
 
 
 class EncodecFeatures(nn.Module):
@@ -136,5 +171,13 @@ class EncodecFeatures(nn.Module):
 
     def forward(self, audio: torch.Tensor, bandwidth_id: int) -> torch.Tensor:
         """``(B, S)`` audio at 24 kHz -> ``(B, 128, L)``, L = ceil(S / 320)."""
-        codes = self.encoder().encode(audio, self.bandwidths[bandwidth_id])
-        return self.codes_to_features(codes)
+        return run_steps(self.steps(audio, bandwidth_id))
+
+    def steps(self, audio: torch.Tensor, bandwidth_id: int) -> Steps[torch.Tensor]:
+        """:meth:`forward` as :data:`~vocos_core.steps.Steps`, a unit per layer of each chunk of the
+        EnCodec encoder (``vocos_core.encodec.seanet``); the arguments are checked at once."""
+        codes = self.encoder().encode_steps(audio, self.bandwidths[bandwidth_id])
+        return self._features_of(codes)
+
+    def _features_of(self, codes: Steps[torch.Tensor]) -> Steps[torch.Tensor]:
+        return self.codes_to_features((yield from codes))

@@ -118,16 +118,23 @@ class HiFiGANMelSpectrogramFeatures(nn.Module):
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         """``(B, S)`` -> ``(B, n_mels, T)`` float32, T = :meth:`num_frames` (S)."""
+        return self.frames(self.pad(audio))
+
+    def pad(self, audio: torch.Tensor) -> torch.Tensor:
+        """``(B, S)`` -> ``(B, S + 2 * pad)`` float32, reflect-padded for the STFT's windows: ``n_fft / 2``
+        a side (center, as ``torch.stft`` pads) or ``(n_fft - hop) / 2`` (same, meldataset's
+        ``int((n_fft - hop_size) / 2)``)."""
         cfg = self.config
         # float32 whatever the model dtype, as the official extractor (decode casts the features).
-        audio = audio.float()
-        if cfg.padding == "same":
-            pad = (cfg.n_fft - cfg.hop_length) // 2  # meldataset's int((n_fft - hop_size) / 2)
-            audio = nn.functional.pad(audio.unsqueeze(1), (pad, pad), mode="reflect").squeeze(1)
+        pad = cfg.n_fft // 2 if cfg.padding == "center" else (cfg.n_fft - cfg.hop_length) // 2
+        return nn.functional.pad(audio.float().unsqueeze(1), (pad, pad), mode="reflect").squeeze(1)
+
+    def frames(self, padded: torch.Tensor) -> torch.Tensor:
+        """Padded audio ``(B, S')`` -> ``(B, n_mels, (S' - n_fft) // hop + 1)``, a frame per full window."""
+        cfg = self.config
         window = self.mel_spec.spectrogram.window
-        spec = torch.stft(audio, cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length, window=window,
-                          center=cfg.padding == "center", pad_mode="reflect", normalized=False, onesided=True,
-                          return_complex=True)
+        spec = torch.stft(padded, cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length, window=window,
+                          center=False, normalized=False, onesided=True, return_complex=True)
         if cfg.magnitude_eps:
             magnitude = torch.view_as_real(spec).pow(2).sum(-1).add(cfg.magnitude_eps).sqrt()  # (B, n_freqs, T)
         else:

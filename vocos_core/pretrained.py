@@ -14,11 +14,18 @@ from . import inputs, streaming
 from .checkpoint import load_strict, read_state_dict, resolve_checkpoint
 from .config import HiFiGANMelSpectrogramFeaturesConfig, MelSpectrogramFeaturesConfig, VocosConfig, load_config
 from .errors import InputError
-from .feature_extractors import ENCODEC_BINS, EncodecFeatures, MelSpectrogramFeatures, codebooks_for_bandwidth
+from .feature_extractors import (
+    ENCODEC_BINS,
+    EncodecFeatures,
+    MelSpectrogramFeatures,
+    codebooks_for_bandwidth,
+    spectrogram_steps,
+)
 from .heads import build_head
 from .hifigan_mel import HiFiGANMelSpectrogramFeatures
 from .models import build_backbone
 from .packing import Packing
+from .steps import Steps, run_steps
 from .streaming import Lookahead, VocosStream
 
 ENCODEC_SAMPLE_RATE = 24000
@@ -205,14 +212,26 @@ class Vocos(nn.Module):
 
         The features of :meth:`forward`, which is ``decode(audio_to_features(audio, id), id)``.
         """
-        audio = inputs.check_audio(audio_input, self.min_audio_samples())
-        audio = (audio if audio.dim() == 2 else audio.unsqueeze(0)).float().to(self._device())
+        return run_steps(self.audio_to_features_steps(audio_input, bandwidth_id))
+
+    def audio_to_features_steps(self, audio_input: torch.Tensor,
+                                bandwidth_id: torch.Tensor | int | None = None) -> Steps[torch.Tensor]:
+        """:meth:`audio_to_features` as :data:`~vocos_core.steps.Steps`, to run a few units at a time
+        (:func:`~vocos_core.steps.advance`) in inference mode; the arguments are checked at once.
+
+        The EnCodec encoder's units are its layers on chunks of 32000 samples; a mel spectrogram's are
+        its frames, 2048 at a time.
+        """
+        with torch.inference_mode():
+            audio = inputs.check_audio(audio_input, self.min_audio_samples())
+            audio = (audio if audio.dim() == 2 else audio.unsqueeze(0)).float().to(self._device())
         if isinstance(self.feature_extractor, EncodecFeatures):
             ids = inputs.check_bandwidth_ids(bandwidth_id, self.bandwidths, audio.shape[0])
             if ids.numel() != 1:
                 raise InputError("bandwidth_id: the audio path takes one bandwidth id for the whole batch")
-            return self.feature_extractor(audio, int(ids))
-        return self.feature_extractor(audio)
+            return self.feature_extractor.steps(audio, int(ids))
+        cfg = self.feature_extractor.config
+        return spectrogram_steps(self.feature_extractor, audio, cfg.n_fft, cfg.hop_length)
 
     # -- helpers ---------------------------------------------------------------------------------
 

@@ -114,7 +114,7 @@ async def warm_up(state: ServiceState) -> None:
                 continue
             silence = np.zeros(served.sample_rate // 10, dtype=np.float32)
             bandwidth_id = 0 if served.bandwidths else None
-            await slot.features.run(served.audio_to_features, silence, bandwidth_id)
+            await slot.features.run(served.analysis, silence, bandwidth_id)
     except asyncio.CancelledError:
         raise
     except Exception as exc:

@@ -31,6 +31,7 @@ from vocos_core.mel_check import MelFrontEnd, mel_front_end
 from vocos_core.modules import probe_layers
 from vocos_core.shape_buckets import bucket
 from vocos_core.spectral_ops import LOG_CLIP
+from vocos_core.steps import Steps, run_steps
 from vocos_core.streaming import Lookahead, StreamState, decode_steps
 
 log = logging.getLogger(__name__)
@@ -163,14 +164,22 @@ class ServedModel:
             return x
         return self.model.codes_to_features(x)[0]  # (K, T) codes -> (1, 128, T) -> (128, T)
 
-    def audio_to_features(self, audio: np.ndarray, bandwidth_id: int | None) -> torch.Tensor:
-        """Mono float32 audio ``(S,)`` at ``sample_rate`` -> features ``(C, T)`` on the model's device.
+    def analysis(self, audio: np.ndarray, bandwidth_id: int | None) -> Steps[torch.Tensor]:
+        """Mono float32 audio ``(S,)`` at ``sample_rate`` -> features ``(C, T)`` on the model's device,
+        as :data:`~vocos_core.steps.Steps` (a unit per layer of each chunk of the EnCodec encoder), so
+        that other model work runs between them (``SerialWorker.run``); to run in inference mode.
 
         Call it once ``audio_path`` is available (``AudioPath.require``); the EnCodec encoder would
         otherwise be loaded here, on the request, unthrottled.
         """
-        assert self.audio_path.available, "audio_to_features before AudioPath.require"
-        return self.model.audio_to_features(torch.from_numpy(audio), bandwidth_id)[0]  # (1, C, T) -> (C, T)
+        assert self.audio_path.available, "analysis before AudioPath.require"
+        return _first(self.model.audio_to_features_steps(torch.from_numpy(audio), bandwidth_id))
+
+    @torch.inference_mode()
+    def audio_to_features(self, audio: np.ndarray, bandwidth_id: int | None) -> torch.Tensor:
+        """:meth:`analysis` in one go."""
+        return run_steps(self.analysis(audio, bandwidth_id))
+
 
 def load_models(settings: Settings) -> dict[str, ServedModel]:
     """Every served model (``service.runtime.registry``), each on its device and dtype, by name; StartupError
@@ -329,3 +338,7 @@ def place(model: Vocos, device: torch.device, dtype: torch.dtype) -> Vocos:
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _first(steps: Steps[torch.Tensor]) -> Steps[torch.Tensor]:
+    return (yield from steps)[0]  # (1, C, T) -> (C, T)

@@ -182,7 +182,7 @@ class Vocoder:
                 f"the audio is too short: {audio.size} samples at {served.sample_rate} Hz; "
                 f"the {served.kind} model needs at least {served.min_audio_samples}"
             )
-        features = await slot.features.run(served.audio_to_features, audio, bandwidth_id,
+        features = await slot.features.run(served.analysis, audio, bandwidth_id,
                                            timeout=deadline - time.monotonic())
         return features, audio.size
 

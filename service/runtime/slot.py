@@ -55,4 +55,6 @@ class ModelSlot:
         engine = BatchingEngine(served.name, served, policy, observer=observer, stream_policy=streams,
                                 open_streams=open_streams)
         await engine.start()
-        return cls(served, engine, SerialWorker(f"{served.name}-features", policy.max_queue_size))
+        # The audio analysis keeps its slices as short as the engines keep their calls while streams are open.
+        slice_s = (streams or StreamPolicy()).max_step_wait_s
+        return cls(served, engine, SerialWorker(f"{served.name}-features", policy.max_queue_size, slice_s))

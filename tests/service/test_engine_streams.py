@@ -26,6 +26,7 @@ from service.engine import (
 from service.engine.streams import Step, StreamSlots
 from service.engine.torch_thread import run_in_torch_thread
 from service.runtime.models import ServedModel
+from vocos_core.steps import Steps
 
 pytestmark = pytest.mark.asyncio
 
@@ -169,6 +170,12 @@ async def test_after_a_call_its_streams_get_the_company_wait_to_submit_again() -
     assert slots.ready(1.006) == 0.0  # every open stream has a step in
 
 
+def thread_name() -> Steps[str]:
+    """The name of the thread that runs this one unit."""
+    yield
+    return threading.current_thread().name
+
+
 async def test_every_model_call_runs_in_the_one_model_thread(mel: ServedModel, monkeypatch: pytest.MonkeyPatch) -> None:
     threads: list[str] = []
     real_steps, real_batch = mel.decode_steps, mel.decode_batch
@@ -187,7 +194,7 @@ async def test_every_model_call_runs_in_the_one_model_thread(mel: ServedModel, m
     await run_stream(engine, torch.randn(mel.n_features, 12), 6)
     await engine.submit(torch.randn(mel.n_features, 12))
     worker = SerialWorker("features", 4)
-    threads.append(await worker.run(lambda: threading.current_thread().name))
+    threads.append(await worker.run(thread_name))
     threads.append(await run_in_torch_thread(lambda: threading.current_thread().name))
     await engine.drain(5)
     worker.close()

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..steps import Steps, run_steps
 from .conv import ChunkState, SConv1d
 
-# Audio samples per chunk of the convolution stack (everything before the LSTM). A multiple of the
+# Audio samples per chunk of the encoder (and per unit of its steps, layer by layer). A multiple of the
 # hop (320) so that every strided conv sees whole windows: 100 latent frames. Its widest activation,
 # 32 channels x 32000 samples x 4 bytes = 3.9 MiB, stays under the service's 8 MiB mmap threshold
 # (service/runtime/memory.py); a whole 10 s signal makes 31 MB tensors, fresh pages at every layer. With
@@ -94,6 +95,15 @@ class SLSTM(nn.Module):
         y = y + x
         return y.permute(1, 2, 0)  # (T, B, C) -> (B, C, T)
 
+    def forward_chunk(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None
+                      ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """One time chunk of :meth:`forward`, from the LSTM's state ``(h, c)`` at its start (None at
+        the signal's start): (B, C, t) -> ((B, C, t), the state at its end)."""
+        x = x.permute(2, 0, 1)  # (B, C, t) -> (t, B, C): time-major, as in forward
+        y, state = self.lstm(x, state)
+        y = y + x
+        return y.permute(1, 2, 0), state  # (t, B, C) -> (B, C, t)
+
 
 def _build_layers(cfg: SEANetConfig) -> list[nn.Module]:
     """Layers in checkpoint order: conv, then per ratio (resblocks, ELU, strided conv), LSTM, ELU, conv."""
@@ -124,21 +134,20 @@ class SEANetEncoder(nn.Module):
         self.model = nn.Sequential(*_build_layers(cfg))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.tail(self.conv_stack(x))
+        return run_steps(self.steps(x))
 
-    def _split(self) -> int:
-        """Index in ``model`` where the conv stack ends: the tail is (LSTM,) ELU, last conv."""
-        return len(self.model) - (3 if self.cfg.lstm_layers else 2)
+    def steps(self, x: torch.Tensor) -> Steps[torch.Tensor]:
+        """:meth:`forward` as :data:`~vocos_core.steps.Steps`, a unit per convolution layer of each
+        chunk of :data:`CHUNK_SAMPLES` and one for its LSTM and last convolution:
+        (B, channels, S) -> (B, dimension, ceil(S / hop_length)).
 
-    def conv_stack(self, x: torch.Tensor) -> torch.Tensor:
-        """The causal conv layers, run over chunks of :data:`CHUNK_SAMPLES`:
-        (B, channels, S) -> (B, C, ceil(S / hop_length)).
-
-        Causal convs let each chunk be computed from the previous chunk's last few samples per conv
-        (see :meth:`SConv1d.forward_chunk`), so the result equals one whole-signal pass.
+        Causal convolutions let each chunk be computed from the previous chunk's last few samples per
+        convolution (see :meth:`SConv1d.forward_chunk`), and the LSTM from its state at the chunk's
+        start, so the result equals one whole-signal pass.
         """
-        layers = list(self.model)[: self._split()]
+        layers = list(self.model)
         states = {m: ChunkState(m) for layer in layers for m in layer.modules() if isinstance(m, SConv1d)}
+        lstm_state: tuple[torch.Tensor, torch.Tensor] | None = None
         outputs = []
         for start, end in chunk_bounds(x.shape[-1], CHUNK_SAMPLES):
             h = x[..., start:end]
@@ -146,15 +155,14 @@ class SEANetEncoder(nn.Module):
                 for state in states.values():
                     state.last = True
             for layer in layers:
-                h = _layer_chunk(layer, h, states)
+                if isinstance(layer, SLSTM):
+                    h, lstm_state = layer.forward_chunk(h, lstm_state)
+                else:
+                    h = _layer_chunk(layer, h, states)
+                if not isinstance(layer, (nn.ELU, SLSTM)):
+                    yield
             outputs.append(h)
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
-
-    def tail(self, x: torch.Tensor) -> torch.Tensor:
-        """The layers after the conv stack (LSTM, ELU, last conv), on the whole sequence of frames."""
-        for layer in list(self.model)[self._split() :]:
-            x = layer(x)
-        return x
 
 
 def chunk_bounds(length: int, chunk: int) -> list[tuple[int, int]]:

@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from vocos_core.encodec import EncodecEncoder, load_encodec_encoder
-from vocos_core.encodec.conv import extra_padding_for_conv1d, pad1d_reflect
+from vocos_core.encodec import EncodecEncoder, load_encodec_encoder, seanet
+from vocos_core.encodec.conv import SConv1d, extra_padding_for_conv1d, pad1d_reflect
+from vocos_core.encodec.seanet import SEANetResnetBlock
 from vocos_core.encodec.testing import random_encodec_state_dict
 from vocos_core.errors import InputError
+from vocos_core.steps import Steps, advance
 
 
 @pytest.fixture(scope="module")
@@ -135,3 +137,36 @@ def test_reflect_pad_of_input_shorter_than_pad() -> None:
     # zero-extended to [1, 2, 0, 0] before reflecting, then the extension is cut: left pad reflects 2, 0, 0
     assert pad1d_reflect(x, 3, 0).tolist() == [[[0.0, 0.0, 2.0, 1.0, 2.0]]]
     assert pad1d_reflect(x, 1, 1).tolist() == [[[2.0, 1.0, 2.0, 1.0]]]
+
+
+def _unit_by_unit(steps: Steps[torch.Tensor]) -> tuple[int, torch.Tensor]:
+    """Run ``steps`` one unit per call, as the service does with a budget of zero; (calls, result)."""
+    calls = 0
+    with torch.inference_mode():
+        while True:
+            calls += 1
+            done, result = advance(steps, 0.0)
+            if done:
+                assert result is not None
+                return calls, result
+
+
+def test_encoding_unit_by_unit_equals_one_whole_pass(encoder: EncodecEncoder) -> None:
+    # Three chunks of the encoder (the last one longer), with the LSTM's state and the last
+    # convolution's context carried across them; the quantizer a chunk's frames at a time.
+    audio = _noise(2, 3 * seanet.CHUNK_SAMPLES + 4321, seed=7)
+    calls, codes = _unit_by_unit(encoder.encode_steps(audio, 24.0))
+    with torch.inference_mode():
+        x = audio.unsqueeze(1)  # (B, S) -> (B, 1, S)
+        whole = encoder.quantizer.encode(encoder.encoder.model(x), encoder.frame_rate, 24.0)
+    assert torch.equal(codes, whole)
+    # A unit per convolution or residual block of each chunk (10 of the 16 layers): many short units.
+    units_per_chunk = sum(isinstance(layer, (SConv1d, SEANetResnetBlock)) for layer in encoder.encoder.model)
+    assert units_per_chunk == 10 and calls > 3 * units_per_chunk
+
+
+def test_encode_steps_checks_its_arguments_before_any_unit_runs(encoder: EncodecEncoder) -> None:
+    with pytest.raises(InputError, match="bandwidth"):
+        encoder.encode_steps(_noise(1, 3200), 5.0)
+    with pytest.raises(InputError, match="NaN"):
+        encoder.encode_steps(torch.full((1, 3200), float("nan")), 6.0)
