@@ -5,7 +5,7 @@
 The server runs an upload's analysis in slices of at most ``STREAM_MAX_STEP_WAIT_MS``, a slice being
 a few units (a convolution layer of one 32000-sample chunk); how long a stream step can wait behind a
 slice depends on the longest unit. Prints, per round, the one-pass time, the unit-by-unit time, the
-number of units and their p50 and longest duration, and the largest difference between the two
+number of units and of pieces of output, the units' p50 and longest duration, and the largest difference between the two
 results. EnCodec: an official-size encoder with random weights (``vocos_core.encodec.testing``); mel:
 the built-in demo model's front-end (n_fft 1024, hop 256, 100 mels, as the official mel model's).
 """
@@ -24,7 +24,7 @@ from vocos_core import Vocos
 from vocos_core.builtin import DEMO_MEL_24KHZ
 from vocos_core.encodec import load_encodec_encoder
 from vocos_core.encodec.testing import write_random_encodec_weights
-from vocos_core.steps import Steps, advance
+from vocos_core.steps import Steps, advance, join
 
 
 def main() -> None:
@@ -49,21 +49,21 @@ def _audio(seconds: float) -> torch.Tensor:
     return 0.1 * torch.randn(1, int(24000 * seconds), generator=torch.Generator().manual_seed(0))
 
 
-def report(name: str, one_pass: Callable[[], torch.Tensor], make_steps: Callable[[], Steps[torch.Tensor]]) -> None:
+def report(name: str, one_pass: Callable[[], torch.Tensor], make_steps: Callable[[], Steps]) -> None:
     with torch.inference_mode():
         start = time.perf_counter()
         whole = one_pass()
         seconds = time.perf_counter() - start
-        steps, units, done, result = make_steps(), [], False, None
+        steps, units, done, pieces = make_steps(), [], False, []
         while not done:
             start = time.perf_counter()
-            done, result = advance(steps, 0.0)
+            done, new = advance(steps, 0.0)
             units.append(time.perf_counter() - start)
-    assert result is not None
-    difference = float((result.double() - whole.double()).abs().max())
+            pieces += new
+    difference = float((join(pieces).double() - whole.double()).abs().max())
     units.sort()
     print(f"{name}: one pass {seconds:.3f} s, unit by unit {sum(units):.3f} s, {len(units)} units, "
-          f"p50 {units[len(units) // 2] * 1e3:.1f} ms, longest {units[-1] * 1e3:.1f} ms, "
+          f"{len(pieces)} pieces, p50 {units[len(units) // 2] * 1e3:.1f} ms, longest {units[-1] * 1e3:.1f} ms, "
           f"largest difference {difference:.1e}")
 
 

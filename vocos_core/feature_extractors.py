@@ -12,7 +12,7 @@ from torch import nn
 
 from .config import EncodecFeaturesConfig, MelSpectrogramFeaturesConfig
 from .spectral_ops import LOG_CLIP, Float32Buffers, mel_filterbank, stft_magnitude
-from .steps import Steps, run_steps
+from .steps import Steps, mapped, run_steps
 
 if TYPE_CHECKING:
     from .encodec import EncodecEncoder
@@ -99,19 +99,15 @@ class Spectrogram(Protocol):
 SPECTROGRAM_UNIT_FRAMES = 2048
 
 
-def spectrogram_steps(extractor: Spectrogram, audio: torch.Tensor, n_fft: int, hop_length: int
-                      ) -> Steps[torch.Tensor]:
-    """``extractor(audio)`` ``(B, S)`` -> ``(B, n_mels, T)`` as :data:`~vocos_core.steps.Steps`, a unit per
-    :data:`SPECTROGRAM_UNIT_FRAMES` frames: each frame reads one window of the padded audio, so the
-    frames of a unit are those of the whole pass."""
+def spectrogram_steps(extractor: Spectrogram, audio: torch.Tensor, n_fft: int, hop_length: int) -> Steps:
+    """``extractor(audio)`` ``(B, S)`` -> ``(B, n_mels, T)`` as :data:`~vocos_core.steps.Steps`, a unit
+    and a piece per :data:`SPECTROGRAM_UNIT_FRAMES` frames: each frame reads its own window of the
+    padded audio, so the pieces are the frames of one whole pass (to float32 rounding)."""
     padded = extractor.pad(audio)
     total = (padded.shape[-1] - n_fft) // hop_length + 1
-    pieces = []
     for start in range(0, total, SPECTROGRAM_UNIT_FRAMES):
         end = min(total, start + SPECTROGRAM_UNIT_FRAMES)
-        pieces.append(extractor.frames(padded[..., start * hop_length : (end - 1) * hop_length + n_fft]))
-        yield
-    return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-1)
+        yield extractor.frames(padded[..., start * hop_length : (end - 1) * hop_length + n_fft])
 
 
 class EncodecFeatures(nn.Module):
@@ -173,11 +169,8 @@ class EncodecFeatures(nn.Module):
         """``(B, S)`` audio at 24 kHz -> ``(B, 128, L)``, L = ceil(S / 320)."""
         return run_steps(self.steps(audio, bandwidth_id))
 
-    def steps(self, audio: torch.Tensor, bandwidth_id: int) -> Steps[torch.Tensor]:
+    def steps(self, audio: torch.Tensor, bandwidth_id: int) -> Steps:
         """:meth:`forward` as :data:`~vocos_core.steps.Steps`, a unit per layer of each chunk of the
-        EnCodec encoder (``vocos_core.encodec.seanet``); the arguments are checked at once."""
-        codes = self.encoder().encode_steps(audio, self.bandwidths[bandwidth_id])
-        return self._features_of(codes)
-
-    def _features_of(self, codes: Steps[torch.Tensor]) -> Steps[torch.Tensor]:
-        return self.codes_to_features((yield from codes))
+        EnCodec encoder (``vocos_core.encodec.seanet``), a chunk's features as soon as it is done;
+        the arguments are checked at once."""
+        return mapped(self.encoder().encode_steps(audio, self.bandwidths[bandwidth_id]), self.codes_to_features)

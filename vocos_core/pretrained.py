@@ -215,12 +215,13 @@ class Vocos(nn.Module):
         return run_steps(self.audio_to_features_steps(audio_input, bandwidth_id))
 
     def audio_to_features_steps(self, audio_input: torch.Tensor,
-                                bandwidth_id: torch.Tensor | int | None = None) -> Steps[torch.Tensor]:
+                                bandwidth_id: torch.Tensor | int | None = None) -> Steps:
         """:meth:`audio_to_features` as :data:`~vocos_core.steps.Steps`, to run a few units at a time
-        (:func:`~vocos_core.steps.advance`) in inference mode; the arguments are checked at once.
+        (:func:`~vocos_core.steps.advance`) in inference mode, each piece of the features ``(B, C, t)``
+        out as soon as it is final; the arguments are checked at once.
 
-        The EnCodec encoder's units are its layers on chunks of 32000 samples; a mel spectrogram's are
-        its frames, 2048 at a time.
+        The EnCodec encoder's units are its layers on chunks of 32000 samples (a piece per chunk); a
+        mel spectrogram's are its frames, 2048 at a time.
         """
         with torch.inference_mode():
             audio = inputs.check_audio(audio_input, self.min_audio_samples())

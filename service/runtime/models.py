@@ -31,7 +31,7 @@ from vocos_core.mel_check import MelFrontEnd, mel_front_end
 from vocos_core.modules import probe_layers
 from vocos_core.shape_buckets import bucket
 from vocos_core.spectral_ops import LOG_CLIP
-from vocos_core.steps import Steps, run_steps
+from vocos_core.steps import Steps, mapped, run_steps
 from vocos_core.streaming import Lookahead, StreamState, decode_steps
 
 log = logging.getLogger(__name__)
@@ -164,16 +164,18 @@ class ServedModel:
             return x
         return self.model.codes_to_features(x)[0]  # (K, T) codes -> (1, 128, T) -> (128, T)
 
-    def analysis(self, audio: np.ndarray, bandwidth_id: int | None) -> Steps[torch.Tensor]:
+    def analysis(self, audio: np.ndarray, bandwidth_id: int | None) -> Steps:
         """Mono float32 audio ``(S,)`` at ``sample_rate`` -> features ``(C, T)`` on the model's device,
         as :data:`~vocos_core.steps.Steps` (a unit per layer of each chunk of the EnCodec encoder), so
-        that other model work runs between them (``SerialWorker.run``); to run in inference mode.
+        that other model work runs between them (``SerialWorker``), and each piece ``(C, t)`` of the
+        features is out once final; to run in inference mode.
 
         Call it once ``audio_path`` is available (``AudioPath.require``); the EnCodec encoder would
         otherwise be loaded here, on the request, unthrottled.
         """
         assert self.audio_path.available, "analysis before AudioPath.require"
-        return _first(self.model.audio_to_features_steps(torch.from_numpy(audio), bandwidth_id))
+        # (1, C, t) -> (C, t)
+        return mapped(self.model.audio_to_features_steps(torch.from_numpy(audio), bandwidth_id), lambda x: x[0])
 
     @torch.inference_mode()
     def audio_to_features(self, audio: np.ndarray, bandwidth_id: int | None) -> torch.Tensor:
@@ -339,6 +341,3 @@ def place(model: Vocos, device: torch.device, dtype: torch.dtype) -> Vocos:
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
-
-def _first(steps: Steps[torch.Tensor]) -> Steps[torch.Tensor]:
-    return (yield from steps)[0]  # (1, C, T) -> (C, T)

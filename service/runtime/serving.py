@@ -10,15 +10,17 @@ iterator of audio chunks, fits beside them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import torch
 
+from service.engine.workers import Analysis
 from service.errors import InvalidInputError, PayloadTooLargeError
 from service.runtime.audio_io import decode_audio, fit_length, resample, resampled_length
 from service.runtime.metrics import ServiceMetrics
@@ -112,8 +114,9 @@ class Vocoder:
         """An audio file (any rate, mixed to mono) through the model: exactly as long as the file,
         ``round(frames * rate_out / rate_in)`` samples (the vocoder's output padded or trimmed at the end)."""
         resolved = self._resynthesis_bandwidth(slot.served, bandwidth_id, bandwidth)
-        features, length = await self._resynthesis_features(slot, audio_file, resolved, deadline)
-        return await self._vocode(slot, features, resolved, deadline, request_id, sample_rate, length=length)
+        audio = await self._upload(slot, audio_file, deadline)
+        features = await slot.features.run(slot.served.analysis, audio, resolved, timeout=deadline - time.monotonic())
+        return await self._vocode(slot, features, resolved, deadline, request_id, sample_rate, length=audio.size)
 
     def open_stream(self, slot: ModelSlot, *, inputs: StreamInputs, bandwidth_id: int | None = None,
                     bandwidth: float | None = None, sample_rate: int | None = None, request_id: str = "",
@@ -131,7 +134,7 @@ class Vocoder:
         """:meth:`decode_mel`, its audio sent as it is computed."""
         grid, warning = self._mel(slot.served, mel)
         stream = self.open_stream(slot, inputs="mel", sample_rate=sample_rate, request_id=request_id, transport="http")
-        return self._streamed(stream, grid, None, deadline, warning)
+        return self._streamed(stream, grid, deadline, warning)
 
     async def stream_codes(self, slot: ModelSlot, codes: np.ndarray, *, bandwidth_id: int | None = None,
                            bandwidth: float | None = None, deadline: float, request_id: str = "",
@@ -140,20 +143,32 @@ class Vocoder:
         grid, resolved = self._codes(slot.served, codes, bandwidth_id, bandwidth)
         stream = self.open_stream(slot, inputs="codes", bandwidth_id=resolved, sample_rate=sample_rate,
                                   request_id=request_id, transport="http")
-        return self._streamed(stream, grid, None, deadline)
+        return self._streamed(stream, grid, deadline)
 
     async def stream_resynthesis(self, slot: ModelSlot, audio_file: bytes, *, bandwidth_id: int | None = None,
                                  bandwidth: float | None = None, deadline: float, request_id: str = "",
                                  sample_rate: int | None = None) -> StreamedAudio:
-        """:meth:`resynthesize`, its audio sent as it is computed (the features are computed first)."""
+        """:meth:`resynthesize`, its audio sent as it is computed. The answer begins once the analysis
+        has made its first features (so a full queue or a bad upload is still a status of its own);
+        the rest is decoded as the analysis makes it."""
         served = slot.served
         resolved = self._resynthesis_bandwidth(served, bandwidth_id, bandwidth)
-        features, length = await self._resynthesis_features(slot, audio_file, resolved, deadline)
-        stream = self.open_stream(slot, inputs="features", bandwidth_id=resolved, sample_rate=sample_rate,
-                                  request_id=request_id, transport="http")
-        return self._streamed(stream, features.cpu().numpy(), length, deadline)
+        audio = await self._upload(slot, audio_file, deadline)
+        analysis = slot.features.start(served.analysis, audio, resolved, deadline=deadline)
+        try:
+            first = await anext(analysis)
+            stream = self.open_stream(slot, inputs="features", bandwidth_id=resolved, sample_rate=sample_rate,
+                                      request_id=request_id, transport="http")
+        except BaseException:
+            analysis.close()
+            raise
+        stream.fit_length(audio.size)
+        total = audio.size if stream.sample_rate == served.sample_rate else \
+            resampled_length(audio.size, served.sample_rate, stream.sample_rate)
+        chunks = _fitted(_pushed(stream, _analysed(first, analysis), deadline), total)
+        return StreamedAudio(total, stream.sample_rate, served, chunks)
 
-    def _streamed(self, stream: AudioStream, grid: np.ndarray, length: int | None, deadline: float,
+    def _streamed(self, stream: AudioStream, grid: np.ndarray, deadline: float,
                   warning: str | None = None) -> StreamedAudio:
         served = stream.slot.served
         try:
@@ -161,17 +176,14 @@ class Vocoder:
         except BaseException:
             stream.close("error")
             raise
-        if length is not None:
-            stream.fit_length(length)
-        length = served.num_samples(grid.shape[-1]) if length is None else length
+        length = served.num_samples(grid.shape[-1])
         total = length if stream.sample_rate == served.sample_rate else \
             resampled_length(length, served.sample_rate, stream.sample_rate)
-        chunks = _fitted(_pushed(stream, grid, deadline), total)
+        chunks = _fitted(_pushed(stream, _whole(grid), deadline), total)
         return StreamedAudio(total, stream.sample_rate, served, chunks, warning)
 
-    async def _resynthesis_features(self, slot: ModelSlot, audio_file: bytes, bandwidth_id: int | None,
-                                    deadline: float) -> tuple[torch.Tensor, int]:
-        """An upload's features ``(C, T)`` and its length in samples at the model's rate."""
+    async def _upload(self, slot: ModelSlot, audio_file: bytes, deadline: float) -> np.ndarray:
+        """An upload decoded to mono float32 ``(S,)`` at the model's rate, once its audio path can run."""
         served = slot.served
         await served.audio_path.require(timeout=deadline - time.monotonic())
         settings = self.state.settings
@@ -182,9 +194,7 @@ class Vocoder:
                 f"the audio is too short: {audio.size} samples at {served.sample_rate} Hz; "
                 f"the {served.kind} model needs at least {served.min_audio_samples}"
             )
-        features = await slot.features.run(served.analysis, audio, bandwidth_id,
-                                           timeout=deadline - time.monotonic())
-        return features, audio.size
+        return audio
 
     async def _vocode(self, slot: ModelSlot, features: torch.Tensor, bandwidth_id: int | None, deadline: float,
                       request_id: str, sample_rate: int | None, length: int | None = None) -> Audio:
@@ -252,22 +262,42 @@ class Vocoder:
         return resolve_bandwidth_id(served.bandwidths, served.codebooks, bandwidth_id=bandwidth_id, bandwidth=bandwidth)
 
 
-async def _pushed(stream: AudioStream, grid: np.ndarray, deadline: float) -> AsyncIterator[np.ndarray]:
-    """Push a whole input through ``stream`` a few frames at a time, yielding the audio as it comes;
-    the stream is closed however the iteration ends (a client that leaves stops the computation)."""
+async def _pushed(stream: AudioStream, pieces: AsyncGenerator[np.ndarray, None],
+                  deadline: float) -> AsyncIterator[np.ndarray]:
+    """Push an input's ``pieces`` through ``stream`` a few frames at a time (the last few held back to
+    mark the stream's end), yielding the audio as it comes; the stream and ``pieces`` are closed however
+    the iteration ends (a client that leaves stops the computation)."""
     outcome = "error"
     try:
-        frames = grid.shape[-1]
-        for start in range(0, frames, STREAMED_PUSH_FRAMES):
-            last = start + STREAMED_PUSH_FRAMES >= frames
-            yield await stream.push(grid[..., start:start + STREAMED_PUSH_FRAMES], final=last,
-                                    timeout=deadline - time.monotonic())
+        async with contextlib.aclosing(pieces):
+            held: np.ndarray | None = None
+            async for piece in pieces:
+                for start in range(0, piece.shape[-1], STREAMED_PUSH_FRAMES):
+                    if held is not None:
+                        yield await stream.push(held, timeout=deadline - time.monotonic())
+                    held = piece[..., start:start + STREAMED_PUSH_FRAMES]
+            assert held is not None, "an input of no frames"
+            yield await stream.push(held, final=True, timeout=deadline - time.monotonic())
         outcome = "ok"
     except (GeneratorExit, asyncio.CancelledError):  # the client left: its answer was closed or cancelled
         outcome = "disconnected"
         raise
     finally:
         stream.close(outcome)
+
+
+async def _whole(grid: np.ndarray) -> AsyncGenerator[np.ndarray, None]:
+    yield grid
+
+
+async def _analysed(first: torch.Tensor, analysis: Analysis) -> AsyncGenerator[np.ndarray, None]:
+    """An upload's features ``(C, t)`` as its analysis makes them; the analysis is closed at the end."""
+    try:
+        yield first.cpu().numpy()
+        async for piece in analysis:
+            yield piece.cpu().numpy()
+    finally:
+        analysis.close()
 
 
 async def _fitted(chunks: AsyncIterator[np.ndarray], total: int) -> AsyncIterator[np.ndarray]:

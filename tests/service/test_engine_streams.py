@@ -170,10 +170,10 @@ async def test_after_a_call_its_streams_get_the_company_wait_to_submit_again() -
     assert slots.ready(1.006) == 0.0  # every open stream has a step in
 
 
-def thread_name() -> Steps[str]:
-    """The name of the thread that runs this one unit."""
-    yield
-    return threading.current_thread().name
+def thread_name(names: list[str]) -> Steps:
+    """One unit that notes the name of the thread running it."""
+    names.append(threading.current_thread().name)
+    yield torch.zeros(1)
 
 
 async def test_every_model_call_runs_in_the_one_model_thread(mel: ServedModel, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -194,7 +194,7 @@ async def test_every_model_call_runs_in_the_one_model_thread(mel: ServedModel, m
     await run_stream(engine, torch.randn(mel.n_features, 12), 6)
     await engine.submit(torch.randn(mel.n_features, 12))
     worker = SerialWorker("features", 4)
-    threads.append(await worker.run(thread_name))
+    await worker.run(thread_name, threads)
     threads.append(await run_in_torch_thread(lambda: threading.current_thread().name))
     await engine.drain(5)
     worker.close()

@@ -4,6 +4,7 @@ endpoint, resampling, and FLAC refused."""
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import soundfile as sf
 from service_helpers import AppHarness
 
 from service.testing import audio_file, npy_bytes
+from vocos_core.steps import Steps
 
 pytestmark = pytest.mark.asyncio
 
@@ -71,3 +73,35 @@ async def test_flac_cannot_be_streamed(app: AppHarness) -> None:
     response = await app.client.post("/decode/mel?stream=true&format=flac", content=npy_bytes(np.zeros((100, 9),
                                      np.float32)), headers=NPY)
     assert response.status_code == 422 and "FLAC cannot be streamed" in response.json()["error"]["message"]
+
+
+async def test_a_streamed_resynthesis_decodes_its_first_features_before_its_analysis_ends(
+        app: AppHarness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The analysis gives its features chunk by chunk (``vocos_core.steps``), and the streamed answer decodes
+    each as it comes: its first audio does not wait for the last chunk of a long upload."""
+    served = app.state.model("encodec").served
+    events: list[str] = []
+    real_analysis, real_steps = served.analysis, served.decode_steps
+
+    def analysis(*args: Any) -> Steps:
+        for piece in real_analysis(*args):
+            events.append("analysis")
+            yield piece
+
+    def decode_steps(*args: Any, **kwargs: Any) -> Any:
+        events.append("decode")
+        return real_steps(*args, **kwargs)
+
+    monkeypatch.setitem(vars(served), "analysis", analysis)  # setitem: undone by deleting it again
+    monkeypatch.setitem(vars(served), "decode_steps", decode_steps)
+    upload = audio_file((np.random.default_rng(3).standard_normal(144_000) * 0.1).astype(np.float32), 24000)
+    streamed = await app.client.post("/resynthesize?model=encodec&bandwidth_id=2&format=wav32f&stream=true",
+                                     content=upload, headers={"content-type": "audio/wav"})
+    assert streamed.status_code == 200
+    assert events.index("decode") < len(events) - 1 - events[::-1].index("analysis"), events
+    monkeypatch.undo()
+    whole = await app.client.post("/resynthesize?model=encodec&bandwidth_id=2&format=wav32f", content=upload,
+                                  headers={"content-type": "audio/wav"})
+    a, b = wav(whole.content)[0], wav(streamed.content)[0]
+    assert a.shape == b.shape == (144_000,)
+    assert np.abs(a - b).max() <= 1e-5 * np.abs(a).max()

@@ -11,7 +11,7 @@ import torch
 
 from vocos_core import Vocos, feature_extractors
 from vocos_core import steps as steps_module
-from vocos_core.steps import Steps, advance, run_steps
+from vocos_core.steps import Steps, advance, mapped, run_steps
 from vocos_core.testing import Kind, write_random_checkpoint
 
 REFERENCE = Path(__file__).resolve().parents[1] / "data" / "reference"
@@ -25,13 +25,11 @@ class FakeClock:
         return self.now
 
 
-def units(clock: FakeClock, durations: list[float], log: list[int]) -> Steps[str]:
-    """A unit per duration, each advancing the fake clock by it; returns how many ran."""
+def units(clock: FakeClock, durations: list[float]) -> Steps:
+    """A unit per duration, each advancing the fake clock by it; the even ones give a piece: their index."""
     for i, seconds in enumerate(durations):
         clock.now += seconds
-        log.append(i)
-        yield
-    return f"{len(durations)} units"
+        yield torch.tensor([i]) if i % 2 == 0 else None
 
 
 @pytest.fixture
@@ -41,56 +39,52 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     return fake
 
 
-def slices(steps: Steps[str], budget_s: float | None, log: list[int]) -> tuple[list[list[int]], str]:
-    """The units each call of ``advance`` ran, until the result."""
-    ran: list[list[int]] = []
-    while True:
-        before = len(log)
-        done, result = advance(steps, budget_s)
-        ran.append(log[before:])
-        if done:
-            assert result is not None
-            return ran, result
+def slices(steps: Steps, budget_s: float | None) -> list[list[int]]:
+    """The pieces each call of ``advance`` gave, until done."""
+    out: list[list[int]] = []
+    done = False
+    while not done:
+        done, pieces = advance(steps, budget_s)
+        out.append([int(piece) for piece in pieces])
+    return out
 
 
 def test_a_slice_stops_before_the_next_unit_would_pass_the_budget(clock: FakeClock) -> None:
-    log: list[int] = []
-    ran, result = slices(units(clock, [0.01] * 7, log), 0.035, log)
-    # After 3 units (30 ms) a fourth of 10 ms would end at 40 ms > 35 ms.
-    assert ran == [[0, 1, 2], [3, 4, 5], [6]] and result == "7 units"
+    # After 3 units (30 ms) a fourth of 10 ms would end at 40 ms > 35 ms: units 0-2, 3-5, 6-8, 9.
+    assert slices(units(clock, [0.01] * 10), 0.035) == [[0, 2], [4], [6, 8], []]
 
 
 def test_a_slice_runs_at_least_one_unit_however_long(clock: FakeClock) -> None:
-    log: list[int] = []
-    ran, _ = slices(units(clock, [0.2, 0.2, 0.01], log), 0.05, log)
-    assert ran == [[0], [1], [2]]
+    assert slices(units(clock, [0.2, 0.2, 0.2, 0.01]), 0.05) == [[0], [], [2], []]
 
 
 def test_the_next_unit_is_assumed_as_long_as_the_longest_so_far(clock: FakeClock) -> None:
-    log: list[int] = []
-    ran, _ = slices(units(clock, [0.001, 0.03, 0.001, 0.001, 0.001], log), 0.05, log)
-    # 31 ms in, after a unit of 30 ms, another such unit could end at 61 ms; the next slice starts afresh.
-    assert ran == [[0, 1], [2, 3, 4]]
+    # 31 ms in, after a unit of 30 ms, another such unit could end at 61 ms: the slice ends after
+    # units 0 and 1; the next starts afresh and runs 2 to 4.
+    assert slices(units(clock, [0.001, 0.03, 0.001, 0.001, 0.001]), 0.05) == [[0], [2, 4]]
 
 
-def test_no_budget_runs_every_unit_and_any_budget_gives_the_same_result(clock: FakeClock) -> None:
-    log: list[int] = []
-    whole = run_steps(units(clock, [0.01] * 5, log))
-    assert log == [0, 1, 2, 3, 4]
+def test_no_budget_runs_every_unit_and_any_budget_gives_the_same_output(clock: FakeClock) -> None:
+    assert slices(units(clock, [0.01] * 5), None) == [[0, 2, 4]]
+    assert torch.equal(run_steps(units(clock, [0.01] * 5)), torch.tensor([0, 2, 4]))
     for budget in (0.0, 0.015, 1.0):
-        assert slices(units(clock, [0.01] * 5, []), budget, [])[1] == whole
+        assert [piece for ran in slices(units(clock, [0.01] * 5), budget) for piece in ran] == [0, 2, 4]
 
 
-def unit_by_unit(steps: Steps[torch.Tensor]) -> tuple[int, torch.Tensor]:
-    """Run ``steps`` one unit per call; (calls, result)."""
-    calls = 0
+def test_mapped_applies_to_pieces_and_keeps_the_units(clock: FakeClock) -> None:
+    steps = mapped(units(clock, [0.01] * 4), lambda piece: piece * 10)
+    assert slices(steps, 0.0) == [[0], [], [20], [], []]
+
+
+def unit_by_unit(steps: Steps) -> tuple[int, torch.Tensor]:
+    """Run ``steps`` one unit per call; (calls, output)."""
+    calls, pieces, done = 0, [], False
     with torch.inference_mode():
-        while True:
+        while not done:
             calls += 1
-            done, result = advance(steps, 0.0)
-            if done:
-                assert result is not None
-                return calls, result
+            done, new = advance(steps, 0.0)
+            pieces += new
+    return calls, torch.cat(pieces, dim=-1)
 
 
 @pytest.mark.parametrize(("kind", "padding"), [("mel", "center"), ("mel", "same"), ("hifigan-mel", "same"),

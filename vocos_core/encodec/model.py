@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from ..steps import Steps, run_steps
+from ..steps import Steps, mapped, run_steps
 from .quantization import QuantizerConfig, ResidualVectorQuantizer
-from .seanet import CHUNK_SAMPLES, SEANetConfig, SEANetEncoder
+from .seanet import SEANetConfig, SEANetEncoder
 
 
 @dataclass(frozen=True)
@@ -99,24 +99,16 @@ class EncodecEncoder(nn.Module):
         with torch.inference_mode():
             return run_steps(steps)
 
-    def encode_steps(self, audio: torch.Tensor, bandwidth: float) -> Steps[torch.Tensor]:
-        """:meth:`encode` as :data:`~vocos_core.steps.Steps`, to run in inference mode (or without
-        gradients); ``audio`` and ``bandwidth`` are checked at once."""
+    def encode_steps(self, audio: torch.Tensor, bandwidth: float) -> Steps:
+        """:meth:`encode` as :data:`~vocos_core.steps.Steps`, the codes of each chunk of the encoder as
+        soon as it is done, to run in inference mode (or without gradients); ``audio`` and
+        ``bandwidth`` are checked at once."""
         n_q = self.num_codebooks(bandwidth)  # validates before any compute
         _check_audio(audio)
-        return self._encode_steps(audio, n_q)
-
-    def _encode_steps(self, audio: torch.Tensor, n_q: int) -> Steps[torch.Tensor]:
         param = self.quantizer.vq.stages()[0]._codebook.embed
         x = audio.to(device=param.device, dtype=param.dtype).unsqueeze(1)  # (B, S) -> (B, 1, S)
-        latents = yield from self.encoder.steps(x)  # (B, 128, L)
-        # The quantizer treats each frame alone: a unit per chunk's worth of frames.
-        frames = CHUNK_SAMPLES // self.hop_length
-        codes = []
-        for start in range(0, latents.shape[-1], frames):
-            codes.append(self.quantizer.vq.encode(latents[..., start : start + frames], n_q))
-            yield
-        return codes[0] if len(codes) == 1 else torch.cat(codes, dim=-1)
+        # The quantizer treats each frame alone: (B, 128, t) latents -> (n_q, B, t) codes, chunk by chunk.
+        return mapped(self.encoder.steps(x), lambda latents: self.quantizer.vq.encode(latents, n_q))
 
 
 def _check_audio(audio: object) -> None:

@@ -136,33 +136,31 @@ class SEANetEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return run_steps(self.steps(x))
 
-    def steps(self, x: torch.Tensor) -> Steps[torch.Tensor]:
+    def steps(self, x: torch.Tensor) -> Steps:
         """:meth:`forward` as :data:`~vocos_core.steps.Steps`, a unit per convolution layer of each
-        chunk of :data:`CHUNK_SAMPLES` and one for its LSTM and last convolution:
-        (B, channels, S) -> (B, dimension, ceil(S / hop_length)).
+        chunk of :data:`CHUNK_SAMPLES`; the last of a chunk's units gives its frames
+        (B, dimension, chunk / hop_length).
 
         Causal convolutions let each chunk be computed from the previous chunk's last few samples per
         convolution (see :meth:`SConv1d.forward_chunk`), and the LSTM from its state at the chunk's
-        start, so the result equals one whole-signal pass.
+        start, so a chunk's frames are final when it is done and equal those of one whole-signal pass.
         """
         layers = list(self.model)
+        units = [i for i, layer in enumerate(layers) if isinstance(layer, (SConv1d, SEANetResnetBlock))]
         states = {m: ChunkState(m) for layer in layers for m in layer.modules() if isinstance(m, SConv1d)}
         lstm_state: tuple[torch.Tensor, torch.Tensor] | None = None
-        outputs = []
         for start, end in chunk_bounds(x.shape[-1], CHUNK_SAMPLES):
             h = x[..., start:end]
             if end == x.shape[-1]:
                 for state in states.values():
                     state.last = True
-            for layer in layers:
+            for i, layer in enumerate(layers):
                 if isinstance(layer, SLSTM):
                     h, lstm_state = layer.forward_chunk(h, lstm_state)
                 else:
                     h = _layer_chunk(layer, h, states)
-                if not isinstance(layer, (nn.ELU, SLSTM)):
-                    yield
-            outputs.append(h)
-        return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
+                if i in units:
+                    yield h if i == units[-1] else None
 
 
 def chunk_bounds(length: int, chunk: int) -> list[tuple[int, int]]:

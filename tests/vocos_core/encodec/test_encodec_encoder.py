@@ -139,23 +139,23 @@ def test_reflect_pad_of_input_shorter_than_pad() -> None:
     assert pad1d_reflect(x, 1, 1).tolist() == [[[2.0, 1.0, 2.0, 1.0]]]
 
 
-def _unit_by_unit(steps: Steps[torch.Tensor]) -> tuple[int, torch.Tensor]:
-    """Run ``steps`` one unit per call, as the service does with a budget of zero; (calls, result)."""
-    calls = 0
+def _unit_by_unit(steps: Steps) -> tuple[int, list[torch.Tensor]]:
+    """Run ``steps`` one unit per call, as the service does with a budget of zero; (calls, pieces)."""
+    calls, pieces, done = 0, [], False
     with torch.inference_mode():
-        while True:
+        while not done:
             calls += 1
-            done, result = advance(steps, 0.0)
-            if done:
-                assert result is not None
-                return calls, result
+            done, new = advance(steps, 0.0)
+            pieces += new
+    return calls, pieces
 
 
 def test_encoding_unit_by_unit_equals_one_whole_pass(encoder: EncodecEncoder) -> None:
     # Three chunks of the encoder (the last one longer), with the LSTM's state and the last
     # convolution's context carried across them; the quantizer a chunk's frames at a time.
     audio = _noise(2, 3 * seanet.CHUNK_SAMPLES + 4321, seed=7)
-    calls, codes = _unit_by_unit(encoder.encode_steps(audio, 24.0))
+    calls, pieces = _unit_by_unit(encoder.encode_steps(audio, 24.0))
+    codes = torch.cat(pieces, dim=-1)
     with torch.inference_mode():
         x = audio.unsqueeze(1)  # (B, S) -> (B, 1, S)
         whole = encoder.quantizer.encode(encoder.encoder.model(x), encoder.frame_rate, 24.0)
@@ -163,6 +163,8 @@ def test_encoding_unit_by_unit_equals_one_whole_pass(encoder: EncodecEncoder) ->
     # A unit per convolution or residual block of each chunk (10 of the 16 layers): many short units.
     units_per_chunk = sum(isinstance(layer, (SConv1d, SEANetResnetBlock)) for layer in encoder.encoder.model)
     assert units_per_chunk == 10 and calls > 3 * units_per_chunk
+    # A piece per chunk, out as the chunk is done: 100 frames, 100, then the last 114.
+    assert [piece.shape[-1] for piece in pieces] == [100, 100, 114]
 
 
 def test_encode_steps_checks_its_arguments_before_any_unit_runs(encoder: EncodecEncoder) -> None:
