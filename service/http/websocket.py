@@ -181,9 +181,10 @@ async def _push(websocket: WebSocket, stream: AudioStream, fmt: str, arrays: lis
 
 class _Inbox:
     """The client's messages, read as they come while the stream computes: ``(arrival, message)`` pairs,
-    or the read's exception (idle timeout) in a message's place. Reading stops after a text message
-    (the end, or a malformed one) or a disconnect, and pauses while ``max_bytes`` of messages wait, so
-    a client that sends faster than the model decodes is held back by TCP, not buffered here."""
+    or the read's exception (idle timeout) in a message's place. After a text message (the end, or a
+    malformed one) it only watches for the client's disconnect; it pauses while ``max_bytes`` of
+    messages wait, so a client that sends faster than the model decodes is held back by TCP, not
+    buffered here."""
 
     def __init__(self, websocket: WebSocket, idle_s: float, max_bytes: int = READ_AHEAD_BYTES) -> None:
         self._queue: asyncio.Queue[tuple[float, Any]] = asyncio.Queue()
@@ -208,8 +209,20 @@ class _Inbox:
             self._queue.put_nowait((time.monotonic(), message))
             if message.get("type") == "websocket.disconnect":
                 self.gone.set()
-            if message.get("type") == "websocket.disconnect" or message.get("bytes") is None:
                 return
+            if message.get("bytes") is None:  # the end (or a malformed text message): no more chunks
+                await self._watch(websocket)
+                return
+
+    async def _watch(self, websocket: WebSocket) -> None:
+        """Wait for the client's disconnect, which stops the last chunks' steps; messages after the end
+        are not the stream's and are dropped."""
+        try:
+            while (await websocket.receive()).get("type") != "websocket.disconnect":
+                pass
+        except Exception:  # the server closed the connection first: nothing left to watch
+            return
+        self.gone.set()
 
     async def take(self) -> list[tuple[float, Any]]:
         """The next message (waited for), and every message already waiting behind it."""

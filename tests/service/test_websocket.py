@@ -386,8 +386,12 @@ class SlowSteps(ServedModel):
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("ended", [False, True])
 async def test_a_client_that_leaves_while_its_chunk_computes_stops_it(base_settings: Settings,
-                                                                      models: dict[str, ServedModel]) -> None:
+                                                                      models: dict[str, ServedModel],
+                                                                      ended: bool) -> None:
+    """Also after its end message: the server still watches for the client's disconnect while the last
+    chunks compute."""
     slow = SlowSteps(models["mel"])
     frames = 40 * 256  # one message of 40 engine steps (2 s)
     async with live_server(base_settings, {**models, "mel": slow}) as server:
@@ -396,6 +400,8 @@ async def test_a_client_that_leaves_while_its_chunk_computes_stops_it(base_setti
         ws = await websockets.connect(f"ws://127.0.0.1:{server.port}/stream/mel", max_size=None)
         await ws.recv()
         await ws.send(npy(np.zeros((slow.n_features, frames), np.float32)))
+        if ended:
+            await ws.send(json.dumps({"type": "end"}))
         while slow.steps == 0:
             await asyncio.sleep(0.01)
         ws.transport.abort()  # the client is gone, without a goodbye
