@@ -11,7 +11,7 @@ import torch
 
 from vocos_core import matmul_ways
 
-# With --import-mode=importlib no test folder is on sys.path; the matmul tests import `linear_helpers`.
+# With --import-mode=importlib no test folder is on sys.path; tests import `linear_helpers` and `steps_helpers`.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from steps_helpers import unit_by_unit
 
 from vocos_core import Vocos, feature_extractors
 from vocos_core import steps as steps_module
@@ -76,17 +77,6 @@ def test_mapped_applies_to_pieces_and_keeps_the_units(clock: FakeClock) -> None:
     assert slices(steps, 0.0) == [[0], [], [20], [], []]
 
 
-def unit_by_unit(steps: Steps) -> tuple[int, torch.Tensor]:
-    """Run ``steps`` one unit per call; (calls, output)."""
-    calls, pieces, done = 0, [], False
-    with torch.inference_mode():
-        while not done:
-            calls += 1
-            done, new = advance(steps, 0.0)
-            pieces += new
-    return calls, torch.cat(pieces, dim=-1)
-
-
 @pytest.mark.parametrize(("kind", "padding"), [("mel", "center"), ("mel", "same"), ("hifigan-mel", "same"),
                                                ("hifigan-mel", "center")])
 def test_a_spectrogram_unit_by_unit_equals_one_pass(kind: Kind, padding: str, tmp_path: Path,
@@ -97,7 +87,8 @@ def test_a_spectrogram_unit_by_unit_equals_one_pass(kind: Kind, padding: str, tm
     monkeypatch.setattr(feature_extractors, "SPECTROGRAM_UNIT_FRAMES", 7)
     model = Vocos.from_pretrained(write_random_checkpoint(tmp_path, kind, dim=16, num_layers=1, padding=padding))
     audio = 0.3 * torch.randn(2, 24_000 + 123, generator=torch.Generator().manual_seed(3))
-    calls, features = unit_by_unit(model.audio_to_features_steps(audio))
+    calls, pieces = unit_by_unit(model.audio_to_features_steps(audio))
+    features = torch.cat(pieces, dim=-1)
     whole = model.feature_extractor(audio)
     assert features.shape == whole.shape and calls > whole.shape[-1] // 7
     assert float((features - whole).abs().max()) <= 1e-6 * float(whole.abs().max())
@@ -108,7 +99,8 @@ def test_a_spectrogram_unit_by_unit_matches_the_reference(name: str, monkeypatch
     monkeypatch.setattr(feature_extractors, "SPECTROGRAM_UNIT_FRAMES", 7)
     model = Vocos.from_pretrained(REFERENCE / name)
     cases = np.load(REFERENCE / f"{name}.cases.npz")
-    _, features = unit_by_unit(model.audio_to_features_steps(torch.from_numpy(cases["audio_in"])))
+    _, pieces = unit_by_unit(model.audio_to_features_steps(torch.from_numpy(cases["audio_in"])))
+    features = torch.cat(pieces, dim=-1)
     expected = torch.from_numpy(cases["mel_of_audio_in"])
     assert features.shape == expected.shape
     assert float((features - expected).abs().max()) <= 1e-5 * float(expected.abs().max())

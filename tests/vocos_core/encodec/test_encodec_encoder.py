@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from steps_helpers import unit_by_unit
 
 from vocos_core.encodec import EncodecEncoder, load_encodec_encoder, seanet
 from vocos_core.encodec.conv import SConv1d, extra_padding_for_conv1d, pad1d_reflect
 from vocos_core.encodec.seanet import SEANetResnetBlock
 from vocos_core.encodec.testing import random_encodec_state_dict
 from vocos_core.errors import InputError
-from vocos_core.steps import Steps, advance
 
 
 @pytest.fixture(scope="module")
@@ -139,22 +139,11 @@ def test_reflect_pad_of_input_shorter_than_pad() -> None:
     assert pad1d_reflect(x, 1, 1).tolist() == [[[2.0, 1.0, 2.0, 1.0]]]
 
 
-def _unit_by_unit(steps: Steps) -> tuple[int, list[torch.Tensor]]:
-    """Run ``steps`` one unit per call, as the service does with a budget of zero; (calls, pieces)."""
-    calls, pieces, done = 0, [], False
-    with torch.inference_mode():
-        while not done:
-            calls += 1
-            done, new = advance(steps, 0.0)
-            pieces += new
-    return calls, pieces
-
-
 def test_encoding_unit_by_unit_equals_one_whole_pass(encoder: EncodecEncoder) -> None:
     # Three chunks of the encoder (the last one longer), with the LSTM's state and the last
     # convolution's context carried across them; the quantizer a chunk's frames at a time.
     audio = _noise(2, 3 * seanet.CHUNK_SAMPLES + 4321, seed=7)
-    calls, pieces = _unit_by_unit(encoder.encode_steps(audio, 24.0))
+    calls, pieces = unit_by_unit(encoder.encode_steps(audio, 24.0))
     codes = torch.cat(pieces, dim=-1)
     with torch.inference_mode():
         x = audio.unsqueeze(1)  # (B, S) -> (B, 1, S)
