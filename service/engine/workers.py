@@ -1,19 +1,19 @@
 """A worker with a bounded wait list, for per-request model work that cannot be batched.
 
 The audio-in path (``ServedModel.analysis``: STFT or the EnCodec encoder) runs once per upload, in the
-model thread (``service.engine.torch_thread``), off the event loop. It comes as
-:data:`~vocos_core.steps.Steps` and runs a slice of them at a time, each at most ``slice_s`` long, so
-that stream steps and batches queued meanwhile run between the slices (the EnCodec encoder takes
-about 50 ms per second of audio on 2 cores, seconds for a long upload), and its pieces of output
-come out as they are made, so a streamed answer can begin before the analysis ends. The wait list
-bounds how much of it can pile up, like the batching queue.
+model thread (``service.engine.torch_thread``), off the event loop. Analyses run one at a time, in
+the order they came (so under load the first ones still meet their deadlines), each as
+:data:`~vocos_core.steps.Steps` a slice at a time, at most ``slice_s`` long, so that stream steps and
+batches queued meanwhile run between the slices (the EnCodec encoder takes about 50 ms per second of
+audio on 2 cores, seconds for a long upload). Its pieces of output are handed over as they are made,
+so a streamed answer can begin before the analysis ends, and it runs on whether or not they are read
+yet. The wait list bounds how many analyses wait or run, like the batching queue.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -25,13 +25,14 @@ from vocos_core.steps import Steps, advance, join
 
 
 class SerialWorker:
-    """Runs :data:`Steps` in the model thread, ``slice_s`` of them at a time; at most ``max_waiting``
-    calls may wait or run."""
+    """Runs :data:`Steps` in the model thread, one call after another, ``slice_s`` of them at a time; at
+    most ``max_waiting`` calls may wait or run."""
 
     def __init__(self, name: str, max_waiting: int, slice_s: float | None = None) -> None:
         self.name = name
         self.max_waiting = max_waiting
         self.slice_s = slice_s
+        self._turn = asyncio.Lock()  # its waiters are woken in the order they came
         self._slices: set[asyncio.Future[Any]] = set()
         self._waiting = 0
         self._mean_seconds = 0.05
@@ -39,11 +40,13 @@ class SerialWorker:
 
     @property
     def waiting(self) -> int:
+        """Calls admitted whose computation has not ended."""
         return self._waiting
 
     def start(self, make: Callable[..., Steps], *args: object, deadline: float | None = None) -> Analysis:
         """``make(*args)``'s steps, admitted now (or QueueFullError, EngineStoppedError,
-        DeadlineExceededError): iterate the result for the pieces of output, and close it."""
+        DeadlineExceededError) and computed in their turn: iterate the result for the pieces of output,
+        and close it."""
         if self._closed:
             raise EngineStoppedError(f"the {self.name} worker is stopped")
         if self._waiting >= self.max_waiting:
@@ -53,7 +56,6 @@ class SerialWorker:
             )
         if deadline is not None and deadline <= time.monotonic():
             raise DeadlineExceededError("the request deadline passed before it was queued")
-        self._waiting += 1
         return Analysis(self, make, args, deadline)
 
     async def run(self, make: Callable[..., Steps], *args: object, timeout: float | None = None) -> torch.Tensor:
@@ -71,64 +73,86 @@ class SerialWorker:
         for future in self._slices:
             future.cancel()
 
-    def _ended(self, seconds: float | None) -> None:
-        self._waiting -= 1
-        if seconds is not None:
-            self._mean_seconds += 0.2 * (seconds - self._mean_seconds)
-
 
 class Analysis:
-    """One call's steps, made on its first slice (in the model thread, as every torch operation is);
-    ``async for`` gives its pieces of output as the slices make them."""
+    """One call's steps, computed by a task of their own: made on the first slice (in the model thread,
+    as every torch operation is), one slice after another until done. ``async for`` gives the pieces of
+    output as the slices make them; :meth:`close` stops the computation."""
 
     def __init__(self, worker: SerialWorker, make: Callable[..., Steps], args: tuple[object, ...],
                  deadline: float | None) -> None:
-        self.worker, self.make, self.args, self.deadline = worker, make, args, deadline
-        self.steps: Steps | None = None
-        self.done = False
-        self.seconds = 0.0
-        self._pieces: deque[torch.Tensor] = deque()
-        self._closed = False
+        self.worker, self.deadline = worker, deadline
+        self._make = lambda: make(*args)
+        self._steps: Steps | None = None
+        self._out: asyncio.Queue[torch.Tensor | BaseException | None] = asyncio.Queue()  # None: the end
+        self._ended = False
+        worker._waiting += 1
+        self._task = asyncio.ensure_future(self._compute())
 
     def __aiter__(self) -> Analysis:
         return self
 
     async def __anext__(self) -> torch.Tensor:
-        while not self._pieces:
-            if self.done:
+        if self._ended:
+            raise StopAsyncIteration
+        item = await self._out.get()
+        if item is None or isinstance(item, BaseException):
+            self._ended = True
+            if item is None:
                 raise StopAsyncIteration
-            await self._slice()
-        return self._pieces.popleft()
+            raise item
+        return item
 
     def close(self) -> None:
-        """Leave the wait list; no further slice runs."""
-        if not self._closed:
-            self._closed = True
-            self.worker._ended(self.seconds if self.done else None)
+        """Stop the computation, if it still runs (after the slice that is running, if one is)."""
+        self._task.cancel()
 
-    async def _slice(self) -> None:
+    async def _compute(self) -> None:
+        worker, seconds = self.worker, 0.0
+        try:
+            await asyncio.wait_for(worker._turn.acquire(), self._left())
+            try:
+                done = False
+                while not done:
+                    done, pieces, spent = await self._slice()
+                    seconds += spent
+                    for piece in pieces:
+                        self._out.put_nowait(piece)
+            finally:
+                worker._turn.release()
+            worker._mean_seconds += 0.2 * (seconds - worker._mean_seconds)
+            self._out.put_nowait(None)
+        except asyncio.TimeoutError:
+            self._out.put_nowait(DeadlineExceededError("the request's deadline passed while its audio was analysed"))
+        except Exception as exc:  # handed to the reader
+            self._out.put_nowait(exc)
+        except asyncio.CancelledError:  # closed (no one reads on), or a slice dropped by the worker's close
+            self._out.put_nowait(EngineStoppedError(f"the {worker.name} worker is stopped"))
+            raise
+        finally:
+            worker._waiting -= 1
+
+    def _left(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    async def _slice(self) -> tuple[bool, list[torch.Tensor], float]:
         worker = self.worker
-        if worker._closed or self._closed:
+        if worker._closed:
             raise EngineStoppedError(f"the {worker.name} worker is stopped")
-        timeout = None if self.deadline is None else self.deadline - time.monotonic()
-        if timeout is not None and timeout <= 0:
-            raise DeadlineExceededError("the request's deadline passed while its audio was analysed")
+        left = self._left()
+        if left is not None and left <= 0:
+            raise asyncio.TimeoutError
         future = asyncio.get_running_loop().run_in_executor(torch_thread(), self._run_slice)
         worker._slices.add(future)
         try:
-            await asyncio.wait_for(future, timeout)
-        except asyncio.TimeoutError:
-            raise DeadlineExceededError("the request's deadline passed while its audio was analysed") from None
+            return await asyncio.wait_for(future, left)
         finally:
             worker._slices.discard(future)
 
-    def _run_slice(self) -> None:
+    def _run_slice(self) -> tuple[bool, list[torch.Tensor], float]:
         start = time.monotonic()
-        try:
-            with torch.inference_mode():
-                if self.steps is None:
-                    self.steps = self.make(*self.args)
-                self.done, pieces = advance(self.steps, self.worker.slice_s)
-            self._pieces.extend(pieces)
-        finally:
-            self.seconds += time.monotonic() - start
+        with torch.inference_mode():
+            if self._steps is None:
+                self._steps = self._make()
+            done, pieces = advance(self._steps, self.worker.slice_s)
+        return done, pieces, time.monotonic() - start

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from service.errors import InvalidInputError
 from service.http.errors import classify, log_level
@@ -39,7 +41,22 @@ class AnswerBrokeOffError(Exception):
 def streamed_response(audio: StreamedAudio, fmt: OutputFormat, request_id: str) -> StreamingResponse:
     """The WAV of ``audio`` sent as it is produced, with the headers of a whole answer."""
     headers = audio_headers(audio.samples / audio.sample_rate, audio.sample_rate, audio.model, audio.warning)
-    return StreamingResponse(_body(audio, fmt, request_id), media_type=fmt.media_type, headers=headers)
+    return _StreamedWav(audio, _body(audio, fmt, request_id), media_type=fmt.media_type, headers=headers)
+
+
+class _StreamedWav(StreamingResponse):
+    """Releases the answer's stream and analysis however the response ends: a client gone before the
+    body began leaves its audio's chunks unstarted, and their own cleanup never runs."""
+
+    def __init__(self, audio: StreamedAudio, body: AsyncIterator[bytes], **kwargs: Any) -> None:
+        super().__init__(body, **kwargs)
+        self.audio = audio
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.audio.release()
 
 
 async def _body(audio: StreamedAudio, fmt: OutputFormat, request_id: str) -> AsyncIterator[bytes]:

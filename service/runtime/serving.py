@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -62,6 +62,9 @@ class StreamedAudio:
     sample_rate: int
     model: ServedModel
     chunks: AsyncIterator[np.ndarray]
+    # Ends what the answer holds (its stream, its analysis) when ``chunks`` was not read to its end,
+    # or not at all (a client gone before the body began): call it once the answer is over. Idempotent.
+    release: Callable[[], None]
     warning: str | None = None
 
 
@@ -166,7 +169,12 @@ class Vocoder:
         total = audio.size if stream.sample_rate == served.sample_rate else \
             resampled_length(audio.size, served.sample_rate, stream.sample_rate)
         chunks = _fitted(_pushed(stream, _analysed(first, analysis), deadline), total)
-        return StreamedAudio(total, stream.sample_rate, served, chunks)
+
+        def release() -> None:
+            analysis.close()
+            stream.close("disconnected")
+
+        return StreamedAudio(total, stream.sample_rate, served, chunks, release)
 
     def _streamed(self, stream: AudioStream, grid: np.ndarray, deadline: float,
                   warning: str | None = None) -> StreamedAudio:
@@ -180,7 +188,7 @@ class Vocoder:
         total = length if stream.sample_rate == served.sample_rate else \
             resampled_length(length, served.sample_rate, stream.sample_rate)
         chunks = _fitted(_pushed(stream, _whole(grid), deadline), total)
-        return StreamedAudio(total, stream.sample_rate, served, chunks, warning)
+        return StreamedAudio(total, stream.sample_rate, served, chunks, lambda: stream.close("disconnected"), warning)
 
     async def _upload(self, slot: ModelSlot, audio_file: bytes, deadline: float) -> np.ndarray:
         """An upload decoded to mono float32 ``(S,)`` at the model's rate, once its audio path can run."""
@@ -262,22 +270,20 @@ class Vocoder:
         return resolve_bandwidth_id(served.bandwidths, served.codebooks, bandwidth_id=bandwidth_id, bandwidth=bandwidth)
 
 
-async def _pushed(stream: AudioStream, pieces: AsyncGenerator[np.ndarray, None],
+async def _pushed(stream: AudioStream, pieces: AsyncGenerator[tuple[np.ndarray, bool], None],
                   deadline: float) -> AsyncIterator[np.ndarray]:
-    """Push an input's ``pieces`` through ``stream`` a few frames at a time (the last few held back to
-    mark the stream's end), yielding the audio as it comes; the stream and ``pieces`` are closed however
-    the iteration ends (a client that leaves stops the computation)."""
+    """Push an input's ``(frames, last)`` pieces through ``stream``, yielding the audio as it comes (the
+    stream ends with a piece marked last, else once the pieces end); the stream and ``pieces`` are closed
+    however the iteration ends (a client that leaves stops the computation)."""
     outcome = "error"
     try:
         async with contextlib.aclosing(pieces):
-            held: np.ndarray | None = None
-            async for piece in pieces:
-                for start in range(0, piece.shape[-1], STREAMED_PUSH_FRAMES):
-                    if held is not None:
-                        yield await stream.push(held, timeout=deadline - time.monotonic())
-                    held = piece[..., start:start + STREAMED_PUSH_FRAMES]
-            assert held is not None, "an input of no frames"
-            yield await stream.push(held, final=True, timeout=deadline - time.monotonic())
+            ended = False
+            async for frames, last in pieces:
+                yield await stream.push(frames, final=last, timeout=deadline - time.monotonic())
+                ended = last
+            if not ended:
+                yield await stream.finish(timeout=deadline - time.monotonic())
         outcome = "ok"
     except (GeneratorExit, asyncio.CancelledError):  # the client left: its answer was closed or cancelled
         outcome = "disconnected"
@@ -286,16 +292,22 @@ async def _pushed(stream: AudioStream, pieces: AsyncGenerator[np.ndarray, None],
         stream.close(outcome)
 
 
-async def _whole(grid: np.ndarray) -> AsyncGenerator[np.ndarray, None]:
-    yield grid
+async def _whole(grid: np.ndarray) -> AsyncGenerator[tuple[np.ndarray, bool], None]:
+    """A whole input ``(C, T)`` a few frames at a time, so the first audio leaves after one short step."""
+    frames = grid.shape[-1]
+    for start in range(0, frames, STREAMED_PUSH_FRAMES):
+        yield grid[..., start:start + STREAMED_PUSH_FRAMES], start + STREAMED_PUSH_FRAMES >= frames
 
 
-async def _analysed(first: torch.Tensor, analysis: Analysis) -> AsyncGenerator[np.ndarray, None]:
-    """An upload's features ``(C, t)`` as its analysis makes them; the analysis is closed at the end."""
+async def _analysed(first: torch.Tensor, analysis: Analysis) -> AsyncGenerator[tuple[np.ndarray, bool], None]:
+    """An upload's features ``(C, t)`` as its analysis makes them (the end unknown until it comes), a few
+    frames at a time; the analysis is closed at the end."""
     try:
-        yield first.cpu().numpy()
-        async for piece in analysis:
-            yield piece.cpu().numpy()
+        piece: torch.Tensor | None = first
+        while piece is not None:
+            for start in range(0, piece.shape[-1], STREAMED_PUSH_FRAMES):
+                yield piece[..., start:start + STREAMED_PUSH_FRAMES].cpu().numpy(), False
+            piece = await anext(analysis, None)
     finally:
         analysis.close()
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import pytest_asyncio
 import torch
+from service_helpers import wait_until
 
 from service.engine import DeadlineExceededError, SerialWorker
 from service.engine.torch_thread import run_in_torch_thread
@@ -45,7 +46,7 @@ async def test_model_work_queued_during_an_analysis_runs_before_it_ends(encodec:
     first = await run_in_torch_thread(len, units)  # queued behind the first slice
     second = await run_in_torch_thread(len, units)  # queued while a slice ran: it runs next
     features = await analysis
-    assert first <= 1 and second <= first + 2 and len(units) == 30  # 3 chunks of 10 units
+    assert first <= 1 and second <= first + 2 and len(units) == 30  # 3 chunks of 9 units, 1 span of 3
     assert torch.equal(features, encodec.audio_to_features(audio, 2))  # as one whole pass
 
 
@@ -86,6 +87,50 @@ async def test_without_a_budget_an_analysis_is_one_call() -> None:
     units: list[int] = []
     worker = SerialWorker("features", 4)
     call = asyncio.ensure_future(worker.run(counted, units, 20))
-    await asyncio.sleep(0)  # the call is queued
+    await wait_until(lambda: len(units) > 0)  # the call runs
     assert await run_in_torch_thread(len, units) == 20  # queued behind all of it
     assert torch.equal(await call, torch.arange(20))
+
+
+async def test_analyses_compute_one_at_a_time_in_the_order_they_came() -> None:
+    """Under load the first ones finish in time, instead of all of them sharing the thread and all
+    missing their deadlines."""
+    worker = SerialWorker("features", 4, slice_s=0.0)
+    logs: list[list[int]] = [[], [], []]
+    order: list[int] = []
+
+    async def call(i: int) -> None:
+        await worker.run(counted, logs[i], 5)
+        order.append(i)
+
+    await asyncio.gather(*(call(i) for i in range(3)))
+    assert order == [0, 1, 2] and all(log == list(range(5)) for log in logs)
+
+
+async def test_an_analysis_goes_on_while_its_pieces_are_not_read() -> None:
+    """A streamed answer whose client reads slowly does not hold its place in the wait list: the analysis
+    computes to its end, and its pieces wait for the reader."""
+    worker = SerialWorker("features", 1, slice_s=0.0)
+    units: list[int] = []
+    analysis = worker.start(counted, units, 8)
+    try:
+        await wait_until(lambda: worker.waiting == 0, timeout=5)
+        assert len(units) == 8
+        assert [int(piece) async for piece in analysis] == list(range(8))
+        worker.start(counted, [], 1).close()  # the wait list of one has room again
+    finally:
+        analysis.close()
+
+
+async def test_a_failure_reaches_the_reader_after_the_pieces_before_it() -> None:
+    def failing() -> Steps:
+        yield torch.tensor([1])
+        raise ValueError("bad upload")
+
+    analysis = SerialWorker("features", 4, slice_s=0.0).start(failing)
+    try:
+        assert int(await anext(analysis)) == 1
+        with pytest.raises(ValueError, match="bad upload"):
+            await anext(analysis)
+    finally:
+        analysis.close()

@@ -3,13 +3,14 @@ endpoint, resampling, and FLAC refused."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 from typing import Any
 
 import numpy as np
 import pytest
 import soundfile as sf
-from service_helpers import AppHarness
+from service_helpers import AppFactory, AppHarness, wait_until
 
 from service.testing import audio_file, npy_bytes
 from vocos_core.steps import Steps
@@ -77,8 +78,8 @@ async def test_flac_cannot_be_streamed(app: AppHarness) -> None:
 
 async def test_a_streamed_resynthesis_decodes_its_first_features_before_its_analysis_ends(
         app: AppHarness, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The analysis gives its features chunk by chunk (``vocos_core.steps``), and the streamed answer decodes
-    each as it comes: its first audio does not wait for the last chunk of a long upload."""
+    """The analysis gives its features span by span (``vocos_core.steps``), and the streamed answer decodes
+    each as it comes: its first audio does not wait for the last span of a long upload."""
     served = app.state.model("encodec").served
     events: list[str] = []
     real_analysis, real_steps = served.analysis, served.decode_steps
@@ -94,7 +95,7 @@ async def test_a_streamed_resynthesis_decodes_its_first_features_before_its_anal
 
     monkeypatch.setitem(vars(served), "analysis", analysis)  # setitem: undone by deleting it again
     monkeypatch.setitem(vars(served), "decode_steps", decode_steps)
-    upload = audio_file((np.random.default_rng(3).standard_normal(144_000) * 0.1).astype(np.float32), 24000)
+    upload = audio_file((np.random.default_rng(3).standard_normal(300_000) * 0.1).astype(np.float32), 24000)
     streamed = await app.client.post("/resynthesize?model=encodec&bandwidth_id=2&format=wav32f&stream=true",
                                      content=upload, headers={"content-type": "audio/wav"})
     assert streamed.status_code == 200
@@ -103,5 +104,36 @@ async def test_a_streamed_resynthesis_decodes_its_first_features_before_its_anal
     whole = await app.client.post("/resynthesize?model=encodec&bandwidth_id=2&format=wav32f", content=upload,
                                   headers={"content-type": "audio/wav"})
     a, b = wav(whole.content)[0], wav(streamed.content)[0]
-    assert a.shape == b.shape == (144_000,)
+    assert a.shape == b.shape == (300_000,)
     assert np.abs(a - b).max() <= 1e-5 * np.abs(a).max()
+
+
+@pytest.mark.parametrize("leaves_at", ["headers", "wav header"])
+async def test_a_client_gone_before_the_body_began_leaves_no_stream_or_analysis_behind(
+        make_app: AppFactory, leaves_at: str) -> None:
+    """The answer's audio chunks were never started, so their own cleanup could not run: the response
+    releases the stream (a slot of MAX_STREAMS) and the analysis (a place in the wait list)."""
+    async with make_app() as harness:
+        slot = harness.state.slots["encodec"]
+        upload = audio_file((np.random.default_rng(3).standard_normal(240_000) * 0.1).astype(np.float32), 24000)
+        requests = [{"type": "http.request", "body": upload, "more_body": False}]
+        gone = asyncio.Event()
+
+        async def receive() -> dict[str, Any]:
+            if requests:
+                return requests.pop(0)
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == ("http.response.start" if leaves_at == "headers" else "http.response.body"):
+                gone.set()  # the client leaves as the answer begins
+                await asyncio.sleep(0.2)
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": "/resynthesize", "raw_path": b"/resynthesize",
+                 "query_string": b"model=encodec&bandwidth_id=2&stream=true", "root_path": "",
+                 "headers": [(b"content-type", b"audio/wav"), (b"host", b"test")],
+                 "client": ("127.0.0.1", 5000), "server": ("test", 80)}
+        await asyncio.wait_for(harness.app(scope, receive, send), 10)
+        await wait_until(lambda: slot.features.waiting == 0 and slot.engine.open_streams == 0, timeout=5)

@@ -8,6 +8,7 @@ keep their slots.
 from __future__ import annotations
 
 import math
+from collections.abc import Generator
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +27,14 @@ from .conv import ChunkState, SConv1d
 # same kernels as for the whole signal; much shorter ones (e.g. 4800 samples) do not, and round
 # differently.
 CHUNK_SAMPLES = 32_000
+# Chunks per span of the LSTM and last convolution, whose frames are final when it is done. oneDNN's
+# LSTM costs a few ms per call on top of its frames (its weights are prepared anew each time): a call
+# per chunk made a 10 s resynthesis about 8 % slower than one call for the whole signal. Four chunks
+# are 400 frames (5.3 s of audio), about 50 ms of LSTM on 2 cores, in two units of a layer each.
+TAIL_SPAN_CHUNKS = 4
+
+# An LSTM's state between chunks: (h, c), each (num_layers, B, hidden).
+LSTMState = tuple[torch.Tensor, torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -95,14 +104,28 @@ class SLSTM(nn.Module):
         y = y + x
         return y.permute(1, 2, 0)  # (T, B, C) -> (B, C, T)
 
-    def forward_chunk(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None
-                      ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """One time chunk of :meth:`forward`, from the LSTM's state ``(h, c)`` at its start (None at
-        the signal's start): (B, C, t) -> ((B, C, t), the state at its end)."""
-        x = x.permute(2, 0, 1)  # (B, C, t) -> (t, B, C): time-major, as in forward
-        y, state = self.lstm(x, state)
-        y = y + x
-        return y.permute(1, 2, 0), state  # (t, B, C) -> (B, C, t)
+    def chunk_steps(self, x: torch.Tensor,
+                    state: LSTMState | None) -> Generator[None, None, tuple[torch.Tensor, LSTMState]]:
+        """One time chunk of :meth:`forward`, from the LSTM's state ``(h, c)`` at its start (None at the
+        signal's start), a layer at a time, yielding after each: (B, C, t) -> ((B, C, t), the state at
+        its end). The stacked LSTM runs its layers one after another too: the same arithmetic, to the bit
+        (``tests/vocos_core/encodec/test_seanet.py``)."""
+        lstm = self.lstm
+        seq = x.permute(2, 0, 1)  # (B, C, t) -> (t, B, C): time-major, as in forward
+        if state is None:
+            zeros = seq.new_zeros(lstm.num_layers, seq.shape[1], lstm.hidden_size)
+            state = (zeros, zeros)
+        y, hs, cs = seq, [], []
+        for i in range(lstm.num_layers):
+            weights = [getattr(lstm, f"{name}_l{i}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+            # nn.LSTM's own kernel, on one layer: (input, (h0, c0), weights, has_biases, num_layers,
+            # dropout, train, bidirectional, batch_first) -> (output, h_n, c_n).
+            y, h, c = torch.lstm(y, (state[0][i : i + 1], state[1][i : i + 1]), weights, True, 1, 0.0, False, False,
+                                 False)
+            hs.append(h)
+            cs.append(c)
+            yield
+        return (y + seq).permute(1, 2, 0), (torch.cat(hs), torch.cat(cs))  # (t, B, C) -> (B, C, t)
 
 
 def _build_layers(cfg: SEANetConfig) -> list[nn.Module]:
@@ -137,30 +160,36 @@ class SEANetEncoder(nn.Module):
         return run_steps(self.steps(x))
 
     def steps(self, x: torch.Tensor) -> Steps:
-        """:meth:`forward` as :data:`~vocos_core.steps.Steps`, a unit per convolution layer of each
-        chunk of :data:`CHUNK_SAMPLES`; the last of a chunk's units gives its frames
-        (B, dimension, chunk / hop_length).
+        """:meth:`forward` as :data:`~vocos_core.steps.Steps`: a unit per convolution layer of each chunk
+        of :data:`CHUNK_SAMPLES`, and a unit for the LSTM and one for the last convolution of each span
+        of :data:`TAIL_SPAN_CHUNKS` chunks, whose frames (B, dimension, t) the last gives.
 
         Causal convolutions let each chunk be computed from the previous chunk's last few samples per
-        convolution (see :meth:`SConv1d.forward_chunk`), and the LSTM from its state at the chunk's
-        start, so a chunk's frames are final when it is done and equal those of one whole-signal pass.
+        convolution (see :meth:`SConv1d.forward_chunk`), and the LSTM each span from its state at the
+        span's start, so a span's frames are final when it is done and equal those of one whole-signal pass.
         """
-        layers = list(self.model)
-        units = [i for i, layer in enumerate(layers) if isinstance(layer, (SConv1d, SEANetResnetBlock))]
-        states = {m: ChunkState(m) for layer in layers for m in layer.modules() if isinstance(m, SConv1d)}
-        lstm_state: tuple[torch.Tensor, torch.Tensor] | None = None
+        split = self._tail_start()
+        stack, tail = list(self.model)[:split], list(self.model)[split:]
+        states = {m: ChunkState(m) for layer in self.model for m in layer.modules() if isinstance(m, SConv1d)}
+        lstm_state: list[LSTMState | None] = [None]
+        pending = []
         for start, end in chunk_bounds(x.shape[-1], CHUNK_SAMPLES):
             h = x[..., start:end]
             if end == x.shape[-1]:
                 for state in states.values():
                     state.last = True
-            for i, layer in enumerate(layers):
-                if isinstance(layer, SLSTM):
-                    h, lstm_state = layer.forward_chunk(h, lstm_state)
-                else:
-                    h = _layer_chunk(layer, h, states)
-                if i in units:
-                    yield h if i == units[-1] else None
+            for layer in stack:
+                h = _layer_chunk(layer, h, states)
+                if not isinstance(layer, nn.ELU):
+                    yield None
+            pending.append(h)
+            if len(pending) == TAIL_SPAN_CHUNKS or end == x.shape[-1]:
+                yield from _tail_span(tail, torch.cat(pending, dim=-1), states, lstm_state)
+                pending = []
+
+    def _tail_start(self) -> int:
+        """Index in ``model`` where the per-chunk convolution stack ends: the tail is (LSTM,) ELU, last conv."""
+        return len(self.model) - (3 if self.cfg.lstm_layers else 2)
 
 
 def chunk_bounds(length: int, chunk: int) -> list[tuple[int, int]]:
@@ -169,6 +198,18 @@ def chunk_bounds(length: int, chunk: int) -> list[tuple[int, int]]:
     """
     full = max(1, length // chunk) - 1
     return [(i * chunk, (i + 1) * chunk) for i in range(full)] + [(full * chunk, length)]
+
+
+def _tail_span(tail: list[nn.Module], h: torch.Tensor, states: dict[SConv1d, ChunkState],
+               lstm_state: list[LSTMState | None]) -> Steps:
+    """The tail's layers on one span of the stack's output ``(B, C, t)``: a unit per LSTM layer (its state
+    carried in ``lstm_state[0]``), then one for the ELU and last convolution, which gives the frames."""
+    for layer in tail:
+        if isinstance(layer, SLSTM):
+            h, lstm_state[0] = yield from layer.chunk_steps(h, lstm_state[0])
+        else:
+            h = _layer_chunk(layer, h, states)
+    yield h
 
 
 def _layer_chunk(layer: nn.Module, h: torch.Tensor, states: dict[SConv1d, ChunkState]) -> torch.Tensor:

@@ -147,7 +147,8 @@ def _short(items: list[str], limit: int = 8) -> str:
 def load_encodec_encoder(
     weights: str | os.PathLike[str] | None = None, *, map_location: str | torch.device = "cpu"
 ) -> EncodecEncoder:
-    """EnCodec 24 kHz encoder + quantizer with weights loaded strictly, in eval mode, on ``map_location``.
+    """EnCodec 24 kHz encoder + quantizer with weights loaded strictly, in eval mode, frozen (no parameter
+    requires grad: it makes codes, through which no gradient flows), on ``map_location``.
 
     Args:
         weights: path of an ``encodec_24khz`` state dict; ``None`` means ``$VOCOS_ENCODEC_WEIGHTS`` if
@@ -162,4 +163,4 @@ def load_encodec_encoder(
     state = read_state_dict(path)
     model = EncodecEncoder()
     model.load_state_dict(check_keys(path, state, model), strict=True)
-    return model.to(map_location).eval()
+    return model.to(map_location).eval().requires_grad_(False)

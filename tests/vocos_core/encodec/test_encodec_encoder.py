@@ -124,6 +124,14 @@ def test_loaded_weights_equal_file(encoder: EncodecEncoder, random_weights: Path
     assert all(torch.equal(loaded[k], written[k]) for k in written)
 
 
+def test_the_loaded_encoder_is_frozen_so_grad_mode_records_no_graph(encoder: EncodecEncoder) -> None:
+    # Called outside inference mode, its chunks would otherwise chain one autograd graph through the
+    # LSTM's carried state: gigabytes for a minute of audio, for codes no gradient flows through.
+    assert not any(p.requires_grad for p in encoder.parameters())
+    latents = encoder.encoder(_noise(1, 3200).unsqueeze(1))
+    assert latents.grad_fn is None and not latents.requires_grad
+
+
 @pytest.mark.parametrize(("length", "kernel", "stride"), [(1, 4, 2), (5, 16, 8), (320, 10, 5), (321, 8, 4)])
 def test_extra_padding_matches_float_formula(length: int, kernel: int, stride: int) -> None:
     padding_total = kernel - stride
@@ -140,20 +148,22 @@ def test_reflect_pad_of_input_shorter_than_pad() -> None:
 
 
 def test_encoding_unit_by_unit_equals_one_whole_pass(encoder: EncodecEncoder) -> None:
-    # Three chunks of the encoder (the last one longer), with the LSTM's state and the last
-    # convolution's context carried across them; the quantizer a chunk's frames at a time.
-    audio = _noise(2, 3 * seanet.CHUNK_SAMPLES + 4321, seed=7)
+    # Six chunks of the encoder (the last one longer) in two spans of its LSTM and last convolution
+    # (four chunks, then two), their state and context carried across; the quantizer a span's frames
+    # at a time.
+    audio = _noise(2, 6 * seanet.CHUNK_SAMPLES + 4321, seed=7)
     calls, pieces = unit_by_unit(encoder.encode_steps(audio, 24.0))
     codes = torch.cat(pieces, dim=-1)
     with torch.inference_mode():
         x = audio.unsqueeze(1)  # (B, S) -> (B, 1, S)
         whole = encoder.quantizer.encode(encoder.encoder.model(x), encoder.frame_rate, 24.0)
     assert torch.equal(codes, whole)
-    # A unit per convolution or residual block of each chunk (10 of the 16 layers): many short units.
-    units_per_chunk = sum(isinstance(layer, (SConv1d, SEANetResnetBlock)) for layer in encoder.encoder.model)
-    assert units_per_chunk == 10 and calls > 3 * units_per_chunk
-    # A piece per chunk, out as the chunk is done: 100 frames, 100, then the last 114.
-    assert [piece.shape[-1] for piece in pieces] == [100, 100, 114]
+    assert [piece.shape[-1] for piece in pieces] == [400, 214]  # a piece per span, as it is done
+    # Many short units: each convolution or residual block of each chunk (9 of the stack's 13 layers),
+    # and each LSTM layer and the last convolution of each span.
+    stack = list(encoder.encoder.model)[:-3]
+    units_per_chunk = sum(isinstance(layer, (SConv1d, SEANetResnetBlock)) for layer in stack)
+    assert units_per_chunk == 9 and calls == 6 * units_per_chunk + 2 * 3 + 1  # + the call that finds the end
 
 
 def test_encode_steps_checks_its_arguments_before_any_unit_runs(encoder: EncodecEncoder) -> None:

@@ -82,3 +82,24 @@ def test_reflect_pad_equals_torch_reflect() -> None:
         for right in range(8):
             assert torch.equal(pad1d_reflect(x, left, right), F.pad(x, (left, right), mode="reflect"))
     assert pad1d_reflect(x, 0, 0) is x
+
+
+def test_the_lstm_a_layer_and_a_chunk_at_a_time_equals_one_stacked_call(encoder: SEANetEncoder) -> None:
+    slstm = next(layer for layer in encoder.model if isinstance(layer, seanet.SLSTM))
+    x = torch.randn(2, 512, 250, generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        whole = slstm(x)
+        pieces, state = [], None
+        for start in (0, 100, 230):  # chunks of 100, 130 and 20 frames
+            steps = slstm.chunk_steps(x[..., start : {0: 100, 100: 230, 230: 250}[start]], state)
+            units = 0
+            while True:
+                try:
+                    next(steps)
+                    units += 1
+                except StopIteration as done:
+                    piece, state = done.value
+                    break
+            assert units == slstm.lstm.num_layers == 2
+            pieces.append(piece)
+    assert torch.equal(torch.cat(pieces, dim=-1), whole)
