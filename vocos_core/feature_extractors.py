@@ -95,7 +95,7 @@ class Spectrogram(Protocol):
     def frames(self, padded: torch.Tensor) -> torch.Tensor: ...
 
 
-# Frames per unit of spectrogram_steps: about 22 s of audio at hop 256, 25 ms on 2 cores (docs/streaming.md).
+# Frames per unit of spectrogram_steps: about 22 s of audio at hop 256, 6-11 ms on 2 cores (docs/streaming.md).
 SPECTROGRAM_UNIT_FRAMES = 2048
 
 
@@ -171,6 +171,6 @@ class EncodecFeatures(nn.Module):
 
     def steps(self, audio: torch.Tensor, bandwidth_id: int) -> Steps:
         """:meth:`forward` as :data:`~vocos_core.steps.Steps`, a unit per layer of each chunk of the
-        EnCodec encoder (``vocos_core.encodec.seanet``), a chunk's features as soon as it is done;
+        EnCodec encoder (``vocos_core.encodec.seanet``), a span's features as soon as it is done;
         the arguments are checked at once."""
         return mapped(self.encoder().encode_steps(audio, self.bandwidths[bandwidth_id]), self.codes_to_features)

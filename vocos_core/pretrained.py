@@ -220,8 +220,8 @@ class Vocos(nn.Module):
         (:func:`~vocos_core.steps.advance`) in inference mode, each piece of the features ``(B, C, t)``
         out as soon as it is final; the arguments are checked at once.
 
-        The EnCodec encoder's units are its layers on chunks of 32000 samples (a piece per chunk); a
-        mel spectrogram's are its frames, 2048 at a time.
+        The EnCodec encoder's units are its layers on chunks of 32000 samples (a piece per span of 4
+        chunks); a mel spectrogram's are its frames, 2048 at a time.
         """
         with torch.inference_mode():
             audio = inputs.check_audio(audio_input, self.min_audio_samples())

@@ -340,4 +340,3 @@ def place(model: Vocos, device: torch.device, dtype: torch.dtype) -> Vocos:
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
-

@@ -100,14 +100,14 @@ class EncodecEncoder(nn.Module):
             return run_steps(steps)
 
     def encode_steps(self, audio: torch.Tensor, bandwidth: float) -> Steps:
-        """:meth:`encode` as :data:`~vocos_core.steps.Steps`, the codes of each chunk of the encoder as
-        soon as it is done, to run in inference mode (or without gradients); ``audio`` and
-        ``bandwidth`` are checked at once."""
+        """:meth:`encode` as :data:`~vocos_core.steps.Steps`, the codes of each span of the encoder
+        (``vocos_core.encodec.seanet``) as soon as it is done, to run in inference mode (or without
+        gradients); ``audio`` and ``bandwidth`` are checked at once."""
         n_q = self.num_codebooks(bandwidth)  # validates before any compute
         _check_audio(audio)
         param = self.quantizer.vq.stages()[0]._codebook.embed
         x = audio.to(device=param.device, dtype=param.dtype).unsqueeze(1)  # (B, S) -> (B, 1, S)
-        # The quantizer treats each frame alone: (B, 128, t) latents -> (n_q, B, t) codes, chunk by chunk.
+        # The quantizer treats each frame alone: (B, 128, t) latents -> (n_q, B, t) codes, span by span.
         return mapped(self.encoder.steps(x), lambda latents: self.quantizer.vq.encode(latents, n_q))
 
 

@@ -161,8 +161,8 @@ class SEANetEncoder(nn.Module):
 
     def steps(self, x: torch.Tensor) -> Steps:
         """:meth:`forward` as :data:`~vocos_core.steps.Steps`: a unit per convolution layer of each chunk
-        of :data:`CHUNK_SAMPLES`, and a unit for the LSTM and one for the last convolution of each span
-        of :data:`TAIL_SPAN_CHUNKS` chunks, whose frames (B, dimension, t) the last gives.
+        of :data:`CHUNK_SAMPLES`, and a unit per LSTM layer and one for the last convolution of each
+        span of :data:`TAIL_SPAN_CHUNKS` chunks, whose frames (B, dimension, t) the last gives.
 
         Causal convolutions let each chunk be computed from the previous chunk's last few samples per
         convolution (see :meth:`SConv1d.forward_chunk`), and the LSTM each span from its state at the
