@@ -86,8 +86,10 @@ class Analysis:
         self._steps: Steps | None = None
         self._out: asyncio.Queue[torch.Tensor | BaseException | None] = asyncio.Queue()  # None: the end
         self._ended = False
+        self._closed = False
         worker._waiting += 1
         self._task = asyncio.ensure_future(self._compute())
+        self._task.add_done_callback(self._finished)
 
     def __aiter__(self) -> Analysis:
         return self
@@ -105,32 +107,36 @@ class Analysis:
 
     def close(self) -> None:
         """Stop the computation, if it still runs (after the slice that is running, if one is)."""
+        # The flag as well: before Python 3.12, wait_for drops a cancellation that arrives just as
+        # the slice it waits on is done, and the next slices would run.
+        self._closed = True
         self._task.cancel()
 
     async def _compute(self) -> None:
         worker, seconds = self.worker, 0.0
+        await asyncio.wait_for(worker._turn.acquire(), self._left())
         try:
-            await asyncio.wait_for(worker._turn.acquire(), self._left())
-            try:
-                done = False
-                while not done:
-                    done, pieces, spent = await self._slice()
-                    seconds += spent
-                    for piece in pieces:
-                        self._out.put_nowait(piece)
-            finally:
-                worker._turn.release()
-            worker._mean_seconds += 0.2 * (seconds - worker._mean_seconds)
-            self._out.put_nowait(None)
-        except asyncio.TimeoutError:
-            self._out.put_nowait(DeadlineExceededError("the request's deadline passed while its audio was analysed"))
-        except Exception as exc:  # handed to the reader
-            self._out.put_nowait(exc)
-        except asyncio.CancelledError:  # closed (no one reads on), or a slice dropped by the worker's close
-            self._out.put_nowait(EngineStoppedError(f"the {worker.name} worker is stopped"))
-            raise
+            done = False
+            while not done:
+                if self._closed:
+                    raise asyncio.CancelledError
+                done, pieces, spent = await self._slice()
+                seconds += spent
+                for piece in pieces:
+                    self._out.put_nowait(piece)
         finally:
-            worker._waiting -= 1
+            worker._turn.release()
+        worker._mean_seconds += 0.2 * (seconds - worker._mean_seconds)
+
+    def _finished(self, task: asyncio.Future[None]) -> None:
+        """The end of the pieces, for the reader: however the task ended, even before it started."""
+        self.worker._waiting -= 1
+        if task.cancelled():  # closed (no one reads on), or a slice dropped by the worker's close
+            self._out.put_nowait(EngineStoppedError(f"the {self.worker.name} worker is stopped"))
+        elif isinstance(task.exception(), asyncio.TimeoutError):
+            self._out.put_nowait(DeadlineExceededError("the request's deadline passed while its audio was analysed"))
+        else:
+            self._out.put_nowait(task.exception())  # None: the end
 
     def _left(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()

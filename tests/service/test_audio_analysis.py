@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ import pytest_asyncio
 import torch
 from service_helpers import wait_until
 
-from service.engine import DeadlineExceededError, SerialWorker
+from service.engine import DeadlineExceededError, EngineStoppedError, SerialWorker
 from service.engine.torch_thread import run_in_torch_thread
 from service.runtime.models import ServedModel
 from vocos_core.steps import Steps
@@ -134,3 +136,36 @@ async def test_a_failure_reaches_the_reader_after_the_pieces_before_it() -> None
             await anext(analysis)
     finally:
         analysis.close()
+
+
+async def test_a_close_as_a_slice_ends_runs_no_further_slice() -> None:
+    """Before Python 3.12, wait_for drops a cancellation that arrives just as the slice it waits on is done;
+    the analysis must stop all the same."""
+    units: list[int] = []
+    worker = SerialWorker("features", 4, slice_s=0.0)
+    analysis = worker.start(counted, units, 20, deadline=time.monotonic() + 30)  # a deadline: wait_for waits
+
+    class CloseOnFirstSlice(set):  # type: ignore[type-arg]
+        def add(self, future: Any) -> None:
+            if not self:
+                future.add_done_callback(lambda _: analysis.close())  # lands as the first slice is done
+            super().add(future)
+
+    worker._slices = CloseOnFirstSlice()
+    await wait_until(lambda: worker.waiting == 0, timeout=5)
+    assert len(units) == 1
+    pieces: list[int] = []
+    with pytest.raises(EngineStoppedError):
+        async for piece in analysis:
+            pieces.append(int(piece))
+    assert pieces == [0]  # the first slice's piece, then the end
+
+
+async def test_an_analysis_closed_before_it_began_ends_its_reader_and_leaves_the_wait_list() -> None:
+    worker = SerialWorker("features", 4, slice_s=0.0)
+    units: list[int] = []
+    analysis = worker.start(counted, units, 3)
+    analysis.close()  # before its task's first step
+    with pytest.raises(EngineStoppedError):
+        await asyncio.wait_for(anext(analysis), 5)
+    assert worker.waiting == 0 and units == []
