@@ -31,7 +31,7 @@ from vocos_core.mel_check import MelFrontEnd, mel_front_end
 from vocos_core.modules import probe_layers
 from vocos_core.shape_buckets import bucket
 from vocos_core.spectral_ops import LOG_CLIP
-from vocos_core.steps import Steps, mapped, run_steps
+from vocos_core.steps import Steps, mapped
 from vocos_core.streaming import Lookahead, StreamState, decode_steps
 
 log = logging.getLogger(__name__)
@@ -176,11 +176,6 @@ class ServedModel:
         assert self.audio_path.available, "analysis before AudioPath.require"
         # (1, C, t) -> (C, t)
         return mapped(self.model.audio_to_features_steps(torch.from_numpy(audio), bandwidth_id), lambda x: x[0])
-
-    @torch.inference_mode()
-    def audio_to_features(self, audio: np.ndarray, bandwidth_id: int | None) -> torch.Tensor:
-        """:meth:`analysis` in one go."""
-        return run_steps(self.analysis(audio, bandwidth_id))
 
 
 def load_models(settings: Settings) -> dict[str, ServedModel]:
