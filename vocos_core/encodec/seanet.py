@@ -171,7 +171,7 @@ class SEANetEncoder(nn.Module):
         split = self._tail_start()
         stack, tail = list(self.model)[:split], list(self.model)[split:]
         states = {m: ChunkState(m) for layer in self.model for m in layer.modules() if isinstance(m, SConv1d)}
-        lstm_state: list[LSTMState | None] = [None]
+        lstm_state: LSTMState | None = None
         pending = []
         for start, end in chunk_bounds(x.shape[-1], CHUNK_SAMPLES):
             h = x[..., start:end]
@@ -184,7 +184,7 @@ class SEANetEncoder(nn.Module):
                     yield None
             pending.append(h)
             if len(pending) == TAIL_SPAN_CHUNKS or end == x.shape[-1]:
-                yield from _tail_span(tail, torch.cat(pending, dim=-1), states, lstm_state)
+                lstm_state = yield from _tail_span(tail, torch.cat(pending, dim=-1), states, lstm_state)
                 pending = []
 
     def _tail_start(self) -> int:
@@ -201,15 +201,17 @@ def chunk_bounds(length: int, chunk: int) -> list[tuple[int, int]]:
 
 
 def _tail_span(tail: list[nn.Module], h: torch.Tensor, states: dict[SConv1d, ChunkState],
-               lstm_state: list[LSTMState | None]) -> Steps:
-    """The tail's layers on one span of the stack's output ``(B, C, t)``: a unit per LSTM layer (its state
-    carried in ``lstm_state[0]``), then one for the ELU and last convolution, which gives the frames."""
+               lstm_state: LSTMState | None) -> Generator[torch.Tensor | None, None, LSTMState | None]:
+    """The tail's layers on one span of the stack's output ``(B, C, t)``, from the LSTM's state at its
+    start: a unit per LSTM layer, then one for the ELU and last convolution, which gives the frames.
+    Returns the LSTM's state at the span's end."""
     for layer in tail:
         if isinstance(layer, SLSTM):
-            h, lstm_state[0] = yield from layer.chunk_steps(h, lstm_state[0])
+            h, lstm_state = yield from layer.chunk_steps(h, lstm_state)
         else:
             h = _layer_chunk(layer, h, states)
     yield h
+    return lstm_state
 
 
 def _layer_chunk(layer: nn.Module, h: torch.Tensor, states: dict[SConv1d, ChunkState]) -> torch.Tensor:
