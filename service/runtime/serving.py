@@ -292,21 +292,28 @@ async def _pushed(stream: AudioStream, pieces: AsyncGenerator[tuple[np.ndarray, 
         stream.close(outcome)
 
 
+def _pushes(frames: np.ndarray) -> list[np.ndarray]:
+    """Frames ``(C, T)`` cut into pushes of :data:`STREAMED_PUSH_FRAMES`, so the first audio leaves after
+    one short step."""
+    return [frames[..., start:start + STREAMED_PUSH_FRAMES] for start in range(0, frames.shape[-1],
+                                                                                STREAMED_PUSH_FRAMES)]
+
+
 async def _whole(grid: np.ndarray) -> AsyncGenerator[tuple[np.ndarray, bool], None]:
-    """A whole input ``(C, T)`` a few frames at a time, so the first audio leaves after one short step."""
-    frames = grid.shape[-1]
-    for start in range(0, frames, STREAMED_PUSH_FRAMES):
-        yield grid[..., start:start + STREAMED_PUSH_FRAMES], start + STREAMED_PUSH_FRAMES >= frames
+    """A whole input ``(C, T)``, a push at a time, the last marked."""
+    pushes = _pushes(grid)
+    for i, push in enumerate(pushes):
+        yield push, i == len(pushes) - 1
 
 
 async def _analysed(first: torch.Tensor, analysis: Analysis) -> AsyncGenerator[tuple[np.ndarray, bool], None]:
-    """An upload's features ``(C, t)`` as its analysis makes them (the end unknown until it comes), a few
-    frames at a time; the analysis is closed at the end."""
+    """An upload's features ``(C, t)`` as its analysis makes them, a push at a time (the end unknown until
+    it comes); the analysis is closed at the end."""
     try:
         piece: torch.Tensor | None = first
         while piece is not None:
-            for start in range(0, piece.shape[-1], STREAMED_PUSH_FRAMES):
-                yield piece[..., start:start + STREAMED_PUSH_FRAMES].cpu().numpy(), False
+            for push in _pushes(piece.cpu().numpy()):
+                yield push, False
             piece = await anext(analysis, None)
     finally:
         analysis.close()
