@@ -67,6 +67,11 @@ class EncodecFeaturesConfig:
     bandwidths: tuple[float, ...] = (1.5, 3.0, 6.0, 12.0)
     train_codebooks: bool = False
 
+    @property
+    def hop_length(self) -> int:
+        """Audio samples per frame: encodec_24khz makes 75 frames a second at 24 kHz."""
+        return 320
+
 
 @dataclasses.dataclass(frozen=True)
 class VocosBackboneConfig:
@@ -317,7 +322,7 @@ def _check_consistency(config: VocosConfig, where: str) -> None:
 
 def _check_hops(fe: FeatureExtractorConfig, head: HeadConfig, where: str) -> None:
     """One head frame per feature frame, and frames that overlap or touch (else the audio has gaps)."""
-    feature_hop = 320 if isinstance(fe, EncodecFeaturesConfig) else fe.hop_length  # EnCodec: 75 frames/s at 24 kHz
+    feature_hop = fe.hop_length
     if isinstance(head, ISTFTHeadConfig):
         head_hop = head.hop_length
         if head.hop_length > head.n_fft:
