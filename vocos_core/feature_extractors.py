@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .config import EncodecFeaturesConfig, MelSpectrogramFeaturesConfig
-from .spectral_ops import LOG_CLIP, Float32Buffers, mel_filterbank, stft_magnitude
+from .spectral_ops import LOG_CLIP, Float32Buffers, mel_filterbank, pad_for_stft, stft_magnitude
 from .steps import Steps, mapped, run_steps
 
 if TYPE_CHECKING:
@@ -69,13 +69,9 @@ class MelSpectrogramFeatures(nn.Module):
         return self.frames(self.pad(audio))
 
     def pad(self, audio: torch.Tensor) -> torch.Tensor:
-        """``(B, S)`` -> ``(B, S + 2 * pad)`` float32, reflect-padded for the STFT's windows: ``n_fft / 2``
-        a side (center, as ``torch.stft`` pads) or ``(n_fft - hop) / 2`` (same)."""
+        """``(B, S)`` -> ``(B, S + 2 * pad)`` float32, padded for the STFT's windows (:func:`pad_for_stft`)."""
         cfg = self.config
-        # Features are computed in float32 whatever dtype the model was moved to: a half-precision
-        # STFT is inexact (and unsupported for most sizes); decode casts them to the model's dtype.
-        pad = cfg.n_fft // 2 if cfg.padding == "center" else (cfg.n_fft - cfg.hop_length) // 2
-        return nn.functional.pad(audio.float().unsqueeze(1), (pad, pad), mode="reflect").squeeze(1)
+        return pad_for_stft(audio, cfg.n_fft, cfg.hop_length, cfg.padding)
 
     def frames(self, padded: torch.Tensor) -> torch.Tensor:
         """Padded audio ``(B, S')`` -> ``(B, n_mels, (S' - n_fft) // hop + 1)``, a frame per full window."""

@@ -85,13 +85,14 @@ class ISTFTHead(nn.Module):
         return self.istft(self.spectrum(x), lengths)
 
 
-class IMDCTSymExpHead(nn.Module):
-    """Predicts MDCT coefficients in symlog domain, then inverts the MDCT."""
+class _IMDCTHead(nn.Module):
+    """What both IMDCT heads share: a linear layer to ``out_features`` per frame, whose MDCT coefficients
+    (:meth:`coefficients`, per subclass) the inverse MDCT turns into audio."""
 
-    def __init__(self, config: IMDCTSymExpHeadConfig) -> None:
+    def __init__(self, config: IMDCTSymExpHeadConfig | IMDCTCosHeadConfig, out_features: int) -> None:
         super().__init__()
         self.config = config
-        self.out = nn.Linear(config.dim, config.mdct_frame_len // 2)
+        self.out = nn.Linear(config.dim, out_features)
         self.imdct = IMDCT(config.mdct_frame_len, config.padding)
         self.clip_audio = config.clip_audio
 
@@ -104,7 +105,7 @@ class IMDCTSymExpHead(nn.Module):
 
     def coefficients(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, T, dim)`` -> MDCT coefficients ``(B, T, N)``."""
-        return symexp(matmul_ways.linear(x, self.out).float()).clip(-MAX_MAGNITUDE, MAX_MAGNITUDE)
+        raise NotImplementedError
 
     def frames(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, T, dim)`` -> windowed time frames ``(B, T, 2N)``, before overlap-add."""
@@ -121,40 +122,28 @@ class IMDCTSymExpHead(nn.Module):
         return _finished(self.finish, audio)
 
 
-class IMDCTCosHead(nn.Module):
+class IMDCTSymExpHead(_IMDCTHead):
+    """Predicts MDCT coefficients in symlog domain, then inverts the MDCT."""
+
+    def __init__(self, config: IMDCTSymExpHeadConfig) -> None:
+        super().__init__(config, config.mdct_frame_len // 2)
+
+    def coefficients(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, T, dim)`` -> MDCT coefficients ``(B, T, N)``."""
+        return symexp(matmul_ways.linear(x, self.out).float()).clip(-MAX_MAGNITUDE, MAX_MAGNITUDE)
+
+
+class IMDCTCosHead(_IMDCTHead):
     """Predicts MDCT magnitude and phase, then inverts the MDCT of ``m * cos(p)``."""
 
     def __init__(self, config: IMDCTCosHeadConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.out = nn.Linear(config.dim, config.mdct_frame_len)
-        self.imdct = IMDCT(config.mdct_frame_len, config.padding)
-        self.clip_audio = config.clip_audio
-
-    def num_samples(self, frames: int) -> int:
-        return self.imdct.num_samples(frames)
-
-    @property
-    def synthesis(self) -> IMDCT:
-        return self.imdct
+        super().__init__(config, config.mdct_frame_len)
 
     def coefficients(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, T, dim)`` -> MDCT coefficients ``(B, T, N)``."""
         m, p = matmul_ways.linear(x, self.out).float().chunk(2, dim=2)
         m = torch.exp(m).clip(max=MAX_MAGNITUDE)
         return m * torch.cos(p)
-
-    def frames(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, T, dim)`` -> windowed time frames ``(B, T, 2N)``, before overlap-add."""
-        return self.imdct.frames(self.coefficients(x))
-
-    def finish(self, audio: torch.Tensor) -> torch.Tensor:
-        return audio.clamp(-1.0, 1.0) if self.clip_audio else audio  # see IMDCTSymExpHead
-
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> Audio:
-        """``(B, T, dim)`` -> ``(B, S)``."""
-        audio = self.imdct(self.coefficients(x), lengths)
-        return _finished(self.finish, audio)
 
 
 Head = ISTFTHead | IMDCTSymExpHead | IMDCTCosHead

@@ -27,7 +27,7 @@ from torch import nn
 
 from .config import HiFiGANMelSpectrogramFeaturesConfig
 from .feature_extractors import SpectrogramWindow
-from .spectral_ops import Float32Buffers
+from .spectral_ops import Float32Buffers, pad_for_stft
 
 # librosa's Slaney mel scale: linear below 1 kHz (200/3 Hz per mel), logarithmic above.
 _F_SP = 200.0 / 3
@@ -121,13 +121,9 @@ class HiFiGANMelSpectrogramFeatures(nn.Module):
         return self.frames(self.pad(audio))
 
     def pad(self, audio: torch.Tensor) -> torch.Tensor:
-        """``(B, S)`` -> ``(B, S + 2 * pad)`` float32, reflect-padded for the STFT's windows: ``n_fft / 2``
-        a side (center, as ``torch.stft`` pads) or ``(n_fft - hop) / 2`` (same, meldataset's
-        ``int((n_fft - hop_size) / 2)``)."""
+        """``(B, S)`` -> ``(B, S + 2 * pad)`` float32, padded for the STFT's windows (:func:`pad_for_stft`)."""
         cfg = self.config
-        # float32 whatever the model dtype, as the official extractor (decode casts the features).
-        pad = cfg.n_fft // 2 if cfg.padding == "center" else (cfg.n_fft - cfg.hop_length) // 2
-        return nn.functional.pad(audio.float().unsqueeze(1), (pad, pad), mode="reflect").squeeze(1)
+        return pad_for_stft(audio, cfg.n_fft, cfg.hop_length, cfg.padding)
 
     def frames(self, padded: torch.Tensor) -> torch.Tensor:
         """Padded audio ``(B, S')`` -> ``(B, n_mels, (S' - n_fft) // hop + 1)``, a frame per full window."""

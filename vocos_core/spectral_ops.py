@@ -60,6 +60,16 @@ def mel_filterbank(n_freqs: int, n_mels: int, sample_rate: int, f_min: float = 0
     return torch.max(torch.zeros(1), torch.min(down_slopes, up_slopes))
 
 
+def pad_for_stft(audio: torch.Tensor, n_fft: int, hop_length: int, padding: str) -> torch.Tensor:
+    """``(B, S)`` -> ``(B, S + 2 * pad)`` float32, reflect-padded for an STFT's windows: ``n_fft / 2`` a side
+    (center, as ``torch.stft`` pads) or ``(n_fft - hop) / 2`` (same, HiFi-GAN meldataset's
+    ``int((n_fft - hop_size) / 2)``)."""
+    # Features are computed in float32 whatever dtype the model was moved to: a half-precision
+    # STFT is inexact (and unsupported for most sizes); decode casts them to the model's dtype.
+    pad = n_fft // 2 if padding == "center" else (n_fft - hop_length) // 2
+    return nn.functional.pad(audio.float().unsqueeze(1), (pad, pad), mode="reflect").squeeze(1)
+
+
 def stft_magnitude(audio: torch.Tensor, n_fft: int, hop_length: int, window: torch.Tensor,
                    center: bool) -> torch.Tensor:
     """``|STFT|`` of ``(B, S)`` audio -> ``(B, n_fft // 2 + 1, T)``; reflect padding when centred."""
