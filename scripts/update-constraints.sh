@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 VENV="$(mktemp -d)/venv"
 trap 'rm -rf "$(dirname "$VENV")"' EXIT
 python3 -m venv "$VENV"
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "torch==2.13.0" -e ".[test]" "$@"
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "torch==2.13.0" -e ".[test]" -e ./client "$@"
 PYTHON="$VENV/bin/python" VOCOS_CONSTRAINTS=none VOCOS_SKIP_APT=1 bash scripts/install-test-tools.sh
 {
     echo "# Exact versions of every Python package the test command installs (scripts/test.sh passes"

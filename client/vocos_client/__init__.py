@@ -1,6 +1,6 @@
 """A Python client of vocos-serve: numpy in, numpy out, over HTTP and WebSocket streams.
 
-Needs only numpy, httpx and websockets (``pip install "vocos-serve[client]"``); none of the server's
+Needs only numpy, httpx and websockets (``pip install ./client`` from a checkout); none of the server's
 dependencies. ``Client`` blocks, ``AsyncClient`` has the same methods as coroutines::
 
     from vocos_client import Client
