@@ -1,7 +1,8 @@
 """The one typed settings object of the service, read from ``VOCOS_*`` environment variables.
 
 Built once at start (``__main__`` adds CLI flags on top of the environment) and passed to
-``create_app(settings)``; nothing else in the service reads the environment.
+``create_app(settings)``; nothing else in the service reads the environment. An empty variable counts as
+unset, as deployment tools write a setting they pass through but the user left out (docker-compose.yml).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
 class Settings(BaseSettings):
     """Service configuration; every field ``name`` is the env var ``VOCOS_NAME`` and the flag ``--name``."""
 
-    model_config = SettingsConfigDict(env_prefix="VOCOS_", extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="VOCOS_", extra="forbid", frozen=True, env_ignore_empty=True)
 
     mel_model: str = Field(
         "charactr/vocos-mel-24khz",

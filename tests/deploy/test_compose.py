@@ -167,3 +167,31 @@ def test_grafana_provisioning_points_at_the_mounted_dashboard(compose: dict[str,
     dashboard_file = os.path.basename(home)
     assert home == f"{provider['options']['path']}/{dashboard_file}"
     assert (REPO / "deploy" / "grafana" / "dashboards" / dashboard_file).is_file()
+
+
+# Fixed by the file itself: the address the image listens on, the device of each profile, and the drain
+# that stop_grace_period must outlast.
+FIXED_SETTINGS = {"VOCOS_HOST", "VOCOS_PORT", "VOCOS_DEVICE", "VOCOS_DRAIN_TIMEOUT_S"}
+
+
+def test_every_other_setting_passes_through_and_unset_ones_keep_the_server_defaults() -> None:
+    from service.settings import Settings
+
+    names = {f"VOCOS_{name.upper()}" for name in Settings.model_fields}
+    given = {"VOCOS_MODELS": "mine=/models/mine", "VOCOS_MAX_STREAMS": "8"}
+    for env in ({}, given):
+        for name in ("vocos-gpu", "vocos-cpu"):
+            environment = interpolate(load_yaml(COMPOSE), env)["services"][name]["environment"]
+            settings_env = {k: str(v) for k, v in environment.items() if k.startswith("VOCOS_")}
+            assert names - FIXED_SETTINGS <= settings_env.keys(), name
+            with pytest.MonkeyPatch.context() as patch:
+                for variable in [v for v in os.environ if v.startswith("VOCOS_")]:
+                    patch.delenv(variable)
+                for key, value in settings_env.items():
+                    patch.setenv(key, value)
+                settings = Settings()
+            passed = {f"VOCOS_{f.upper()}" for f in settings.model_fields_set}
+            assert passed == {"VOCOS_DEVICE", "VOCOS_DRAIN_TIMEOUT_S"} | env.keys(), name
+            default = Settings.model_construct()  # the defaults, whatever the shell running the test sets
+            expected = ("mine=/models/mine", 8) if env else (default.models, default.max_streams)
+            assert (settings.models, settings.max_streams) == expected

@@ -46,6 +46,16 @@ def test_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.min_sample_rate == 16000
 
 
+def test_an_empty_variable_counts_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    # What a deployment tool writes for a setting it passes through and the user left out (docker-compose.yml).
+    for name in Settings.model_fields:
+        monkeypatch.setenv(f"VOCOS_{name.upper()}", "")
+    s = Settings()
+    assert s == Settings.model_construct() and not s.model_fields_set
+    # Unset, so a default model may still fall back to the built-in one, as with no variable at all.
+    assert all(spec.default for spec in model_specs(s))
+
+
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
