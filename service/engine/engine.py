@@ -184,12 +184,18 @@ class BatchingEngine:
                     lookahead_frames: int | None = None) -> EngineStream:
         """A new stream (``service.engine.streams``); ``close`` it when done, whatever happens.
         ``lookahead_frames``: a low-latency stream's (``vocos_core.streaming``), None for exact."""
-        if not self.accepting:
-            raise EngineStoppedError(f"the {self.name} model is not accepting streams (draining or stopped)")
-        self._streams.reserve(self.retry_after())
+        self.check_stream_room()
         stream = EngineStream(self, self._stream_model().start_stream(bandwidth_id, lookahead_frames), request_id)
         self._streams.add(stream)
         return stream
+
+    def check_stream_room(self) -> None:
+        """Raise what :meth:`open_stream` would if called now (draining, or ``max_streams`` open): for a stream
+        that opens on its first chunk (an EnCodec stream's bandwidth follows from it), so that its client
+        is refused when it connects, as for any other stream, and not after its first chunk."""
+        if not self.accepting:
+            raise EngineStoppedError(f"the {self.name} model is not accepting streams (draining or stopped)")
+        self._streams.reserve(self.retry_after())
 
     @property
     def open_streams(self) -> int:

@@ -81,6 +81,8 @@ class AudioStream:
         self.samples_out = 0
         if not codes or self._bandwidth_id is not None:
             self._open(None)
+        else:  # opens on its first chunk, whose K gives the bandwidth; refused now if it would be then
+            slot.engine.check_stream_room()
         metrics.streams_active.labels(served.name).inc()
         if self._lookahead_frames is not None:
             metrics.streams_low_latency.labels(served.name).inc()

@@ -199,11 +199,17 @@ def test_streams_need_the_api_key_when_the_server_has_keys(client_for: Any) -> N
         assert json.loads(ws.receive_text())["type"] == "start"
 
 
-def test_the_concurrent_stream_limit_answers_503_with_a_close_code(client_for: Any) -> None:
+@pytest.mark.parametrize(("first_path", "second_path"), [
+    ("/stream/mel", "/stream/mel"),
+    # An EnCodec stream without a bandwidth opens on its first chunk; it is refused before sending one.
+    ("/stream/encodec?bandwidth_id=0", "/stream/encodec"),
+])
+def test_the_concurrent_stream_limit_answers_503_with_a_close_code(client_for: Any, first_path: str,
+                                                                   second_path: str) -> None:
     client = client_for(max_streams=1)
-    with client.websocket_connect("/stream/mel") as first:
+    with client.websocket_connect(first_path) as first:
         assert json.loads(first.receive_text())["type"] == "start"
-        with client.websocket_connect("/stream/mel") as second:
+        with client.websocket_connect(second_path) as second:
             error, code = error_of(second)
     assert (error["status"], error["error"], code) == (503, "too_many_streams", 4503)
     assert isinstance(error["retry_after"], int) and error["retry_after"] >= 1  # the HTTP answer's Retry-After
