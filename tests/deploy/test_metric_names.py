@@ -8,12 +8,13 @@ expression with a real PromQL parser.
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from deploy_helpers import KUBERNETES, load_yaml, require_module
+from deploy_helpers import KUBERNETES, REPO, load_yaml, require_module
 from deploy_queries import ADAPTER, all_queries, dashboard_queries, selectors
 
 # Series Prometheus itself attaches to every scrape target; no exporter defines them.
@@ -113,3 +114,13 @@ def test_hpa_metric_is_served_by_the_adapter_from_an_exported_series(exported: s
     (pods_metric,) = [m["pods"]["metric"]["name"] for m in hpa["spec"]["metrics"] if m["type"] == "Pods"]
     (rule,) = [r for r in load_yaml(ADAPTER)["rules"]["custom"] if r["name"]["as"] == pods_metric]
     assert selectors(rule["seriesQuery"]) <= exported
+
+
+def test_every_exported_metric_is_in_the_deployment_guide(exported: set[str]) -> None:
+    documented = set(re.findall(r"^\| `(vocos_\w+)` \|", (REPO / "docs" / "deployment.md").read_text(), re.MULTILINE))
+    families = {name for name in exported if name.startswith("vocos_")
+                and not name.endswith(("_bucket", "_sum", "_count", "_created"))}
+    # A histogram's family is named by its _bucket series; a counter's by its _total one.
+    families |= {name[: -len("_bucket")] for name in exported if name.endswith("_bucket")}
+    assert families - documented == set(), "exported but missing from docs/deployment.md#metrics"
+    assert documented - families == set(), "in docs/deployment.md#metrics but not exported"
