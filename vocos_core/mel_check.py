@@ -202,7 +202,7 @@ def check_mel(mel: torch.Tensor | np.ndarray,
     silence or a constant, normalisation, clipping, linear magnitudes.
     """
     fe = mel_front_end(front_end)
-    a = _as_float_matrix(mel)
+    a = as_float_matrix(mel)
     if fe.n_mels is not None and a.shape[0] != fe.n_mels:
         raise ValueError(f"check_mel: expected ({fe.n_mels}, T), got {a.shape}")
     lo, hi = float(a.min()), float(a.max())
@@ -231,7 +231,7 @@ def _out_of_range(fe: MelFrontEnd, a: np.ndarray, span: _Span) -> MelCheck | Non
         span.hi > top + GROSS_NATS or int(np.count_nonzero(a > top + RANGE_TOL_HIGH)) > allowed)
     below = span.lo < floor - RANGE_TOL_LOW and (
         span.lo < floor - GROSS_NATS or int(np.count_nonzero(a < floor - RANGE_TOL_LOW)) > allowed)
-    return _impossible(fe, a, span.lo, span.hi, above, below) if above or below else None
+    return impossible(fe, a, span.lo, span.hi, above, below) if above or below else None
 
 
 def _silent_or_constant(fe: MelFrontEnd, a: np.ndarray, span: _Span) -> MelCheck | None:
@@ -288,7 +288,7 @@ def _linear(fe: MelFrontEnd, a: np.ndarray, span: _Span) -> MelCheck | None:
                  f"largest ({span.hi:.3g}): linear magnitudes, not their natural log? {_expected(fe)}")
 
 
-def _as_float_matrix(mel: torch.Tensor | np.ndarray) -> np.ndarray:
+def as_float_matrix(mel: torch.Tensor | np.ndarray) -> np.ndarray:
     """A float32 numpy view (or copy) of the mel: numpy's reductions and counts are several times
     faster than torch's on one CPU thread at this size."""
     if isinstance(mel, torch.Tensor):
@@ -317,7 +317,7 @@ def _warn(cause: Cause, message: str) -> MelCheck:
     return MelCheck(warning=message, cause=cause)
 
 
-def _impossible(fe: MelFrontEnd, a: np.ndarray, lo: float, hi: float, above: bool, below: bool) -> MelCheck:
+def impossible(fe: MelFrontEnd, a: np.ndarray, lo: float, hi: float, above: bool, below: bool) -> MelCheck:
     cause: Cause
     # linear: the bulk near 0 and nothing far below it (a predicted linear mel scatters around 0)
     if lo >= -LINEAR_TOP_RATIO * hi and np.count_nonzero(np.abs(a) < LINEAR_TOP_RATIO * hi) >= LINEAR_BULK * a.size:

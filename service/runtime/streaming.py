@@ -21,6 +21,7 @@ from service.engine import EngineStream
 from service.errors import InvalidInputError, PayloadTooLargeError
 from service.runtime.metrics import ServiceMetrics
 from service.runtime.slot import ModelSlot
+from vocos_core.mel_stream_check import StreamMelCheck
 from vocos_core.requests import codes_array, mel_array, resolve_bandwidth_id
 from vocos_core.streaming import check_lookahead_frames, lookahead
 
@@ -63,6 +64,8 @@ class AudioStream:
         if inputs == "mel" and served.bandwidths:
             raise InvalidInputError(f"model {served.name!r} is an EnCodec model; send tokens to /stream/encodec")
         codes = inputs == "codes"
+        # A client's mel is held to the model's front-end as a request's is (a model's own features are not).
+        self._mel_check = StreamMelCheck(served.mel_front_end) if inputs == "mel" and served.mel_front_end else None
         self.slot, self.metrics, self.limits = slot, metrics, limits
         self.codes, self.request_id, self.transport = codes, request_id, transport
         self.sample_rate = sample_rate or served.sample_rate
@@ -160,12 +163,22 @@ class AudioStream:
     def _chunk(self, array: np.ndarray) -> torch.Tensor:
         served = self.slot.served
         if not self.codes:
-            return torch.from_numpy(mel_array(array, served.n_features))
+            mel = mel_array(array, served.n_features)
+            if self._mel_check is not None:
+                self._check_mel(mel)
+            return torch.from_numpy(mel)
         grid = codes_array(array)
         if self._bandwidth_id is not None:  # every chunk's K must be the stream's bandwidth's
             resolve_bandwidth_id(served.bandwidths, served.codebooks, bandwidth_id=self._bandwidth_id,
                                  num_codebooks=grid.shape[0])
         return torch.from_numpy(grid)
+
+    def _check_mel(self, mel: np.ndarray) -> None:
+        assert self._mel_check is not None
+        check = self._mel_check.update(mel)
+        if check.impossible:
+            self.metrics.input_warning(self.name, check.cause or "impossible")
+            raise InvalidInputError(check.impossible)
 
     def _check_open_time(self, now: float) -> None:
         if now - self._timing.opened > self.limits.max_duration_s:

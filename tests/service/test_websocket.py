@@ -148,6 +148,9 @@ def test_sample_rate_resamples_the_stream(client_for: Any, models: dict[str, Ser
     ("/stream/mel", b"not npy", 400, ".npy"),
     ("/stream/mel", "hello", 400, '{"type": "end"}, got \'hello\''),
     ("/stream/mel", np.full((100, 5), np.nan, np.float32), 422, "NaN"),
+    # held to the model's front-end as a request's mel is: log-mel values no audio gives
+    ("/stream/mel", np.full((100, 5), 20.0, np.float32), 422, "above 8.95, the largest log magnitude"),
+    ("/stream/mel", np.full((100, 5), -80.0, np.float32), 422, "(a dB-scaled mel"),
     ("/stream/encodec?bandwidth_id=0", np.zeros((8, 5), np.int64), 422, "2 codebooks"),
     ("/stream/mel?lookahead_frames=99", None, 422, "lookahead_frames must be an integer in 0..6"),
     ("/stream/mel?lookahead_frames=-1", None, 422, "got -1"),
@@ -284,7 +287,33 @@ def test_stream_metrics_after_a_stream(client_for: Any, models: dict[str, Served
                  "vocos_stream_realtime_factor_count", "vocos_stream_batch_size_count"):
         line = next(m for m in metrics.splitlines() if m.startswith(f'{name}{{model="mel"}}'))
         assert float(line.split()[-1]) >= 1, line
-    assert 'vocos_stream_underruns_total{model="mel"}' in metrics or "vocos_stream_underruns" in metrics
+
+
+def test_a_stream_fed_slower_than_real_time_counts_one_underrun(client_for: Any,
+                                                                 models: dict[str, ServedModel]) -> None:
+    client = client_for()
+    mel = np.zeros((models["mel"].n_features, 40), np.float32)  # 0.43 s of audio per push
+    with client.websocket_connect("/stream/mel") as ws:
+        json.loads(ws.receive_text())
+        for pause in (0.0, 0.0, 1.2, 1.2):  # real time at first, then a gap longer than the audio sent
+            time.sleep(pause)
+            ws.send_bytes(npy(mel))
+            assert ws.receive_bytes()
+        ws.send_text(json.dumps({"type": "end"}))
+        collect(ws, "<i2")
+    metrics = client.get("/metrics").text
+    # the listener ran dry once (the second gap finds it still behind: the same underrun, not a new one)
+    assert 'vocos_stream_underruns_total{model="mel"} 1.0' in metrics
+
+
+def test_a_refused_stream_mel_counts_as_an_input_warning(client_for: Any) -> None:
+    client = client_for()
+    with client.websocket_connect("/stream/mel") as ws:
+        json.loads(ws.receive_text())
+        ws.send_bytes(npy(np.full((100, 5), -80.0, np.float32)))
+        error, _ = error_of(ws)
+    assert error["status"] == 422
+    assert 'vocos_input_warnings_total{cause="db_scaled",model="mel"} 1.0' in client.get("/metrics").text
 
 
 def test_chunks_that_arrive_during_a_step_go_into_the_next_step_together(
