@@ -119,3 +119,13 @@ class AudioPathUnavailableError(ServiceError):
 def without_addresses(text: str) -> str:
     """``text`` without the memory addresses of object reprs (``<ast.BinOp object at 0x7f...>``)."""
     return _ADDRESS.sub("", text)
+
+
+def beyond(value: float, limit: float) -> str:
+    """``value`` with the fewest decimals (at least one) that still show it above ``limit``: a message
+    that says "2.0 s; at most 2 s" of 2.005 s would not say what was wrong."""
+    for decimals in range(1, 7):
+        text = f"{value:.{decimals}f}"
+        if float(text) > limit:
+            return text
+    return repr(value)

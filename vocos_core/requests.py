@@ -36,10 +36,14 @@ def mel_array(array: np.ndarray, n_mels: int) -> np.ndarray:
         raise InputError(
             f"expected float32 mel values (float16/float64 are converted), got {_dtype_words(array.dtype)}"
         )
-    with np.errstate(over="ignore"):  # float64 values beyond float32 become inf, refused just below
-        array = array.astype(np.float32, copy=False)
     _check_finite(array, "mel spectrogram")
-    return np.ascontiguousarray(array)
+    with np.errstate(over="ignore"):  # finite float64 values beyond float32's range become inf
+        converted = array.astype(np.float32, copy=False)
+    if converted is not array and not np.isfinite(converted).all():
+        first = tuple(int(i) for i in np.argwhere(~np.isfinite(converted))[0])
+        raise InputError(f"the mel spectrogram holds values beyond float32's range (±3.4e38), first at index "
+                         f"{first}: {array[first]:.4g}; log-mel values lie within about ±20")
+    return np.ascontiguousarray(converted)
 
 
 def codes_array(array: np.ndarray) -> np.ndarray:

@@ -41,6 +41,14 @@ _ENGINE_STATUS: dict[type[EngineError], tuple[int, str]] = {
 }
 
 
+# The settings behind the engine's limits, named in its messages here: the engine knows no settings.
+_ENGINE_SETTING: dict[type[EngineError], str] = {
+    QueueFullError: " (VOCOS_MAX_QUEUE_SIZE, or the model's max_queue_size in VOCOS_MODELS_FILE)",
+    StreamLimitError: " (VOCOS_MAX_STREAMS)",
+    DeadlineExceededError: " (the deadline: VOCOS_REQUEST_TIMEOUT_S, or X-Request-Timeout when shorter)",
+}
+
+
 def error_body(error_type: str, message: str, request_id: str) -> dict[str, dict[str, str]]:
     return {"error": {"type": error_type, "message": message, "request_id": request_id}}
 
@@ -66,9 +74,7 @@ def classify(exc: BaseException, request_id: str) -> tuple[int, str, str, dict[s
             headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
         elif isinstance(exc, EngineStoppedError):  # draining: a retry goes to another replica
             headers["Retry-After"] = "1"
-        message = str(exc)
-        if isinstance(exc, DeadlineExceededError):
-            message = f"{message} (the deadline: VOCOS_REQUEST_TIMEOUT_S, or X-Request-Timeout when shorter)"
+        message = f"{exc}{_ENGINE_SETTING.get(type(exc), '')}"
         if status == 500:
             message = f"{message} (request id {request_id})"
         return status, error_type, message, headers

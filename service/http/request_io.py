@@ -13,7 +13,13 @@ from fastapi import Request, Response
 from starlette.requests import ClientDisconnect
 
 from service.echo import clip
-from service.errors import BodyTimeoutError, ClientDisconnectedError, InvalidInputError, PayloadTooLargeError
+from service.errors import (
+    BodyTimeoutError,
+    ClientDisconnectedError,
+    InvalidInputError,
+    PayloadTooLargeError,
+    UnsupportedMediaTypeError,
+)
 from service.http.json_body import JsonBodyError
 from service.http.payloads import Payload, body_kind, from_json_error, is_json, load_payload
 from service.http.state import ServiceState, state_of
@@ -52,6 +58,7 @@ async def read_body(request: Request, settings: Settings) -> bytes:
     whole body, not the pause between chunks, so a client cannot hold a connection open by dribbling
     a byte now and then. A client that leaves mid-upload is a 499, not a failure of ours.
     """
+    _check_content_encoding(request.headers.get("content-encoding"))
     json_limited = settings.max_json_body_bytes < settings.max_body_bytes
     json_declared = json_limited and is_json(request.headers.get("content-type"))
     limit = settings.max_json_body_bytes if json_declared else settings.max_body_bytes
@@ -65,6 +72,15 @@ async def read_body(request: Request, settings: Settings) -> bytes:
         ) from None
     except ClientDisconnect:
         raise ClientDisconnectedError("the client disconnected while sending its body") from None
+
+
+def _check_content_encoding(value: str | None) -> None:
+    """415 for a compressed body (RFC 7694): read as it is, it would fail to parse with a misleading message."""
+    codings = [c.strip().lower() for c in (value or "").split(",") if c.strip()]
+    if any(c != "identity" for c in codings):
+        raise UnsupportedMediaTypeError(
+            f"Content-Encoding {clip(value or '')} is not supported; send the body uncompressed"
+        )
 
 
 async def _read_limited(request: Request, limit: int, json: bool) -> bytes:

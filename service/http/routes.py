@@ -54,8 +54,9 @@ StreamQuery = Annotated[bool, Query(description="send the WAV as it is computed 
                                     "carries the final length): the first bytes of a long decode leave early")]
 
 
-@router.get("/healthz", tags=["health"], summary="Liveness: the process and its batching loops run",
-            responses=LIVENESS_RESPONSES)
+# GET and HEAD: HTTP asks for HEAD wherever GET is served, and load balancers' health checks use it.
+@router.api_route("/healthz", methods=["GET", "HEAD"], tags=["health"],
+                  summary="Liveness: the process and its batching loops run", responses=LIVENESS_RESPONSES)
 async def healthz(request: Request) -> JSONResponse:
     state = service_state(request)
     if not state.alive:
@@ -64,8 +65,8 @@ async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "alive", "draining": state.draining})
 
 
-@router.get("/readyz", tags=["health"], summary="Readiness: models loaded and warmed up, not draining",
-            responses=READINESS_RESPONSES)
+@router.api_route("/readyz", methods=["GET", "HEAD"], tags=["health"],
+                  summary="Readiness: models loaded and warmed up, not draining", responses=READINESS_RESPONSES)
 async def readyz(request: Request) -> JSONResponse:
     state = service_state(request)
     if not state.ready or state.draining:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -26,14 +27,15 @@ log = logging.getLogger(__name__)
 # uvicorn cancels handlers this long after the drain timeout: by then the engines have answered
 # what was still queued with 503, so only a handler stuck outside the engines is cut off.
 GRACE_AFTER_DRAIN_S = 5.0
-# The answer to a connection beyond ``max_connections``, sent before its request is read.
+# The answer to a connection beyond ``max_connections``, sent before its request is read (so with a fresh
+# request id, as for any request that brings none).
 _BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
-    b"connection: close\r\ncontent-length: %d\r\n\r\n%s"
+    b"x-request-id: %s\r\nconnection: close\r\ncontent-length: %d\r\n\r\n%s"
 )
 _BUSY_BODY = (
     b'{"error": {"type": "unavailable", "message": "too many open connections (VOCOS_MAX_CONNECTIONS); '
-    b'retry later", "request_id": ""}}'
+    b'retry later", "request_id": "%s"}}'
 )
 ABORT_EXTENSION = "vocos.abort"
 WRITE_BUFFER_EXTENSION = "vocos.write_buffer"
@@ -59,8 +61,11 @@ class BoundedH11Protocol(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.connections) > self.max_connections:
-            log.warning("refused a connection: %d open (VOCOS_MAX_CONNECTIONS)", len(self.connections) - 1)
-            transport.write(_BUSY % (len(_BUSY_BODY), _BUSY_BODY))
+            request_id = uuid.uuid4().hex.encode()
+            log.warning("request %s: refused a connection: %d open (VOCOS_MAX_CONNECTIONS)", request_id.decode(),
+                        len(self.connections) - 1)
+            body = _BUSY_BODY % request_id
+            transport.write(_BUSY % (request_id, len(body), body))
             transport.close()
             return
         self._arm_header_timer()

@@ -30,6 +30,9 @@ def configure_logging(level: str) -> None:
     hub = logging.getLogger("huggingface_hub")
     for handler in list(hub.handlers):
         hub.removeHandler(handler)
+    # The multipart parser warns about each malformed upload; the server answers those 400 and logs a
+    # caller's mistakes at DEBUG, so its warnings are shown at debug level only.
+    logging.getLogger("python_multipart").setLevel(logging.DEBUG if name == "DEBUG" else logging.ERROR)
 
 
 def redact(text: str, secrets: Sequence[str] = ()) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from service.errors import InvalidInputError
 from service.runtime.audio_path import AudioPath
 from service.runtime.registry import ModelSpec, RegistryError, model_specs
 from service.settings import Settings
@@ -115,6 +116,13 @@ class ServedModel:
             "lookahead_frames": self.model.lookahead.frames,
             "lookahead_ms": round(self.model.lookahead.ms, 3),
         }
+
+    def check_frames(self, frames: int) -> None:
+        """InvalidInputError unless ``frames`` frames give audio: a request's or a whole stream's."""
+        if frames < self.min_frames:
+            raise InvalidInputError(
+                f"{frames} frame(s) give no audio with the {self.kind} model; send at least {self.min_frames}"
+            )
 
     def seconds(self, frames: int) -> float:
         return self.model.num_samples(frames) / self.sample_rate

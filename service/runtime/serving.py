@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from service.engine.workers import Analysis
-from service.errors import InvalidInputError, PayloadTooLargeError
+from service.errors import InvalidInputError, PayloadTooLargeError, beyond
 from service.runtime.audio_io import decode_audio, fit_length, resample, resampled_length
 from service.runtime.metrics import ServiceMetrics
 from service.runtime.models import ServedModel
@@ -248,14 +248,11 @@ class Vocoder:
         return f"{check.cause}: {check.warning}"
 
     def _check_frames(self, served: ServedModel, frames: int) -> None:
-        if frames < served.min_frames:
-            raise InvalidInputError(
-                f"{frames} frame(s) give no audio with the {served.kind} model; send at least {served.min_frames}"
-            )
+        served.check_frames(frames)
         seconds, limit = served.seconds(frames), self.state.settings.max_audio_seconds
         if seconds > limit:
             raise PayloadTooLargeError(
-                f"the requested audio would last {seconds:.1f} s; this server produces at most "
+                f"the requested audio would last {beyond(seconds, limit)} s; this server produces at most "
                 f"{limit:g} s per request (VOCOS_MAX_AUDIO_SECONDS)"
             )
 

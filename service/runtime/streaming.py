@@ -18,7 +18,7 @@ import soxr
 import torch
 
 from service.engine import EngineStream
-from service.errors import InvalidInputError, PayloadTooLargeError
+from service.errors import InvalidInputError, PayloadTooLargeError, beyond
 from service.runtime.metrics import ServiceMetrics
 from service.runtime.slot import ModelSlot
 from vocos_core.mel_stream_check import StreamMelCheck
@@ -130,6 +130,7 @@ class AudioStream:
         arrived = time.monotonic()
         if self._stream is None or self._frames == 0:
             raise InvalidInputError("the stream ended before any frames arrived; send at least one frame")
+        self.slot.served.check_frames(self._frames)  # as few as a request that gives no audio: the same 422
         empty = torch.zeros(self.slot.served.n_features, 0)
         audio = (await self._stream.push(empty, final=True, timeout=timeout)).numpy()
         return self._out(audio, arrived, True)
@@ -191,8 +192,8 @@ class AudioStream:
         seconds = self.slot.served.seconds(self._frames)
         if seconds > self.limits.max_audio_seconds:
             raise PayloadTooLargeError(
-                f"the stream's audio would last {seconds:.1f} s; a stream produces at most "
-                f"{self.limits.max_audio_seconds:g} s (VOCOS_MAX_STREAM_AUDIO_SECONDS)"
+                f"the stream's audio would last {beyond(seconds, self.limits.max_audio_seconds)} s; a stream "
+                f"produces at most {self.limits.max_audio_seconds:g} s (VOCOS_MAX_STREAM_AUDIO_SECONDS)"
             )
 
     def _out(self, audio: np.ndarray, arrived: float, final: bool) -> np.ndarray:

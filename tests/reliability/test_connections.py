@@ -4,7 +4,9 @@ held at their last byte, responses never read, uploads abandoned half-way. Real 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import re
 import time
 
 import numpy as np
@@ -61,6 +63,10 @@ async def test_connections_beyond_the_cap_are_answered_503_and_closed(make_live)
         extra = await RawConnection.open(server.port)
         status, data = await extra.read_response(timeout=5)
         assert status == 503 and b"VOCOS_MAX_CONNECTIONS" in data and b"retry-after: 1" in data.lower()
+        # a request id, fresh (the request was never read), in the body and the header as for any answer
+        head, _, body = data.partition(b"\r\n\r\n")
+        request_id = json.loads(body)["error"]["request_id"]
+        assert re.fullmatch(r"[0-9a-f]{32}", request_id) and f"x-request-id: {request_id}".encode() in head.lower()
         for conn in held:
             conn.close()
         await asyncio.sleep(0.2)

@@ -3,6 +3,7 @@ model call, which fails only its own batch and carries the request id."""
 
 from __future__ import annotations
 
+import gzip
 import time
 
 import httpx
@@ -16,6 +17,7 @@ from service.testing import audio_file, npy_bytes
 pytestmark = pytest.mark.asyncio
 
 NPY = {"content-type": "application/x-npy"}
+WAV = {"content-type": "audio/wav"}
 
 
 def assert_error(response: httpx.Response, status: int, message: str, error_type: str | None = None) -> None:
@@ -100,6 +102,13 @@ async def test_unsupported_media_types_are_415(app: AppHarness) -> None:
     mixed = {"content-type": "multipart/mixed; boundary=x"}
     assert_error(await c.post("/resynthesize", content=b"--x--", headers=mixed),
                  415, "or multipart/form-data with the audio file in a part named 'file'")
+    # A compressed body: 415 naming the coding (RFC 7694), not a parse error about its bytes.
+    mel = npy_bytes(np.zeros((100, 5), np.float32))
+    for path, body, kind in (("/decode/mel", gzip.compress(mel), NPY), ("/resynthesize", b"RIFF", WAV)):
+        assert_error(await c.post(path, content=body, headers={**kind, "content-encoding": "gzip"}), 415,
+                     "Content-Encoding 'gzip' is not supported; send the body uncompressed", "unsupported_media_type")
+    identity = await c.post("/decode/mel", content=mel, headers={**NPY, "content-encoding": "identity"})
+    assert identity.status_code == 200
 
 
 async def test_bad_audio_files(app: AppHarness) -> None:
@@ -150,6 +159,9 @@ async def test_limits_answer_413_with_the_limit(make_app: AppFactory) -> None:
         codes = np.zeros((2, 120), int)  # 120 * 320 / 24000 = 1.6 s
         assert_error(await h.client.post("/decode/encodec", json={"codes": codes.tolist()}), 413,
                      "would last 1.6 s; this server produces at most 1 s per request (VOCOS_MAX_AUDIO_SECONDS)")
+        just_over = np.zeros((2, 76), int)  # 76 * 320 / 24000 = 1.0133 s: shown with the decimals that say so
+        assert_error(await h.client.post("/decode/encodec", json={"codes": just_over.tolist()}), 413,
+                     "would last 1.01 s; this server produces at most 1 s")
         audio = audio_file(tone(1.5, 8000), 8000, "WAV", "PCM_U8")  # 12 kB
         assert_error(await h.client.post("/resynthesize", content=audio, headers={"content-type": "audio/wav"}),
                      413, "lasts 1.5 s; this server accepts at most 1 s")

@@ -80,6 +80,7 @@ async def test_queue_full_is_429_with_retry_after(make_app: AppFactory, models: 
         response = await h.client.post("/decode/mel", content=mel_npy(12), headers=NPY)
         assert response.status_code == 429
         assert response.json()["error"]["type"] == "queue_full"
+        assert "(VOCOS_MAX_QUEUE_SIZE, or the model's max_queue_size" in response.json()["error"]["message"]
         assert int(response.headers["retry-after"]) >= 1
         gated.gate.set()
         assert [r.status_code for r in await asyncio.gather(first, *waiting)] == [200, 200, 200]
@@ -164,6 +165,9 @@ async def test_bearer_keys_guard_everything_but_the_probes(make_app: AppFactory)
         assert (await c.get("/openapi.json")).status_code == 401
         for path in ("/healthz", "/readyz", "/metrics"):
             assert (await c.get(path)).status_code == 200, path
+        for path in ("/healthz", "/readyz"):  # HEAD as load balancers' checks send it: the status, no body
+            head = await c.head(path)
+            assert (head.status_code, head.content) == (200, b""), path
         assert 'vocos_requests_total{endpoint="/decode/mel",status="401"} 3.0' in (await c.get("/metrics")).text
     async with make_app(api_keys="alpha", metrics_require_key=True) as h:
         assert (await h.client.get("/metrics")).status_code == 401

@@ -137,6 +137,16 @@ def test_mel_non_finite_values(bad: float) -> None:
         mel_body(b'{"mel": [[NaN], [1.0]]}', "json", 2)
 
 
+def test_finite_values_beyond_float32_are_named_as_such_not_as_nan_or_inf() -> None:
+    mel = np.zeros((100, 5), np.float64)
+    mel[2, 3] = -1e300
+    with pytest.raises(InputError, match=r"beyond float32's range \(±3.4e38\), first at index \(2, 3\): -1e\+300"):
+        mel_array(mel, 100)
+    body = '{"mel": [' + ", ".join(["[0.0, 1e39]"] * 100) + "]}"  # JSON numbers parse as float64
+    with pytest.raises(InputError, match=r"beyond float32's range .*first at index \(0, 1\): 1e\+39"):
+        mel_body(body.encode(), "json", 100)
+
+
 def test_float16_and_float64_mels_are_converted() -> None:
     for dtype in (np.float16, np.float64):
         assert mel_array(np.ones((4, 3), dtype), 4).dtype == np.float32

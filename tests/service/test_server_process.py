@@ -111,6 +111,17 @@ def test_library_records_are_logged_once(tmp_path: Path) -> None:
     assert "WARNING huggingface_hub.utils._http: retrying once" in result.stderr
 
 
+@pytest.mark.parametrize(("level", "shown"), [("info", False), ("debug", True)])
+def test_the_multipart_parsers_warnings_on_a_bad_upload_show_at_debug_only(level: str, shown: bool) -> None:
+    # what python_multipart logs for a body that is not the multipart it declares (answered 400)
+    code = (f"import logging; from service.runtime.logs import configure_logging; configure_logging({level!r}); "
+            "logging.getLogger('python_multipart.multipart').warning('Expected boundary character 45')")
+    result = subprocess.run([sys.executable, "-c", code], env=clean_env(), capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert ("Expected boundary character 45" in result.stderr) is shown, result.stderr
+
+
 def test_console_script_is_installed() -> None:
     script = shutil.which("vocos-serve")
     if script is None:

@@ -183,6 +183,21 @@ def test_a_stream_ended_before_any_frame_is_422_as_an_empty_request(client_for: 
     assert (error["status"], code) == (422, 4422) and "before any frames arrived" in error["message"]
 
 
+def test_a_stream_too_short_to_give_audio_is_422_as_such_a_request(client_for: Any,
+                                                                     models: dict[str, ServedModel]) -> None:
+    client = client_for()
+    one = np.zeros((models["mel"].n_features, 1), np.float32)
+    request = client.post("/decode/mel", content=npy(one), headers={"content-type": "application/x-npy"})
+    with client.websocket_connect("/stream/mel") as ws:
+        json.loads(ws.receive_text())
+        ws.send_bytes(npy(one))
+        ws.send_text(json.dumps({"type": "end"}))
+        error, code = error_of(ws)
+    assert (error["status"], code, request.status_code) == (422, 4422, 422)
+    assert error["message"] == request.json()["error"]["message"] == \
+        "1 frame(s) give no audio with the mel model; send at least 2"
+
+
 def test_a_streams_request_id_is_the_clients_when_sane_else_a_fresh_one(client_for: Any) -> None:
     client, ids = client_for(), []
     for given in ("tts-42.a:b", "<script>" + "A" * 3000, None, None):
@@ -215,6 +230,7 @@ def test_the_concurrent_stream_limit_answers_503_with_a_close_code(client_for: A
         with client.websocket_connect(second_path) as second:
             error, code = error_of(second)
     assert (error["status"], error["error"], code) == (503, "too_many_streams", 4503)
+    assert error["message"].endswith("streams open, its limit (VOCOS_MAX_STREAMS)")
     assert isinstance(error["retry_after"], int) and error["retry_after"] >= 1  # the HTTP answer's Retry-After
 
 
