@@ -54,9 +54,11 @@ StreamQuery = Annotated[bool, Query(description="send the WAV as it is computed 
                                     "carries the final length): the first bytes of a long decode leave early")]
 
 
-# GET and HEAD: HTTP asks for HEAD wherever GET is served, and load balancers' health checks use it.
-@router.api_route("/healthz", methods=["GET", "HEAD"], tags=["health"],
-                  summary="Liveness: the process and its batching loops run", responses=LIVENESS_RESPONSES)
+# HEAD too (out of the API docs, where it would repeat GET): HTTP asks for HEAD wherever GET is served,
+# and load balancers' health checks use it.
+@router.head("/healthz", include_in_schema=False)
+@router.get("/healthz", tags=["health"], summary="Liveness: the process and its batching loops run",
+            responses=LIVENESS_RESPONSES)
 async def healthz(request: Request) -> JSONResponse:
     state = service_state(request)
     if not state.alive:
@@ -65,8 +67,9 @@ async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "alive", "draining": state.draining})
 
 
-@router.api_route("/readyz", methods=["GET", "HEAD"], tags=["health"],
-                  summary="Readiness: models loaded and warmed up, not draining", responses=READINESS_RESPONSES)
+@router.head("/readyz", include_in_schema=False)
+@router.get("/readyz", tags=["health"], summary="Readiness: models loaded and warmed up, not draining",
+            responses=READINESS_RESPONSES)
 async def readyz(request: Request) -> JSONResponse:
     state = service_state(request)
     if not state.ready or state.draining:

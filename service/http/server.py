@@ -9,7 +9,10 @@ abort its connection (``abort_connection``) when a client stops reading its resp
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+import struct
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -122,11 +125,22 @@ def _with_abort(inner: Any, transport: Callable[[], asyncio.Transport]) -> Any:
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         extensions = scope.setdefault("extensions", {})
-        extensions[ABORT_EXTENSION] = transport().abort
+        extensions[ABORT_EXTENSION] = lambda: _reset(transport())
         extensions[WRITE_BUFFER_EXTENSION] = transport().get_write_buffer_size
         await inner(scope, receive, send)
 
     return app
+
+
+def _reset(transport: asyncio.Transport) -> None:
+    """Drop the connection with a reset: ``abort`` alone discards only what asyncio still buffers, and the
+    kernel would go on holding (and trying to deliver) what fills the socket's send buffer, megabytes, to
+    a client that reads nothing, for a minute or more. A zero linger time makes the close discard it too."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 def bounded_protocol(settings: Settings) -> type[BoundedH11Protocol]:

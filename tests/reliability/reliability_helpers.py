@@ -55,6 +55,21 @@ class RawConnection:
         head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), timeout)
         return int(head.split(b"\r\n", 1)[0].split()[1])
 
+    async def reset_by_peer(self, timeout: float) -> bool:
+        """Whether the connection ends in a reset within ``timeout`` (reading and discarding data), not in
+        an orderly close or not at all."""
+        async def drain() -> None:
+            while await self.reader.read(65536):
+                pass
+
+        try:
+            await asyncio.wait_for(drain(), timeout)
+        except ConnectionResetError:
+            return True
+        except asyncio.TimeoutError:
+            pass
+        return False
+
     async def closed_by_peer(self, timeout: float) -> bool:
         """Whether the server closes the connection within ``timeout`` (reading and discarding data)."""
         async def drain() -> None:
