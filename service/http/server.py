@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import socket
 import struct
@@ -17,6 +18,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import h11
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -72,6 +74,21 @@ class BoundedH11Protocol(H11Protocol):
             transport.close()
             return
         self._arm_header_timer()
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to bytes that are no HTTP request, as every error is answered: a JSON body
+        with a request id, logged at DEBUG as a caller's mistake (:class:`MalformedRequestNoise` drops
+        uvicorn's own WARNING line)."""
+        request_id = uuid.uuid4().hex
+        log.debug("request %s: 400 %s", request_id, msg)
+        body = json.dumps({"error": {"type": "http_error", "request_id": request_id,
+                                     "message": "malformed HTTP request: expected HTTP/1.1 (RFC 9112)"}}).encode()
+        headers = [(b"content-type", b"application/json"), (b"x-request-id", request_id.encode()),
+                   (b"connection", b"close")]
+        for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+                      h11.Data(data=body), h11.EndOfMessage()):
+            self.transport.write(self.conn.send(event))
+        self.transport.close()
 
     def data_received(self, data: bytes) -> None:
         cycle = self.cycle
@@ -132,6 +149,14 @@ def _with_abort(inner: Any, transport: Callable[[], asyncio.Transport]) -> Any:
     return app
 
 
+class MalformedRequestNoise(logging.Filter):
+    """Drops uvicorn's WARNING for each request that is no HTTP: a caller's mistake, which
+    :meth:`BoundedH11Protocol.send_400_response` answers and logs at DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "Invalid HTTP request received."
+
+
 def _reset(transport: asyncio.Transport) -> None:
     """Drop the connection with a reset: ``abort`` alone discards only what asyncio still buffers, and the
     kernel would go on holding (and trying to deliver) what fills the socket's send buffer, megabytes, to
@@ -174,6 +199,9 @@ def uvicorn_config(app: ASGIApp, settings: Settings, **overrides: Any) -> uvicor
     for stale in [f for f in access.filters if isinstance(f, RedactSecrets)]:
         access.removeFilter(stale)
     access.addFilter(RedactSecrets(settings.api_key_list))
+    errors = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, MalformedRequestNoise) for f in errors.filters):
+        errors.addFilter(MalformedRequestNoise())
     return config
 
 

@@ -34,6 +34,27 @@ async def test_idle_and_partial_headers_are_closed_at_the_header_timeout(make_li
         assert healthy.status_code == 200
 
 
+async def test_bytes_that_are_no_http_request_get_a_json_400_logged_at_debug(make_live, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    uvicorn_records: list[logging.LogRecord] = []  # uvicorn's loggers do not propagate to caplog's
+    catcher = logging.Handler(logging.DEBUG)
+    catcher.emit = uvicorn_records.append  # type: ignore[method-assign]
+    async with make_live() as server:
+        logging.getLogger("uvicorn.error").addHandler(catcher)
+        conn = await RawConnection.open(server.port)
+        await conn.send(b"POST /decode/mel HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n")
+        status, data = await conn.read_response(timeout=5)
+        head, _, body = data.partition(b"\r\n\r\n")
+        error = json.loads(body)["error"]
+        assert status == 400 and error["type"] == "http_error" and "malformed HTTP request" in error["message"]
+        assert f"x-request-id: {error['request_id']}".encode() in head.lower()
+        assert (await server.client.get("/healthz")).status_code == 200
+        logging.getLogger("uvicorn.error").removeHandler(catcher)
+    records = caplog.records + uvicorn_records
+    assert not [r for r in records if r.levelno >= logging.WARNING], [r.getMessage() for r in records]
+    assert [r for r in caplog.records if error["request_id"] in r.getMessage() and r.levelno == logging.DEBUG]
+
+
 async def test_a_kept_alive_connection_gets_the_header_timeout_again(make_live) -> None:
     async with make_live(header_timeout_s=0.5) as server:
         conn = await RawConnection.open(server.port)
