@@ -25,8 +25,9 @@ def _pins() -> dict[str, str]:
 
 def _direct_requirements() -> set[str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    client = tomllib.loads((ROOT / "client" / "pyproject.toml").read_text())["project"]  # its own distribution
     extras = project["optional-dependencies"]
-    names = {_name(r) for r in project["dependencies"] + extras["serve"] + extras["client"] + extras["train"]
+    names = {_name(r) for r in project["dependencies"] + extras["serve"] + client["dependencies"] + extras["train"]
              + extras["test"]}
     tools = (ROOT / "scripts" / "install-test-tools.sh").read_text()
     block = tools[tools.index("PY_PINS=(") : tools.index(")", tools.index("PY_PINS=("))]
