@@ -61,6 +61,10 @@ class HiFiGANMelSpectrogramFeaturesConfig:
     magnitude_eps: float = 1e-9
 
 
+# The bandwidths (kbps) encodec_24khz's quantizer can give: 2, 4, 8, 16 or 32 of its codebooks.
+ENCODEC_24KHZ_BANDWIDTHS = (1.5, 3.0, 6.0, 12.0, 24.0)
+
+
 @dataclasses.dataclass(frozen=True)
 class EncodecFeaturesConfig:
     encodec_model: Literal["encodec_24khz"] = "encodec_24khz"
@@ -156,6 +160,8 @@ def load_config(path: str | Path) -> VocosConfig:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read config ({e.strerror or e})") from e
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f"{path}: not a YAML text file (not UTF-8: {e.reason} at byte {e.start})") from e
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -179,20 +185,28 @@ def parse_config(raw: Any, where: str = "config") -> VocosConfig:
 def _parse_section(section: Any, name: str, choices: dict[str, type], where: str) -> Any:
     if not isinstance(section, Mapping) or "class_path" not in section:
         raise CheckpointError(f"{where}: section '{name}' needs 'class_path' and 'init_args'")
+    # Keys beside these would be ignored (the reference ignores them too): a misspelt init_args would leave
+    # every argument at its default, a stray key (an override written one level too high) be dropped.
+    # jsonargparse writes an empty dict_kwargs into some configs.
+    stray = sorted(str(k) for k in section if k not in ("class_path", "init_args", "dict_kwargs"))
+    if stray or section.get("dict_kwargs"):
+        keys = stray or ["dict_kwargs"]
+        raise CheckpointError(f"{where}: section '{name}' has unknown key(s) {keys}; expected 'class_path' and "
+                              "'init_args' (the component's arguments go under init_args)")
     class_path = section["class_path"]
-    if class_path not in choices:
+    if not isinstance(class_path, str) or class_path not in choices:
         raise UnsupportedError(
             f"{where}: {name}.class_path {class_path!r} is not supported; valid: {sorted(choices)}"
         )
+    args = section.get("init_args") or {}
+    if not isinstance(args, Mapping):
+        raise CheckpointError(f"{where}: {name}.init_args must be a mapping, got {_kind(args)}")
     if class_path == "vocos.feature_extractors.EncodecFeatures":
-        model = (section.get("init_args") or {}).get("encodec_model", "encodec_24khz")
+        model = args.get("encodec_model", "encodec_24khz")
         if model != "encodec_24khz":
             raise UnsupportedError(
                 f"{where}: EncodecFeatures encodec_model {model!r} is not supported; valid: ['encodec_24khz']"
             )
-    args = section.get("init_args") or {}
-    if not isinstance(args, Mapping):
-        raise CheckpointError(f"{where}: {name}.init_args must be a mapping, got {_kind(args)}")
     if class_path == "vocos.feature_extractors.MelSpectrogramFeatures" and PR47_MEL_ARGS.keys() & args.keys():
         return _pr47_mel(args, f"{where}: {name} (MelSpectrogramFeatures with PR #47 arguments)")
     return _build(choices[class_path], args, f"{where}: {name} ({class_path.rsplit('.', 1)[-1]})")
@@ -312,6 +326,9 @@ def _check_consistency(config: VocosConfig, where: str) -> None:
     if isinstance(head, ISTFTHeadConfig) and head.padding == "same" and (head.n_fft - head.hop_length) % 2:
         raise CheckpointError(f"{where}: 'same' padding needs n_fft - hop_length even")
     _check_hops(fe, head, where)
+    if isinstance(fe, EncodecFeaturesConfig) and not set(fe.bandwidths) <= set(ENCODEC_24KHZ_BANDWIDTHS):
+        raise CheckpointError(f"{where}: feature_extractor.bandwidths {list(fe.bandwidths)} are not all bandwidths "
+                              f"of encodec_24khz; choose from {list(ENCODEC_24KHZ_BANDWIDTHS)} kbps")
     if isinstance(fe, EncodecFeaturesConfig) and isinstance(bb, VocosBackboneConfig):
         n = bb.adanorm_num_embeddings
         if n is not None and n != len(fe.bandwidths):

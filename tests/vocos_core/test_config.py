@@ -58,11 +58,33 @@ def bad(**changes: object) -> dict:
     (bad(head__init_args__hop_length=320, head__init_args__n_fft=1280), CheckpointError,
      r"the head's hop \(320 samples\) is not the feature extractor's \(256\)"),
     ({"backbone": {}}, CheckpointError, "missing section"),
+    # keys beside class_path and init_args would be ignored: a misspelt init_args, an argument one level up
+    (bad(backbone__dim=8), CheckpointError, r"section 'backbone' has unknown key\(s\) \['dim'\]; expected"),
+    (bad(feature_extractor__init_arg={"padding": "same"}), CheckpointError, r"unknown key\(s\) \['init_arg'\]"),
+    (bad(head__dict_kwargs={"x": 1}), CheckpointError, r"unknown key\(s\) \['dict_kwargs'\]"),
+    (bad(backbone__class_path=["x"]), UnsupportedError, r"class_path \['x'\] is not supported"),
+    (bad(feature_extractor__init_args=[1]), CheckpointError, "init_args must be a mapping, got list"),
     ([1, 2], CheckpointError, "expected a mapping"),
 ])
 def test_malformed_configs_are_refused(config: object, error: type, message: str) -> None:
     with pytest.raises(error, match=message):
         parse_config(config, where="config.yaml")
+
+
+def test_an_empty_dict_kwargs_of_jsonargparse_is_accepted() -> None:
+    config = checkpoint_config("mel")
+    config["backbone"]["dict_kwargs"] = {}
+    assert parse_config(config) == parse_config(checkpoint_config("mel"))
+
+
+def test_encodec_bandwidths_are_those_encodec_24khz_gives() -> None:
+    config = checkpoint_config("encodec")
+    config["feature_extractor"]["init_args"]["bandwidths"] = [-1.5, 3.0, 6.0, 12.0]
+    with pytest.raises(CheckpointError, match=r"bandwidths \[-1.5, 3.0, 6.0, 12.0\] are not all bandwidths of "
+                                              r"encodec_24khz; choose from \[1.5, 3.0, 6.0, 12.0, 24.0\]"):
+        parse_config(config)
+    config["feature_extractor"]["init_args"]["bandwidths"] = [1.5, 3.0, 12.0, 24.0]
+    assert parse_config(config).feature_extractor.bandwidths == (1.5, 3.0, 12.0, 24.0)
 
 
 def test_missing_required_argument() -> None:
@@ -86,6 +108,9 @@ def test_bad_yaml_names_the_file(tmp_path: Path) -> None:
         load_config(path)
     with pytest.raises(CheckpointError, match="cannot read config"):
         load_config(tmp_path / "absent.yaml")
+    path.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(CheckpointError, match=re.escape(f"{path}: not a YAML text file (not UTF-8")):
+        load_config(path)
 
 
 def test_yaml_tags_are_not_executed(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..config import ENCODEC_24KHZ_BANDWIDTHS
 from ..errors import InputError
 from ..steps import Steps, mapped, run_steps
 from .quantization import QuantizerConfig, ResidualVectorQuantizer
@@ -24,7 +25,7 @@ class EncodecConfig:
     """Hyperparameters of the EnCodec 24 kHz model (the official ``encodec_24khz`` checkpoint)."""
 
     sample_rate: int = 24_000
-    bandwidths: tuple[float, ...] = (1.5, 3.0, 6.0, 12.0, 24.0)
+    bandwidths: tuple[float, ...] = ENCODEC_24KHZ_BANDWIDTHS
     seanet: SEANetConfig = field(default_factory=SEANetConfig)
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
 

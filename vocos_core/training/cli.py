@@ -4,16 +4,20 @@
     vocos-train export CKPT OUT_DIR
 
 ``fit``, ``validate`` and the other subcommands are LightningCLI's, configured by YAML files shaped
-as the reference's ``configs/*.yaml``. ``--init-from`` starts the generator from a Hub-layout
+as the reference's ``configs/*.yaml``; ``--model.backbone.init_args.dim 256`` (any section and argument)
+overrides one generator hyperparameter. ``--init-from`` starts the generator from a Hub-layout
 checkpoint (fine-tuning); ``--ckpt_path`` resumes a Lightning checkpoint (optimisers, step, all).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
+from typing import Any
 
+import yaml
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from ..errors import CheckpointError
@@ -21,8 +25,50 @@ from ..pretrained import Vocos
 from .data import VocosDataModule
 from .experiment import VocosExp
 
+# ``--model.backbone.init_args.dim 256``: one generator hyperparameter from the command line. The sections
+# are plain mappings (typed so, as the reference's class paths cannot be imported here), which jsonargparse
+# cannot override key by key: it would keep such a flag as a key beside init_args, and the run would train
+# the config file's model. These flags are taken out of the arguments and applied before the model is built.
+_COMPONENT_FLAG = re.compile(r"--model\.(feature_extractor|backbone|head)\.init_args\.(\w+)(?:=(.*))?", re.S)
+
+
+def component_overrides(args: Sequence[str]) -> tuple[list[str], list[tuple[str, str, Any]]]:
+    """``args`` without the component flags, and each flag as (section, argument, YAML-parsed value)."""
+    rest: list[str] = []
+    found: list[tuple[str, str, Any]] = []
+    i = 0
+    while i < len(args):
+        match = _COMPONENT_FLAG.fullmatch(args[i])
+        if match is None:
+            rest.append(args[i])
+            i += 1
+            continue
+        if match.group(3) is None and i + 1 == len(args):
+            raise SystemExit(f"vocos-train: {args[i]} needs a value")
+        raw = match.group(3) if match.group(3) is not None else args[i + 1]
+        found.append((match.group(1), match.group(2), yaml.safe_load(raw)))
+        i += 1 if match.group(3) is not None else 2
+    return rest, found
+
 
 class VocosCLI(LightningCLI):
+    def __init__(self, *args: Any, component_overrides: Sequence[tuple[str, str, Any]] = (), **kwargs: Any) -> None:
+        self.component_overrides = list(component_overrides)  # LightningCLI runs everything in its __init__
+        super().__init__(*args, **kwargs)
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        for section, name, value in self.component_overrides:
+            spec = dict(config["model"][section])
+            spec["init_args"] = {**(spec.get("init_args") or {}), name: value}
+            config["model"][section] = spec
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except CheckpointError as exc:  # the generator's config (file or flags): one line, not a traceback
+            raise SystemExit(f"vocos-train: {exc}") from None
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--init-from", default=None, type=str | None,
                             help="Hub repo id or Hub-layout directory to start the generator from")
@@ -71,9 +117,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     if args[:1] in ([], ["-h"], ["--help"]):  # LightningCLI's help lists its own subcommands only
         print(EXPORT_USAGE)
-    # args=None when run as a command: LightningCLI reads sys.argv itself (and warns when handed it).
+    args, overrides = component_overrides(args)
+    if argv is None:  # LightningCLI reads sys.argv itself when run as a command (and warns when handed it)
+        sys.argv[1:] = args
     VocosCLI(VocosExp, VocosDataModule, subclass_mode_data=True, args=None if argv is None else args,
-             save_config_kwargs={"overwrite": True})
+             save_config_kwargs={"overwrite": True}, component_overrides=overrides)
 
 
 if __name__ == "__main__":

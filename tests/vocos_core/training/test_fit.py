@@ -129,6 +129,18 @@ def test_init_from_a_hub_layout_directory_starts_from_its_weights(tmp_path: Path
         assert torch.equal(got[key], expected[key]), key
 
 
+def test_generator_flags_set_the_model_trained_and_the_config_saved(tmp_path: Path) -> None:
+    config = tiny_config("vocos.yaml", tmp_path, max_steps=2, trainer={"num_sanity_val_steps": 0})
+    small = TINY_DIM // 2
+    main(["fit", "--config", str(config), "--model.backbone.init_args.dim", str(small),
+          f"--model.head.init_args.dim={small}", "--model.backbone.init_args.intermediate_dim", str(3 * small)])
+    module = load(last_checkpoint(tmp_path))
+    assert module.config.backbone.dim == module.config.head.dim == small
+    assert module.generator_state_dict()["backbone.embed.weight"].shape[0] == small
+    (saved,) = tmp_path.glob("logs/**/config.yaml")  # LightningCLI's copy of the run's config
+    assert yaml.safe_load(saved.read_text())["model"]["backbone"]["init_args"]["dim"] == small
+
+
 def test_init_from_a_checkpoint_of_another_architecture_fails(tmp_path: Path) -> None:
     hub = write_random_checkpoint(tmp_path / "hub", "mel", dim=TINY_DIM * 2, num_layers=1)
     config = tiny_config("vocos.yaml", tmp_path, max_steps=2)

@@ -1,0 +1,34 @@
+"""vocos-train's command line: generator hyperparameters as flags, and one line for a bad generator config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vocos_core.training.cli import component_overrides, main
+
+from .training_helpers import tiny_config
+
+
+def test_component_flags_are_taken_out_with_their_yaml_values() -> None:
+    args = ["fit", "--config", "c.yaml", "--model.backbone.init_args.dim", "8", "--trainer.max_steps", "2",
+            "--model.head.init_args.padding=same", "--model.backbone.init_args.layer_scale_init_value", "null",
+            "--model.sample_rate", "24000"]
+    rest, found = component_overrides(args)
+    assert rest == ["fit", "--config", "c.yaml", "--trainer.max_steps", "2", "--model.sample_rate", "24000"]
+    assert found == [("backbone", "dim", 8), ("head", "padding", "same"), ("backbone", "layer_scale_init_value", None)]
+    with pytest.raises(SystemExit, match=r"--model.head.init_args.dim needs a value"):
+        component_overrides(["fit", "--model.head.init_args.dim"])
+
+
+@pytest.mark.parametrize(("flag", "message"), [
+    (["--model.backbone.init_args.dimm", "5"], r"unknown argument\(s\) \['dimm'\]; valid: \["),
+    (["--model.backbone.init_args.dim", "-8"], r"backbone \(VocosBackbone\)\.dim: expected a positive integer"),
+    # written one level too high: jsonargparse keeps it beside init_args, where it would be ignored
+    (["--model.backbone.dim", "8"], r"section 'backbone' has unknown key\(s\) \['dim'\]"),
+])
+def test_a_bad_generator_flag_stops_the_run_in_one_line(tmp_path: Path, flag: list[str], message: str) -> None:
+    config = tiny_config("vocos.yaml", tmp_path, max_steps=1)
+    with pytest.raises(SystemExit, match=rf"^vocos-train: .*{message}"):
+        main(["fit", "--config", str(config), *flag])
