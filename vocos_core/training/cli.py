@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, InputError
 from ..pretrained import Vocos
 from .data import VocosDataModule
 from .experiment import VocosExp
@@ -67,6 +67,12 @@ class VocosCLI(LightningCLI):
         try:
             super().instantiate_classes()
         except CheckpointError as exc:  # the generator's config (file or flags): one line, not a traceback
+            raise SystemExit(f"vocos-train: {exc}") from None
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except InputError as exc:  # the data (file lists, audio files): one line, not a traceback
             raise SystemExit(f"vocos-train: {exc}") from None
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:

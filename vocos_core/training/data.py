@@ -35,12 +35,33 @@ class DataConfig:
 
 
 def read_filelist(path: str | Path) -> list[str]:
-    """Non-empty lines of a file list; InputError when it names no file."""
-    lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    """Non-empty lines of a file list; InputError when it cannot be read or names no file."""
+    try:
+        lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read the file list ({getattr(exc, 'strerror', None) or exc}); "
+                         "expected a text file with one audio path per line") from None
     files = [line for line in lines if line]
     if not files:
         raise InputError(f"{path}: empty file list; expected one audio path per line")
     return files
+
+
+def check_files(files: list[str], filelist: str | Path) -> None:
+    """InputError naming the listed files that cannot be read as audio or hold none: found now from their
+    headers, not when a shuffled batch reaches them hours into a run."""
+    problems = []
+    for path in files:
+        try:
+            frames = sf.info(path).frames
+        except (sf.LibsndfileError, OSError, RuntimeError) as exc:
+            problems.append(f"{path}: cannot be read as audio ({exc})")
+            continue
+        if frames == 0:
+            problems.append(f"{path}: holds no audio (0 samples)")
+    if problems:
+        shown = "; ".join(problems[:3]) + ("; ..." if len(problems) > 3 else "")
+        raise InputError(f"{filelist}: {len(problems)} of {len(files)} listed files cannot be used: {shown}")
 
 
 def peak_normalise(audio: np.ndarray, gain_db: float) -> np.ndarray:
@@ -71,6 +92,7 @@ def fit_length(audio: torch.Tensor, num_samples: int, train: bool) -> torch.Tens
 class VocosDataset(Dataset[torch.Tensor]):
     def __init__(self, cfg: DataConfig, train: bool) -> None:
         self.filelist = read_filelist(cfg.filelist_path)
+        check_files(self.filelist, cfg.filelist_path)
         self.sampling_rate = cfg.sampling_rate
         self.num_samples = cfg.num_samples
         self.train = train

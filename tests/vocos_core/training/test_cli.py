@@ -32,3 +32,10 @@ def test_a_bad_generator_flag_stops_the_run_in_one_line(tmp_path: Path, flag: li
     config = tiny_config("vocos.yaml", tmp_path, max_steps=1)
     with pytest.raises(SystemExit, match=rf"^vocos-train: .*{message}"):
         main(["fit", "--config", str(config), *flag])
+
+
+def test_a_file_list_that_cannot_be_used_stops_the_run_in_one_line(tmp_path: Path) -> None:
+    config = tiny_config("vocos.yaml", tmp_path, max_steps=1)
+    with pytest.raises(SystemExit, match=r"^vocos-train: .*absent.list: cannot read the file list"):
+        main(["fit", "--config", str(config), "--data.init_args.train_params.filelist_path",
+              str(tmp_path / "absent.list"), "--trainer.num_sanity_val_steps", "0"])

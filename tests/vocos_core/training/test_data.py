@@ -65,6 +65,25 @@ def test_an_empty_file_list_is_an_input_error(tmp_path: Path) -> None:
         read_filelist(tmp_path / "list")
 
 
+def test_a_missing_file_list_is_an_input_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"absent: cannot read the file list \(No such file or directory\)"):
+        read_filelist(tmp_path / "absent")
+
+
+def test_listed_files_without_audio_are_named_before_training(tmp_path: Path) -> None:
+    good = write(tmp_path / "good.wav", np.zeros(2400, np.float32), 24000)
+    empty = write(tmp_path / "empty.wav", np.zeros(0, np.float32), 24000)  # would divide by zero in fit_length
+    (tmp_path / "junk.wav").write_bytes(b"not audio")
+    listed = [good, empty, str(tmp_path / "junk.wav"), str(tmp_path / "gone.wav")]
+    (tmp_path / "list").write_text("\n".join(listed))
+    cfg = DataConfig(str(tmp_path / "list"), 24000, 4800, 2)
+    with pytest.raises(InputError, match=r"list: 3 of 4 listed files cannot be used: .*empty.wav: holds no audio "
+                                         r"\(0 samples\); .*junk.wav: cannot be read as audio .*; .*gone.wav"):
+        VocosDataset(cfg, train=True)
+    (tmp_path / "list").write_text(good)
+    assert len(VocosDataset(cfg, train=True)) == 1
+
+
 def test_loaders_batch_the_crops(tmp_path: Path) -> None:
     paths = [write(tmp_path / f"{i}.wav", np.random.default_rng(i).standard_normal(9000).astype(np.float32) * 0.1,
                    24000) for i in range(4)]
