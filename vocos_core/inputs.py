@@ -44,6 +44,8 @@ def check_audio(x: object, min_samples: int) -> torch.Tensor:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise InputError(f"audio: expected a tensor of shape (B, samples) or (samples,), got {shape}")
     _check_float(x, "audio")
+    if x.dim() == 2 and x.shape[0] == 0:
+        raise InputError(f"audio: the batch is empty, shape {tuple(x.shape)}; expected (B, samples) with B >= 1")
     if x.numel() == 0 or x.shape[-1] < min_samples:
         raise InputError(f"audio: need at least {min_samples} samples, got {x.shape[-1]}")
     _check_finite(x, "audio")
@@ -88,6 +90,11 @@ def check_bandwidth_ids(ids: object, bandwidths: Sequence[float], batch: int) ->
     if bool(((t < 0) | (t >= len(bandwidths))).any()):
         raise InputError(f"bandwidth_id {t.tolist()} out of range; valid: {valid}")
     return t
+
+
+def one_bandwidth_id(bandwidth_id: object, bandwidths: Sequence[float]) -> int:
+    """One bandwidth id, given as an int or a one-element tensor/sequence (as :func:`check_bandwidth_ids`)."""
+    return int(check_bandwidth_ids(bandwidth_id, bandwidths, 1)[0])
 
 
 def _check_float(x: torch.Tensor, name: str) -> None:

@@ -104,8 +104,8 @@ class Vocos(nn.Module):
 
     def num_codebooks(self, bandwidth_id: int) -> int:
         """EnCodec codebooks at a bandwidth id (0..3 -> 2/4/8/16 for the official model)."""
-        inputs.check_bandwidth_ids(bandwidth_id, self._require_encodec().bandwidths, 1)
-        return codebooks_for_bandwidth(self.bandwidths[bandwidth_id])
+        return codebooks_for_bandwidth(self.bandwidths[inputs.one_bandwidth_id(bandwidth_id,
+                                                                              self._require_encodec().bandwidths)])
 
     def num_samples(self, frames: int) -> int:
         """Output samples for ``frames`` feature frames."""
@@ -190,7 +190,7 @@ class Vocos(nn.Module):
         k = codes.shape[0]
         if bandwidth_id is None:
             bandwidth_id = self.bandwidth_id_for_codebooks(k)
-        elif self.num_codebooks(bandwidth_id) != k:
+        elif self.num_codebooks(bandwidth_id := inputs.one_bandwidth_id(bandwidth_id, fe.bandwidths)) != k:
             raise InputError(
                 f"codes: bandwidth id {bandwidth_id} ({self.bandwidths[bandwidth_id]:g} kbps) uses "
                 f"{self.num_codebooks(bandwidth_id)} codebooks, got {k}"

@@ -51,6 +51,7 @@ def test_decode_batch_rejects_bad_items(mel: Vocos) -> None:
     (torch.randn(1, 1, 1000), r"shape \(B, samples\)"),
     (torch.randn(1, 10), "at least 513 samples"),
     (torch.zeros(1, 0), "at least"),
+    (torch.zeros(0, 1000), r"the batch is empty, shape \(0, 1000\); expected \(B, samples\) with B >= 1"),
     (torch.full((1, 2000), float("nan")), "NaN or Inf"),
     (torch.ones(1, 2000, dtype=torch.int16), "floating-point"),
 ])
@@ -127,6 +128,18 @@ def test_codebook_count_must_match_bandwidth(enc: Vocos) -> None:
         enc.decode_codes(torch.zeros(3, 10, dtype=torch.long))
     inferred = enc.decode_codes(codes)
     assert torch.equal(inferred, enc.decode(enc.codes_to_features(codes), bandwidth_id=1))
+
+
+@pytest.mark.parametrize("given", [1, [1], (1,), torch.tensor(1), torch.tensor([1])])
+def test_one_bandwidth_id_may_be_an_int_or_a_one_element_sequence_everywhere(enc: Vocos, given: object) -> None:
+    codes = torch.randint(0, 1024, (4, 12))
+    assert enc.num_codebooks(given) == 4  # type: ignore[arg-type]
+    assert torch.equal(enc.decode_codes(codes, bandwidth_id=given), enc.decode_codes(codes, bandwidth_id=1))  # type: ignore[arg-type]
+    stream = enc.stream(bandwidth_id=given)  # type: ignore[arg-type]
+    streamed = torch.cat([stream.push_codes(codes), stream.flush()])
+    assert torch.allclose(streamed, enc.decode_codes(codes)[0], rtol=0, atol=1e-5)
+    with pytest.raises(InputError, match="expected 1 or 1 ids, got 2"):
+        enc.num_codebooks([1, 2])  # type: ignore[arg-type]
 
 
 def test_mel_model_refuses_codes(mel: Vocos) -> None:

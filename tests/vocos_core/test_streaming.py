@@ -68,6 +68,13 @@ def test_encodec_stream_equals_offline(backbone: str, bandwidth_id: int) -> None
     assert relative_error(torch.cat(pieces), expected) <= TOLERANCE
 
 
+def test_an_encodec_model_without_adalayernorm_streams_its_features_without_a_bandwidth() -> None:
+    model = random_model(checkpoint_config("encodec", num_layers=2, backbone="resnet"))  # decode takes no id
+    x = model.codes_to_features(torch.randint(0, 1024, (8, 33)))[0]  # (128, 33) features
+    expected = model.decode(x[None])[0]
+    assert relative_error(stream_features(model, x, chunk_sizes(33, "random")), expected) <= TOLERANCE
+
+
 def test_hifigan_mel_stream_equals_offline() -> None:
     model = random_model(checkpoint_config("hifigan-mel", num_layers=2))
     x = torch.randn(model.n_features, 30)

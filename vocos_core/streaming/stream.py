@@ -217,8 +217,10 @@ class VocosStream:
         self.state: StreamState | None = None
         self.codebooks: int | None = None  # EnCodec codes per frame, fixed by the bandwidth
         if model.kind == "encodec" and bandwidth_id is not None:
+            bandwidth_id = inputs.one_bandwidth_id(bandwidth_id, model.bandwidths)
             self.codebooks = model.num_codebooks(bandwidth_id)
-        if model.kind != "encodec" or bandwidth_id is not None:
+        # A backbone without AdaLayerNorm takes no bandwidth: its features decode as they come, as in decode.
+        if model.kind != "encodec" or bandwidth_id is not None or not getattr(model.backbone, "adanorm", False):
             self.state = StreamState.start(model, bandwidth_id, self.lookahead_frames)
 
     @property
@@ -242,8 +244,10 @@ class VocosStream:
         if isinstance(codes, torch.Tensor) and codes.dim() == 3:
             raise InputError(f"codes: expected shape (K, t), got {tuple(codes.shape)}")
         k = inputs.check_codes(codes, fe.num_q, ENCODEC_BINS).shape[0]
-        if self.state is None:
-            self.state = StreamState.start(self.model, self.model.bandwidth_id_for_codebooks(k), self.lookahead_frames)
+        if self.codebooks is None:  # the first codes fix the bandwidth
+            bandwidth_id = self.model.bandwidth_id_for_codebooks(k)
+            if self.state is None:
+                self.state = StreamState.start(self.model, bandwidth_id, self.lookahead_frames)
             self.codebooks = k
         if k != self.codebooks:
             raise InputError(f"codes: this stream's bandwidth uses {self.codebooks} codebooks, got {k}")
