@@ -170,6 +170,14 @@ class Settings(BaseSettings):
                 f"max_inflight_bytes ({self.max_inflight_bytes}) must be at least max_body_bytes "
                 f"({self.max_body_bytes}), or no body of the largest size could ever be received"
             )
+        # Fail closed: a key setting that names no key (" , ", a template whose values are empty) must not
+        # leave the API open, nor a /metrics that was asked to need a key.
+        if self.api_keys.get_secret_value().strip() and not self.api_key_list:
+            raise ValueError("api_keys holds no key; expected keys separated by commas (leave it unset for an "
+                             "open API)")
+        if self.metrics_require_key and not self.api_key_list:
+            raise ValueError("metrics_require_key needs API keys (VOCOS_API_KEYS); without keys /metrics would "
+                             "be open")
         return self
 
     @property

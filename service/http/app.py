@@ -99,14 +99,12 @@ async def warm_up(state: ServiceState) -> None:
         for name, slot in state.slots.items():
             served, engine = slot.served, slot.engine
             frames = max(served.min_frames, 16)
+            # One call at a time: the queue may hold a single request (VOCOS_MAX_QUEUE_SIZE=1).
             if served.bandwidths:
-                calls = [
-                    engine.submit(torch.zeros(k, frames, dtype=torch.long), bandwidth_id=i)
-                    for i, k in enumerate(served.codebooks)
-                ]
+                for i, k in enumerate(served.codebooks):
+                    await engine.submit(torch.zeros(k, frames, dtype=torch.long), bandwidth_id=i)
             else:
-                calls = [engine.submit(torch.zeros(served.n_features, frames))]
-            await asyncio.gather(*calls)
+                await engine.submit(torch.zeros(served.n_features, frames))
             if hasattr(served, "warm_up_steps"):
                 await run_in_torch_thread(served.warm_up_steps, engine.stream_policy.max_step_frames)
             if not served.audio_path.available:

@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.websockets.wsproto_impl import WSProtocol
 
-from service.runtime.logs import RedactSecrets
+from service.runtime.logs import redact_logs
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -195,10 +195,7 @@ def uvicorn_config(app: ASGIApp, settings: Settings, **overrides: Any) -> uvicor
         "ws_max_size": settings.max_body_bytes,
     }
     config = uvicorn.Config(app, **{**options, **overrides})
-    access = logging.getLogger("uvicorn.access")
-    for stale in [f for f in access.filters if isinstance(f, RedactSecrets)]:
-        access.removeFilter(stale)
-    access.addFilter(RedactSecrets(settings.api_key_list))
+    redact_logs(settings.api_key_list)  # after uvicorn.Config, which sets up uvicorn's handlers
     errors = logging.getLogger("uvicorn.error")
     if not any(isinstance(f, MalformedRequestNoise) for f in errors.filters):
         errors.addFilter(MalformedRequestNoise())

@@ -44,15 +44,35 @@ def redact(text: str, secrets: Sequence[str] = ()) -> str:
 
 
 class RedactSecrets(logging.Filter):
-    """Redacts a record's message arguments (uvicorn's access log passes the path as one of them)."""
+    """Redacts a record's whole message, whatever its arguments hold (uvicorn's trace lines print a
+    request's scope, ours an exception naming what a client sent), and its traceback."""
 
     def __init__(self, secrets: Sequence[str] = ()) -> None:
         super().__init__()
         self.secrets = tuple(s for s in secrets if s)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(redact(a, self.secrets) if isinstance(a, str) else a for a in record.args)
-        elif isinstance(record.msg, str) and not record.args:
-            record.msg = redact(record.msg, self.secrets)
+        try:
+            message = record.getMessage()
+        except Exception:  # arguments that do not fit the format: logging reports that itself
+            return True
+        redacted = redact(message, self.secrets)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        if record.exc_info and not record.exc_text:  # formatters print this cached text when it is set
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info), self.secrets)
         return True
+
+
+# The loggers whose handlers print the service's records and uvicorn's (which do not reach the root's).
+_PRINTING_LOGGERS = ("", "uvicorn", "uvicorn.error", "uvicorn.access")
+
+
+def redact_logs(secrets: Sequence[str]) -> None:
+    """A :class:`RedactSecrets` of ``secrets`` on every handler that prints the service's or uvicorn's
+    records, at every level (a filter on a logger would miss the records of its children)."""
+    for name in _PRINTING_LOGGERS:
+        for handler in logging.getLogger(name).handlers:
+            for stale in [f for f in handler.filters if isinstance(f, RedactSecrets)]:
+                handler.removeFilter(stale)
+            handler.addFilter(RedactSecrets(secrets))

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import hmac
 import logging
+from pathlib import Path
 
+import httpx
 import pytest
 
 from service.__main__ import parse_settings
 from service.http.auth import BearerAuth
 from service.http.pages import ASSETS, PAGE_PATHS, PAGES, STATIC_DIR, STATIC_PREFIX
+from service.testing import ServerProcess
 
 KEYS = ("k3y-alpha-7f2c91d4e8", "k3y-beta-0b6a5e13c2")
 NEAR_MISS = KEYS[0][:-1] + "5"
@@ -144,3 +147,26 @@ def test_keys_from_the_environment_stay_secret_in_settings(monkeypatch: pytest.M
     settings = parse_settings(["--mel-model", "none", "--encodec-model", "none"])
     assert settings.api_key_list == KEYS
     assert all(key not in f"{settings!r} {settings} {settings.model_dump_json()}" for key in KEYS)
+
+
+@pytest.mark.slow
+def test_keys_never_appear_in_the_servers_log_even_at_trace(tmp_path: Path, mel_checkpoint: Path) -> None:
+    """A real server at VOCOS_LOG_LEVEL=trace, asked with the keys where a careless client puts them: in
+    the query, as a model name, in the path. uvicorn's trace lines print each request's scope; our debug
+    lines quote what a client sent."""
+    log = tmp_path / "server.log"
+    server = ServerProcess(["--device", "cpu", "--mel-model", str(mel_checkpoint), "--encodec-model", "none",
+                            "--log-level", "trace"], log, env={"VOCOS_API_KEYS": ",".join(KEYS)})
+    try:
+        server.wait_ready()
+        auth = {"authorization": f"Bearer {KEYS[0]}"}
+        for path in (f"/models?api_key={KEYS[1]}&model={KEYS[1]}", f"/decode/mel?model={KEYS[1]}", f"/{KEYS[1]}"):
+            response = httpx.post(f"{server.url}{path}", json=MEL_BODY, headers=auth, timeout=30)
+            assert response.status_code in {404, 405}, (path, response.text)
+        assert httpx.post(f"{server.url}/decode/mel", json=MEL_BODY, headers=auth, timeout=30).status_code == 200
+    finally:
+        server.stop()
+    text = log.read_text(errors="replace")
+    assert "TRACE" in text and "no model named" in text  # the lines that would carry them were written
+    for secret in KEYS:
+        assert secret not in text

@@ -47,6 +47,13 @@ async def test_readiness_waits_for_warm_up_while_liveness_answers(
         assert "vocos_ready 1.0" in (await h.client.get("/metrics")).text
 
 
+async def test_a_queue_of_one_request_still_warms_up_every_bandwidth(make_app: AppFactory) -> None:
+    # warm-up used to queue one call per EnCodec bandwidth at once: with room for fewer, never ready
+    async with make_app(max_queue_size=1) as h:
+        assert h.state.ready and (await h.client.get("/readyz")).status_code == 200
+        assert len(h.state.slots["encodec"].served.codebooks) == 4
+
+
 async def test_drain_finishes_queued_requests_and_refuses_new_ones(
     make_app: AppFactory, models: dict[str, ServedModel]
 ) -> None:

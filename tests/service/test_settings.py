@@ -72,9 +72,20 @@ def test_invalid_values_say_what_is_expected(field: str, value: object, message:
         Settings(**{field: value})
 
 
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"api_keys": " , "}, "api_keys holds no key; expected keys separated by commas"),
+    ({"metrics_require_key": True}, r"metrics_require_key needs API keys \(VOCOS_API_KEYS\)"),
+])
+def test_key_settings_that_would_leave_the_api_open_are_refused(overrides: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Settings(**overrides)
+    assert Settings(api_keys="k", metrics_require_key=True).api_key_list == ("k",)
+
+
 def test_cli_flags_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VOCOS_MAX_BATCH_SIZE", "4")
     monkeypatch.setenv("VOCOS_PORT", "9000")
+    monkeypatch.setenv("VOCOS_API_KEYS", "k")
     s = parse_settings(["--max-batch-size", "8", "--mel-model", "/m", "--metrics-require-key",
                         "--encodec-model", "none", "--dtype", "float16"])
     assert (s.max_batch_size, s.port, s.mel_model, s.metrics_require_key) == (8, 9000, "/m", True)
