@@ -29,14 +29,20 @@ log = logging.getLogger(__name__)
 
 RETRY_INTERVAL_S = 5.0
 WEIGHTS_FILE = "encodec_24khz-d7cc33bc.th"
+DEFAULT_WEIGHTS_SETTING = "VOCOS_ENCODEC_WEIGHTS (or --encodec-weights)"
+# A model of VOCOS_MODELS(_FILE): the file's option for it comes before the server's setting.
+NAMED_WEIGHTS_SETTING = "the model's encodec_weights option in VOCOS_MODELS_FILE, else VOCOS_ENCODEC_WEIGHTS,"
 _now = time.monotonic  # the clock of the retry interval (a test sets its own)
 
 
 class AudioPath:
     """The audio-in path of one model: ``available``, or ``problem`` says why not (for the server's log)."""
 
-    def __init__(self, model: Vocos) -> None:
+    def __init__(self, model: Vocos, name: str = "encodec", weights_setting: str = DEFAULT_WEIGHTS_SETTING) -> None:
+        """``name``: the model's, as requests ask for it; ``weights_setting``: where its operator sets the
+        weights file (for a model of the models file, its own option comes before the server's)."""
         fe = model.feature_extractor
+        self.name, self.weights_setting = name, weights_setting
         self._features = fe if isinstance(fe, EncodecFeatures) else None
         self.problem: str | None = None
         self._tried_at = -math.inf
@@ -60,18 +66,16 @@ class AudioPath:
             self.problem = " ".join(str(exc).split()) or type(exc).__name__
             return False
         self.problem = None
-        log.info("EnCodec audio-in path loaded: /resynthesize?model=encodec is available")
+        log.info("EnCodec audio-in path loaded: /resynthesize?model=%s is available", self.name)
         return True
 
     def load_at_start(self) -> None:
         """Load now; when that fails, one WARNING says what is unavailable until when."""
         if not self.load():
             log.warning(
-                "the EnCodec audio-in path (/resynthesize?model=encodec) is unavailable until the EnCodec "
-                "weights are present: %s. Set VOCOS_ENCODEC_WEIGHTS (or --encodec-weights) to a local %s; "
-                "requests retry, no restart needed",
-                self.problem,
-                WEIGHTS_FILE,
+                "the EnCodec audio-in path of model %r (/resynthesize?model=%s) is unavailable until the EnCodec "
+                "weights are present: %s. Set %s to a local %s; requests retry, no restart needed",
+                self.name, self.name, self.problem, self.weights_setting, WEIGHTS_FILE,
             )
 
     async def require(self, timeout: float) -> None:
@@ -91,9 +95,9 @@ class AudioPath:
                 await asyncio.wait_for(asyncio.shield(self._attempt), max(0.0, timeout))
         if not self.available:
             raise AudioPathUnavailableError(
-                f"the EnCodec audio-in path of /resynthesize?model=encodec is unavailable: the EnCodec weights "
-                f"({WEIGHTS_FILE}) are not loaded on this server; its operator sets VOCOS_ENCODEC_WEIGHTS to "
-                "the file (later requests retry loading it). /decode/encodec works meanwhile",
+                f"the EnCodec audio-in path of /resynthesize?model={self.name} is unavailable: the EnCodec "
+                f"weights ({WEIGHTS_FILE}) are not loaded on this server; its operator sets {self.weights_setting} "
+                f"to the file (later requests retry loading it). /decode/encodec?model={self.name} works meanwhile",
                 {"Retry-After": str(math.ceil(RETRY_INTERVAL_S))},
             )
 

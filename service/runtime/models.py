@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from service.errors import InvalidInputError
-from service.runtime.audio_path import AudioPath
+from service.runtime.audio_path import DEFAULT_WEIGHTS_SETTING, NAMED_WEIGHTS_SETTING, AudioPath
 from service.runtime.registry import ModelSpec, RegistryError, model_specs
 from service.settings import Settings
 from vocos_core import Vocos, matmul_ways
@@ -72,7 +72,8 @@ class ServedModel:
     """
 
     def __init__(self, model: Vocos, source: str, device: torch.device, dtype: str,
-                 revision: str | None = None, name: str | None = None) -> None:
+                 revision: str | None = None, name: str | None = None,
+                 weights_setting: str = DEFAULT_WEIGHTS_SETTING) -> None:
         self.model = model
         self.kind: str = model.kind
         self.name = name or model.kind  # what requests ask for (?model=), metrics and X-Model say
@@ -88,7 +89,7 @@ class ServedModel:
         # Fewest frames that yield any audio (a centred mel model gives none for one frame).
         self.min_frames = next(t for t in range(1, 64) if model.num_samples(t) > 0)
         self.min_audio_samples = model.min_audio_samples()
-        self.audio_path = AudioPath(model)
+        self.audio_path = AudioPath(model, self.name, weights_setting)
         self.mel_front_end = mel_front_end_of(model)  # the range check_mel holds mels to; None for EnCodec
         # How its float32 matmuls run on CPU (vocos_core.matmul_ways), set by load_models; None on a GPU.
         self.cpu_matmul: str | None = None
@@ -259,7 +260,8 @@ def load_model(spec: ModelSpec, device: torch.device) -> ServedModel:
         )
     dtype = spec.dtype or "float32"
     model = place(model, device, DTYPES[dtype])
-    served = ServedModel(model, spec.source, device, dtype, spec.revision, spec.name)
+    served = ServedModel(model, spec.source, device, dtype, spec.revision, spec.name,
+                         DEFAULT_WEIGHTS_SETTING if spec.legacy else NAMED_WEIGHTS_SETTING)
     # Only /resynthesize?model=encodec needs the EnCodec weights: without them the server starts,
     # the rest of it works, and that path loads them once they are present (service.runtime.audio_path).
     served.audio_path.load_at_start()

@@ -96,6 +96,8 @@ def _pairs(text: str) -> list[ModelSpec]:
         if not sep or not source:
             raise RegistryError(f"VOCOS_MODELS: expected name=source pairs separated by commas, got {item[:80]!r}")
         specs.append(ModelSpec(_checked_name(name, "VOCOS_MODELS"), source))
+    if text.strip() and not specs:  # set, yet naming no model: a mistake, not "no model configured"
+        raise RegistryError(f"VOCOS_MODELS: expected name=source pairs separated by commas, got {text[:80]!r}")
     return specs
 
 
@@ -114,7 +116,10 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def _file(path: Path) -> list[ModelSpec]:
     where = f"VOCOS_MODELS_FILE {path}"
     try:
-        document = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader: data only
+        document = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # a SafeLoader: data only
+    except UnicodeDecodeError as exc:
+        raise RegistryError(f"{where}: cannot read it as YAML: not UTF-8 text ({exc.reason} at byte {exc.start})"
+                            ) from None
     except (OSError, yaml.YAMLError) as exc:
         raise RegistryError(f"{where}: cannot read it as YAML: {' '.join(str(exc).split())}") from None
     models = document.get("models") if isinstance(document, dict) else None
@@ -122,7 +127,8 @@ def _file(path: Path) -> list[ModelSpec]:
         raise RegistryError(f"{where}: expected a mapping 'models:' of model names to their options")
     odd = [name for name in models if not isinstance(name, str)]
     if odd:  # YAML reads yes, null, 1 and 1.0 as a bool, None and numbers: two of them may even be one
-        raise RegistryError(f"{where}: model names must be strings; quote {odd[0]!r} in the file")
+        raise RegistryError(f"{where}: model names must be strings; YAML reads a name written as yes/no, on/off, "
+                            f"true/false, null or a number as another type (here {odd[0]!r}): quote it")
     return [_spec(name, options, where) for name, options in models.items()]
 
 

@@ -76,6 +76,29 @@ async def test_starts_without_the_weights_then_loads_them_when_they_appear(
         assert again.status_code == 200 and len(attempts) == 1
 
 
+async def test_a_named_models_messages_name_it_and_the_setting_that_comes_first(
+    base_settings: Settings, encodec_checkpoint: Path, encodec_weights: Path, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    models_file = tmp_path / "models.yaml"
+    models_file.write_text(f"models:\n  codec: {{source: {encodec_checkpoint}, "
+                           f"encodec_weights: {tmp_path / 'missing.th'}}}\n")
+    # the server's setting holds good weights, but the model's own option comes first
+    settings = settings_with(base_settings, mel_model="none", encodec_model="none", models_file=str(models_file),
+                             encodec_weights=str(encodec_weights))
+    with caplog.at_level(logging.WARNING):
+        models = load_models(settings)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "model 'codec' (/resynthesize?model=codec)" in warning
+    assert "the model's encodec_weights option in VOCOS_MODELS_FILE, else VOCOS_ENCODEC_WEIGHTS" in warning
+    body = audio_file(tone(0.5, 24000), 24000)
+    async with running_app(settings, models) as app:
+        refused = await app.client.post("/resynthesize?model=codec&bandwidth_id=0", content=body, headers=WAV)
+        message = refused.json()["error"]["message"]
+        assert refused.status_code == 503 and "/resynthesize?model=codec is unavailable" in message
+        assert "encodec_weights option in VOCOS_MODELS_FILE" in message and "/decode/encodec?model=codec" in message
+
+
 async def test_retries_at_most_once_per_interval_while_the_weights_stay_missing(
     base_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -85,7 +85,8 @@ def test_inconsistent_model_settings_say_what_was_expected(kwargs: dict[str, str
         ("models:\n  a: {source: /x, max_batch_frames: .inf}\n", "max_batch_frames must be within"),
         ("models:\n  a: {source: /x, max_queue_size: yes}\n", "max_queue_size must be a number"),
         ("models:\n  a: {source: /x}\n  a: {source: /y}\n", r"keys given more than once: \['a'\]"),
-        ("models:\n  yes: {source: /x}\n", "model names must be strings; quote True"),
+        ("models:\n  yes: {source: /x}\n", r"model names must be strings; YAML reads a name written as yes/no, "
+                                          r"on/off, true/false, null or a number as another type \(here True\)"),
         ("models:\n  1: {source: /x}\n  1.0: {source: /y}\n", "keys given more than once"),
         ("models: [unclosed\n", "cannot read it as YAML"),
     ],
@@ -95,3 +96,16 @@ def test_a_bad_models_file_says_what_was_expected(tmp_path: Path, text: str, mes
     path.write_text(text)
     with pytest.raises(RegistryError, match=message):
         model_specs(Settings(models_file=str(path)))
+
+
+def test_a_models_file_that_is_not_utf8_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "models.yaml"
+    path.write_bytes("models:\n  a: /x  # café\n".encode("latin-1"))  # a Latin-1 comment
+    with pytest.raises(RegistryError, match=r"cannot read it as YAML: not UTF-8 text \(invalid"):
+        model_specs(Settings(models_file=str(path)))
+
+
+@pytest.mark.parametrize("text", [",", " , ,"])
+def test_a_models_setting_that_names_no_model_is_refused_not_taken_as_unset(text: str) -> None:
+    with pytest.raises(RegistryError, match="VOCOS_MODELS: expected name=source pairs separated by commas"):
+        model_specs(Settings(models=text))
