@@ -35,9 +35,16 @@ from service.settings import Settings, unknown_variables
 log = logging.getLogger("service")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that answers a bad flag with its error line and a pointer to --help, not 30 lines of usage."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} ({self.prog} --help lists every setting)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """One flag per settings field (``--max-batch-size`` for ``VOCOS_MAX_BATCH_SIZE``); flags win over env."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="vocos-serve",
         description="Serve Vocos over HTTP. Every flag also reads from VOCOS_<NAME>.",
         argument_default=argparse.SUPPRESS,
@@ -49,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
         if kind is bool:
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, help=help_text)
         else:
-            parser.add_argument(flag, dest=name, type=kind, choices=choices, help=help_text)
+            # Choices in any case, as the variables take them (VOCOS_LOG_LEVEL=WARNING).
+            parser.add_argument(flag, dest=name, type=str.lower if choices else kind, choices=choices, help=help_text)
     return parser
 
 
@@ -79,12 +87,13 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
     try:
         return Settings(**flags)
     except ValidationError as exc:
-        for err in exc.errors():
+        lines = []
+        for err in exc.errors():  # every one, not the first only
             where = ".".join(str(p) for p in err["loc"])
-            if not where:  # a check across settings
-                parser.error(f"invalid settings: {err['msg']}")
-            parser.error(f"invalid {where} (VOCOS_{where.upper()}): {err['msg']}")
-        raise  # pragma: no cover - parser.error exits
+            message = err["msg"].removeprefix("Value error, ")
+            lines.append(f"invalid settings: {message}" if not where  # a check across settings
+                         else f"invalid {where} (VOCOS_{where.upper()}): {message}")
+        parser.error("; ".join(lines))
 
 
 class DrainingServer(uvicorn.Server):
@@ -125,18 +134,35 @@ def serve(app: FastAPI, settings: Settings) -> None:
     DrainingServer(config, state_of(app)).run()
 
 
+def _unbindable(host: str, port: int) -> str | None:
+    """Why the server could not listen on ``host``, when its name resolves to no address."""
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        return f"VOCOS_HOST (--host) {host!r} is no address this machine can listen on ({exc})"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_settings(argv)
     configure_logging(settings.log_level)
     for warning in unknown_variables(os.environ):
         log.warning(warning)
     bound_memory_growth()  # before any model runs
+    problem = _unbindable(settings.host, settings.port)
+    if problem:  # found now, not after minutes of loading models
+        print(f"vocos-serve: {problem}", file=sys.stderr)
+        return 1
     try:
         # In the model thread, where every later model call runs (service.engine.torch_thread).
         models = torch_thread().submit(load_models, settings).result()
     except StartupError as exc:
         print(f"vocos-serve: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C while loading: the load cannot be interrupted; leave without it
+        print("vocos-serve: interrupted while loading the models", file=sys.stderr)
+        logging.shutdown()
+        os._exit(130)
     serve(create_app(settings, models), settings)
     if not idle_within(0.5):
         # A call the drain deadline gave up on (its requests were answered 503): Python would wait for it

@@ -13,7 +13,7 @@ from torch import nn
 from . import inputs, streaming
 from .checkpoint import load_strict, read_state_dict, resolve_checkpoint
 from .config import HiFiGANMelSpectrogramFeaturesConfig, MelSpectrogramFeaturesConfig, VocosConfig, load_config
-from .errors import InputError
+from .errors import CheckpointError, InputError
 from .feature_extractors import (
     ENCODEC_BINS,
     EncodecFeatures,
@@ -59,7 +59,12 @@ class Vocos(nn.Module):
     def from_hparams(cls, config_path: str | os.PathLike[str],
                      encodec_weights: str | os.PathLike[str] | None = None) -> Vocos:
         """A model with the architecture of ``config_path`` and untrained weights."""
-        return cls(load_config(Path(config_path)), encodec_weights)
+        config = load_config(Path(config_path))
+        try:
+            return cls(config, encodec_weights)
+        except (RuntimeError, MemoryError) as exc:  # sizes no machine holds (an n_fft of 10**8): torch's alloc
+            raise CheckpointError(f"{config_path}: a model of this config cannot be built here "
+                                  f"({' '.join(str(exc).split())[:200]}); are its sizes what was meant?") from exc
 
     @classmethod
     def from_pretrained(cls, repo_id: str | os.PathLike[str], revision: str | None = None, *,

@@ -122,6 +122,18 @@ def test_the_multipart_parsers_warnings_on_a_bad_upload_show_at_debug_only(level
     assert ("Expected boundary character 45" in result.stderr) is shown, result.stderr
 
 
+def test_ctrl_c_while_models_load_ends_in_one_line_without_a_traceback() -> None:
+    # Ctrl-C lands in the main thread while it waits for the load: here, the load itself raises it
+    code = ("import sys, service.__main__ as m\n"
+            "def load(settings):\n    raise KeyboardInterrupt\n"
+            "m.load_models = load\n"
+            "sys.exit(m.main(['--mel-model', 'none', '--encodec-model', 'none']))\n")
+    result = subprocess.run([sys.executable, "-c", code], env=clean_env(), capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 130, result.stderr
+    assert "interrupted while loading the models" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_console_script_is_installed() -> None:
     script = shutil.which("vocos-serve")
     if script is None:

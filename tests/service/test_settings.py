@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.__main__ import build_parser, parse_settings
+from service.__main__ import build_parser, main, parse_settings
 from service.runtime.registry import model_specs
 from service.settings import Settings, unknown_variables
 
@@ -102,6 +102,34 @@ def test_invalid_flag_value_exits_2_with_one_message(capsys: pytest.CaptureFixtu
         parse_settings(["--device", "tpu"])
     assert info.value.code == 2
     assert "invalid device (VOCOS_DEVICE)" in capsys.readouterr().err
+
+
+def test_every_invalid_setting_is_named_in_one_line_without_the_usage(capsys: pytest.CaptureFixture[str],
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VOCOS_MAX_WAIT_MS", "-1")
+    with pytest.raises(SystemExit) as info:
+        parse_settings(["--max-batch-size", "0"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and len(err.strip().splitlines()) == 1 and "usage:" not in err
+    assert "invalid max_batch_size (VOCOS_MAX_BATCH_SIZE)" in err and "invalid max_wait_ms (VOCOS_MAX_WAIT_MS)" in err
+    monkeypatch.delenv("VOCOS_MAX_WAIT_MS")
+    with pytest.raises(SystemExit):
+        parse_settings(["--api-keys", " , "])
+    assert "invalid settings: api_keys holds no key" in capsys.readouterr().err  # no "Value error," prefix
+
+
+def test_choice_flags_take_any_case_as_their_variables_do() -> None:
+    s = parse_settings(["--log-level", "WARNING", "--dtype", "BFloat16", "--cpu-matmul", "MKL"])
+    assert (s.log_level, s.dtype, s.cpu_matmul) == ("warning", "bfloat16", "mkl")
+
+
+def test_a_host_that_resolves_to_nothing_stops_the_server_before_loading_models(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # the model setting would fail too, later: the host is found first, in one line
+    assert main(["--host", "no-such-host.invalid", "--mel-model", "/nowhere", "--encodec-model", "none"]) == 1
+    err = capsys.readouterr().err
+    assert "VOCOS_HOST (--host) 'no-such-host.invalid' is no address this machine can listen on" in err
+    assert "/nowhere" not in err
 
 
 def test_batch_policy_takes_the_batching_settings() -> None:

@@ -108,6 +108,19 @@ def test_missing_files_are_named(tmp_path: Path) -> None:
         Vocos.from_pretrained(tmp_path / "nowhere")
 
 
+def test_a_config_whose_model_cannot_be_allocated_is_a_checkpoint_error(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    ckpt = copy_checkpoint(tmp_path)
+
+    def refuse(*args: object, **kwargs: object) -> None:  # what torch raises for an n_fft of 10**8 at dim 512
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] err == 0. DefaultCPUAllocator: can't allocate memory")
+
+    monkeypatch.setattr(Vocos, "__init__", refuse)
+    with pytest.raises(CheckpointError, match=r"config\.yaml: a model of this config cannot be built here \(.*can't "
+                                              r"allocate memory\); are its sizes what was meant\?"):
+        Vocos.from_pretrained(ckpt)
+
+
 def test_missing_and_unexpected_keys(tmp_path: Path) -> None:
     ckpt = copy_checkpoint(tmp_path)
     edit_weights(ckpt, lambda s: s.pop("backbone.convnext.1.gamma"))
