@@ -68,7 +68,8 @@ class ModelSpec:
 
 def model_specs(settings: Settings) -> tuple[ModelSpec, ...]:
     """Every model of ``settings``, resolved, in the order of the module docstring."""
-    specs = [*_pairs(settings.models), *(_file(Path(settings.models_file)) if settings.models_file else [])]
+    from_file = _file(Path(settings.models_file).expanduser()) if settings.models_file else []  # ~ as in sources
+    specs = [*_pairs(settings.models), *from_file]
     listed, explicit = bool(specs), settings.model_fields_set
     for name, field in (("mel", "mel_model"), ("encodec", "encodec_model")):
         source = getattr(settings, field)

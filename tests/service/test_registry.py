@@ -109,3 +109,9 @@ def test_a_models_file_that_is_not_utf8_says_so(tmp_path: Path) -> None:
 def test_a_models_setting_that_names_no_model_is_refused_not_taken_as_unset(text: str) -> None:
     with pytest.raises(RegistryError, match="VOCOS_MODELS: expected name=source pairs separated by commas"):
         model_specs(Settings(models=text))
+
+
+def test_a_models_file_path_may_start_with_a_tilde(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "models.yaml").write_text("models:\n  a: /x\n")
+    assert [s.name for s in model_specs(Settings(models_file="~/models.yaml"))] == ["a"]
