@@ -135,7 +135,10 @@ def serve(app: FastAPI, settings: Settings) -> None:
 
 
 def _unbindable(host: str, port: int) -> str | None:
-    """Why the server could not listen on ``host``, when its name resolves to no address."""
+    """Why the server could not listen on ``host``, when its name resolves to no address ("" is every
+    interface, as uvicorn binds it)."""
+    if not host:
+        return None
     try:
         socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (socket.gaierror, UnicodeError) as exc:

@@ -172,7 +172,7 @@ class Settings(BaseSettings):
             )
         # Fail closed: a key setting that names no key (" , ", a template whose values are empty) must not
         # leave the API open, nor a /metrics that was asked to need a key.
-        if self.api_keys.get_secret_value().strip() and not self.api_key_list:
+        if self.api_keys.get_secret_value() and not self.api_key_list:
             raise ValueError("api_keys holds no key; expected keys separated by commas (leave it unset for an "
                              "open API)")
         if self.metrics_require_key and not self.api_key_list:

@@ -3,7 +3,10 @@
 A stream cannot wait for its whole mel before decoding, so it is held to the rule that needs no whole
 mel: values the front-end cannot produce (:mod:`vocos_core.mel_check`'s "impossible" evidence), counted
 over all the frames received so far. A chunk is refused as soon as the frames up to it would be
-refused as one request; the frames before it have been decoded already. The warnings' signatures
+refused as one request, except that a stream's first frames may hold a handful of outliers
+(:data:`STREAM_OUTLIER_ALLOWANCE`) beyond the request's fraction of them: a whole request dilutes an
+early glitch with all its later frames, which a stream has not yet sent. The frames before a refused
+chunk have been decoded already. The warnings' signatures
 (piles, normalisation, linear magnitudes) are judged on a whole mel and are not checked for streams.
 
 Usage: ``check = StreamMelCheck(front_end)`` per stream, then ``check.update(chunk)`` per chunk; it
@@ -31,6 +34,12 @@ from .mel_check import (
     mel_front_end,
 )
 
+# Values beyond the range a stream may hold at any point, however few its frames: a frame-by-frame stream
+# would otherwise be refused for its first predicted outlier (0.1 % of one 100-band frame is 0.1 values),
+# which the same mel sent whole passes. Half a frame of 100 bands; the request's fraction takes over
+# beyond 50 000 values (500 such frames, 5.3 s at 24 kHz).
+STREAM_OUTLIER_ALLOWANCE = 50
+
 
 class StreamMelCheck:
     """Tallies of one stream's mel: its smallest and largest value, how many values lie beyond the
@@ -54,7 +63,7 @@ class StreamMelCheck:
         self.lo, self.hi, self.size = min(self.lo, lo), max(self.hi, hi), self.size + a.size
         self.above += int(np.count_nonzero(a > fe.log_max + RANGE_TOL_HIGH))
         self.below += int(np.count_nonzero(a < fe.log_floor - RANGE_TOL_LOW))
-        allowed = OUTLIER_FRACTION * self.size
+        allowed = max(OUTLIER_FRACTION * self.size, STREAM_OUTLIER_ALLOWANCE)
         above = self.hi > fe.log_max + RANGE_TOL_HIGH and (self.hi > fe.log_max + GROSS_NATS or self.above > allowed)
         below = self.lo < fe.log_floor - RANGE_TOL_LOW and (
             self.lo < fe.log_floor - GROSS_NATS or self.below > allowed)

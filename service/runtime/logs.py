@@ -44,24 +44,31 @@ def redact(text: str, secrets: Sequence[str] = ()) -> str:
 
 
 class RedactSecrets(logging.Filter):
-    """Redacts a record's whole message, whatever its arguments hold (uvicorn's trace lines print a
-    request's scope, ours an exception naming what a client sent), and its traceback."""
+    """Redacts what a record prints, whatever its arguments hold (uvicorn's trace lines print a request's
+    scope, ours an exception naming what a client sent), and its traceback. Arguments keep their places:
+    a formatter may take them apart (uvicorn's access formatter reads five)."""
 
     def __init__(self, secrets: Sequence[str] = ()) -> None:
         super().__init__()
         self.secrets = tuple(s for s in secrets if s)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # arguments that do not fit the format: logging reports that itself
-            return True
-        redacted = redact(message, self.secrets)
-        if redacted != message:
-            record.msg, record.args = redacted, ()
+        if isinstance(record.args, tuple):
+            record.args = tuple(self._argument(a) for a in record.args)
+        elif isinstance(record.msg, str) and not record.args:
+            record.msg = redact(record.msg, self.secrets)
         if record.exc_info and not record.exc_text:  # formatters print this cached text when it is set
             record.exc_text = redact(logging.Formatter().formatException(record.exc_info), self.secrets)
         return True
+
+    def _argument(self, value: object) -> object:
+        if isinstance(value, str):
+            return redact(value, self.secrets)
+        if isinstance(value, (int, float)):  # printed by %d: left as it is (and no key is only digits of one)
+            return value
+        text = str(value)
+        redacted = redact(text, self.secrets)
+        return value if redacted == text else redacted  # printed as %s or %r: the redacted text stands in
 
 
 # The loggers whose handlers print the service's records and uvicorn's (which do not reach the root's).

@@ -136,7 +136,10 @@ class Vocoder:
                          sample_rate: int | None = None) -> StreamedAudio:
         """:meth:`decode_mel`, its audio sent as it is computed."""
         grid, warning = self._mel(slot.served, mel)
-        stream = self.open_stream(slot, inputs="mel", sample_rate=sample_rate, request_id=request_id, transport="http")
+        # Checked whole just now (kind, front-end): as "features", its pushes are not checked again frame by frame,
+        # which could refuse a prefix whose outliers the whole mel dilutes, after the answer has begun.
+        stream = self.open_stream(slot, inputs="features", sample_rate=sample_rate, request_id=request_id,
+                                  transport="http")
         return self._streamed(stream, grid, deadline, warning)
 
     async def stream_codes(self, slot: ModelSlot, codes: np.ndarray, *, bandwidth_id: int | None = None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.__main__ import build_parser, main, parse_settings
+from service.__main__ import _unbindable, build_parser, main, parse_settings
 from service.runtime.registry import model_specs
 from service.settings import Settings, unknown_variables
 
@@ -74,6 +74,7 @@ def test_invalid_values_say_what_is_expected(field: str, value: object, message:
 
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"api_keys": " , "}, "api_keys holds no key; expected keys separated by commas"),
+    ({"api_keys": "   "}, "api_keys holds no key"),
     ({"metrics_require_key": True}, r"metrics_require_key needs API keys \(VOCOS_API_KEYS\)"),
 ])
 def test_key_settings_that_would_leave_the_api_open_are_refused(overrides: dict, message: str) -> None:
@@ -130,6 +131,9 @@ def test_a_host_that_resolves_to_nothing_stops_the_server_before_loading_models(
     err = capsys.readouterr().err
     assert "VOCOS_HOST (--host) 'no-such-host.invalid' is no address this machine can listen on" in err
     assert "/nowhere" not in err
+    assert _unbindable("", 8000) is None  # every interface, as uvicorn binds it
+
+
 
 
 def test_batch_policy_takes_the_batching_settings() -> None:

@@ -70,10 +70,15 @@ def test_outliers_count_over_the_frames_so_far_as_for_a_whole_request(speech: di
     for column in np.linspace(0, frames - 1, 10).astype(int):  # 20 glitches spread over the mel: 0.07 %
         mel[:2, column] = FLOOR - 3.0
     assert check_mel(mel, FE).ok
-    assert verdicts(mel, [20])[-1] is None and verdicts(mel, [frames])[-1] is None
-    mel[:, :2] = FLOOR - 3.0  # 200 values at the start: beyond 0.1 % of any prefix that holds them
+    for sizes in ([1], [20], [frames]):  # frame by frame too: each chunk's verdict, not only the last
+        assert verdicts(mel, sizes) == [None] * len(verdicts(mel, sizes)), sizes
+    mel[:, :2] = FLOOR - 3.0  # 200 values at the start: beyond a handful, and 0.1 % of the whole
     assert check_mel(mel, FE).impossible is not None
     assert verdicts(mel, [20])[0] is not None
+    assert verdicts(mel, [1])[0] is not None  # 100 in its first frame: more than a handful
+    early = next(iter(speech.values())).copy()
+    early[:3, 0] = FLOOR - 3.0  # a glitch of 3 values in the very first frame: a handful, as a request allows
+    assert check_mel(early, FE).ok and verdicts(early, [1]) == [None] * early.shape[1]
     one = next(iter(speech.values())).copy()
     one[0, 5] = FLOOR - 7.0  # one value beyond any front-end's range: refused wherever it comes
     assert verdicts(one, [20])[0] is not None and check_mel(one, FE).impossible is not None

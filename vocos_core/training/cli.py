@@ -46,7 +46,12 @@ def component_overrides(args: Sequence[str]) -> tuple[list[str], list[tuple[str,
         if match.group(3) is None and i + 1 == len(args):
             raise SystemExit(f"vocos-train: {args[i]} needs a value")
         raw = match.group(3) if match.group(3) is not None else args[i + 1]
-        found.append((match.group(1), match.group(2), yaml.safe_load(raw)))
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise SystemExit(f"vocos-train: {args[i]}: {raw!r} is not a YAML value ({getattr(exc, 'problem', exc)})"
+                             ) from None
+        found.append((match.group(1), match.group(2), value))
         i += 1 if match.group(3) is not None else 2
     return rest, found
 

@@ -20,6 +20,8 @@ def test_component_flags_are_taken_out_with_their_yaml_values() -> None:
     assert found == [("backbone", "dim", 8), ("head", "padding", "same"), ("backbone", "layer_scale_init_value", None)]
     with pytest.raises(SystemExit, match=r"--model.head.init_args.dim needs a value"):
         component_overrides(["fit", "--model.head.init_args.dim"])
+    with pytest.raises(SystemExit, match=r"^vocos-train: --model.head.init_args.padding: '\[same' is not a YAML value"):
+        component_overrides(["fit", "--model.head.init_args.padding", "[same"])
 
 
 @pytest.mark.parametrize(("flag", "message"), [
