@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import Any, Literal, overload
@@ -33,6 +34,7 @@ class AsyncClient:
         self.retry = retry or RetryPolicy()
         self._auth = {"authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.AsyncClient(base_url=self.url, headers=self._auth, timeout=timeout, transport=transport)
+        self._loop: asyncio.AbstractEventLoop | None = None  # the one its connections belong to
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -153,6 +155,12 @@ class AsyncClient:
         return await AsyncAudioChunks.opened(response)
 
     async def _send(self, request: Call, stream: bool) -> httpx.Response:
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif loop is not self._loop:  # its pooled connections died with the first loop: a clear error, not httpx's
+            raise RuntimeError("an AsyncClient serves the event loop it was first used in (each asyncio.run() "
+                               "makes a new one); make an AsyncClient per loop, or use Client outside asyncio")
         built = self._http.build_request(request.method, request.path, params=request.params,
                                          content=request.content, headers=request.headers)
         try:

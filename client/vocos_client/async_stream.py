@@ -22,6 +22,7 @@ from .session import (
     closed_early,
     handshake_refused,
     meaning,
+    no_start,
     start_info,
 )
 from .wire import npy_bytes
@@ -38,6 +39,7 @@ class AsyncStreamSession:
         self.timeout = timeout
         self.samples: int | None = None
         self._error: VocosClientError | None = None
+        self._ended = False  # the iteration has seen the done message, or raised the stream's error
         self._chunks: asyncio.Queue[np.ndarray | Done | VocosClientError] = asyncio.Queue()
         self._receiver = asyncio.create_task(self._receive())
 
@@ -51,16 +53,20 @@ class AsyncStreamSession:
         await self._send(END)
 
     async def __aiter__(self) -> AsyncIterator[np.ndarray]:
-        while True:
+        while not self._ended:  # iterated again after the end: nothing more (or the stream's error again)
             try:
                 item = await asyncio.wait_for(self._chunks.get(), self.timeout)
             except asyncio.TimeoutError:
                 raise VocosClientError(0, "timeout", f"no message from the server for {self.timeout} s") from None
+            if isinstance(item, Done | VocosClientError):
+                self._ended = True
             if isinstance(item, Done):
                 return
             if isinstance(item, VocosClientError):
                 raise item
             yield item
+        if self._error is not None:
+            raise self._error
 
     async def aclose(self) -> None:
         await self._ws.close()
@@ -70,6 +76,8 @@ class AsyncStreamSession:
     async def _send(self, message: bytes | str) -> None:
         if self._error is not None:
             raise self._error
+        if self.samples is not None:
+            raise VocosClientError(0, "connection", "the stream has ended (its done message came); open a new one")
         try:
             await self._ws.send(message)
         except ConnectionClosed as exc:
@@ -120,6 +128,11 @@ async def _open(url: str, headers: dict[str, str], timeout: float | None) -> Asy
         raise cannot_open(url, exc) from None
     try:
         return AsyncStreamSession(connection, start_info(await asyncio.wait_for(connection.recv(), timeout)), timeout)
+    except asyncio.TimeoutError:
+        await connection.close()
+        raise no_start(timeout) from None
+    except ConnectionClosed as exc:
+        raise closed_early(exc.rcvd.code if exc.rcvd else None, exc.rcvd.reason if exc.rcvd else "") from None
     except BaseException:
         await connection.close()
         raise

@@ -159,6 +159,9 @@ class Client:
 
 
 def connection_error(request: Call, exc: httpx.HTTPError) -> VocosClientError:
-    """A call that got no answer; ``not_sent`` when no connection was made (the server never saw it)."""
-    return VocosClientError(0, "connection", f"{request.method} {request.path}: {exc}",
+    """A call that got no answer (``"timeout"`` when the client's timeout ran out waiting); ``not_sent`` when
+    no connection was made (the server never saw it)."""
+    what = str(exc) or type(exc).__name__  # httpx's timeouts may carry no text
+    return VocosClientError(0, "timeout" if isinstance(exc, httpx.TimeoutException) else "connection",
+                            f"{request.method} {request.path}: {what}",
                             not_sent=isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout))

@@ -9,6 +9,7 @@ Protocol (docs/streaming.md): the server opens with ``{"type": "start", ...}``; 
 from __future__ import annotations
 
 import json
+import socket
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -16,7 +17,7 @@ from urllib.parse import urlencode
 import numpy as np
 from websockets.exceptions import InvalidStatus
 
-from .errors import VocosClientError, from_stream, protocol_error, retry_after
+from .errors import VocosClientError, from_http, from_stream, protocol_error, retry_after
 from .wire import STREAM_FORMATS, pcm_samples, query
 
 END = json.dumps({"type": "end"})
@@ -30,15 +31,24 @@ CONNECT_OPTIONS: dict[str, Any] = {"max_size": MAX_MESSAGE_BYTES, "compression":
 
 
 def cannot_open(url: str, exc: BaseException) -> VocosClientError:
-    """No stream: the connection or its handshake failed; ``not_sent`` when no connection was made at all."""
-    return VocosClientError(0, "connection", f"cannot open {url}: {exc}", not_sent=isinstance(exc, ConnectionError))
+    """No stream: the connection or its handshake failed; ``not_sent`` when no connection was made at all
+    (refused, or a host name that resolves to nothing)."""
+    return VocosClientError(0, "connection", f"cannot open {url}: {exc}",
+                            not_sent=isinstance(exc, ConnectionError | socket.gaierror))
+
+
+def no_start(timeout: float | None) -> VocosClientError:
+    """The connection opened but the server's start message did not come in time."""
+    return VocosClientError(0, "timeout", f"the server sent no start message within {timeout} s")
 
 
 def handshake_refused(exc: InvalidStatus) -> VocosClientError:
-    """The error of a handshake the server answered with an HTTP status (and maybe a reason in the body)."""
-    body = exc.response.body.decode("utf-8", "replace")[:300] if exc.response.body else ""
-    return VocosClientError(exc.response.status_code, "handshake", body or str(exc),
-                            retry_after=retry_after(exc.response.headers.get("retry-after")))
+    """The error of a handshake the server answered with an HTTP status: the API's JSON error when its body
+    holds one (type, message, request id, as for any HTTP answer), else the status and what came back."""
+    response = exc.response
+    body = bytes(response.body or str(exc).encode())
+    return from_http(response.status_code, body, response.headers.get("x-request-id"),
+                     retry_after(response.headers.get("retry-after")))
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from .session import (
     closed_early,
     handshake_refused,
     meaning,
+    no_start,
     start_info,
 )
 from .wire import npy_bytes
@@ -38,6 +39,7 @@ class StreamSession:
         self.info: StreamInfo = start_info(connection.recv(timeout))
         self.samples: int | None = None
         self._error: VocosClientError | None = None
+        self._ended = False  # the iteration has seen the done message, or raised the stream's error
         self._chunks: queue.Queue[np.ndarray | Done | VocosClientError] = queue.Queue()
         self._receiver = threading.Thread(target=self._receive, name="vocos-stream-receiver", daemon=True)
         self._receiver.start()
@@ -52,16 +54,20 @@ class StreamSession:
         self._send(END)
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        while True:
+        while not self._ended:  # iterated again after the end: nothing more (or the stream's error again)
             try:
                 item = self._chunks.get(timeout=self.timeout)
             except queue.Empty:
                 raise VocosClientError(0, "timeout", f"no message from the server for {self.timeout} s") from None
+            if isinstance(item, Done | VocosClientError):
+                self._ended = True
             if isinstance(item, Done):
                 return
             if isinstance(item, VocosClientError):
                 raise item
             yield item
+        if self._error is not None:
+            raise self._error
 
     def close(self) -> None:
         self._ws.close()
@@ -76,6 +82,8 @@ class StreamSession:
     def _send(self, message: bytes | str) -> None:
         if self._error is not None:
             raise self._error
+        if self.samples is not None:
+            raise VocosClientError(0, "connection", "the stream has ended (its done message came); open a new one")
         try:
             self._ws.send(message)
         except ConnectionClosed as exc:
@@ -116,6 +124,11 @@ def open_session(url: str, headers: dict[str, str], timeout: float | None) -> St
         raise cannot_open(url, exc) from None
     try:
         return StreamSession(connection, timeout)
+    except TimeoutError:
+        connection.close()
+        raise no_start(timeout) from None
+    except ConnectionClosed as exc:
+        raise closed_early(exc.rcvd.code if exc.rcvd else None, exc.rcvd.reason if exc.rcvd else "") from None
     except BaseException:
         connection.close()
         raise
@@ -146,7 +159,8 @@ def frames_to_audio(opener: Callable[[], StreamSession], frames: Iterable[np.nda
         if failure and not isinstance(failure[0], VocosClientError):
             raise failure[0] from None
         raise
-    finally:
-        sender.join(session.timeout)
+    # Done: the sender has sent its end. A consumer that leaves early (break) closes the session and does not
+    # wait for the sender, which may be inside the caller's generator for as long as that takes.
+    sender.join(session.timeout)
     if failure:
         raise failure[0]

@@ -1,0 +1,133 @@
+"""A stream session's edges: a server that never starts, a refused handshake, iterating or sending after the
+end, leaving a frames loop early, DNS failures; and an AsyncClient used from a second event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pytest
+from websockets.datastructures import Headers
+from websockets.http11 import Response
+from websockets.sync.server import Server, ServerConnection, serve
+
+from service.testing import ServerProcess
+from vocos_client import AsyncClient, Client, RetryPolicy, VocosClientError
+
+MEL = np.random.default_rng(3).standard_normal((100, 60)).astype(np.float32) - 4.0
+NO_RETRY = RetryPolicy(retries=0)
+
+
+def fake(handler: Callable[[ServerConnection], None], refuse: Response | None = None) -> Iterator[str]:
+    """A WebSocket server on a free port running ``handler`` per connection (or refusing the handshake)."""
+    server: Server = serve(handler, "127.0.0.1", 0, process_request=(lambda c, r: refuse) if refuse else None)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.socket.getsockname()[1]}"
+    finally:
+        server.shutdown()
+        thread.join(5)
+
+
+@pytest.fixture
+def silent() -> Iterator[str]:
+    yield from fake(lambda connection: time.sleep(3))  # opens, then never says start
+
+
+@pytest.fixture
+def refusing() -> Iterator[str]:
+    body = json.dumps({"error": {"type": "unavailable", "message": "too many open connections", "request_id": "r1"}})
+    headers = Headers({"content-type": "application/json", "retry-after": "1", "x-request-id": "r1"})
+    yield from fake(lambda connection: None, Response(503, "Service Unavailable", headers, body.encode()))
+
+
+def test_a_start_message_that_never_comes_is_a_timeout_error(silent: str) -> None:
+    async def run() -> VocosClientError:
+        with pytest.raises(VocosClientError) as caught:
+            async with AsyncClient(silent, timeout=0.5, retry=NO_RETRY).stream_mel():
+                pass
+        return caught.value
+
+    with pytest.raises(VocosClientError) as sync:
+        Client(silent, timeout=0.5, retry=NO_RETRY).stream_mel()
+    for error in (sync.value, asyncio.run(run())):
+        assert (error.status, error.error) == (0, "timeout") and "no start message within 0.5 s" in error.message
+
+
+def test_a_refused_handshake_carries_the_servers_error(refusing: str) -> None:
+    async def run() -> VocosClientError:
+        with pytest.raises(VocosClientError) as caught:
+            async with AsyncClient(refusing, retry=NO_RETRY).stream_mel():
+                pass
+        return caught.value
+
+    with pytest.raises(VocosClientError) as sync:
+        Client(refusing, retry=NO_RETRY).stream_mel()
+    for error in (sync.value, asyncio.run(run())):
+        assert (error.status, error.error, error.message) == (503, "unavailable", "too many open connections")
+        assert (error.request_id, error.retry_after) == ("r1", 1.0)
+
+
+def test_a_host_that_resolves_to_nothing_was_never_sent(tmp_path: object) -> None:
+    with pytest.raises(VocosClientError) as caught:
+        Client("http://no-such-host.invalid:80", retry=NO_RETRY).stream_mel()
+    assert caught.value.error == "connection" and caught.value.not_sent
+
+
+def test_after_the_end_iterating_again_is_empty_and_sending_says_the_stream_ended(server: ServerProcess) -> None:
+    with Client(server.url, timeout=20) as client, client.stream_mel() as stream:
+        stream.send(MEL)
+        stream.end()
+        assert sum(chunk.size for chunk in stream) == stream.samples
+        started = time.monotonic()
+        assert list(stream) == [] and time.monotonic() - started < 1
+        with pytest.raises(VocosClientError, match="the stream has ended"):
+            stream.send(MEL)
+
+
+def test_after_an_error_iterating_again_raises_it_again_at_once(server: ServerProcess) -> None:
+    async def run() -> tuple[VocosClientError, VocosClientError]:
+        async with AsyncClient(server.url, timeout=20) as client, client.stream_mel() as stream:
+            await stream.send(MEL[:50])  # 50 mel bands: refused
+            errors = []
+            for _ in range(2):
+                with pytest.raises(VocosClientError) as caught:
+                    [chunk async for chunk in stream]
+                errors.append(caught.value)
+            return errors[0], errors[1]
+
+    with Client(server.url, timeout=20) as client, client.stream_mel() as stream:
+        stream.send(MEL[:50])
+        with pytest.raises(VocosClientError) as first:
+            list(stream)
+        started = time.monotonic()
+        with pytest.raises(VocosClientError) as again:
+            list(stream)
+        assert time.monotonic() - started < 1 and again.value is first.value and first.value.status == 422
+    first_async, again_async = asyncio.run(run())
+    assert again_async is first_async and first_async.status == 422
+
+
+def test_leaving_a_frames_loop_early_does_not_wait_for_a_stalled_producer(server: ServerProcess) -> None:
+    def tts() -> Iterator[np.ndarray]:
+        yield MEL
+        time.sleep(10)  # the TTS stalls between two parts of the utterance
+        yield MEL
+
+    with Client(server.url, timeout=30) as client:
+        started = time.monotonic()
+        for _chunk in client.stream_mel_frames(tts()):
+            break
+        assert time.monotonic() - started < 5
+
+
+def test_an_async_client_used_from_a_second_event_loop_says_so(server: ServerProcess) -> None:
+    client = AsyncClient(server.url)
+    assert asyncio.run(client.decode_mel(MEL)).samples.size
+    with pytest.raises(RuntimeError, match="an AsyncClient serves the event loop it was first used in"):
+        asyncio.run(client.decode_mel(MEL))
