@@ -12,10 +12,10 @@ import numpy as np
 
 from .async_stream import AsyncStreamSession, frames_to_audio, session
 from .chunks import AsyncAudioChunks
-from .client import DEFAULT_URL, connection_error
+from .client import DEFAULT_URL, base_url, connection_error
 from .retry import RetryPolicy, acall
 from .session import stream_url
-from .wire import Audio, AudioInput, Call, check, codes_call, decoded, json_of, mel_call, resynthesis_call
+from .wire import Audio, AudioInput, Call, check, codes_call, decoded, json_of, mel_call, models_of, resynthesis_call
 
 
 class AsyncClient:
@@ -29,7 +29,7 @@ class AsyncClient:
 
     def __init__(self, url: str = DEFAULT_URL, *, api_key: str | None = None, timeout: float | None = 60.0,
                  retry: RetryPolicy | None = None, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self.url = url.rstrip("/")
+        self.url = base_url(url)
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self._auth = {"authorization": f"Bearer {api_key}"} if api_key else {}
@@ -47,7 +47,7 @@ class AsyncClient:
 
     async def models(self) -> list[dict[str, Any]]:
         """GET /models: each served model's name, kind, rate, hop and front-end."""
-        return list((await acall(self.retry, lambda: self._json("/models")))["models"])
+        return models_of(await acall(self.retry, lambda: self._json("/models")))
 
     async def health(self) -> dict[str, Any]:
         """GET /healthz; raises (503) when a batching loop has stopped. Probes are not retried."""

@@ -13,7 +13,7 @@ from .errors import VocosClientError
 from .retry import RetryPolicy, call
 from .session import stream_url
 from .sync_stream import StreamSession, frames_to_audio, open_session
-from .wire import Audio, AudioInput, Call, check, codes_call, decoded, json_of, mel_call, resynthesis_call
+from .wire import Audio, AudioInput, Call, check, codes_call, decoded, json_of, mel_call, models_of, resynthesis_call
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -31,7 +31,7 @@ class Client:
 
     def __init__(self, url: str = DEFAULT_URL, *, api_key: str | None = None, timeout: float | None = 60.0,
                  retry: RetryPolicy | None = None, transport: httpx.BaseTransport | None = None) -> None:
-        self.url = url.rstrip("/")
+        self.url = base_url(url)
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self._auth = {"authorization": f"Bearer {api_key}"} if api_key else {}
@@ -48,7 +48,7 @@ class Client:
 
     def models(self) -> list[dict[str, Any]]:
         """GET /models: each served model's name, kind, rate, hop and front-end."""
-        return list(call(self.retry, lambda: self._json("/models"))["models"])
+        return models_of(call(self.retry, lambda: self._json("/models")))
 
     def health(self) -> dict[str, Any]:
         """GET /healthz; raises (503) when a batching loop has stopped. Probes are not retried."""
@@ -156,6 +156,13 @@ class Client:
             return self._http.send(built, stream=stream)
         except httpx.HTTPError as exc:
             raise connection_error(request, exc) from None
+
+
+def base_url(url: str) -> str:
+    """The server's ``http(s)://host:port``; ValueError for a URL without its scheme (``127.0.0.1:8000``)."""
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"the server's URL must start with http:// or https://, got {url!r}")
+    return url.rstrip("/")
 
 
 def connection_error(request: Call, exc: httpx.HTTPError) -> VocosClientError:

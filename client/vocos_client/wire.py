@@ -90,6 +90,8 @@ def codes_body(codes: np.ndarray) -> np.ndarray:
     """Integer codes as int64; anything else as it is, for the server to refuse with its own message (a
     cast here would turn 3.7 into 3 and NaN into a huge negative number without a word)."""
     array = np.asarray(codes)
+    if array.dtype == np.uint64 and array.size and int(array.max()) > np.iinfo(np.int64).max:
+        return array  # as it is: int64 would wrap these to negative numbers; the server refuses them by value
     return array.astype(np.int64) if np.issubdtype(array.dtype, np.integer) else array
 
 
@@ -106,11 +108,21 @@ def audio_body(audio: AudioInput) -> tuple[bytes, str]:
     """(the file's bytes, its content type); samples become a float32 WAV."""
     if isinstance(audio, tuple):
         samples, rate = audio
-        return float_wav(float_samples(np.asarray(samples)), int(rate)), "audio/wav"
+        return float_wav(float_samples(_sample_grid(np.asarray(samples))), int(rate)), "audio/wav"
     if isinstance(audio, bytes):
         return audio, _sniff(audio)
     path = Path(audio)
     return path.read_bytes(), _AUDIO_TYPES.get(path.suffix.lower(), "application/octet-stream")
+
+
+def _sample_grid(samples: np.ndarray) -> np.ndarray:
+    """``(S,)`` or ``(S, channels)`` samples, checked: ValueError for what no WAV file holds."""
+    if samples.ndim not in (1, 2) or samples.shape[0] == 0:
+        raise ValueError(f"audio samples must be (S,) or (S, channels) with S >= 1, got shape {samples.shape}")
+    if samples.ndim == 2 and samples.shape[1] > 64 >= samples.shape[0]:
+        raise ValueError(f"audio samples of shape {samples.shape} look channels-first; pass (S, channels) "
+                         "(samples.T)")
+    return samples
 
 
 def _sniff(data: bytes) -> str:
@@ -164,6 +176,13 @@ def decoded(status: int, headers: Any, body: bytes) -> Audio:
     check(status, headers, body)
     samples, fmt = read_wav(body)
     return audio_of(headers, fmt, samples)
+
+
+def models_of(answer: Any) -> list[dict[str, Any]]:
+    """GET /models' list; a protocol error when the answer holds none."""
+    if not isinstance(answer, dict) or not isinstance(answer.get("models"), list):
+        raise protocol_error(f"expected {{\"models\": [...]}}, got {str(answer)[:80]!r}")
+    return list(answer["models"])
 
 
 def json_of(status: int, headers: Any, body: bytes) -> Any:

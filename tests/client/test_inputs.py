@@ -1,0 +1,42 @@
+"""What the client refuses before sending (with a ValueError saying what it expected), and answers it cannot read."""
+
+from __future__ import annotations
+
+import httpx
+import numpy as np
+import pytest
+
+from vocos_client import Client, RetryPolicy, VocosClientError
+from vocos_client.wire import codes_body
+
+
+def _client(answer: httpx.Response) -> Client:
+    return Client("http://vocos.test", retry=RetryPolicy(retries=0),
+                  transport=httpx.MockTransport(lambda request: answer))
+
+
+@pytest.mark.parametrize(("samples", "message"), [
+    (np.zeros(0, np.float32), r"\(S,\) or \(S, channels\) with S >= 1, got shape \(0,\)"),
+    (np.zeros((2, 48000), np.float32), r"look channels-first; pass \(S, channels\)"),
+    (np.zeros((2, 3, 4), np.float32), r"got shape \(2, 3, 4\)"),
+])
+def test_samples_no_wav_holds_are_refused_before_sending(samples: np.ndarray, message: str) -> None:
+    with _client(httpx.Response(500)) as client, pytest.raises(ValueError, match=message):
+        client.resynthesize((samples, 24000))
+
+
+def test_a_url_without_its_scheme_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"must start with http:// or https://, got '127.0.0.1:8000'"):
+        Client("127.0.0.1:8000")
+
+
+def test_uint64_codes_beyond_int64_are_sent_as_they_are_not_wrapped() -> None:
+    huge = np.full((2, 3), 2**63 + 5, np.uint64)
+    assert codes_body(huge).dtype == np.uint64 and int(codes_body(huge).max()) == 2**63 + 5
+    assert codes_body(np.full((2, 3), 7, np.uint64)).dtype == np.int64
+
+
+def test_a_models_answer_without_models_is_a_protocol_error() -> None:
+    with _client(httpx.Response(200, json={"status": "ok"})) as client, pytest.raises(VocosClientError) as caught:
+        client.models()
+    assert (caught.value.status, caught.value.error) == (0, "protocol") and "expected {\"models\"" in str(caught.value)
