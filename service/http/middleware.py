@@ -189,7 +189,7 @@ class _Reply:
         try:
             await asyncio.wait_for(self._send(message), max(0.0, self.deadline - time.monotonic()))
         except asyncio.TimeoutError:
-            if abort_connection(self.scope):
+            if abort_connection(self.scope, reset=True):
                 await asyncio.sleep(0)  # let the transport report the connection lost before we return
             raise SendTimeoutError(
                 f"the client did not read its response within {self.timeout_s:g} s (VOCOS_SEND_TIMEOUT_S); "

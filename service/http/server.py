@@ -142,7 +142,7 @@ def _with_abort(inner: Any, transport: Callable[[], asyncio.Transport]) -> Any:
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         extensions = scope.setdefault("extensions", {})
-        extensions[ABORT_EXTENSION] = lambda: _reset(transport())
+        extensions[ABORT_EXTENSION] = lambda reset=False: _reset(transport()) if reset else transport().abort()
         extensions[WRITE_BUFFER_EXTENSION] = transport().get_write_buffer_size
         await inner(scope, receive, send)
 
@@ -202,13 +202,15 @@ def uvicorn_config(app: ASGIApp, settings: Settings, **overrides: Any) -> uvicor
     return config
 
 
-def abort_connection(scope: Scope) -> bool:
+def abort_connection(scope: Scope, reset: bool = False) -> bool:
     """Drop the connection of ``scope`` at once, discarding what it still has to send; False when the
-    server offers no way to (another ASGI server)."""
+    server offers no way to (another ASGI server). ``reset``: for a client that reads nothing, discard
+    what the kernel holds for it too (:func:`_reset`); else the client still reads what was sent, then
+    sees the answer end short."""
     abort = scope.get("extensions", {}).get(ABORT_EXTENSION)
     if abort is None:
         return False
-    abort()
+    abort(reset)
     return True
 
 

@@ -293,7 +293,7 @@ async def _sent(websocket: WebSocket, sending: Awaitable[None]) -> None:
     deadline = time.monotonic() + timeout_s
     while unsent_bytes(websocket.scope) > UNSENT_BYTES:
         if time.monotonic() > deadline:
-            abort_connection(websocket.scope)
+            abort_connection(websocket.scope, reset=True)
             log.info("stream %s: the client did not read its audio within %g s (VOCOS_SEND_TIMEOUT_S); "
                      "connection dropped", websocket.state.request_id, timeout_s)
             raise WebSocketDisconnect(1006)
