@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.websockets.wsproto_impl import WSProtocol
 
+from service.http.errors import error_body
 from service.runtime.logs import redact_logs
 from service.settings import Settings
 
@@ -38,10 +39,7 @@ _BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
     b"x-request-id: %s\r\nconnection: close\r\ncontent-length: %d\r\n\r\n%s"
 )
-_BUSY_BODY = (
-    b'{"error": {"type": "unavailable", "message": "too many open connections (VOCOS_MAX_CONNECTIONS); '
-    b'retry later", "request_id": "%s"}}'
-)
+_BUSY_MESSAGE = "too many open connections (VOCOS_MAX_CONNECTIONS); retry later"
 ABORT_EXTENSION = "vocos.abort"
 WRITE_BUFFER_EXTENSION = "vocos.write_buffer"
 
@@ -66,11 +64,11 @@ class BoundedH11Protocol(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.connections) > self.max_connections:
-            request_id = uuid.uuid4().hex.encode()
-            log.warning("request %s: refused a connection: %d open (VOCOS_MAX_CONNECTIONS)", request_id.decode(),
+            request_id = uuid.uuid4().hex
+            log.warning("request %s: refused a connection: %d open (VOCOS_MAX_CONNECTIONS)", request_id,
                         len(self.connections) - 1)
-            body = _BUSY_BODY % request_id
-            transport.write(_BUSY % (request_id, len(body), body))
+            body = json.dumps(error_body("unavailable", _BUSY_MESSAGE, request_id)).encode()
+            transport.write(_BUSY % (request_id.encode(), len(body), body))
             transport.close()
             return
         self._arm_header_timer()
@@ -81,8 +79,8 @@ class BoundedH11Protocol(H11Protocol):
         uvicorn's own WARNING line)."""
         request_id = uuid.uuid4().hex
         log.debug("request %s: 400 %s", request_id, msg)
-        body = json.dumps({"error": {"type": "http_error", "request_id": request_id,
-                                     "message": "malformed HTTP request: expected HTTP/1.1 (RFC 9112)"}}).encode()
+        body = json.dumps(error_body("http_error", "malformed HTTP request: expected HTTP/1.1 (RFC 9112)",
+                                     request_id)).encode()
         headers = [(b"content-type", b"application/json"), (b"x-request-id", request_id.encode()),
                    (b"connection", b"close")]
         for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
