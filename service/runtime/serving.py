@@ -26,7 +26,7 @@ from service.runtime.audio_io import decode_audio, fit_length, resample, resampl
 from service.runtime.metrics import ServiceMetrics
 from service.runtime.models import ServedModel
 from service.runtime.slot import ModelSlot
-from service.runtime.streaming import AudioStream, StreamInputs, StreamLimits
+from service.runtime.streaming import AudioStream, StreamInputs, StreamLimits, refuse_impossible
 from service.settings import Settings
 from vocos_core.mel_check import check_mel
 from vocos_core.requests import codes_array, mel_array, resolve_bandwidth_id
@@ -242,9 +242,7 @@ class Vocoder:
         if served.mel_front_end is None:
             return None
         check = check_mel(mel, served.mel_front_end)
-        if check.impossible:
-            self.state.metrics.input_warning(served.name, check.cause or "impossible")
-            raise InvalidInputError(check.impossible)
+        refuse_impossible(check, self.state.metrics, served.name)
         if check.warning is None:
             return None
         self.state.metrics.input_warning(served.name, check.cause or "other")

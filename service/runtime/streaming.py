@@ -21,12 +21,21 @@ from service.engine import EngineStream
 from service.errors import InvalidInputError, PayloadTooLargeError, beyond
 from service.runtime.metrics import ServiceMetrics
 from service.runtime.slot import ModelSlot
+from vocos_core.mel_check import MelCheck
 from vocos_core.mel_stream_check import StreamMelCheck
 from vocos_core.requests import codes_array, mel_array, resolve_bandwidth_id
 from vocos_core.streaming import check_lookahead_frames, lookahead
 
 # What a stream's chunks hold: mel frames, EnCodec tokens, or a model's own features (resynthesis).
 StreamInputs = Literal["mel", "codes", "features"]
+
+
+def refuse_impossible(check: MelCheck, metrics: ServiceMetrics, model: str) -> None:
+    """InvalidInputError for a mel the model's front-end cannot produce (a request's or a stream's so far),
+    counted as an input warning of its cause."""
+    if check.impossible:
+        metrics.input_warning(model, check.cause or "impossible")
+        raise InvalidInputError(check.impossible)
 
 
 @dataclass(frozen=True)
@@ -166,20 +175,13 @@ class AudioStream:
         if not self.codes:
             mel = mel_array(array, served.n_features)
             if self._mel_check is not None:
-                self._check_mel(mel)
+                refuse_impossible(self._mel_check.update(mel), self.metrics, self.name)
             return torch.from_numpy(mel)
         grid = codes_array(array)
         if self._bandwidth_id is not None:  # every chunk's K must be the stream's bandwidth's
             resolve_bandwidth_id(served.bandwidths, served.codebooks, bandwidth_id=self._bandwidth_id,
                                  num_codebooks=grid.shape[0])
         return torch.from_numpy(grid)
-
-    def _check_mel(self, mel: np.ndarray) -> None:
-        assert self._mel_check is not None
-        check = self._mel_check.update(mel)
-        if check.impossible:
-            self.metrics.input_warning(self.name, check.cause or "impossible")
-            raise InvalidInputError(check.impossible)
 
     def _check_open_time(self, now: float) -> None:
         if now - self._timing.opened > self.limits.max_duration_s:
