@@ -195,11 +195,12 @@ class Vocos(nn.Module):
         k = codes.shape[0]
         if bandwidth_id is None:
             bandwidth_id = self.bandwidth_id_for_codebooks(k)
-        elif self.num_codebooks(bandwidth_id := inputs.one_bandwidth_id(bandwidth_id, fe.bandwidths)) != k:
-            raise InputError(
-                f"codes: bandwidth id {bandwidth_id} ({self.bandwidths[bandwidth_id]:g} kbps) uses "
-                f"{self.num_codebooks(bandwidth_id)} codebooks, got {k}"
-            )
+        else:
+            bandwidth_id = inputs.one_bandwidth_id(bandwidth_id, fe.bandwidths)
+            expected = codebooks_for_bandwidth(fe.bandwidths[bandwidth_id])
+            if expected != k:
+                raise InputError(f"codes: bandwidth id {bandwidth_id} ({fe.bandwidths[bandwidth_id]:g} kbps) uses "
+                                 f"{expected} codebooks, got {k}")
         return self.decode(self.codes_to_features(codes), bandwidth_id=bandwidth_id)
 
     def bandwidth_id_for_codebooks(self, k: int) -> int:
