@@ -19,11 +19,13 @@ from .session import (
     Done,
     StreamInfo,
     cannot_open,
+    closed_by,
     closed_early,
     handshake_refused,
     meaning,
     no_start,
     start_info,
+    stream_ended,
 )
 from .wire import npy_bytes
 
@@ -77,13 +79,12 @@ class AsyncStreamSession:
         if self._error is not None:
             raise self._error
         if self.samples is not None:
-            raise VocosClientError(0, "connection", "the stream has ended (its done message came); open a new one")
+            raise stream_ended()
         try:
             await self._ws.send(message)
         except ConnectionClosed as exc:
             await asyncio.wait([self._receiver], timeout=self.timeout)  # it has the server's reason, if any
-            raise self._error or closed_early(exc.rcvd.code if exc.rcvd else None,
-                                              exc.rcvd.reason if exc.rcvd else "") from None
+            raise self._error or closed_by(exc) from None
 
     async def _receive(self) -> None:
         fmt = self.info.format
@@ -132,7 +133,7 @@ async def _open(url: str, headers: dict[str, str], timeout: float | None) -> Asy
         await connection.close()
         raise no_start(timeout) from None
     except ConnectionClosed as exc:
-        raise closed_early(exc.rcvd.code if exc.rcvd else None, exc.rcvd.reason if exc.rcvd else "") from None
+        raise closed_by(exc) from None
     except BaseException:
         await connection.close()
         raise

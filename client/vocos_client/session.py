@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import numpy as np
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from .errors import VocosClientError, from_http, from_stream, protocol_error, retry_after
 from .wire import STREAM_FORMATS, pcm_samples, query
@@ -116,6 +116,16 @@ def closed_early(code: int | None, reason: str) -> VocosClientError:
         return VocosClientError(413, "payload_too_large", "a message was larger than the server takes "
                                 "(VOCOS_MAX_BODY_BYTES); send the frames in smaller chunks")
     return VocosClientError(0, "connection", f"the stream closed before it was done (code {code}, {reason!r})")
+
+
+def closed_by(exc: ConnectionClosed) -> VocosClientError:
+    """:func:`closed_early` of the close frame ``exc`` received, if one came."""
+    return closed_early(exc.rcvd.code if exc.rcvd else None, exc.rcvd.reason if exc.rcvd else "")
+
+
+def stream_ended() -> VocosClientError:
+    """A send after the server's done message."""
+    return VocosClientError(0, "connection", "the stream has ended (its done message came); open a new one")
 
 
 def _json(message: str | bytes) -> dict[str, Any]:

@@ -18,11 +18,13 @@ from .session import (
     Done,
     StreamInfo,
     cannot_open,
+    closed_by,
     closed_early,
     handshake_refused,
     meaning,
     no_start,
     start_info,
+    stream_ended,
 )
 from .wire import npy_bytes
 
@@ -83,13 +85,12 @@ class StreamSession:
         if self._error is not None:
             raise self._error
         if self.samples is not None:
-            raise VocosClientError(0, "connection", "the stream has ended (its done message came); open a new one")
+            raise stream_ended()
         try:
             self._ws.send(message)
         except ConnectionClosed as exc:
             self._receiver.join(self.timeout)  # the receiver has the server's reason, if it sent one
-            raise self._error or closed_early(exc.rcvd.code if exc.rcvd else None,
-                                              exc.rcvd.reason if exc.rcvd else "") from None
+            raise self._error or closed_by(exc) from None
 
     def _receive(self) -> None:
         fmt = self.info.format
@@ -128,7 +129,7 @@ def open_session(url: str, headers: dict[str, str], timeout: float | None) -> St
         connection.close()
         raise no_start(timeout) from None
     except ConnectionClosed as exc:
-        raise closed_early(exc.rcvd.code if exc.rcvd else None, exc.rcvd.reason if exc.rcvd else "") from None
+        raise closed_by(exc) from None
     except BaseException:
         connection.close()
         raise
