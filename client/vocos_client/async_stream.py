@@ -21,13 +21,13 @@ from .session import (
     cannot_open,
     closed_by,
     closed_early,
+    frame_messages,
     handshake_refused,
     meaning,
     no_start,
     start_info,
     stream_ended,
 )
-from .wire import npy_bytes
 
 
 class AsyncStreamSession:
@@ -47,8 +47,8 @@ class AsyncStreamSession:
 
     async def send(self, frames: np.ndarray) -> None:
         """Frames ``(C, t)``, ``t >= 1``: mel floats or EnCodec codes."""
-        dtype = np.int64 if np.issubdtype(np.asarray(frames).dtype, np.integer) else np.float32
-        await self._send(npy_bytes(np.asarray(frames, dtype)))
+        for message in frame_messages(frames, self.info.max_message_bytes):
+            await self._send(message)
 
     async def end(self) -> None:
         """No more frames: the server flushes the rest of the audio and says done."""

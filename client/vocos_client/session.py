@@ -18,7 +18,7 @@ import numpy as np
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from .errors import VocosClientError, from_http, from_stream, protocol_error, retry_after
-from .wire import STREAM_FORMATS, pcm_samples, query
+from .wire import STREAM_FORMATS, npy_bytes, pcm_samples, query
 
 END = json.dumps({"type": "end"})
 # RFC 6455's close code for a message too big to process.
@@ -64,6 +64,7 @@ class StreamInfo:
     lookahead_ms: float
     hop_length: int
     exact: bool = True
+    max_message_bytes: int | None = None  # the server's largest message (VOCOS_MAX_BODY_BYTES); None: not said
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,29 @@ def start_info(message: str | bytes) -> StreamInfo:
         raise protocol_error(f"expected the start message, got {str(message)[:80]!r}")
     return StreamInfo(str(parsed["model"]), int(parsed["sample_rate"]), str(parsed["format"]),
                       int(parsed["lookahead_frames"]), float(parsed["lookahead_ms"]), int(parsed["hop_length"]),
-                      bool(parsed.get("exact", True)))
+                      bool(parsed.get("exact", True)), _optional_int(parsed.get("max_message_bytes")))
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def frame_messages(frames: np.ndarray, max_bytes: int | None) -> list[bytes]:
+    """Frames ``(C, t)`` -> ``.npy`` messages (float32, or int64 codes), split along ``t`` so that each fits
+    the server's ``max_bytes``: the frames of one push may be as many as the caller likes, and pieces are
+    what the stream takes anyway. Raises 413 where one frame alone is too big."""
+    array = np.asarray(frames)
+    array = array.astype(np.int64 if np.issubdtype(array.dtype, np.integer) else np.float32, copy=False)
+    whole = npy_bytes(array)
+    if max_bytes is None or len(whole) <= max_bytes or array.ndim != 2 or array.shape[1] <= 1:
+        return [whole]
+    # The .npy header is padded to a multiple of 64 bytes; a shorter piece's header is never longer.
+    header = len(whole) - array.nbytes
+    per_message = (max_bytes - header) // (array.shape[0] * array.itemsize)
+    if per_message < 1:
+        raise VocosClientError(413, "payload_too_large", f"one frame is {array.shape[0] * array.itemsize + header} "
+                               f"bytes as a message; the server takes at most {max_bytes} (VOCOS_MAX_BODY_BYTES)")
+    return [npy_bytes(array[:, i:i + per_message]) for i in range(0, array.shape[1], per_message)]
 
 
 def meaning(message: str | bytes, fmt: str) -> np.ndarray | Done:

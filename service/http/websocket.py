@@ -273,6 +273,9 @@ async def _send_start(websocket: WebSocket, stream: AudioStream, fmt: str) -> No
         "type": "start", "model": served.name, "sample_rate": stream.sample_rate, "format": fmt,
         "lookahead_frames": ahead.frames, "lookahead_ms": round(ahead.ms, 3), "hop_length": served.model.hop_length,
         "exact": ahead.frames == served.lookahead.frames,
+        # The WebSocket layer's own limit (uvicorn's ws_max_size): a client splits its frames to fit, where
+        # a larger message would be refused with 1009 while it is still being sent, a race with the close.
+        "max_message_bytes": state_of(websocket.app).settings.max_body_bytes,
     }).decode())
 
 

@@ -1,22 +1,66 @@
-"""A stream message larger than the server takes (VOCOS_MAX_BODY_BYTES) is refused by the server's WebSocket
-layer with close code 1009 (RFC 6455: message too big); the client reports it as the HTTP API's 413."""
+"""A stream message larger than the server takes (VOCOS_MAX_BODY_BYTES) would be refused by the server's
+WebSocket layer (close code 1009) while the client is still sending it, a race whose loser sees a reset
+connection instead. The server's start message gives the limit; the client splits larger pushes to fit."""
 
 from __future__ import annotations
+
+import asyncio
+import io
 
 import numpy as np
 import pytest
 
 from service.testing import ServerProcess
-from vocos_client import Client, VocosClientError
+from vocos_client import AsyncClient, Client, VocosClientError
+from vocos_client.session import frame_messages
 
-SERVER_FLAGS = ("--max-body-bytes", "200000")
+MAX_BODY_BYTES = 200000
+SERVER_FLAGS = ("--max-body-bytes", str(MAX_BODY_BYTES))
 
 
-def test_a_stream_message_over_the_body_limit_is_413(server: ServerProcess) -> None:
-    small, big = (np.zeros((100, t), np.float32) for t in (20, 1000))  # 8 kB and 400 kB of frames
+def test_a_push_larger_than_a_message_may_be_is_split_and_decodes_as_small_pushes(server: ServerProcess) -> None:
+    mel = np.random.default_rng(0).standard_normal((100, 1000)).astype(np.float32)  # 400 kB of frames
     with Client(server.url) as client:
-        assert np.concatenate(list(client.stream_mel_frames([small]))).size == 19 * 256
-        with pytest.raises(VocosClientError) as caught:
-            list(client.stream_mel_frames([small, big]))
+        pushed = np.concatenate(list(client.stream_mel_frames([mel[:, i:i + 100] for i in range(0, 1000, 100)],
+                                                              format="f32")))
+        with client.stream_mel(format="f32") as session:
+            assert session.info.max_message_bytes == MAX_BODY_BYTES
+            session.send(mel)
+            session.end()
+            streamed = np.concatenate(list(session))
+    np.testing.assert_allclose(streamed, pushed, atol=1e-5 * np.abs(pushed).max())
+    assert streamed.size == 999 * 256
+
+
+def test_the_async_session_splits_as_well(server: ServerProcess) -> None:
+    codes = np.random.default_rng(1).integers(0, 1024, (8, 4000))  # 256 kB of int64 codes
+
+    async def run() -> tuple[np.ndarray, np.ndarray]:
+        async with AsyncClient(server.url) as client:
+            pushed = [chunk async for chunk in client.stream_encodec_frames(
+                [codes[:, i:i + 1000] for i in range(0, 4000, 1000)], format="f32")]
+            async with client.stream_encodec(format="f32") as session:
+                await session.send(codes)
+                await session.end()
+                return np.concatenate([chunk async for chunk in session]), np.concatenate(pushed)
+
+    streamed, pushed = asyncio.run(run())
+    np.testing.assert_allclose(streamed, pushed, atol=1e-5 * np.abs(pushed).max())
+    assert streamed.size == 4000 * 320
+
+
+def test_pieces_fit_the_limit_and_keep_every_frame_in_order() -> None:
+    codes = np.arange(8 * 1001).reshape(8, 1001)
+    messages = frame_messages(codes, 10000)
+    assert len(messages) > 1 and max(map(len, messages)) <= 10000
+    pieces = [np.load(io.BytesIO(m)) for m in messages]
+    assert all(p.dtype == np.int64 for p in pieces)
+    np.testing.assert_array_equal(np.concatenate(pieces, axis=1), codes)
+    assert len(frame_messages(codes, None)) == 1  # a server that does not say its limit
+
+
+def test_one_frame_larger_than_a_message_may_be_is_413_before_sending() -> None:
+    with pytest.raises(VocosClientError) as caught:
+        frame_messages(np.zeros((100, 3), np.float32), 300)
     assert (caught.value.status, caught.value.error) == (413, "payload_too_large")
     assert "VOCOS_MAX_BODY_BYTES" in caught.value.message

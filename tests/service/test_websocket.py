@@ -91,6 +91,12 @@ def test_mel_stream_in_f32_equals_the_offline_decode(client_for: Any, models: di
     np.testing.assert_allclose(audio, expected, atol=1e-5 * np.abs(expected).max())
 
 
+def test_the_start_message_gives_the_largest_message_the_server_takes(client_for: Any) -> None:
+    with client_for(max_body_bytes=123456).websocket_connect("/stream/mel") as ws:
+        start = json.loads(ws.receive_text())
+    assert start["max_message_bytes"] == 123456
+
+
 def test_encodec_stream_in_pcm16_infers_the_bandwidth_from_k(client_for: Any, models: dict[str, ServedModel]) -> None:
     served = models["encodec"]
     codes = np.random.default_rng(1).integers(0, 1024, (8, 40))
