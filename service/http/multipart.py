@@ -47,7 +47,13 @@ def audio_part(body: bytes, content_type: str) -> tuple[bytes, str | None]:
     when the body is not well-formed multipart, InvalidInputError (422) when no part is the file.
     """
     part = _choose(_parse(body, _boundary(content_type)))
-    return b"".join(part.data), part.content_type
+    data = b"".join(part.data)
+    if not data:
+        raise InvalidInputError(
+            f"the file part {clip(part.disposition(b'name') or '', 40)} of the {FORM_DATA} body is empty; "
+            "expected an audio file in it"
+        )
+    return data, part.content_type
 
 
 def _boundary(content_type: str) -> bytes:

@@ -186,7 +186,7 @@ async def resynthesize(request: Request, model: ModelQuery = None, bandwidth_id:
 def _format(request: Request, requested: OutputFormat | None, stream: bool) -> OutputFormat:
     fmt = choose_format(requested, request.headers.get("accept"), streamed=stream)
     if stream:
-        check_streamable(fmt)
+        check_streamable(fmt, from_accept=requested is None)
     return fmt
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from service.errors import InvalidInputError
+from service.errors import InvalidInputError, NotAcceptableError
 from service.http.errors import classify, log_level
 from service.http.request_io import audio_headers
 from service.runtime.audio_io import OutputFormat, pcm_bytes, wav_header
@@ -24,9 +24,15 @@ from service.runtime.serving import StreamedAudio
 log = logging.getLogger(__name__)
 
 
-def check_streamable(fmt: OutputFormat) -> None:
-    if fmt is OutputFormat.FLAC:
-        raise InvalidInputError("stream=true answers WAV (format=wav16 or wav32f); FLAC cannot be streamed")
+def check_streamable(fmt: OutputFormat, from_accept: bool = False) -> None:
+    """Refuse FLAC for ``stream=true``: 422 when the format parameter asks for it, 406 when ``Accept`` lists
+    nothing else (HTTP's answer for an Accept the server cannot meet)."""
+    if fmt is not OutputFormat.FLAC:
+        return
+    if from_accept:
+        raise NotAcceptableError("stream=true answers WAV (audio/wav); the Accept header lists only audio/flac, "
+                                 "which cannot be streamed")
+    raise InvalidInputError("stream=true answers WAV (format=wav16 or wav32f); FLAC cannot be streamed")
 
 
 class AnswerBrokeOffError(Exception):

@@ -12,6 +12,7 @@ import io
 import math
 import re
 import struct
+from dataclasses import dataclass
 from typing import NoReturn
 
 import numpy as np
@@ -40,12 +41,22 @@ AUDIO_TYPES = frozenset(
         "application/ogg",
         "audio/mpeg",
         "audio/mp3",
+        # libsndfile reads these too (the decoder goes by the content, as for a mislabelled body)
+        "audio/aiff",
+        "audio/x-aiff",
+        "audio/basic",
         "application/octet-stream",
     }
 )
 SUPPORTED_FORMATS_TEXT = "WAV, FLAC, OGG/Vorbis, OGG/Opus or MP3"
 _OBJECT_REPR = re.compile(r"<[^<>]*\bat 0x[0-9a-fA-F]+>")
-_BLOCK_FRAMES = 65536  # frames decoded at a time: 2 MiB of float32 even at 8 channels
+# Samples decoded at a time, all channels together: 2 MiB of float32, 65536 frames of 8 channels, 512
+# of libsndfile's most (1024), so memory does not follow the channels a file declares.
+_BLOCK_SAMPLES = 2**19
+# Sample values this far beyond full scale (±1) are no audio: their power overflows float32 in the
+# features (the mel's 1024-point STFT multiplies the power by up to 2.6e5), which would fail only
+# after a streamed answer has begun.
+MAX_SAMPLE_MAGNITUDE = 1e6
 
 
 class OutputFormat(str, enum.Enum):
@@ -158,12 +169,27 @@ def resample(samples: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
     return fit_length(np.ascontiguousarray(out, dtype=np.float32), resampled_length(samples.size, rate, target_rate))
 
 
-def decode_audio(body: bytes, target_rate: int, max_seconds: float, *, min_rate: int = 1) -> np.ndarray:
+@dataclass(frozen=True)
+class DecodedAudio:
+    """An audio file decoded: mono float32 ``samples`` ``(S,)`` at the rate asked for, and the file's own
+    ``frames`` at its ``rate``, which give the exact length of an answer at any rate."""
+
+    samples: np.ndarray
+    frames: int
+    rate: int
+
+    def length_at(self, rate: int) -> int:
+        """Samples at ``rate`` lasting exactly as long as the file (rounded once, from the file's frames)."""
+        return resampled_length(self.frames, self.rate, rate)
+
+
+def decode_audio(body: bytes, target_rate: int, max_seconds: float, *, min_rate: int = 1) -> DecodedAudio:
     """Decode an audio file to mono float32 ``(S,)`` at ``target_rate``, S = ``resampled_length(frames,
     rate, target_rate)`` for a file of ``frames`` frames at ``rate``: exactly the file's duration.
 
-    Raises MalformedPayloadError (undecodable), InvalidInputError (empty, NaN, a sample rate below
-    ``min_rate``, from the header before decoding) or PayloadTooLargeError (longer than ``max_seconds``).
+    Raises MalformedPayloadError (undecodable), InvalidInputError (empty, NaN, samples beyond
+    :data:`MAX_SAMPLE_MAGNITUDE`, a sample rate below ``min_rate``, from the header before decoding) or
+    PayloadTooLargeError (longer than ``max_seconds``).
     """
     if not body:
         raise InvalidInputError(
@@ -191,7 +217,7 @@ def _decoder_message(exc: Exception) -> str:
     return _OBJECT_REPR.sub("", text).strip(" :") or type(exc).__name__
 
 
-def _decode_mono(audio_file: sf.SoundFile, limit: int, target_rate: int, max_seconds: float) -> np.ndarray:
+def _decode_mono(audio_file: sf.SoundFile, limit: int, target_rate: int, max_seconds: float) -> DecodedAudio:
     """Decode block by block, mixing each block to mono and resampling it as it comes.
 
     Memory then follows the 24 kHz mono result, not the channels or sample rate a file declares (8
@@ -203,15 +229,12 @@ def _decode_mono(audio_file: sf.SoundFile, limit: int, target_rate: int, max_sec
     resampler = None if rate == target_rate else soxr.ResampleStream(rate, target_rate, 1, "float32", "HQ")
     parts: list[np.ndarray] = []
     frames = 0
-    # read() rather than blocks(): it returns only the frames actually decoded when a header's length
-    # is unknown or wrong, where blocks() would repeat a stale buffer.
-    while (block := audio_file.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)).shape[0]:
-        frames += block.shape[0]
+    block = np.empty((max(1, _BLOCK_SAMPLES // audio_file.channels), audio_file.channels), np.float32)
+    while count := _read_block(audio_file, block):
+        frames += count
         if frames > limit:
             _too_long(frames / rate, max_seconds, at_least=True)
-        mono = block.mean(axis=1, dtype=np.float32)  # mix channels (frames, channels) -> (frames,)
-        if not np.isfinite(mono).all():
-            raise InvalidInputError("the audio file contains NaN or Inf samples")
+        mono = _checked_mono(block[:count])
         parts.append(mono if resampler is None else resampler.resample_chunk(mono))
     if frames == 0:
         raise InvalidInputError("the audio file contains no samples")
@@ -219,7 +242,32 @@ def _decode_mono(audio_file: sf.SoundFile, limit: int, target_rate: int, max_sec
         parts.append(resampler.resample_chunk(np.zeros(0, np.float32), last=True))
     # soxr's stream may end a sample or so off the exact resampled duration.
     samples = fit_length(np.concatenate(parts), resampled_length(frames, rate, target_rate))
-    return np.ascontiguousarray(samples, dtype=np.float32)
+    return DecodedAudio(np.ascontiguousarray(samples, dtype=np.float32), frames, rate)
+
+
+def _read_block(audio_file: sf.SoundFile, block: np.ndarray) -> int:
+    """Decode the next frames into ``block`` ``(frames, channels)``; how many came (0 at the end).
+
+    libsndfile's own read, not ``SoundFile.read``: that one seeks to where it believes the read ended
+    after every block, which fails ("psf_fseek() failed") at the end of a FLAC whose header leaves the
+    length unknown (as encoders writing to a pipe make them), losing the last block and the file."""
+    count = sf._snd.sf_readf_float(audio_file._file, sf._ffi.from_buffer("float[]", block), block.shape[0])
+    sf._error_check(sf._snd.sf_error(audio_file._file))
+    return int(count)
+
+
+def _checked_mono(block: np.ndarray) -> np.ndarray:
+    """Decoded frames ``(frames, channels)`` mixed to mono ``(frames,)``, refused where no audio: NaN, Inf, or
+    beyond :data:`MAX_SAMPLE_MAGNITUDE` (checked before mixing, whose float32 sum could overflow)."""
+    peak = float(np.abs(block).max(initial=0.0))
+    if not math.isfinite(peak):
+        raise InvalidInputError("the audio file contains NaN or Inf samples")
+    if peak > MAX_SAMPLE_MAGNITUDE:
+        raise InvalidInputError(
+            f"the audio file has samples of magnitude {peak:.3g}; audio is expected within ±1 (full scale), "
+            f"and at most ±{MAX_SAMPLE_MAGNITUDE:g} is taken"
+        )
+    return block.mean(axis=1, dtype=np.float32)  # mix channels (frames, channels) -> (frames,)
 
 
 def _check_rate(rate: int, min_rate: int) -> None:

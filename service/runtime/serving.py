@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import math
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
@@ -22,11 +23,11 @@ import torch
 
 from service.engine.workers import Analysis
 from service.errors import InvalidInputError, PayloadTooLargeError, beyond
-from service.runtime.audio_io import decode_audio, fit_length, resample, resampled_length
+from service.runtime.audio_io import DecodedAudio, decode_audio, fit_length, resample, resampled_length
 from service.runtime.metrics import ServiceMetrics
 from service.runtime.models import ServedModel
 from service.runtime.slot import ModelSlot
-from service.runtime.streaming import AudioStream, StreamInputs, StreamLimits, refuse_impossible
+from service.runtime.streaming import AudioStream, StreamInputs, StreamLimits, check_stream_seconds, refuse_impossible
 from service.settings import Settings
 from vocos_core.mel_check import check_mel
 from vocos_core.requests import codes_array, mel_array, resolve_bandwidth_id
@@ -117,9 +118,10 @@ class Vocoder:
         """An audio file (any rate, mixed to mono) through the model: exactly as long as the file,
         ``round(frames * rate_out / rate_in)`` samples (the vocoder's output padded or trimmed at the end)."""
         resolved = self._resynthesis_bandwidth(slot.served, bandwidth_id, bandwidth)
-        audio = await self._upload(slot, audio_file, deadline)
-        features = await slot.features.run(slot.served.analysis, audio, resolved, timeout=deadline - time.monotonic())
-        return await self._vocode(slot, features, resolved, deadline, request_id, sample_rate, length=audio.size)
+        upload = await self._upload(slot, audio_file, deadline)
+        features = await slot.features.run(slot.served.analysis, upload.samples, resolved,
+                                           timeout=deadline - time.monotonic())
+        return await self._vocode(slot, features, resolved, deadline, request_id, sample_rate, upload=upload)
 
     def open_stream(self, slot: ModelSlot, *, inputs: StreamInputs, bandwidth_id: int | None = None,
                     bandwidth: float | None = None, sample_rate: int | None = None, request_id: str = "",
@@ -159,8 +161,10 @@ class Vocoder:
         the rest is decoded as the analysis makes it."""
         served = slot.served
         resolved = self._resynthesis_bandwidth(served, bandwidth_id, bandwidth)
-        audio = await self._upload(slot, audio_file, deadline)
-        analysis = slot.features.start(served.analysis, audio, resolved, deadline=deadline)
+        upload = await self._upload(slot, audio_file, deadline)
+        # Before the answer begins, which a limit met halfway could only break off.
+        check_stream_seconds(upload.samples.size / served.sample_rate, self.state.settings.max_stream_audio_seconds)
+        analysis = slot.features.start(served.analysis, upload.samples, resolved, deadline=deadline)
         try:
             first = await anext(analysis)
             stream = self.open_stream(slot, inputs="features", bandwidth_id=resolved, sample_rate=sample_rate,
@@ -168,9 +172,8 @@ class Vocoder:
         except BaseException:
             analysis.close()
             raise
-        stream.fit_length(audio.size)
-        total = audio.size if stream.sample_rate == served.sample_rate else \
-            resampled_length(audio.size, served.sample_rate, stream.sample_rate)
+        stream.fit_length(upload.samples.size)
+        total = upload.length_at(stream.sample_rate)
         chunks = _fitted(_pushed(stream, _analysed(first, analysis), deadline), total)
 
         def release() -> None:
@@ -184,6 +187,8 @@ class Vocoder:
         served = stream.slot.served
         try:
             self._check_frames(served, grid.shape[-1])
+            # Before the answer begins, which a limit met halfway could only break off.
+            check_stream_seconds(served.seconds(grid.shape[-1]), self.state.settings.max_stream_audio_seconds)
         except BaseException:
             stream.close("error")
             raise
@@ -193,34 +198,39 @@ class Vocoder:
         chunks = _fitted(_pushed(stream, _whole(grid), deadline), total)
         return StreamedAudio(total, stream.sample_rate, served, chunks, lambda: stream.close("disconnected"), warning)
 
-    async def _upload(self, slot: ModelSlot, audio_file: bytes, deadline: float) -> np.ndarray:
+    async def _upload(self, slot: ModelSlot, audio_file: bytes, deadline: float) -> DecodedAudio:
         """An upload decoded to mono float32 ``(S,)`` at the model's rate, once its audio path can run."""
         served = slot.served
         await served.audio_path.require(timeout=deadline - time.monotonic())
         settings = self.state.settings
-        audio = await asyncio.to_thread(decode_audio, audio_file, served.sample_rate, settings.max_audio_seconds,
-                                        min_rate=settings.min_sample_rate)
-        if audio.size < served.min_audio_samples:
+        upload = await asyncio.to_thread(decode_audio, audio_file, served.sample_rate, settings.max_audio_seconds,
+                                         min_rate=settings.min_sample_rate)
+        if upload.samples.size < served.min_audio_samples:
+            needed = math.ceil(served.min_audio_samples * upload.rate / served.sample_rate)
             raise InvalidInputError(
-                f"the audio is too short: {audio.size} samples at {served.sample_rate} Hz; "
-                f"the {served.kind} model needs at least {served.min_audio_samples}"
+                f"the audio is too short: {upload.frames} samples at {upload.rate} Hz; the {served.kind} model "
+                f"needs at least {served.min_audio_samples / served.sample_rate * 1000:.3g} ms ({needed} samples "
+                f"at {upload.rate} Hz)"
             )
-        return audio
+        return upload
 
     async def _vocode(self, slot: ModelSlot, features: torch.Tensor, bandwidth_id: int | None, deadline: float,
-                      request_id: str, sample_rate: int | None, length: int | None = None) -> Audio:
+                      request_id: str, sample_rate: int | None, upload: DecodedAudio | None = None) -> Audio:
         """``features`` ``(C, T)`` (mel, codes or resynthesis features) through the model's engine;
-        ``length``, when given, is the exact number of samples to answer at the model's rate."""
+        ``upload``, for a resynthesis: the answer lasts exactly as long, at the model's rate before resampling
+        (as a streamed answer's audio is cut) and at ``sample_rate`` after it."""
         served = slot.served
         self._check_frames(served, features.shape[-1])
         output = await slot.engine.submit(features, bandwidth_id=bandwidth_id, timeout=deadline - time.monotonic(),
                                      request_id=request_id)
-        samples = output.numpy() if length is None else fit_length(output.numpy(), length)
+        samples = output.numpy() if upload is None else fit_length(output.numpy(), upload.samples.size)
         if sample_rate is not None and sample_rate != served.sample_rate:
             if samples.size <= INLINE_AUDIO_SAMPLES:
                 samples = resample(samples, served.sample_rate, sample_rate)
             else:
                 samples = await asyncio.to_thread(resample, samples, served.sample_rate, sample_rate)
+        if upload is not None:
+            samples = fit_length(samples, upload.length_at(sample_rate or served.sample_rate))
         audio = Audio(samples, sample_rate or served.sample_rate, served)
         self.state.metrics.add_audio(served.name, audio.seconds)
         return audio

@@ -46,6 +46,15 @@ class StreamLimits:
     max_duration_s: float
 
 
+def check_stream_seconds(seconds: float, limit: float) -> None:
+    """Refuse a stream whose audio would last ``seconds``, beyond ``limit`` (VOCOS_MAX_STREAM_AUDIO_SECONDS)."""
+    if seconds > limit:
+        raise PayloadTooLargeError(
+            f"the stream's audio would last {beyond(seconds, limit)} s; a stream produces at most {limit:g} s "
+            "(VOCOS_MAX_STREAM_AUDIO_SECONDS)"
+        )
+
+
 @dataclass
 class _Timing:
     """What the stream metrics need: when audio first left, how much has left, time spent in the server."""
@@ -191,12 +200,7 @@ class AudioStream:
             )
 
     def _check_audio_length(self) -> None:
-        seconds = self.slot.served.seconds(self._frames)
-        if seconds > self.limits.max_audio_seconds:
-            raise PayloadTooLargeError(
-                f"the stream's audio would last {beyond(seconds, self.limits.max_audio_seconds)} s; a stream "
-                f"produces at most {self.limits.max_audio_seconds:g} s (VOCOS_MAX_STREAM_AUDIO_SECONDS)"
-            )
+        check_stream_seconds(self.slot.served.seconds(self._frames), self.limits.max_audio_seconds)
 
     def _out(self, audio: np.ndarray, arrived: float, final: bool) -> np.ndarray:
         if self._length is not None:

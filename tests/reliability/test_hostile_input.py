@@ -231,7 +231,7 @@ def test_many_channels_at_a_high_rate_decode_to_the_right_length() -> None:
     samples = np.random.default_rng(0).uniform(-0.5, 0.5, (3 * 192000, 8)).astype(np.float32)
     buffer = io.BytesIO()
     sf.write(buffer, samples, 192000, format="FLAC", subtype="PCM_24")
-    audio = decode_audio(buffer.getvalue(), 24000, 600.0)
+    audio = decode_audio(buffer.getvalue(), 24000, 600.0).samples
     assert audio.shape == (3 * 24000,) and audio.dtype == np.float32
 
 

@@ -150,7 +150,7 @@ async def test_resynthesis_lasts_exactly_as_long_as_the_upload(
     assert audio.size == expected, (audio.size, expected)
     assert float(response.headers["x-audio-duration"]) == pytest.approx(frames / rate, abs=1 / 24000)
     served = models[query.split("&")[0].removeprefix("model=")]
-    upload = torch.from_numpy(decode_audio(body, 24000, 60.0))
+    upload = torch.from_numpy(decode_audio(body, 24000, 60.0).samples)
     features = served.model.audio_to_features(upload, 0 if served.bandwidths else None)[0]  # (1, C, T) -> (C, T)
     decoded = served.decode_batch([features], [0] if served.bandwidths else None)[0].numpy()
     assert decoded.size != expected  # the vocoder's own length is whole hops: fitted, not by chance

@@ -121,6 +121,16 @@ async def test_bad_audio_files(app: AppHarness) -> None:
     assert_error(await c.post("/resynthesize", content=empty_wav, headers=wav), 422, "contains no samples")
     short = audio_file(np.zeros(100, np.float32), 24000)
     assert_error(await c.post("/resynthesize", content=short, headers=wav), 422, "the audio is too short")
+    empty_part = (b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\n\r\n--b--\r\n")
+    assert_error(await c.post("/resynthesize", content=empty_part, headers={"content-type": "multipart/form-data; "
+                              "boundary=b"}), 422, "the file part 'file' of the multipart/form-data body is empty")
+    aiff = audio_file(tone(0.1, 24000), 24000, "AIFF", "PCM_16")
+    assert (await c.post("/resynthesize", content=aiff, headers={"content-type": "audio/aiff"})).status_code == 200
+    # Said in the upload's own samples and rate, not in the 24 kHz ones it was resampled to.
+    one_sample = audio_file(np.zeros(1, np.float32), 8000)
+    assert_error(await c.post("/resynthesize", content=one_sample, headers=wav), 422,
+                 "the audio is too short: 1 samples at 8000 Hz; the mel model needs at least 21.4 ms (171 samples "
+                 "at 8000 Hz)")
 
 
 async def test_bad_resynthesis_parameters(app: AppHarness) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import time
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -28,7 +29,7 @@ from service.testing import audio_file
 )
 def test_decodes_every_supported_format_to_24k_mono(container: str, subtype: str, rate: int, channels: int) -> None:
     body = audio_file(tone(1.0, rate, channels), rate, container, subtype)
-    audio = decode_audio(body, 24000, 600)
+    audio = decode_audio(body, 24000, 600).samples
     assert audio.dtype == np.float32 and audio.ndim == 1
     # Lossy codecs add priming/padding samples; lengths stay within 60 ms of one second.
     assert abs(audio.size - 24000) < 0.06 * 24000
@@ -39,12 +40,12 @@ def test_decodes_every_supported_format_to_24k_mono(container: str, subtype: str
 def test_channels_are_mixed_by_mean() -> None:
     left = np.full(2400, 0.5, np.float32)
     right = np.full(2400, -0.1, np.float32)
-    audio = decode_audio(audio_file(np.stack([left, right], 1), 24000, "WAV", "FLOAT"), 24000, 10)
+    audio = decode_audio(audio_file(np.stack([left, right], 1), 24000, "WAV", "FLOAT"), 24000, 10).samples
     np.testing.assert_allclose(audio, 0.2, atol=1e-6)
 
 
 def test_resampling_preserves_duration() -> None:
-    audio = decode_audio(audio_file(tone(2.0, 8000), 8000), 24000, 10)
+    audio = decode_audio(audio_file(tone(2.0, 8000), 8000), 24000, 10).samples
     assert audio.size == 48000
 
 
@@ -53,7 +54,7 @@ def test_resampling_preserves_duration() -> None:
 def test_resampled_length_is_the_duration_rounded_halves_up(rate: int, frames: int, samples: int) -> None:
     # 3 frames at 44.1 kHz are 1.63 samples at 24 kHz; 7777 at 16 kHz are 11665.5; 31873 at 48 kHz 15936.5.
     assert resampled_length(frames, rate, 24000) == samples
-    assert decode_audio(audio_file(tone(1.0, rate)[:frames], rate), 24000, 10).size == samples
+    assert decode_audio(audio_file(tone(1.0, rate)[:frames], rate), 24000, 10).samples.size == samples
 
 
 def test_a_rate_below_the_floor_is_refused_from_the_header() -> None:
@@ -66,7 +67,7 @@ def test_a_rate_below_the_floor_is_refused_from_the_header() -> None:
     assert time.perf_counter() - started < 0.05
     with pytest.raises(InvalidInputError, match="7999 Hz"):
         decode_audio(audio_file(tone(0.1, 7999), 7999), 24000, 600, min_rate=8000)
-    assert decode_audio(audio_file(tone(0.1, 8000), 8000), 24000, 600, min_rate=8000).size == 2400
+    assert decode_audio(audio_file(tone(0.1, 8000), 8000), 24000, 600, min_rate=8000).samples.size == 2400
 
 
 def test_too_long_by_header_is_refused_before_decoding() -> None:
@@ -101,6 +102,51 @@ def test_float_wav_with_nan_is_refused() -> None:
     samples[10] = np.nan
     with pytest.raises(InvalidInputError, match="NaN or Inf"):
         decode_audio(audio_file(samples, 24000, "WAV", "FLOAT"), 24000, 10)
+
+
+def test_huge_finite_samples_are_refused_by_their_magnitude_not_as_nan() -> None:
+    # 3e38 is finite in float32; two channels of it overflowed the mix into Inf, and alone its power
+    # overflowed the features, which a streamed answer meets after its 200.
+    for channels in (1, 2):
+        samples = np.full((2400, channels), 3e38, np.float32)
+        with pytest.raises(InvalidInputError, match=r"magnitude 3e\+38; audio is expected within ±1"):
+            decode_audio(audio_file(samples, 24000, "WAV", "FLOAT"), 24000, 10)
+    loud = np.full(2400, 1e6, np.float32)  # the most taken
+    assert decode_audio(audio_file(loud, 24000, "WAV", "FLOAT"), 24000, 10).samples.max() == 1e6
+
+
+def test_a_flac_of_unknown_length_decodes_whole() -> None:
+    """STREAMINFO's total-samples field 0 means "unknown" (what an encoder writing to a pipe leaves); the
+    reader used to fail at the end of the data with "psf_fseek() failed"."""
+    samples = tone(1.3, 16000)
+    body = bytearray(audio_file(samples, 16000, "FLAC", "PCM_16"))
+    field = int.from_bytes(body[18:26], "big") & ~((1 << 36) - 1)  # zero the 36-bit total-samples field
+    body[18:26] = field.to_bytes(8, "big")
+    decoded = decode_audio(bytes(body), 16000, 10)
+    assert decoded.frames == samples.size
+    np.testing.assert_allclose(decoded.samples, samples, atol=2 / 32768)
+
+
+def test_many_channels_decode_in_blocks_of_bounded_memory() -> None:
+    body = audio_file(np.zeros((65536, 256), np.float32), 24000, "WAV", "PCM_16")  # 32 MiB of 16-bit samples
+    tracemalloc.start()
+    try:
+        decoded = decode_audio(body, 24000, 10)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert decoded.samples.size == 65536
+    # 65536 frames x 256 channels at once would be 64 MiB of float32 (and as much again for the mix).
+    assert peak < 16 * 2**20, peak
+
+
+@pytest.mark.parametrize(("rate", "frames", "out_rate"), [(48000, 48001, 48000), (44100, 2053, 44100),
+                                                          (16000, 16001, 48000), (44100, 44101, 16000)])
+def test_the_length_at_any_rate_is_rounded_once_from_the_files_frames(rate: int, frames: int, out_rate: int) -> None:
+    decoded = decode_audio(audio_file(tone(1.1, rate)[:frames], rate), 24000, 10)
+    assert decoded.length_at(out_rate) == resampled_length(frames, rate, out_rate)
+    # Through the 24 kHz samples, rounded twice, these were a sample off.
+    assert resampled_length(decoded.samples.size, 24000, out_rate) != decoded.length_at(out_rate)
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 from service_helpers import AppFactory, AppHarness, wait_until
 
+from service.runtime.audio_io import resampled_length
 from service.testing import audio_file, npy_bytes
 from vocos_core.steps import Steps
 
@@ -75,6 +76,35 @@ async def test_streamed_resynthesis_lasts_exactly_as_long_as_the_upload(app: App
     assert np.abs(a - b).max() <= 1e-5 * np.abs(a).max() + 2 / 32768 * ("wav32f" not in query)
 
 
+@pytest.mark.parametrize(("rate", "frames", "out_rate"), [(48000, 48001, 48000), (44100, 2053, 44100),
+                                                          (16000, 16001, 48000), (44100, 44101, 16000)])
+async def test_resynthesis_at_any_rate_lasts_the_uploads_duration_rounded_once(app: AppHarness, rate: int,
+                                                                                frames: int, out_rate: int) -> None:
+    # Rounded from the file's frames, not again from the 24 kHz samples: those were a sample off here.
+    upload = audio_file((np.random.default_rng(4).standard_normal(frames) * 0.1).astype(np.float32), rate)
+    a, b = await both(app, f"/resynthesize?format=wav32f&sample_rate={out_rate}", upload, {"content-type": "audio/wav"})
+    assert a.size == b.size == resampled_length(frames, rate, out_rate)
+    assert np.abs(a - b).max() <= 1e-5 * np.abs(a).max()
+
+
+@pytest.mark.parametrize(("path", "body", "headers"), [
+    ("/decode/mel", npy_bytes(np.zeros((100, 200), np.float32)), NPY),  # 2.1 s
+    ("/resynthesize", audio_file(np.zeros(48000, np.float32), 24000), {"content-type": "audio/wav"}),  # 2 s
+], ids=["mel", "resynthesis"])
+async def test_a_streamed_answer_beyond_the_stream_limit_is_413_before_it_begins(
+        make_app: AppFactory, path: str, body: bytes, headers: dict[str, str]) -> None:
+    """VOCOS_MAX_STREAM_AUDIO_SECONDS below VOCOS_MAX_AUDIO_SECONDS: the whole answer is given, the streamed
+    one refused with its status, where it used to answer 200 and break off at the limit."""
+    async with make_app(max_stream_audio_seconds=1.0) as app:
+        whole = await app.client.post(path, content=body, headers=headers)
+        streamed = await app.client.post(path + "?stream=true", content=body, headers=headers)
+        assert whole.status_code == 200
+        assert streamed.status_code == 413, streamed.status_code
+        assert "VOCOS_MAX_STREAM_AUDIO_SECONDS" in streamed.json()["error"]["message"]
+        metrics = (await app.client.get("/metrics")).text
+        assert 'vocos_streams_active{model="mel"} 0.0' in metrics
+
+
 async def test_the_wav_header_states_the_final_length(app: AppHarness) -> None:
     mel = np.zeros((100, 300), np.float32)
     response = await app.client.post("/decode/mel?stream=true", content=npy_bytes(mel), headers=NPY)
@@ -86,6 +116,10 @@ async def test_flac_cannot_be_streamed(app: AppHarness) -> None:
     response = await app.client.post("/decode/mel?stream=true&format=flac", content=npy_bytes(np.zeros((100, 9),
                                      np.float32)), headers=NPY)
     assert response.status_code == 422 and "FLAC cannot be streamed" in response.json()["error"]["message"]
+    # Asked for by Accept alone: HTTP's 406, as for any Accept the server cannot meet.
+    response = await app.client.post("/decode/mel?stream=true", content=npy_bytes(np.zeros((100, 9), np.float32)),
+                                     headers={**NPY, "accept": "audio/flac"})
+    assert response.status_code == 406 and "lists only audio/flac" in response.json()["error"]["message"]
 
 
 async def test_a_streamed_resynthesis_decodes_its_first_features_before_its_analysis_ends(
