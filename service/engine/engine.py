@@ -216,6 +216,8 @@ class BatchingEngine:
         assert self._loop is not None and self._wakeup is not None
         if not self.alive:
             raise EngineStoppedError(f"the {self.name} engine has stopped")
+        if stream.closed:  # between the steps of a long push: its caller left, or its request was dropped
+            raise EngineStoppedError("this stream has ended; open a new one")
         step = Step(stream.state, chunk, final, time.monotonic(), self._loop.create_future(), guess)
         self._streams.steps.append(step)
         self._wakeup.set()

@@ -242,6 +242,23 @@ async def test_a_stream_of_one_engine_keeps_the_other_engines_calls_short(mel: S
     assert float((chunked - whole).abs().max()) <= 1e-5 * float(whole.abs().max())
 
 
+async def test_a_request_decoded_in_chunks_stops_when_its_caller_leaves(mel: ServedModel) -> None:
+    """The steps after the one running when the caller gave up (its deadline, a client gone) are never
+    computed, and the request leaves the queue: it used to be decoded to its end."""
+    recorder = Recorder()
+    engine = await started(mel, recorder, max_step_frames=16, max_step_wait_s=1e-6)
+    stream = engine.open_stream()
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(engine.submit(torch.randn(mel.n_features, 4000)), 0.05)  # 250 steps of 16
+    await asyncio.sleep(0.3)
+    steps_after = len(recorder.steps)
+    await asyncio.sleep(0.3)
+    assert len(recorder.steps) == steps_after < 250
+    assert engine.queue_depth == 0 and not engine._chunked
+    stream.close()
+    await engine.drain(5)
+
+
 async def test_a_request_decoded_in_chunks_still_counts_against_the_queue(mel: ServedModel) -> None:
     engine = BatchingEngine("mel", mel, BatchPolicy(max_wait_s=0.001, max_queue_size=1),
                             stream_policy=StreamPolicy(max_step_wait_s=0.001))
