@@ -16,6 +16,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -181,21 +182,24 @@ class BatchingEngine:
     # -- streams ---------------------------------------------------------------------------------
 
     def open_stream(self, bandwidth_id: int | None = None, request_id: str = "",
-                    lookahead_frames: int | None = None) -> EngineStream:
+                    lookahead_frames: int | None = None, *, begin: bool = True) -> EngineStream:
         """A new stream (``service.engine.streams``); ``close`` it when done, whatever happens.
-        ``lookahead_frames``: a low-latency stream's (``vocos_core.streaming``), None for exact."""
-        self.check_stream_room()
-        stream = EngineStream(self, self._stream_model().start_stream(bandwidth_id, lookahead_frames), request_id)
-        self._streams.add(stream)
-        return stream
-
-    def check_stream_room(self) -> None:
-        """Raise what :meth:`open_stream` would if called now (draining, or ``max_streams`` open): for a stream
-        that opens on its first chunk (an EnCodec stream's bandwidth follows from it), so that its client
-        is refused when it connects, as for any other stream, and not after its first chunk."""
+        ``lookahead_frames``: a low-latency stream's (``vocos_core.streaming``), None for exact. ``begin=False``:
+        the stream takes its place now (against ``max_streams``, and a drain waits for it) and starts its model
+        state later, with :meth:`EngineStream.begin` (an EnCodec stream whose bandwidth follows from its first
+        chunk), so its client is refused when it connects, as for any other stream."""
         if not self.accepting:
             raise EngineStoppedError(f"the {self.name} model is not accepting streams (draining or stopped)")
         self._streams.reserve(self.retry_after())
+        stream = EngineStream(self, request_id, lookahead_frames)
+        if begin:
+            stream.begin(bandwidth_id)
+        self._streams.add(stream)
+        return stream
+
+    def stream_state(self, bandwidth_id: int | None, lookahead_frames: int | None) -> Any:
+        """A new stream's model state (``vocos_core.streaming``)."""
+        return self._stream_model().start_stream(bandwidth_id, lookahead_frames)
 
     @property
     def open_streams(self) -> int:
@@ -218,6 +222,7 @@ class BatchingEngine:
             raise EngineStoppedError(f"the {self.name} engine has stopped")
         if stream.closed:  # between the steps of a long push: its caller left, or its request was dropped
             raise EngineStoppedError("this stream has ended; open a new one")
+        assert stream.state is not None, "a step of a stream that has not begun"
         step = Step(stream.state, chunk, final, time.monotonic(), self._loop.create_future(), guess)
         self._streams.steps.append(step)
         self._wakeup.set()
@@ -265,7 +270,8 @@ class BatchingEngine:
     async def _decode_in_chunks(self, item: _Item, chunk_frames: int) -> None:
         """A whole-utterance request run as an internal stream (not counted against ``max_streams``), in
         steps of ``chunk_frames``."""
-        stream = EngineStream(self, self._stream_model().start_stream(item.bandwidth_id), item.request_id)
+        stream = EngineStream(self, item.request_id)
+        stream.begin(item.bandwidth_id)
         item.future.add_done_callback(lambda _: stream.close())  # its caller left: stop computing it
         if self._observer is not None:
             self._observer.on_queue_wait(self.name, time.monotonic() - item.enqueued)

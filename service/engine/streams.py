@@ -85,10 +85,11 @@ class EngineStream:
     """An open stream of one engine: ``push`` chunks in order, the last with ``final=True``; ``close``
     always (it frees the stream's place; a stream closed early is dropped, its pending step unrun)."""
 
-    def __init__(self, engine: BatchingEngine, state: Any, request_id: str) -> None:
+    def __init__(self, engine: BatchingEngine, request_id: str, lookahead_frames: int | None = None) -> None:
         self._engine = engine
-        self.state = state
+        self.state: Any = None  # the model's stream state, from begin()
         self.request_id = request_id
+        self.lookahead_frames = lookahead_frames
         self.opened = time.monotonic()
         self.closed = False
         self.finished = False
@@ -108,6 +109,11 @@ class EngineStream:
                                                          timeout, guess=at_end))
         self.finished = final
         return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+
+    def begin(self, bandwidth_id: int | None) -> None:
+        """Start the model's state (once): at opening, or at the first chunk of a stream opened without it."""
+        assert self.state is None, "a stream begins once"
+        self.state = self._engine.stream_state(bandwidth_id, self.lookahead_frames)
 
     def close(self) -> None:
         if not self.closed:

@@ -51,6 +51,8 @@ CLOSE_BASE = 4000
 # Bytes of a stream's messages read ahead of the model (one more message may go past it): chunks of
 # frames are tens of kB, so this holds seconds of them without letting a fast client fill memory.
 READ_AHEAD_BYTES = 4 * 2**20
+# RFC 6455's close code for a message too big: uvicorn's, for one over VOCOS_MAX_BODY_BYTES.
+MESSAGE_TOO_BIG = 1009
 # Bytes of audio messages that may wait unsent (a client reading slower than real time for a moment)
 # before a stream waits for its client to catch up.
 UNSENT_BYTES = 4 * 2**20
@@ -112,7 +114,7 @@ async def _converse(websocket: WebSocket, state: ServiceState, stream: AudioStre
     cheaper steps instead of one step per message. A client that leaves while its chunks compute stops
     them: the rest of their steps are not run.
     """
-    inbox = _Inbox(websocket, state.settings.stream_idle_timeout_s)
+    inbox = _Inbox(websocket, state.settings.stream_idle_timeout_s, stream)
     try:
         while True:
             try:  # waiting for the client, or answering it: a disconnect or the drain deadline ends either
@@ -152,7 +154,8 @@ async def _answer(websocket: WebSocket, state: ServiceState, stream: AudioStream
             await _push(websocket, stream, fmt, arrays, first, timeout)
             raise message
         if message.get("type") == "websocket.disconnect":
-            return "disconnected"
+            # 1009: the WebSocket layer refused a message over VOCOS_MAX_BODY_BYTES, the client's error
+            return "error" if message.get("code") == MESSAGE_TOO_BIG else "disconnected"
         try:  # a malformed message fails the stream, once the chunks before it are answered
             if message.get("bytes") is not None:
                 arrays.append(stream.check(parse_npy(message["bytes"])))
@@ -181,25 +184,26 @@ async def _push(websocket: WebSocket, stream: AudioStream, fmt: str, arrays: lis
 
 class _Inbox:
     """The client's messages, read as they come while the stream computes: ``(arrival, message)`` pairs,
-    or the read's exception (idle timeout) in a message's place. After a text message (the end, or a
-    malformed one) it only watches for the client's disconnect; it pauses while ``max_bytes`` of
-    messages wait, so a client that sends faster than the model decodes is held back by TCP, not
-    buffered here."""
+    or the read's exception (idle timeout, or the stream's open time run out) in a message's place. After
+    a text message (the end, or a malformed one) it only watches for the client's disconnect; it pauses
+    while ``max_bytes`` of messages wait, so a client that sends faster than the model decodes is held
+    back by TCP, not buffered here."""
 
-    def __init__(self, websocket: WebSocket, idle_s: float, max_bytes: int = READ_AHEAD_BYTES) -> None:
+    def __init__(self, websocket: WebSocket, idle_s: float, stream: AudioStream,
+                 max_bytes: int = READ_AHEAD_BYTES) -> None:
         self._queue: asyncio.Queue[tuple[float, Any]] = asyncio.Queue()
         self._bytes = 0
         self._max_bytes = max_bytes
         self._room = asyncio.Event()
         self._room.set()
         self.gone = asyncio.Event()  # set once the client's disconnect is read
-        self._reader = asyncio.create_task(self._read(websocket, idle_s))
+        self._reader = asyncio.create_task(self._read(websocket, idle_s, stream))
 
-    async def _read(self, websocket: WebSocket, idle_s: float) -> None:
+    async def _read(self, websocket: WebSocket, idle_s: float, stream: AudioStream) -> None:
         while True:
             await self._room.wait()
             try:
-                message: Any = await _receive(websocket, idle_s)
+                message: Any = await _receive(websocket, idle_s, stream)
             except Exception as exc:  # handed to the conversation, which raises it in its turn
                 self._queue.put_nowait((time.monotonic(), exc))
                 return
@@ -245,10 +249,14 @@ def _size(message: Any) -> int:
     return len(message.get("bytes") or b"") if isinstance(message, dict) else 0
 
 
-async def _receive(websocket: WebSocket, idle_s: float) -> dict[str, Any]:
+async def _receive(websocket: WebSocket, idle_s: float, stream: AudioStream) -> dict[str, Any]:
+    """The client's next message, waited for no longer than ``idle_s`` or the stream's open time left."""
+    open_s = stream.open_until - time.monotonic()
     try:
-        message = dict(await asyncio.wait_for(websocket.receive(), idle_s))
+        message = dict(await asyncio.wait_for(websocket.receive(), max(0.0, min(idle_s, open_s))))
     except asyncio.TimeoutError:
+        if open_s < idle_s:
+            raise stream.open_too_long() from None
         raise BodyTimeoutError(
             f"no message for {idle_s:g} s (VOCOS_STREAM_IDLE_TIMEOUT_S); send frames or {{\"type\": \"end\"}}"
         ) from None

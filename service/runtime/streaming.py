@@ -91,7 +91,6 @@ class AudioStream:
             served.bandwidths, served.codebooks, bandwidth_id=bandwidth_id, bandwidth=bandwidth)
         self._lookahead_frames = check_lookahead_frames(served.model, lookahead_frames)
         self.lookahead = lookahead(served.model, self._lookahead_frames)
-        self._stream: EngineStream | None = None
         self._closed = False
         self._resampler = None if self.sample_rate == served.sample_rate else \
             soxr.ResampleStream(served.sample_rate, self.sample_rate, 1, dtype="float32", quality="HQ")
@@ -100,10 +99,10 @@ class AudioStream:
         self._model_samples = 0  # samples at the model's rate let out so far
         self._timing = _Timing()
         self.samples_out = 0
-        if not codes or self._bandwidth_id is not None:
-            self._open(None)
-        else:  # opens on its first chunk, whose K gives the bandwidth; refused now if it would be then
-            slot.engine.check_stream_room()
+        # An EnCodec stream without a bandwidth takes its place now and begins at its first chunk, whose K gives it.
+        self._begun = not codes or self._bandwidth_id is not None
+        self._stream: EngineStream = slot.engine.open_stream(self._bandwidth_id, request_id, self._lookahead_frames,
+                                                             begin=self._begun)
         metrics.streams_active.labels(served.name).inc()
         if self._lookahead_frames is not None:
             metrics.streams_low_latency.labels(served.name).inc()
@@ -125,10 +124,10 @@ class AudioStream:
         """A chunk ``(C, t)`` checked against the model and the stream's limits, for :meth:`push_many`; raises
         on the first failure. A transport checks each chunk as it comes, so the chunks before a bad one are
         still answered (the stream then fails with the bad one's error)."""
-        self._check_open_time(time.monotonic())
+        self.check_open_time(time.monotonic())
         chunk = self._chunk(array)
-        if self._stream is None:
-            self._open(chunk)
+        if not self._begun:
+            self._begin(chunk)
         self._frames += int(chunk.shape[-1])
         self._check_audio_length()
         return chunk
@@ -138,7 +137,7 @@ class AudioStream:
         """Checked chunks (:meth:`check`) that came in while the stream was busy, pushed as one (one model
         step for all of them); ``arrived``: when the first came (default: now), for the latency metrics."""
         now = time.monotonic()
-        assert self._stream is not None and chunks, "push_many of no checked chunks"
+        assert self._begun and chunks, "push_many of no checked chunks"
         chunk = chunks[0] if len(chunks) == 1 else torch.cat(list(chunks), dim=-1)  # (C, t_1 + t_2 + ...)
         audio = (await self._stream.push(chunk, final=final, timeout=timeout)).numpy()
         return self._out(audio, now if arrived is None else arrived, final)
@@ -146,7 +145,8 @@ class AudioStream:
     async def finish(self, timeout: float | None = None) -> np.ndarray:
         """End the stream: its last samples."""
         arrived = time.monotonic()
-        if self._stream is None or self._frames == 0:
+        self.check_open_time(arrived)
+        if self._frames == 0:
             raise InvalidInputError("the stream ended before any frames arrived; send at least one frame")
         self.slot.served.check_frames(self._frames)  # as few as a request that gives no audio: the same 422
         empty = torch.zeros(self.slot.served.n_features, 0)
@@ -158,8 +158,7 @@ class AudioStream:
         if self._closed:
             return
         self._closed = True
-        if self._stream is not None:
-            self._stream.close()
+        self._stream.close()
         labels = self.name
         self.metrics.streams_active.labels(labels).dec()
         if self._lookahead_frames is not None:
@@ -170,14 +169,12 @@ class AudioStream:
 
     # -- helpers -----------------------------------------------------------------------------------
 
-    def _open(self, first: torch.Tensor | None) -> EngineStream:
+    def _begin(self, first: torch.Tensor) -> None:
         served = self.slot.served
-        if served.bandwidths and self._bandwidth_id is None:
-            assert first is not None
-            self._bandwidth_id = resolve_bandwidth_id(served.bandwidths, served.codebooks,
-                                                      num_codebooks=int(first.shape[0]))
-        self._stream = self.slot.engine.open_stream(self._bandwidth_id, self.request_id, self._lookahead_frames)
-        return self._stream
+        self._bandwidth_id = resolve_bandwidth_id(served.bandwidths, served.codebooks,
+                                                  num_codebooks=int(first.shape[0]))
+        self._stream.begin(self._bandwidth_id)
+        self._begun = True
 
     def _chunk(self, array: np.ndarray) -> torch.Tensor:
         served = self.slot.served
@@ -192,12 +189,22 @@ class AudioStream:
                                  num_codebooks=grid.shape[0])
         return torch.from_numpy(grid)
 
-    def _check_open_time(self, now: float) -> None:
-        if now - self._timing.opened > self.limits.max_duration_s:
-            raise PayloadTooLargeError(
-                f"the stream has been open over {self.limits.max_duration_s:g} s, the limit "
-                "(VOCOS_MAX_STREAM_DURATION_S); open a new one"
-            )
+    @property
+    def open_until(self) -> float:
+        """The ``time.monotonic()`` instant the stream's open time runs out (VOCOS_MAX_STREAM_DURATION_S)."""
+        return self._timing.opened + self.limits.max_duration_s
+
+    def check_open_time(self, now: float) -> None:
+        """Raise :meth:`open_too_long` once the stream has been open longer than it may."""
+        if now > self.open_until:
+            raise self.open_too_long()
+
+    def open_too_long(self) -> PayloadTooLargeError:
+        """The 413 of a stream open beyond VOCOS_MAX_STREAM_DURATION_S (a transport's quiet client gets it too)."""
+        return PayloadTooLargeError(
+            f"the stream has been open over {self.limits.max_duration_s:g} s, the limit "
+            "(VOCOS_MAX_STREAM_DURATION_S); open a new one"
+        )
 
     def _check_audio_length(self) -> None:
         check_stream_seconds(self.slot.served.seconds(self._frames), self.limits.max_audio_seconds)

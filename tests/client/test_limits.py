@@ -5,14 +5,20 @@ connection instead. The server's start message gives the limit; the client split
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+import time
 
+import httpx
 import numpy as np
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from service.testing import ServerProcess
 from vocos_client import AsyncClient, Client, VocosClientError
 from vocos_client.session import frame_messages
+from vocos_client.wire import npy_bytes
 
 MAX_BODY_BYTES = 200000
 SERVER_FLAGS = ("--max-body-bytes", str(MAX_BODY_BYTES))
@@ -64,3 +70,19 @@ def test_one_frame_larger_than_a_message_may_be_is_413_before_sending() -> None:
         frame_messages(np.zeros((100, 3), np.float32), 300)
     assert (caught.value.status, caught.value.error) == (413, "payload_too_large")
     assert "VOCOS_MAX_BODY_BYTES" in caught.value.message
+
+
+def test_a_message_the_websocket_layer_refuses_counts_as_an_error(server: ServerProcess) -> None:
+    """Close code 1009 (over VOCOS_MAX_BODY_BYTES) is the client's error, not a client that left."""
+    sample = 'vocos_streams_total{model="mel",outcome="error",transport="websocket"}'
+    before = server.metric(sample) if sample in httpx.get(f"{server.url}/metrics").text else 0.0
+    with connect(server.url.replace("http", "ws") + "/stream/mel", max_size=None) as ws:
+        ws.recv()  # the start message
+        with contextlib.suppress(ConnectionClosed):
+            ws.send(npy_bytes(np.zeros((100, 1000), np.float32)))  # 400 kB
+            ws.recv()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and (sample not in httpx.get(f"{server.url}/metrics").text
+                                           or server.metric(sample) == before):
+        time.sleep(0.05)
+    assert server.metric(sample) == before + 1

@@ -9,6 +9,7 @@ import json
 import re
 import threading
 import time
+import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -227,6 +228,8 @@ def test_streams_need_the_api_key_when_the_server_has_keys(client_for: Any) -> N
     ("/stream/mel", "/stream/mel"),
     # An EnCodec stream without a bandwidth opens on its first chunk; it is refused before sending one.
     ("/stream/encodec?bandwidth_id=0", "/stream/encodec"),
+    # ... and holds its place from then on: a second one is refused while the first has sent nothing.
+    ("/stream/encodec", "/stream/encodec"),
 ])
 def test_the_concurrent_stream_limit_answers_503_with_a_close_code(client_for: Any, first_path: str,
                                                                    second_path: str) -> None:
@@ -249,6 +252,20 @@ def test_a_stream_longer_than_its_audio_limit_is_refused(client_for: Any, models
         ws.send_bytes(npy(mel))
         error, code = error_of(ws)
     assert (error["status"], code) == (413, 4413) and "VOCOS_MAX_STREAM_AUDIO_SECONDS" in error["message"]
+
+
+def test_a_quiet_stream_is_closed_when_its_open_time_runs_out(client_for: Any,
+                                                               models: dict[str, ServedModel]) -> None:
+    """VOCOS_MAX_STREAM_DURATION_S holds a stream that sends nothing more too, not only its next frames: it
+    could stay open up to the duration plus the idle timeout."""
+    client = client_for(max_stream_duration_s=0.3, stream_idle_timeout_s=30)
+    with client.websocket_connect("/stream/mel") as ws:
+        json.loads(ws.receive_text())
+        ws.send_bytes(npy(np.zeros((models["mel"].n_features, 30), np.float32)))
+        started = time.monotonic()
+        error, code = error_of(ws)
+    assert (error["status"], code) == (413, 4413) and "VOCOS_MAX_STREAM_DURATION_S" in error["message"]
+    assert time.monotonic() - started < 5
 
 
 def test_an_idle_stream_is_closed_with_408(client_for: Any) -> None:
@@ -416,7 +433,8 @@ async def test_read_ahead_pauses_once_its_byte_budget_waits() -> None:
             return {"type": "websocket.receive", "bytes": b"\0" * 2**20}
 
     client = Flooding()
-    inbox = _Inbox(client, idle_s=5, max_bytes=3 * 2**20)  # type: ignore[arg-type]
+    never_too_long = types.SimpleNamespace(open_until=float("inf"))
+    inbox = _Inbox(client, idle_s=5, stream=never_too_long, max_bytes=3 * 2**20)  # type: ignore[arg-type]
     try:
         for _ in range(20):
             await asyncio.sleep(0)
