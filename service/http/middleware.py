@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.errors import ServerBusyError, ServiceError
 from service.http.errors import error_response, logged_error_response
 from service.http.pages import PAGE_PATHS
-from service.http.server import abort_connection
+from service.http.server import BUSY_MESSAGE, PROBE_PATHS, abort_connection, beyond_connection_cap
 from service.http.streamed import AnswerBrokeOffError
 from service.runtime.metrics import ENDPOINTS
 
@@ -62,6 +62,8 @@ class RequestContextMiddleware:
         if tracked:
             self.state.metrics.inflight.inc()
         try:
+            if beyond_connection_cap(scope) and path not in PROBE_PATHS:
+                raise ServerBusyError(BUSY_MESSAGE)
             self._authenticate(scope, path)
             held.take_declared(scope)
             await self.app(scope, held.counting(receive), reply.send)

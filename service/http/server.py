@@ -20,11 +20,13 @@ from typing import Any
 
 import h11
 import uvicorn
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.applications import Starlette
+from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.websockets.wsproto_impl import WSProtocol
 
 from service.http.errors import error_body
+from service.http.state import state_of
 from service.runtime.logs import redact_logs
 from service.settings import Settings
 
@@ -39,39 +41,55 @@ _BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
     b"x-request-id: %s\r\nconnection: close\r\ncontent-length: %d\r\n\r\n%s"
 )
-_BUSY_MESSAGE = "too many open connections (VOCOS_MAX_CONNECTIONS); retry later"
+BUSY_MESSAGE = "too many open connections (VOCOS_MAX_CONNECTIONS); retry later"
 ABORT_EXTENSION = "vocos.abort"
 WRITE_BUFFER_EXTENSION = "vocos.write_buffer"
+BEYOND_CAP_EXTENSION = "vocos.beyond_cap"
+# Connections kept beyond ``max_connections`` for the probes and the metrics scrape, which must answer when
+# the server is merely busy: a liveness probe refused there would have a busy pod restarted, and a failed
+# scrape would hide the queue from the autoscaler. On them every other request is answered 503.
+PROBE_HEADROOM = 16
+# What the probes and scrapes ask for (service.http.middleware answers the rest 503 on those connections).
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 class BoundedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol with a header timeout and a cap on open connections.
 
     The header timer runs from the moment a connection opens, or its previous response ends, until
-    the next request's headers are complete; when it fires the connection is closed. Connections
-    beyond ``max_connections`` are answered 503 at once and closed. Set the class attributes with
-    :func:`bounded_protocol`.
+    the next request's headers are complete; when it fires the connection is closed. A connection
+    beyond ``max_connections`` serves the probes and the metrics alone (:data:`PROBE_HEADROOM`);
+    beyond those too, it is answered 503 at once and closed, and ``on_refused`` is called. Set the
+    class attributes with :func:`bounded_protocol`.
     """
 
     header_timeout_s: float = 10.0
     max_connections: int = 1024
+    on_refused: Callable[[], None] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_timer: asyncio.TimerHandle | None = None
-        self.app = _with_abort(self.app, lambda: self.transport)
+        self._beyond_cap = False
+        self.app = _with_abort(self.app, lambda: self.transport, lambda: self._beyond_cap)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if len(self.connections) > self.max_connections:
-            request_id = uuid.uuid4().hex
-            log.warning("request %s: refused a connection: %d open (VOCOS_MAX_CONNECTIONS)", request_id,
-                        len(self.connections) - 1)
-            body = json.dumps(error_body("unavailable", _BUSY_MESSAGE, request_id)).encode()
-            transport.write(_BUSY % (request_id.encode(), len(body), body))
-            transport.close()
+        open_now = len(self.connections)
+        if open_now > self.max_connections + PROBE_HEADROOM:
+            self._refuse(transport, open_now - 1)
             return
+        self._beyond_cap = open_now > self.max_connections
         self._arm_header_timer()
+
+    def _refuse(self, transport: asyncio.Transport, open_before: int) -> None:
+        request_id = uuid.uuid4().hex
+        log.warning("request %s: refused a connection: %d open (VOCOS_MAX_CONNECTIONS)", request_id, open_before)
+        body = json.dumps(error_body("unavailable", BUSY_MESSAGE, request_id)).encode()
+        transport.write(_BUSY % (request_id.encode(), len(body), body))
+        transport.close()
+        if self.on_refused is not None:
+            self.on_refused()
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to bytes that are no HTTP request, as every error is answered: a JSON body
@@ -97,6 +115,9 @@ class BoundedH11Protocol(H11Protocol):
     def handle_websocket_upgrade(self, event: Any) -> None:
         # The connection becomes a WebSocket (a stream): its messages have the stream's idle timeout.
         self._disarm_header_timer()
+        if self._beyond_cap:  # a stream is no probe
+            self._refuse(self.transport, len(self.connections) - 1)
+            return
         super().handle_websocket_upgrade(event)
 
     def on_response_complete(self) -> None:
@@ -131,17 +152,18 @@ class AbortableWSProtocol(WSProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.app = _with_abort(self.app, lambda: self.transport)
+        self.app = _with_abort(self.app, lambda: self.transport, lambda: False)
 
 
-def _with_abort(inner: Any, transport: Callable[[], asyncio.Transport]) -> Any:
-    """``inner`` with the connection's abort and write-buffer size in every scope's extensions
-    (:func:`abort_connection`, :func:`unsent_bytes`)."""
+def _with_abort(inner: Any, transport: Callable[[], asyncio.Transport], beyond_cap: Callable[[], bool]) -> Any:
+    """``inner`` with the connection's abort, write-buffer size and place beyond the connection cap in every
+    scope's extensions (:func:`abort_connection`, :func:`unsent_bytes`, :func:`beyond_connection_cap`)."""
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         extensions = scope.setdefault("extensions", {})
         extensions[ABORT_EXTENSION] = lambda reset=False: _reset(transport()) if reset else transport().abort()
         extensions[WRITE_BUFFER_EXTENSION] = transport().get_write_buffer_size
+        extensions[BEYOND_CAP_EXTENSION] = beyond_cap()
         await inner(scope, receive, send)
 
     return app
@@ -166,23 +188,24 @@ def _reset(transport: asyncio.Transport) -> None:
     transport.abort()
 
 
-def bounded_protocol(settings: Settings) -> type[BoundedH11Protocol]:
+def bounded_protocol(settings: Settings, on_refused: Callable[[], None] | None = None) -> type[BoundedH11Protocol]:
     """:class:`BoundedH11Protocol` with the header timeout and connection cap of ``settings``."""
     return type(
         "ServiceH11Protocol",
         (BoundedH11Protocol,),
-        {"header_timeout_s": settings.header_timeout_s, "max_connections": settings.max_connections},
+        {"header_timeout_s": settings.header_timeout_s, "max_connections": settings.max_connections,
+         "on_refused": staticmethod(on_refused) if on_refused is not None else None},
     )
 
 
-def uvicorn_config(app: ASGIApp, settings: Settings, **overrides: Any) -> uvicorn.Config:
-    """The uvicorn configuration of ``app`` under ``settings``; ``overrides`` for tests (log level)."""
+def uvicorn_config(app: Starlette, settings: Settings, **overrides: Any) -> uvicorn.Config:
+    """The uvicorn configuration of ``app`` (``create_app``'s) under ``settings``; ``overrides`` for tests."""
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
         "log_level": settings.log_level,
         "lifespan": "on",
-        "http": bounded_protocol(settings),
+        "http": bounded_protocol(settings, state_of(app).metrics.connections_refused.inc),
         "timeout_graceful_shutdown": settings.drain_timeout_s + GRACE_AFTER_DRAIN_S,
         "timeout_keep_alive": min(5.0, settings.header_timeout_s),
         # Streams (service.http.websocket) over wsproto, whichever WebSocket packages are installed.
@@ -210,6 +233,11 @@ def abort_connection(scope: Scope, reset: bool = False) -> bool:
         return False
     abort(reset)
     return True
+
+
+def beyond_connection_cap(scope: Scope) -> bool:
+    """Whether the connection of ``scope`` opened beyond VOCOS_MAX_CONNECTIONS, in the probes' headroom."""
+    return bool(scope.get("extensions", {}).get(BEYOND_CAP_EXTENSION, False))
 
 
 def unsent_bytes(scope: Scope) -> int:

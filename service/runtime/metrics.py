@@ -23,6 +23,8 @@ from prometheus_client.registry import Collector
 from service.engine import BatchStats, StreamStats
 
 ENDPOINTS = ("/decode/mel", "/decode/encodec", "/resynthesize")
+# Statuses whose time is the client's: a body sent too slowly (408), an answer not read or left (499).
+CLIENT_TIMED = frozenset({408, 499})
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _WAIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -53,12 +55,16 @@ class ServiceMetrics:
         )
         self.request_duration = Histogram(
             "vocos_request_duration_seconds",
-            "Request latency, body to response.",
+            "Request latency, body to response; not of requests the client made slow or left (408, 499).",
             ["endpoint"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
         self.inflight = Gauge("vocos_inflight_requests", "Decoding requests being handled.", registry=r)
+        self.connections_refused = Counter(
+            "vocos_connections_refused", "Connections answered 503 before their request was read: beyond "
+            "VOCOS_MAX_CONNECTIONS and the headroom kept for probes and scrapes.", registry=r
+        )
         self.audio_seconds = Counter(
             "vocos_audio_seconds", "Seconds of audio returned.", ["model"], registry=r
         )
@@ -150,7 +156,9 @@ class ServiceMetrics:
 
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
         self.requests.labels(endpoint, str(status)).inc()
-        self.request_duration.labels(endpoint).observe(seconds)
+        # Those last as long as the client makes them: the latency alert is for the server's own time.
+        if status not in CLIENT_TIMED:
+            self.request_duration.labels(endpoint).observe(seconds)
 
     def add_audio(self, model: str, seconds: float) -> None:
         self.audio_seconds.labels(model).inc(seconds)

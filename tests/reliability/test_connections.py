@@ -14,6 +14,7 @@ import pytest
 from reliability_helpers import RawConnection, http_request
 from service_helpers import wait_until
 
+from service.http.server import PROBE_HEADROOM
 from service.testing import npy_bytes
 
 pytestmark = pytest.mark.asyncio
@@ -77,12 +78,29 @@ async def test_a_slow_body_is_not_cut_by_the_header_timeout(make_live) -> None:
         assert await conn.read_status(timeout=10) == 200
 
 
-async def test_connections_beyond_the_cap_are_answered_503_and_closed(make_live) -> None:
+async def test_beyond_the_cap_only_probes_and_scrapes_are_answered_then_connections_are_refused(make_live) -> None:
+    """At VOCOS_MAX_CONNECTIONS a busy server still answers its liveness and readiness probes and the metrics
+    scrape (a refused liveness probe would have the pod restarted), and answers everything else 503; past the
+    headroom kept for those, connections are refused before their request is read, and counted."""
     async with make_live(max_connections=4) as server:
         held = [await RawConnection.open(server.port) for _ in range(4)]
-        await wait_until(lambda: len(held) == 4)
-        extra = await RawConnection.open(server.port)
-        status, data = await extra.read_response(timeout=5)
+        for path in ("/healthz", "/readyz", "/metrics"):
+            probe = await RawConnection.open(server.port)
+            await probe.send(http_request("GET", path))
+            assert await probe.read_status(timeout=5) == 200, path
+            probe.close()
+        decode = await RawConnection.open(server.port)
+        await decode.send(http_request("POST", "/decode/mel", npy_bytes(np.zeros((100, 9), np.float32)), [NPY]))
+        status, data = await decode.read_response(timeout=5)  # read to the close: Connection: close
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert status == 503 and b"retry-after: 1" in head.lower()
+        assert "VOCOS_MAX_CONNECTIONS" in json.loads(body)["error"]["message"]
+        metrics = (await server.client.get("/metrics")).text
+        assert 'vocos_requests_total{endpoint="/decode/mel",status="503"} 1.0' in metrics
+        assert "vocos_connections_refused_total 0.0" in metrics
+
+        held += [await RawConnection.open(server.port) for _ in range(PROBE_HEADROOM + 1)]
+        status, data = await held[-1].read_response(timeout=5)  # refused before anything was sent
         assert status == 503 and b"VOCOS_MAX_CONNECTIONS" in data and b"retry-after: 1" in data.lower()
         # a request id, fresh (the request was never read), in the body and the header as for any answer
         head, _, body = data.partition(b"\r\n\r\n")
@@ -92,6 +110,7 @@ async def test_connections_beyond_the_cap_are_answered_503_and_closed(make_live)
             conn.close()
         await asyncio.sleep(0.2)
         assert (await server.client.get("/healthz")).status_code == 200
+        assert server.state.metrics.registry.get_sample_value("vocos_connections_refused_total") >= 1
 
 
 async def test_bodies_held_at_their_last_byte_stay_within_the_inflight_budget(make_live) -> None:

@@ -22,6 +22,17 @@ def test_engine_observations_land_in_the_histograms() -> None:
     assert 'vocos_queue_depth{model="encodec"} 7.0' in text
 
 
+def test_the_latency_leaves_out_requests_the_client_made_slow_or_left() -> None:
+    """A body sent too slowly (408, after VOCOS_BODY_TIMEOUT_S) or an answer not read (499) would put the
+    client's time in the p99 the latency alert watches; they are counted, not timed."""
+    m = ServiceMetrics()
+    for status, seconds in ((200, 0.1), (408, 30.0), (499, 30.0), (504, 30.0)):
+        m.observe_request("/decode/mel", status, seconds)
+    text = m.render()[0].decode()
+    assert 'vocos_request_duration_seconds_count{endpoint="/decode/mel"} 2.0' in text  # 200 and 504
+    assert 'vocos_requests_total{endpoint="/decode/mel",status="408"} 1.0' in text
+
+
 def test_device_memory_is_read_at_scrape_time(monkeypatch: pytest.MonkeyPatch) -> None:
     readings = {"allocated": 1000, "reserved": 4096}
     monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: readings["allocated"])
