@@ -25,7 +25,7 @@ from pydantic import SecretStr, ValidationError
 
 from service.engine.torch_thread import idle_within, torch_thread
 from service.http.app import create_app
-from service.http.server import uvicorn_config
+from service.http.server import GRACE_AFTER_DRAIN_S, uvicorn_config
 from service.http.state import ServiceState, state_of
 from service.runtime.logs import configure_logging
 from service.runtime.memory import bound_memory_growth
@@ -115,6 +115,10 @@ class DrainingServer(uvicorn.Server):
         for server in self.servers:
             server.close()
         await self._state.streams_ended()
+        # uvicorn's limit runs from here: what is left of the drain plus the grace after it, so that the
+        # whole shutdown stays within DRAIN_TIMEOUT_S + 5 s however long the streams took.
+        left = max(0.0, self._state.drain_deadline - asyncio.get_running_loop().time())
+        self.config.timeout_graceful_shutdown = left + GRACE_AFTER_DRAIN_S
         await super().shutdown(sockets)
 
     def handle_exit(self, sig: int, frame: types.FrameType | None) -> None:

@@ -122,3 +122,33 @@ async def queue_depth_or_running(client: httpx.AsyncClient) -> float:
     text = (await client.get("/metrics")).text
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                if line.startswith(("vocos_queue_depth{", "vocos_inflight_requests ")))
+
+
+async def test_an_open_stream_does_not_lengthen_the_shutdown_past_the_drain_and_its_grace(
+        mel_checkpoint: Path, tmp_path: Path) -> None:
+    """An idle stream held the shutdown to the drain deadline, after which uvicorn's own limit (drain + 5 s)
+    started afresh: a client that does not read its answer then kept the process for twice the drain."""
+    import websockets
+
+    drain_s = 6
+    process = ServerProcess(["--device", "cpu", "--mel-model", str(mel_checkpoint), "--encodec-model", "none",
+                             "--drain-timeout-s", str(drain_s), "--send-timeout-s", "120"], tmp_path / "server.log")
+    try:
+        process.wait_ready()
+        mel = np.zeros((100, 20000), np.float32)  # a 20 MB float WAV, which the client never reads
+        unread = await asyncio.open_connection("127.0.0.1", process.port)
+        body = npy_bytes(mel)
+        unread[1].write(b"POST /decode/mel?format=wav32f HTTP/1.1\r\nHost: x\r\ncontent-type: application/x-npy\r\n"
+                        + f"content-length: {len(body)}\r\n\r\n".encode() + body)
+        async with websockets.connect(process.url.replace("http", "ws") + "/stream/mel") as stream:
+            await stream.recv()  # the start message; the stream then stays open and quiet
+            await asyncio.sleep(1.0)  # the answer is computed and stuck in the socket
+            signalled = time.monotonic()
+            process.process.send_signal(signal.SIGTERM)
+            code = await asyncio.to_thread(process.process.wait, 60)
+        exited_s = time.monotonic() - signalled
+        unread[1].close()
+    finally:
+        process.stop()
+    assert code == 0
+    assert exited_s < drain_s + 5 + 2, exited_s  # it took 2 x drain + 5 s
