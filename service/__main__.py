@@ -118,7 +118,7 @@ class DrainingServer(uvicorn.Server):
         # uvicorn's limit runs from here: what is left of the drain plus the grace after it, so that the
         # whole shutdown stays within DRAIN_TIMEOUT_S + 5 s however long the streams took.
         left = max(0.0, self._state.drain_deadline - asyncio.get_running_loop().time())
-        self.config.timeout_graceful_shutdown = left + GRACE_AFTER_DRAIN_S
+        self.config.timeout_graceful_shutdown = left + GRACE_AFTER_DRAIN_S  # type: ignore[assignment]  # a float: asyncio.wait_for
         await super().shutdown(sockets)
 
     def handle_exit(self, sig: int, frame: types.FrameType | None) -> None:
@@ -150,7 +150,23 @@ def _unbindable(host: str, port: int) -> str | None:
     return None
 
 
+class _Stopped(BaseException):
+    """A stop signal while the models load, which nothing in the load can be interrupted for."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop_loading(signum: int, frame: types.FrameType | None) -> None:
+    raise _Stopped(signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    # Until serve() takes over: as PID 1 of a container (Kubernetes, docker run without --init) a signal
+    # without a handler is ignored, so SIGTERM during a long load or download would wait for SIGKILL.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _stop_loading)
     settings = parse_settings(argv)
     configure_logging(settings.log_level)
     for warning in unknown_variables(os.environ):
@@ -166,10 +182,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StartupError as exc:
         print(f"vocos-serve: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:  # Ctrl-C while loading: the load cannot be interrupted; leave without it
-        print("vocos-serve: interrupted while loading the models", file=sys.stderr)
+    except (_Stopped, KeyboardInterrupt) as stop:  # the load cannot be interrupted: leave without it
+        signum = stop.signum if isinstance(stop, _Stopped) else signal.SIGINT
+        print(f"vocos-serve: stopped by {signal.Signals(signum).name} while loading the models", file=sys.stderr)
         logging.shutdown()
-        os._exit(130)
+        os._exit(128 + signum)
     serve(create_app(settings, models), settings)
     if not idle_within(0.5):
         # A call the drain deadline gave up on (its requests were answered 503): Python would wait for it

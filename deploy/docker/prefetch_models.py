@@ -14,8 +14,10 @@ Exit status: 0 when every enabled model loaded and ran, 1 otherwise (the message
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import time
+import types
 
 import torch
 
@@ -58,7 +60,16 @@ def _probe(model: Vocos) -> None:
         model.audio_to_features(torch.zeros(_PROBE_SAMPLES), bandwidth_id=0)
 
 
+def _stop(signum: int, frame: types.FrameType | None) -> None:
+    log.error("stopped by %s", signal.Signals(signum).name)
+    sys.exit(128 + signum)
+
+
 def main() -> int:
+    # As PID 1 of an init container a signal without a handler is ignored: a pod deleted during a long
+    # download would wait for SIGKILL at the end of its grace period.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _stop)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Every field from its VOCOS_* variable; unpacking an empty mapping keeps mypy (no pydantic plugin)
     # from asking for each field as an argument.

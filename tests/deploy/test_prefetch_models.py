@@ -89,6 +89,24 @@ def _run_script(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
                           timeout=120, check=False)
 
 
+def test_sigterm_during_the_fetch_exits_at_once(tmp_path: Path) -> None:
+    """As an init container's PID 1 a signal without a handler is ignored: a pod deleted during a long
+    download waited for SIGKILL. Here the fetch signals itself, then would take a minute."""
+    require_module("service.settings", "the service package")
+    code = ("import os, runpy, signal, sys, time\n"
+            f"script = runpy.run_path({str(SCRIPT)!r})\n"
+            "def fetch(settings):\n    os.kill(os.getpid(), signal.SIGTERM)\n    time.sleep(60)\n"
+            "script['main'].__globals__['prefetch'] = fetch\n"
+            "sys.exit(script['main']())\n")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("VOCOS_", "HF_"))}
+    clean["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env = {**clean, "VOCOS_MEL_MODEL": str(tmp_path / "some-model"), "VOCOS_ENCODEC_MODEL": "none"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=30,
+                            check=False)
+    assert result.returncode == 143, result.stderr
+    assert "stopped by SIGTERM" in result.stderr
+
+
 @pytest.mark.slow  # two interpreters importing torch; huggingface_hub reads HF_* only at import
 def test_a_hub_id_resolves_from_the_cache_offline(tmp_path: Path) -> None:
     # The Kubernetes server container's start: a Hub id, HF_HUB_OFFLINE=1, and the cache the init

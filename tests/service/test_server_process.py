@@ -131,7 +131,29 @@ def test_ctrl_c_while_models_load_ends_in_one_line_without_a_traceback() -> None
     result = subprocess.run([sys.executable, "-c", code], env=clean_env(), capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 130, result.stderr
-    assert "interrupted while loading the models" in result.stderr and "Traceback" not in result.stderr
+    assert "stopped by SIGINT while loading the models" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_sigterm_while_models_load_stops_the_server_at_once() -> None:
+    """As PID 1 of a container a signal without a handler is ignored: SIGTERM during a long load (or a
+    download) waited for the orchestrator's SIGKILL. With a handler it ends the start in one line (143)."""
+    code = ("import sys, time, service.__main__ as m\n"
+            "def load(settings):\n    print('loading', file=sys.stderr, flush=True)\n    time.sleep(60)\n"
+            "m.load_models = load\n"
+            "sys.exit(m.main(['--mel-model', 'none', '--encodec-model', 'none']))\n")
+    process = subprocess.Popen([sys.executable, "-c", code], env=clean_env(), stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stderr is not None
+        while "loading" not in process.stderr.readline():
+            pass
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(10) == 143
+        assert time.monotonic() - started < 5
+        rest = process.stderr.read()
+        assert "stopped by SIGTERM while loading the models" in rest and "Traceback" not in rest
+    finally:
+        process.kill()
 
 
 def test_console_script_is_installed() -> None:
