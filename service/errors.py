@@ -73,6 +73,13 @@ class UnsupportedMediaTypeError(ServiceError):
     error_type = "unsupported_media_type"
 
 
+class InvalidParameterError(ServiceError):
+    """A query parameter the endpoint does not take, or a value of the wrong type or range."""
+
+    status_code = 422
+    error_type = "invalid_parameter"
+
+
 class InvalidInputError(ServiceError):
     """Parsed fine but not valid: dtype, rank, shape, value range, bandwidth."""
 

@@ -24,6 +24,7 @@ from service.engine import (
     StreamLimitError,
 )
 from service.errors import ServerBusyError, ServiceError
+from service.http.query import validation_message
 from vocos_core.errors import InputError as CoreInputError
 
 log = logging.getLogger(__name__)
@@ -81,18 +82,10 @@ def classify(exc: BaseException, request_id: str) -> tuple[int, str, str, dict[s
     if isinstance(exc, CoreInputError):
         return 422, "invalid_input", str(exc), {}
     if isinstance(exc, RequestValidationError):
-        return 422, "invalid_parameter", _validation_message(exc), {}
+        return 422, "invalid_parameter", validation_message(exc.errors()), {}
     if isinstance(exc, StarletteHTTPException):
         return exc.status_code, "http_error", str(exc.detail), dict(exc.headers or {})
     return 500, "internal", f"internal error; quote request id {request_id} when reporting it", {}
-
-
-def _validation_message(exc: RequestValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("query", "header", "body"))
-        parts.append(f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg", "invalid")))
-    return "; ".join(parts) or "invalid request parameters"
 
 
 def log_level(exc: BaseException, status: int) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from service.echo import clip
@@ -13,6 +13,7 @@ from service.errors import UnsupportedMediaTypeError
 from service.http.errors import error_body, request_id_of
 from service.http.multipart import FORM_DATA, audio_part
 from service.http.payloads import codes_grid, media_type, mel_grid, merge_choice
+from service.http.query import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, known_parameters
 from service.http.request_io import (
     INLINE_BODY_BYTES,
     Deadline,
@@ -46,8 +47,9 @@ FormatQuery = Annotated[
     OutputFormat | None,
     Query(description="wav16 (default: 16-bit PCM WAV), wav32f (float32 WAV) or flac; else from Accept"),
 ]
-SampleRateQuery = Annotated[int | None, Query(ge=8000, le=192000, description="resample the answer to this "
-                                              "rate in Hz (soxr), e.g. 8000/16000 for telephony, 44100/48000")]
+SampleRateQuery = Annotated[int | None, Query(ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE, description="resample the "
+                                              "answer to this rate in Hz (soxr), e.g. 8000/16000 for telephony, "
+                                              "44100/48000")]
 BandwidthIdQuery = Annotated[int | None, Query(description="EnCodec bandwidth id: 0..3 = 1.5/3/6/12 kbps")]
 BandwidthQuery = Annotated[float | None, Query(description="EnCodec bandwidth in kbps: 1.5, 3, 6 or 12")]
 StreamQuery = Annotated[bool, Query(description="send the WAV as it is computed (chunked transfer; its header "
@@ -96,6 +98,7 @@ async def models(request: Request) -> JSONResponse:
 
 @router.post(
     "/decode/mel",
+    dependencies=[Depends(known_parameters)],
     tags=["decode"],
     summary="Mel spectrogram (n_mels x T float32) to audio",
     responses=RESPONSES,
@@ -121,6 +124,7 @@ async def decode_mel(request: Request, model: ModelQuery = None, format: FormatQ
 
 @router.post(
     "/decode/encodec",
+    dependencies=[Depends(known_parameters)],
     tags=["decode"],
     summary="EnCodec tokens (K codebooks x T) to audio",
     responses=RESPONSES,
@@ -150,6 +154,7 @@ async def decode_encodec(request: Request, model: ModelQuery = None, bandwidth_i
 
 @router.post(
     "/resynthesize",
+    dependencies=[Depends(known_parameters)],
     tags=["decode"],
     summary="Audio file (WAV/FLAC/OGG/MP3) through the vocoder",
     responses=RESYNTHESIS_RESPONSES,

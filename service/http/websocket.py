@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import re
 import time
 from collections.abc import Awaitable
 from typing import Any
@@ -28,16 +26,16 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from service.echo import clip
-from service.errors import BodyTimeoutError, InvalidInputError, MalformedPayloadError, ServerDrainingError
+from service.errors import BodyTimeoutError, MalformedPayloadError, ServerDrainingError
 from service.http.errors import classify, log_level
 from service.http.payloads import parse_npy
+from service.http.query import stream_parameters
 from service.http.request_io import CutShortError, unless
 from service.http.server import abort_connection, unsent_bytes
 from service.http.state import ServiceState, state_of
 from service.runtime.audio_io import OutputFormat, pcm_bytes
 from service.runtime.serving import Vocoder
 from service.runtime.streaming import AudioStream
-from vocos_core.pretrained import Vocos
 from vocos_core.streaming import check_lookahead_frames
 
 log = logging.getLogger(__name__)
@@ -92,18 +90,15 @@ async def _serve(websocket: WebSocket, kind: str) -> None:
 
 
 def _open(state: ServiceState, websocket: WebSocket, kind: str, request_id: str) -> tuple[AudioStream, str]:
-    query = websocket.query_params
-    fmt = query.get("format", "pcm16")
-    if fmt not in FORMATS:
-        raise InvalidInputError(f"format must be one of {', '.join(FORMATS)}, got {clip(fmt, 40)}")
+    query = stream_parameters(websocket.query_params, websocket.url.path)
     vocoder = Vocoder(state)
-    slot = vocoder.model(query.get("model"), kind)
+    slot = vocoder.model(query.model, kind)
     stream = vocoder.open_stream(
-        slot, inputs="codes" if kind == "encodec" else "mel", bandwidth_id=_number(query, "bandwidth_id", int),
-        bandwidth=_number(query, "bandwidth", float), sample_rate=_sample_rate(query), request_id=request_id,
-        lookahead_frames=_lookahead_frames(query, slot.served.model),
+        slot, inputs="codes" if kind == "encodec" else "mel", bandwidth_id=query.bandwidth_id,
+        bandwidth=query.bandwidth, sample_rate=query.sample_rate, request_id=request_id,
+        lookahead_frames=check_lookahead_frames(slot.served.model, query.lookahead_frames),
     )
-    return stream, fmt
+    return stream, query.format
 
 
 async def _converse(websocket: WebSocket, state: ServiceState, stream: AudioStream, fmt: str) -> str:
@@ -327,31 +322,3 @@ async def _send_error(websocket: WebSocket, exc: BaseException, request_id: str)
         await websocket.close(CLOSE_BASE + status, reason=error_type[:120])
     except (WebSocketDisconnect, RuntimeError):  # the client has gone already
         pass
-
-
-def _number(query: Any, name: str, kind: type[int] | type[float]) -> Any:
-    raw = query.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise InvalidInputError(f"{name} must be a number, got {clip(raw, 40)}") from None
-    if isinstance(value, float) and not math.isfinite(value):
-        raise InvalidInputError(f"{name} must be finite, got {clip(raw, 40)}")
-    return value
-
-
-def _lookahead_frames(query: Any, model: Vocos) -> int | None:
-    """The query's ``lookahead_frames``: digits become an int, anything else is refused by the model's check."""
-    raw = query.get("lookahead_frames")
-    if raw is None or raw == "":
-        return None
-    return check_lookahead_frames(model, int(raw) if re.fullmatch(r"[+-]?\d{1,9}", raw) else raw)
-
-
-def _sample_rate(query: Any) -> int | None:
-    rate = _number(query, "sample_rate", int)
-    if rate is not None and not 8000 <= rate <= 192000:
-        raise InvalidInputError(f"sample_rate must lie in 8000..192000 Hz, got {rate}")
-    return rate

@@ -133,6 +133,21 @@ async def test_bad_audio_files(app: AppHarness) -> None:
                  "at 8000 Hz)")
 
 
+async def test_a_query_parameter_the_endpoint_does_not_take_is_refused(app: AppHarness) -> None:
+    """As an unknown JSON key is: a misspelt option, or one of another endpoint, used to be dropped silently
+    (``/decode/mel?bandwidth_id=2`` answered 200, ``?sample_rat=16000`` at 24 kHz)."""
+    c = app.client
+    mel = npy_bytes(np.zeros((100, 9), np.float32))
+    for query, name in (("bandwidth_id=2", "bandwidth_id"), ("sample_rat=16000", "sample_rat")):
+        assert_error(await c.post(f"/decode/mel?{query}", content=mel, headers=NPY), 422,
+                     f"'{name}': unknown query parameter of /decode/mel; it takes format, model, sample_rate, stream",
+                     "invalid_parameter")
+    body = audio_file(tone(0.2, 24000), 24000)
+    assert_error(await c.post("/resynthesize?lookahead_frames=3", content=body, headers={"content-type": "audio/wav"}),
+                 422, "it takes bandwidth, bandwidth_id, format, model, sample_rate, stream", "invalid_parameter")
+    assert (await c.post("/decode/mel?sample_rate=16000&stream=false", content=mel, headers=NPY)).status_code == 200
+
+
 async def test_bad_resynthesis_parameters(app: AppHarness) -> None:
     c = app.client
     body = audio_file(tone(0.2, 24000), 24000)

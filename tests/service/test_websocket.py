@@ -146,7 +146,8 @@ def test_sample_rate_resamples_the_stream(client_for: Any, models: dict[str, Ser
 
 
 @pytest.mark.parametrize(("path", "send", "status", "fragment"), [
-    ("/stream/mel?format=mp3", None, 422, "format must be one of pcm16, f32"),
+    ("/stream/mel?format=mp3", None, 422, "format: Input should be 'pcm16' or 'f32'"),
+    ("/stream/mel?sample_rat=16000", None, 422, "'sample_rat': unknown query parameter of /stream/mel"),
     ("/stream/mel?model=nope", None, 404, "nope"),
     ("/stream/mel?model=encodec", None, 422, "needs a model of kind mel"),
     ("/stream/encodec?bandwidth_id=9", None, 422, "bandwidth_id"),
@@ -161,8 +162,8 @@ def test_sample_rate_resamples_the_stream(client_for: Any, models: dict[str, Ser
     ("/stream/encodec?bandwidth_id=0", np.zeros((8, 5), np.int64), 422, "2 codebooks"),
     ("/stream/mel?lookahead_frames=99", None, 422, "lookahead_frames must be an integer in 0..6"),
     ("/stream/mel?lookahead_frames=-1", None, 422, "got -1"),
-    ("/stream/mel?lookahead_frames=2.5", None, 422, "got '2.5'"),
-    ("/stream/mel?lookahead_frames=soon", None, 422, "lookahead_frames must be an integer in 0..6"),
+    ("/stream/mel?lookahead_frames=2.5", None, 422, "lookahead_frames: Input should be a valid integer"),
+    ("/stream/mel?lookahead_frames=soon", None, 422, "lookahead_frames: Input should be a valid integer"),
     ("/stream/encodec?lookahead_frames=99", None, 422, "lookahead_frames must be an integer in 0.."),
 ])
 def test_errors_have_the_http_status_message_and_close_code(client_for: Any, path: str, send: Any, status: int,
@@ -179,6 +180,21 @@ def test_errors_have_the_http_status_message_and_close_code(client_for: Any, pat
         error, code = error_of(ws)
     assert error["status"] == status and code == 4000 + status
     assert fragment in error["message"] and error["request_id"]
+
+
+@pytest.mark.parametrize("query", ["sample_rate=7999", "sample_rate=16000.5", "sample_rate=1e4", "bandwidth_id=x",
+                                   "model=mel&colour=blue"])
+def test_a_bad_query_parameter_is_the_same_error_on_a_stream_as_on_a_request(client_for: Any, query: str) -> None:
+    client = client_for()
+    path = "/decode/encodec" if "bandwidth" in query else "/decode/mel"
+    answer = client.post(f"{path}?{query}", content=npy(np.zeros((100, 9), np.float32)),
+                         headers={"content-type": "application/x-npy"}).json()["error"]
+    with client.websocket_connect(f"{path.replace('decode', 'stream')}?{query}") as ws:
+        error, code = error_of(ws)
+    assert (error["status"], error["error"], code) == (422, answer["type"], 4422) == (422, "invalid_parameter", 4422)
+    # the same words, but for the parameters each endpoint takes
+    same = answer["message"].replace(path, path.replace("decode", "stream")).split("; it takes")[0]
+    assert error["message"].split("; it takes")[0] == same
 
 
 @pytest.mark.parametrize("path", ["/stream/mel", "/stream/encodec", "/stream/encodec?bandwidth_id=1"])

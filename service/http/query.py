@@ -1,0 +1,70 @@
+"""Query parameters, held to one rule on every endpoint and stream: a name the endpoint does not take is
+refused (422 ``invalid_parameter``), as an unknown JSON key is, so that a misspelt option (``sample_rat``)
+or one of another endpoint (``bandwidth_id`` on ``/decode/mel``) never changes an answer silently. A
+stream's parameters are validated by pydantic as FastAPI validates a request's, so the same mistake
+gets the same status, type and message on both transports."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Any, Literal
+
+from fastapi import Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from service.echo import clip
+from service.errors import InvalidParameterError
+
+# Output rates a request or stream may ask for (resampled with soxr).
+MIN_SAMPLE_RATE = 8000
+MAX_SAMPLE_RATE = 192000
+
+
+def known_parameters(request: Request) -> None:
+    """A route dependency: refuse query parameters the route does not declare."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:  # not one of ours (no FastAPI route): nothing to hold it to
+        return
+    check_names(request.query_params.keys(), [p.alias for p in dependant.query_params], request.url.path)
+
+
+def check_names(given: Iterable[str], allowed: Iterable[str], path: str) -> None:
+    """Raise :class:`InvalidParameterError` naming the first of ``given`` that ``allowed`` lacks."""
+    takes = sorted(set(allowed))
+    for name in given:
+        if name not in takes:
+            raise InvalidParameterError(
+                f"{clip(name, 40)}: unknown query parameter of {path}; it takes {', '.join(takes) or 'none'}"
+            )
+
+
+class StreamParameters(BaseModel):
+    """A WebSocket stream's query (docs/streaming.md); ``lookahead_frames``' range is the model's to check."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str | None = None
+    format: Literal["pcm16", "f32"] = "pcm16"
+    sample_rate: Annotated[int | None, Field(ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE)] = None
+    bandwidth_id: int | None = None
+    bandwidth: Annotated[float | None, Field(allow_inf_nan=False)] = None
+    lookahead_frames: int | None = None
+
+
+def stream_parameters(query: Mapping[str, str], path: str) -> StreamParameters:
+    """The query of a stream at ``path``, checked; an empty value counts as absent."""
+    check_names(query.keys(), StreamParameters.model_fields, path)
+    try:
+        return StreamParameters.model_validate({k: v for k, v in query.items() if v != ""})
+    except ValidationError as exc:
+        raise InvalidParameterError(validation_message(exc.errors())) from None
+
+
+def validation_message(errors: Iterable[Mapping[str, Any]]) -> str:
+    """Pydantic's errors as one line, ``name: message; ...``, as FastAPI's request validation is answered."""
+    parts = []
+    for err in errors:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("query", "header", "body"))
+        parts.append(f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg", "invalid")))
+    return "; ".join(parts) or "invalid request parameters"
