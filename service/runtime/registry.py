@@ -181,7 +181,8 @@ def _batching_option(value: Any, key: str, name: str, where: str) -> float:
 def _checked_name(name: str, where: str) -> str:
     if not _NAME.match(name):
         raise RegistryError(
-            f"{where}: model name {name[:80]!r} must be 1-64 characters of letters, digits, '.', '_' or '-'"
+            f"{where}: model name {name[:80]!r} must be 1-64 characters of letters, digits, '.', '_' or '-', "
+            "beginning with a letter or digit"
         )
     return name
 

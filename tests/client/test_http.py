@@ -123,9 +123,9 @@ def test_async_client_has_the_same_answers(server: ServerProcess) -> None:
             assert len(await client.models()) == 2
             mel, codes, resynth = await asyncio.gather(
                 client.decode_mel(MEL), client.decode_encodec(CODES), client.resynthesize((SPEECH, 24000)))
-            chunks = await client.decode_mel(MEL, stream=True)
-            assert chunks.total_samples == mel.samples.size
-            streamed = np.concatenate([part async for part in chunks])
+            async with await client.decode_mel(MEL, stream=True) as chunks:  # as docs/streaming.md shows it
+                assert chunks.total_samples == mel.samples.size
+                streamed = np.concatenate([part async for part in chunks])
             streamed_codes = await (await client.decode_encodec(CODES, stream=True)).read()
             streamed_resynth = await (await client.resynthesize((SPEECH, 24000), stream=True)).read()
             return [mel.samples, codes.samples, resynth.samples, streamed, streamed_codes.samples,

@@ -62,6 +62,7 @@ def test_a_models_file_gives_each_model_its_own_options(tmp_path: Path) -> None:
         ({"models": "a"}, "name=source pairs"),
         ({"models": "a="}, "name=source pairs"),
         ({"models": "bad name=/x"}, "1-64 characters"),
+        ({"models": "-a=/x"}, "beginning with a letter or digit"),  # '-' alone is allowed, not first
     ],
 )
 def test_inconsistent_model_settings_say_what_was_expected(kwargs: dict[str, str], message: str) -> None:
