@@ -98,6 +98,12 @@ async def test_beyond_the_cap_only_probes_and_scrapes_are_answered_then_connecti
         metrics = (await server.client.get("/metrics")).text
         assert 'vocos_requests_total{endpoint="/decode/mel",status="503"} 1.0' in metrics
         assert "vocos_connections_refused_total 0.0" in metrics
+        stream = await RawConnection.open(server.port)  # a stream is no probe either
+        await stream.send(http_request("GET", "/stream/mel", headers=[
+            ("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")], length=False))
+        status, data = await stream.read_response(timeout=5)
+        assert status == 503 and b"VOCOS_MAX_CONNECTIONS" in data
 
         held += [await RawConnection.open(server.port) for _ in range(PROBE_HEADROOM + 1)]
         status, data = await held[-1].read_response(timeout=5)  # refused before anything was sent
