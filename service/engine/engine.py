@@ -30,7 +30,7 @@ from service.engine.errors import (
 )
 from service.engine.observer import BatchStats, EngineObserver
 from service.engine.streams import EngineStream, OpenStreams, Step, StreamModel, StreamPolicy, StreamSlots, StreamStats
-from service.engine.torch_thread import run_in_torch_thread
+from service.engine.torch_thread import timed_in_torch_thread
 
 log = logging.getLogger(__name__)
 
@@ -240,12 +240,14 @@ class BatchingEngine:
         return self.model  # type: ignore[return-value]
 
     async def _execute_steps(self, steps: list[Step]) -> None:
-        start = time.monotonic()
+        compute_s = 0.0
         self._in_flight, self._in_flight_frames = len(steps), sum(s.frames for s in steps)
         try:
-            outputs: list[torch.Tensor] | BaseException = await run_in_torch_thread(
+            timed = await timed_in_torch_thread(
                 self._stream_model().decode_steps, [s.state for s in steps], [s.chunk for s in steps],
                 [s.final for s in steps], [s.guess for s in steps])
+            outputs: list[torch.Tensor] | BaseException = timed.value
+            compute_s = timed.seconds
         except Exception as exc:
             log.exception("%s stream step of %d streams failed", self.name, len(steps))
             outputs = BatchFailedError(f"the {self.name} model failed on this stream's step: {exc}")
@@ -264,7 +266,7 @@ class BatchingEngine:
                 else:
                     s.future.set_result(outputs[i])
         if self._observer is not None and hasattr(self._observer, "on_stream_batch"):
-            stats = StreamStats(len(steps), sum(s.frames for s in steps), time.monotonic() - start)
+            stats = StreamStats(len(steps), sum(s.frames for s in steps), compute_s)
             self._observer.on_stream_batch(self.name, stats)
 
     async def _decode_in_chunks(self, item: _Item, chunk_frames: int) -> None:
@@ -361,10 +363,7 @@ class BatchingEngine:
         return [item for item in batch if not item.future.done()]
 
     async def _execute(self, batch: list[_Item]) -> None:
-        start = time.monotonic()
-        if self._observer is not None:
-            for item in batch:
-                self._observer.on_queue_wait(self.name, start - item.enqueued)
+        started, elapsed = time.monotonic(), 0.0  # when the call began in the model thread, how long it ran
         inputs = [item.inputs for item in batch]
         ids = [item.bandwidth_id for item in batch]
         bandwidth_ids = None if all(i is None for i in ids) else [int(i or 0) for i in ids]
@@ -372,10 +371,11 @@ class BatchingEngine:
         self._in_flight_frames = sum(item.frames for item in batch)
         ok = True
         try:
-            outcomes = await run_in_torch_thread(compute_batch, self.name, self.model, inputs, bandwidth_ids,
-                                                 self.retry_after)
+            timed = await timed_in_torch_thread(compute_batch, self.name, self.model, inputs, bandwidth_ids,
+                                                self.retry_after)
+            outcomes, started, elapsed = timed.value, timed.started, timed.seconds
         except Exception as exc:
-            ok = False
+            ok, elapsed = False, time.monotonic() - started  # waiting included: the thread's time is unknown
             ids_text = ", ".join(item.request_id for item in batch if item.request_id) or "-"
             log.exception("%s batch of %d failed (requests %s)", self.name, len(batch), ids_text)
             failure = BatchFailedError(f"the {self.name} model failed on this request's batch: {exc}")
@@ -388,8 +388,8 @@ class BatchingEngine:
         finally:
             self._in_flight = 0
             frames, self._in_flight_frames = self._in_flight_frames, 0
-        elapsed = time.monotonic() - start
-        self._frame_seconds += _EWMA_ALPHA * (elapsed / max(1, frames) - self._frame_seconds)
+        if ok:
+            self._frame_seconds += _EWMA_ALPHA * (elapsed / max(1, frames) - self._frame_seconds)
         for item, outcome in zip(batch, outcomes, strict=True):
             if item.future.done():
                 continue  # its caller left (deadline or disconnect) while it ran
@@ -397,11 +397,13 @@ class BatchingEngine:
                 item.future.set_exception(outcome)
             else:
                 item.future.set_result(outcome)
-        self._report_batch(batch, elapsed, ok)
+        self._report_batch(batch, started, elapsed, ok)
 
-    def _report_batch(self, batch: list[_Item], elapsed: float, ok: bool) -> None:
+    def _report_batch(self, batch: list[_Item], started: float, elapsed: float, ok: bool) -> None:
         if self._observer is None:
             return
+        for item in batch:  # until the model thread began their call: behind another model's calls too
+            self._observer.on_queue_wait(self.name, started - item.enqueued)
         frames = [item.frames for item in batch]
         stats = BatchStats(len(batch), sum(frames), len(batch) * max(frames), elapsed, ok)
         self._observer.on_batch(self.name, stats)

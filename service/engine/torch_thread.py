@@ -14,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -36,6 +38,27 @@ def torch_thread() -> ThreadPoolExecutor:
 async def run_in_torch_thread(fn: Callable[..., T], *args: object) -> T:
     """``fn(*args)`` in :func:`torch_thread`; cancelling the caller drops a call that has not started."""
     return await asyncio.get_running_loop().run_in_executor(torch_thread(), fn, *args)
+
+
+@dataclass(frozen=True)
+class Timed(Generic[T]):
+    """What a call in the model thread returned, when the thread began it, and how long it ran there: the
+    engines share the thread, so a call's time from the event loop includes waiting behind another's."""
+
+    value: T
+    started: float  # time.monotonic()
+    seconds: float
+
+
+async def timed_in_torch_thread(fn: Callable[..., T], *args: object) -> Timed[T]:
+    """:func:`run_in_torch_thread`, timed in the thread."""
+
+    def timed() -> Timed[T]:
+        started = time.monotonic()
+        value = fn(*args)
+        return Timed(value, started, time.monotonic() - started)
+
+    return await run_in_torch_thread(timed)
 
 
 def idle_within(seconds: float) -> bool:

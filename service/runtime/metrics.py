@@ -23,6 +23,10 @@ from prometheus_client.registry import Collector
 from service.engine import BatchStats, StreamStats
 
 ENDPOINTS = ("/decode/mel", "/decode/encodec", "/resynthesize")
+# The labels of vocos_streams_total: how a stream came (a WebSocket, or an HTTP answer with ?stream=true) and
+# how it ended.
+STREAM_TRANSPORTS = ("websocket", "http")
+STREAM_OUTCOMES = ("ok", "error", "disconnected")
 # Statuses whose time is the client's: a body sent too slowly (408), an answer not read or left (499).
 CLIENT_TIMED = frozenset({408, 499})
 
@@ -165,11 +169,16 @@ class ServiceMetrics:
 
     def set_model(self, model: str, kind: str, source: str, device: str, dtype: str,
                   cpu_matmul: str | None = None) -> None:
-        """Announce a served model by name; its queue depth starts at 0, so dashboards see every model."""
+        """Announce a served model by name: every per-model series starts at 0, so dashboards see every model
+        before its first request and ``rate()`` sees its first increment."""
         self.model_info.labels(model, kind, source, device, dtype, cpu_matmul or "none").set(1)
-        self.queue_depth.labels(model).set(0)
-        self.streams_active.labels(model).set(0)
-        self.streams_low_latency.labels(model).set(0)
+        for metric in (self.queue_depth, self.streams_active, self.streams_low_latency, self.audio_seconds,
+                       self.queue_wait, self.compute, self.batch_size, self.padding, self.stream_chunk_latency,
+                       self.stream_first_audio, self.stream_underruns, self.stream_rtf, self.stream_batch):
+            metric.labels(model)
+        for transport in STREAM_TRANSPORTS:
+            for outcome in STREAM_OUTCOMES:
+                self.streams.labels(model, transport, outcome)
 
     def input_warning(self, model: str, cause: str) -> None:
         self.input_warnings.labels(model, cause).inc()

@@ -113,7 +113,8 @@ class ServedModel:
             "cpu_matmul": self.cpu_matmul,
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "source": self.public_name,
-            "revision": self.revision,
+            # a local checkpoint has no revisions: the server's VOCOS_REVISION did not apply to it
+            "revision": None if self.public_name.startswith("local:") else self.revision,
             "lookahead_frames": self.model.lookahead.frames,
             "lookahead_ms": round(self.model.lookahead.ms, 3),
         }

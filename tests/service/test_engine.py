@@ -89,6 +89,24 @@ async def with_slot_held(model: FakeModel, **policy: float) -> tuple[BatchingEng
     return engine, running
 
 
+async def test_a_call_waiting_behind_another_models_counts_as_queue_wait_not_compute() -> None:
+    """Engines share the one model thread: the time a batch waits there behind another model's call was
+    measured as its compute (and fed the per-frame estimate that sizes chunked calls)."""
+    slow, fast = FakeModel(delay=0.4), FakeModel()
+    slow_recorder, fast_recorder = Recorder(), Recorder()
+    slow_engine = await started(slow, slow_recorder, max_wait_s=0.0)
+    fast_engine = await started(fast, fast_recorder, max_wait_s=0.0)
+    busy = asyncio.ensure_future(slow_engine.submit(item(5)))
+    await wait_until(lambda: slow_engine.in_flight == 1, timeout=5.0)
+    await fast_engine.submit(item(5))
+    await busy
+    assert fast_recorder.batches[0].compute_s < 0.2  # its own call: no sleep
+    assert fast_recorder.waits[0] > 0.2  # the rest of the slow call, waited in the model thread
+    assert slow_recorder.batches[0].compute_s >= 0.4
+    for engine in (slow_engine, fast_engine):
+        await engine.drain(1)
+
+
 async def test_concurrent_requests_share_a_batch_and_get_their_own_output() -> None:
     model, recorder = FakeModel(), Recorder()
     engine = await started(model, recorder, max_wait_s=0.05, max_batch_size=8)

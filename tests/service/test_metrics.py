@@ -22,6 +22,20 @@ def test_engine_observations_land_in_the_histograms() -> None:
     assert 'vocos_queue_depth{model="encodec"} 7.0' in text
 
 
+def test_every_per_model_series_exists_from_the_start() -> None:
+    """An idle model is on the dashboard (its throughput 0, not absent), and rate() sees its first increment."""
+    m = ServiceMetrics()
+    m.set_model("tts22k", "mel", "local:tts22k", "cpu", "float32")
+    text = m.render()[0].decode()
+    for sample in ('vocos_audio_seconds_total{model="tts22k"} 0.0', 'vocos_queue_depth{model="tts22k"} 0.0',
+                   'vocos_stream_underruns_total{model="tts22k"} 0.0',
+                   'vocos_compute_seconds_count{model="tts22k"} 0.0',
+                   'vocos_stream_first_audio_seconds_count{model="tts22k"} 0.0',
+                   'vocos_streams_total{model="tts22k",outcome="ok",transport="websocket"} 0.0',
+                   'vocos_streams_total{model="tts22k",outcome="disconnected",transport="http"} 0.0'):
+        assert sample in text, sample
+
+
 def test_the_latency_leaves_out_requests_the_client_made_slow_or_left() -> None:
     """A body sent too slowly (408, after VOCOS_BODY_TIMEOUT_S) or an answer not read (499) would put the
     client's time in the p99 the latency alert watches; they are counted, not timed."""

@@ -176,3 +176,10 @@ def test_warm_up_steps_compile_every_row_bucket_on_throw_away_streams(
         audio = torch.cat([served.decode_steps([stream], [chunk], [True])[0]])
         expected = served.decode_batch([chunk], [0] if served.bandwidths else None)[0]
         assert float((audio - expected).abs().max()) <= 1e-5 * float(expected.abs().max()) + 1e-7
+
+
+def test_a_local_model_reports_no_revision(mel_checkpoint: Path) -> None:
+    """VOCOS_REVISION applies to Hub ids: /models gave a local checkpoint the server's revision."""
+    settings = Settings(mel_model=str(mel_checkpoint), encodec_model="none", device="cpu", revision="v9")
+    served = load_models(settings)["mel"]
+    assert served.describe()["source"].startswith("local:") and served.describe()["revision"] is None
