@@ -165,7 +165,7 @@ async def _answer(websocket: WebSocket, state: ServiceState, stream: AudioStream
             await _send_audio(websocket, await stream.finish(timeout=timeout), fmt)
         done = orjson.dumps({"type": "done", "samples": stream.samples_out}).decode()
         await _sent(websocket, websocket.send_text(done))
-        await websocket.close(1000)
+        await _sent(websocket, websocket.close(1000))
         return "ok"
     await _push(websocket, stream, fmt, arrays, first, timeout)
     return None
@@ -288,22 +288,24 @@ async def _send_audio(websocket: WebSocket, audio: np.ndarray, fmt: str) -> None
 
 
 async def _sent(websocket: WebSocket, sending: Awaitable[None]) -> None:
-    """``sending``, then a wait while more than ``UNSENT_BYTES`` of the stream's messages sit unsent, up to
-    ``VOCOS_SEND_TIMEOUT_S``: uvicorn's WebSocket sends return at once, so a client that stops reading
-    would otherwise pile its audio up in the server's memory and hold its stream (and a shutdown) for
-    ever. Its connection is then dropped."""
-    await sending
-    if unsent_bytes(websocket.scope) <= UNSENT_BYTES:
-        return
+    """``sending`` (a send or the close), then a wait while more than ``UNSENT_BYTES`` of the stream's messages
+    sit unsent, all within ``VOCOS_SEND_TIMEOUT_S``; past it the connection is dropped. uvicorn's send waits
+    while the transport's buffer is over its high-water mark (a client that reads nothing), and below it
+    returns at once; unbounded, either would hold the stream, its connection and a shutdown for ever, or
+    pile its audio up in the server's memory."""
     timeout_s = state_of(websocket.app).settings.send_timeout_s
     deadline = time.monotonic() + timeout_s
-    while unsent_bytes(websocket.scope) > UNSENT_BYTES:
-        if time.monotonic() > deadline:
-            abort_connection(websocket.scope, reset=True)
-            log.info("stream %s: the client did not read its audio within %g s (VOCOS_SEND_TIMEOUT_S); "
-                     "connection dropped", websocket.state.request_id, timeout_s)
-            raise WebSocketDisconnect(1006)
-        await asyncio.sleep(0.01)
+    try:
+        await asyncio.wait_for(sending, timeout_s)
+        while unsent_bytes(websocket.scope) > UNSENT_BYTES:
+            if time.monotonic() > deadline:
+                raise asyncio.TimeoutError
+            await asyncio.sleep(0.01)
+    except asyncio.TimeoutError:
+        abort_connection(websocket.scope, reset=True)
+        log.info("stream %s: the client did not read its audio within %g s (VOCOS_SEND_TIMEOUT_S); "
+                 "connection dropped", websocket.state.request_id, timeout_s)
+        raise WebSocketDisconnect(1006) from None
 
 
 async def _send_error(websocket: WebSocket, exc: BaseException, request_id: str) -> None:
@@ -319,6 +321,6 @@ async def _send_error(websocket: WebSocket, exc: BaseException, request_id: str)
         if "Retry-After" in headers:  # the HTTP answer's header, for a stream refused for now
             body["retry_after"] = int(headers["Retry-After"])
         await _sent(websocket, websocket.send_text(orjson.dumps(body).decode()))
-        await websocket.close(CLOSE_BASE + status, reason=error_type[:120])
+        await _sent(websocket, websocket.close(CLOSE_BASE + status, reason=error_type[:120]))
     except (WebSocketDisconnect, RuntimeError):  # the client has gone already
         pass

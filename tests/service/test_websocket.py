@@ -507,10 +507,13 @@ async def test_a_client_that_leaves_while_its_chunk_computes_stops_it(base_setti
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize(("messages", "frames"), [(1, 40000), (40, 2000)])
 async def test_a_client_that_stops_reading_is_dropped_after_the_send_timeout(base_settings: Settings,
-                                                                            models: dict[str, ServedModel]) -> None:
-    """uvicorn's WebSocket sends return at once: without a bound, the audio of a client that reads nothing
-    would pile up in the server's memory and its stream would stay open."""
+                                                                            models: dict[str, ServedModel],
+                                                                            messages: int, frames: int) -> None:
+    """Without a bound, the audio of a client that reads nothing would pile up in the server's memory (one
+    20 MB answer: uvicorn's send returns at once below its buffer's high-water mark), or the server's next
+    send would wait for ever (many 1 MB answers: above it, uvicorn's send waits), its stream held open."""
     settings = settings_with(base_settings, send_timeout_s=1.0)
     async with live_server(settings, models) as server:
         engine = state_of(server.app).slots["mel"].engine
@@ -518,10 +521,10 @@ async def test_a_client_that_stops_reading_is_dropped_after_the_send_timeout(bas
         writer.write(b"GET /stream/mel HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                      b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
         assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
-        payload = npy(np.zeros((models["mel"].n_features, 40000), np.float32))  # 20 MB of pcm16 answer
+        payload = npy(np.zeros((models["mel"].n_features, frames), np.float32))  # 20 MB of pcm16 answer in all
         mask = b"\0\0\0\0"  # a client's frames are masked; a zero key leaves the payload as it is
-        writer.write(bytes([0x82, 0x80 | 127]) + len(payload).to_bytes(8, "big") + mask + payload)
-        await writer.drain()
+        for _ in range(messages):  # written into asyncio's buffer, not waited for: the server stops reading
+            writer.write(bytes([0x82, 0x80 | 127]) + len(payload).to_bytes(8, "big") + mask + payload)
         started = time.monotonic()
         while engine.open_streams == 0 and time.monotonic() - started < 10:  # until the stream is open
             await asyncio.sleep(0.01)
