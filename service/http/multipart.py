@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 FORM_DATA = "multipart/form-data"
 FILE_FIELD = "file"
+# A form holds the file and perhaps a few fields. Each part costs some hundred bytes of bookkeeping, so a
+# body of empty parts would cost tens of times its size in memory: more than this many is refused.
+MAX_PARTS = 64
 _EXAMPLE = "curl -F file=@speech.wav"
 
 
@@ -72,13 +75,19 @@ def _parse(body: bytes, boundary: bytes) -> list[_Part]:
     value: list[bytes] = []
     ended: list[bool] = []
 
+    def part_begin() -> None:
+        if len(parts) == MAX_PARTS:
+            raise MalformedPayloadError(f"the {FORM_DATA} body has more than {MAX_PARTS} parts; expected the "
+                                        f"audio file in one part named '{FILE_FIELD}', as {_EXAMPLE} sends")
+        parts.append(_Part())
+
     def header_end() -> None:
         parts[-1].headers[b"".join(name).strip().lower()] = b"".join(value).strip()
         name.clear()
         value.clear()
 
     callbacks: MultipartCallbacks = {
-        "on_part_begin": lambda: parts.append(_Part()),
+        "on_part_begin": part_begin,
         "on_header_field": lambda data, start, end: name.append(data[start:end]),
         "on_header_value": lambda data, start, end: value.append(data[start:end]),
         "on_header_end": header_end,
