@@ -175,6 +175,13 @@ class Settings(BaseSettings):
         if self.api_keys.get_secret_value() and not self.api_key_list:
             raise ValueError("api_keys holds no key; expected keys separated by commas (leave it unset for an "
                              "open API)")
+        # An Authorization header is Latin-1 on the wire and clients send UTF-8: a key beyond visible ASCII
+        # could never be matched, and every client would be refused. (The key is not named: it is a secret.)
+        odd = [i for i, key in enumerate(self.api_key_list, 1) if not all("!" <= c <= "~" for c in key)]
+        if odd:
+            raise ValueError(f"api_keys: key {odd[0]} (of {len(self.api_key_list)}) holds a space or a character "
+                             "beyond ASCII, which no client can send in a Bearer token; expected visible ASCII "
+                             "characters, keys separated by commas")
         if self.metrics_require_key and not self.api_key_list:
             raise ValueError("metrics_require_key needs API keys (VOCOS_API_KEYS); without keys /metrics would "
                              "be open")

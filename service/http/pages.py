@@ -65,10 +65,11 @@ _CSP_DOCS = (
 )
 _REVALIDATE = {"Cache-Control": "no-cache"}
 
+# HEAD wherever GET is served (HTTP asks for it; link checkers and caches use it).
 router = APIRouter(include_in_schema=False)
 
 
-@router.get("/")
+@router.api_route("/", methods=["GET", "HEAD"])
 async def playground() -> Response:
     return FileResponse(
         STATIC_DIR / "playground.html",
@@ -77,12 +78,12 @@ async def playground() -> Response:
     )
 
 
-@router.get("/docs")
+@router.api_route("/docs", methods=["GET", "HEAD"])
 async def swagger_ui() -> HTMLResponse:
     return HTMLResponse(_SWAGGER_HTML, headers={**_REVALIDATE, "Content-Security-Policy": _CSP_DOCS})
 
 
-@router.get("/redoc")
+@router.api_route("/redoc", methods=["GET", "HEAD"])
 async def redoc() -> HTMLResponse:
     return HTMLResponse(_REDOC_HTML, headers={**_REVALIDATE, "Content-Security-Policy": _CSP_DOCS})
 
@@ -96,7 +97,8 @@ def _asset_endpoint(asset: Asset) -> Callable[[], Coroutine[Any, Any, Response]]
 
 
 for _name, _asset in ASSETS.items():
-    router.add_api_route(STATIC_PREFIX + _name, _asset_endpoint(_asset), methods=["GET"], name=f"static {_name}")
+    router.add_api_route(STATIC_PREFIX + _name, _asset_endpoint(_asset), methods=["GET", "HEAD"],
+                         name=f"static {_name}")
 
 
 def _static(name: str) -> str:

@@ -80,6 +80,7 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready", "models": {k: m.public_name for k, m in state.models.items()}})
 
 
+@router.head("/metrics", include_in_schema=False)
 @router.get(
     "/metrics", tags=["health"], summary="Prometheus metrics (text format)", response_class=PlainTextResponse
 )
@@ -88,6 +89,7 @@ async def metrics(request: Request) -> Response:
     return Response(content, media_type=content_type)
 
 
+@router.head("/models", include_in_schema=False)
 @router.get("/models", tags=["models"], summary="The served models and their front-ends")
 async def models(request: Request) -> JSONResponse:
     """What a client needs to check that its acoustic model's features match: each model's rate, hop,

@@ -49,6 +49,8 @@ BEYOND_CAP_EXTENSION = "vocos.beyond_cap"
 # the server is merely busy: a liveness probe refused there would have a busy pod restarted, and a failed
 # scrape would hide the queue from the autoscaler. On them every other request is answered 503.
 PROBE_HEADROOM = 16
+# Bytes waiting unsent to a WebSocket client beyond which its pings go unanswered (until it reads).
+PONG_BACKLOG_BYTES = 64 * 2**10
 # What the probes and scrapes ask for (service.http.middleware answers the rest 503 on those connections).
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
@@ -153,6 +155,12 @@ class AbortableWSProtocol(WSProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.app = _with_abort(self.app, lambda: self.transport, lambda: False)
+
+    def handle_ping(self, event: Any) -> None:
+        # RFC 6455 5.5.3 lets an endpoint answer only the latest of the pings it has not answered yet: while
+        # what it sent waits unread, a client that pings and reads nothing would fill memory with pongs.
+        if self.transport.get_write_buffer_size() <= PONG_BACKLOG_BYTES:
+            super().handle_ping(event)
 
 
 def _with_abort(inner: Any, transport: Callable[[], asyncio.Transport], beyond_cap: Callable[[], bool]) -> Any:

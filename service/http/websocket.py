@@ -49,6 +49,8 @@ CLOSE_BASE = 4000
 # Bytes of a stream's messages read ahead of the model (one more message may go past it): chunks of
 # frames are tens of kB, so this holds seconds of them without letting a fast client fill memory.
 READ_AHEAD_BYTES = 4 * 2**20
+# The only text message a client sends is {"type": "end"}: a longer one is refused without parsing it.
+MAX_TEXT_MESSAGE = 256
 # RFC 6455's close code for a message too big: uvicorn's, for one over VOCOS_MAX_BODY_BYTES.
 MESSAGE_TOO_BIG = 1009
 # Bytes of audio messages that may wait unsent (a client reading slower than real time for a moment)
@@ -259,6 +261,11 @@ async def _receive(websocket: WebSocket, idle_s: float, stream: AudioStream) -> 
 
 
 def _end_message(text: str) -> None:
+    if len(text) > MAX_TEXT_MESSAGE:  # refused unparsed: a text message up to MAX_BODY_BYTES held the event loop
+        raise MalformedPayloadError(
+            f'expected binary .npy frames or the text message {{"type": "end"}}, got a text message of {len(text)} '
+            "characters"
+        )
     try:
         parsed = orjson.loads(text)
     except orjson.JSONDecodeError:

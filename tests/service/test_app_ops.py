@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from service_helpers import AppFactory, GatedModel, running_app, tone, wait_until
 
+from service.http.pages import PAGE_PATHS
 from service.runtime.models import ServedModel
 from service.settings import Settings
 from service.testing import audio_file, npy_bytes
@@ -172,9 +173,13 @@ async def test_bearer_keys_guard_everything_but_the_probes(make_app: AppFactory)
         assert (await c.get("/openapi.json")).status_code == 401
         for path in ("/healthz", "/readyz", "/metrics"):
             assert (await c.get(path)).status_code == 200, path
-        for path in ("/healthz", "/readyz"):  # HEAD as load balancers' checks send it: the status, no body
+        # HEAD wherever GET is served, as load balancers' checks and caches send it: the status, no body
+        for path in ("/healthz", "/readyz", "/metrics", "/", "/docs", "/redoc", *sorted(PAGE_PATHS)):
             head = await c.head(path)
             assert (head.status_code, head.content) == (200, b""), path
+        assert (await c.head("/models")).status_code == 401  # behind the keys, as its GET
+        head = await c.head("/models", headers={"authorization": "Bearer alpha"})
+        assert (head.status_code, head.content) == (200, b"")
         assert 'vocos_requests_total{endpoint="/decode/mel",status="401"} 3.0' in (await c.get("/metrics")).text
     async with make_app(api_keys="alpha", metrics_require_key=True) as h:
         assert (await h.client.get("/metrics")).status_code == 401

@@ -76,6 +76,9 @@ def test_invalid_values_say_what_is_expected(field: str, value: object, message:
     ({"api_keys": " , "}, "api_keys holds no key; expected keys separated by commas"),
     ({"api_keys": "   "}, "api_keys holds no key"),
     ({"metrics_require_key": True}, r"metrics_require_key needs API keys \(VOCOS_API_KEYS\)"),
+    # a key that no client can send: every request would get 401
+    ({"api_keys": "plain-key,clé-ünïcode"}, r"key 2 \(of 2\) holds a space or a character beyond ASCII"),
+    ({"api_keys": "two words"}, "key 1 .of 1. holds a space"),
 ])
 def test_key_settings_that_would_leave_the_api_open_are_refused(overrides: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):

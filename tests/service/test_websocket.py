@@ -155,6 +155,7 @@ def test_sample_rate_resamples_the_stream(client_for: Any, models: dict[str, Ser
     ("/stream/mel", np.zeros((7, 5), np.float32), 422, "mel bands"),
     ("/stream/mel", b"not npy", 400, ".npy"),
     ("/stream/mel", "hello", 400, '{"type": "end"}, got \'hello\''),
+    ("/stream/mel", "x" * 100_000, 400, "got a text message of 100000 characters"),  # refused unparsed
     ("/stream/mel", np.full((100, 5), np.nan, np.float32), 422, "NaN"),
     # held to the model's front-end as a request's mel is: log-mel values no audio gives
     ("/stream/mel", np.full((100, 5), 20.0, np.float32), 422, "above 8.95, the largest log magnitude"),
@@ -535,3 +536,28 @@ async def test_a_client_that_stops_reading_is_dropped_after_the_send_timeout(bas
         writer.close()
     assert engine.open_streams == 0 and freed_s < 15, freed_s
     assert 'vocos_streams_total{model="mel",outcome="disconnected",transport="websocket"} 1.0' in metrics
+
+
+def test_pings_go_unanswered_while_the_client_leaves_what_was_sent_unread() -> None:
+    """RFC 6455 lets a server answer only the latest unanswered ping: a client that pings and reads nothing
+    grew the server's memory by a pong per ping."""
+    from wsproto.events import Ping
+
+    from service.http.server import PONG_BACKLOG_BYTES, AbortableWSProtocol
+
+    class Transport:
+        def __init__(self, unsent: int) -> None:
+            self.unsent, self.written = unsent, b""
+
+        def get_write_buffer_size(self) -> int:
+            return self.unsent
+
+        def write(self, data: bytes) -> None:
+            self.written += data
+
+    protocol = AbortableWSProtocol.__new__(AbortableWSProtocol)  # only what handle_ping uses
+    protocol.conn = types.SimpleNamespace(send=lambda event: b"pong:" + bytes(event.payload))  # type: ignore
+    for unsent, answered in ((0, True), (PONG_BACKLOG_BYTES + 1, False)):
+        protocol.transport = Transport(unsent)  # type: ignore[assignment]
+        protocol.handle_ping(Ping(payload=b"hi"))
+        assert (protocol.transport.written == b"pong:hi") is answered  # type: ignore[attr-defined]
