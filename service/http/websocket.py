@@ -85,6 +85,8 @@ async def _serve(websocket: WebSocket, kind: str) -> None:
         outcome = "disconnected"
         raise
     except Exception as exc:  # every failure is told to the client, then the connection closes
+        if stream is not None:
+            stream.close("error")  # counted before the client hears of it
         await _send_error(websocket, exc, request_id)
     finally:
         if stream is not None:
@@ -167,6 +169,7 @@ async def _answer(websocket: WebSocket, state: ServiceState, stream: AudioStream
             await _send_audio(websocket, await stream.finish(timeout=timeout), fmt)
         done = orjson.dumps({"type": "done", "samples": stream.samples_out}).decode()
         await _sent(websocket, websocket.send_text(done))
+        stream.close("ok")  # before the close frame: a client that then reads /metrics finds the stream counted
         await _sent(websocket, websocket.close(1000))
         return "ok"
     await _push(websocket, stream, fmt, arrays, first, timeout)
