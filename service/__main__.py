@@ -118,7 +118,8 @@ class DrainingServer(uvicorn.Server):
         # uvicorn's limit runs from here: what is left of the drain plus the grace after it, so that the
         # whole shutdown stays within DRAIN_TIMEOUT_S + 5 s however long the streams took.
         left = max(0.0, self._state.drain_deadline - asyncio.get_running_loop().time())
-        self.config.timeout_graceful_shutdown = left + GRACE_AFTER_DRAIN_S  # type: ignore[assignment]  # a float: asyncio.wait_for
+        # uvicorn types it int; it hands it to asyncio.wait_for, which takes a float.
+        self.config.timeout_graceful_shutdown = left + GRACE_AFTER_DRAIN_S  # type: ignore[assignment]
         await super().shutdown(sockets)
 
     def handle_exit(self, sig: int, frame: types.FrameType | None) -> None:

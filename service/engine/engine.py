@@ -222,7 +222,7 @@ class BatchingEngine:
             raise EngineStoppedError(f"the {self.name} engine has stopped")
         if stream.closed:  # between the steps of a long push: its caller left, or its request was dropped
             raise EngineStoppedError("this stream has ended; open a new one")
-        assert stream.state is not None, "a step of a stream that has not begun"
+        assert stream.begun, "a step of a stream that has not begun"
         step = Step(stream.state, chunk, final, time.monotonic(), self._loop.create_future(), guess)
         self._streams.steps.append(step)
         self._wakeup.set()

@@ -110,9 +110,14 @@ class EngineStream:
         self.finished = final
         return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
 
+    @property
+    def begun(self) -> bool:
+        """Whether the model's state has started (:meth:`begin`)."""
+        return self.state is not None
+
     def begin(self, bandwidth_id: int | None) -> None:
         """Start the model's state (once): at opening, or at the first chunk of a stream opened without it."""
-        assert self.state is None, "a stream begins once"
+        assert not self.begun, "a stream begins once"
         self.state = self._engine.stream_state(bandwidth_id, self.lookahead_frames)
 
     def close(self) -> None:

@@ -73,7 +73,7 @@ class BoundedH11Protocol(H11Protocol):
         super().__init__(*args, **kwargs)
         self._header_timer: asyncio.TimerHandle | None = None
         self._beyond_cap = False
-        self.app = _with_abort(self.app, lambda: self.transport, lambda: self._beyond_cap)
+        self.app = _with_extensions(self.app, lambda: self.transport, lambda: self._beyond_cap)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -150,11 +150,11 @@ class BoundedH11Protocol(H11Protocol):
 
 class AbortableWSProtocol(WSProtocol):
     """uvicorn's wsproto protocol, giving the app ``abort_connection`` too: a stream whose client stops
-    reading its audio is dropped (service.http.websocket)."""
+    reading its audio is dropped (service.http.websocket); and answering pings only while its client reads."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.app = _with_abort(self.app, lambda: self.transport, lambda: False)
+        self.app = _with_extensions(self.app, lambda: self.transport, lambda: False)
 
     def handle_ping(self, event: Any) -> None:
         # RFC 6455 5.5.3 lets an endpoint answer only the latest of the pings it has not answered yet: while
@@ -163,7 +163,7 @@ class AbortableWSProtocol(WSProtocol):
             super().handle_ping(event)
 
 
-def _with_abort(inner: Any, transport: Callable[[], asyncio.Transport], beyond_cap: Callable[[], bool]) -> Any:
+def _with_extensions(inner: Any, transport: Callable[[], asyncio.Transport], beyond_cap: Callable[[], bool]) -> Any:
     """``inner`` with the connection's abort, write-buffer size and place beyond the connection cap in every
     scope's extensions (:func:`abort_connection`, :func:`unsent_bytes`, :func:`beyond_connection_cap`)."""
 
@@ -250,6 +250,7 @@ def beyond_connection_cap(scope: Scope) -> bool:
 
 def unsent_bytes(scope: Scope) -> int:
     """Bytes the connection of ``scope`` has been given and not yet written to its socket (0 when the server
-    does not say). uvicorn's WebSocket sends return at once, so this is how a stream sees its client lag."""
+    does not say). Below its buffer's high-water mark uvicorn's WebSocket sends return at once, so this is how a
+    stream sees its client lag."""
     size = scope.get("extensions", {}).get(WRITE_BUFFER_EXTENSION)
     return int(size()) if size is not None else 0

@@ -95,11 +95,15 @@ def _pairs(text: str) -> list[ModelSpec]:
             continue
         name, sep, source = (s.strip() for s in item.partition("="))
         if not sep or not source:
-            raise RegistryError(f"VOCOS_MODELS: expected name=source pairs separated by commas, got {item[:80]!r}")
+            raise _not_pairs(item)
         specs.append(ModelSpec(_checked_name(name, "VOCOS_MODELS"), source))
     if text.strip() and not specs:  # set, yet naming no model: a mistake, not "no model configured"
-        raise RegistryError(f"VOCOS_MODELS: expected name=source pairs separated by commas, got {text[:80]!r}")
+        raise _not_pairs(text)
     return specs
+
+
+def _not_pairs(text: str) -> RegistryError:
+    return RegistryError(f"VOCOS_MODELS: expected name=source pairs separated by commas, got {text[:80]!r}")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

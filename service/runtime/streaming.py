@@ -100,9 +100,8 @@ class AudioStream:
         self._timing = _Timing()
         self.samples_out = 0
         # An EnCodec stream without a bandwidth takes its place now and begins at its first chunk, whose K gives it.
-        self._begun = not codes or self._bandwidth_id is not None
         self._stream: EngineStream = slot.engine.open_stream(self._bandwidth_id, request_id, self._lookahead_frames,
-                                                             begin=self._begun)
+                                                             begin=not codes or self._bandwidth_id is not None)
         metrics.streams_active.labels(served.name).inc()
         if self._lookahead_frames is not None:
             metrics.streams_low_latency.labels(served.name).inc()
@@ -126,7 +125,7 @@ class AudioStream:
         still answered (the stream then fails with the bad one's error)."""
         self.check_open_time(time.monotonic())
         chunk = self._chunk(array)
-        if not self._begun:
+        if not self._stream.begun:
             self._begin(chunk)
         self._frames += int(chunk.shape[-1])
         self._check_audio_length()
@@ -137,7 +136,7 @@ class AudioStream:
         """Checked chunks (:meth:`check`) that came in while the stream was busy, pushed as one (one model
         step for all of them); ``arrived``: when the first came (default: now), for the latency metrics."""
         now = time.monotonic()
-        assert self._begun and chunks, "push_many of no checked chunks"
+        assert self._stream.begun and chunks, "push_many of no checked chunks"
         chunk = chunks[0] if len(chunks) == 1 else torch.cat(list(chunks), dim=-1)  # (C, t_1 + t_2 + ...)
         audio = (await self._stream.push(chunk, final=final, timeout=timeout)).numpy()
         return self._out(audio, now if arrived is None else arrived, final)
@@ -174,7 +173,6 @@ class AudioStream:
         self._bandwidth_id = resolve_bandwidth_id(served.bandwidths, served.codebooks,
                                                   num_codebooks=int(first.shape[0]))
         self._stream.begin(self._bandwidth_id)
-        self._begun = True
 
     def _chunk(self, array: np.ndarray) -> torch.Tensor:
         served = self.slot.served
