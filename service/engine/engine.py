@@ -30,7 +30,7 @@ from service.engine.errors import (
 )
 from service.engine.observer import BatchStats, EngineObserver
 from service.engine.streams import EngineStream, OpenStreams, Step, StreamModel, StreamPolicy, StreamSlots, StreamStats
-from service.engine.torch_thread import timed_in_torch_thread
+from service.engine.torch_thread import ThreadCallError, timed_in_torch_thread
 
 log = logging.getLogger(__name__)
 
@@ -248,9 +248,11 @@ class BatchingEngine:
                 [s.final for s in steps], [s.guess for s in steps])
             outputs: list[torch.Tensor] | BaseException = timed.value
             compute_s = timed.seconds
-        except Exception as exc:
-            log.exception("%s stream step of %d streams failed", self.name, len(steps))
-            outputs = BatchFailedError(f"the {self.name} model failed on this stream's step: {exc}")
+        except Exception as exc:  # ThreadCallError, or the thread could not run it (0 s)
+            failed = exc if isinstance(exc, ThreadCallError) else ThreadCallError(exc, time.monotonic(), 0.0)
+            log.error("%s stream step of %d streams failed", self.name, len(steps), exc_info=failed.error)
+            outputs = BatchFailedError(f"the {self.name} model failed on this stream's step: {failed.error}")
+            compute_s = failed.seconds
         except asyncio.CancelledError:  # a drain ran out of time
             for s in steps:
                 if not s.future.done():
@@ -374,11 +376,12 @@ class BatchingEngine:
             timed = await timed_in_torch_thread(compute_batch, self.name, self.model, inputs, bandwidth_ids,
                                                 self.retry_after)
             outcomes, started, elapsed = timed.value, timed.started, timed.seconds
-        except Exception as exc:
-            ok, elapsed = False, time.monotonic() - started  # waiting included: the thread's time is unknown
+        except Exception as exc:  # ThreadCallError, or the thread could not run it (0 s)
+            failed = exc if isinstance(exc, ThreadCallError) else ThreadCallError(exc, time.monotonic(), 0.0)
+            ok, started, elapsed = False, failed.started, failed.seconds
             ids_text = ", ".join(item.request_id for item in batch if item.request_id) or "-"
-            log.exception("%s batch of %d failed (requests %s)", self.name, len(batch), ids_text)
-            failure = BatchFailedError(f"the {self.name} model failed on this request's batch: {exc}")
+            log.error("%s batch of %d failed (requests %s)", self.name, len(batch), ids_text, exc_info=failed.error)
+            failure = BatchFailedError(f"the {self.name} model failed on this request's batch: {failed.error}")
             outcomes = [failure] * len(batch)
         except asyncio.CancelledError:  # a drain ran out of time: nobody will collect this batch
             for item in batch:

@@ -50,12 +50,24 @@ class Timed(Generic[T]):
     seconds: float
 
 
+class ThreadCallError(Exception):
+    """``error``, raised by a call in the model thread after it ran there ``seconds`` from ``started``."""
+
+    def __init__(self, error: Exception, started: float, seconds: float) -> None:
+        super().__init__(str(error))
+        self.error, self.started, self.seconds = error, started, seconds
+
+
 async def timed_in_torch_thread(fn: Callable[..., T], *args: object) -> Timed[T]:
-    """:func:`run_in_torch_thread`, timed in the thread."""
+    """:func:`run_in_torch_thread`, timed in the thread; a call that raises raises :class:`ThreadCallError`
+    (``from`` its error), so that its compute time is known too."""
 
     def timed() -> Timed[T]:
         started = time.monotonic()
-        value = fn(*args)
+        try:
+            value = fn(*args)
+        except Exception as exc:
+            raise ThreadCallError(exc, started, time.monotonic() - started) from exc
         return Timed(value, started, time.monotonic() - started)
 
     return await run_in_torch_thread(timed)

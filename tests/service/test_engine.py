@@ -235,6 +235,23 @@ async def test_a_failing_batch_fails_only_its_requests_and_the_engine_keeps_serv
     await engine.drain(1)
 
 
+async def test_a_failing_batch_counts_its_own_time_in_the_model_thread_as_compute() -> None:
+    """A failed call's compute was timed from the event loop, with the wait behind another model in it."""
+    slow, failing, recorder = FakeModel(delay=0.4), FakeModel(delay=0.1), Recorder()
+    failing.fail = RuntimeError("boom")
+    slow_engine = await started(slow, max_wait_s=0.0)
+    failing_engine = await started(failing, recorder, max_wait_s=0.0)
+    busy = asyncio.ensure_future(slow_engine.submit(item(5)))
+    await wait_until(lambda: slow_engine.in_flight == 1, timeout=5.0)
+    with pytest.raises(BatchFailedError, match="boom"):
+        await failing_engine.submit(item(5))
+    await busy
+    assert recorder.batches[0].ok is False
+    assert 0.1 <= recorder.batches[0].compute_s < 0.3
+    for engine in (slow_engine, failing_engine):
+        await engine.drain(1)
+
+
 class OutOfMemoryModel(FakeModel):
     """Runs out of device memory on any call of more than ``budget`` frames in all."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 from service.engine import (
+    BatchFailedError,
     BatchingEngine,
     BatchPolicy,
     BatchStats,
@@ -89,6 +91,31 @@ async def test_concurrent_streams_step_together_and_each_equals_its_offline_deco
     # Four streams of 4-11 steps each in far fewer calls than steps: they were batched together.
     assert max(s.streams for s in recorder.steps) == 4
     assert len(recorder.steps) < sum(-(-f.shape[1] // 5) + 1 for f in feats) / 2
+
+
+class FailingSteps:
+    """``mel`` whose stream steps run ``seconds`` and then raise."""
+
+    def __init__(self, mel: ServedModel, seconds: float) -> None:
+        self.mel, self.seconds = mel, seconds
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.mel, name)
+
+    def decode_steps(self, *args: Any) -> list[torch.Tensor]:
+        time.sleep(self.seconds)
+        raise RuntimeError("boom")
+
+
+async def test_a_failed_step_fails_its_streams_and_counts_its_compute(mel: ServedModel) -> None:
+    recorder = Recorder()
+    engine = await started(FailingSteps(mel, 0.1), recorder)  # type: ignore[arg-type]
+    stream = engine.open_stream()
+    with pytest.raises(BatchFailedError, match="boom"):
+        await stream.push(torch.randn(mel.n_features, 10))
+    stream.close()
+    await engine.drain(1)
+    assert recorder.steps[0].streams == 1 and recorder.steps[0].compute_s >= 0.1
 
 
 async def test_the_stream_limit_refuses_one_more_until_a_stream_closes(mel: ServedModel) -> None:
