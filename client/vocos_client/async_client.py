@@ -147,12 +147,19 @@ class AsyncClient:
         if not stream:
             return decoded(response.status_code, response.headers, response.content)
         try:
-            body = await response.aread() if response.status_code >= 300 else b""
-            check(response.status_code, response.headers, body)
+            check(response.status_code, response.headers, await self._error_body(request, response))
         except BaseException:
             await response.aclose()
             raise
         return await AsyncAudioChunks.opened(response)
+
+    @staticmethod
+    async def _error_body(request: Call, response: httpx.Response) -> bytes:
+        """The body of a streamed answer that is an error (b"" for a success, whose body is audio)."""
+        try:
+            return await response.aread() if response.status_code >= 300 else b""
+        except httpx.HTTPError as exc:
+            raise connection_error(request, exc) from None
 
     async def _send(self, request: Call, stream: bool) -> httpx.Response:
         loop = asyncio.get_running_loop()

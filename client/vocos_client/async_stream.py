@@ -58,7 +58,7 @@ class AsyncStreamSession:
         while not self._ended:  # iterated again after the end: nothing more (or the stream's error again)
             try:
                 item = await asyncio.wait_for(self._chunks.get(), self.timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise VocosClientError(0, "timeout", f"no message from the server for {self.timeout} s") from None
             if isinstance(item, Done | VocosClientError):
                 self._ended = True
@@ -125,11 +125,11 @@ async def _open(url: str, headers: dict[str, str], timeout: float | None) -> Asy
         connection = await connect(url, additional_headers=headers, open_timeout=timeout, **CONNECT_OPTIONS)
     except InvalidStatus as exc:
         raise handshake_refused(exc) from None
-    except (OSError, WebSocketException, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError, WebSocketException) as exc:
         raise cannot_open(url, exc) from None
     try:
         return AsyncStreamSession(connection, start_info(await asyncio.wait_for(connection.recv(), timeout)), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         await connection.close()
         raise no_start(timeout) from None
     except ConnectionClosed as exc:
@@ -152,7 +152,7 @@ async def frames_to_audio(opened: contextlib.AbstractAsyncContextManager[AsyncSt
         except VocosClientError:
             await asyncio.wait([sender])
             failure = None if sender.cancelled() else sender.exception()
-            if isinstance(failure, Exception) and not isinstance(failure, VocosClientError):
+            if isinstance(failure, Exception):  # the producer's own error (its frames, or a refused message)
                 raise failure from None
             raise
         finally:
@@ -169,8 +169,6 @@ async def _produce(stream: AsyncStreamSession, frames: Iterable[np.ndarray] | As
             for chunk in frames:
                 await stream.send(chunk)
         await stream.end()
-    except VocosClientError:
-        raise
     except BaseException:
         await stream.aclose()  # ends the consumer's iteration
         raise

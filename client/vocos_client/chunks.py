@@ -39,7 +39,8 @@ class _Chunks:
         (it logged the failure under the request id), or the network broke."""
         got = self.samples_read
         request_id = self._response.headers.get("x-request-id")
-        return VocosClientError(0, "connection", f"the answer broke off after {got} of {self.total_samples} samples "
+        error = "timeout" if isinstance(exc, httpx.TimeoutException) else "connection"  # the client's timeout ran out
+        return VocosClientError(0, error, f"the answer broke off after {got} of {self.total_samples} samples "
                                 f"({type(exc).__name__}: {exc})", request_id)
 
     def _audio(self, parts: list[np.ndarray]) -> Audio:
@@ -61,6 +62,9 @@ class AudioChunks(_Chunks):
                 if data is None:
                     self._reader.close()  # raises: the body ended inside the header
                 self._pending.append(self._take(data or b""))
+        except httpx.HTTPError as exc:
+            response.close()
+            raise self._broke_off(exc) from None
         except BaseException:
             response.close()
             raise
@@ -109,6 +113,9 @@ class AsyncAudioChunks(_Chunks):
                 if data is None:
                     chunks._reader.close()
                 chunks._pending.append(chunks._take(data or b""))
+        except httpx.HTTPError as exc:
+            await response.aclose()
+            raise chunks._broke_off(exc) from None
         except BaseException:
             await response.aclose()
             raise

@@ -143,11 +143,19 @@ class Client:
         if not stream:
             return decoded(response.status_code, response.headers, response.content)
         try:
-            check(response.status_code, response.headers, response.read() if response.status_code >= 300 else b"")
+            check(response.status_code, response.headers, self._error_body(request, response))
         except BaseException:
             response.close()
             raise
         return AudioChunks(response)
+
+    @staticmethod
+    def _error_body(request: Call, response: httpx.Response) -> bytes:
+        """The body of a streamed answer that is an error (b"" for a success, whose body is audio)."""
+        try:
+            return response.read() if response.status_code >= 300 else b""
+        except httpx.HTTPError as exc:
+            raise connection_error(request, exc) from None
 
     def _send(self, request: Call, stream: bool) -> httpx.Response:
         built = self._http.build_request(request.method, request.path, params=request.params,

@@ -27,6 +27,16 @@ class VocosClientError(Exception):
         self.retry_after = retry_after
         self.not_sent = not_sent
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from its fields, not from ``args`` (the formatted text), so that it survives pickling:
+        # process pools and multiprocessing send a worker's exception back that way.
+        return (_rebuild, (self.status, self.error, self.message, self.request_id, self.retry_after, self.not_sent))
+
+
+def _rebuild(status: int, error: str, message: str, request_id: str | None, retry_after: float | None,
+             not_sent: bool) -> VocosClientError:
+    return VocosClientError(status, error, message, request_id, retry_after=retry_after, not_sent=not_sent)
+
 
 def from_http(status: int, body: bytes, request_id: str | None, retry_after: float | None = None) -> VocosClientError:
     """The error of an HTTP answer whose status is not 2xx: the API's ``{"error": {"type", "message",

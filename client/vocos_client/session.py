@@ -23,16 +23,18 @@ from .wire import STREAM_FORMATS, npy_bytes, pcm_samples, query
 END = json.dumps({"type": "end"})
 # RFC 6455's close code for a message too big to process.
 MESSAGE_TOO_BIG = 1009
-# Frames are small; audio answers of one push are at most a few seconds of f32.
-MAX_MESSAGE_BYTES = 64 * 2**20
-# What both sessions pass to websockets' connect(). compression=None: float frames and audio do not
-# compress, and deflate costs both ends CPU.
-CONNECT_OPTIONS: dict[str, Any] = {"max_size": MAX_MESSAGE_BYTES, "compression": None}
+# What both sessions pass to websockets' connect(). max_size=None: the server sends one audio message per
+# frame message, and a push of many frames at a high ``sample_rate`` in f32 makes a message of hundreds of
+# MB, all of it audio the caller asked for (the server bounds a stream's audio: MAX_STREAM_AUDIO_SECONDS).
+# compression=None: float frames and audio do not compress, and deflate costs both ends CPU.
+CONNECT_OPTIONS: dict[str, Any] = {"max_size": None, "compression": None}
 
 
 def cannot_open(url: str, exc: BaseException) -> VocosClientError:
     """No stream: the connection or its handshake failed; ``not_sent`` when no connection was made at all
     (refused, or a host name that resolves to nothing)."""
+    if isinstance(exc, TimeoutError):  # the handshake outlasted the client's timeout
+        return VocosClientError(0, "timeout", f"cannot open {url} within the timeout: {exc}")
     return VocosClientError(0, "connection", f"cannot open {url}: {exc}",
                             not_sent=isinstance(exc, ConnectionError | socket.gaierror))
 

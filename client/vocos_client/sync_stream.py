@@ -157,7 +157,7 @@ def frames_to_audio(opener: Callable[[], StreamSession], frames: Iterable[np.nda
         with session:
             yield from session
     except VocosClientError:
-        if failure and not isinstance(failure[0], VocosClientError):
+        if failure:  # the producer's own error (its frames, or a message the client refused) is the cause
             raise failure[0] from None
         raise
     # Done: the sender has sent its end. A consumer that leaves early (break) closes the session and does not

@@ -81,3 +81,15 @@ def test_no_server_is_a_connection_error() -> None:
     with Client(url, timeout=5) as client:
         errors = [_error(client.health), _error(lambda: client.stream_mel())]
     assert [(e.status, e.error) for e in errors] == [(0, "connection")] * 2
+
+
+def test_an_error_survives_pickling_and_copying() -> None:
+    """Process pools send a worker's exception back pickled: it could not be rebuilt from its text."""
+    import copy
+    import pickle
+
+    error = VocosClientError(429, "queue_full", "the queue is full", "r1", retry_after=1.5, not_sent=False)
+    for again in (pickle.loads(pickle.dumps(error)), copy.copy(error)):
+        assert isinstance(again, VocosClientError) and str(again) == str(error)
+        fields = ("status", "error", "message", "request_id", "retry_after", "not_sent")
+        assert [getattr(again, f) for f in fields] == [getattr(error, f) for f in fields]

@@ -4,6 +4,7 @@ end, leaving a frames loop early, DNS failures; and an AsyncClient used from a s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -131,3 +132,92 @@ def test_an_async_client_used_from_a_second_event_loop_says_so(server: ServerPro
     assert asyncio.run(client.decode_mel(MEL)).samples.size
     with pytest.raises(RuntimeError, match="an AsyncClient serves the event loop it was first used in"):
         asyncio.run(client.decode_mel(MEL))
+
+
+def _start(connection: ServerConnection, max_message_bytes: int | None = None) -> None:
+    connection.send(json.dumps({"type": "start", "model": "mel", "sample_rate": 24000, "format": "f32",
+                                "lookahead_frames": 6, "lookahead_ms": 85.3, "hop_length": 256,
+                                "max_message_bytes": max_message_bytes}))
+
+
+@pytest.fixture
+def one_big_answer() -> Iterator[str]:
+    """Answers the first frame message with one audio message of 65 MiB (a long push at a high rate, f32)."""
+    samples = 65 * 2**20 // 4
+
+    def handler(connection: ServerConnection) -> None:
+        _start(connection)
+        connection.recv()
+        connection.send(np.zeros(samples, np.float32).tobytes())
+        connection.send(json.dumps({"type": "done", "samples": samples}))
+        connection.close()
+
+    yield from fake(handler)
+
+
+def test_an_audio_message_of_any_size_is_taken(one_big_answer: str) -> None:
+    """The client refused audio messages over 64 MiB, which the server sends for one long push at 48 kHz in f32."""
+    async def run() -> int:
+        async with AsyncClient(one_big_answer, timeout=20, retry=NO_RETRY).stream_mel(format="f32") as stream:
+            await stream.send(MEL)
+            return sum([chunk.size async for chunk in stream])
+
+    with Client(one_big_answer, timeout=20, retry=NO_RETRY).stream_mel(format="f32") as stream:
+        stream.send(MEL)
+        assert sum(chunk.size for chunk in stream) == stream.samples == 65 * 2**20 // 4
+    assert asyncio.run(run()) == 65 * 2**20 // 4
+
+
+@pytest.fixture
+def tiny_messages() -> Iterator[str]:
+    """A server whose largest message is 300 bytes: one 100-band frame (400 bytes and a header) is too big."""
+    def handler(connection: ServerConnection) -> None:
+        _start(connection, max_message_bytes=300)
+        with contextlib.suppress(Exception):
+            connection.recv(timeout=10)
+
+    yield from fake(handler)
+
+
+def test_a_message_the_client_refuses_is_what_a_frames_loop_raises_at_once(tiny_messages: str) -> None:
+    """Sync loops raised an unrelated close error; async ones waited for the client's timeout."""
+    async def run() -> VocosClientError:
+        client = AsyncClient(tiny_messages, timeout=8, retry=NO_RETRY)
+        with pytest.raises(VocosClientError) as caught:
+            [chunk async for chunk in client.stream_mel_frames([MEL])]
+        return caught.value
+
+    started = time.monotonic()
+    with pytest.raises(VocosClientError) as sync:
+        list(Client(tiny_messages, timeout=8, retry=NO_RETRY).stream_mel_frames([MEL]))
+    for error in (sync.value, asyncio.run(run())):
+        assert (error.status, error.error) == (413, "payload_too_large"), error
+    assert time.monotonic() - started < 5
+
+
+@pytest.fixture
+def slow_handshake() -> Iterator[str]:
+    def process_request(connection: ServerConnection, request: object) -> None:
+        time.sleep(2)  # a server (or a proxy) that takes its time to answer the upgrade
+
+    server: Server = serve(lambda connection: None, "127.0.0.1", 0, process_request=process_request)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.socket.getsockname()[1]}"
+    finally:
+        server.shutdown()
+        thread.join(5)
+
+
+def test_a_handshake_that_outlasts_the_timeout_is_a_timeout_error(slow_handshake: str) -> None:
+    async def run() -> VocosClientError:
+        with pytest.raises(VocosClientError) as caught:
+            async with AsyncClient(slow_handshake, timeout=0.5, retry=NO_RETRY).stream_mel():
+                pass
+        return caught.value
+
+    with pytest.raises(VocosClientError) as sync:
+        Client(slow_handshake, timeout=0.5, retry=NO_RETRY).stream_mel()
+    for error in (sync.value, asyncio.run(run())):
+        assert (error.status, error.error) == (0, "timeout"), error

@@ -3,16 +3,17 @@ progressively: the first samples come out before the rest of the body exists."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import numpy as np
 import pytest
 import soundfile as sf
 
-from vocos_client import Client, VocosClientError, WavReader, read_wav
+from vocos_client import AsyncClient, Client, RetryPolicy, VocosClientError, WavReader, read_wav
 
 SIGNAL = (0.5 * np.sin(np.arange(5000) * 0.01)).astype(np.float32)
 
@@ -84,3 +85,44 @@ def test_a_streamed_answer_yields_samples_before_the_body_ends() -> None:
             first_seen.set()
     assert len(parts) >= 2
     np.testing.assert_array_equal(np.concatenate(parts), SIGNAL)
+
+
+class _Broken(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A body that sends ``head`` and then fails as a network does (``exc``)."""
+
+    def __init__(self, head: bytes, exc: httpx.HTTPError) -> None:
+        self.head, self.exc = head, exc
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self.head:
+            yield self.head
+        raise self.exc
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        if self.head:
+            yield self.head
+        raise self.exc
+
+
+@pytest.mark.parametrize(("status", "exc", "error"), [
+    (200, httpx.ReadTimeout("timed out"), "timeout"),  # the WAV header never came
+    (200, httpx.RemoteProtocolError("peer closed"), "connection"),
+    (500, httpx.ReadTimeout("timed out"), "timeout"),  # an error answer whose body never came
+])
+def test_an_answer_broken_before_its_header_is_a_client_error(status: int, exc: httpx.HTTPError, error: str) -> None:
+    """httpx's own exceptions escaped ``stream=True`` while the WAV header or an error body was read."""
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, headers={"x-model": "mel"}, stream=_Broken(b"RIFF", exc))
+
+    async def run() -> VocosClientError:
+        async with AsyncClient("http://vocos.test", transport=httpx.MockTransport(answer),
+                               retry=RetryPolicy(retries=0)) as client:
+            with pytest.raises(VocosClientError) as caught:
+                await client.decode_mel(np.zeros((100, 3), np.float32), stream=True)
+            return caught.value
+
+    with (Client("http://vocos.test", transport=httpx.MockTransport(answer), retry=RetryPolicy(retries=0)) as client,
+          pytest.raises(VocosClientError) as sync):
+        client.decode_mel(np.zeros((100, 3), np.float32), stream=True)
+    for caught in (sync.value, asyncio.run(run())):
+        assert (caught.status, caught.error) == (0, error), caught
