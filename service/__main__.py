@@ -108,6 +108,12 @@ class DrainingServer(uvicorn.Server):
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if sockets and not self.should_exit:  # uvicorn names the address only of a socket it bound itself
+            host, port = sockets[0].getsockname()[:2]
+            log.info("listening on http://%s:%d", f"[{host}]" if ":" in host else host, port)
+
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         """Stop listening, let open streams finish within the drain, then uvicorn's own shutdown
         (which would otherwise close every WebSocket at once, with 1012)."""
@@ -129,26 +135,35 @@ class DrainingServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def serve(app: FastAPI, settings: Settings) -> None:
-    """Run ``app`` until SIGTERM/SIGINT, draining for up to ``settings.drain_timeout_s``."""
+def serve(app: FastAPI, settings: Settings, sock: socket.socket | None = None) -> None:
+    """Run ``app`` until SIGTERM/SIGINT, draining for up to ``settings.drain_timeout_s``; on ``sock`` (from
+    :func:`bound_socket`) when given, else on a socket uvicorn binds."""
     config = uvicorn_config(app, settings)
     # uvicorn re-raises the signal it caught once it has shut down; a quiet handler makes that a
     # normal return (exit status 0) instead of death by SIGTERM or a KeyboardInterrupt traceback.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
-    DrainingServer(config, state_of(app)).run()
+    DrainingServer(config, state_of(app)).run(sockets=None if sock is None else [sock])
 
 
-def _unbindable(host: str, port: int) -> str | None:
-    """Why the server could not listen on ``host``, when its name resolves to no address ("" is every
-    interface, as uvicorn binds it)."""
-    if not host:
-        return None
+def bound_socket(host: str, port: int) -> socket.socket:
+    """The server's socket, bound as uvicorn binds one ("" is every interface) but not listening yet, so that
+    a port in use or an address that is not this machine's is found before minutes of loading models, and
+    connections made during the load are refused rather than left waiting. Raises StartupError."""
     try:
-        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (socket.gaierror, UnicodeError) as exc:
-        return f"VOCOS_HOST (--host) {host!r} is no address this machine can listen on ({exc})"
-    return None
+        raise StartupError(f"VOCOS_HOST (--host) {host!r} is no address this machine can listen on ({exc})") from None
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise StartupError(f"cannot listen on {host or '*'}:{port} (VOCOS_HOST, VOCOS_PORT): {exc.strerror or exc}"
+                           ) from None
+    sock.set_inheritable(True)
+    return sock
 
 
 class _Stopped(BaseException):
@@ -173,11 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for warning in unknown_variables(os.environ):
         log.warning(warning)
     bound_memory_growth()  # before any model runs
-    problem = _unbindable(settings.host, settings.port)
-    if problem:  # found now, not after minutes of loading models
-        print(f"vocos-serve: {problem}", file=sys.stderr)
-        return 1
     try:
+        sock = bound_socket(settings.host, settings.port)  # found now, not after minutes of loading models
         # In the model thread, where every later model call runs (service.engine.torch_thread).
         models = torch_thread().submit(load_models, settings).result()
     except StartupError as exc:
@@ -188,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"vocos-serve: stopped by {signal.Signals(signum).name} while loading the models", file=sys.stderr)
         logging.shutdown()
         os._exit(128 + signum)
-    serve(create_app(settings, models), settings)
+    serve(create_app(settings, models), settings, sock)
     if not idle_within(0.5):
         # A call the drain deadline gave up on (its requests were answered 503): Python would wait for it
         # at exit, past the shutdown the orchestrator allows (DRAIN_TIMEOUT_S + 5 s).

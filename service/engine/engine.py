@@ -101,7 +101,7 @@ class BatchingEngine:
         if self._task is not None and not self._task.done():
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 finished = False
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -171,7 +171,7 @@ class BatchingEngine:
         self._wakeup.set()
         try:
             return await asyncio.wait_for(asyncio.shield(item.future), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             waited = time.monotonic() - item.enqueued
             raise DeadlineExceededError(
                 f"the request's deadline passed after {waited:.3g} s waiting for the model"
@@ -228,7 +228,7 @@ class BatchingEngine:
         self._wakeup.set()
         try:
             return await asyncio.wait_for(asyncio.shield(step.future), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             stream.close()
             raise DeadlineExceededError("the stream's deadline passed waiting for the model") from None
         except BaseException:

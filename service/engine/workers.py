@@ -147,7 +147,7 @@ class Analysis:
             raise EngineStoppedError(f"the {worker.name} worker is stopped")
         left = self._left()
         if left is not None and left <= 0:
-            raise asyncio.TimeoutError
+            raise TimeoutError
         future = asyncio.get_running_loop().run_in_executor(torch_thread(), self._run_slice)
         worker._slices.add(future)
         try:

@@ -32,7 +32,7 @@ class JsonParser:
         """The fields of ``body``; the wait for the child's turn counts against ``timeout`` too."""
         try:
             reply = await asyncio.wait_for(self._load(body), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise DeadlineExceededError("the request's deadline passed while its JSON body was parsed") from None
         if reply[0] == "error":
             raise JsonBodyError(reply[1], malformed=reply[2])

@@ -56,7 +56,7 @@ class RequestContextMiddleware:
         request_id = _request_id(scope)
         scope.setdefault("state", {}).update(request_id=request_id, started=started)
         path = scope.get("path", "")
-        held = _HeldBytes(self.state)
+        held, clock = _HeldBytes(self.state), _BodyClock(started)
         reply = _Reply(scope, send, request_id, held, self.state.settings.send_timeout_s)
         tracked = path in ENDPOINTS
         if tracked:
@@ -66,7 +66,7 @@ class RequestContextMiddleware:
                 raise ServerBusyError(BUSY_MESSAGE)
             self._authenticate(scope, path)
             held.take_declared(scope)
-            await self.app(scope, held.counting(receive), reply.send)
+            await self.app(scope, clock.timing(held.counting(receive)), reply.send)
         except ServiceError as exc:  # raised here, before the app: authentication, the byte budget
             await logged_error_response(exc, request_id)(scope, receive, reply.send)
         except SendTimeoutError as exc:
@@ -87,7 +87,7 @@ class RequestContextMiddleware:
                 reply.status = CLIENT_CLOSED
             if tracked:
                 self.state.metrics.inflight.dec()
-                self.state.metrics.observe_request(path, reply.status, time.monotonic() - started)
+                self.state.metrics.observe_request(path, reply.status, time.monotonic() - clock.body_end)
 
     def _authenticate(self, scope: Scope, path: str) -> None:
         if requires_key(path, self.state.settings):
@@ -103,6 +103,23 @@ def requires_key(path: str, settings: Settings) -> bool:
 
 class SendTimeoutError(Exception):
     """The client did not take its response within ``send_timeout_s``; its connection was dropped."""
+
+
+class _BodyClock:
+    """When the request's body had all arrived (its headers' time until then): a request's latency runs from
+    there, so that a client's slow upload is not counted as the server's time."""
+
+    def __init__(self, started: float) -> None:
+        self.body_end = started
+
+    def timing(self, receive: Receive) -> Receive:
+        async def timed() -> Message:
+            message = await receive()
+            if message["type"] == "http.request" and not message.get("more_body", False):
+                self.body_end = time.monotonic()
+            return message
+
+        return timed
 
 
 class _HeldBytes:
@@ -190,7 +207,7 @@ class _Reply:
     async def _bounded(self, message: Message) -> None:
         try:
             await asyncio.wait_for(self._send(message), max(0.0, self.deadline - time.monotonic()))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             if abort_connection(self.scope, reset=True):
                 await asyncio.sleep(0)  # let the transport report the connection lost before we return
             raise SendTimeoutError(

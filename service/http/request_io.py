@@ -66,7 +66,7 @@ async def read_body(request: Request, settings: Settings) -> bytes:
     remaining = started + settings.body_timeout_s - time.monotonic()
     try:
         return await asyncio.wait_for(_read_limited(request, limit, json_declared), max(0.0, remaining))
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise BodyTimeoutError(
             f"the request body did not arrive within {settings.body_timeout_s:g} s (VOCOS_BODY_TIMEOUT_S)"
         ) from None

@@ -254,7 +254,7 @@ async def _receive(websocket: WebSocket, idle_s: float, stream: AudioStream) -> 
     open_s = stream.open_until - time.monotonic()
     try:
         message = dict(await asyncio.wait_for(websocket.receive(), max(0.0, min(idle_s, open_s))))
-    except asyncio.TimeoutError:
+    except TimeoutError:
         if open_s < idle_s:
             raise stream.open_too_long() from None
         raise BodyTimeoutError(
@@ -309,9 +309,9 @@ async def _sent(websocket: WebSocket, sending: Awaitable[None]) -> None:
         await asyncio.wait_for(sending, timeout_s)
         while unsent_bytes(websocket.scope) > UNSENT_BYTES:
             if time.monotonic() > deadline:
-                raise asyncio.TimeoutError
+                raise TimeoutError
             await asyncio.sleep(0.01)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         abort_connection(websocket.scope, reset=True)
         log.info("stream %s: the client did not read its audio within %g s (VOCOS_SEND_TIMEOUT_S); "
                  "connection dropped", websocket.state.request_id, timeout_s)

@@ -59,7 +59,7 @@ _BLOCK_SAMPLES = 2**19
 MAX_SAMPLE_MAGNITUDE = 1e6
 
 
-class OutputFormat(str, enum.Enum):
+class OutputFormat(str, enum.Enum):  # noqa: UP042 (StrEnum would change str() of its members)
     """Encodings of the returned audio (query parameter ``format``)."""
 
     WAV16 = "wav16"

@@ -8,6 +8,7 @@ Authorization header) would have it written verbatim.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Sequence
@@ -38,9 +39,23 @@ def configure_logging(level: str) -> None:
 def redact(text: str, secrets: Sequence[str] = ()) -> str:
     """``text`` with credential-named query values and every string of ``secrets`` replaced by ``***``."""
     text = _SECRET_PARAM.sub(lambda m: m.group(1) + REDACTED, text)
-    for secret in secrets:
-        text = text.replace(secret, REDACTED)
-    return text
+    pattern = _secrets_pattern(tuple(s for s in secrets if s))
+    return pattern.sub(REDACTED, text) if pattern is not None else text
+
+
+@functools.lru_cache(maxsize=8)
+def _secrets_pattern(secrets: tuple[str, ...]) -> re.Pattern[str] | None:
+    """Each secret as sent, or with any of its characters percent-encoded (in either case), as a client puts
+    it in a URL and uvicorn's access log quotes a path: a base64 key has ``+``, ``/`` and ``=`` to encode.
+    Keys are visible ASCII (Settings), one byte each."""
+    if not secrets:
+        return None
+
+    def char(c: str) -> str:
+        code = f"{ord(c):02X}"
+        return f"(?:{re.escape(c)}|%{code[0]}[{code[1]}{code[1].lower()}])"
+
+    return re.compile("|".join("".join(char(c) for c in s) for s in sorted(set(secrets), key=len, reverse=True)))
 
 
 class RedactSecrets(logging.Filter):

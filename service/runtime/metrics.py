@@ -59,7 +59,8 @@ class ServiceMetrics:
         )
         self.request_duration = Histogram(
             "vocos_request_duration_seconds",
-            "Request latency, body to response; not of requests the client made slow or left (408, 499).",
+            "Request latency, from the end of its body (a slow upload is the client's time) to the response; not of "
+            "requests the client made slow or left (408, 499).",
             ["endpoint"],
             buckets=_LATENCY_BUCKETS,
             registry=r,

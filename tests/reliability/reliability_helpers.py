@@ -66,7 +66,7 @@ class RawConnection:
             await asyncio.wait_for(drain(), timeout)
         except ConnectionResetError:
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         return False
 
@@ -78,7 +78,7 @@ class RawConnection:
 
         try:
             await asyncio.wait_for(drain(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         except ConnectionError:
             pass
@@ -148,7 +148,7 @@ class AppThread:
         async def call() -> httpx.Response:
             try:
                 return await asyncio.wait_for(self._client.request(method, url, **kwargs), self.limit)  # type: ignore[union-attr]
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise AssertionError(f"{method} {url} did not answer within {self.limit} s") from None
 
         return self._run(call(), self.limit + 10)

@@ -173,3 +173,14 @@ def test_keys_never_appear_in_the_servers_log_even_at_trace(tmp_path: Path, mel_
     assert "Logging error" not in text
     for secret in KEYS:
         assert secret not in text
+
+
+def test_a_key_is_redacted_percent_encoded_too() -> None:
+    """A base64 key reached the access log percent-encoded (a client's query, uvicorn's quoted path)."""
+    from service.runtime.logs import redact
+
+    key = "q8Zt+Yf3/w9kLm2=="
+    for line in (f"GET /models?client={key}", "GET /models?client=q8Zt%2BYf3%2Fw9kLm2%3D%3D",
+                 "GET /q8Zt%2BYf3/w9kLm2%3D%3D HTTP/1.1", "q8Zt%2bYf3%2fw9kLm2%3d%3d", "q8Zt+Yf3%2Fw9kLm2=="):
+        assert key[:4] not in redact(line, [key]), line
+    assert redact("q8Zt+Yf3/w9kLm2=", [key]) == "q8Zt+Yf3/w9kLm2="  # another string is left alone

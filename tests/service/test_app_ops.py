@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +186,23 @@ async def test_bearer_keys_guard_everything_but_the_probes(make_app: AppFactory)
         assert (await h.client.get("/metrics")).status_code == 401
         assert (await h.client.get("/metrics", headers={"authorization": "Bearer alpha"})).status_code == 200
         assert (await h.client.get("/healthz")).status_code == 200
+
+
+async def test_a_slow_upload_is_not_counted_in_the_latency(app: Any) -> None:
+    """The latency histogram ran from the headers: a client's 1.5 s upload counted as the server's time."""
+    body = mel_npy(20)
+
+    async def slowly() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), len(body) // 3):
+            yield body[start:start + len(body) // 3]
+            await asyncio.sleep(0.5)
+
+    response = await app.client.post("/decode/mel", content=slowly(), headers=NPY)
+    assert response.status_code == 200
+    text = (await app.client.get("/metrics")).text
+    prefix = 'vocos_request_duration_seconds_sum{endpoint="/decode/mel"}'
+    total = next(line for line in text.splitlines() if line.startswith(prefix))
+    assert float(total.split()[-1]) < 1.0, total
 
 
 async def test_metrics_expose_every_contract_name(app: Any) -> None:

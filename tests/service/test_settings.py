@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+
 import pytest
 
-from service.__main__ import _unbindable, build_parser, main, parse_settings
+from service.__main__ import bound_socket, build_parser, main, parse_settings
 from service.runtime.registry import model_specs
 from service.settings import Settings, unknown_variables
 
@@ -134,7 +137,25 @@ def test_a_host_that_resolves_to_nothing_stops_the_server_before_loading_models(
     err = capsys.readouterr().err
     assert "VOCOS_HOST (--host) 'no-such-host.invalid' is no address this machine can listen on" in err
     assert "/nowhere" not in err
-    assert _unbindable("", 8000) is None  # every interface, as uvicorn binds it
+    bound_socket("", 0).close()  # every interface, as uvicorn binds it
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "10.255.255.1"])  # a port in use; an address not this machine's
+def test_a_port_that_cannot_be_listened_on_stops_the_server_before_loading_models(
+        host: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Found only once every model had loaded, by uvicorn: 11 lines and exit status 3."""
+    if host != "127.0.0.1":
+        with socket.socket() as probe, contextlib.suppress(OSError):
+            probe.bind((host, 0))
+            pytest.skip(f"this machine lets {host} be bound (net.ipv4.ip_nonlocal_bind)")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["--host", host, "--port", str(port), "--mel-model", "/nowhere", "--encodec-model", "none"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"vocos-serve: cannot listen on {host}:{port} (VOCOS_HOST, VOCOS_PORT): ")
+    assert err.count("\n") == 1 and "/nowhere" not in err
 
 
 
