@@ -34,7 +34,7 @@ class ServiceState:
     json_parser: JsonParser = field(default_factory=JsonParser)
     ready: bool = False
     draining: bool = False
-    not_ready_reason: str = "models are loading"
+    not_ready_reason: str = "models are warming up"  # they load before the server listens
     drain_deadline: float = math.inf  # event-loop time at which unfinished requests get 503
     drain_expired: asyncio.Event = field(default_factory=asyncio.Event)  # set at the drain deadline
     _drain_timer: asyncio.TimerHandle | None = field(default=None, repr=False)

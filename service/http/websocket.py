@@ -87,6 +87,8 @@ async def _serve(websocket: WebSocket, kind: str) -> None:
     except Exception as exc:  # every failure is told to the client, then the connection closes
         if stream is not None:
             stream.close("error")  # counted before the client hears of it
+        else:  # refused before it began
+            state.metrics.streams_refused.labels(websocket.url.path, str(classify(exc, request_id)[0])).inc()
         await _send_error(websocket, exc, request_id)
     finally:
         if stream is not None:

@@ -27,6 +27,7 @@ ENDPOINTS = ("/decode/mel", "/decode/encodec", "/resynthesize")
 # how it ended.
 STREAM_TRANSPORTS = ("websocket", "http")
 STREAM_OUTCOMES = ("ok", "error", "disconnected")
+STREAM_ENDPOINTS = ("/stream/mel", "/stream/encodec")
 # Statuses whose time is the client's: a body sent too slowly (408), an answer not read or left (499).
 CLIENT_TIMED = frozenset({408, 499})
 
@@ -117,6 +118,11 @@ class ServiceMetrics:
         )
         self.streams = Counter("vocos_streams", "Streams ended, by transport and outcome.",
                                ["model", "transport", "outcome"], registry=r)
+        self.streams_refused = Counter(
+            "vocos_streams_refused", "WebSocket streams refused before they began, by endpoint and status (401, "
+            "404, 422; 503 at VOCOS_MAX_STREAMS or in a drain).", ["endpoint", "status"], registry=r)
+        for endpoint in STREAM_ENDPOINTS:  # so that rate() sees the first refusal at the limit
+            self.streams_refused.labels(endpoint, "503")
         self.stream_chunk_latency = Histogram(
             "vocos_stream_chunk_latency_seconds",
             "Time from a stream chunk's frames arriving to the audio they let out leaving.",

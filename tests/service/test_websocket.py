@@ -260,6 +260,23 @@ def test_the_concurrent_stream_limit_answers_503_with_a_close_code(client_for: A
     assert isinstance(error["retry_after"], int) and error["retry_after"] >= 1  # the HTTP answer's Retry-After
 
 
+def test_streams_refused_before_they_begin_are_counted_by_status(client_for: Any) -> None:
+    """A refused stream (limit, key, model, parameter) left no trace in any metric."""
+    client = client_for(max_streams=1, api_keys="k1")
+    key = {"Authorization": "Bearer k1"}
+    with client.websocket_connect("/stream/mel", headers=key) as first:
+        assert json.loads(first.receive_text())["type"] == "start"
+        for path, headers in (("/stream/mel", key), ("/stream/mel", {}), ("/stream/encodec?model=nope", key),
+                              ("/stream/mel?nope=1", key)):
+            with client.websocket_connect(path, headers=headers) as refused:
+                error_of(refused)
+    metrics = client.get("/metrics", headers=key).text
+    for endpoint, status in (("/stream/mel", 503), ("/stream/mel", 401), ("/stream/encodec", 404),
+                             ("/stream/mel", 422)):
+        assert f'vocos_streams_refused_total{{endpoint="{endpoint}",status="{status}"}} 1.0' in metrics, status
+    assert 'vocos_streams_refused_total{endpoint="/stream/encodec",status="503"} 0.0' in metrics
+
+
 def test_a_stream_longer_than_its_audio_limit_is_refused(client_for: Any, models: dict[str, ServedModel]) -> None:
     client = client_for(max_stream_audio_seconds=0.5)
     mel = np.zeros((models["mel"].n_features, 30), np.float32)  # 30 frames of 256 samples: 0.32 s each push
