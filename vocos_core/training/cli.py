@@ -22,6 +22,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from ..errors import CheckpointError, InputError
 from ..pretrained import Vocos
+from .checks import run_problems
 from .data import VocosDataModule
 from .experiment import VocosExp
 
@@ -91,11 +92,15 @@ class VocosCLI(LightningCLI):
         return
 
     def before_fit(self) -> None:
+        assert isinstance(self.model, VocosExp)
+        problems = run_problems(self.model, self.datamodule, self.trainer.max_steps)
+        if problems:
+            raise SystemExit("vocos-train: " + "; ".join(problems))
         init_from = self.config[self.subcommand].get("init_from")
         if init_from and self.config[self.subcommand].get("ckpt_path"):
-            raise SystemExit("--init-from and --ckpt_path exclude each other: resume, or start from a model")
+            raise SystemExit("vocos-train: --init-from and --ckpt_path exclude each other: resume, or start from "
+                             "a model")
         if init_from:
-            assert isinstance(self.model, VocosExp)
             try:
                 self.model.load_generator(Vocos.from_pretrained(init_from))
             except CheckpointError as exc:

@@ -47,18 +47,22 @@ def read_filelist(path: str | Path) -> list[str]:
     return files
 
 
-def check_files(files: list[str], filelist: str | Path) -> None:
-    """InputError naming the listed files that cannot be read as audio or hold none: found now from their
-    headers, not when a shuffled batch reaches them hours into a run."""
+def check_files(files: list[str], filelist: str | Path, sampling_rate: int) -> None:
+    """InputError naming the listed files that are missing, cannot be read as audio or hold none at
+    ``sampling_rate``: found now from their headers, not when a shuffled batch reaches them hours into a run."""
     problems = []
     for path in files:
+        if not Path(path).is_file():
+            problems.append(f"{path}: no such file")
+            continue
         try:
-            frames = sf.info(path).frames
+            info = sf.info(path)
         except (sf.LibsndfileError, OSError, RuntimeError) as exc:
             problems.append(f"{path}: cannot be read as audio ({exc})")
             continue
-        if frames == 0:
-            problems.append(f"{path}: holds no audio (0 samples)")
+        if info.frames * sampling_rate < info.samplerate:  # not one whole sample at the model's rate
+            problems.append(f"{path}: holds no audio ({info.frames} samples at {info.samplerate} Hz, "
+                            f"none at {sampling_rate} Hz)")
     if problems:
         shown = "; ".join(problems[:3]) + ("; ..." if len(problems) > 3 else "")
         raise InputError(f"{filelist}: {len(problems)} of {len(files)} listed files cannot be used: {shown}")
@@ -92,7 +96,7 @@ def fit_length(audio: torch.Tensor, num_samples: int, train: bool) -> torch.Tens
 class VocosDataset(Dataset[torch.Tensor]):
     def __init__(self, cfg: DataConfig, train: bool) -> None:
         self.filelist = read_filelist(cfg.filelist_path)
-        check_files(self.filelist, cfg.filelist_path)
+        check_files(self.filelist, cfg.filelist_path, cfg.sampling_rate)
         self.sampling_rate = cfg.sampling_rate
         self.num_samples = cfg.num_samples
         self.train = train

@@ -80,6 +80,7 @@ class VocosExp(ValidationMixin, L.LightningModule):
         self.melspec_loss = MelSpecReconstructionLoss(sample_rate=sample_rate)
         self.phase_loss = PhaseDerivativeLoss()
         self.base_mel_coeff = self.mel_loss_coeff = mel_loss_coeff
+        self.batches_in_window = 0  # batches whose gradients wait for the next optimiser step
 
     # -- the generator -----------------------------------------------------------------------------
 
@@ -138,7 +139,8 @@ class VocosExp(ValidationMixin, L.LightningModule):
 
     @property
     def batches_seen(self) -> int:
-        """Batches trained so far: each batch steps both optimisers (see training_step)."""
+        """Optimiser steps so far, each of both optimisers (see training_step): the batches trained, or with
+        ``accumulate_grad_batches`` N, the windows of N batches."""
         return self.global_step // 2
 
     def configure_optimizers(self) -> Any:
@@ -151,12 +153,23 @@ class VocosExp(ValidationMixin, L.LightningModule):
         total = max(1, self.trainer.max_steps // 2) if self.trainer.max_steps > 0 else 1
         warmup = self.hparams["num_warmup_steps"]
         schedules = [cosine_schedule_with_warmup(opt, warmup, total) for opt in (opt_disc, opt_gen)]
-        return [opt_disc, opt_gen], schedules
+        # Stepped per batch (training_step), so logged per step (LearningRateMonitor), as the reference's.
+        return [opt_disc, opt_gen], [{"scheduler": s, "interval": "step"} for s in schedules]
+
+    def on_train_start(self) -> None:
+        # A resumed run's optimisers hold the learning rate of the checkpoint's last step under the schedule
+        # of then; under a longer max_steps the schedule of now gives another one, from the first batch on.
+        for scheduler in self.lr_schedulers():  # type: ignore[union-attr]
+            assert isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR)
+            for group, base, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs,
+                                           scheduler.lr_lambdas, strict=True):
+                group["lr"] = base * factor(scheduler.last_epoch)
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         audio, bandwidth_id = batch, self.train_bandwidth_id()
         accumulate = self.hparams["accumulate_grad_batches"]
-        step_now = (batch_idx + 1) % accumulate == 0
+        self.batches_in_window += 1  # counted across epochs: an epoch's end does not cut a window short
+        step_now = self.batches_in_window >= accumulate
         optimizers, schedulers = self.optimizers(), self.lr_schedulers()
         assert isinstance(optimizers, list) and isinstance(schedulers, list)
         (opt_disc, opt_gen), (sched_disc, sched_gen) = optimizers, schedulers
@@ -172,12 +185,20 @@ class VocosExp(ValidationMixin, L.LightningModule):
             opt_disc.step()
             opt_disc.zero_grad(set_to_none=True)
             sched_disc.step()
-        loss_g = self.generator_loss(audio, bandwidth_id, train_disc)
-        self.manual_backward(loss_g / accumulate)
+        # The generator's losses pass through the discriminators, whose parameters are switched off meanwhile:
+        # its backward would otherwise leave gradients on them, added to their next step's (Lightning 1.x's
+        # automatic optimisation, which the reference ran on, toggled each optimiser so).
+        self.toggle_optimizer(opt_gen)
+        try:
+            loss_g = self.generator_loss(audio, bandwidth_id, train_disc, log_samples=step_now)
+            self.manual_backward(loss_g / accumulate)
+        finally:
+            self.untoggle_optimizer(opt_gen)
         if step_now:
             opt_gen.step()
             opt_gen.zero_grad(set_to_none=True)
             sched_gen.step()
+            self.batches_in_window = 0
         # Logged after the optimiser steps: what is logged before the first step of a batch is lost.
         for name, value in disc_logs.items():
             self.log(name, value, prog_bar=name == "discriminator/total")
@@ -196,7 +217,8 @@ class VocosExp(ValidationMixin, L.LightningModule):
                 "discriminator/multi_res_loss": loss_mrd}
         return loss, {k: v.detach() for k, v in logs.items()}
 
-    def generator_loss(self, audio: torch.Tensor, bandwidth_id: torch.Tensor | None, gan: bool) -> torch.Tensor:
+    def generator_loss(self, audio: torch.Tensor, bandwidth_id: torch.Tensor | None, gan: bool,
+                       log_samples: bool = True) -> torch.Tensor:
         audio_hat = self(audio, bandwidth_id)
         mrd = self.hparams["mrd_loss_coeff"]
         mel_loss = self.melspec_loss(audio_hat, audio)
@@ -221,10 +243,12 @@ class VocosExp(ValidationMixin, L.LightningModule):
         self.log("generator/total_loss", loss, prog_bar=True)
         self.log("mel_loss_coeff", self.mel_loss_coeff)
         self.log("generator/mel_loss", mel_loss, prog_bar=True)
-        self.log_train_samples(audio, audio_hat)
+        if log_samples:  # once per optimiser step (of several accumulated batches, the last)
+            self.log_train_samples(audio, audio_hat)
         return loss
 
-    def on_train_batch_end(self, *args: Any) -> None:
+    def on_train_batch_start(self, *args: Any) -> None:
+        # At each batch's start, not the last one's end: a resumed run's first batch gets its own coefficient.
         if self.hparams["decay_mel_coeff"]:
             self.mel_loss_coeff = self.base_mel_coeff * self.mel_coeff_decay(self.batches_seen)
 

@@ -73,12 +73,20 @@ def test_a_missing_file_list_is_an_input_error(tmp_path: Path) -> None:
 def test_listed_files_without_audio_are_named_before_training(tmp_path: Path) -> None:
     good = write(tmp_path / "good.wav", np.zeros(2400, np.float32), 24000)
     empty = write(tmp_path / "empty.wav", np.zeros(0, np.float32), 24000)  # would divide by zero in fit_length
+    one = write(tmp_path / "one.wav", np.zeros(1, np.float32), 48000)  # no sample left at 24 kHz
     (tmp_path / "junk.wav").write_bytes(b"not audio")
-    listed = [good, empty, str(tmp_path / "junk.wav"), str(tmp_path / "gone.wav")]
+    listed = [good, empty, one, str(tmp_path / "junk.wav"), str(tmp_path / "gone.wav")]
     (tmp_path / "list").write_text("\n".join(listed))
     cfg = DataConfig(str(tmp_path / "list"), 24000, 4800, 2)
-    with pytest.raises(InputError, match=r"list: 3 of 4 listed files cannot be used: .*empty.wav: holds no audio "
-                                         r"\(0 samples\); .*junk.wav: cannot be read as audio .*; .*gone.wav"):
+    with pytest.raises(InputError) as caught:
+        VocosDataset(cfg, train=True)
+    message = str(caught.value)
+    assert "list: 4 of 5 listed files cannot be used: " in message
+    assert "empty.wav: holds no audio (0 samples at 24000 Hz, none at 24000 Hz)" in message
+    assert "one.wav: holds no audio (1 samples at 48000 Hz, none at 24000 Hz)" in message
+    assert "junk.wav: cannot be read as audio" in message and message.endswith("; ...")
+    (tmp_path / "list").write_text(str(tmp_path / "gone.wav"))
+    with pytest.raises(InputError, match=r"gone.wav: no such file$"):
         VocosDataset(cfg, train=True)
     (tmp_path / "list").write_text(good)
     assert len(VocosDataset(cfg, train=True)) == 1

@@ -68,6 +68,8 @@ def test_tensorboard_holds_losses_metrics_audio_and_mel_images(tmp_path: Path) -
     assert {"train/mel_target", "train/mel_pred", "val/mel_target", "val/mel_pred"} <= set(tags["images"])
     mel = [e.value for e in acc.Scalars("generator/mel_loss")]
     assert all(0 < v < 100 for v in mel)
+    # The learning rates of both optimisers at each of the 2 batches (they were logged once an epoch).
+    assert [len(acc.Scalars(tag)) for tag in ("lr-AdamW", "lr-AdamW-1")] == [2, 2]
 
 
 def test_resume_continues_from_the_lightning_checkpoint(tmp_path: Path) -> None:
