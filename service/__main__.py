@@ -25,7 +25,7 @@ from pydantic import SecretStr, ValidationError
 
 from service.engine.torch_thread import idle_within, torch_thread
 from service.http.app import create_app
-from service.http.server import GRACE_AFTER_DRAIN_S, uvicorn_config
+from service.http.server import GRACE_AFTER_DRAIN_S, bound_sockets, uvicorn_config
 from service.http.state import ServiceState, state_of
 from service.runtime.logs import configure_logging
 from service.runtime.memory import bound_memory_growth
@@ -109,9 +109,15 @@ class DrainingServer(uvicorn.Server):
         await super().serve(sockets)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        if sockets and not self.should_exit:  # uvicorn names the address only of a socket it bound itself
-            host, port = sockets[0].getsockname()[:2]
+        try:
+            await super().startup(sockets)
+        except OSError as exc:  # the port was only bound during the load: another server took it meanwhile
+            print(f"vocos-serve: cannot listen on {self.config.host or '*'}:{self.config.port} (VOCOS_HOST, "
+                  f"VOCOS_PORT): {exc.strerror or exc}", file=sys.stderr)
+            await self.lifespan.shutdown()
+            sys.exit(1)
+        for sock in (sockets or []) if not self.should_exit else []:  # uvicorn names only sockets it bound
+            host, port = sock.getsockname()[:2]
             log.info("listening on http://%s:%d", f"[{host}]" if ":" in host else host, port)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
@@ -135,35 +141,15 @@ class DrainingServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def serve(app: FastAPI, settings: Settings, sock: socket.socket | None = None) -> None:
-    """Run ``app`` until SIGTERM/SIGINT, draining for up to ``settings.drain_timeout_s``; on ``sock`` (from
-    :func:`bound_socket`) when given, else on a socket uvicorn binds."""
+def serve(app: FastAPI, settings: Settings, sockets: list[socket.socket] | None = None) -> None:
+    """Run ``app`` until SIGTERM/SIGINT, draining for up to ``settings.drain_timeout_s``; on ``sockets`` (from
+    :func:`~service.http.server.bound_sockets`) when given, else on those uvicorn binds."""
     config = uvicorn_config(app, settings)
     # uvicorn re-raises the signal it caught once it has shut down; a quiet handler makes that a
     # normal return (exit status 0) instead of death by SIGTERM or a KeyboardInterrupt traceback.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
-    DrainingServer(config, state_of(app)).run(sockets=None if sock is None else [sock])
-
-
-def bound_socket(host: str, port: int) -> socket.socket:
-    """The server's socket, bound as uvicorn binds one ("" is every interface) but not listening yet, so that
-    a port in use or an address that is not this machine's is found before minutes of loading models, and
-    connections made during the load are refused rather than left waiting. Raises StartupError."""
-    try:
-        socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise StartupError(f"VOCOS_HOST (--host) {host!r} is no address this machine can listen on ({exc})") from None
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise StartupError(f"cannot listen on {host or '*'}:{port} (VOCOS_HOST, VOCOS_PORT): {exc.strerror or exc}"
-                           ) from None
-    sock.set_inheritable(True)
-    return sock
+    DrainingServer(config, state_of(app)).run(sockets=sockets)
 
 
 class _Stopped(BaseException):
@@ -188,11 +174,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     for warning in unknown_variables(os.environ):
         log.warning(warning)
     bound_memory_growth()  # before any model runs
+    sockets: list[socket.socket] = []
     try:
-        sock = bound_socket(settings.host, settings.port)  # found now, not after minutes of loading models
+        sockets = bound_sockets(settings.host, settings.port)  # found now, not after minutes of loading models
         # In the model thread, where every later model call runs (service.engine.torch_thread).
         models = torch_thread().submit(load_models, settings).result()
     except StartupError as exc:
+        for sock in sockets:
+            sock.close()
         print(f"vocos-serve: {exc}", file=sys.stderr)
         return 1
     except (_Stopped, KeyboardInterrupt) as stop:  # the load cannot be interrupted: leave without it
@@ -200,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"vocos-serve: stopped by {signal.Signals(signum).name} while loading the models", file=sys.stderr)
         logging.shutdown()
         os._exit(128 + signum)
-    serve(create_app(settings, models), settings, sock)
+    serve(create_app(settings, models), settings, sockets)
     if not idle_within(0.5):
         # A call the drain deadline gave up on (its requests were answered 503): Python would wait for it
         # at exit, past the shutdown the orchestrator allows (DRAIN_TIMEOUT_S + 5 s).

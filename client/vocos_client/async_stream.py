@@ -144,23 +144,25 @@ async def frames_to_audio(opened: contextlib.AbstractAsyncContextManager[AsyncSt
     """Send ``frames`` (sync or async iterable) from a task, then end, while yielding the audio chunks.
     An exception of the producer is raised here once the stream is closed."""
     async with opened as stream:
-        sender = asyncio.create_task(_produce(stream, frames))
+        failure: list[BaseException] = []  # the producer's error, recorded before it closes the stream
+        sender = asyncio.create_task(_produce(stream, frames, failure))
         try:
             async for chunk in stream:
                 yield chunk
             await sender
         except VocosClientError:
-            await asyncio.wait([sender])
-            failure = None if sender.cancelled() else sender.exception()
-            if isinstance(failure, Exception):  # the producer's own error (its frames, or a refused message)
-                raise failure from None
+            # The producer's own error (its frames, or a message the client refused) when it failed first, else
+            # the stream's (the server's error, a timeout): a producer still going is then not waited for.
+            if failure and isinstance(failure[0], Exception):
+                raise failure[0] from None
             raise
         finally:
             if not sender.done():
                 sender.cancel()
 
 
-async def _produce(stream: AsyncStreamSession, frames: Iterable[np.ndarray] | AsyncIterable[np.ndarray]) -> None:
+async def _produce(stream: AsyncStreamSession, frames: Iterable[np.ndarray] | AsyncIterable[np.ndarray],
+                   failure: list[BaseException]) -> None:
     try:
         if isinstance(frames, AsyncIterable):
             async for chunk in frames:
@@ -169,8 +171,7 @@ async def _produce(stream: AsyncStreamSession, frames: Iterable[np.ndarray] | As
             for chunk in frames:
                 await stream.send(chunk)
         await stream.end()
-    except BaseException:
+    except BaseException as exc:
+        failure.append(exc)
         await stream.aclose()  # ends the consumer's iteration
         raise
-
-

@@ -153,13 +153,16 @@ def frames_to_audio(opener: Callable[[], StreamSession], frames: Iterable[np.nda
 
     sender = threading.Thread(target=produce, name="vocos-stream-sender", daemon=True)
     sender.start()
-    try:
-        with session:
+    with session:
+        try:
             yield from session
-    except VocosClientError:
-        if failure:  # the producer's own error (its frames, or a message the client refused) is the cause
-            raise failure[0] from None
-        raise
+        except VocosClientError:
+            # The producer's own error (its frames, or a message the client refused) when it failed first: it
+            # records it before it closes the session. Read before this block closes it, which would make a
+            # producer still going fail too.
+            if failure:
+                raise failure[0] from None
+            raise
     # Done: the sender has sent its end. A consumer that leaves early (break) closes the session and does not
     # wait for the sender, which may be inside the caller's generator for as long as that takes.
     sender.join(session.timeout)

@@ -28,6 +28,7 @@ from uvicorn.protocols.websockets.wsproto_impl import WSProtocol
 from service.http.errors import error_body
 from service.http.state import state_of
 from service.runtime.logs import redact_logs
+from service.runtime.models import StartupError
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -204,6 +205,34 @@ def bounded_protocol(settings: Settings, on_refused: Callable[[], None] | None =
         {"header_timeout_s": settings.header_timeout_s, "max_connections": settings.max_connections,
          "on_refused": staticmethod(on_refused) if on_refused is not None else None},
     )
+
+
+def bound_sockets(host: str, port: int) -> list[socket.socket]:
+    """The server's sockets, bound as asyncio's ``create_server`` (uvicorn's) binds them: one per address
+    ``host`` resolves to ("" is every interface, IPv4 and IPv6; an IPv6 socket takes IPv6 alone), but not
+    listening yet. A port in use or an address that is not this machine's is then found before minutes of
+    loading models, and connections made during the load are refused rather than left waiting. The port is
+    checked, not held: another server with SO_REUSEADDR may still bind it meanwhile (then :mod:`service`
+    fails to listen, in one line). Raises StartupError."""
+    try:
+        infos = socket.getaddrinfo(host or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise StartupError(f"VOCOS_HOST (--host) {host!r} is no address this machine can listen on ({exc})") from None
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):  # once each, in the resolver's order
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        raise StartupError(f"cannot listen on {host or '*'}:{port} (VOCOS_HOST, VOCOS_PORT): {exc.strerror or exc}"
+                           ) from None
+    return sockets
 
 
 def uvicorn_config(app: Starlette, settings: Settings, **overrides: Any) -> uvicorn.Config:

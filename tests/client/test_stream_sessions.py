@@ -8,7 +8,7 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import numpy as np
 import pytest
@@ -221,3 +221,43 @@ def test_a_handshake_that_outlasts_the_timeout_is_a_timeout_error(slow_handshake
         Client(slow_handshake, timeout=0.5, retry=NO_RETRY).stream_mel()
     for error in (sync.value, asyncio.run(run())):
         assert (error.status, error.error) == (0, "timeout"), error
+
+
+@pytest.fixture
+def never_answers() -> Iterator[str]:
+    """Starts a stream, then reads its frames and never sends audio."""
+    def handler(connection: ServerConnection) -> None:
+        _start(connection)
+        with contextlib.suppress(Exception):
+            while True:
+                connection.recv(timeout=10)
+
+    yield from fake(handler)
+
+
+def test_a_frames_loop_times_out_while_its_producer_still_goes(never_answers: str) -> None:
+    """The async loop waited for its producer to end (here: never) before raising the client's timeout."""
+    async def tts() -> AsyncIterator[np.ndarray]:
+        while True:
+            yield MEL[:, :2]
+            await asyncio.sleep(0.05)
+
+    def sync_tts() -> Iterator[np.ndarray]:
+        while True:
+            yield MEL[:, :2]
+            time.sleep(0.01)
+
+    async def run() -> VocosClientError:
+        client = AsyncClient(never_answers, timeout=1, retry=NO_RETRY)
+        with pytest.raises(VocosClientError) as caught:
+            [chunk async for chunk in client.stream_mel_frames(tts())]
+        return caught.value
+
+    for attempt in range(3):  # the sync loop raced the producer's own failure on the close
+        started = time.monotonic()
+        with pytest.raises(VocosClientError) as sync:
+            list(Client(never_answers, timeout=1, retry=NO_RETRY).stream_mel_frames(sync_tts()))
+        assert (sync.value.error, time.monotonic() - started < 4) == ("timeout", True), (attempt, sync.value)
+    started = time.monotonic()
+    error = asyncio.run(asyncio.wait_for(run(), 10))
+    assert (error.error, time.monotonic() - started < 4) == ("timeout", True), error

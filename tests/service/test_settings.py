@@ -7,7 +7,8 @@ import socket
 
 import pytest
 
-from service.__main__ import bound_socket, build_parser, main, parse_settings
+from service.__main__ import DrainingServer, build_parser, main, parse_settings
+from service.http.server import bound_sockets
 from service.runtime.registry import model_specs
 from service.settings import Settings, unknown_variables
 
@@ -137,7 +138,20 @@ def test_a_host_that_resolves_to_nothing_stops_the_server_before_loading_models(
     err = capsys.readouterr().err
     assert "VOCOS_HOST (--host) 'no-such-host.invalid' is no address this machine can listen on" in err
     assert "/nowhere" not in err
-    bound_socket("", 0).close()  # every interface, as uvicorn binds it
+
+
+def test_sockets_are_bound_as_uvicorn_binds_them() -> None:
+    """One socket per address, as asyncio's create_server: "" is IPv4 and IPv6, an IPv6 socket IPv6 alone."""
+    every = bound_sockets("", 0)
+    try:
+        resolved = socket.getaddrinfo(None, 0, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
+        assert sorted(sock.family for sock in every) == sorted({info[0] for info in resolved})  # IPv4 and IPv6
+        for sock in every:
+            if sock.family == socket.AF_INET6:
+                assert sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
+    finally:
+        for sock in every:
+            sock.close()
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "10.255.255.1"])  # a port in use; an address not this machine's
@@ -180,3 +194,26 @@ def test_a_vocos_variable_that_is_no_setting_is_named_with_the_nearest_one() -> 
         "VOCOS_ZZZ is not a setting and is ignored (vocos-serve --help lists them)",
         "vocos_max_batchsize is not a setting and is ignored; did you mean VOCOS_MAX_BATCH_SIZE?",
     ]
+
+
+def test_a_port_taken_during_the_load_is_one_line_and_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
+    """The port is checked at start, not held: a server that took it meanwhile made a traceback after the load."""
+    import uvicorn
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        pass
+
+    ours = bound_sockets("127.0.0.1", 0)
+    port = ours[0].getsockname()[1]
+    with socket.socket() as thief:
+        thief.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        thief.bind(("127.0.0.1", port))
+        thief.listen()
+        server = DrainingServer(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off"), None)  # type: ignore[arg-type]
+        with pytest.raises(SystemExit) as stopped:
+            server.run(sockets=ours)
+    ours[0].close()
+    assert stopped.value.code == 1
+    err = capsys.readouterr().err  # after uvicorn's "Started server process" line
+    assert err.splitlines()[-1].startswith(f"vocos-serve: cannot listen on 127.0.0.1:{port} (VOCOS_HOST, VOCOS_PORT): ")
+    assert "Traceback" not in err
