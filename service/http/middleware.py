@@ -62,6 +62,7 @@ class RequestContextMiddleware:
         if tracked:
             self.state.metrics.inflight.inc()
         try:
+            _check_framing(scope)
             if beyond_connection_cap(scope) and path not in PROBE_PATHS:
                 raise ServerBusyError(BUSY_MESSAGE)
             self._authenticate(scope, path)
@@ -92,6 +93,16 @@ class RequestContextMiddleware:
     def _authenticate(self, scope: Scope, path: str) -> None:
         if requires_key(path, self.state.settings):
             self.state.auth.check(_header(scope, b"authorization"))
+
+
+def _check_framing(scope: Scope) -> None:
+    """Refuse, and close the connection after, a request framed both by Content-Length and by
+    Transfer-Encoding: h11 lets the chunked encoding win, while a proxy in front may have framed it by the
+    length and sent what follows as the next request (request smuggling; RFC 9112 section 6.1 says close)."""
+    names = {name.lower() for name, _ in scope.get("headers", [])}
+    if b"content-length" in names and b"transfer-encoding" in names:
+        raise ServiceError("a request framed by both Content-Length and Transfer-Encoding is ambiguous (RFC 9112 "
+                           "section 6.1); send one of them", {"Connection": "close"})
 
 
 def requires_key(path: str, settings: Settings) -> bool:

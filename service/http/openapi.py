@@ -13,6 +13,7 @@ from service.settings import Settings
 
 SCHEME = "bearer"
 _METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
+UNAUTHORIZED = "Missing or invalid bearer token"
 
 
 def declare_bearer_auth(app: FastAPI, settings: Settings) -> None:
@@ -39,8 +40,12 @@ def with_bearer_scheme(schema: dict[str, Any], settings: Settings) -> dict[str, 
     }
     schema["security"] = [{SCHEME: []}]
     for path, item in schema.get("paths", {}).items():
-        if not requires_key(path, settings):
-            for method, operation in item.items():
-                if method in _METHODS:
-                    operation["security"] = []
+        keyed = requires_key(path, settings)
+        for method, operation in item.items():
+            if method not in _METHODS:
+                continue
+            if not keyed:
+                operation["security"] = []
+            else:  # every operation behind the keys can answer 401, not only those that declare it
+                operation.setdefault("responses", {}).setdefault("401", {"description": UNAUTHORIZED})
     return schema

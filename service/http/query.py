@@ -52,11 +52,18 @@ class StreamParameters(BaseModel):
     lookahead_frames: int | None = None
 
 
+# What a mel stream does not take: as /decode/mel, which refuses them as unknown parameters.
+_ENCODEC_ONLY = frozenset({"bandwidth_id", "bandwidth"})
+
+
 def stream_parameters(query: Mapping[str, str], path: str) -> StreamParameters:
-    """The query of a stream at ``path``, checked; an empty value counts as absent."""
-    check_names(query.keys(), StreamParameters.model_fields, path)
+    """The query of a stream at ``path`` (``/stream/mel`` or ``/stream/encodec``), checked as the HTTP
+    endpoint of its kind checks its own: the same names, and an empty value is a value (``?model=`` names
+    no model, ``?sample_rate=`` is no number)."""
+    allowed = set(StreamParameters.model_fields) - (_ENCODEC_ONLY if path.endswith("/mel") else set())
+    check_names(query.keys(), allowed, path)
     try:
-        return StreamParameters.model_validate({k: v for k, v in query.items() if v != ""})
+        return StreamParameters.model_validate(dict(query))
     except ValidationError as exc:
         raise InvalidParameterError(validation_message(exc.errors())) from None
 

@@ -76,44 +76,56 @@ _SUBTYPES = {
     OutputFormat.WAV32F: ("WAV", "FLOAT"),
     OutputFormat.FLAC: ("FLAC", "PCM_16"),
 }
-_ACCEPT = {
-    "audio/wav": OutputFormat.WAV16,
-    "audio/x-wav": OutputFormat.WAV16,
-    "audio/wave": OutputFormat.WAV16,
-    "audio/flac": OutputFormat.FLAC,
-    "audio/x-flac": OutputFormat.FLAC,
-    "audio/*": OutputFormat.WAV16,
-    "*/*": OutputFormat.WAV16,
+# The media types each answer format is, in the server's order of preference (16-bit WAV by default).
+_PRODUCED = {
+    OutputFormat.WAV16: ("audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave"),
+    OutputFormat.FLAC: ("audio/flac", "audio/x-flac"),
 }
 
 
 def choose_format(requested: OutputFormat | None, accept: str | None, streamed: bool = False) -> OutputFormat:
-    """The ``format`` query parameter if given, else the first audio type of ``Accept``, else 16-bit WAV;
-    ``streamed``: the first of ``Accept`` that can be streamed (a WAV), where it lists one."""
+    """The ``format`` query parameter if given, else what ``Accept`` prefers (RFC 9110 section 12.5.1: each
+    format takes the quality of the most specific range that matches it, ``q=0`` refuses it; ties go to the
+    range listed first, then to WAV), else 16-bit WAV; ``streamed``: a WAV where ``Accept`` allows one."""
     if requested is not None:
         return requested
     if not accept or not accept.strip():
         return OutputFormat.WAV16
+    ranges = _accept_ranges(accept)
     ranked = []
-    for position, part in enumerate(accept.split(",")):
-        fields = [f.strip() for f in part.split(";")]
-        quality = 1.0
-        for param in fields[1:]:
-            if param.startswith("q="):
-                try:
-                    quality = float(param[2:])
-                except ValueError:
-                    quality = 0.0
-        if fields[0].lower() in _ACCEPT and quality > 0:
-            ranked.append((-quality, position, _ACCEPT[fields[0].lower()]))
+    for preference, (fmt, types) in enumerate(_PRODUCED.items()):
+        matches = [(specificity, -position, quality) for position, (media, quality) in enumerate(ranges)
+                   if (specificity := 2 if media in types else 1 if media == "audio/*" else 0 if media == "*/*"
+                       else -1) >= 0]
+        if matches:
+            _, position, quality = max(matches)  # the most specific range, the first of equals
+            if quality > 0:
+                ranked.append((-quality, -position, preference, fmt))
     if not ranked:
         raise NotAcceptableError(
             f"cannot produce any type in Accept: {clip(accept)}; available: audio/wav, audio/flac"
             " (or the format query parameter: wav16, wav32f, flac)"
         )
     if streamed and any(fmt is not OutputFormat.FLAC for *_, fmt in ranked):
-        ranked = [rank for rank in ranked if rank[2] is not OutputFormat.FLAC]
-    return min(ranked)[2]
+        ranked = [rank for rank in ranked if rank[3] is not OutputFormat.FLAC]
+    return min(ranked)[3]
+
+
+def _accept_ranges(accept: str) -> list[tuple[str, float]]:
+    """``Accept`` -> (media range in lower case, its quality) in order; a ``q`` that is no number is 0."""
+    ranges = []
+    for part in accept.split(","):
+        fields = [f.strip() for f in part.split(";")]
+        quality = 1.0
+        for param in fields[1:]:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        ranges.append((fields[0].lower(), quality))
+    return ranges
 
 
 def encode_audio(samples: np.ndarray, sample_rate: int, fmt: OutputFormat) -> bytes:

@@ -56,6 +56,20 @@ async def test_bytes_that_are_no_http_request_get_a_json_400_logged_at_debug(mak
     assert [r for r in caplog.records if error["request_id"] in r.getMessage() and r.levelno == logging.DEBUG]
 
 
+async def test_a_request_framed_both_ways_is_refused_and_its_connection_closed(make_live) -> None:
+    """Content-Length and chunked Transfer-Encoding together: served with the connection kept, so a request
+    smuggled behind it (as a proxy framing by the length would pass it on) was answered too."""
+    async with make_live() as server:
+        conn = await RawConnection.open(server.port)
+        body = b"5\r\nhello\r\n0\r\n\r\n"
+        smuggled = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        await conn.send(http_request("POST", "/decode/mel", body, [("transfer-encoding", "chunked"), NPY]) + smuggled)
+        status, data = await conn.read_response(timeout=5)  # everything until the server closes
+        assert status == 400 and data.count(b"HTTP/1.1 ") == 1, data
+        assert b"connection: close" in data.lower() and b"Content-Length and Transfer-Encoding" in data
+        conn.close()
+
+
 async def test_a_kept_alive_connection_gets_the_header_timeout_again(make_live) -> None:
     async with make_live(header_timeout_s=0.5) as server:
         conn = await RawConnection.open(server.port)

@@ -185,3 +185,12 @@ def test_choose_format() -> None:
         choose_format(None, "application/json")
     with pytest.raises(NotAcceptableError):
         choose_format(None, "audio/flac;q=0")
+
+
+def test_accept_follows_the_most_specific_range_and_its_q_in_any_case() -> None:
+    """RFC 9110: q=0 on a type refuses it even where a wildcard follows; parameter names are case-insensitive."""
+    assert choose_format(None, "audio/wav;q=0, */*") is OutputFormat.FLAC
+    assert choose_format(None, "audio/flac;Q=0, audio/wav;q=0.1") is OutputFormat.WAV16
+    assert choose_format(None, "audio/vnd.wave") is OutputFormat.WAV16  # a WAV type it takes as an upload
+    assert choose_format(None, "*/*") is OutputFormat.WAV16 and choose_format(None, "audio/*") is OutputFormat.WAV16
+    assert choose_format(None, "audio/flac;q=0.5, audio/wav;q=0.5") is OutputFormat.FLAC  # equals: listed first

@@ -109,6 +109,10 @@ async def test_with_api_keys_the_pages_are_public_but_the_document_is_not(make_a
     assert schema["security"] == [{"bearer": []}]
     waived = {path for path, item in schema["paths"].items() for op in item.values() if op.get("security") == []}
     assert waived == {"/healthz", "/readyz", "/metrics"}
+    # Every operation behind the keys declares the 401 it answers without one (/models did not).
+    undeclared = [path for path, item in schema["paths"].items() for op in item.values()
+                  if path not in waived and "401" not in op["responses"]]
+    assert undeclared == []
     assert not any(path.startswith(("/docs", "/redoc", STATIC_PREFIX)) or path == "/" for path in schema["paths"])
 
 
@@ -117,6 +121,7 @@ async def test_the_document_asks_a_key_for_metrics_when_the_setting_does(make_ap
     async with make_app(api_keys=KEY, metrics_require_key=True) as app:
         schema = app.app.openapi()
     assert "security" not in schema["paths"]["/metrics"]["get"]
+    assert "401" in schema["paths"]["/metrics"]["get"]["responses"]
     assert schema["paths"]["/healthz"]["get"]["security"] == []
 
 

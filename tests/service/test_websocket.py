@@ -151,7 +151,11 @@ def test_sample_rate_resamples_the_stream(client_for: Any, models: dict[str, Ser
     ("/stream/mel?model=nope", None, 404, "nope"),
     ("/stream/mel?model=encodec", None, 422, "needs a model of kind mel"),
     ("/stream/encodec?bandwidth_id=9", None, 422, "bandwidth_id"),
-    ("/stream/mel?bandwidth_id=2", None, 422, "apply to EnCodec models only"),
+    # As /decode/mel, which takes no bandwidth (an empty one was taken as absent here)
+    ("/stream/mel?bandwidth_id=2", None, 422, "'bandwidth_id': unknown query parameter of /stream/mel"),
+    ("/stream/mel?bandwidth_id=", None, 422, "'bandwidth_id': unknown query parameter of /stream/mel"),
+    ("/stream/mel?sample_rate=", None, 422, "sample_rate: "),  # an empty value is a value, as over HTTP
+    ("/stream/mel?model=", None, 404, "no model named ''"),
     ("/stream/mel", np.zeros((7, 5), np.float32), 422, "mel bands"),
     ("/stream/mel", b"not npy", 400, ".npy"),
     ("/stream/mel", "hello", 400, '{"type": "end"}, got \'hello\''),
