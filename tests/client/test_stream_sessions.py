@@ -23,9 +23,12 @@ MEL = np.random.default_rng(3).standard_normal((100, 60)).astype(np.float32) - 4
 NO_RETRY = RetryPolicy(retries=0)
 
 
-def fake(handler: Callable[[ServerConnection], None], refuse: Response | None = None) -> Iterator[str]:
-    """A WebSocket server on a free port running ``handler`` per connection (or refusing the handshake)."""
-    server: Server = serve(handler, "127.0.0.1", 0, process_request=(lambda c, r: refuse) if refuse else None)
+def fake(handler: Callable[[ServerConnection], None], refuse: Response | None = None,
+         handshake: Callable[[ServerConnection, object], Response | None] | None = None) -> Iterator[str]:
+    """A WebSocket server on a free port running ``handler`` per connection (or refusing the handshake, or
+    running ``handshake`` on it first)."""
+    server: Server = serve(handler, "127.0.0.1", 0,
+                           process_request=(lambda c, r: refuse) if refuse else handshake)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -47,16 +50,21 @@ def refusing() -> Iterator[str]:
     yield from fake(lambda connection: None, Response(503, "Service Unavailable", headers, body.encode()))
 
 
-def test_a_start_message_that_never_comes_is_a_timeout_error(silent: str) -> None:
+def opening_errors(url: str, timeout: float) -> tuple[VocosClientError, VocosClientError]:
+    """The errors of opening a mel stream at ``url`` with Client and with AsyncClient."""
     async def run() -> VocosClientError:
         with pytest.raises(VocosClientError) as caught:
-            async with AsyncClient(silent, timeout=0.5, retry=NO_RETRY).stream_mel():
+            async with AsyncClient(url, timeout=timeout, retry=NO_RETRY).stream_mel():
                 pass
         return caught.value
 
     with pytest.raises(VocosClientError) as sync:
-        Client(silent, timeout=0.5, retry=NO_RETRY).stream_mel()
-    for error in (sync.value, asyncio.run(run())):
+        Client(url, timeout=timeout, retry=NO_RETRY).stream_mel()
+    return sync.value, asyncio.run(run())
+
+
+def test_a_start_message_that_never_comes_is_a_timeout_error(silent: str) -> None:
+    for error in opening_errors(silent, 0.5):
         assert (error.status, error.error) == (0, "timeout") and "no start message within 0.5 s" in error.message
 
 
@@ -200,26 +208,11 @@ def slow_handshake() -> Iterator[str]:
     def process_request(connection: ServerConnection, request: object) -> None:
         time.sleep(2)  # a server (or a proxy) that takes its time to answer the upgrade
 
-    server: Server = serve(lambda connection: None, "127.0.0.1", 0, process_request=process_request)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.socket.getsockname()[1]}"
-    finally:
-        server.shutdown()
-        thread.join(5)
+    yield from fake(lambda connection: None, handshake=process_request)
 
 
 def test_a_handshake_that_outlasts_the_timeout_is_a_timeout_error(slow_handshake: str) -> None:
-    async def run() -> VocosClientError:
-        with pytest.raises(VocosClientError) as caught:
-            async with AsyncClient(slow_handshake, timeout=0.5, retry=NO_RETRY).stream_mel():
-                pass
-        return caught.value
-
-    with pytest.raises(VocosClientError) as sync:
-        Client(slow_handshake, timeout=0.5, retry=NO_RETRY).stream_mel()
-    for error in (sync.value, asyncio.run(run())):
+    for error in opening_errors(slow_handshake, 0.5):
         assert (error.status, error.error) == (0, "timeout"), error
 
 
