@@ -9,11 +9,11 @@ from typing import Any
 from fastapi import FastAPI
 
 from service.http.middleware import requires_key
+from service.http.route_docs import UNAUTHORIZED
 from service.settings import Settings
 
 SCHEME = "bearer"
 _METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
-UNAUTHORIZED = "Missing or invalid bearer token"
 
 
 def declare_bearer_auth(app: FastAPI, settings: Settings) -> None:
@@ -47,5 +47,5 @@ def with_bearer_scheme(schema: dict[str, Any], settings: Settings) -> dict[str, 
             if not keyed:
                 operation["security"] = []
             else:  # every operation behind the keys can answer 401, not only those that declare it
-                operation.setdefault("responses", {}).setdefault("401", {"description": UNAUTHORIZED})
+                operation.setdefault("responses", {}).setdefault("401", UNAUTHORIZED)
     return schema

@@ -7,63 +7,117 @@ from typing import Any
 from service.http.multipart import FORM_DATA
 from service.runtime.audio_io import AUDIO_TYPES
 
+# Every error answer's body (service.http.errors.error_body).
+ERROR_BODY = {
+    "application/json": {
+        "schema": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["type", "message", "request_id"],
+                    "properties": {"type": {"type": "string"}, "message": {"type": "string"},
+                                   "request_id": {"type": "string"}},
+                }
+            },
+        }
+    }
+}
+_STRING = {"schema": {"type": "string"}}
+_REQUEST_ID = {"X-Request-Id": {"description": "The request's id (the client's X-Request-Id when sane)", **_STRING}}
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying again", "schema": {"type": "integer"}}}
+
+
+def error(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An error answer: its description, the JSON error body, and its headers."""
+    return {"description": description, "content": ERROR_BODY, "headers": {**_REQUEST_ID, **(headers or {})}}
+
+
+UNAUTHORIZED = error("Missing or invalid bearer token (when API keys are configured)",
+                     {"WWW-Authenticate": {"description": "Bearer", **_STRING}})
 ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"description": "Malformed body (JSON, .npy or audio that cannot be parsed)"},
-    401: {"description": "Missing or invalid bearer token (when API keys are configured)"},
-    404: {"description": "No model of that name (or of this endpoint's kind) on this server; the message lists them"},
-    406: {"description": "No audio type in Accept that the server can produce"},
-    408: {"description": "The body did not arrive within VOCOS_BODY_TIMEOUT_S; the connection is closed"},
-    413: {"description": "Body or audio duration over the configured limit"},
-    415: {"description": "Unsupported Content-Type"},
-    422: {"description": "Invalid input: dtype, shape, values, bandwidth"},
-    429: {"description": "Queue full; retry after the Retry-After header's seconds"},
-    503: {"description": "Draining, or the device out of memory for this request alone (see Retry-After)"},
-    504: {"description": "Request deadline (VOCOS_REQUEST_TIMEOUT_S or X-Request-Timeout) passed"},
+    400: error("Malformed body (JSON, .npy or audio that cannot be parsed), or a request framed both by "
+               "Content-Length and Transfer-Encoding (then the connection is closed)"),
+    401: UNAUTHORIZED,
+    404: error("No model of that name (or of this endpoint's kind) on this server; the message lists them"),
+    406: error("No audio type in Accept that the server can produce"),
+    408: error("The body did not arrive within VOCOS_BODY_TIMEOUT_S; the connection is closed"),
+    413: error("Body or audio duration over the configured limit"),
+    415: error("Unsupported Content-Type"),
+    422: error("Invalid input (invalid_input: dtype, shape, values, bandwidth) or query (invalid_parameter: an "
+               "unknown parameter, a value of the wrong type)"),
+    429: error("Queue full; retry after the Retry-After header's seconds", _RETRY_AFTER),
+    503: error("Draining; the device out of memory for this request alone; too many streams open "
+               "(too_many_streams, for stream=true); the bytes of bodies in flight or the connections at their "
+               "limit (VOCOS_MAX_INFLIGHT_BYTES, VOCOS_MAX_CONNECTIONS). See Retry-After", _RETRY_AFTER),
+    504: error("Request deadline (VOCOS_REQUEST_TIMEOUT_S or X-Request-Timeout) passed"),
 }
 AUDIO_OUT = {
     "content": {
         "audio/wav": {"schema": {"type": "string", "format": "binary"}},
         "audio/flac": {"schema": {"type": "string", "format": "binary"}},
     },
-    "description": "Mono audio at the model's rate (or sample_rate); headers X-Audio-Duration (s), X-Model, "
-    "X-Sample-Rate, X-Request-Id",
+    "description": "Mono audio at the model's rate (or sample_rate)",
+    "headers": {
+        "X-Audio-Duration": {"description": "Seconds of audio", "schema": {"type": "number"}},
+        "X-Sample-Rate": {"description": "The audio's sample rate (Hz)", "schema": {"type": "integer"}},
+        "X-Model": {"description": "The model that made it", **_STRING},
+        "X-Model-Source": {"description": "Where that model was loaded from", **_STRING},
+        "X-Input-Warning": {"description": "Set when the input looks like another front-end's", **_STRING},
+        **_REQUEST_ID,
+    },
 }
 RESPONSES: dict[int | str, dict[str, Any]] = {200: AUDIO_OUT, **ERRORS}
 RESYNTHESIS_RESPONSES: dict[int | str, dict[str, Any]] = {
     **RESPONSES,
-    503: {
-        "description": "Draining; the device out of memory for this request alone; or (audio_path_unavailable) "
-        "model=encodec while the EnCodec weights are not on the server (VOCOS_ENCODEC_WEIGHTS): each request "
-        "retries loading them. See Retry-After"
-    },
+    503: error(
+        "Draining; the device out of memory for this request alone; too many streams open (too_many_streams, for "
+        "stream=true); the bytes of bodies in flight or the connections at their limit; or "
+        "(audio_path_unavailable) model=encodec while the EnCodec weights are not on the server "
+        "(VOCOS_ENCODEC_WEIGHTS): each request retries loading them. See Retry-After", _RETRY_AFTER),
 }
 # The probes' 503s: a probe that fails is an answer, documented as one.
-LIVENESS_RESPONSES: dict[int | str, dict[str, Any]] = {503: {"description": "A batching loop has stopped"}}
+LIVENESS_RESPONSES: dict[int | str, dict[str, Any]] = {503: error("A batching loop has stopped")}
 READINESS_RESPONSES: dict[int | str, dict[str, Any]] = {
-    503: {"description": "Not ready: the models are loading or warming up, warm-up failed, or the server drains"},
+    503: error("Not ready: the models are warming up, warm-up failed, or the server drains"),
 }
+# Request headers every decoding endpoint reads.
+_HEADERS = [
+    {"name": "X-Request-Timeout", "in": "header", "required": False, "schema": {"type": "number"},
+     "description": "Seconds this request may take, below VOCOS_REQUEST_TIMEOUT_S (then 504)"},
+    {"name": "X-Request-Id", "in": "header", "required": False, "schema": {"type": "string"},
+     "description": "An id for the request, echoed in the answer and the server's log lines"},
+]
 _GRID = {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}
 _NPY = {"schema": {"type": "string", "format": "binary"}}
 
 
-def _body_doc(json_schema: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    content = {"application/json": {"schema": json_schema}, "application/x-npy": _NPY, **(extra or {})}
-    return {"requestBody": {"required": True, "content": content}}
+def _body_doc(json_schema: dict[str, Any], what: str) -> dict[str, Any]:
+    content = {"application/json": {"schema": json_schema}, "application/x-npy": _NPY, "application/npy": _NPY,
+               "application/octet-stream": _NPY}
+    return {"parameters": _HEADERS, "requestBody": {"required": True, "content": content, "description": what}}
 
 
-MEL_DOC = _body_doc({"type": "object", "required": ["mel"], "properties": {"mel": _GRID}})
+MEL_DOC = _body_doc({"type": "object", "required": ["mel"], "properties": {"mel": _GRID},
+                     "additionalProperties": False},
+                    "The mel, (n_mels, T) or (1, n_mels, T), as JSON or as a .npy file (octet-stream: sniffed)")
 CODES_DOC = _body_doc(
     {
         "type": "object",
         "required": ["codes"],
-        "properties": {"codes": _GRID, "bandwidth_id": {"type": "integer"}, "bandwidth": {"type": "number"}},
-    }
+        "properties": {"codes": _GRID, "bandwidth_id": {"type": ["integer", "null"]},
+                       "bandwidth": {"type": ["number", "null"]}},
+        "additionalProperties": False,
+    },
+    "The codes, (K, T) integers, as JSON or as a .npy file (octet-stream: sniffed)",
 )
 _FORM = {
     "schema": {"type": "object", "required": ["file"], "properties": {"file": {"type": "string", "format": "binary"}}},
     "encoding": {"file": {"contentType": ", ".join(sorted(AUDIO_TYPES))}},
 }
 AUDIO_DOC = {
+    "parameters": _HEADERS,
     "requestBody": {
         "required": True,
         "description": f"The audio file as the body, or {FORM_DATA} with it in the part named 'file' "

@@ -144,3 +144,26 @@ def test_every_page_file_is_package_data() -> None:
     assert {a.file.name for a in ASSETS.values() if a.file.parent == STATIC_DIR} | {"playground.html"} == {
         p.name for p in STATIC_DIR.iterdir()
     }
+
+
+@pytest.mark.asyncio
+async def test_the_document_describes_errors_headers_and_bodies_as_served(make_app: AppFactory) -> None:
+    """It declared no error body, no response header, no request header and two of the four body types."""
+    async with make_app() as app:
+        schema = (await app.client.get("/openapi.json")).json()
+        refused = await app.client.post("/decode/mel", json={"mel": [[0.0]], "note": "x"})
+    for path in ("/decode/mel", "/decode/encodec", "/resynthesize"):
+        operation = schema["paths"][path]["post"]
+        for status, response in operation["responses"].items():
+            if status != "200":
+                assert "application/json" in response["content"], (path, status)
+                assert "X-Request-Id" in response["headers"], (path, status)
+        answered = set(operation["responses"]["200"]["headers"])
+        assert {"X-Model", "X-Sample-Rate", "X-Audio-Duration", "X-Request-Id"} <= answered
+        assert "Retry-After" in operation["responses"]["429"]["headers"]
+        read = {p["name"] for p in operation["parameters"] if p["in"] == "header"}
+        assert read == {"X-Request-Timeout", "X-Request-Id"}
+    mel = schema["paths"]["/decode/mel"]["post"]["requestBody"]["content"]
+    assert {"application/json", "application/x-npy", "application/npy", "application/octet-stream"} <= set(mel)
+    assert mel["application/json"]["schema"]["additionalProperties"] is False
+    assert refused.status_code == 422 and set(refused.json()) == {"error"}  # what the document now says of it
