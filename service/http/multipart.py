@@ -96,7 +96,7 @@ def _parse(body: bytes, boundary: bytes) -> list[_Part]:
     }
     try:
         parser = MultipartParser(boundary, callbacks)
-        parser.write(body)
+        parser.write(_without_preamble(body, boundary))
         parser.finalize()
     except FormParserError as exc:
         raise MalformedPayloadError(
@@ -127,3 +127,13 @@ def _choose(parts: list[_Part]) -> _Part:
         f"the {FORM_DATA} body has {len(candidates)} file parts (parts: {shown}); expected one, or the audio "
         f"in the part named '{FILE_FIELD}'"
     )
+
+
+def _without_preamble(body: bytes, boundary: bytes) -> bytes:
+    """``body`` from its first boundary line on: what comes before it is a preamble, which RFC 2046 (section
+    5.1.1) says to ignore, and which the parser refuses."""
+    delimiter = b"--" + boundary
+    if body.startswith(delimiter):
+        return body
+    at = body.find(b"\r\n" + delimiter)
+    return body if at < 0 else body[at + 2:]

@@ -64,6 +64,17 @@ async def test_a_browser_form_with_other_fields_and_the_only_file_part_under_ano
         assert response.content == raw.content
 
 
+async def test_a_preamble_before_the_first_boundary_is_ignored(app: AppHarness) -> None:
+    """RFC 2046 lets a form begin with a preamble; it was a 400 that blamed the boundary."""
+    audio = audio_file(tone(0.3, 24000), 24000)
+    form = curl_form([("file", "a.wav", "audio/wav", audio)])
+    plain = await app.client.post("/resynthesize", content=form, headers=form_type())
+    preamble = b"This is a multi-part message in MIME format.\r\n"
+    prefaced = await app.client.post("/resynthesize", content=preamble + form, headers=form_type())
+    assert plain.status_code == prefaced.status_code == 200, prefaced.text
+    assert prefaced.content == plain.content
+
+
 async def test_malformed_forms_are_400(app: AppHarness) -> None:
     audio = audio_file(tone(0.2, 24000), 24000)
     body = curl_form([("file", "a.wav", "audio/wav", audio)])
