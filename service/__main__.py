@@ -116,7 +116,9 @@ class DrainingServer(uvicorn.Server):
                   f"VOCOS_PORT): {exc.strerror or exc}", file=sys.stderr)
             await self.lifespan.shutdown()
             sys.exit(1)
-        for sock in (sockets or []) if not self.should_exit else []:  # uvicorn names only sockets it bound
+        if self.should_exit:
+            return
+        for sock in sockets or []:  # uvicorn names only the sockets it bound itself
             host, port = sock.getsockname()[:2]
             log.info("listening on http://%s:%d", f"[{host}]" if ":" in host else host, port)
 

@@ -72,6 +72,11 @@ class EncodecFeaturesConfig:
     train_codebooks: bool = False
 
     @property
+    def sample_rate(self) -> int:
+        """The rate of the audio encodec_24khz takes and the vocoder makes."""
+        return 24000
+
+    @property
     def hop_length(self) -> int:
         """Audio samples per frame: encodec_24khz makes 75 frames a second at 24 kHz."""
         return 320

@@ -28,8 +28,6 @@ from .packing import Packing
 from .steps import Steps, run_steps
 from .streaming import Lookahead, VocosStream
 
-ENCODEC_SAMPLE_RATE = 24000
-
 
 class Vocos(nn.Module):
     """Vocos vocoder with the reference package's API (``decode``, ``forward``, ``codes_to_features``).
@@ -89,9 +87,7 @@ class Vocos(nn.Module):
 
     @property
     def sample_rate(self) -> int:
-        fe = self.config.feature_extractor
-        return fe.sample_rate if isinstance(fe, (MelSpectrogramFeaturesConfig, HiFiGANMelSpectrogramFeaturesConfig)) \
-            else ENCODEC_SAMPLE_RATE
+        return self.config.feature_extractor.sample_rate
 
     @property
     def hop_length(self) -> int:

@@ -240,7 +240,6 @@ class BatchingEngine:
         return self.model  # type: ignore[return-value]
 
     async def _execute_steps(self, steps: list[Step]) -> None:
-        compute_s = 0.0
         self._in_flight, self._in_flight_frames = len(steps), sum(s.frames for s in steps)
         try:
             timed = await timed_in_torch_thread(
@@ -248,8 +247,7 @@ class BatchingEngine:
                 [s.final for s in steps], [s.guess for s in steps])
             outputs: list[torch.Tensor] | BaseException = timed.value
             compute_s = timed.seconds
-        except Exception as exc:  # ThreadCallError, or the thread could not run it (0 s)
-            failed = exc if isinstance(exc, ThreadCallError) else ThreadCallError(exc, time.monotonic(), 0.0)
+        except ThreadCallError as failed:
             log.error("%s stream step of %d streams failed", self.name, len(steps), exc_info=failed.error)
             outputs = BatchFailedError(f"the {self.name} model failed on this stream's step: {failed.error}")
             compute_s = failed.seconds
@@ -365,7 +363,6 @@ class BatchingEngine:
         return [item for item in batch if not item.future.done()]
 
     async def _execute(self, batch: list[_Item]) -> None:
-        started, elapsed = time.monotonic(), 0.0  # when the call began in the model thread, how long it ran
         inputs = [item.inputs for item in batch]
         ids = [item.bandwidth_id for item in batch]
         bandwidth_ids = None if all(i is None for i in ids) else [int(i or 0) for i in ids]
@@ -375,9 +372,9 @@ class BatchingEngine:
         try:
             timed = await timed_in_torch_thread(compute_batch, self.name, self.model, inputs, bandwidth_ids,
                                                 self.retry_after)
+            # When the call began in the model thread, and how long it ran there.
             outcomes, started, elapsed = timed.value, timed.started, timed.seconds
-        except Exception as exc:  # ThreadCallError, or the thread could not run it (0 s)
-            failed = exc if isinstance(exc, ThreadCallError) else ThreadCallError(exc, time.monotonic(), 0.0)
+        except ThreadCallError as failed:
             ok, started, elapsed = False, failed.started, failed.seconds
             ids_text = ", ".join(item.request_id for item in batch if item.request_id) or "-"
             log.error("%s batch of %d failed (requests %s)", self.name, len(batch), ids_text, exc_info=failed.error)

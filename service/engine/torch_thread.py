@@ -59,8 +59,8 @@ class ThreadCallError(Exception):
 
 
 async def timed_in_torch_thread(fn: Callable[..., T], *args: object) -> Timed[T]:
-    """:func:`run_in_torch_thread`, timed in the thread; a call that raises raises :class:`ThreadCallError`
-    (``from`` its error), so that its compute time is known too."""
+    """:func:`run_in_torch_thread`, timed in the thread. Any failure raises :class:`ThreadCallError` (``from``
+    its error): a call that raised, with its compute time, or one the thread could not run, with none."""
 
     def timed() -> Timed[T]:
         started = time.monotonic()
@@ -70,7 +70,12 @@ async def timed_in_torch_thread(fn: Callable[..., T], *args: object) -> Timed[T]
             raise ThreadCallError(exc, started, time.monotonic() - started) from exc
         return Timed(value, started, time.monotonic() - started)
 
-    return await run_in_torch_thread(timed)
+    try:
+        return await run_in_torch_thread(timed)
+    except ThreadCallError:
+        raise
+    except Exception as exc:
+        raise ThreadCallError(exc, time.monotonic(), 0.0) from exc
 
 
 def idle_within(seconds: float) -> bool:

@@ -94,9 +94,8 @@ def choose_format(requested: OutputFormat | None, accept: str | None, streamed: 
     ranges = _accept_ranges(accept)
     ranked = []
     for preference, (fmt, types) in enumerate(_PRODUCED.items()):
-        matches = [(specificity, -position, quality) for position, (media, quality) in enumerate(ranges)
-                   if (specificity := 2 if media in types else 1 if media == "audio/*" else 0 if media == "*/*"
-                       else -1) >= 0]
+        scored = [(_specificity(media, types), -position, quality) for position, (media, quality) in enumerate(ranges)]
+        matches = [match for match in scored if match[0] is not None]
         if matches:
             _, position, quality = max(matches)  # the most specific range, the first of equals
             if quality > 0:
@@ -109,6 +108,12 @@ def choose_format(requested: OutputFormat | None, accept: str | None, streamed: 
     if streamed and any(fmt is not OutputFormat.FLAC for *_, fmt in ranked):
         ranked = [rank for rank in ranked if rank[3] is not OutputFormat.FLAC]
     return min(ranked)[3]
+
+
+def _specificity(media: str, types: tuple[str, ...]) -> int | None:
+    """How closely an Accept range names one of ``types``: 2 exactly, 1 as ``audio/*``, 0 as ``*/*``; None:
+    it does not."""
+    return 2 if media in types else {"audio/*": 1, "*/*": 0}.get(media)
 
 
 def _accept_ranges(accept: str) -> list[tuple[str, float]]:

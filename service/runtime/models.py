@@ -77,7 +77,8 @@ class ServedModel:
         self.model = model
         self.kind: str = model.kind
         self.name = name or model.kind  # what requests ask for (?model=), metrics and X-Model say
-        self.revision = revision
+        # A local checkpoint has no revisions: the server's VOCOS_REVISION does not apply to it.
+        self.revision = None if is_local(source) else revision
         self.source = source  # as configured: may be a local path, for the server's own log only
         self.public_name = public_name(source, revision)
         self.device = device
@@ -113,8 +114,7 @@ class ServedModel:
             "cpu_matmul": self.cpu_matmul,
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "source": self.public_name,
-            # a local checkpoint has no revisions: the server's VOCOS_REVISION did not apply to it
-            "revision": None if self.public_name.startswith("local:") else self.revision,
+            "revision": self.revision,
             "lookahead_frames": self.model.lookahead.frames,
             "lookahead_ms": round(self.model.lookahead.ms, 3),
         }
@@ -325,10 +325,14 @@ def front_end(config: FeatureExtractorConfig) -> dict[str, Any]:
 def public_name(source: str, revision: str | None) -> str:
     """What clients are told a model is (X-Model-Source, /readyz, /metrics): the Hub id, with ``@revision``
     when one is set, or ``local:<directory name>`` for a local checkpoint, never the server's paths."""
-    path = Path(source).expanduser()
-    if path.is_dir():
-        return f"local:{Path(os.path.abspath(path)).name}"  # abspath: the name of "." or "ckpt/.." too
+    if is_local(source):
+        return f"local:{Path(os.path.abspath(Path(source).expanduser())).name}"  # abspath: "." or "ckpt/.." too
     return f"{source}@{revision}" if revision else source
+
+
+def is_local(source: str) -> bool:
+    """Whether a model source is a local checkpoint directory (else a Hub id)."""
+    return Path(source).expanduser().is_dir()
 
 
 def place(model: Vocos, device: torch.device, dtype: torch.dtype) -> Vocos:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import EncodecFeaturesConfig, ISTFTHeadConfig
+from ..config import ISTFTHeadConfig
 from .data import DataConfig, VocosDataModule
 from .experiment import VocosExp
 
@@ -24,7 +24,7 @@ def run_problems(model: VocosExp, data: Any, max_steps: int) -> list[str]:
     if not isinstance(accumulate, int) or accumulate < 1:
         problems.append(f"model.accumulate_grad_batches is {accumulate!r}: expected a whole number >= 1")
     fe = model.config.feature_extractor
-    rate = 24000 if isinstance(fe, EncodecFeaturesConfig) else fe.sample_rate
+    rate = fe.sample_rate
     if model.hparams["sample_rate"] != rate:
         problems.append(f"model.sample_rate {model.hparams['sample_rate']} is not the feature extractor's "
                         f"sample_rate {rate}")
