@@ -172,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _stop_loading)
     settings = parse_settings(argv)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     for warning in unknown_variables(os.environ):
         log.warning(warning)
     bound_memory_growth()  # before any model runs

@@ -22,6 +22,7 @@ _DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
 Dtype = Literal["float32", "bfloat16", "float16"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
+LogFormat = Literal["text", "json"]
 
 
 class Settings(BaseSettings):
@@ -136,6 +137,12 @@ class Settings(BaseSettings):
         30.0, gt=0, description="time a stream may go without a message before it is closed"
     )
     log_level: LogLevel = Field("info", description="log level")
+    log_format: LogFormat = Field(
+        "text", description="text (one line per record) | json (one JSON object per line, for log collectors)"
+    )
+    access_log: bool = Field(
+        True, description="log each request and stream when it ends, with its request id, status and duration"
+    )
 
     @field_validator("device")
     @classmethod
@@ -145,7 +152,7 @@ class Settings(BaseSettings):
             raise ValueError(f"device must be one of auto, cpu, cuda, cuda:N (N an integer); got {value!r}")
         return value
 
-    @field_validator("log_level", "dtype", "cpu_matmul", mode="before")
+    @field_validator("log_level", "log_format", "dtype", "cpu_matmul", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import ServerBusyError, ServiceError
+from service.http.access import CLIENT_CLOSED, log_request
 from service.http.errors import error_response, logged_error_response
 from service.http.pages import PAGE_PATHS
 from service.http.server import BUSY_MESSAGE, PROBE_PATHS, abort_connection, beyond_connection_cap
@@ -34,8 +35,6 @@ log = logging.getLogger(__name__)
 # OpenAPI document they show and every API call still need a key).
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz"}) | PAGE_PATHS
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-# Status recorded for a request whose client left before any response started (nginx's convention).
-CLIENT_CLOSED = 499
 # Response bodies go out in pieces of this size, each awaited: a client that stops reading then holds
 # one piece in the server's write buffer, not the whole response.
 SEND_CHUNK_BYTES = 256 * 1024
@@ -86,9 +85,12 @@ class RequestContextMiddleware:
             if reply.started and not reply.complete and reply.status < 400:  # a streamed answer the client left
                 log.info("request %s %s: the client left before the streamed answer ended", request_id, path)
                 reply.status = CLIENT_CLOSED
+            ended = time.monotonic()
             if tracked:
                 self.state.metrics.inflight.dec()
-                self.state.metrics.observe_request(path, reply.status, time.monotonic() - clock.body_end)
+                self.state.metrics.observe_request(path, reply.status, ended - clock.body_end)
+            if self.state.settings.access_log:
+                log_request(scope, reply.status, ended - started, reply.body_bytes, request_id)
 
     def _authenticate(self, scope: Scope, path: str) -> None:
         if requires_key(path, self.state.settings):
@@ -191,6 +193,7 @@ class _Reply:
         self.status = CLIENT_CLOSED
         self.started = False
         self.complete = False  # the body's last piece went out
+        self.body_bytes = 0  # of the body sent
 
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
@@ -207,6 +210,7 @@ class _Reply:
                 last = start + SEND_CHUNK_BYTES >= len(body)
                 chunk = body[start : start + SEND_CHUNK_BYTES]
                 await self._bounded({"type": "http.response.body", "body": chunk, "more_body": more or not last})
+                self.body_bytes += len(chunk)
             if not body:
                 await self._bounded(message)
             self.complete = not more

@@ -96,7 +96,7 @@ class BoundedH11Protocol(H11Protocol):
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to bytes that are no HTTP request, as every error is answered: a JSON body
-        with a request id, logged at DEBUG as a caller's mistake (:class:`MalformedRequestNoise` drops
+        with a request id, logged at DEBUG as a caller's mistake (:class:`UvicornNoise` drops
         uvicorn's own WARNING line)."""
         request_id = uuid.uuid4().hex
         log.debug("request %s: 400 %s", request_id, msg)
@@ -178,11 +178,14 @@ def _with_extensions(inner: Any, transport: Callable[[], asyncio.Transport], bey
     return app
 
 
-class MalformedRequestNoise(logging.Filter):
+class UvicornNoise(logging.Filter):
     """Drops uvicorn's WARNING for each request that is no HTTP: a caller's mistake, which
-    :meth:`BoundedH11Protocol.send_400_response` answers and logs at DEBUG."""
+    :meth:`BoundedH11Protocol.send_400_response` answers and logs at DEBUG; and uvicorn's line for each
+    WebSocket handshake, which the service's access line for the stream (``service.http.access``) replaces."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith('%s - "WebSocket %s"'):
+            return False
         return record.getMessage() != "Invalid HTTP request received."
 
 
@@ -242,6 +245,10 @@ def uvicorn_config(app: Starlette, settings: Settings, **overrides: Any) -> uvic
         "port": settings.port,
         "log_level": settings.log_level,
         "lifespan": "on",
+        # uvicorn's records go to the root logger's one handler (service.runtime.logs), in the service's
+        # format; the access lines are the service's own (service.http.access), with the request id.
+        "log_config": None,
+        "access_log": False,
         "http": bounded_protocol(settings, state_of(app).metrics.connections_refused.inc),
         "timeout_graceful_shutdown": settings.drain_timeout_s + GRACE_AFTER_DRAIN_S,
         "timeout_keep_alive": min(5.0, settings.header_timeout_s),
@@ -255,8 +262,8 @@ def uvicorn_config(app: Starlette, settings: Settings, **overrides: Any) -> uvic
     config = uvicorn.Config(app, **{**options, **overrides})
     redact_logs(settings.api_key_list)  # after uvicorn.Config, which sets up uvicorn's handlers
     errors = logging.getLogger("uvicorn.error")
-    if not any(isinstance(f, MalformedRequestNoise) for f in errors.filters):
-        errors.addFilter(MalformedRequestNoise())
+    if not any(isinstance(f, UvicornNoise) for f in errors.filters):
+        errors.addFilter(UvicornNoise())
     return config
 
 

@@ -27,6 +27,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from service.echo import clip
 from service.errors import BodyTimeoutError, MalformedPayloadError, ServerDrainingError
+from service.http.access import CLIENT_CLOSED, log_stream
 from service.http.errors import classify, log_level
 from service.http.payloads import parse_npy
 from service.http.query import stream_parameters
@@ -56,6 +57,9 @@ MESSAGE_TOO_BIG = 1009
 # Bytes of audio messages that may wait unsent (a client reading slower than real time for a moment)
 # before a stream waits for its client to catch up.
 UNSENT_BYTES = 4 * 2**20
+# The access log's status of a conversation that ended without an exception ("error": a message over
+# VOCOS_MAX_BODY_BYTES, refused by the WebSocket layer with 1009).
+_OUTCOME_STATUS = {"ok": 200, "error": 413, "disconnected": CLIENT_CLOSED}
 
 
 @router.websocket("/stream/mel")
@@ -71,28 +75,34 @@ async def stream_encodec(websocket: WebSocket) -> None:
 async def _serve(websocket: WebSocket, kind: str) -> None:
     state = state_of(websocket.app)
     request_id = str(websocket.state.request_id)  # the client's X-Request-Id when sane, else a fresh one
+    started = time.monotonic()
     await websocket.accept()
     stream: AudioStream | None = None
-    outcome = "error"
+    outcome, status = "error", 500
     try:
         state.auth.check(websocket.headers.get("authorization"))
         stream, fmt = _open(state, websocket, kind, request_id)
         await _send_start(websocket, stream, fmt)
         outcome = await _converse(websocket, state, stream, fmt)
+        status = _OUTCOME_STATUS[outcome]
     except WebSocketDisconnect:
-        outcome = "disconnected"
+        outcome, status = "disconnected", CLIENT_CLOSED
     except asyncio.CancelledError:  # the connection was torn down under us
-        outcome = "disconnected"
+        outcome, status = "disconnected", CLIENT_CLOSED
         raise
     except Exception as exc:  # every failure is told to the client, then the connection closes
+        status = classify(exc, request_id)[0]
         if stream is not None:
             stream.close("error")  # counted before the client hears of it
         else:  # refused before it began
-            state.metrics.streams_refused.labels(websocket.url.path, str(classify(exc, request_id)[0])).inc()
+            state.metrics.streams_refused.labels(websocket.url.path, str(status)).inc()
         await _send_error(websocket, exc, request_id)
     finally:
         if stream is not None:
             stream.close(outcome)
+        if state.settings.access_log:
+            samples = stream.samples_out if stream is not None else 0
+            log_stream(websocket.scope, status, time.monotonic() - started, samples, request_id)
 
 
 def _open(state: ServiceState, websocket: WebSocket, kind: str, request_id: str) -> tuple[AudioStream, str]:

@@ -9,9 +9,11 @@ Authorization header) would have it written verbatim.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import re
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 REDACTED = "***"
 # Query parameters whose values are credentials, whatever the API that named them.
@@ -20,10 +22,16 @@ _SECRET_PARAM = re.compile(
 )
 
 
-def configure_logging(level: str) -> None:
-    """Log at ``level`` (a Settings log level; ``trace`` is DEBUG) to stderr, each record once."""
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging(level: str, fmt: str = "text") -> None:
+    """Log at ``level`` (a Settings log level; ``trace`` is DEBUG) to stderr, each record once, as ``fmt``:
+    ``text`` lines or ``json`` objects (:class:`JsonFormatter`), uvicorn's records included."""
     name = "DEBUG" if level == "trace" else level.upper()
-    logging.basicConfig(level=name, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stderr = logging.StreamHandler()
+    stderr.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    logging.basicConfig(level=name, handlers=[stderr])
     # huggingface_hub attaches a bare StreamHandler to its logger when imported, and its records also
     # propagate to the root: each would print twice. Imported here so that its handler exists to remove.
     import huggingface_hub  # noqa: F401
@@ -58,10 +66,34 @@ def _secrets_pattern(secrets: tuple[str, ...]) -> re.Pattern[str] | None:
     return re.compile("|".join("".join(char(c) for c in s) for s in sorted(set(secrets), key=len, reverse=True)))
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log collectors: ``time`` (UTC, ISO 8601), ``level``, ``logger``,
+    ``message``, the record's ``fields`` (an access line's request id, status...), ``exception``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            entry.update({k: v for k, v in fields.items() if k not in entry})
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
 class RedactSecrets(logging.Filter):
     """Redacts what a record prints, whatever its arguments hold (uvicorn's trace lines print a request's
     scope, ours an exception naming what a client sent), and its traceback. Arguments keep their places:
-    a formatter may take them apart (uvicorn's access formatter reads five)."""
+    a formatter may take them apart (uvicorn's access formatter reads five). A record's ``fields`` (which
+    :class:`JsonFormatter` writes) are redacted as arguments are."""
 
     def __init__(self, secrets: Sequence[str] = ()) -> None:
         super().__init__()
@@ -72,6 +104,9 @@ class RedactSecrets(logging.Filter):
             record.args = tuple(self._argument(a) for a in record.args)
         elif isinstance(record.msg, str) and not record.args:
             record.msg = redact(record.msg, self.secrets)
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            record.fields = {k: self._argument(v) for k, v in fields.items()}
         if record.exc_info and not record.exc_text:  # formatters print this cached text when it is set
             record.exc_text = redact(logging.Formatter().formatException(record.exc_info), self.secrets)
         return True

@@ -3,6 +3,7 @@ and the one-line start-up failure. Each test bounds its time and kills its proce
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
@@ -65,6 +66,23 @@ def test_sigterm_drains_in_flight_requests_then_exits_0(mel_server: ServerProces
     assert mel_server.process.wait(timeout=30) == 0
     output = mel_server.output()
     assert "draining" in output and "Finished server process" in output
+
+
+def test_json_logs_are_one_object_per_line_uvicorns_and_the_access_lines_included(
+        mel_checkpoint: Path, tmp_path: Path) -> None:
+    server = ServerProcess(["--mel-model", str(mel_checkpoint), "--encodec-model", "none", "--log-format", "json"],
+                           tmp_path / "server.log")
+    try:
+        server.wait_ready()
+        response = httpx.post(f"{server.url}/decode/mel", content=npy_bytes(np.zeros((100, 9), np.float32) - 5),
+                              headers={**NPY, "x-request-id": "json-1"}, timeout=30)
+        assert response.status_code == 200, response.text
+    finally:
+        server.stop()
+    entries = [json.loads(line) for line in server.output().splitlines()]  # every line is one object
+    assert {"uvicorn.error", "service", "service.access"} <= {e["logger"] for e in entries}
+    access = [e for e in entries if e.get("request_id") == "json-1"]
+    assert [(a["path"], a["status"], a["bytes"]) for a in access] == [("/decode/mel", 200, len(response.content))]
 
 
 def test_unobtainable_model_fails_at_start_with_one_line(tmp_path: Path) -> None:

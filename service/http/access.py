@@ -1,0 +1,50 @@
+"""The access log: one line per HTTP request and per WebSocket stream, written when it ends, with its
+request id (the ``X-Request-Id`` of its answer and of its other log lines), status, duration and size.
+
+It replaces uvicorn's access log, whose lines carry neither the request id nor, in uvicorn's format, a
+time. The path and query go through the log's redaction (``service.runtime.logs``) like every record.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, cast
+
+from starlette.types import Scope
+from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
+
+access_log = logging.getLogger("service.access")
+# Status recorded for a request whose client left before its answer was complete (nginx's convention).
+CLIENT_CLOSED = 499
+
+
+def log_request(scope: Scope, status: int, seconds: float, body_bytes: int, request_id: str) -> None:
+    """``client - "METHOD /path?query HTTP/1.1" status 0.123s 4096B id=...``: ``seconds`` from the request's
+    headers to its answer's end, ``body_bytes`` of answer body sent."""
+    client, target = _client_and_target(scope)
+    method, version = scope.get("method", "-"), scope.get("http_version")
+    access_log.info(
+        '%s - "%s %s HTTP/%s" %d %.3fs %dB id=%s', client, method, target, version, status, seconds, body_bytes,
+        request_id,
+        extra={"fields": {"request_id": request_id, "client": client, "method": method,
+                          "path": target, "status": status, "duration_s": round(seconds, 6),
+                          "bytes": body_bytes}},
+    )
+
+
+def log_stream(scope: Scope, status: int, seconds: float, samples: int, request_id: str) -> None:
+    """``client - "WebSocket /stream/mel?query" status 12.345s 96000 samples id=...``: ``status`` 200 for a
+    stream that ended as asked, 499 for one its client left, else its error's; ``seconds`` it was open."""
+    client, target = _client_and_target(scope)
+    access_log.info(
+        '%s - "WebSocket %s" %d %.3fs %d samples id=%s', client, target, status, seconds, samples, request_id,
+        extra={"fields": {"request_id": request_id, "client": client, "method": "WebSocket",
+                          "path": target, "status": status, "duration_s": round(seconds, 6),
+                          "samples": samples}},
+    )
+
+
+def _client_and_target(scope: Scope) -> tuple[str, str]:
+    """``host:port`` of the client and the quoted path with its query, as uvicorn's access lines had them."""
+    typed = cast(Any, scope)  # uvicorn's helpers are typed for its own scope TypedDicts
+    return get_client_addr(typed), get_path_with_query_string(typed)

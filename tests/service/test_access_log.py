@@ -1,0 +1,108 @@
+"""The access log: one record per HTTP request and per stream when it ends, with the request id of its
+answer, its status, duration and size; JSON lines with the same fields, redacted; off by a setting."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import sys
+
+import numpy as np
+import pytest
+import websockets
+from service_helpers import AppFactory, live_server, settings_with
+
+from service.runtime.logs import JsonFormatter, RedactSecrets
+from service.runtime.models import ServedModel
+from service.settings import Settings
+
+MEL = np.random.default_rng(0).uniform(-4, 0, (100, 12)).astype(np.float32)
+
+
+def npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def access_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "service.access"]
+
+
+@pytest.mark.asyncio
+async def test_each_request_is_logged_once_with_its_id_status_duration_and_size(
+        make_app: AppFactory, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "service.access")
+    async with make_app() as h:
+        ok = await h.client.post("/decode/mel?sample_rate=16000", content=npy(MEL),
+                                 headers={"content-type": "application/x-npy", "x-request-id": "tts-42"})
+        bad = await h.client.post("/decode/mel", content=b"no npy", headers={"content-type": "application/x-npy"})
+    assert (ok.status_code, bad.status_code) == (200, 400)
+    first, second = access_records(caplog)
+    assert first.fields == {"request_id": "tts-42", "client": first.fields["client"], "method": "POST",
+                            "path": "/decode/mel?sample_rate=16000", "status": 200,
+                            "duration_s": first.fields["duration_s"], "bytes": len(ok.content)}
+    assert 0 < first.fields["duration_s"] < 30
+    text = first.getMessage()
+    assert '"POST /decode/mel?sample_rate=16000 HTTP/1.1" 200 ' in text and text.endswith(" id=tts-42")
+    assert f" {len(ok.content)}B " in text
+    assert (second.fields["status"], second.fields["request_id"]) == (400, bad.headers["x-request-id"])
+
+
+@pytest.mark.asyncio
+async def test_the_access_log_is_off_with_its_setting(make_app: AppFactory, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "service.access")
+    async with make_app(access_log=False) as h:
+        assert (await h.client.get("/models")).status_code == 200
+    assert access_records(caplog) == []
+
+
+@pytest.mark.asyncio
+async def test_a_stream_is_logged_when_it_ends_with_its_status_and_samples(
+        base_settings: Settings, models: dict[str, ServedModel], caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    async with live_server(base_settings, models) as server:
+        url = f"ws://127.0.0.1:{server.port}/stream/mel"
+        async with websockets.connect(url, additional_headers={"X-Request-Id": "st-1"}) as ws:
+            await ws.recv()  # start
+            await ws.send(npy(MEL))
+            await ws.send(json.dumps({"type": "end"}))
+            done = [m async for m in ws][-1]
+        async with websockets.connect(url + "?model=nope") as ws:
+            refused = json.loads(await ws.recv())
+            with pytest.raises(websockets.ConnectionClosedError):
+                await ws.recv()
+    ok, missing = access_records(caplog)
+    assert (ok.fields["status"], ok.fields["request_id"], ok.fields["method"]) == (200, "st-1", "WebSocket")
+    assert ok.fields["samples"] == json.loads(done)["samples"] > 0
+    assert (missing.fields["status"], missing.fields["path"]) == (404, "/stream/mel?model=nope")
+    assert missing.fields["request_id"] == refused["request_id"]
+    # uvicorn's own line for each handshake is dropped: the access line is the stream's one line
+    assert not [r for r in caplog.records if r.name == "uvicorn.error" and "WebSocket" in r.getMessage()]
+
+
+def test_json_lines_carry_the_fields_redacted_and_the_traceback() -> None:
+    formatter, redaction = JsonFormatter(), RedactSecrets(["k3y-secret"])
+    record = logging.LogRecord("service.access", logging.INFO, __file__, 1, '"%s" %d', ("/m?api_key=x", 200), None)
+    record.fields = {"path": "/m?api_key=x&model=k3y-secret", "status": 200}
+    assert redaction.filter(record)
+    entry = json.loads(formatter.format(record))
+    assert entry["message"] == '"/m?api_key=***" 200'
+    assert (entry["path"], entry["status"], entry["level"], entry["logger"]) == (
+        "/m?api_key=***&model=***", 200, "INFO", "service.access")
+    assert entry["time"].endswith("+00:00")
+    try:
+        raise ValueError("k3y-secret in a message")
+    except ValueError:
+        failed = logging.LogRecord("service", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+    assert redaction.filter(failed)
+    entry = json.loads(formatter.format(failed))
+    assert "ValueError: *** in a message" in entry["exception"] and "k3y" not in json.dumps(entry)
+
+
+def test_log_format_and_access_log_are_settings(base_settings: Settings) -> None:
+    settings = settings_with(base_settings, log_format="JSON", access_log=False)
+    assert (settings.log_format, settings.access_log) == ("json", False)
+    with pytest.raises(ValueError, match="log_format"):
+        settings_with(base_settings, log_format="xml")
