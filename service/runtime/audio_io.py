@@ -213,7 +213,7 @@ def decode_audio(body: bytes, target_rate: int, max_seconds: float, *, min_rate:
             f"the request body is empty; expected an audio file ({SUPPORTED_FORMATS_TEXT})"
         )
     try:
-        with sf.SoundFile(io.BytesIO(body)) as audio_file:
+        with sf.SoundFile(io.BytesIO(_data_to_the_end(body))) as audio_file:
             rate = int(audio_file.samplerate)
             _check_rate(rate, min_rate)
             limit = math.floor(max_seconds * rate)
@@ -225,6 +225,24 @@ def decode_audio(body: bytes, target_rate: int, max_seconds: float, *, min_rate:
         raise MalformedPayloadError(
             f"could not decode the audio file; expected {SUPPORTED_FORMATS_TEXT} ({_decoder_message(exc)})"
         ) from None
+
+
+def _data_to_the_end(body: bytes) -> bytes:
+    """``body``, or, for a WAV whose data chunk declares 0 bytes and is followed by some, a copy that declares
+    0xFFFFFFFF: "to the end of the file", which libsndfile reads so (ffmpeg writes it to a pipe). Writers
+    that cannot seek back to fill in the size (Python's ``wave`` on a stream, streaming TTS servers) leave
+    0, which libsndfile reads as no samples at all."""
+    if body[:4] != b"RIFF" or body[8:12] != b"WAVE":
+        return body
+    offset = 12
+    while offset + 8 <= len(body):
+        chunk, size = body[offset : offset + 4], int.from_bytes(body[offset + 4 : offset + 8], "little")
+        if chunk == b"data":
+            if size == 0 and len(body) > offset + 8:
+                return body[: offset + 4] + b"\xff\xff\xff\xff" + body[offset + 8 :]
+            return body
+        offset += 8 + size + (size & 1)  # chunks are word-aligned
+    return body
 
 
 def _decoder_message(exc: Exception) -> str:

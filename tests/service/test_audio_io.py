@@ -127,6 +127,26 @@ def test_a_flac_of_unknown_length_decodes_whole() -> None:
     np.testing.assert_allclose(decoded.samples, samples, atol=2 / 32768)
 
 
+@pytest.mark.parametrize("riff_size", [0, None])
+def test_a_wav_whose_data_chunk_declares_0_bytes_decodes_to_its_end(riff_size: int | None) -> None:
+    """What a writer that cannot seek back leaves (Python's wave on a stream, streaming TTS servers); it was
+    422 "no samples". A LIST chunk before the data (as ffmpeg writes) is stepped over."""
+    samples = tone(0.7, 16000)
+    wav = audio_file(samples, 16000, "WAV", "PCM_16")
+    data_at = wav.index(b"data")
+    listed = wav[:data_at] + b"LIST\x05\x00\x00\x00INFOx\x00" + wav[data_at:]  # an odd size, padded
+    for body in (bytearray(wav), bytearray(listed)):
+        at = body.index(b"data")
+        body[at + 4 : at + 8] = bytes(4)
+        if riff_size is not None:
+            body[4:8] = riff_size.to_bytes(4, "little")
+        decoded = decode_audio(bytes(body), 16000, 10)
+        assert decoded.frames == samples.size
+        np.testing.assert_allclose(decoded.samples, samples, atol=2 / 32768)
+    with pytest.raises(InvalidInputError, match="no samples"):  # 0 bytes declared and none there
+        decode_audio(wav[: data_at + 4] + bytes(4), 16000, 10)
+
+
 def test_many_channels_decode_in_blocks_of_bounded_memory() -> None:
     body = audio_file(np.zeros((65536, 256), np.float32), 24000, "WAV", "PCM_16")  # 32 MiB of 16-bit samples
     tracemalloc.start()
