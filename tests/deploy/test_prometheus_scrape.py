@@ -151,8 +151,11 @@ def test_prometheus_scrapes_the_service_and_runs_every_deployment_query(
     assert value('sum(vocos_batch_size_count{model="mel"})') >= 4
 
     # Prometheus accepts every dashboard, alert and adapter query, and the HPA's series is there.
-    for _, expr in all_queries():
+    for where, expr in all_queries():
         query(httpx, prometheus, expr)
+        if where == "panel 'Batch size'" and "histogram_quantile(0.9" in expr:
+            # the sequential requests were batches of 1: interpolated within the bucket (0, 1], the p90 was 0.9
+            assert value(expr) == 1, expr
     assert query(httpx, prometheus, "sum(vocos_queue_depth)")
 
     # Every alert rule loads and evaluates cleanly against the live series, and none fires.
