@@ -25,6 +25,7 @@ from .heads import build_head
 from .hifigan_mel import HiFiGANMelSpectrogramFeatures
 from .models import build_backbone
 from .packing import Packing
+from .spectral_ops import min_stft_samples
 from .steps import Steps, run_steps
 from .streaming import Lookahead, VocosStream
 
@@ -113,11 +114,11 @@ class Vocos(nn.Module):
         return self.head.num_samples(frames)
 
     def min_audio_samples(self) -> int:
-        """Shortest audio the feature extractor accepts (reflect padding needs more samples than it pads)."""
+        """Shortest audio the feature extractor accepts (reflect padding needs more samples than it pads, and
+        the padded audio one whole window)."""
         fe = self.config.feature_extractor
         if isinstance(fe, MelSpectrogramFeaturesConfig):
-            pad = fe.n_fft // 2 if fe.padding == "center" else (fe.n_fft - fe.hop_length) // 2
-            return pad + 1
+            return min_stft_samples(fe.n_fft, fe.hop_length, fe.padding)
         if isinstance(self.feature_extractor, HiFiGANMelSpectrogramFeatures):
             return self.feature_extractor.min_samples()
         return 1

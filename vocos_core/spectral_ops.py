@@ -66,8 +66,20 @@ def pad_for_stft(audio: torch.Tensor, n_fft: int, hop_length: int, padding: str)
     ``int((n_fft - hop_size) / 2)``)."""
     # Features are computed in float32 whatever dtype the model was moved to: a half-precision
     # STFT is inexact (and unsupported for most sizes); decode casts them to the model's dtype.
-    pad = n_fft // 2 if padding == "center" else (n_fft - hop_length) // 2
+    pad = stft_padding(n_fft, hop_length, padding)
     return nn.functional.pad(audio.float().unsqueeze(1), (pad, pad), mode="reflect").squeeze(1)
+
+
+def stft_padding(n_fft: int, hop_length: int, padding: str) -> int:
+    """Samples :func:`pad_for_stft` adds on each side."""
+    return n_fft // 2 if padding == "center" else (n_fft - hop_length) // 2
+
+
+def min_stft_samples(n_fft: int, hop_length: int, padding: str) -> int:
+    """Shortest audio :func:`pad_for_stft` and one STFT frame take: reflect padding needs more samples than it
+    pads, and the padded audio must hold one whole window (which ``same`` padding alone may not give)."""
+    pad = stft_padding(n_fft, hop_length, padding)
+    return max(pad + 1, n_fft - 2 * pad)
 
 
 def stft_magnitude(audio: torch.Tensor, n_fft: int, hop_length: int, window: torch.Tensor,

@@ -166,3 +166,26 @@ def test_half_precision_model_keeps_features_and_encoder_in_float32(
     codes16 = enc.feature_extractor.encoder().encode(audio[None], 6.0)  # type: ignore[operator]
     assert torch.equal(codes16, codes32)
     assert enc.decode_batch([enc.audio_to_features(audio, bandwidth_id=2)[0]], [2])[0].dtype == torch.float32
+
+
+@pytest.mark.parametrize(("kind", "padding", "n_fft", "hop"), [
+    ("mel", "center", 1024, 256), ("mel", "same", 1024, 256), ("mel", "same", 512, 256), ("mel", "center", 512, 256),
+    ("hifigan-mel", "same", 1024, 256), ("hifigan-mel", "same", 512, 256), ("hifigan-mel", "center", 1024, 256),
+])
+def test_the_shortest_audio_taken_gives_a_frame_and_one_sample_less_is_refused(
+        kind: str, padding: str, n_fft: int, hop: int) -> None:
+    """With `same` padding and a hop over a third of the window (n_fft 512, hop 256), the reflect-padding bound
+    alone let through audio shorter than one window: no frames, an assertion in the steps and a 500 from
+    /resynthesize."""
+    from vocos_core.testing import checkpoint_config, random_model
+
+    config = checkpoint_config(kind, dim=16, padding=padding)  # type: ignore[arg-type]
+    config["feature_extractor"]["init_args"].update(n_fft=n_fft, hop_length=hop)
+    if kind == "hifigan-mel":
+        config["feature_extractor"]["init_args"]["win_length"] = n_fft
+    config["head"]["init_args"].update(n_fft=n_fft, hop_length=hop)
+    model = random_model(config).eval()
+    shortest = model.min_audio_samples()
+    assert model.audio_to_features(torch.randn(1, shortest)).shape[-1] >= 1
+    with pytest.raises(InputError, match=f"need at least {shortest} samples, got {shortest - 1}"):
+        model.audio_to_features(torch.randn(1, shortest - 1))
