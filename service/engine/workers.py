@@ -13,6 +13,7 @@ yet. The wait list bounds how many analyses wait or run, like the batching queue
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -35,7 +36,8 @@ class SerialWorker:
         self._turn = asyncio.Lock()  # its waiters are woken in the order they came
         self._slices: set[asyncio.Future[Any]] = set()
         self._waiting = 0
-        self._mean_seconds = 0.05
+        self._admitted_size = 0.0  # the sizes of the calls admitted and not yet ended
+        self._seconds_per_size = 0.0  # measured, a moving average over the calls that ran to their end
         self._closed = False
 
     @property
@@ -43,25 +45,32 @@ class SerialWorker:
         """Calls admitted whose computation has not ended."""
         return self._waiting
 
-    def start(self, make: Callable[..., Steps], *args: object, deadline: float | None = None) -> Analysis:
+    def start(self, make: Callable[..., Steps], *args: object, size: float = 1.0,
+              deadline: float | None = None) -> Analysis:
         """``make(*args)``'s steps, admitted now (or QueueFullError, EngineStoppedError,
         DeadlineExceededError) and computed in their turn: iterate the result for the pieces of output,
-        and close it."""
+        and close it. ``size``: the call's work in any unit its cost follows (the audio's samples)."""
         if self._closed:
             raise EngineStoppedError(f"the {self.name} worker is stopped")
         if self._waiting >= self.max_waiting:
-            raise QueueFullError(
-                f"the {self.name} queue is full ({self.max_waiting} waiting requests)",
-                max(1.0, self._waiting * self._mean_seconds),
-            )
+            raise QueueFullError(f"the {self.name} queue is full ({self.max_waiting} waiting requests)",
+                                 self.retry_after())
         if deadline is not None and deadline <= time.monotonic():
             raise DeadlineExceededError("the request deadline passed before it was queued")
-        return Analysis(self, make, args, deadline)
+        return Analysis(self, make, args, size, deadline)
 
-    async def run(self, make: Callable[..., Steps], *args: object, timeout: float | None = None) -> torch.Tensor:
+    def retry_after(self) -> float:
+        """Seconds until the wait list has likely moved: the admitted calls' sizes at the measured seconds per
+        unit of size (as the batching queue's frames). Work, not counts: one long upload costs what many short
+        ones do."""
+        return max(1.0, math.ceil(self._admitted_size * self._seconds_per_size))
+
+    async def run(self, make: Callable[..., Steps], *args: object, size: float = 1.0,
+                  timeout: float | None = None) -> torch.Tensor:
         """The whole output of ``make(*args)``'s steps. A call whose caller gives up (its deadline, a
         cancellation) runs no further slice."""
-        analysis = self.start(make, *args, deadline=None if timeout is None else time.monotonic() + timeout)
+        analysis = self.start(make, *args, size=size,
+                              deadline=None if timeout is None else time.monotonic() + timeout)
         try:
             return join([piece async for piece in analysis])
         finally:
@@ -79,15 +88,16 @@ class Analysis:
     as every torch operation is), one slice after another until done. ``async for`` gives the pieces of
     output as the slices make them; :meth:`close` stops the computation."""
 
-    def __init__(self, worker: SerialWorker, make: Callable[..., Steps], args: tuple[object, ...],
+    def __init__(self, worker: SerialWorker, make: Callable[..., Steps], args: tuple[object, ...], size: float,
                  deadline: float | None) -> None:
-        self.worker, self.deadline = worker, deadline
+        self.worker, self.size, self.deadline = worker, size, deadline
         self._make = lambda: make(*args)
         self._steps: Steps | None = None
         self._out: asyncio.Queue[torch.Tensor | BaseException | None] = asyncio.Queue()  # None: the end
         self._ended = False
         self._closed = False
         worker._waiting += 1
+        worker._admitted_size += size
         self._task = asyncio.ensure_future(self._compute())
         self._task.add_done_callback(self._finished)
 
@@ -126,11 +136,15 @@ class Analysis:
                     self._out.put_nowait(piece)
         finally:
             worker._turn.release()
-        worker._mean_seconds += 0.2 * (seconds - worker._mean_seconds)
+        rate = seconds / max(self.size, 1e-9)
+        # The first measurement stands alone; then a moving average.
+        worker._seconds_per_size = rate if worker._seconds_per_size == 0 else (
+            worker._seconds_per_size + 0.2 * (rate - worker._seconds_per_size))
 
     def _finished(self, task: asyncio.Future[None]) -> None:
         """The end of the pieces, for the reader: however the task ended, even before it started."""
         self.worker._waiting -= 1
+        self.worker._admitted_size -= self.size
         if task.cancelled():  # closed (no one reads on), or a slice dropped by the worker's close
             self._out.put_nowait(EngineStoppedError(f"the {self.worker.name} worker is stopped"))
         elif isinstance(task.exception(), asyncio.TimeoutError):

@@ -112,7 +112,8 @@ async def warm_up(state: ServiceState) -> None:
                 continue
             silence = np.zeros(served.sample_rate // 10, dtype=np.float32)
             bandwidth_id = 0 if served.bandwidths else None
-            await slot.features.run(served.analysis, silence, bandwidth_id)
+            # Its time per sample is the wait list's first estimate (an overestimate: fixed costs of a short call).
+            await slot.features.run(served.analysis, silence, bandwidth_id, size=silence.size)
     except asyncio.CancelledError:
         raise
     except Exception as exc:

@@ -119,7 +119,7 @@ class Vocoder:
         ``round(frames * rate_out / rate_in)`` samples (the vocoder's output padded or trimmed at the end)."""
         resolved = self._resynthesis_bandwidth(slot.served, bandwidth_id, bandwidth)
         upload = await self._upload(slot, audio_file, deadline)
-        features = await slot.features.run(slot.served.analysis, upload.samples, resolved,
+        features = await slot.features.run(slot.served.analysis, upload.samples, resolved, size=upload.samples.size,
                                            timeout=deadline - time.monotonic())
         return await self._vocode(slot, features, resolved, deadline, request_id, sample_rate, upload=upload)
 
@@ -164,7 +164,8 @@ class Vocoder:
         upload = await self._upload(slot, audio_file, deadline)
         # Before the answer begins, which a limit met halfway could only break off.
         check_stream_seconds(upload.samples.size / served.sample_rate, self.state.settings.max_stream_audio_seconds)
-        analysis = slot.features.start(served.analysis, upload.samples, resolved, deadline=deadline)
+        analysis = slot.features.start(served.analysis, upload.samples, resolved, size=upload.samples.size,
+                                       deadline=deadline)
         try:
             first = await anext(analysis)
             stream = self.open_stream(slot, inputs="features", bandwidth_id=resolved, sample_rate=sample_rate,

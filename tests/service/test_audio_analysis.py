@@ -170,3 +170,24 @@ async def test_an_analysis_closed_before_it_began_ends_its_reader_and_leaves_the
     with pytest.raises(EngineStoppedError):
         await asyncio.wait_for(anext(analysis), 5)
     assert worker.waiting == 0 and units == []
+
+
+async def test_a_full_wait_list_asks_for_a_retry_after_the_work_admitted_at_its_measured_rate() -> None:
+    """Retry-After follows the sizes of the calls admitted, at the measured seconds per unit of size, as
+    the batching queue's follows frames; it was the count of calls times the mean call, seeded by a short
+    warm-up, and said 1 s over and over while a 20 s upload was analysed."""
+    from service.engine import QueueFullError
+
+    worker = SerialWorker("features", 1, slice_s=0.0)
+    await worker.run(counted, [], 20, size=10)  # 20 units of 5 ms: about 0.01 s per unit of size
+    assert 0.008 < worker._seconds_per_size < 0.05
+    long = worker.start(counted, [], 400, size=200)  # about 2 s of work
+    try:
+        with pytest.raises(QueueFullError) as refused:
+            worker.start(counted, [], 1, size=1)
+        assert refused.value.retry_after == pytest.approx(200 * worker._seconds_per_size, abs=1)
+        assert refused.value.retry_after >= 2
+    finally:
+        long.close()
+    await wait_until(lambda: worker.waiting == 0, timeout=5)
+    assert worker._admitted_size == 0 and worker.retry_after() == 1  # nothing admitted: the floor
