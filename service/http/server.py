@@ -54,6 +54,12 @@ PROBE_HEADROOM = 16
 PONG_BACKLOG_BYTES = 64 * 2**10
 # What the probes and scrapes ask for (service.http.middleware answers the rest 503 on those connections).
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+# An answer that closes its connection while the client still sends the request's body (a refusal before
+# reading it: the byte budget's 503, an ambiguous framing's 400) is followed by a lingering close, as
+# nginx's: the end of the answer (FIN), then what the client still sends is read and dropped for up to this
+# long. Closed with unread data, the socket would send a reset, and the client's kernel would discard the
+# answer it had not read yet: an HTTP client sends its whole body before it reads.
+LINGER_S = 5.0
 
 
 class BoundedH11Protocol(H11Protocol):
@@ -73,11 +79,12 @@ class BoundedH11Protocol(H11Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_timer: asyncio.TimerHandle | None = None
+        self._linger_timer: asyncio.TimerHandle | None = None
         self._beyond_cap = False
         self.app = _with_extensions(self.app, lambda: self.transport, lambda: self._beyond_cap)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(_LingeringClose(transport, self))  # type: ignore[arg-type]
         open_now = len(self.connections)
         if open_now > self.max_connections + PROBE_HEADROOM:
             self._refuse(transport, open_now - 1)
@@ -90,7 +97,8 @@ class BoundedH11Protocol(H11Protocol):
         log.warning("request %s: refused a connection: %d open (VOCOS_MAX_CONNECTIONS)", request_id, open_before)
         body = json.dumps(error_body("unavailable", BUSY_MESSAGE, request_id)).encode()
         transport.write(_BUSY % (request_id.encode(), len(body), body))
-        transport.close()
+        # At once, not lingering: the connection is one too many, and it was answered outside h11.
+        (transport.raw if isinstance(transport, _LingeringClose) else transport).close()
         if self.on_refused is not None:
             self.on_refused()
 
@@ -110,6 +118,8 @@ class BoundedH11Protocol(H11Protocol):
         self.transport.close()
 
     def data_received(self, data: bytes) -> None:
+        if self._linger_timer is not None:  # the rest of a body whose request was answered: dropped
+            return
         cycle = self.cycle
         super().data_received(data)
         if self.cycle is not cycle:  # a request's headers are complete: the body has its own timeout
@@ -131,7 +141,19 @@ class BoundedH11Protocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_header_timer()
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
         super().connection_lost(exc)
+
+    def linger(self, transport: asyncio.Transport) -> bool:
+        """Begin a lingering close of ``transport`` (:data:`LINGER_S`) when the client is still sending a
+        body; False when a plain close will do."""
+        if self.conn.their_state is not h11.SEND_BODY or transport.is_closing() or not transport.can_write_eof():
+            return False
+        transport.write_eof()  # after what is buffered: the answer reaches the client whole, then its end
+        transport.resume_reading()  # uvicorn pauses reading a body that no one reads
+        self._linger_timer = self.loop.call_later(LINGER_S, transport.close)
+        return True
 
     def _arm_header_timer(self) -> None:
         self._disarm_header_timer()
@@ -147,6 +169,27 @@ class BoundedH11Protocol(H11Protocol):
         if not self.transport.is_closing():
             log.debug("closed a connection: no complete request headers within %g s", self.header_timeout_s)
             self.transport.close()
+
+
+class _LingeringClose:
+    """A connection's transport whose ``close`` lingers (:meth:`BoundedH11Protocol.linger`) while the client
+    still sends a body; a second ``close`` (a shutdown) closes at once. The rest is the transport's."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: BoundedH11Protocol) -> None:
+        self.raw, self._protocol = transport, protocol
+        self._lingering = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.raw, name)
+
+    def is_closing(self) -> bool:
+        return self._lingering or self.raw.is_closing()
+
+    def close(self) -> None:
+        if not self._lingering and self._protocol.linger(self.raw):
+            self._lingering = True
+            return
+        self.raw.close()
 
 
 class AbortableWSProtocol(WSProtocol):

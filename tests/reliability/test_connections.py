@@ -161,6 +161,29 @@ async def test_bodies_held_at_their_last_byte_stay_within_the_inflight_budget(ma
         await wait_until(lambda: budget.held == 0)
 
 
+async def test_a_refusal_before_the_body_reaches_a_client_that_sends_its_whole_body_first(make_live) -> None:
+    """The budget's 503 goes out before the body is read, and closes the connection: closed with the body
+    unread, the socket sent a reset, and a client still sending its body (as HTTP clients do before they
+    read) lost the 503 and its Retry-After to ECONNRESET. The rest of the body is now read and dropped
+    after the answer (a lingering close), so the client reads the 503, then the end of the connection."""
+    size, body_size = 3 * 1024 * 1024, 1_200_000
+    async with make_live(max_inflight_bytes=4 * 1024 * 1024, max_body_bytes=3 * 1024 * 1024) as server:
+        holder = await RawConnection.open(server.port)  # holds 3 MiB of the 4 MiB budget
+        held = http_request("POST", "/decode/mel", b"", [NPY], length=False).rstrip(b"\r\n")
+        await holder.send(held + f"\r\nContent-Length: {size}\r\n\r\n".encode() + b"\0")
+        await wait_until(lambda: server.state.inflight.held == size)
+        for _ in range(3):
+            conn = await RawConnection.open(server.port)
+            sending = asyncio.ensure_future(conn.send(http_request("POST", "/decode/mel", b"\0" * body_size, [NPY])))
+            await asyncio.sleep(0.2)  # the client is still writing its body when the answer comes
+            status, data = await conn.read_response(timeout=10)
+            await asyncio.wait_for(sending, 10)  # the whole body was taken, not refused with a reset
+            assert status == 503 and b"retry-after: 1" in data.lower() and data.endswith(b"}"), data[:300]
+            conn.close()
+        holder.close()
+        await wait_until(lambda: server.state.inflight.held == 0)
+
+
 async def test_a_response_never_read_is_dropped_at_the_send_timeout(make_live, caplog) -> None:
     """A 20 MB float WAV to a client that never reads: the connection is reset after the send
     timeout, its bytes are released, and the request is recorded as 499 with one INFO line."""
