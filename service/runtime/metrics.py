@@ -72,7 +72,8 @@ class ServiceMetrics:
             "VOCOS_MAX_CONNECTIONS and the headroom kept for probes and scrapes.", registry=r
         )
         self.audio_seconds = Counter(
-            "vocos_audio_seconds", "Seconds of audio returned.", ["model"], registry=r
+            "vocos_audio_seconds", "Seconds of audio the model made for answers and streams, as made (the work "
+            "done: a client that leaves before reading its answer counts too).", ["model"], registry=r,
         )
         self.input_warnings = Counter(
             "vocos_input_warnings", "Mels that look like another front-end's (warned) or that the model's "
