@@ -98,7 +98,7 @@ async def _read_limited(request: Request, limit: int, json: bool) -> bytes:
 
 
 def _body_limit_message(size: int, limit: int, at_least: bool = False, json: bool = False) -> str:
-    more = "more than " if at_least else ""
+    more = "at least " if at_least else ""
     if json:
         return (
             f"JSON body of {more}{size} bytes exceeds the JSON limit of {limit} bytes "

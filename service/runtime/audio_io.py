@@ -315,7 +315,7 @@ def _check_rate(rate: int, min_rate: int) -> None:
 
 
 def _too_long(seconds: float, max_seconds: float, at_least: bool = False) -> NoReturn:
-    more = "more than " if at_least else ""
+    more = "at least " if at_least else ""
     raise PayloadTooLargeError(
         f"the audio lasts {more}{beyond(seconds, max_seconds)} s; this server accepts at most {max_seconds:g} s "
         "per request (VOCOS_MAX_AUDIO_SECONDS)"

@@ -125,6 +125,9 @@ def test_a_flac_of_unknown_length_decodes_whole() -> None:
     decoded = decode_audio(bytes(body), 16000, 10)
     assert decoded.frames == samples.size
     np.testing.assert_allclose(decoded.samples, samples, atol=2 / 32768)
+    # Beyond the limit, refused from what was decoded: at least that long (it said "more than" its length).
+    with pytest.raises(PayloadTooLargeError, match=r"the audio lasts at least 1\.3 s; this server accepts at most 1 s"):
+        decode_audio(bytes(body), 16000, 1)
 
 
 @pytest.mark.parametrize("riff_size", [0, None])
