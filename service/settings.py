@@ -189,6 +189,14 @@ class Settings(BaseSettings):
             raise ValueError(f"api_keys: key {odd[0]} (of {len(self.api_key_list)}) holds a space or a character "
                              "beyond ASCII, which no client can send in a Bearer token; expected visible ASCII "
                              "characters, keys separated by commas")
+        # Logs quote what clients send with repr or as JSON, which double a backslash and escape a quote: a key
+        # holding one, misplaced by a client (in a model name, a header), would slip past the redaction
+        # written as the key is. RFC 6750's bearer tokens hold none of them.
+        quoted = [i for i, key in enumerate(self.api_key_list, 1) if any(c in key for c in "\\'\"")]
+        if quoted:
+            raise ValueError(f"api_keys: key {quoted[0]} (of {len(self.api_key_list)}) holds a backslash or a quote, "
+                             "which logs would write escaped, past their redaction; expected a bearer token "
+                             "(RFC 6750: letters, digits, - . _ ~ + / and trailing =)")
         if self.metrics_require_key and not self.api_key_list:
             raise ValueError("metrics_require_key needs API keys (VOCOS_API_KEYS); without keys /metrics would "
                              "be open")

@@ -83,6 +83,10 @@ def test_invalid_values_say_what_is_expected(field: str, value: object, message:
     # a key that no client can send: every request would get 401
     ({"api_keys": "plain-key,clé-ünïcode"}, r"key 2 \(of 2\) holds a space or a character beyond ASCII"),
     ({"api_keys": "two words"}, "key 1 .of 1. holds a space"),
+    # written escaped by the logs' repr or JSON, past the redaction of the key as it is
+    ({"api_keys": "ok,Zx9+Qw/Er=Ty\\Ui"}, r"key 2 \(of 2\) holds a backslash or a quote"),
+    ({"api_keys": "it's"}, "holds a backslash or a quote"),
+    ({"api_keys": 'say"x"'}, "holds a backslash or a quote"),
 ])
 def test_key_settings_that_would_leave_the_api_open_are_refused(overrides: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
