@@ -36,6 +36,8 @@ class JsonParser:
             raise DeadlineExceededError("the request's deadline passed while its JSON body was parsed") from None
         if reply[0] == "error":
             raise JsonBodyError(reply[1], malformed=reply[2])
+        if reply[0] == "failed":
+            raise RuntimeError(f"the JSON parser process failed: {reply[1]}")
         return reply[1]
 
     async def _load(self, body: bytes) -> tuple[Any, ...]:
@@ -63,7 +65,9 @@ class JsonParser:
             # The child imports this package from wherever the server does.
             env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
             self._child = await asyncio.create_subprocess_exec(
-                sys.executable, "-c", _CHILD, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env
+                sys.executable, "-c", _CHILD, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                # Its failures come back as replies and are logged here; nothing of it bypasses the log's format.
+                stderr=asyncio.subprocess.DEVNULL, env=env,
             )
         return self._child
 

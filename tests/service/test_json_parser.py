@@ -77,3 +77,27 @@ async def test_waiting_for_the_child_counts_against_the_deadline() -> None:
         assert isinstance(fields, dict) and fields["mel"].shape == (100, 40000)
     finally:
         await parser.close()
+
+
+async def test_a_failure_in_the_child_is_a_reply_not_a_traceback_on_its_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The child's stderr went straight to the server's: a crash printed raw traceback lines into a JSON log.
+    A failure is now a reply, which the server raises (a 500, logged once in its own format)."""
+    import io
+    import pickle
+    import sys
+    import types
+
+    from service.http import json_body
+
+    def failing(body: bytes) -> dict:
+        raise MemoryError("Unable to allocate 373. GiB")
+
+    monkeypatch.setattr(json_body, "load", failing)
+    monkeypatch.setattr(json_body.os, "nice", lambda increment: 0)  # not this test process
+    sink = io.BytesIO()
+    source = io.BytesIO(len(b"{}").to_bytes(8, "little") + b"{}")
+    monkeypatch.setattr(sys, "stdin", types.SimpleNamespace(buffer=source))
+    monkeypatch.setattr(sys, "stdout", types.SimpleNamespace(buffer=sink))
+    json_body.serve()
+    reply = pickle.loads(sink.getvalue()[8:])
+    assert reply == ("failed", "MemoryError: Unable to allocate 373. GiB")

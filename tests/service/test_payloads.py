@@ -99,7 +99,9 @@ def test_mel_json_and_npy_agree() -> None:
         (b'{"mel": "AAAA"}', InvalidInputError, "nested list of numbers"),
         (b'{"mel": [[1.0, 2.0], [3.0]]}', InvalidInputError, "rectangular"),
         (b'{"mel": [["a", "b"]]}', InvalidInputError, "only numbers"),
-        (b'{"mel": [[true, false]]}', InvalidInputError, "only numbers"),
+        (b'{"mel": [[true, false]]}', InvalidInputError, r"only numbers \(got boolean values"),
+        (b'{"mel": [[1.0, null]]}', InvalidInputError, r"only numbers \(got null values"),
+        (b'{"mel": [[1.0], [{"a": 1}]]}', InvalidInputError, r"only numbers \(got object values"),
     ],
 )
 def test_mel_json_errors(body: bytes, error: type[Exception], message: str) -> None:
@@ -214,3 +216,19 @@ def test_merge_choice() -> None:
     assert merge_choice("bandwidth", None, None) is None
     with pytest.raises(InvalidInputError, match="given twice"):
         merge_choice("bandwidth", 3.0, 6.0)
+
+
+def test_strings_in_a_json_mel_are_refused_before_numpy_sizes_an_array_by_the_longest() -> None:
+    """One string of 8000 characters and 4000 empty ones: numpy's fixed-width string array would be 128 MB
+    (a 64 KB body of the kind took 1.3 GB on the event loop)."""
+    import tracemalloc
+
+    body = json.dumps({"mel": ["a" * 8000] + [""] * 4000}).encode()
+    tracemalloc.start()
+    try:
+        with pytest.raises(InvalidInputError, match=r"only numbers \(got string values"):
+            mel_body(body, "json", 100)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20, peak
