@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 # OpenAPI document they show and every API call still need a key).
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz"}) | PAGE_PATHS
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+# In a decoded path: routes match "/decode/mel\n" as "/decode/mel" (a regex's $ matches before a final
+# newline), while the keys, the metrics and a proxy's rules see another path.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # Response bodies go out in pieces of this size, each awaited: a client that stops reading then holds
 # one piece in the server's write buffer, not the whole response.
 SEND_CHUNK_BYTES = 256 * 1024
@@ -48,6 +51,9 @@ class RequestContextMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             if scope["type"] == "websocket":  # the stream's id, checked as a request's; the rest is its route's
+                if _CONTROL.search(scope.get("path", "")):
+                    await send({"type": "websocket.close", "code": 1008})  # the handshake is refused (403)
+                    return
                 scope.setdefault("state", {}).update(request_id=_request_id(scope))
             await self.app(scope, receive, send)
             return
@@ -61,6 +67,7 @@ class RequestContextMiddleware:
         if tracked:
             self.state.metrics.inflight.inc()
         try:
+            _check_path(scope)
             _check_framing(scope)
             if beyond_connection_cap(scope) and path not in PROBE_PATHS:
                 raise ServerBusyError(BUSY_MESSAGE)
@@ -95,6 +102,13 @@ class RequestContextMiddleware:
     def _authenticate(self, scope: Scope, path: str) -> None:
         if requires_key(path, self.state.settings):
             self.state.auth.check(_header(scope, b"authorization"))
+
+
+def _check_path(scope: Scope) -> None:
+    """Refuse a decoded path with a control character, which the routes would take for another (:data:`_CONTROL`)."""
+    if _CONTROL.search(scope.get("path", "")):
+        raise ServiceError("the request path holds a control character (a percent-encoded newline?); expected "
+                           "one of the service's paths")
 
 
 def _check_framing(scope: Scope) -> None:

@@ -192,6 +192,32 @@ async def test_error_messages_do_not_echo_unbounded_input(make_app) -> None:
     assert len(response.content) < 4096
 
 
+@pytest.mark.asyncio
+@pytest.mark.parametrize("path", ["/decode/mel%0A", "/healthz%0a", "/models%0D", "/decode/%00mel"])
+async def test_a_path_with_a_control_character_is_400_not_another_route(make_app, path: str) -> None:
+    """Routes matched "/decode/mel\\n" as "/decode/mel" (a regex's $ matches before a final newline): the
+    request was served, but counted in no metric, and a proxy's rules saw another path."""
+    async with make_app() as app:
+        response = await app.client.post(path, content=b"")
+        metrics = (await app.client.get("/metrics")).text
+    assert response.status_code == 400 and "control character" in response.json()["error"]["message"]
+    assert 'vocos_requests_total{endpoint="/decode/mel",status="200"}' not in metrics
+
+
+def test_a_stream_path_with_a_control_character_is_refused(base_settings: Settings, models: dict) -> None:
+    from fastapi.testclient import TestClient
+    from starlette.websockets import WebSocketDisconnect
+
+    from service.http.app import create_app
+
+    with TestClient(create_app(base_settings, models)) as client:
+        with pytest.raises(WebSocketDisconnect) as refused, client.websocket_connect("/stream/mel%0A"):
+            pass
+        assert refused.value.code == 1008
+        with client.websocket_connect("/stream/mel") as ws:  # the path itself still streams
+            assert ws.receive_json()["type"] == "start"
+
+
 # -- decompression bombs ------------------------------------------------------------------------------------
 
 
