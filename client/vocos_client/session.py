@@ -66,7 +66,7 @@ class StreamInfo:
     lookahead_ms: float
     hop_length: int
     exact: bool = True
-    max_message_bytes: int | None = None  # the server's largest message (VOCOS_MAX_BODY_BYTES); None: not said
+    max_message_bytes: int | None = None  # the server's largest stream message; None: not said
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ def frame_messages(frames: np.ndarray, max_bytes: int | None) -> list[bytes]:
     per_message = (max_bytes - header) // (array.shape[0] * array.itemsize)
     if per_message < 1:
         raise VocosClientError(413, "payload_too_large", f"one frame is {array.shape[0] * array.itemsize + header} "
-                               f"bytes as a message; the server takes at most {max_bytes} (VOCOS_MAX_BODY_BYTES)")
+                               f"bytes as a message; the server takes at most {max_bytes} (max_message_bytes)")
     return [npy_bytes(array[:, i:i + per_message]) for i in range(0, array.shape[1], per_message)]
 
 
@@ -139,7 +139,7 @@ def closed_early(code: int | None, reason: str) -> VocosClientError:
         return VocosClientError(code - 4000, reason or "error", f"the server closed the stream with code {code}")
     if code == MESSAGE_TOO_BIG:  # the server's WebSocket layer refused a message before the stream saw it
         return VocosClientError(413, "payload_too_large", "a message was larger than the server takes "
-                                "(VOCOS_MAX_BODY_BYTES); send the frames in smaller chunks")
+                                "(its start message's max_message_bytes); send the frames in smaller chunks")
     return VocosClientError(0, "connection", f"the stream closed before it was done (code {code}, {reason!r})")
 
 

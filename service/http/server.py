@@ -60,6 +60,16 @@ PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 # long. Closed with unread data, the socket would send a reset, and the client's kernel would discard the
 # answer it had not read yet: an HTTP client sends its whole body before it reads.
 LINGER_S = 5.0
+# The largest WebSocket message a stream takes: chunks of frames are tens of kB (1 MiB is 2600 mel frames,
+# 28 s of audio), and the WebSocket layer holds a message whole before the stream sees it, outside the byte
+# budget, so this, not the body limit (64 MiB by default), bounds what each stream can make the server hold.
+STREAM_MESSAGE_BYTES = 2**20
+
+
+def stream_message_bytes(settings: Settings) -> int:
+    """The largest WebSocket message taken under ``settings``: :data:`STREAM_MESSAGE_BYTES`, or less with a
+    smaller body limit."""
+    return min(settings.max_body_bytes, STREAM_MESSAGE_BYTES)
 
 
 class BoundedH11Protocol(H11Protocol):
@@ -300,7 +310,7 @@ def uvicorn_config(app: Starlette, settings: Settings, **overrides: Any) -> uvic
         # Float frames and audio do not compress; permessage-deflate on every message took most of the
         # event loop's time under 24 streams (docs/streaming.md), so it is never negotiated.
         "ws_per_message_deflate": False,
-        "ws_max_size": settings.max_body_bytes,
+        "ws_max_size": stream_message_bytes(settings),
     }
     config = uvicorn.Config(app, **{**options, **overrides})
     redact_logs(settings.api_key_list)  # after uvicorn.Config, which sets up uvicorn's handlers

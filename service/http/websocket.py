@@ -29,10 +29,11 @@ from service.echo import clip
 from service.errors import BodyTimeoutError, MalformedPayloadError, ServerDrainingError
 from service.http.access import CLIENT_CLOSED, log_stream
 from service.http.errors import classify, log_level
+from service.http.inflight import InflightBytes
 from service.http.payloads import parse_npy
 from service.http.query import stream_parameters
 from service.http.request_io import CutShortError, unless
-from service.http.server import abort_connection, unsent_bytes
+from service.http.server import abort_connection, stream_message_bytes, unsent_bytes
 from service.http.state import ServiceState, state_of
 from service.runtime.audio_io import OutputFormat, pcm_bytes
 from service.runtime.serving import Vocoder
@@ -48,8 +49,9 @@ FORMATS = {"pcm16": OutputFormat.WAV16, "f32": OutputFormat.WAV32F}
 # Application close codes: 4000 + the HTTP status of the error (4000-4999 are the application's).
 CLOSE_BASE = 4000
 # Bytes of a stream's messages read ahead of the model (one more message may go past it): chunks of
-# frames are tens of kB, so this holds seconds of them without letting a fast client fill memory.
-READ_AHEAD_BYTES = 4 * 2**20
+# frames are tens of kB, so this holds seconds of them without letting a fast client fill memory. They
+# count against VOCOS_MAX_INFLIGHT_BYTES while they wait, as request bodies do.
+READ_AHEAD_BYTES = 2**20
 # The only text message a client sends is {"type": "end"}: a longer one is refused without parsing it.
 MAX_TEXT_MESSAGE = 256
 # RFC 6455's close code for a message too big: uvicorn's, for one over VOCOS_MAX_BODY_BYTES.
@@ -125,7 +127,7 @@ async def _converse(websocket: WebSocket, state: ServiceState, stream: AudioStre
     cheaper steps instead of one step per message. A client that leaves while its chunks compute stops
     them: the rest of their steps are not run.
     """
-    inbox = _Inbox(websocket, state.settings.stream_idle_timeout_s, stream)
+    inbox = _Inbox(websocket, state.settings.stream_idle_timeout_s, stream, state.inflight)
     try:
         while True:
             try:  # waiting for the client, or answering it: a disconnect or the drain deadline ends either
@@ -165,7 +167,7 @@ async def _answer(websocket: WebSocket, state: ServiceState, stream: AudioStream
             await _push(websocket, stream, fmt, arrays, first, timeout)
             raise message
         if message.get("type") == "websocket.disconnect":
-            # 1009: the WebSocket layer refused a message over VOCOS_MAX_BODY_BYTES, the client's error
+            # 1009: the WebSocket layer refused a message over stream_message_bytes, the client's error
             return "error" if message.get("code") == MESSAGE_TOO_BIG else "disconnected"
         try:  # a malformed message fails the stream, once the chunks before it are answered
             if message.get("bytes") is not None:
@@ -201,10 +203,11 @@ class _Inbox:
     while ``max_bytes`` of messages wait, so a client that sends faster than the model decodes is held
     back by TCP, not buffered here."""
 
-    def __init__(self, websocket: WebSocket, idle_s: float, stream: AudioStream,
+    def __init__(self, websocket: WebSocket, idle_s: float, stream: AudioStream, budget: InflightBytes,
                  max_bytes: int = READ_AHEAD_BYTES) -> None:
         self._queue: asyncio.Queue[tuple[float, Any]] = asyncio.Queue()
         self._bytes = 0
+        self._budget = budget  # the server's: waiting messages count against new requests, as bodies do
         self._max_bytes = max_bytes
         self._room = asyncio.Event()
         self._room.set()
@@ -220,6 +223,7 @@ class _Inbox:
                 self._queue.put_nowait((time.monotonic(), exc))
                 return
             self._bytes += _size(message)
+            self._budget.force_take(_size(message))  # it exists already
             if self._bytes >= self._max_bytes:
                 self._room.clear()
             self._queue.put_nowait((time.monotonic(), message))
@@ -245,7 +249,9 @@ class _Inbox:
         messages = [await self._queue.get()]
         while not self._queue.empty():
             messages.append(self._queue.get_nowait())
-        self._bytes -= sum(_size(m) for _, m in messages)
+        taken = sum(_size(m) for _, m in messages)
+        self._bytes -= taken
+        self._budget.release(taken)
         self._room.set()
         return messages
 
@@ -255,6 +261,8 @@ class _Inbox:
 
     def close(self) -> None:
         self._reader.cancel()
+        self._budget.release(self._bytes)
+        self._bytes = 0
 
 
 def _size(message: Any) -> int:
@@ -300,7 +308,7 @@ async def _send_start(websocket: WebSocket, stream: AudioStream, fmt: str) -> No
         "exact": ahead.frames == served.lookahead.frames,
         # The WebSocket layer's own limit (uvicorn's ws_max_size): a client splits its frames to fit, where
         # a larger message would be refused with 1009 while it is still being sent, a race with the close.
-        "max_message_bytes": state_of(websocket.app).settings.max_body_bytes,
+        "max_message_bytes": stream_message_bytes(state_of(websocket.app).settings),
     }).decode())
 
 

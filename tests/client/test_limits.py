@@ -1,6 +1,6 @@
-"""A stream message larger than the server takes (VOCOS_MAX_BODY_BYTES) would be refused by the server's
-WebSocket layer (close code 1009) while the client is still sending it, a race whose loser sees a reset
-connection instead. The server's start message gives the limit; the client splits larger pushes to fit."""
+"""A stream message larger than the server takes (VOCOS_MAX_BODY_BYTES here, below 1 MiB) would be refused
+by the server's WebSocket layer (close code 1009) while the client is still sending it, a race whose loser sees a
+reset connection instead. The server's start message gives the limit; the client splits larger pushes to fit."""
 
 from __future__ import annotations
 
@@ -69,11 +69,11 @@ def test_one_frame_larger_than_a_message_may_be_is_413_before_sending() -> None:
     with pytest.raises(VocosClientError) as caught:
         frame_messages(np.zeros((100, 3), np.float32), 300)
     assert (caught.value.status, caught.value.error) == (413, "payload_too_large")
-    assert "VOCOS_MAX_BODY_BYTES" in caught.value.message
+    assert "at most 300 (max_message_bytes)" in caught.value.message
 
 
 def test_a_message_the_websocket_layer_refuses_counts_as_an_error(server: ServerProcess) -> None:
-    """Close code 1009 (over VOCOS_MAX_BODY_BYTES) is the client's error, not a client that left."""
+    """Close code 1009 (over max_message_bytes) is the client's error, not a client that left."""
     sample = 'vocos_streams_total{model="mel",outcome="error",transport="websocket"}'
     before = server.metric(sample) if sample in httpx.get(f"{server.url}/metrics").text else 0.0
     with connect(server.url.replace("http", "ws") + "/stream/mel", max_size=None) as ws:

@@ -92,10 +92,19 @@ def test_mel_stream_in_f32_equals_the_offline_decode(client_for: Any, models: di
     np.testing.assert_allclose(audio, expected, atol=1e-5 * np.abs(expected).max())
 
 
-def test_the_start_message_gives_the_largest_message_the_server_takes(client_for: Any) -> None:
+def test_the_start_message_gives_the_largest_message_the_server_takes(client_for: Any,
+                                                                      base_settings: Settings) -> None:
+    """1 MiB, or the body limit if smaller: a message is held whole outside the byte budget before the
+    stream reads it, and at the 64 MiB body limit 64 streams could hold 4 GiB."""
+    from service.http.server import uvicorn_config
+
     with client_for(max_body_bytes=123456).websocket_connect("/stream/mel") as ws:
         start = json.loads(ws.receive_text())
     assert start["max_message_bytes"] == 123456
+    with client_for().websocket_connect("/stream/mel") as ws:
+        start = json.loads(ws.receive_text())
+    assert base_settings.max_body_bytes > 2**20 and start["max_message_bytes"] == 2**20
+    assert uvicorn_config(create_app(base_settings, {}), base_settings).ws_max_size == 2**20
 
 
 def test_encodec_stream_in_pcm16_infers_the_bandwidth_from_k(client_for: Any, models: dict[str, ServedModel]) -> None:
@@ -470,19 +479,25 @@ async def test_read_ahead_pauses_once_its_byte_budget_waits() -> None:
             self.read += 1
             return {"type": "websocket.receive", "bytes": b"\0" * 2**20}
 
+    from service.http.inflight import InflightBytes
+
     client = Flooding()
     never_too_long = types.SimpleNamespace(open_until=float("inf"))
-    inbox = _Inbox(client, idle_s=5, stream=never_too_long, max_bytes=3 * 2**20)  # type: ignore[arg-type]
+    server_budget = InflightBytes(2**30)
+    inbox = _Inbox(client, idle_s=5, stream=never_too_long, budget=server_budget,  # type: ignore[arg-type]
+                   max_bytes=3 * 2**20)
     try:
         for _ in range(20):
             await asyncio.sleep(0)
-        assert client.read == 3 and inbox.waiting_bytes == 3 * 2**20  # paused at the budget
-        assert len(await inbox.take()) == 3 and inbox.waiting_bytes == 0
+        assert client.read == 3 and inbox.waiting_bytes == 3 * 2**20  # paused at the read-ahead's bytes
+        assert server_budget.held == 3 * 2**20  # waiting, they count against new requests as bodies do
+        assert len(await inbox.take()) == 3 and inbox.waiting_bytes == 0 == server_budget.held
         for _ in range(20):
             await asyncio.sleep(0)
-        assert client.read == 6
+        assert client.read == 6 and server_budget.held == 3 * 2**20
     finally:
         inbox.close()
+    assert server_budget.held == 0  # what still waited is released with the stream
 
 
 class SlowSteps(ServedModel):
@@ -506,13 +521,14 @@ async def test_a_client_that_leaves_while_its_chunk_computes_stops_it(base_setti
     """Also after its end message: the server still watches for the client's disconnect while the last
     chunks compute."""
     slow = SlowSteps(models["mel"])
-    frames = 40 * 256  # one message of 40 engine steps (2 s)
+    frames = 8 * 256  # five messages of 8 engine steps each (2 s in all), within the 1 MiB a message may be
     async with live_server(base_settings, {**models, "mel": slow}) as server:
         engine = state_of(server.app).slots["mel"].engine
         slow.steps = 0  # not the warm-up's
         ws = await websockets.connect(f"ws://127.0.0.1:{server.port}/stream/mel", max_size=None)
         await ws.recv()
-        await ws.send(npy(np.zeros((slow.n_features, frames), np.float32)))
+        for _ in range(5):
+            await ws.send(npy(np.zeros((slow.n_features, frames), np.float32)))
         if ended:
             await ws.send(json.dumps({"type": "end"}))
         while slow.steps == 0:
@@ -529,12 +545,12 @@ async def test_a_client_that_leaves_while_its_chunk_computes_stops_it(base_setti
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize(("messages", "frames"), [(1, 40000), (40, 2000)])
+@pytest.mark.parametrize(("messages", "frames"), [(12, 2500), (40, 2000)])
 async def test_a_client_that_stops_reading_is_dropped_after_the_send_timeout(base_settings: Settings,
                                                                             models: dict[str, ServedModel],
                                                                             messages: int, frames: int) -> None:
-    """Without a bound, the audio of a client that reads nothing would pile up in the server's memory (one
-    20 MB answer: uvicorn's send returns at once below its buffer's high-water mark), or the server's next
+    """Without a bound, the audio of a client that reads nothing would pile up in the server's memory
+    (answers that uvicorn's send takes at once below its buffer's high-water mark), or the server's next
     send would wait for ever (many 1 MB answers: above it, uvicorn's send waits), its stream held open."""
     settings = settings_with(base_settings, send_timeout_s=1.0)
     async with live_server(settings, models) as server:
@@ -543,7 +559,7 @@ async def test_a_client_that_stops_reading_is_dropped_after_the_send_timeout(bas
         writer.write(b"GET /stream/mel HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                      b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
         assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
-        payload = npy(np.zeros((models["mel"].n_features, frames), np.float32))  # 20 MB of pcm16 answer in all
+        payload = npy(np.zeros((models["mel"].n_features, frames), np.float32))  # within the 1 MiB of a message
         mask = b"\0\0\0\0"  # a client's frames are masked; a zero key leaves the payload as it is
         for _ in range(messages):  # written into asyncio's buffer, not waited for: the server stops reading
             writer.write(bytes([0x82, 0x80 | 127]) + len(payload).to_bytes(8, "big") + mask + payload)
