@@ -54,13 +54,13 @@ CLOSE_BASE = 4000
 READ_AHEAD_BYTES = 2**20
 # The only text message a client sends is {"type": "end"}: a longer one is refused without parsing it.
 MAX_TEXT_MESSAGE = 256
-# RFC 6455's close code for a message too big: uvicorn's, for one over VOCOS_MAX_BODY_BYTES.
+# RFC 6455's close code for a message too big: uvicorn's, for one over stream_message_bytes.
 MESSAGE_TOO_BIG = 1009
 # Bytes of audio messages that may wait unsent (a client reading slower than real time for a moment)
 # before a stream waits for its client to catch up.
 UNSENT_BYTES = 4 * 2**20
 # The access log's status of a conversation that ended without an exception ("error": a message over
-# VOCOS_MAX_BODY_BYTES, refused by the WebSocket layer with 1009).
+# stream_message_bytes, refused by the WebSocket layer with 1009).
 _OUTCOME_STATUS = {"ok": 200, "error": 413, "disconnected": CLIENT_CLOSED}
 
 
@@ -211,6 +211,7 @@ class _Inbox:
         self._max_bytes = max_bytes
         self._room = asyncio.Event()
         self._room.set()
+        self._closed = False
         self.gone = asyncio.Event()  # set once the client's disconnect is read
         self._reader = asyncio.create_task(self._read(websocket, idle_s, stream))
 
@@ -219,6 +220,8 @@ class _Inbox:
             await self._room.wait()
             try:
                 message: Any = await _receive(websocket, idle_s, stream)
+                if self._closed:  # Python 3.11's wait_for drops a cancellation that meets a message
+                    return
             except Exception as exc:  # handed to the conversation, which raises it in its turn
                 self._queue.put_nowait((time.monotonic(), exc))
                 return
@@ -260,6 +263,7 @@ class _Inbox:
         return self._bytes
 
     def close(self) -> None:
+        self._closed = True
         self._reader.cancel()
         self._budget.release(self._bytes)
         self._bytes = 0

@@ -500,6 +500,37 @@ async def test_read_ahead_pauses_once_its_byte_budget_waits() -> None:
     assert server_budget.held == 0  # what still waited is released with the stream
 
 
+@pytest.mark.asyncio
+@pytest.mark.parametrize("turns", [0, 1, 2, 3])
+async def test_a_message_that_meets_the_inbox_close_is_not_counted_after_it(turns: int) -> None:
+    """Before Python 3.12 wait_for drops a cancellation that lands as its receive is done: the reader went
+    on, and counted bytes in the server's budget after close had released the stream's, for good."""
+    from service.http.inflight import InflightBytes
+    from service.http.websocket import _Inbox
+
+    class OneMessage:
+        def __init__(self) -> None:
+            self.pending: asyncio.Future[dict[str, Any]] | None = None
+
+        async def receive(self) -> dict[str, Any]:
+            self.pending = asyncio.get_running_loop().create_future()
+            return await self.pending
+
+    client, budget = OneMessage(), InflightBytes(2**30)
+    inbox = _Inbox(client, idle_s=30, stream=types.SimpleNamespace(open_until=float("inf")),  # type: ignore[arg-type]
+                   budget=budget)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert client.pending is not None
+    client.pending.set_result({"type": "websocket.receive", "bytes": b"\0" * 2**20})  # a chunk arrives...
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    inbox.close()  # ...as the conversation ends
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert budget.held == 0
+
+
 class SlowSteps(ServedModel):
     """A served model whose stream steps take 50 ms each and are counted."""
 
