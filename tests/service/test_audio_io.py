@@ -150,6 +150,19 @@ def test_a_wav_whose_data_chunk_declares_0_bytes_decodes_to_its_end(riff_size: i
         decode_audio(wav[: data_at + 4] + bytes(4), 16000, 10)
 
 
+def test_only_the_chunks_of_a_header_are_walked_for_a_data_chunk_of_0_bytes() -> None:
+    """A body of millions of empty chunks took seconds of Python to walk (libsndfile refuses it in
+    milliseconds): past the header's first chunks, a data chunk of 0 bytes is left as it is."""
+    wav = audio_file(tone(0.1, 16000), 16000, "WAV", "PCM_16")
+    data_at = wav.index(b"data")
+    junk = b"junk" + bytes(4)  # an empty chunk
+    body = bytearray(wav[:data_at] + junk * 20 + wav[data_at:])
+    at = body.index(b"data")
+    body[at + 4 : at + 8] = bytes(4)
+    with pytest.raises(InvalidInputError, match="no samples"):
+        decode_audio(bytes(body), 16000, 10)
+
+
 def test_many_channels_decode_in_blocks_of_bounded_memory() -> None:
     body = audio_file(np.zeros((65536, 256), np.float32), 24000, "WAV", "PCM_16")  # 32 MiB of 16-bit samples
     tracemalloc.start()
