@@ -48,7 +48,7 @@ class _Item:
         return int(self.inputs.shape[-1])
 
 
-_EWMA_ALPHA = 0.2
+EWMA_ALPHA = 0.2
 
 
 class BatchingEngine:
@@ -389,7 +389,7 @@ class BatchingEngine:
             self._in_flight = 0
             frames, self._in_flight_frames = self._in_flight_frames, 0
         if ok:
-            self._frame_seconds += _EWMA_ALPHA * (elapsed / max(1, frames) - self._frame_seconds)
+            self._frame_seconds += EWMA_ALPHA * (elapsed / max(1, frames) - self._frame_seconds)
         for item, outcome in zip(batch, outcomes, strict=True):
             if item.future.done():
                 continue  # its caller left (deadline or disconnect) while it ran

@@ -20,9 +20,12 @@ from typing import Any
 
 import torch
 
-from service.engine.engine import DeadlineExceededError, EngineStoppedError, QueueFullError
+from service.engine.engine import EWMA_ALPHA, DeadlineExceededError, EngineStoppedError, QueueFullError
 from service.engine.torch_thread import torch_thread
 from vocos_core.steps import Steps, advance, join
+
+# The weight a measured call keeps at each later one: as fast as the engine's moving averages forget.
+_DECAY = 1 - EWMA_ALPHA
 
 
 class SerialWorker:
@@ -37,7 +40,10 @@ class SerialWorker:
         self._slices: set[asyncio.Future[Any]] = set()
         self._waiting = 0
         self._admitted_size = 0.0  # the sizes of the calls admitted and not yet ended
-        self._seconds_per_size = 0.0  # measured, a moving average over the calls that ran to their end
+        # Seconds and sizes of the calls that ran to their end, each older call's weighed down by _DECAY:
+        # their ratio weighs a call by its size, so that a short call's fixed costs do not dominate.
+        self._measured_seconds = 0.0
+        self._measured_size = 0.0
         self._closed = False
 
     @property
@@ -63,7 +69,12 @@ class SerialWorker:
         """Seconds until the wait list has likely moved: the admitted calls' sizes at the measured seconds per
         unit of size (as the batching queue's frames). Work, not counts: one long upload costs what many short
         ones do."""
-        return max(1.0, math.ceil(self._admitted_size * self._seconds_per_size))
+        return max(1.0, math.ceil(self._admitted_size * self.seconds_per_size))
+
+    @property
+    def seconds_per_size(self) -> float:
+        """The measured seconds per unit of size (0 before any call ended)."""
+        return self._measured_seconds / self._measured_size if self._measured_size > 0 else 0.0
 
     async def run(self, make: Callable[..., Steps], *args: object, size: float = 1.0,
                   timeout: float | None = None) -> torch.Tensor:
@@ -136,10 +147,8 @@ class Analysis:
                     self._out.put_nowait(piece)
         finally:
             worker._turn.release()
-        rate = seconds / max(self.size, 1e-9)
-        # The first measurement stands alone; then a moving average.
-        worker._seconds_per_size = rate if worker._seconds_per_size == 0 else (
-            worker._seconds_per_size + 0.2 * (rate - worker._seconds_per_size))
+        worker._measured_seconds = _DECAY * worker._measured_seconds + seconds
+        worker._measured_size = _DECAY * worker._measured_size + self.size
 
     def _finished(self, task: asyncio.Future[None]) -> None:
         """The end of the pieces, for the reader: however the task ended, even before it started."""

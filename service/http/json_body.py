@@ -77,7 +77,8 @@ def _first_non_number(value: list[Any]) -> str | None:
 
 def serve() -> None:
     """The child's loop: 8-byte little-endian length + body in on stdin, 8-byte length + pickled
-    ``("ok", fields)`` or ``("error", message, malformed)`` out on stdout, until stdin closes."""
+    ``("ok", fields)``, ``("error", message, malformed)`` (the body's fault) or ``("failed", message)`` (ours)
+    out on stdout, until stdin closes."""
     os.nice(10)  # the server's event loop and model come first
     source, sink = sys.stdin.buffer, sys.stdout.buffer
     while header := source.read(8):

@@ -9,6 +9,7 @@ it dies or overruns a request's deadline (it is then killed, with that body).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import pickle
@@ -27,6 +28,10 @@ class JsonParser:
     def __init__(self) -> None:
         self._lock = asyncio.Lock()
         self._child: asyncio.subprocess.Process | None = None
+        # The child's last lines on stderr, read as they come (a full pipe would stall it): what a child
+        # that died (the kernel's OOM killer aside) said about it, for the error that reports its death.
+        self._stderr: collections.deque[str] = collections.deque(maxlen=5)
+        self._stderr_reader: asyncio.Task[None] | None = None
 
     async def load(self, body: bytes, timeout: float | None = None) -> dict[str, Any] | str:
         """The fields of ``body``; the wait for the child's turn counts against ``timeout`` too."""
@@ -48,8 +53,7 @@ class JsonParser:
                 self._kill()
                 raise
             except (asyncio.IncompleteReadError, BrokenPipeError, ConnectionResetError) as exc:
-                self._kill()
-                raise RuntimeError(f"the JSON parser process died: {exc!r}") from None
+                raise await self._death(exc) from None
 
     async def _exchange(self, body: bytes) -> tuple[Any, ...]:
         child = await self._started()
@@ -66,10 +70,30 @@ class JsonParser:
             env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
             self._child = await asyncio.create_subprocess_exec(
                 sys.executable, "-c", _CHILD, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                # Its failures come back as replies and are logged here; nothing of it bypasses the log's format.
-                stderr=asyncio.subprocess.DEVNULL, env=env,
+                # Its failures come back as replies, logged here; its stderr reaches the log only in the error
+                # that reports its death, in the log's own format.
+                stderr=asyncio.subprocess.PIPE, env=env,
             )
+            self._stderr.clear()
+            self._stderr_reader = asyncio.ensure_future(self._read_stderr(self._child))
         return self._child
+
+    async def _death(self, exc: BaseException) -> RuntimeError:
+        """The error of a child that died under an exchange (``exc``): its exit status and last words."""
+        child = self._child
+        self._kill()
+        said = ""
+        if child is not None:
+            code = await child.wait()
+            if self._stderr_reader is not None:
+                await asyncio.wait([self._stderr_reader], timeout=1)
+            said = f" (exit status {code}{': ' if self._stderr else ''}{' | '.join(self._stderr)})"
+        return RuntimeError(f"the JSON parser process died: {exc!r}{said}")
+
+    async def _read_stderr(self, child: asyncio.subprocess.Process) -> None:
+        assert child.stderr is not None
+        async for line in child.stderr:
+            self._stderr.append(line.decode(errors="replace").strip()[:300])
 
     def _kill(self) -> None:
         child, self._child = self._child, None
@@ -82,3 +106,5 @@ class JsonParser:
         self._kill()
         if child is not None:
             await child.wait()
+        if self._stderr_reader is not None:
+            await asyncio.wait([self._stderr_reader], timeout=1)

@@ -141,6 +141,8 @@ class BoundedH11Protocol(H11Protocol):
         if self._beyond_cap:  # a stream is no probe
             self._refuse(self.transport, len(self.connections) - 1)
             return
+        if isinstance(self.transport, _LingeringClose):  # a stream closes at once: its request had no body
+            self.transport = self.transport.raw
         super().handle_websocket_upgrade(event)
 
     def on_response_complete(self) -> None:
@@ -234,10 +236,11 @@ def _with_extensions(inner: Any, transport: Callable[[], asyncio.Transport], bey
 class UvicornNoise(logging.Filter):
     """Drops uvicorn's WARNING for each request that is no HTTP: a caller's mistake, which
     :meth:`BoundedH11Protocol.send_400_response` answers and logs at DEBUG; and uvicorn's line for each
-    WebSocket handshake, which the service's access line for the stream (``service.http.access``) replaces."""
+    WebSocket handshake accepted, which the service's access line for the stream (``service.http.access``)
+    replaces when it ends. uvicorn's line for a handshake refused before that (an unknown path) stays."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str) and record.msg.startswith('%s - "WebSocket %s"'):
+        if record.msg == '%s - "WebSocket %s" [accepted]':
             return False
         return record.getMessage() != "Invalid HTTP request received."
 

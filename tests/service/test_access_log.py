@@ -78,8 +78,21 @@ async def test_a_stream_is_logged_when_it_ends_with_its_status_and_samples(
     assert ok.fields["samples"] == json.loads(done)["samples"] > 0
     assert (missing.fields["status"], missing.fields["path"]) == (404, "/stream/mel?model=nope")
     assert missing.fields["request_id"] == refused["request_id"]
-    # uvicorn's own line for each handshake is dropped: the access line is the stream's one line
-    assert not [r for r in caplog.records if r.name == "uvicorn.error" and "WebSocket" in r.getMessage()]
+    # uvicorn's own line for each handshake accepted is dropped: the access line is the stream's one line
+    assert not [r for r in caplog.records if r.name == "uvicorn.error" and "[accepted]" in r.getMessage()]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("path", ["/stream/nope", "/stream/mel%0A"])
+async def test_a_handshake_refused_before_the_stream_begins_is_logged_too(
+        base_settings: Settings, models: dict[str, ServedModel], caplog: pytest.LogCaptureFixture, path: str) -> None:
+    caplog.set_level(logging.INFO)
+    async with live_server(base_settings, models) as server:
+        caplog.set_level(logging.INFO, "uvicorn.error")  # the test server's uvicorn logs warnings only
+        with pytest.raises(websockets.InvalidStatus):
+            await websockets.connect(f"ws://127.0.0.1:{server.port}{path}")
+    lines = [r.getMessage() for r in caplog.records if '"WebSocket ' in r.getMessage()]
+    assert len(lines) == 1 and lines[0].endswith(f'"WebSocket {path}" 403'), lines
 
 
 def test_json_lines_carry_the_fields_redacted_and_the_traceback() -> None:

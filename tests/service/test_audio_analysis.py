@@ -180,12 +180,12 @@ async def test_a_full_wait_list_asks_for_a_retry_after_the_work_admitted_at_its_
 
     worker = SerialWorker("features", 1, slice_s=0.0)
     await worker.run(counted, [], 20, size=10)  # 20 units of 5 ms: about 0.01 s per unit of size
-    assert 0.008 < worker._seconds_per_size < 0.05
+    assert 0.008 < worker.seconds_per_size < 0.05
     long = worker.start(counted, [], 400, size=200)  # about 2 s of work
     try:
         with pytest.raises(QueueFullError) as refused:
             worker.start(counted, [], 1, size=1)
-        assert refused.value.retry_after == pytest.approx(200 * worker._seconds_per_size, abs=1)
+        assert refused.value.retry_after == pytest.approx(200 * worker.seconds_per_size, abs=1)
         assert refused.value.retry_after >= 2
     finally:
         long.close()

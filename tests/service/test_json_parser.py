@@ -44,7 +44,7 @@ async def test_a_dead_child_fails_its_body_and_the_next_gets_a_fresh_one() -> No
         assert await parser.load(b'{"a": 1}', timeout=30) == {"a": 1}  # started again before use
         assert parser._child is not None
         parser._child.kill()  # not yet reaped: it dies under the next exchange, which fails
-        with pytest.raises(RuntimeError, match="died"):
+        with pytest.raises(RuntimeError, match=r"died: .*\(exit status -9\)"):
             await parser.load(b'{"a": 2}', timeout=30)
         assert await parser.load(b'{"a": 3}', timeout=30) == {"a": 3}
     finally:
@@ -101,3 +101,18 @@ async def test_a_failure_in_the_child_is_a_reply_not_a_traceback_on_its_stderr(m
     json_body.serve()
     reply = pickle.loads(sink.getvalue()[8:])
     assert reply == ("failed", "MemoryError: Unable to allocate 373. GiB")
+
+
+async def test_a_child_that_dies_is_reported_with_its_last_words_on_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its stderr is read as it comes and reaches the log only in the error reporting its death (it went
+    straight to the server's stderr, past the log's format)."""
+    from service.http import json_parser
+
+    dying = "import sys; sys.stdin.buffer.read(8); sys.stderr.write('boom: cannot allocate\\n'); sys.exit(3)"
+    monkeypatch.setattr(json_parser, "_CHILD", dying)
+    parser = JsonParser()
+    try:
+        with pytest.raises(RuntimeError, match=r"died: .*\(exit status 3: boom: cannot allocate\)"):
+            await parser.load(b'{"a": 1}', timeout=30)
+    finally:
+        await parser.close()
