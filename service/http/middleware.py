@@ -49,14 +49,18 @@ class RequestContextMiddleware:
         self.state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            if scope["type"] == "websocket":  # the stream's id, checked as a request's; the rest is its route's
-                if _CONTROL.search(scope.get("path", "")):
-                    await send({"type": "websocket.close", "code": 1008})  # the handshake is refused (403)
-                    return
-                scope.setdefault("state", {}).update(request_id=_request_id(scope))
+        if scope["type"] == "http":
+            await self._request(scope, receive, send)
+        elif scope["type"] == "websocket":  # the stream's id, checked as a request's; the rest is its route's
+            if _CONTROL.search(scope.get("path", "")):
+                await send({"type": "websocket.close", "code": 1008})  # the handshake is refused (403)
+                return
+            scope.setdefault("state", {}).update(request_id=_request_id(scope))
             await self.app(scope, receive, send)
-            return
+        else:
+            await self.app(scope, receive, send)
+
+    async def _request(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.monotonic()
         request_id = _request_id(scope)
         scope.setdefault("state", {}).update(request_id=request_id, started=started)
@@ -89,15 +93,21 @@ class RequestContextMiddleware:
                 await error_response(exc, request_id)(scope, receive, reply.send)
         finally:
             held.release_all()
-            if reply.started and not reply.complete and reply.status < 400:  # a streamed answer the client left
-                log.info("request %s %s: the client left before the streamed answer ended", request_id, path)
-                reply.status = CLIENT_CLOSED
-            ended = time.monotonic()
             if tracked:
                 self.state.metrics.inflight.dec()
-                self.state.metrics.observe_request(path, reply.status, ended - clock.body_end)
-            if self.state.settings.access_log:
-                log_request(scope, reply.status, ended - started, reply.body_bytes, request_id)
+            self._record(scope, reply, started, clock.body_end, tracked)
+
+    def _record(self, scope: Scope, reply: _Reply, started: float, body_end: float, tracked: bool) -> None:
+        """The request's status in the metrics (latency from its body's end) and the access log."""
+        path = scope.get("path", "")
+        if reply.started and not reply.complete and reply.status < 400:  # a streamed answer the client left
+            log.info("request %s %s: the client left before the streamed answer ended", reply.request_id, path)
+            reply.status = CLIENT_CLOSED
+        ended = time.monotonic()
+        if tracked:
+            self.state.metrics.observe_request(path, reply.status, ended - body_end)
+        if self.state.settings.access_log:
+            log_request(scope, reply.status, ended - started, reply.body_bytes, reply.request_id)
 
     def _authenticate(self, scope: Scope, path: str) -> None:
         if requires_key(path, self.state.settings):
