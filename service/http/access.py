@@ -8,10 +8,9 @@ time. The path and query go through the log's redaction (``service.runtime.logs`
 from __future__ import annotations
 
 import logging
-from typing import Any, cast
+import urllib.parse
 
 from starlette.types import Scope
-from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
 access_log = logging.getLogger("service.access")
 # Status recorded for a request whose client left before its answer was complete (nginx's convention).
@@ -45,6 +44,16 @@ def log_stream(scope: Scope, status: int, seconds: float, samples: int, request_
 
 
 def _client_and_target(scope: Scope) -> tuple[str, str]:
-    """``host:port`` of the client and the quoted path with its query, as uvicorn's access lines had them."""
-    typed = cast(Any, scope)  # uvicorn's helpers are typed for its own scope TypedDicts
-    return get_client_addr(typed), get_path_with_query_string(typed)
+    """``host:port`` of the client and the quoted path with its query, as uvicorn's access lines had them,
+    from any ASGI server's scope: a test client's ``client`` may be ``("testclient", None)`` or absent, which
+    uvicorn's own helpers fail on."""
+    client = scope.get("client")
+    if isinstance(client, (tuple, list)) and len(client) == 2 and isinstance(client[1], int):
+        address = f"{client[0]}:{client[1]}"
+    else:
+        address = str(client[0]) if isinstance(client, (tuple, list)) and client else "-"
+    target = urllib.parse.quote(str(scope.get("path", "")))
+    query = scope.get("query_string", b"")
+    if query:
+        target += "?" + bytes(query).decode("latin-1")
+    return address, target

@@ -119,3 +119,16 @@ def test_log_format_and_access_log_are_settings(base_settings: Settings) -> None
     assert (settings.log_format, settings.access_log) == ("json", False)
     with pytest.raises(ValueError, match="log_format"):
         settings_with(base_settings, log_format="xml")
+
+
+@pytest.mark.parametrize(("client", "shown"), [
+    (("10.0.3.7", 51234), "10.0.3.7:51234"), (["testclient", 50000], "testclient:50000"),
+    (("testclient", None), "testclient"), (None, "-"), ((), "-"),
+])
+def test_any_asgi_servers_client_is_shown(client: object, shown: str) -> None:
+    """schemathesis's test client gives ("testclient", None), on which uvicorn's helper raised inside the
+    middleware's recording, replacing the answer with a 500."""
+    from service.http.access import _client_and_target
+
+    scope = {"type": "http", "client": client, "path": "/a b", "query_string": b"x=1"}
+    assert _client_and_target(scope) == (shown, "/a%20b?x=1")
