@@ -234,7 +234,7 @@ class _Reply:
                 last = start + SEND_CHUNK_BYTES >= len(body)
                 chunk = body[start : start + SEND_CHUNK_BYTES]
                 await self._bounded({"type": "http.response.body", "body": chunk, "more_body": more or not last})
-                self.body_bytes += len(chunk)
+                self.body_bytes += 0 if self.scope.get("method") == "HEAD" else len(chunk)  # uvicorn drops HEAD's
             if not body:
                 await self._bounded(message)
             self.complete = not more

@@ -51,6 +51,16 @@ async def test_each_request_is_logged_once_with_its_id_status_duration_and_size(
 
 
 @pytest.mark.asyncio
+async def test_a_head_answer_is_logged_with_the_body_it_sent_none(
+        make_app: AppFactory, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "service.access")
+    async with make_app() as h:
+        assert (await h.client.head("/healthz")).status_code == 200
+    (record,) = access_records(caplog)
+    assert (record.fields["method"], record.fields["bytes"]) == ("HEAD", 0)
+
+
+@pytest.mark.asyncio
 async def test_the_access_log_is_off_with_its_setting(make_app: AppFactory, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "service.access")
     async with make_app(access_log=False) as h:
