@@ -27,7 +27,7 @@ from service.engine.torch_thread import idle_within, torch_thread
 from service.http.app import create_app
 from service.http.server import GRACE_AFTER_DRAIN_S, bound_sockets, uvicorn_config
 from service.http.state import ServiceState, state_of
-from service.runtime.logs import configure_logging
+from service.runtime.logs import configure_logging, stopping
 from service.runtime.memory import bound_memory_growth
 from service.runtime.models import StartupError, load_models
 from service.settings import Settings, unknown_variables
@@ -112,8 +112,8 @@ class DrainingServer(uvicorn.Server):
         try:
             await super().startup(sockets)
         except OSError as exc:  # the port was only bound during the load: another server took it meanwhile
-            print(f"vocos-serve: cannot listen on {self.config.host or '*'}:{self.config.port} (VOCOS_HOST, "
-                  f"VOCOS_PORT): {exc.strerror or exc}", file=sys.stderr)
+            stopping(f"cannot listen on {self.config.host or '*'}:{self.config.port} (VOCOS_HOST, VOCOS_PORT): "
+                     f"{exc.strerror or exc}")
             await self.lifespan.shutdown()
             sys.exit(1)
         if self.should_exit:
@@ -184,11 +184,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StartupError as exc:
         for sock in sockets:
             sock.close()
-        print(f"vocos-serve: {exc}", file=sys.stderr)
+        stopping(str(exc))
         return 1
     except (_Stopped, KeyboardInterrupt) as stop:  # the load cannot be interrupted: leave without it
         signum = stop.signum if isinstance(stop, _Stopped) else signal.SIGINT
-        print(f"vocos-serve: stopped by {signal.Signals(signum).name} while loading the models", file=sys.stderr)
+        stopping(f"stopped by {signal.Signals(signum).name} while loading the models")
         logging.shutdown()
         os._exit(128 + signum)
     serve(create_app(settings, models), settings, sockets)

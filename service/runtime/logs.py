@@ -12,6 +12,7 @@ import functools
 import json
 import logging
 import re
+import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -24,6 +25,7 @@ _SECRET_NAME = re.compile(r"(?i)key|token|secret|password|passwd|auth|signature|
 
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_json_lines = False  # the format configure_logging set: the process's logging is one, as its stderr is
 
 
 def configure_logging(level: str, fmt: str = "text") -> None:
@@ -33,6 +35,8 @@ def configure_logging(level: str, fmt: str = "text") -> None:
     stderr = logging.StreamHandler()
     stderr.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     logging.basicConfig(level=name, handlers=[stderr])
+    global _json_lines
+    _json_lines = fmt == "json"
     # huggingface_hub attaches a bare StreamHandler to its logger when imported, and its records also
     # propagate to the root: each would print twice. Imported here so that its handler exists to remove.
     import huggingface_hub  # noqa: F401
@@ -43,6 +47,15 @@ def configure_logging(level: str, fmt: str = "text") -> None:
     # The multipart parser warns about each malformed upload; the server answers those 400 and logs a
     # caller's mistakes at DEBUG, so its warnings are shown at debug level only.
     logging.getLogger("python_multipart").setLevel(logging.DEBUG if name == "DEBUG" else logging.ERROR)
+
+
+def stopping(message: str) -> None:
+    """The one line that says why the server stops (after :func:`configure_logging`): ``vocos-serve: message``
+    alone as text, for a person; a CRITICAL record as JSON, for a collector."""
+    if _json_lines:
+        logging.getLogger("service").critical(message)
+    else:
+        print(f"vocos-serve: {message}", file=sys.stderr)
 
 
 def redact(text: str, secrets: Sequence[str] = ()) -> str:

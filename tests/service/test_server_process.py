@@ -77,12 +77,25 @@ def test_json_logs_are_one_object_per_line_uvicorns_and_the_access_lines_include
         response = httpx.post(f"{server.url}/decode/mel", content=npy_bytes(np.zeros((100, 9), np.float32) - 5),
                               headers={**NPY, "x-request-id": "json-1"}, timeout=30)
         assert response.status_code == 200, response.text
+        deadline = time.monotonic() + 10  # the access line is written once the answer's last byte is sent
+        while '"request_id": "json-1"' not in server.output() and time.monotonic() < deadline:
+            time.sleep(0.02)
     finally:
-        server.stop()
+        server.stop()  # SIGKILL: what was not written by now never will be
     entries = [json.loads(line) for line in server.output().splitlines()]  # every line is one object
     assert {"uvicorn.error", "service", "service.access"} <= {e["logger"] for e in entries}
     access = [e for e in entries if e.get("request_id") == "json-1"]
     assert [(a["path"], a["status"], a["bytes"]) for a in access] == [("/decode/mel", 200, len(response.content))]
+
+
+def test_with_json_logs_the_line_that_says_why_the_server_stops_is_json_too(tmp_path: Path) -> None:
+    """It was a plain "vocos-serve: ..." line among JSON ones, the line a collector most needs in a crash loop."""
+    result = subprocess.run([sys.executable, "-m", "service", "--mel-model", str(tmp_path / "missing"),
+                             "--encodec-model", "none", "--log-format", "json"],
+                            env=clean_env(), capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 1
+    entries = [json.loads(line) for line in result.stderr.splitlines()]  # every line is one object
+    assert entries[-1]["level"] == "CRITICAL" and entries[-1]["message"].startswith("cannot load the mel model")
 
 
 def test_unobtainable_model_fails_at_start_with_one_line(tmp_path: Path) -> None:
