@@ -44,6 +44,7 @@ class SerialWorker:
         # their ratio weighs a call by its size, so that a short call's fixed costs do not dominate.
         self._measured_seconds = 0.0
         self._measured_size = 0.0
+        self._running_spent = 0.0  # compute seconds of the call running now, so far
         self._closed = False
 
     @property
@@ -68,8 +69,8 @@ class SerialWorker:
     def retry_after(self) -> float:
         """Seconds until the wait list has likely moved: the admitted calls' sizes at the measured seconds per
         unit of size (as the batching queue's frames). Work, not counts: one long upload costs what many short
-        ones do."""
-        return max(1.0, math.ceil(self._admitted_size * self.seconds_per_size))
+        ones do. The running call's seconds so far are taken off: the estimate counts down as it computes."""
+        return max(1.0, math.ceil(self._admitted_size * self.seconds_per_size - self._running_spent))
 
     @property
     def seconds_per_size(self) -> float:
@@ -143,10 +144,12 @@ class Analysis:
                     raise asyncio.CancelledError
                 done, pieces, spent = await self._slice()
                 seconds += spent
+                worker._running_spent = seconds
                 for piece in pieces:
                     self._out.put_nowait(piece)
         finally:
             worker._turn.release()
+            worker._running_spent = 0.0
         worker._measured_seconds = _DECAY * worker._measured_seconds + seconds
         worker._measured_size = _DECAY * worker._measured_size + self.size
 

@@ -110,9 +110,10 @@ async def warm_up(state: ServiceState) -> None:
             if not served.audio_path.available:
                 log.info("warm-up: skipped the %s audio-in path, unavailable until its weights load", name)
                 continue
-            silence = np.zeros(served.sample_rate // 10, dtype=np.float32)
+            # 2 s: longer than one of the EnCodec encoder's chunks (1.3 s), so that its time per sample, the
+            # wait list's first estimate, is not mostly a short call's fixed costs (0.1 s made it 6 times too long).
+            silence = np.zeros(2 * served.sample_rate, dtype=np.float32)
             bandwidth_id = 0 if served.bandwidths else None
-            # Its time per sample is the wait list's first estimate (an overestimate: fixed costs of a short call).
             await slot.features.run(served.analysis, silence, bandwidth_id, size=silence.size)
     except asyncio.CancelledError:
         raise

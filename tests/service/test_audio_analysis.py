@@ -187,6 +187,10 @@ async def test_a_full_wait_list_asks_for_a_retry_after_the_work_admitted_at_its_
             worker.start(counted, [], 1, size=1)
         assert refused.value.retry_after == pytest.approx(200 * worker.seconds_per_size, abs=1)
         assert refused.value.retry_after >= 2
+        await wait_until(lambda: worker._running_spent > 0.6 * 200 * worker.seconds_per_size, timeout=10)
+        with pytest.raises(QueueFullError) as later:  # it counts down as the running call computes
+            worker.start(counted, [], 1, size=1)
+        assert later.value.retry_after < refused.value.retry_after
     finally:
         long.close()
     await wait_until(lambda: worker.waiting == 0, timeout=5)
