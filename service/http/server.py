@@ -158,9 +158,12 @@ class BoundedH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
     def linger(self, transport: asyncio.Transport) -> bool:
-        """Begin a lingering close of ``transport`` (:data:`LINGER_S`) when the client is still sending a
+        """Begin a lingering close of ``transport`` (:data:`LINGER_S`) when the client may still be sending a
         body; False when a plain close will do."""
-        if self.conn.their_state is not h11.SEND_BODY or transport.is_closing() or not transport.can_write_eof():
+        # SEND_BODY: the body was not read; ERROR: h11 failed on it (a body framed both ways that is no chunked
+        # body), and its 400 is being sent with the rest unread.
+        if self.conn.their_state not in (h11.SEND_BODY, h11.ERROR) or transport.is_closing() \
+                or not transport.can_write_eof():
             return False
         transport.write_eof()  # after what is buffered: the answer reaches the client whole, then its end
         transport.resume_reading()  # uvicorn pauses reading a body that no one reads

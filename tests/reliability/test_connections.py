@@ -70,6 +70,22 @@ async def test_a_request_framed_both_ways_is_refused_and_its_connection_closed(m
         conn.close()
 
 
+async def test_a_body_framed_both_ways_that_is_no_chunked_body_is_answered_not_reset(make_live) -> None:
+    """A smuggling client frames its body by the length: h11, reading it as chunked, fails on it and answers
+    its own 400. Closed with the rest unread, the connection was reset and the client lost that answer too;
+    the close now lingers for it as for a refusal before the body."""
+    async with make_live() as server:
+        conn = await RawConnection.open(server.port)
+        body = b"hello\r\nworld\r\n" + b"\0" * 2_000_000
+        sending = asyncio.ensure_future(
+            conn.send(http_request("POST", "/decode/mel", body, [("transfer-encoding", "chunked"), NPY])))
+        await asyncio.sleep(0.2)  # the client is still writing its body when the answer comes
+        status, data = await conn.read_response(timeout=10)
+        await asyncio.wait_for(sending, 10)
+        assert status == 400 and b"connection: close" in data.lower(), data[:300]
+        conn.close()
+
+
 async def test_a_kept_alive_connection_gets_the_header_timeout_again(make_live) -> None:
     async with make_live(header_timeout_s=0.5) as server:
         conn = await RawConnection.open(server.port)
