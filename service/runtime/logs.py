@@ -35,6 +35,7 @@ def configure_logging(level: str, fmt: str = "text") -> None:
     stderr = logging.StreamHandler()
     stderr.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     logging.basicConfig(level=name, handlers=[stderr])
+    logging.captureWarnings(True)  # a library's warnings.warn is a record too, in the format, not a bare line
     global _json_lines
     _json_lines = fmt == "json"
     # huggingface_hub attaches a bare StreamHandler to its logger when imported, and its records also

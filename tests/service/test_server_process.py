@@ -88,6 +88,15 @@ def test_json_logs_are_one_object_per_line_uvicorns_and_the_access_lines_include
     assert [(a["path"], a["status"], a["bytes"]) for a in access] == [("/decode/mel", 200, len(response.content))]
 
 
+def test_a_librarys_warning_is_a_json_record_too() -> None:
+    code = ("from service.runtime.logs import configure_logging; configure_logging('info', 'json'); "
+            "import warnings; warnings.warn('a library warns')")
+    result = subprocess.run([sys.executable, "-c", code], env=clean_env(), capture_output=True, text=True,
+                            timeout=60, check=True)
+    (entry,) = [json.loads(line) for line in result.stderr.splitlines()]
+    assert entry["logger"] == "py.warnings" and "a library warns" in entry["message"]
+
+
 def test_with_json_logs_the_line_that_says_why_the_server_stops_is_json_too(tmp_path: Path) -> None:
     """It was a plain "vocos-serve: ..." line among JSON ones, the line a collector most needs in a crash loop."""
     result = subprocess.run([sys.executable, "-m", "service", "--mel-model", str(tmp_path / "missing"),
