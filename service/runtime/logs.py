@@ -1,9 +1,9 @@
 """The process's logging: one handler, on the root logger, through which every record passes once;
 and secrets kept out of it: query parameters that carry credentials, and the configured API keys.
 
-uvicorn's access log writes every request's path with its query string, so a client that sends its
-key as ``?api_key=...`` (a habit from other APIs; this service reads keys only from the
-Authorization header) would have it written verbatim.
+The access log (``service.http.access``) writes every request's path with its query string, so a
+client that sends its key as ``?api_key=...`` (a habit from other APIs; this service reads keys only
+from the Authorization header) would have it written verbatim.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 REDACTED = "***"
-# A query parameter (name and value), and the names whose values are credentials, whatever the API that
-# named them. Two patterns, each linear: one with the words inside the name's repeat backtracked
-# quadratically on a long run of them without "=" (300 ms per 16 KB line on the event loop, for anyone).
+# A query parameter (its name, then its value), and the names whose values are credentials, whatever the
+# API that named them. Two patterns, each linear: a single one with the words inside the name's repeat
+# backtracked quadratically on a long run of them without "=" (300 ms per 16 KB line, for anyone).
 _QUERY_PARAM = re.compile(r"([?&])([^?&=#\s\"]*)=[^&#\s\"]*")
 _SECRET_NAME = re.compile(r"(?i)key|token|secret|password|passwd|auth|signature|credential")
 
