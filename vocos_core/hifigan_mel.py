@@ -27,7 +27,7 @@ from torch import nn
 
 from .config import HiFiGANMelSpectrogramFeaturesConfig
 from .feature_extractors import SpectrogramWindow
-from .spectral_ops import Float32Buffers, min_stft_samples, pad_for_stft
+from .spectral_ops import Float32Buffers, pad_for_stft
 
 # librosa's Slaney mel scale: linear below 1 kHz (200/3 Hz per mel), logarithmic above.
 _F_SP = 200.0 / 3
@@ -107,10 +107,6 @@ class HiFiGANMelSpectrogramFeatures(nn.Module):
             return samples // cfg.hop_length + 1
         pad = (cfg.n_fft - cfg.hop_length) // 2
         return (samples + 2 * pad - cfg.n_fft) // cfg.hop_length + 1
-
-    def min_samples(self) -> int:
-        """Shortest input: reflect padding needs more samples than it pads, and one full frame."""
-        return min_stft_samples(self.config.n_fft, self.config.hop_length, self.config.padding)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         """``(B, S)`` -> ``(B, n_mels, T)`` float32, T = :meth:`num_frames` (S)."""

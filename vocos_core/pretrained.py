@@ -117,10 +117,8 @@ class Vocos(nn.Module):
         """Shortest audio the feature extractor accepts (reflect padding needs more samples than it pads, and
         the padded audio one whole window)."""
         fe = self.config.feature_extractor
-        if isinstance(fe, MelSpectrogramFeaturesConfig):
+        if isinstance(fe, (MelSpectrogramFeaturesConfig, HiFiGANMelSpectrogramFeaturesConfig)):
             return min_stft_samples(fe.n_fft, fe.hop_length, fe.padding)
-        if isinstance(self.feature_extractor, HiFiGANMelSpectrogramFeatures):
-            return self.feature_extractor.min_samples()
         return 1
 
     @property
