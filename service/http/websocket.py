@@ -93,12 +93,13 @@ async def _serve(websocket: WebSocket, kind: str) -> None:
         outcome, status = "disconnected", CLIENT_CLOSED
         raise
     except Exception as exc:  # every failure is told to the client, then the connection closes
-        status = classify(exc, request_id)[0]
+        classified = classify(exc, request_id)
+        status = classified[0]
         if stream is not None:
             stream.close("error")  # counted before the client hears of it
         else:  # refused before it began
             state.metrics.streams_refused.labels(websocket.url.path, str(status)).inc()
-        await _send_error(websocket, exc, request_id)
+        await _send_error(websocket, exc, request_id, classified)
     finally:
         if stream is not None:
             stream.close(outcome)
@@ -342,8 +343,10 @@ async def _sent(websocket: WebSocket, sending: Awaitable[None]) -> None:
         raise WebSocketDisconnect(1006) from None
 
 
-async def _send_error(websocket: WebSocket, exc: BaseException, request_id: str) -> None:
-    status, error_type, message, headers = classify(exc, request_id)
+async def _send_error(websocket: WebSocket, exc: BaseException, request_id: str,
+                      classified: tuple[int, str, str, dict[str, str]]) -> None:
+    """``exc``, :func:`classify`'d as ``classified``, logged, then told to the client and the connection closed."""
+    status, error_type, message, headers = classified
     log.log(log_level(exc, status), "stream %s: %d %s", request_id, status, exc)
     if status == 500:
         log.error("stream %s failed", request_id, exc_info=exc)
