@@ -107,8 +107,7 @@ class BoundedH11Protocol(H11Protocol):
         log.warning("request %s: refused a connection: %d open (VOCOS_MAX_CONNECTIONS)", request_id, open_before)
         body = json.dumps(error_body("unavailable", BUSY_MESSAGE, request_id)).encode()
         transport.write(_BUSY % (request_id.encode(), len(body), body))
-        # At once, not lingering: the connection is one too many, and it was answered outside h11.
-        (transport.raw if isinstance(transport, _LingeringClose) else transport).close()
+        transport.close()  # the raw transport: at once, not lingering (one too many, answered outside h11)
         if self.on_refused is not None:
             self.on_refused()
 
@@ -138,11 +137,11 @@ class BoundedH11Protocol(H11Protocol):
     def handle_websocket_upgrade(self, event: Any) -> None:
         # The connection becomes a WebSocket (a stream): its messages have the stream's idle timeout.
         self._disarm_header_timer()
+        if isinstance(self.transport, _LingeringClose):  # a stream closes at once: its request had no body
+            self.transport = self.transport.raw
         if self._beyond_cap:  # a stream is no probe
             self._refuse(self.transport, len(self.connections) - 1)
             return
-        if isinstance(self.transport, _LingeringClose):  # a stream closes at once: its request had no body
-            self.transport = self.transport.raw
         super().handle_websocket_upgrade(event)
 
     def on_response_complete(self) -> None:
