@@ -41,6 +41,12 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # Response bodies go out in pieces of this size, each awaited: a client that stops reading then holds
 # one piece in the server's write buffer, not the whole response.
 SEND_CHUNK_BYTES = 256 * 1024
+# An answer sent before its request's body was read to the end (a refusal: 413, 401, 503): uvicorn kept the
+# connection alive and read the rest of the body to drop it, until the header timeout closed the connection
+# with no word to a client that may have sent its next request on it. As in Go's net/http, a declared body of at
+# most this many bytes is still dropped that way, the connection kept; after a longer or chunked one the
+# answer says Connection: close, and the close lingers (service.http.server.LINGER_S).
+DRAIN_BODY_BYTES = 256 * 1024
 
 
 class RequestContextMiddleware:
@@ -65,8 +71,8 @@ class RequestContextMiddleware:
         request_id = _request_id(scope)
         scope.setdefault("state", {}).update(request_id=request_id, started=started)
         path = scope.get("path", "")
-        held, clock = _HeldBytes(self.state), _BodyClock(started)
-        reply = _Reply(scope, send, request_id, held, self.state.settings.send_timeout_s)
+        held, clock = _HeldBytes(self.state), _BodyClock(scope, started)
+        reply = _Reply(scope, send, request_id, held, self.state.settings.send_timeout_s, clock)
         tracked = path in ENDPOINTS
         if tracked:
             self.state.metrics.inflight.inc()
@@ -144,19 +150,30 @@ class SendTimeoutError(Exception):
 
 class _BodyClock:
     """When the request's body had all arrived (its headers' time until then): a request's latency runs from
-    there, so that a client's slow upload is not counted as the server's time."""
+    there, so that a client's slow upload is not counted as the server's time. And whether what is left of it
+    is short enough to be dropped after an early answer with the connection kept (:data:`DRAIN_BODY_BYTES`)."""
 
-    def __init__(self, started: float) -> None:
+    def __init__(self, scope: Scope, started: float) -> None:
         self.body_end = started
+        length = (_header(scope, b"content-length") or "0").strip()
+        declared = int(length) if length.isdigit() and _header(scope, b"transfer-encoding") is None else None
+        self.received = declared == 0
+        self.droppable = declared is not None and declared <= DRAIN_BODY_BYTES
 
     def timing(self, receive: Receive) -> Receive:
         async def timed() -> Message:
             message = await receive()
             if message["type"] == "http.request" and not message.get("more_body", False):
                 self.body_end = time.monotonic()
+                self.received = True
             return message
 
         return timed
+
+    @property
+    def keeps_connection(self) -> bool:
+        """Whether an answer sent now may keep the connection (:data:`DRAIN_BODY_BYTES`)."""
+        return self.received or self.droppable
 
 
 class _HeldBytes:
@@ -210,8 +227,9 @@ class _Reply:
     """The response side: adds the request id, counts the body against the byte budget, and sends it
     in chunks, each bounded by the send deadline, so a client that stops reading is cut off."""
 
-    def __init__(self, scope: Scope, send: Send, request_id: str, held: _HeldBytes, timeout_s: float) -> None:
-        self.scope, self._send, self.request_id, self.held = scope, send, request_id, held
+    def __init__(self, scope: Scope, send: Send, request_id: str, held: _HeldBytes, timeout_s: float,
+                 body: _BodyClock) -> None:
+        self.scope, self._send, self.request_id, self.held, self.body = scope, send, request_id, held, body
         self.timeout_s = timeout_s
         self.deadline = math.inf
         self.status = CLIENT_CLOSED
@@ -225,6 +243,8 @@ class _Reply:
             self.started = True
             self.deadline = time.monotonic() + self.timeout_s
             headers = [*message.get("headers", []), (b"x-request-id", self.request_id.encode())]
+            if not self.body.keeps_connection and not any(k.lower() == b"connection" for k, _ in headers):
+                headers.append((b"connection", b"close"))
             await self._bounded({**message, "headers": headers})
         elif message["type"] == "http.response.body":
             body = message.get("body", b"")

@@ -14,7 +14,8 @@ import pytest
 from reliability_helpers import RawConnection, http_request
 from service_helpers import wait_until
 
-from service.http.server import PROBE_HEADROOM
+from service.http.middleware import DRAIN_BODY_BYTES
+from service.http.server import LINGER_S, PROBE_HEADROOM
 from service.testing import npy_bytes
 
 pytestmark = pytest.mark.asyncio
@@ -198,6 +199,45 @@ async def test_a_refusal_before_the_body_reaches_a_client_that_sends_its_whole_b
             conn.close()
         holder.close()
         await wait_until(lambda: server.state.inflight.held == 0)
+
+
+async def test_an_early_answer_to_a_long_body_says_connection_close_and_lingers(make_live) -> None:
+    """The 413 for a declared 1 GB body said nothing of the connection, which stayed open while uvicorn read and
+    dropped the body, until the header timeout (10 s) closed it: a client may have sent its next request on it.
+    The answer now says Connection: close, the end of the server's side follows it, and the rest of the body is
+    read only for the lingering close: the connection is gone LINGER_S later."""
+    async with make_live(max_body_bytes=1024 * 1024) as server:
+        conn = await RawConnection.open(server.port)
+        head = http_request("POST", "/decode/mel", b"", [NPY], length=False).rstrip(b"\r\n")
+        await conn.send(head + b"\r\nContent-Length: 1000000000\r\n\r\n")
+
+        async def keep_sending() -> None:  # 6.5 MB/s: the gigabyte would take minutes
+            while True:
+                await conn.send(b"\0" * 65536)
+                await asyncio.sleep(0.01)
+
+        sending = asyncio.ensure_future(keep_sending())
+        status, data = await conn.read_response(timeout=10)  # everything until the end of the server's side
+        assert status == 413 and b"connection: close" in data.lower(), data[:300]
+        with pytest.raises(ConnectionError):
+            await asyncio.wait_for(sending, LINGER_S + 10)
+        conn.close()
+
+
+async def test_an_early_answer_to_a_short_body_keeps_the_connection(make_live) -> None:
+    """A body of at most DRAIN_BODY_BYTES declared is dropped after the answer, as before, and the connection
+    serves the next request."""
+    async with make_live(api_keys="k1") as server:
+        conn = await RawConnection.open(server.port)
+        body = b"\0" * DRAIN_BODY_BYTES
+        await conn.send(http_request("POST", "/decode/mel", body, [NPY]))  # no key: 401 before the body is read
+        head = await asyncio.wait_for(conn.reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 401") and b"connection: close" not in head.lower(), head
+        length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))  # type: ignore[union-attr]
+        await asyncio.wait_for(conn.reader.readexactly(length), 10)
+        await conn.send(http_request("GET", "/healthz"))
+        assert await conn.read_status(timeout=10) == 200
+        conn.close()
 
 
 async def test_a_response_never_read_is_dropped_at_the_send_timeout(make_live, caplog) -> None:
