@@ -113,7 +113,8 @@ async def test_a_child_that_dies_is_reported_with_its_last_words_on_stderr(monke
     monkeypatch.setattr(json_parser, "_CHILD", dying)
     parser = JsonParser()
     try:
-        with pytest.raises(RuntimeError, match=r"died: .*\(exit status 3: boom: cannot allocate\)"):
+        # 3, or 255 when asyncio's child watcher finds the process reaped already (it logs a warning; a CI run saw it)
+        with pytest.raises(RuntimeError, match=r"died: .*\(exit status (3|255): boom: cannot allocate\)"):
             await parser.load(b'{"a": 1}', timeout=30)
     finally:
         await parser.close()
