@@ -23,7 +23,7 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import SecretStr, ValidationError
 
-from service.engine.torch_thread import idle_within, torch_thread
+from service.engine.torch_thread import hand_over_promptly, idle_within, torch_thread
 from service.http.app import create_app
 from service.http.server import GRACE_AFTER_DRAIN_S, bound_sockets, uvicorn_config
 from service.http.state import ServiceState, state_of
@@ -176,6 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for warning in unknown_variables(os.environ):
         log.warning(warning)
     bound_memory_growth()  # before any model runs
+    hand_over_promptly()
     sockets: list[socket.socket] = []
     try:
         sockets = bound_sockets(settings.host, settings.port)  # found now, not after minutes of loading models
