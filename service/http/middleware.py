@@ -97,6 +97,8 @@ class RequestContextMiddleware:
             log.exception("request %s %s failed", request_id, path)
             if not reply.started:
                 await error_response(exc, request_id)(scope, receive, reply.send)
+            else:  # the answer broke off on our side, not the client's: not a 499
+                reply.status = 500
         finally:
             held.release_all()
             if tracked:

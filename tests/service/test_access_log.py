@@ -7,11 +7,13 @@ import io
 import json
 import logging
 import sys
+from collections.abc import AsyncIterator
 
+import httpx
 import numpy as np
 import pytest
 import websockets
-from service_helpers import AppFactory, live_server, settings_with
+from service_helpers import AppFactory, live_server, settings_with, wait_until
 
 from service.runtime.logs import JsonFormatter, RedactSecrets
 from service.runtime.models import ServedModel
@@ -48,6 +50,27 @@ async def test_each_request_is_logged_once_with_its_id_status_duration_and_size(
     assert '"POST /decode/mel?sample_rate=16000 HTTP/1.1" 200 ' in text and text.endswith(" id=tts-42")
     assert f" {len(ok.content)}B " in text
     assert (second.fields["status"], second.fields["request_id"]) == (400, bad.headers["x-request-id"])
+
+
+@pytest.mark.asyncio
+async def test_an_answer_that_fails_after_it_began_is_logged_as_500_not_as_the_clients_leaving(
+        base_settings: Settings, models: dict[str, ServedModel], caplog: pytest.LogCaptureFixture) -> None:
+    """A failure of ours once the answer's first bytes were sent was recorded as 499, the status of a client
+    that left, hiding the server's fault from the access log and the error-rate alert."""
+    from starlette.responses import StreamingResponse
+
+    async def breaks_off() -> AsyncIterator[bytes]:
+        yield b"first piece"
+        raise RuntimeError("a bug after the answer began")
+
+    caplog.set_level(logging.INFO, "service.access")
+    async with live_server(base_settings, models) as server:
+        server.app.add_api_route("/breaks-off", lambda: StreamingResponse(breaks_off()))
+        with pytest.raises(httpx.RemoteProtocolError):  # the answer is cut short
+            await server.client.get("/breaks-off")
+        await wait_until(lambda: len(access_records(caplog)) == 1)
+    (record,) = access_records(caplog)
+    assert (record.fields["path"], record.fields["status"]) == ("/breaks-off", 500)
 
 
 @pytest.mark.asyncio
