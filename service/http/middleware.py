@@ -159,8 +159,8 @@ class _BodyClock:
         self.body_end = started
         length = (_header(scope, b"content-length") or "0").strip()
         declared = int(length) if length.isdigit() and _header(scope, b"transfer-encoding") is None else None
-        self.received = declared == 0
-        self.droppable = declared is not None and declared <= DRAIN_BODY_BYTES
+        self.droppable = declared is not None and declared <= DRAIN_BODY_BYTES  # no body at all included
+        self.received = False
 
     def timing(self, receive: Receive) -> Receive:
         async def timed() -> Message:
