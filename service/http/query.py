@@ -18,6 +18,8 @@ from service.errors import InvalidParameterError
 # Output rates a request or stream may ask for (resampled with soxr).
 MIN_SAMPLE_RATE = 8000
 MAX_SAMPLE_RATE = 192000
+# A stream's audio message formats (service.http.websocket.FORMATS maps each to its samples' encoding).
+StreamFormat = Literal["pcm16", "f32"]
 
 
 def known_parameters(request: Request) -> None:
@@ -45,7 +47,7 @@ class StreamParameters(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: str | None = None
-    format: Literal["pcm16", "f32"] = "pcm16"
+    format: StreamFormat = "pcm16"
     sample_rate: Annotated[int | None, Field(ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE)] = None
     bandwidth_id: int | None = None
     bandwidth: Annotated[float | None, Field(allow_inf_nan=False)] = None

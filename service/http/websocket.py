@@ -31,7 +31,7 @@ from service.http.access import CLIENT_CLOSED, log_stream
 from service.http.errors import classify, log_level
 from service.http.inflight import InflightBytes
 from service.http.payloads import parse_npy
-from service.http.query import stream_parameters
+from service.http.query import StreamFormat, stream_parameters
 from service.http.request_io import CutShortError, unless
 from service.http.server import abort_connection, stream_message_bytes, unsent_bytes
 from service.http.state import ServiceState, state_of
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 
 # Raw little-endian sample formats of the audio messages, as the data of the matching WAV.
-FORMATS = {"pcm16": OutputFormat.WAV16, "f32": OutputFormat.WAV32F}
+FORMATS: dict[StreamFormat, OutputFormat] = {"pcm16": OutputFormat.WAV16, "f32": OutputFormat.WAV32F}
 # Application close codes: 4000 + the HTTP status of the error (4000-4999 are the application's).
 CLOSE_BASE = 4000
 # Bytes of a stream's messages read ahead of the model (one more message may go past it): chunks of
@@ -108,7 +108,7 @@ async def _serve(websocket: WebSocket, kind: str) -> None:
             log_stream(websocket.scope, status, time.monotonic() - started, samples, request_id)
 
 
-def _open(state: ServiceState, websocket: WebSocket, kind: str, request_id: str) -> tuple[AudioStream, str]:
+def _open(state: ServiceState, websocket: WebSocket, kind: str, request_id: str) -> tuple[AudioStream, StreamFormat]:
     query = stream_parameters(websocket.query_params, websocket.url.path)
     vocoder = Vocoder(state)
     slot = vocoder.model(query.model, kind)
@@ -120,7 +120,7 @@ def _open(state: ServiceState, websocket: WebSocket, kind: str, request_id: str)
     return stream, query.format
 
 
-async def _converse(websocket: WebSocket, state: ServiceState, stream: AudioStream, fmt: str) -> str:
+async def _converse(websocket: WebSocket, state: ServiceState, stream: AudioStream, fmt: StreamFormat) -> str:
     """Chunks in, audio out, until the client's end message (or a failure, raised).
 
     The client's messages are read ahead (:class:`_Inbox`): the chunks that came in while the last step
@@ -157,7 +157,7 @@ async def _first_set(*events: asyncio.Event) -> None:
             waiter.cancel()
 
 
-async def _answer(websocket: WebSocket, state: ServiceState, stream: AudioStream, fmt: str,
+async def _answer(websocket: WebSocket, state: ServiceState, stream: AudioStream, fmt: StreamFormat,
                   messages: list[tuple[float, Any]]) -> str | None:
     """Answer messages that arrived together, in order; the conversation's outcome once it has ended."""
     arrays: list[torch.Tensor] = []
@@ -191,8 +191,8 @@ async def _answer(websocket: WebSocket, state: ServiceState, stream: AudioStream
     return None
 
 
-async def _push(websocket: WebSocket, stream: AudioStream, fmt: str, arrays: list[torch.Tensor], arrived: float,
-                timeout: float, final: bool = False) -> None:
+async def _push(websocket: WebSocket, stream: AudioStream, fmt: StreamFormat, arrays: list[torch.Tensor],
+                arrived: float, timeout: float, final: bool = False) -> None:
     if arrays:
         await _send_audio(websocket, await stream.push_many(arrays, final=final, timeout=timeout, arrived=arrived), fmt)
 
@@ -304,7 +304,7 @@ def _end_message(text: str) -> None:
         )
 
 
-async def _send_start(websocket: WebSocket, stream: AudioStream, fmt: str) -> None:
+async def _send_start(websocket: WebSocket, stream: AudioStream, fmt: StreamFormat) -> None:
     served = stream.slot.served
     ahead = stream.lookahead
     await websocket.send_text(orjson.dumps({
@@ -317,7 +317,7 @@ async def _send_start(websocket: WebSocket, stream: AudioStream, fmt: str) -> No
     }).decode())
 
 
-async def _send_audio(websocket: WebSocket, audio: np.ndarray, fmt: str) -> None:
+async def _send_audio(websocket: WebSocket, audio: np.ndarray, fmt: StreamFormat) -> None:
     if audio.size:
         await _sent(websocket, websocket.send_bytes(pcm_bytes(audio, FORMATS[fmt])))
 
