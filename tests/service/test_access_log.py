@@ -3,7 +3,6 @@ answer, its status, duration and size; JSON lines with the same fields, redacted
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import sys
@@ -18,14 +17,9 @@ from service_helpers import AppFactory, live_server, settings_with, wait_until
 from service.runtime.logs import JsonFormatter, RedactSecrets
 from service.runtime.models import ServedModel
 from service.settings import Settings
+from service.testing import npy_bytes as npy
 
 MEL = np.random.default_rng(0).uniform(-4, 0, (100, 12)).astype(np.float32)
-
-
-def npy(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()
 
 
 def access_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
