@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable
 from typing import Any, Literal, overload
 
 import httpx
@@ -19,7 +19,7 @@ from .wire import Audio, AudioInput, Call, check, codes_call, decoded, json_of, 
 
 
 class AsyncClient:
-    """``Client("http://host:8000", api_key=...)``: every endpoint of vocos-serve.
+    """``AsyncClient("http://host:8000", api_key=...)``: every endpoint of vocos-serve.
 
     ``decode_*`` and ``resynthesize`` return :class:`Audio` (float32 ``(S,)``), or with ``stream=True`` an
     :class:`AsyncAudioChunks` that yields the samples as the WAV answer arrives. ``stream_mel`` /
@@ -63,6 +63,9 @@ class AsyncClient:
     @overload
     async def decode_mel(self, mel: np.ndarray, *, model: str | None = ..., sample_rate: int | None = ...,
                    format: str | None = ..., stream: Literal[True]) -> AsyncAudioChunks: ...
+    @overload
+    async def decode_mel(self, mel: np.ndarray, *, model: str | None = ..., sample_rate: int | None = ...,
+                   format: str | None = ..., stream: bool) -> Audio | AsyncAudioChunks: ...
 
     async def decode_mel(self, mel: np.ndarray, *, model: str | None = None, sample_rate: int | None = None,
                    format: str | None = None, stream: bool = False) -> Audio | AsyncAudioChunks:
@@ -78,6 +81,10 @@ class AsyncClient:
     async def decode_encodec(self, codes: np.ndarray, *, model: str | None = ..., bandwidth_id: int | None = ...,
                        bandwidth: float | None = ..., sample_rate: int | None = ..., format: str | None = ...,
                        stream: Literal[True]) -> AsyncAudioChunks: ...
+    @overload
+    async def decode_encodec(self, codes: np.ndarray, *, model: str | None = ..., bandwidth_id: int | None = ...,
+                       bandwidth: float | None = ..., sample_rate: int | None = ..., format: str | None = ...,
+                       stream: bool) -> Audio | AsyncAudioChunks: ...
 
     async def decode_encodec(self, codes: np.ndarray, *, model: str | None = None, bandwidth_id: int | None = None,
                        bandwidth: float | None = None, sample_rate: int | None = None, format: str | None = None,
@@ -94,6 +101,10 @@ class AsyncClient:
     async def resynthesize(self, audio: AudioInput, *, model: str | None = ..., bandwidth_id: int | None = ...,
                      bandwidth: float | None = ..., sample_rate: int | None = ..., format: str | None = ...,
                      stream: Literal[True]) -> AsyncAudioChunks: ...
+    @overload
+    async def resynthesize(self, audio: AudioInput, *, model: str | None = ..., bandwidth_id: int | None = ...,
+                     bandwidth: float | None = ..., sample_rate: int | None = ..., format: str | None = ...,
+                     stream: bool) -> Audio | AsyncAudioChunks: ...
 
     async def resynthesize(self, audio: AudioInput, *, model: str | None = None, bandwidth_id: int | None = None,
                      bandwidth: float | None = None, sample_rate: int | None = None, format: str | None = None,
@@ -124,14 +135,14 @@ class AsyncClient:
         return session(url, self._auth, self.timeout, self.retry)
 
     def stream_mel_frames(self, frames: Iterable[np.ndarray] | AsyncIterable[np.ndarray],
-                          **options: Any) -> AsyncIterator[np.ndarray]:
+                          **options: Any) -> AsyncGenerator[np.ndarray, None]:
         """Frames ``(n_mels, t_i)`` from a sync or async iterable (e.g. a TTS model's output, sent as it comes)
         -> the float32 audio chunks as they are final: ``async for chunk in client.stream_mel_frames(tts())``.
         ``options``: those of :meth:`stream_mel`."""
         return frames_to_audio(self.stream_mel(**options), frames)
 
     def stream_encodec_frames(self, frames: Iterable[np.ndarray] | AsyncIterable[np.ndarray],
-                              **options: Any) -> AsyncIterator[np.ndarray]:
+                              **options: Any) -> AsyncGenerator[np.ndarray, None]:
         """As :meth:`stream_mel_frames`, with ``(K, t_i)`` codes (options of :meth:`stream_encodec`)."""
         return frames_to_audio(self.stream_encodec(**options), frames)
 

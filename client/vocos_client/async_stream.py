@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
 
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
@@ -72,8 +72,9 @@ class AsyncStreamSession:
 
     async def aclose(self) -> None:
         await self._ws.close()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._receiver
+        # asyncio.wait, not await: the receiver may itself be cancelled (asyncio.run's shutdown cancels every
+        # task), and suppressing that CancelledError around an await swallowed the caller's own cancellation too.
+        await asyncio.wait([self._receiver])
 
     async def _send(self, message: bytes | str) -> None:
         if self._error is not None:
@@ -140,7 +141,8 @@ async def _open(url: str, headers: dict[str, str], timeout: float | None) -> Asy
 
 
 async def frames_to_audio(opened: contextlib.AbstractAsyncContextManager[AsyncStreamSession],
-                          frames: Iterable[np.ndarray] | AsyncIterable[np.ndarray]) -> AsyncIterator[np.ndarray]:
+                          frames: Iterable[np.ndarray] | AsyncIterable[np.ndarray],
+                          ) -> AsyncGenerator[np.ndarray, None]:
     """Send ``frames`` (sync or async iterable) from a task, then end, while yielding the audio chunks.
     An exception of the producer is raised here once the stream is closed."""
     async with opened as stream:
@@ -159,6 +161,10 @@ async def frames_to_audio(opened: contextlib.AbstractAsyncContextManager[AsyncSt
         finally:
             if not sender.done():
                 sender.cancel()
+            elif not sender.cancelled():
+                # Its error is raised above (or the stream's instead): retrieved, so that asyncio does not log
+                # "Task exception was never retrieved" for every failed producer.
+                sender.exception()
 
 
 async def _produce(stream: AsyncStreamSession, frames: Iterable[np.ndarray] | AsyncIterable[np.ndarray],

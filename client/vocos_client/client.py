@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from typing import Any, Literal, overload
 
 import httpx
@@ -64,6 +64,9 @@ class Client:
     @overload
     def decode_mel(self, mel: np.ndarray, *, model: str | None = ..., sample_rate: int | None = ...,
                    format: str | None = ..., stream: Literal[True]) -> AudioChunks: ...
+    @overload
+    def decode_mel(self, mel: np.ndarray, *, model: str | None = ..., sample_rate: int | None = ...,
+                   format: str | None = ..., stream: bool) -> Audio | AudioChunks: ...
 
     def decode_mel(self, mel: np.ndarray, *, model: str | None = None, sample_rate: int | None = None,
                    format: str | None = None, stream: bool = False) -> Audio | AudioChunks:
@@ -79,6 +82,10 @@ class Client:
     def decode_encodec(self, codes: np.ndarray, *, model: str | None = ..., bandwidth_id: int | None = ...,
                        bandwidth: float | None = ..., sample_rate: int | None = ..., format: str | None = ...,
                        stream: Literal[True]) -> AudioChunks: ...
+    @overload
+    def decode_encodec(self, codes: np.ndarray, *, model: str | None = ..., bandwidth_id: int | None = ...,
+                       bandwidth: float | None = ..., sample_rate: int | None = ..., format: str | None = ...,
+                       stream: bool) -> Audio | AudioChunks: ...
 
     def decode_encodec(self, codes: np.ndarray, *, model: str | None = None, bandwidth_id: int | None = None,
                        bandwidth: float | None = None, sample_rate: int | None = None, format: str | None = None,
@@ -95,6 +102,10 @@ class Client:
     def resynthesize(self, audio: AudioInput, *, model: str | None = ..., bandwidth_id: int | None = ...,
                      bandwidth: float | None = ..., sample_rate: int | None = ..., format: str | None = ...,
                      stream: Literal[True]) -> AudioChunks: ...
+    @overload
+    def resynthesize(self, audio: AudioInput, *, model: str | None = ..., bandwidth_id: int | None = ...,
+                     bandwidth: float | None = ..., sample_rate: int | None = ..., format: str | None = ...,
+                     stream: bool) -> Audio | AudioChunks: ...
 
     def resynthesize(self, audio: AudioInput, *, model: str | None = None, bandwidth_id: int | None = None,
                      bandwidth: float | None = None, sample_rate: int | None = None, format: str | None = None,
@@ -122,12 +133,14 @@ class Client:
                          format=format, sample_rate=sample_rate, lookahead_frames=lookahead_frames)
         return call(self.retry, lambda: open_session(url, self._auth, self.timeout))
 
-    def stream_mel_frames(self, frames: Iterable[np.ndarray], **options: Any) -> Iterator[np.ndarray]:
+    def stream_mel_frames(self, frames: Iterable[np.ndarray],
+                          **options: Any) -> Generator[np.ndarray, None, None]:
         """Frames ``(n_mels, t_i)`` from ``frames`` (e.g. a TTS model's output, sent as it comes) -> the
         float32 audio chunks, yielded as they are final. ``options``: those of :meth:`stream_mel`."""
         return frames_to_audio(lambda: self.stream_mel(**options), frames)
 
-    def stream_encodec_frames(self, frames: Iterable[np.ndarray], **options: Any) -> Iterator[np.ndarray]:
+    def stream_encodec_frames(self, frames: Iterable[np.ndarray],
+                              **options: Any) -> Generator[np.ndarray, None, None]:
         """As :meth:`stream_mel_frames`, with ``(K, t_i)`` codes (options of :meth:`stream_encodec`)."""
         return frames_to_audio(lambda: self.stream_encodec(**options), frames)
 

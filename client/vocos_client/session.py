@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import numpy as np
@@ -28,6 +29,8 @@ MESSAGE_TOO_BIG = 1009
 # MB, all of it audio the caller asked for (the server bounds a stream's audio: MAX_STREAM_AUDIO_SECONDS).
 # compression=None: float frames and audio do not compress, and deflate costs both ends CPU.
 CONNECT_OPTIONS: dict[str, Any] = {"max_size": None, "compression": None}
+
+T = TypeVar("T")
 
 
 def cannot_open(url: str, exc: BaseException) -> VocosClientError:
@@ -91,12 +94,31 @@ def start_info(message: str | bytes) -> StreamInfo:
     """The first message -> :class:`StreamInfo`; raises the server's error if it sent one instead."""
     parsed = _json(message)
     if parsed.get("type") == "error":
-        raise from_stream(parsed)
+        raise _fields(message, "an error message with a numeric status", lambda: from_stream(parsed))
     if parsed.get("type") != "start":
         raise protocol_error(f"expected the start message, got {str(message)[:80]!r}")
-    return StreamInfo(str(parsed["model"]), int(parsed["sample_rate"]), str(parsed["format"]),
-                      int(parsed["lookahead_frames"]), float(parsed["lookahead_ms"]), int(parsed["hop_length"]),
-                      bool(parsed.get("exact", True)), _optional_int(parsed.get("max_message_bytes")))
+
+    def read() -> StreamInfo:
+        return StreamInfo(str(parsed["model"]), int(parsed["sample_rate"]), str(parsed["format"]),
+                          int(parsed["lookahead_frames"]), float(parsed["lookahead_ms"]), int(parsed["hop_length"]),
+                          bool(parsed.get("exact", True)), _optional_int(parsed.get("max_message_bytes")))
+
+    info = _fields(message, "a start message with model, sample_rate, format, lookahead_frames, lookahead_ms and "
+                   "hop_length", read)
+    if info.format not in STREAM_FORMATS:  # the audio messages could not be read
+        raise protocol_error(f"expected a start message with a format of {', '.join(STREAM_FORMATS)}, "
+                             f"got {info.format!r}")
+    return info
+
+
+def _fields(message: str | bytes, expected: str, make: Callable[[], T]) -> T:
+    """``make()`` from a message's fields; a protocol error where one is missing or of the wrong type, not the
+    KeyError or ValueError of reading it (which, in a session's receiver, left the stream waiting for its
+    timeout)."""
+    try:
+        return make()
+    except (KeyError, TypeError, ValueError):
+        raise protocol_error(f"expected {expected}, got {str(message)[:120]!r}") from None
 
 
 def _optional_int(value: Any) -> int | None:
@@ -127,9 +149,10 @@ def meaning(message: str | bytes, fmt: str) -> np.ndarray | Done:
         return pcm_samples(message, fmt)
     parsed = _json(message)
     if parsed.get("type") == "done":
-        return Done(int(parsed.get("samples", 0)))
+        return _fields(message, "a done message with an integer samples",
+                       lambda: Done(int(parsed.get("samples", 0))))
     if parsed.get("type") == "error":
-        raise from_stream(parsed)
+        raise _fields(message, "an error message with a numeric status", lambda: from_stream(parsed))
     raise protocol_error(f"unexpected message {message[:80]!r}")
 
 

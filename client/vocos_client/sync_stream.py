@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 
 import numpy as np
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
@@ -135,7 +135,8 @@ def open_session(url: str, headers: dict[str, str], timeout: float | None) -> St
         raise
 
 
-def frames_to_audio(opener: Callable[[], StreamSession], frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+def frames_to_audio(opener: Callable[[], StreamSession],
+                    frames: Iterable[np.ndarray]) -> Generator[np.ndarray, None, None]:
     """Open a session (on the first ``next``), send ``frames`` from a thread (then end) while yielding the audio
     chunks; the session closes at the end.
     An exception of the producer (``frames`` itself failed) is raised here, after the stream is closed."""

@@ -195,7 +195,12 @@ def json_of(status: int, headers: Any, body: bytes) -> Any:
 
 
 def pcm_samples(data: bytes, fmt: str) -> np.ndarray:
-    """A WebSocket audio message (raw little-endian ``pcm16`` or ``f32``) -> float32 ``(S,)``."""
+    """A WebSocket audio message (raw little-endian ``pcm16`` or ``f32``) -> float32 ``(S,)``; a protocol error
+    for a message that holds no whole number of samples (numpy's ValueError would kill a session's receiver)."""
+    width = 2 if fmt == "pcm16" else 4
+    if len(data) % width:
+        raise protocol_error(f"expected an audio message of whole {fmt} samples ({width} bytes each), got "
+                             f"{len(data)} bytes")
     if fmt == "pcm16":
         # The samples of a 16-bit WAV answer (libsndfile's conversion), read back as libsndfile reads them.
         return np.frombuffer(data, "<i2").astype(np.float32) / np.float32(32768.0)

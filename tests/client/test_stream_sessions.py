@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import threading
 import time
@@ -254,3 +255,82 @@ def test_a_frames_loop_times_out_while_its_producer_still_goes(never_answers: st
     started = time.monotonic()
     error = asyncio.run(asyncio.wait_for(run(), 10))
     assert (error.error, time.monotonic() - started < 4) == ("timeout", True), error
+
+
+@pytest.fixture
+def malformed() -> Iterator[str]:
+    """A server whose messages break the protocol, as the stream's ``model`` asks: a start message without
+    its fields, an audio message of no whole number of f32 samples, or a done message whose count is no number."""
+    def handler(connection: ServerConnection) -> None:
+        case = connection.request.path.split("model=")[1] if connection.request else ""
+        if case == "bare-start":
+            connection.send(json.dumps({"type": "start", "model": "mel"}))
+        else:
+            _start(connection)
+            connection.recv(timeout=10)
+            connection.send(b"\x00\x01\x02" if case == "odd-audio" else json.dumps({"type": "done", "samples": "x"}))
+        with contextlib.suppress(Exception):
+            connection.recv(timeout=10)
+
+    yield from fake(handler)
+
+
+@pytest.mark.parametrize("case", ["bare-start", "odd-audio", "bad-done"])
+def test_a_message_that_breaks_the_protocol_is_a_protocol_error_at_once(malformed: str, case: str) -> None:
+    """A start message without its fields raised a KeyError; an audio or done message the client could not read
+    killed the session's receiver, so the iteration waited for the client's timeout and then called it one (and
+    the async session's close raised numpy's ValueError)."""
+    async def run() -> VocosClientError:
+        with pytest.raises(VocosClientError) as caught:
+            async with AsyncClient(malformed, timeout=10, retry=NO_RETRY).stream_mel(model=case) as stream:
+                await stream.send(MEL)
+                [chunk async for chunk in stream]
+        return caught.value
+
+    started = time.monotonic()
+    with pytest.raises(VocosClientError) as sync, Client(malformed, timeout=10, retry=NO_RETRY).stream_mel(
+            model=case) as stream:
+        stream.send(MEL)
+        list(stream)
+    for error in (sync.value, asyncio.run(run())):
+        assert (error.status, error.error) == (0, "protocol") and "expected " in error.message, error
+    assert time.monotonic() - started < 5
+
+
+def test_a_failed_async_producer_is_raised_and_not_logged_as_never_retrieved(never_answers: str) -> None:
+    """The producer task's exception was raised by the loop but never retrieved from the task, so asyncio logged
+    "Task exception was never retrieved" with it as well."""
+    async def tts() -> AsyncIterator[np.ndarray]:
+        yield MEL
+        raise ValueError("the TTS failed")
+
+    async def run() -> list[str]:
+        logged: list[str] = []
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: logged.append(context["message"]))
+        client = AsyncClient(never_answers, timeout=5, retry=NO_RETRY)
+        with pytest.raises(ValueError, match="the TTS failed"):
+            [chunk async for chunk in client.stream_mel_frames(tts())]
+        gc.collect()  # a task's exception nobody retrieved is logged when the task is collected
+        return logged
+
+    assert asyncio.run(run()) == []
+
+
+def test_cancelling_a_task_while_its_session_closes_cancels_it(never_answers: str) -> None:
+    """Closing waited for the receiver inside suppress(CancelledError), which swallowed the caller's cancellation
+    too: a task cancelled while it closed a session went on as if it had not been (asyncio.timeout and TaskGroup
+    rely on it ending)."""
+    async def run() -> bool:
+        async with AsyncClient(never_answers, timeout=5, retry=NO_RETRY).stream_mel() as stream:
+            receiver = stream._receiver
+            stream._receiver = asyncio.create_task(asyncio.sleep(30))  # a receiver still reading as the close comes
+            closing = asyncio.create_task(stream.aclose())
+            await asyncio.sleep(0.3)
+            closing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await closing
+            stream._receiver.cancel()
+            stream._receiver = receiver
+            return closing.cancelled()
+
+    assert asyncio.run(asyncio.wait_for(run(), 10))

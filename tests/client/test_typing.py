@@ -1,0 +1,51 @@
+"""The clients' annotations allow what the docs write: ``contextlib.aclosing`` around a frames loop (its
+``aclose()``), and a ``stream`` flag that is a variable, not a literal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+CLIENT = Path(__file__).resolve().parents[2] / "client"
+USES = '''
+import contextlib
+import numpy as np
+from vocos_client import AsyncAudioChunks, AsyncClient, Audio, AudioChunks, Client
+
+def sync_uses(client: Client, mel: np.ndarray, codes: np.ndarray, streamed: bool) -> None:
+    answers: list[Audio | AudioChunks] = [client.decode_mel(mel, stream=streamed),
+                                          client.decode_encodec(codes, stream=streamed),
+                                          client.resynthesize(b"RIFF", stream=streamed)]
+    whole: Audio = client.decode_mel(mel)
+    with contextlib.closing(client.stream_mel_frames([mel])) as audio:
+        for piece in audio:
+            break
+
+async def async_uses(client: AsyncClient, mel: np.ndarray, codes: np.ndarray, streamed: bool) -> None:
+    answers: list[Audio | AsyncAudioChunks] = [await client.decode_mel(mel, stream=streamed),
+                                               await client.decode_encodec(codes, stream=streamed),
+                                               await client.resynthesize(b"RIFF", stream=streamed)]
+    chunks: AsyncAudioChunks = await client.decode_mel(mel, stream=True)
+    async with contextlib.aclosing(client.stream_mel_frames([mel])) as audio:
+        async for piece in audio:
+            break
+    async with contextlib.aclosing(client.stream_encodec_frames([codes])) as audio:
+        async for piece in audio:
+            break
+'''
+
+
+@pytest.mark.slow
+def test_the_documented_uses_type_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``aclosing(client.stream_mel_frames(...))`` was a mypy error (an AsyncIterator has no ``aclose``), and so
+    was ``decode_mel(mel, stream=flag)`` with ``flag: bool`` (only the literals had an overload)."""
+    api = pytest.importorskip("mypy.api")
+    uses = tmp_path / "uses.py"
+    uses.write_text(USES, encoding="utf-8")
+    config = tmp_path / "mypy.ini"
+    config.write_text("[mypy]\n", encoding="utf-8")  # not the repository's: its package list and options
+    monkeypatch.setenv("MYPYPATH", str(CLIENT))
+    out, err, status = api.run([str(uses), "--config-file", str(config), "--python-version", "3.11",
+                                "--cache-dir", str(tmp_path / "cache"), "--no-error-summary"])
+    assert status == 0, out + err
