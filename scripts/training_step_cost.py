@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import time
-import warnings
 from collections.abc import Callable
 
 import torch
@@ -34,15 +33,13 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=8192)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    # generator_loss logs through self.log, which has no trainer to log to here.
-    warnings.filterwarnings("ignore", message=r".*`self.trainer` reference is not registered")
     with open(args.config, encoding="utf-8") as f:
         model = VocosExp(**yaml.safe_load(f)["model"])
     torch.manual_seed(0)
     audio = 0.1 * torch.randn(args.batch, args.samples)
 
     def mel_step() -> None:  # the training step's generator loss, as while pretrain_mel_steps last
-        model.generator_loss(audio, model.train_bandwidth_id(), gan=False).backward()
+        model.generator_loss(audio, model.train_bandwidth_id(), gan=False)[0].backward()
 
     def disc_pass(disc: torch.nn.Module) -> Callable[[], None]:
         def step() -> None:

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import ISTFTHeadConfig
+from ..config import ISTFTHeadConfig, parse_config
+from ..errors import CheckpointError
 from .data import DataConfig, VocosDataModule
-from .experiment import VocosExp
+from .experiment import VocosExp, config_differences
+from .export import hub_config, read_checkpoint
 
 # The longest STFT window of the recipe's own (the multi-resolution discriminator and the validation's
 # MR-STFT distance): a crop must be longer than half of it for their reflect padding.
 LONGEST_WINDOW = 2048
+# ckpt_path values that Lightning resolves itself (not a file of ours to read beforehand).
+LIGHTNING_CKPT_NAMES = ("last", "best", "hpc")
 
 
 def run_problems(model: VocosExp, data: Any, max_steps: int) -> list[str]:
@@ -45,3 +49,25 @@ def _data_problems(where: str, cfg: DataConfig, rate: int, hop: int, model: Voco
         problems.append(f"{where}.num_samples {cfg.num_samples}: expected a multiple of the hop ({hop} samples), "
                         f"at least {shortest}, so that the generated crop is as long as the real one")
     return problems
+
+
+def resume_problems(model: VocosExp, ckpt_path: str) -> list[str]:
+    """Why ``model`` cannot resume ``ckpt_path``: [] when it can. Its generator must be the checkpoint's:
+    Lightning would stop on the first differing shape with a page of them, and a front-end that differs
+    in values alone (another mel) would be overwritten by the checkpoint's buffers, unseen."""
+    if ckpt_path in LIGHTNING_CKPT_NAMES or ckpt_path.startswith("registry") or "://" in ckpt_path:
+        return []
+    try:
+        data = read_checkpoint(ckpt_path)
+    except CheckpointError as exc:  # names the file
+        return [f"--ckpt_path {exc}"]
+    try:
+        saved = parse_config(hub_config(dict(data["hyper_parameters"])), where="its hyperparameters")
+    except CheckpointError as exc:
+        return [f"--ckpt_path {ckpt_path}: {exc}"]
+    differences = config_differences(saved, model.config)
+    if differences:
+        return [f"--ckpt_path {ckpt_path}: the checkpoint is not of this config's model: " + "; ".join(differences)
+                + "; resume with the run's own config (config.yaml beside its logs), or start a new run from its "
+                "generator (vocos-train export, then --init-from)"]
+    return []

@@ -22,7 +22,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from ..errors import CheckpointError, InputError
 from ..pretrained import Vocos
-from .checks import run_problems
+from .checks import resume_problems, run_problems
 from .data import VocosDataModule
 from .experiment import VocosExp
 
@@ -94,10 +94,13 @@ class VocosCLI(LightningCLI):
     def before_fit(self) -> None:
         assert isinstance(self.model, VocosExp)
         problems = run_problems(self.model, self.datamodule, self.trainer.max_steps)
+        ckpt_path = self.config[self.subcommand].get("ckpt_path")
+        if ckpt_path:
+            problems += resume_problems(self.model, str(ckpt_path))
         if problems:
             raise SystemExit("vocos-train: " + "; ".join(problems))
         init_from = self.config[self.subcommand].get("init_from")
-        if init_from and self.config[self.subcommand].get("ckpt_path"):
+        if init_from and ckpt_path:
             raise SystemExit("vocos-train: --init-from and --ckpt_path exclude each other: resume, or start from "
                              "a model")
         if init_from:

@@ -30,6 +30,7 @@ from .phase_loss import PhaseDerivativeLoss
 from .validation import ValidationMixin
 
 GENERATOR_PARTS = ("feature_extractor", "backbone", "head")
+PROGRESS_BAR = ("discriminator/total", "generator/total_loss", "generator/mel_loss")
 # A config.yaml section: {"class_path": "vocos....", "init_args": {...}}. Typed so that LightningCLI keeps
 # it as data: a mapping typed Any holding a class_path would be imported and instantiated by jsonargparse.
 ComponentSpec = dict[str, str | dict[str, Any]]
@@ -159,10 +160,13 @@ class VocosExp(ValidationMixin, L.LightningModule):
     def on_train_start(self) -> None:
         # A resumed run's optimisers hold the learning rate of the checkpoint's last step under the schedule
         # of then; under a longer max_steps the schedule of now gives another one, from the first batch on.
+        # Its peak too is the config's: the checkpoint's would otherwise stay, under another initial_learning_rate.
+        base = self.hparams["initial_learning_rate"]
         for scheduler in self.lr_schedulers():  # type: ignore[union-attr]
             assert isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR)
-            for group, base, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs,
-                                           scheduler.lr_lambdas, strict=True):
+            scheduler.base_lrs = [base] * len(scheduler.base_lrs)
+            for group, factor in zip(scheduler.optimizer.param_groups, scheduler.lr_lambdas, strict=True):
+                group["initial_lr"] = base
                 group["lr"] = base * factor(scheduler.last_epoch)
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> None:
@@ -190,7 +194,7 @@ class VocosExp(ValidationMixin, L.LightningModule):
         # automatic optimisation, which the reference ran on, toggled each optimiser so).
         self.toggle_optimizer(opt_gen)
         try:
-            loss_g = self.generator_loss(audio, bandwidth_id, train_disc, log_samples=step_now)
+            loss_g, gen_logs = self.generator_loss(audio, bandwidth_id, train_disc, log_samples=step_now)
             self.manual_backward(loss_g / accumulate)
         finally:
             self.untoggle_optimizer(opt_gen)
@@ -199,9 +203,10 @@ class VocosExp(ValidationMixin, L.LightningModule):
             opt_gen.zero_grad(set_to_none=True)
             sched_gen.step()
             self.batches_in_window = 0
-        # Logged after the optimiser steps: what is logged before the first step of a batch is lost.
-        for name, value in disc_logs.items():
-            self.log(name, value, prog_bar=name == "discriminator/total")
+        # Logged after the last backward pass: on an epoch's first batch, Lightning drops what the training step
+        # logged before a backward pass whose hook logs too (GradNormCallback's grad_norm).
+        for name, value in {**disc_logs, **gen_logs}.items():
+            self.log(name, value, prog_bar=name in PROGRESS_BAR)
 
     def discriminator_loss(self, audio: torch.Tensor, bandwidth_id: torch.Tensor | None
                            ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -218,15 +223,16 @@ class VocosExp(ValidationMixin, L.LightningModule):
         return loss, {k: v.detach() for k, v in logs.items()}
 
     def generator_loss(self, audio: torch.Tensor, bandwidth_id: torch.Tensor | None, gan: bool,
-                       log_samples: bool = True) -> torch.Tensor:
+                       log_samples: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         audio_hat = self(audio, bandwidth_id)
         mrd = self.hparams["mrd_loss_coeff"]
         mel_loss = self.melspec_loss(audio_hat, audio)
         loss = self.mel_loss_coeff * mel_loss
+        logs: dict[str, torch.Tensor] = {}
         if self.hparams["phase_loss_coeff"]:
             phase_loss = self.phase_loss(audio_hat, audio)
             loss = loss + self.hparams["phase_loss_coeff"] * phase_loss
-            self.log("generator/phase_loss", phase_loss)
+            logs["generator/phase_loss"] = phase_loss
         if gan:
             _, gen_mp, fmap_r_mp, fmap_g_mp = self.multiperioddisc(audio, audio_hat, bandwidth_id=bandwidth_id)
             _, gen_mrd, fmap_r_mrd, fmap_g_mrd = self.multiresddisc(audio, audio_hat, bandwidth_id=bandwidth_id)
@@ -236,16 +242,13 @@ class VocosExp(ValidationMixin, L.LightningModule):
             fm_mp = self.feat_matching_loss(fmap_r_mp, fmap_g_mp) / len(fmap_r_mp)
             fm_mrd = self.feat_matching_loss(fmap_r_mrd, fmap_g_mrd) / len(fmap_r_mrd)
             loss = loss + loss_mp + mrd * loss_mrd + fm_mp + mrd * fm_mrd
-            self.log("generator/multi_period_loss", loss_mp)
-            self.log("generator/multi_res_loss", loss_mrd)
-            self.log("generator/feature_matching_mp", fm_mp)
-            self.log("generator/feature_matching_mrd", fm_mrd)
-        self.log("generator/total_loss", loss, prog_bar=True)
-        self.log("mel_loss_coeff", self.mel_loss_coeff)
-        self.log("generator/mel_loss", mel_loss, prog_bar=True)
+            logs.update({"generator/multi_period_loss": loss_mp, "generator/multi_res_loss": loss_mrd,
+                         "generator/feature_matching_mp": fm_mp, "generator/feature_matching_mrd": fm_mrd})
+        logs.update({"generator/total_loss": loss, "mel_loss_coeff": torch.tensor(float(self.mel_loss_coeff)),
+                     "generator/mel_loss": mel_loss})
         if log_samples:  # once per optimiser step (of several accumulated batches, the last)
             self.log_train_samples(audio, audio_hat)
-        return loss
+        return loss, {k: v.detach() for k, v in logs.items()}
 
     def on_train_batch_start(self, *args: Any) -> None:
         # At each batch's start, not the last one's end: a resumed run's first batch gets its own coefficient.

@@ -45,11 +45,12 @@ def write_hub_dir(out_dir: str | os.PathLike[str], config: dict[str, Any], state
     return out
 
 
-def export_checkpoint(ckpt: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:
-    """Write the generator of Lightning checkpoint ``ckpt`` to ``out_dir``; returns ``out_dir``."""
+def read_checkpoint(ckpt: str | os.PathLike[str]) -> dict[str, Any]:
+    """A Lightning checkpoint as data (CheckpointError when it is missing or not one)."""
     try:
         # weights_only: a checkpoint is data; unpickling arbitrary objects would run whatever code it names.
-        data = torch.load(ckpt, map_location="cpu", weights_only=True)
+        # mmap: a run's checkpoint holds the discriminators and both optimisers, mostly not needed here.
+        data = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
     except FileNotFoundError:
         raise CheckpointError(f"{ckpt}: no such file") from None
     except Exception as exc:  # torch raises several types for a file that is not a checkpoint
@@ -57,6 +58,12 @@ def export_checkpoint(ckpt: str | os.PathLike[str], out_dir: str | os.PathLike[s
                               f"{str(exc).splitlines()[0][:200]})") from None
     if not isinstance(data, dict) or "state_dict" not in data or "hyper_parameters" not in data:
         raise CheckpointError(f"{ckpt}: not a Lightning checkpoint (no state_dict / hyper_parameters)")
+    return data
+
+
+def export_checkpoint(ckpt: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:
+    """Write the generator of Lightning checkpoint ``ckpt`` to ``out_dir``; returns ``out_dir``."""
+    data = read_checkpoint(ckpt)
     config = hub_config(dict(data["hyper_parameters"]))
     state = {k: v for k, v in data["state_dict"].items() if k.split(".")[0] in GENERATOR_PARTS}
     return write_hub_dir(out_dir, config, state)

@@ -134,7 +134,7 @@ class ValidationMixin:
         log_("val/mrstft", mean["mrstft"], sync_dist=True)
         if self._val_metrics["evaluate_utmos"]:
             log_("val/utmos_score", mean["utmos_score"], sync_dist=True)
-        if self.hparams["evaluate_pesq"]:
+        if self._val_metrics["evaluate_pesq"]:  # set but skipped (pesq not installed): not logged as a score of 0
             log_("val/pesq_score", pesq, sync_dist=True)
         for key in ("periodicity_loss", "pitch_loss", "f1_score"):  # the reference's names
             values = [o[key] for o in outputs if key in o]

