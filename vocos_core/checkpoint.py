@@ -39,6 +39,12 @@ def resolve_checkpoint(name_or_path: str | os.PathLike[str], revision: str | Non
                 raise CheckpointError(f"{f}: missing; a checkpoint directory holds {CONFIG_NAME} and {WEIGHTS_NAME}")
         return files
     name = str(name_or_path)
+    if path.is_file():  # a pytorch_model.bin, or a training run's .ckpt, given for the directory around it
+        raise CheckpointError(
+            f"{name!r} is a file; expected a checkpoint directory holding {CONFIG_NAME} and {WEIGHTS_NAME} "
+            "(`vocos-train export` makes one from a training checkpoint), or a Hub repo id like "
+            "'charactr/vocos-mel-24khz'"
+        )
     if path.exists() or name.startswith((".", "/", "~")) or name.count("/") != 1:
         raise CheckpointError(
             f"{name!r} is neither a checkpoint directory nor a Hub repo id like 'charactr/vocos-mel-24khz'"

@@ -106,6 +106,9 @@ def test_missing_files_are_named(tmp_path: Path) -> None:
         Vocos.from_pretrained(ckpt)
     with pytest.raises(CheckpointError, match="neither a checkpoint directory nor a Hub repo id"):
         Vocos.from_pretrained(tmp_path / "nowhere")
+    (tmp_path / "last.ckpt").write_bytes(b"PK")
+    with pytest.raises(CheckpointError, match=r"is a file; expected a checkpoint directory .*vocos-train export"):
+        Vocos.from_pretrained(tmp_path / "last.ckpt")  # a training run's checkpoint, not an exported directory
 
 
 def test_a_config_whose_model_cannot_be_allocated_is_a_checkpoint_error(tmp_path: Path,
