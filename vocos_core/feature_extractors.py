@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .config import EncodecFeaturesConfig, MelSpectrogramFeaturesConfig
+from .inputs import one_bandwidth_id
 from .spectral_ops import LOG_CLIP, Float32Buffers, mel_filterbank, pad_for_stft, stft_magnitude
 from .steps import Steps, mapped, run_steps
 
@@ -50,8 +51,13 @@ class _MelScale(Float32Buffers):
 
 
 class _MelSpec(nn.Module):
+    """The reference's ``mel_spec`` (a torchaudio ``MelSpectrogram``): its buffers under the same keys, and
+    its size attributes, which callers read (``mel_spec.hop_length``)."""
+
     def __init__(self, config: MelSpectrogramFeaturesConfig) -> None:
         super().__init__()
+        self.sample_rate, self.n_fft, self.hop_length = config.sample_rate, config.n_fft, config.hop_length
+        self.win_length, self.n_mels = config.n_fft, config.n_mels
         self.spectrogram = SpectrogramWindow(config.n_fft)
         self.mel_scale = _MelScale(config.n_fft // 2 + 1, config.n_mels, config.sample_rate)
 
@@ -64,9 +70,20 @@ class MelSpectrogramFeatures(nn.Module):
         self.config = config
         self.mel_spec = _MelSpec(config)
 
-    def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        """``(B, S)`` -> ``(B, n_mels, T)``; T = S // hop + 1 (center) or S // hop (same)."""
-        return self.frames(self.pad(audio))
+    @property
+    def padding(self) -> str:
+        """``center`` or ``same``: the reference's attribute."""
+        return self.config.padding
+
+    def forward(self, audio: torch.Tensor, bandwidth_id: object = None) -> torch.Tensor:
+        """``(..., S)`` -> ``(..., n_mels, T)``, e.g. ``(B, S)`` -> ``(B, n_mels, T)`` and ``(S,)`` ->
+        ``(n_mels, T)``; T = S // hop + 1 (center) or S // hop (same).
+
+        Any leading dimensions, as the reference's torchaudio ``MelSpectrogram``; ``bandwidth_id`` is
+        ignored, as the reference ignores the keyword arguments ``Vocos.forward`` passes on.
+        """
+        mel = self.frames(self.pad(audio.reshape(-1, audio.shape[-1])))  # (N, S) -> (N, n_mels, T)
+        return mel.reshape(*audio.shape[:-1], *mel.shape[1:])
 
     def pad(self, audio: torch.Tensor) -> torch.Tensor:
         """``(B, S)`` -> ``(B, S + 2 * pad)`` float32, padded for the STFT's windows (:func:`pad_for_stft`)."""
@@ -161,9 +178,10 @@ class EncodecFeatures(nn.Module):
         features = nn.functional.embedding(codes + offsets.view(-1, 1, 1), self.codebook_weights).sum(dim=0)
         return features.transpose(1, 2)  # (B, L, 128) -> (B, 128, L)
 
-    def forward(self, audio: torch.Tensor, bandwidth_id: int) -> torch.Tensor:
-        """``(B, S)`` audio at 24 kHz -> ``(B, 128, L)``, L = ceil(S / 320)."""
-        return run_steps(self.steps(audio, bandwidth_id))
+    def forward(self, audio: torch.Tensor, bandwidth_id: torch.Tensor | int | None = None) -> torch.Tensor:
+        """``(B, S)`` audio at 24 kHz -> ``(B, 128, L)``, L = ceil(S / 320); ``bandwidth_id`` an int or a
+        one-element tensor (the reference's ``tensor([i])``), required."""
+        return run_steps(self.steps(audio, one_bandwidth_id(bandwidth_id, self.bandwidths)))
 
     def steps(self, audio: torch.Tensor, bandwidth_id: int) -> Steps:
         """:meth:`forward` as :data:`~vocos_core.steps.Steps`, a unit per layer of each chunk of the

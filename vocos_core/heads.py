@@ -40,6 +40,13 @@ def polar(mag: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
     return torch.view_as_complex(out)
 
 
+def spectral_dtype(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in the dtype the inverse transforms run in: float32 for half-precision activations
+    (half-precision FFTs are inexact, and unsupported for sizes that are not powers of two), float64
+    for a ``.double()`` model, whose audio is then float64 as the reference's is."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def _finished(finish: Callable[[torch.Tensor], torch.Tensor], audio: Audio) -> Audio:
     """A head's ``finish`` applied to its audio, one tensor or one per item."""
     return [finish(a) for a in audio] if isinstance(audio, list) else finish(audio)
@@ -63,11 +70,10 @@ class ISTFTHead(nn.Module):
 
     def spectrum(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, T, dim)`` -> complex STFT frames ``(B, T, n_fft // 2 + 1)``."""
-        # Spectral maths in float32 whatever the model dtype: half-precision FFTs are inexact
-        # and unsupported for sizes that are not powers of two.
+        # Spectral maths in float32 or float64, never half precision (spectral_dtype).
         # Frame-major (B, T, bins) throughout, unlike the reference's (B, bins, T): the inverse
         # FFT and overlap-add then run on contiguous frames.
-        mag, phase = matmul_ways.linear(x, self.out).float().chunk(2, dim=-1)  # (B, T, n_fft // 2 + 1) each
+        mag, phase = spectral_dtype(matmul_ways.linear(x, self.out)).chunk(2, dim=-1)  # (B, T, n_fft // 2 + 1) each
         mag = torch.exp(mag)
         # In place when no gradient flows: exp's backward needs its output unmodified.
         mag = mag.clamp(max=MAX_MAGNITUDE) if torch.is_grad_enabled() else mag.clamp_(max=MAX_MAGNITUDE)
@@ -130,7 +136,7 @@ class IMDCTSymExpHead(_IMDCTHead):
 
     def coefficients(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, T, dim)`` -> MDCT coefficients ``(B, T, N)``."""
-        return symexp(matmul_ways.linear(x, self.out).float()).clip(-MAX_MAGNITUDE, MAX_MAGNITUDE)
+        return symexp(spectral_dtype(matmul_ways.linear(x, self.out))).clip(-MAX_MAGNITUDE, MAX_MAGNITUDE)
 
 
 class IMDCTCosHead(_IMDCTHead):
@@ -141,7 +147,7 @@ class IMDCTCosHead(_IMDCTHead):
 
     def coefficients(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, T, dim)`` -> MDCT coefficients ``(B, T, N)``."""
-        m, p = matmul_ways.linear(x, self.out).float().chunk(2, dim=2)
+        m, p = spectral_dtype(matmul_ways.linear(x, self.out)).chunk(2, dim=2)
         m = torch.exp(m).clip(max=MAX_MAGNITUDE)
         return m * torch.cos(p)
 

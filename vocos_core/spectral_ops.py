@@ -157,7 +157,7 @@ class ISTFT(Float32Buffers):
         if mask is not None:
             frames = frames.masked_fill(~mask[:, :, None], 0.0)
         audio = overlap_add_btw(frames, self.hop_length)
-        envelope = self._envelope(n, mask)
+        envelope = self._envelope(n, mask, audio.dtype)
         audio = audio[:, self.trim:audio.shape[-1] - self.trim]
         envelope = envelope[:, self.trim:envelope.shape[-1] - self.trim]
         if lengths is None:
@@ -180,9 +180,10 @@ class ISTFT(Float32Buffers):
         """``(win,)``: what each frame adds to the envelope the overlap-added audio is divided by."""
         return self.window.square()
 
-    def _envelope(self, frames: int, mask: torch.Tensor | None) -> torch.Tensor:
-        """Overlap-added squared window, ``(1 or B, (T - 1) * hop + win)``."""
-        sq = self.window.square().expand(1, frames, -1)  # (1, T, win), no copy
+    def _envelope(self, frames: int, mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+        """Overlap-added squared window, ``(1 or B, (T - 1) * hop + win)``, squared in the audio's ``dtype``
+        (float64 for a ``.double()`` model, as the reference's)."""
+        sq = self.window.to(dtype).square().expand(1, frames, -1)  # (1, T, win), no copy
         if mask is not None:
             sq = sq * mask[:, :, None].to(sq.dtype)
         env = overlap_add_btw(sq, self.hop_length)
@@ -230,7 +231,7 @@ class IMDCT(Float32Buffers):
     def frames(self, coeffs: torch.Tensor) -> torch.Tensor:
         """``(B, L, N)`` MDCT coefficients -> windowed time frames ``(B, L, 2N)``, before overlap-add."""
         n = coeffs.shape[-1]
-        spec = torch.cat([coeffs, -coeffs.flip(-1)], dim=-1).to(torch.complex64)
+        spec = torch.cat([coeffs, -coeffs.flip(-1)], dim=-1).to(torch.promote_types(coeffs.dtype, torch.complex64))
         y = torch.fft.ifft(spec * torch.view_as_complex(self.pre_twiddle), dim=-1)
         y = torch.real(y * torch.view_as_complex(self.post_twiddle)) * math.sqrt(n) * math.sqrt(2)
         return y * self.window

@@ -1,0 +1,80 @@
+"""Calls written for the reference package (vocos 0.1.0) work unchanged on ``vocos_core.Vocos``.
+
+Reference values: tests/data/reference and tests/data/extra (see tests/vocos_core/test_parity.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vocos_core import InputError, Vocos
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+REFERENCE = DATA / "reference"
+EXTRA = DATA / "extra"
+TOLERANCE = 1e-4  # max |ours - reference| / max |reference|, as test_parity.py
+
+
+def rel_error(ours: torch.Tensor, reference: np.ndarray) -> float:
+    ref = torch.from_numpy(reference).to(ours.dtype)
+    assert ours.shape == ref.shape, f"shape {tuple(ours.shape)} != reference {tuple(ref.shape)}"
+    return float((ours - ref).abs().max() / ref.abs().max())
+
+
+@pytest.mark.parametrize("name", ["vocos-mel-tiny", "vocos-mel-tiny-same"])
+def test_mel_feature_extractor_takes_any_leading_dims(name: str) -> None:
+    """The reference's front-end is torchaudio's MelSpectrogram: ``(S,)`` -> ``(n_mels, T)``,
+    ``(B, 1, S)`` -> ``(B, 1, n_mels, T)``. Ours took ``(B, S)`` only (a RuntimeError from reflect padding)."""
+    model = Vocos.from_pretrained(REFERENCE / name)
+    c = dict(np.load(REFERENCE / f"{name}.cases.npz"))
+    audio = torch.from_numpy(c["audio_in"])  # (2, S)
+    one = model.feature_extractor(audio[1])
+    assert one.shape == c["mel_of_audio_in"].shape[1:]
+    assert rel_error(one, c["mel_of_audio_in"][1]) <= TOLERANCE
+    channel = model.feature_extractor(audio[:, None])
+    assert channel.shape == (2, 1, *c["mel_of_audio_in"].shape[1:])
+    assert torch.equal(channel[:, 0], model.feature_extractor(audio))
+
+
+def test_feature_extractors_take_the_keywords_vocos_forward_passes() -> None:
+    """The reference's ``Vocos.forward`` passes its keywords to the feature extractor, so ported code calls
+    ``feature_extractor(audio, bandwidth_id=...)`` on either kind: the mel one ignores it, the EnCodec one
+    needs it (the reference's ValueError; InputError is one)."""
+    mel = Vocos.from_pretrained(REFERENCE / "vocos-mel-tiny")
+    audio = 0.1 * torch.randn(2, 4000, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(mel.feature_extractor(audio, bandwidth_id=torch.tensor([0])), mel.feature_extractor(audio))
+    enc = Vocos.from_pretrained(REFERENCE / "vocos-encodec-tiny")
+    with pytest.raises(InputError, match="bandwidth_id is required"):
+        enc.feature_extractor(audio)
+    with pytest.raises(ValueError, match=r"bandwidth_id \[4\] out of range"):
+        enc.feature_extractor(audio, bandwidth_id=torch.tensor([4]))
+
+
+def test_mel_feature_extractor_has_the_reference_attributes() -> None:
+    fe = Vocos.from_pretrained(REFERENCE / "vocos-mel-tiny-same").feature_extractor
+    assert fe.padding == "same"  # type: ignore[union-attr]
+    spec = fe.mel_spec  # type: ignore[union-attr]
+    assert (spec.sample_rate, spec.n_fft, spec.win_length, spec.hop_length, spec.n_mels) == (24000, 1024, 1024, 256,
+                                                                                              100)
+
+
+@pytest.mark.parametrize("name", ["vocos-mel-tiny", "vocos-mel-tiny-same", "mel-convnext-imdctcos-center",
+                                  "mel-convnext-imdctsymexp-same", "mel-resnet-istft-center"])
+def test_double_model_decodes_in_float64(name: str) -> None:
+    """``.double()`` on the reference gives float64 audio; ours gave float32 (the head's transforms ran
+    in float32 for any model dtype, as they still do for half precision)."""
+    if name.startswith("vocos-"):
+        model, c = Vocos.from_pretrained(REFERENCE / name), dict(np.load(REFERENCE / f"{name}.cases.npz"))
+        mel, expected = c["mel_in"], c["decode_of_mel_in"]
+    else:
+        model, c = Vocos.from_pretrained(EXTRA / name), dict(np.load(EXTRA / "cases.npz"))
+        mel, expected = c[f"{name}/mel_in"], c[f"{name}/decode"]
+    model.double()
+    for features in (torch.from_numpy(mel).double(), torch.from_numpy(mel)):
+        audio = model.decode(features)
+        assert audio.dtype == torch.float64
+        assert rel_error(audio, expected) <= TOLERANCE
