@@ -75,7 +75,14 @@ def wav_format(fmt: str | None) -> str:
 def mel_call(mel: np.ndarray, model: str | None, sample_rate: int | None, fmt: str | None, stream: bool) -> Call:
     """POST /decode/mel of ``mel`` ``(n_mels, T)`` float32."""
     params = query(model=model, sample_rate=sample_rate, format=wav_format(fmt), stream="true" if stream else None)
-    return Call("POST", "/decode/mel", params, npy_bytes(np.asarray(mel, np.float32)), {"content-type": NPY})
+    return Call("POST", "/decode/mel", params, npy_bytes(mel_body(mel)), {"content-type": NPY})
+
+
+def mel_body(mel: np.ndarray) -> np.ndarray:
+    """Floats as float32; anything else as it is, for the server to refuse with its own message, as a stream's
+    frames are (integers are no log-mel: more likely codes, or a grid of the wrong kind)."""
+    array = np.asarray(mel)
+    return array.astype(np.float32, copy=False) if np.issubdtype(array.dtype, np.floating) else array
 
 
 def codes_call(codes: np.ndarray, model: str | None, bandwidth_id: int | None, bandwidth: float | None,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from vocos_client import Client, RetryPolicy, VocosClientError
-from vocos_client.wire import codes_body
+from vocos_client.wire import codes_body, mel_body
 
 
 def _client(answer: httpx.Response) -> Client:
@@ -34,6 +34,11 @@ def test_uint64_codes_beyond_int64_are_sent_as_they_are_not_wrapped() -> None:
     huge = np.full((2, 3), 2**63 + 5, np.uint64)
     assert codes_body(huge).dtype == np.uint64 and int(codes_body(huge).max()) == 2**63 + 5
     assert codes_body(np.full((2, 3), 7, np.uint64)).dtype == np.int64
+
+
+def test_a_mel_of_integers_is_sent_as_it_is_for_the_server_to_refuse_as_a_streams_frames_are() -> None:
+    assert mel_body(np.zeros((100, 3), np.int32)).dtype == np.int32  # was cast to float32 and decoded
+    assert mel_body([[0.5, 1.0]]).dtype == mel_body(np.zeros((1, 2), np.float16)).dtype == np.float32
 
 
 def test_a_models_answer_without_models_is_a_protocol_error() -> None:
