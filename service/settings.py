@@ -32,11 +32,13 @@ class Settings(BaseSettings):
 
     mel_model: str = Field(
         "charactr/vocos-mel-24khz",
-        description="Hub id or local directory of the mel model; 'none' disables it",
+        description="Hub id or local directory of the model named 'mel'; 'none' disables it. The default "
+        "applies only when neither VOCOS_MODELS nor VOCOS_MODELS_FILE is set; set, it adds the model to theirs",
     )
     encodec_model: str = Field(
         "charactr/vocos-encodec-24khz",
-        description="Hub id or local directory of the EnCodec model; 'none' disables it",
+        description="Hub id or local directory of the model named 'encodec'; 'none' disables it. The default "
+        "applies only when neither VOCOS_MODELS nor VOCOS_MODELS_FILE is set; set, it adds the model to theirs",
     )
     models: str = Field(
         "",
@@ -50,9 +52,17 @@ class Settings(BaseSettings):
         None,
         description="local path of encodec_24khz-d7cc33bc.th (default: official URL via the torch hub cache)",
     )
-    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of both models")
-    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
-    dtype: Dtype = Field("float32", description="compute dtype of the models")
+    revision: str | None = Field(
+        None, description="Hub revision (branch, tag or commit) of every Hub model without a revision of its own "
+        "in VOCOS_MODELS_FILE"
+    )
+    device: str = Field(
+        "auto",
+        description="auto | cpu | cuda | cuda:N, of every model without a device of its own in VOCOS_MODELS_FILE",
+    )
+    dtype: Dtype = Field(
+        "float32", description="compute dtype of every model without a dtype of its own in VOCOS_MODELS_FILE"
+    )
     cpu_matmul: CpuMatmul = Field(
         "auto",
         description="float32 matmuls on CPU: auto (the fastest on this CPU for each row count, probed at start) | "

@@ -27,8 +27,9 @@ from pydantic import TypeAdapter, ValidationError
 
 from service.settings import DISABLED, Dtype, Settings
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+# Held with fullmatch: re's $ also matches before a final newline, which a quoted YAML name may end with.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_DEVICE = re.compile(r"auto|cpu|cuda|cuda:\d+")
 # Options a model may set for itself; each defaults to the server's setting of the same name.
 BATCHING = ("max_batch_size", "max_wait_ms", "max_batch_frames", "bucket_ratio", "max_queue_size")
 
@@ -106,11 +107,16 @@ def _not_pairs(text: str) -> RegistryError:
     return RegistryError(f"VOCOS_MODELS: expected name=source pairs separated by commas, got {text[:80]!r}")
 
 
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last silently)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
+        # A merge key (``<<: *defaults``) is no key of its own: constructing it fails, and the keys it brings
+        # may be overridden, as YAML allows, so only the mapping's own keys are compared.
+        keys = [self.construct_object(key, deep=deep) for key, _ in node.value if key.tag != _MERGE_TAG]
         twice = sorted({str(k) for k in keys if keys.count(k) > 1})
         if twice:
             raise yaml.constructor.ConstructorError(None, None, f"keys given more than once: {twice}",
@@ -130,6 +136,12 @@ def _file(path: Path) -> list[ModelSpec]:
     models = document.get("models") if isinstance(document, dict) else None
     if not isinstance(models, dict) or not models:
         raise RegistryError(f"{where}: expected a mapping 'models:' of model names to their options")
+    # Anything beside 'models:' would be ignored: a model indented one level too little would not be served,
+    # an option written for every model would apply to none.
+    others = sorted(str(key) for key in document if key != "models")
+    if others:
+        raise RegistryError(f"{where}: unknown top-level keys {others}; expected only 'models:', each model's "
+                            "options under its name")
     odd = [name for name in models if not isinstance(name, str)]
     if odd:  # YAML reads yes, null, 1 and 1.0 as a bool, None and numbers: two of them may even be one
         raise RegistryError(f"{where}: model names must be strings; YAML reads a name written as yes/no, on/off, "
@@ -148,7 +160,7 @@ def _spec(name: str, options: Any, where: str) -> ModelSpec:
     if unknown:
         raise RegistryError(f"{where}: model {name!r}: unknown options {unknown}; expected among {sorted(allowed)}")
     device, dtype = (_lower(options.get(key)) for key in ("device", "dtype"))  # any case, as the variables
-    if device is not None and not _DEVICE.match(str(device)):
+    if device is not None and not _DEVICE.fullmatch(str(device)):
         raise RegistryError(f"{where}: model {name!r}: device must be auto, cpu, cuda or cuda:N, got {device!r}")
     if dtype is not None and dtype not in get_args(Dtype):
         raise RegistryError(f"{where}: model {name!r}: dtype must be one of {get_args(Dtype)}, got {dtype!r}")
@@ -156,10 +168,10 @@ def _spec(name: str, options: Any, where: str) -> ModelSpec:
     return ModelSpec(
         checked,
         options["source"].strip(),
-        revision=_optional_text(options.get("revision")),
+        revision=_optional_text(options.get("revision"), "revision", name, where),
         device=None if device is None else str(device),
         dtype=dtype,
-        encodec_weights=_optional_text(options.get("encodec_weights")),
+        encodec_weights=_optional_text(options.get("encodec_weights"), "encodec_weights", name, where),
         batching=batching,
     )
 
@@ -183,7 +195,7 @@ def _batching_option(value: Any, key: str, name: str, where: str) -> float:
 
 
 def _checked_name(name: str, where: str) -> str:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise RegistryError(
             f"{where}: model name {name[:80]!r} must be 1-64 characters of letters, digits, '.', '_' or '-', "
             "beginning with a letter or digit"
@@ -191,5 +203,12 @@ def _checked_name(name: str, where: str) -> str:
     return name
 
 
-def _optional_text(value: Any) -> str | None:
-    return None if value is None or not str(value).strip() else str(value).strip()
+def _optional_text(value: Any, key: str, name: str, where: str) -> str | None:
+    """A text option, or None when left out or empty. Not a number or a date turned back into text: YAML
+    reads the revision 1.10 as the float 1.1 and 0123 as the octal 83, which would fetch another revision."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise RegistryError(f"{where}: model {name!r}: {key} must be a string; YAML read it as "
+                            f"{type(value).__name__} {value!r}: quote it")
+    return value.strip() or None

@@ -90,6 +90,15 @@ def test_inconsistent_model_settings_say_what_was_expected(kwargs: dict[str, str
                                           r"on/off, true/false, null or a number as another type \(here True\)"),
         ("models:\n  1: {source: /x}\n  1.0: {source: /y}\n", "keys given more than once"),
         ("models: [unclosed\n", "cannot read it as YAML"),
+        # A model indented one level too little, or options meant for every model, would be ignored.
+        ("models:\n  a: /x\ntts22k: {source: /y}\n", r"unknown top-level keys \['tts22k'\]; expected only 'models:'"),
+        ("models:\n  a: /x\ndevice: cpu\n", r"unknown top-level keys \['device'\]"),
+        # YAML reads these revisions as numbers (1.10 as 1.1, 0123 as octal 83): another revision, fetched silently.
+        ("models:\n  a: {source: org/x, revision: 1.10}\n",
+         r"a': revision must be a string; YAML read it as float 1.1: quote it"),
+        ("models:\n  a: {source: org/x, revision: 0123}\n", "revision must be a string; YAML read it as int 83"),
+        ("models:\n  a: {source: /x, encodec_weights: [/w.th]}\n", "encodec_weights must be a string"),
+        ('models:\n  "a\\n": /x\n', "model name 'a\\\\n' must be 1-64 characters"),  # re's $ matches before a final \n
     ],
 )
 def test_a_bad_models_file_says_what_was_expected(tmp_path: Path, text: str, message: str) -> None:
@@ -116,3 +125,20 @@ def test_a_models_file_path_may_start_with_a_tilde(tmp_path: Path, monkeypatch: 
     monkeypatch.setenv("HOME", str(tmp_path))
     (tmp_path / "models.yaml").write_text("models:\n  a: /x\n")
     assert [s.name for s in model_specs(Settings(models_file="~/models.yaml"))] == ["a"]
+
+
+def test_a_models_file_may_share_options_through_yaml_merge_keys(tmp_path: Path) -> None:
+    path = tmp_path / "models.yaml"
+    path.write_text(
+        "models:\n"
+        "  gpu22k: &gpu {source: /m/a, device: cuda:1, dtype: bfloat16, max_batch_size: 4}\n"
+        "  gpu16k: {<<: *gpu, source: /m/b, max_batch_size: 8}  # its own keys override the merged ones\n"
+        "  hub: {source: org/x, revision: '1.10'}  # quoted, a revision stays as written\n"
+    )
+    a, b, hub = model_specs(Settings(models_file=str(path)))
+    assert (a.source, a.device, a.dtype, a.batching["max_batch_size"]) == ("/m/a", "cuda:1", "bfloat16", 4)
+    assert (b.source, b.device, b.dtype, b.batching["max_batch_size"]) == ("/m/b", "cuda:1", "bfloat16", 8)
+    assert hub.revision == "1.10"
+    path.write_text("models:\n  a: &o {source: /m/a}\n  b: {<<: *o, source: /m/b, source: /m/c}\n")
+    with pytest.raises(RegistryError, match=r"keys given more than once: \['source'\]"):
+        model_specs(Settings(models_file=str(path)))

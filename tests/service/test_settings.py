@@ -109,6 +109,16 @@ def test_every_setting_has_a_flag() -> None:
     assert set(Settings.model_fields) <= flags
 
 
+def test_the_help_says_which_models_the_model_wide_settings_apply_to() -> None:
+    """--mel-model's default is not served beside VOCOS_MODELS, and a models file's options win over
+    --revision, --device and --dtype: the help says so rather than 'of both models'."""
+    helps = {a.dest: " ".join((a.help or "").split()) for a in build_parser()._actions}
+    for name in ("mel_model", "encodec_model"):
+        assert "applies only when neither VOCOS_MODELS nor VOCOS_MODELS_FILE is set" in helps[name]
+    for name in ("revision", "device", "dtype"):
+        assert f"without a {name} of its own in VOCOS_MODELS_FILE" in helps[name]
+
+
 def test_invalid_flag_value_exits_2_with_one_message(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         parse_settings(["--device", "tpu"])
