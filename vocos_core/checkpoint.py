@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -104,6 +105,15 @@ def _hub_file(repo_id: str, filename: str, revision: str | None, cache_dir: str 
         raise CheckpointError(f"cannot obtain {where}: {_first_line(e)}") from e
 
 
+def _unpickler_reason(exc: pickle.UnpicklingError) -> str:
+    """What torch's weights-only unpickler refused (``Unsupported global: GLOBAL builtins.print``), without
+    the advice around it."""
+    _, _, detail = str(exc).partition("WeightsUnpickler error:")
+    lines = [line.strip() for line in detail.splitlines() if line.strip()]
+    # "Unsupported global: GLOBAL print was not an allowed global by default. Please use ...add_safe_globals"
+    return lines[0].split(" was not an allowed")[0][:200] if lines else "refused by the weights-only unpickler"
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
@@ -115,8 +125,12 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as e:
         raise CheckpointError(f"{path}: missing") from e
-    except Exception as e:  # unpickling refused, truncated zip, not a torch file ...
-        raise CheckpointError(f"{path}: not a loadable weights file ({type(e).__name__}: {e})") from e
+    except pickle.UnpicklingError as e:  # torch's own text advises weights_only=False: running the file's code
+        raise CheckpointError(f"{path}: not a loadable weights file (it holds more than tensors, or is no torch "
+                              f"file: {_unpickler_reason(e)}); weights are read as tensors alone, never as "
+                              "pickled objects") from None
+    except Exception as e:  # truncated zip, not a torch file ...
+        raise CheckpointError(f"{path}: not a loadable weights file ({_first_line(e)})") from e
     if not isinstance(state, Mapping) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
