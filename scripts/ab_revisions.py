@@ -50,21 +50,33 @@ def load_revision(rev: str, into: Path) -> object:
     return importlib.import_module(name)
 
 
-def cases(module: object, mel_dir: Path, enc_dir: Path, weights: Path | None) -> dict:
+def cases(module: object, mel_dir: Path, enc_dir: Path, weights: Path | None, names: list[str]) -> dict:
+    """The cases ``names`` on ``module``'s models (the streams case is built only when asked for: a
+    revision from before ``vocos_core.streaming`` has none)."""
     vocos = module.Vocos  # type: ignore[attr-defined]
     mel = vocos.from_pretrained(mel_dir)
     enc = vocos.from_pretrained(enc_dir, encodec_weights=weights)
     x, bw = inputs(), torch.tensor([ENCODEC_BANDWIDTH_ID])
     unequal = [m[:, : m.shape[-1] * s // 10] for s, m in zip(UNEQUAL_SECONDS, x["mel_b8"], strict=True)]
-    streams = stream_case(module, mel, x["mel_b8"][0, :, : STREAM_SECONDS * 24000 // 256 + 1])
-    return {
-        "streams": streams,
+    all_cases = {
         "mel-b1": lambda: mel.decode(x["mel_b1"]),
         "mel-b8": lambda: mel.decode(x["mel_b8"]),
         "mel-unequal": lambda: mel.decode_batch(unequal),
         "encodec-b1": lambda: enc.decode(enc.codes_to_features(x["codes_b1"]), bandwidth_id=bw),
         "resynthesis": lambda: enc(x["audio_10s"], bandwidth_id=bw),
     }
+    if "streams" in names:
+        all_cases["streams"] = stream_case(module, mel, x["mel_b8"][0, :, : STREAM_SECONDS * 24000 // 256 + 1])
+    return {name: all_cases[name] for name in names}
+
+
+def has_streams(module: object) -> bool:
+    """Whether ``module`` (a revision's ``vocos_core``) has the streaming the streams case steps."""
+    try:
+        importlib.import_module(f"{module.__name__}.streaming.stream")  # type: ignore[attr-defined]
+    except ModuleNotFoundError:
+        return False
+    return True
 
 
 def stream_case(module: object, mel: object, frames: torch.Tensor) -> Callable[[], torch.Tensor]:
@@ -105,14 +117,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="vocos-ab-") as tmp:
         tmp_path = Path(tmp)
         old_module = load_revision(args.rev, tmp_path / "rev")
+        if "streams" in args.cases and not has_streams(old_module):
+            print(f"streams: not timed, {args.rev} has no vocos_core.streaming")
+            args.cases = [case for case in args.cases if case != "streams"]
+            if not args.cases:
+                raise SystemExit("ab_revisions: no case left to time")
         mel_dir = write_official_size(tmp_path / "mel", "mel")
         enc_dir = write_official_size(tmp_path / "enc", "encodec")
         weights = SHARED_ENCODEC if SHARED_ENCODEC.exists() else None
         if weights is None:
             from vocos_core.encodec.testing import write_random_encodec_weights
             weights = write_random_encodec_weights(tmp_path / "encodec.th")
-        sides = {args.rev: cases(old_module, mel_dir, enc_dir, weights),
-                 "working tree": cases(vocos_core, mel_dir, enc_dir, weights)}
+        sides = {args.rev: cases(old_module, mel_dir, enc_dir, weights, args.cases),
+                 "working tree": cases(vocos_core, mel_dir, enc_dir, weights, args.cases)}
         report(args, sides)
 
 

@@ -7,8 +7,8 @@ The matmuls are most of a CPU decode (docs/performance.md). A float32 operand x 
 bfloat16 parts ``hi = bf16(x)``, ``lo = bf16(x - hi)``; three bf16 products, ``hi·hi + hi·lo + lo·hi``
 ("bf16x3"), recover about 16 of float32's 24 significant bits, at three times the work. It pays where
 bf16 runs more than three times faster than float32 *and* the products come back in float32. The
-script times one MLP (``frames x dim -> intermediate -> dim``, GELU between) four ways, each against
-float64:
+script times one MLP (``frames x dim -> intermediate -> dim``, GELU between) five ways (four where the
+kernels cannot run), each against float64:
 
 - ``float32``: what a decode runs (MKL);
 - ``bf16``: the bf16 rate, output rounded to bf16 (1 product, to show the hardware's speed);
@@ -78,7 +78,7 @@ def bf16_maths() -> Iterator[None]:
 
 def mlps(frames: int, dim: int, intermediate: int,
          seed: int = 0) -> tuple[torch.Tensor, dict[str, Callable[[], object]], dict[str, torch.Tensor]]:
-    """A random MLP on random input: its float64 result, the four ways to time, and each way's result."""
+    """A random MLP on random input: its float64 result, the ways to time, and each way's result."""
     gen = torch.Generator().manual_seed(seed)
     h = torch.randn(frames, dim, generator=gen)  # layer-normed activations: unit scale
     w1, b1 = torch.randn(intermediate, dim, generator=gen) / dim**0.5, 0.1 * torch.randn(intermediate, generator=gen)

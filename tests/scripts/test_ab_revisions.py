@@ -51,3 +51,24 @@ def test_the_streams_case_decodes_each_stream_as_the_offline_decode(tmp_path: Pa
     assert audio.shape == (3 * offline.shape[0],)
     for piece in audio.split(offline.shape[0]):
         assert float((piece - offline).abs().max() / offline.abs().max()) <= 1e-5
+
+
+def test_a_revision_without_streaming_is_told_apart(tmp_path: Path) -> None:
+    """A revision from before vocos_core.streaming (e.g. fc38b15) has no streams case to build."""
+    import vocos_core
+
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        ab = importlib.import_module("ab_revisions")
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    (tmp_path / "old_vocos_core").mkdir()
+    (tmp_path / "old_vocos_core" / "__init__.py").write_text("")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        old = importlib.import_module("old_vocos_core")
+        assert not ab.has_streams(old)
+    finally:
+        sys.path.remove(str(tmp_path))
+        del sys.modules["old_vocos_core"]
+    assert ab.has_streams(vocos_core)
