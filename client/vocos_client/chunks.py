@@ -25,6 +25,14 @@ class _Chunks:
         self.warning: str | None = response.headers.get("x-input-warning")
         self.total_samples: int | None = None  # from the WAV header; None if it did not say
         self.samples_read = 0
+        self._complete = False  # read to the WAV's end
+
+    def _check_open(self) -> None:
+        """Refuse to go on reading an answer closed before its end: the network read would fail with an
+        error that blames the server (or, from a buffered body, go on as if nothing had been skipped)."""
+        if self._response.is_closed and not self._complete:
+            raise ValueError("this answer was closed before its end (a loop over it was left early, or close() "
+                             f"was called) after {self.samples_read} samples; the rest is gone: make the call again")
 
     def _take(self, data: bytes) -> np.ndarray:
         samples = self._reader.feed(data)
@@ -70,6 +78,7 @@ class AudioChunks(_Chunks):
             raise
 
     def __iter__(self) -> Iterator[np.ndarray]:
+        self._check_open()
         try:
             for samples in self._pending:
                 if samples.size:
@@ -80,6 +89,7 @@ class AudioChunks(_Chunks):
                 if samples.size:
                     yield samples
             self._reader.close()
+            self._complete = True
         except httpx.HTTPError as exc:
             raise self._broke_off(exc) from None
         finally:
@@ -124,6 +134,7 @@ class AsyncAudioChunks(_Chunks):
     _bytes: AsyncIterator[bytes]
 
     async def __aiter__(self) -> AsyncIterator[np.ndarray]:
+        self._check_open()
         try:
             for samples in self._pending:
                 if samples.size:
@@ -134,6 +145,7 @@ class AsyncAudioChunks(_Chunks):
                 if samples.size:
                     yield samples
             self._reader.close()
+            self._complete = True
         except httpx.HTTPError as exc:
             raise self._broke_off(exc) from None
         finally:

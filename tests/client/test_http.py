@@ -111,6 +111,30 @@ def test_streamed_answers_equal_whole_ones(server: ServerProcess, fmt: str) -> N
         assert np.abs(streamed - expected).max() <= step + 1e-5 * np.abs(expected).max()
 
 
+def test_an_answer_left_early_says_so_when_read_again(server: ServerProcess) -> None:
+    """Reading on after a loop over the chunks was left (which closes the answer) failed with "the answer broke
+    off ... Bad file descriptor", blaming the server or the network."""
+    with Client(server.url) as client:
+        chunks = client.decode_mel(MEL, stream=True)
+        for _ in chunks:
+            break
+        with pytest.raises(ValueError, match=r"closed before its end \(a loop over it was left early"):
+            chunks.read()
+        whole = client.decode_mel(MEL, stream=True)
+        assert whole.read().samples.size == 69 * 256 and whole.read().samples.size == 0  # read to its end: no more
+
+    async def run() -> None:
+        async with AsyncClient(server.url) as client:
+            chunks = await client.decode_mel(MEL, stream=True)
+            async for _ in chunks:
+                break
+            await chunks.aclose()  # what leaving an async for cannot do by itself
+            with pytest.raises(ValueError, match="closed before its end"):
+                await chunks.read()
+
+    asyncio.run(run())
+
+
 def test_async_client_has_the_same_answers(server: ServerProcess) -> None:
     with Client(server.url) as client:
         expected = [client.decode_mel(MEL).samples, client.decode_encodec(CODES).samples,
