@@ -19,6 +19,11 @@ from vocos_core.matmul_ways import CpuMatmul
 
 DISABLED = "none"
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+# A browser's Origin header: scheme://host[:port], nothing after (RFC 6454); a host name, or an IP literal.
+_ORIGIN_RE = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<host>[a-z0-9-]+(?:\.[a-z0-9-]+)*|\[[0-9a-f:.]+\])"
+                        r"(?::(?P<port>[0-9]{1,5}))?", re.IGNORECASE)
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+ANY_ORIGIN = "*"
 
 Dtype = Literal["float32", "bfloat16", "float16"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
@@ -108,6 +113,11 @@ class Settings(BaseSettings):
         SecretStr(""), description="comma-separated bearer tokens; empty = no authentication"
     )
     metrics_require_key: bool = Field(False, description="whether /metrics also requires a bearer token")
+    cors_origins: str = Field(
+        "",
+        description="comma-separated origins (scheme://host[:port]) whose web pages may call the API from a "
+        "browser (CORS), and open streams; '*' alone: every site; empty = no CORS headers (docs/deployment.md)",
+    )
     drain_timeout_s: float = Field(
         30.0, ge=0, description="on SIGTERM, how long queued work may take to finish"
     )
@@ -175,6 +185,33 @@ class Settings(BaseSettings):
             raise ValueError("expected a Hub id, a local directory, or 'none' to disable the model")
         return value
 
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, value: str) -> str:
+        """Each entry as a browser writes it in ``Origin`` (lower case, no default port), or a clear refusal:
+        an entry the browser never sends (a trailing /, a path) would never match, in silence."""
+        entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+        if ANY_ORIGIN in entries and len(entries) > 1:
+            raise ValueError("'*' allows every origin and stands alone; expected either '*' or a list of origins")
+        origins = []
+        for i, entry in enumerate(entries, 1):
+            if entry == ANY_ORIGIN:
+                origins.append(entry)
+                continue
+            if entry.lower() == "null":
+                raise ValueError("'null' is the origin of sandboxed frames and local files, which any site can "
+                                 "make a browser send; it cannot be allowed")
+            match = _ORIGIN_RE.fullmatch(entry)
+            port = int(match["port"]) if match and match["port"] else None
+            if match is None or port == 0 or (port or 0) > 65535:
+                raise ValueError(f"entry {i} ({entry[:80]!r}) is no origin; expected scheme://host[:port] with no "
+                                 "path, not even a final '/' (e.g. https://app.example.com), origins separated by "
+                                 "commas")
+            scheme, host = match["scheme"].lower(), match["host"].lower()
+            keep_port = port is not None and _DEFAULT_PORTS.get(scheme) != port
+            origins.append(f"{scheme}://{host}:{port}" if keep_port else f"{scheme}://{host}")
+        return ",".join(origins)
+
     @field_validator("encodec_weights", "revision", "models_file", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
@@ -211,6 +248,11 @@ class Settings(BaseSettings):
             raise ValueError("metrics_require_key needs API keys (VOCOS_API_KEYS); without keys /metrics would "
                              "be open")
         return self
+
+    @property
+    def cors_origin_list(self) -> tuple[str, ...]:
+        """The allowed origins, as browsers write them; ``("*",)`` for every origin; empty: no CORS."""
+        return tuple(origin for origin in self.cors_origins.split(",") if origin)
 
     @property
     def api_key_list(self) -> tuple[str, ...]:

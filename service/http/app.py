@@ -31,7 +31,7 @@ from service.runtime.metrics import ServiceMetrics
 from service.runtime.models import ServedModel, load_models
 from service.runtime.registry import ModelSpec, model_specs
 from service.runtime.slot import ModelSlot, stream_policy
-from service.settings import Settings
+from service.settings import ANY_ORIGIN, Settings
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,11 @@ def create_app(settings: Settings, models: Mapping[str, ServedModel] | None = No
     app.include_router(stream_router)
     app.include_router(pages_router)
     declare_bearer_auth(app, settings)
+    # Request ids, keys, limits, the access log; CORS inside it (service.http.cors).
     app.add_middleware(RequestContextMiddleware, state=state)
+    if settings.cors_origin_list == (ANY_ORIGIN,):
+        log.warning("VOCOS_CORS_ORIGINS=*: pages of every site may call the API from their visitors' browsers "
+                    "(docs/deployment.md#browsers-on-other-origins)")
     return app
 
 

@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.echo import clip
 from service.errors import ServerBusyError, ServiceError
 from service.http.access import CLIENT_CLOSED, log_request
+from service.http.cors import cors_options, is_preflight, refused_origin, with_cors
 from service.http.errors import error_response, logged_error_response
 from service.http.pages import PAGE_PATHS
 from service.http.server import BUSY_MESSAGE, PROBE_PATHS, abort_connection, beyond_connection_cap
@@ -51,14 +53,20 @@ DRAIN_BODY_BYTES = 256 * 1024
 
 class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, state: ServiceState) -> None:
-        self.app = app
+        # CORS (VOCOS_CORS_ORIGINS) inside: a preflight is answered there, after the request id and before
+        # any route; the middleware's own error answers get it too (service.http.cors).
+        self.cors = cors_options(state.settings)
+        self.app = with_cors(app, self.cors)
         self.state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             await self._request(scope, receive, send)
         elif scope["type"] == "websocket":  # the stream's id, checked as a request's; the rest is its route's
-            if _CONTROL.search(scope.get("path", "")):
+            origin = refused_origin(scope, self.state.settings)
+            if _CONTROL.search(scope.get("path", "")) or origin is not None:
+                if origin is not None:
+                    log.debug("stream handshake refused: Origin %s is not in VOCOS_CORS_ORIGINS", clip(origin, 100))
                 await send({"type": "websocket.close", "code": 1008})  # the handshake is refused (403)
                 return
             scope.setdefault("state", {}).update(request_id=_request_id(scope))
@@ -73,7 +81,9 @@ class RequestContextMiddleware:
         path = scope.get("path", "")
         held, clock = _HeldBytes(self.state), _BodyClock(scope, started)
         reply = _Reply(scope, send, request_id, held, self.state.settings.send_timeout_s, clock)
-        tracked = path in ENDPOINTS
+        # A preflight is browser protocol, no API call: in the access log, not in the request metrics.
+        preflight = self.cors is not None and is_preflight(scope)
+        tracked = path in ENDPOINTS and not preflight
         if tracked:
             self.state.metrics.inflight.inc()
         try:
@@ -81,11 +91,12 @@ class RequestContextMiddleware:
             _check_framing(scope)
             if beyond_connection_cap(scope) and path not in PROBE_PATHS:
                 raise ServerBusyError(BUSY_MESSAGE)
-            self._authenticate(scope, path)
+            if not preflight:  # answered by CORSMiddleware, never passed on to a route
+                self._authenticate(scope, path)
             held.take_declared(scope)
             await self.app(scope, clock.timing(held.counting(receive)), reply.send)
         except ServiceError as exc:  # raised here, before the app: authentication, the byte budget
-            await logged_error_response(exc, request_id)(scope, receive, reply.send)
+            await self._answer(logged_error_response(exc, request_id), preflight)(scope, receive, reply.send)
         except SendTimeoutError as exc:
             log.info("request %s %s: %s", request_id, path, exc)
             reply.status = CLIENT_CLOSED
@@ -96,7 +107,7 @@ class RequestContextMiddleware:
         except Exception as exc:
             log.exception("request %s %s failed", request_id, path)
             if not reply.started:
-                await error_response(exc, request_id)(scope, receive, reply.send)
+                await self._answer(error_response(exc, request_id), preflight)(scope, receive, reply.send)
             else:  # the answer broke off on our side, not the client's: not a 499
                 reply.status = 500
         finally:
@@ -116,6 +127,12 @@ class RequestContextMiddleware:
             self.state.metrics.observe_request(path, reply.status, ended - body_end)
         if self.state.settings.access_log:
             log_request(scope, reply.status, ended - started, reply.body_bytes, reply.request_id)
+
+    def _answer(self, response: ASGIApp, preflight: bool) -> ASGIApp:
+        """An error answer of the middleware's own, with the CORS headers the routes' answers get: without
+        them a page sees a CORS failure, not the error. A preflight's error goes as it is (CORSMiddleware
+        would answer the preflight instead)."""
+        return response if preflight else with_cors(response, self.cors)
 
     def _authenticate(self, scope: Scope, path: str) -> None:
         if requires_key(path, self.state.settings):
