@@ -24,6 +24,8 @@ from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.websockets.wsproto_impl import WSProtocol
+from wsproto.connection import ConnectionState
+from wsproto.events import CloseConnection
 
 from service.http.errors import error_body
 from service.http.state import state_of
@@ -213,6 +215,15 @@ class AbortableWSProtocol(WSProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.app = _with_extensions(self.app, lambda: self.transport, lambda: False)
+
+    def handle_close(self, event: Any) -> None:
+        # wsproto reports frames it cannot parse (a text message that is no UTF-8: 1007; broken framing, such as a
+        # continuation with no message begun or a reserved bit set: 1002) as a close from the client, in state
+        # OPEN, which no close frame leaves; uvicorn then drops the connection without one, and the client sees
+        # 1006 with no reason. RFC 6455 7.1.7: fail the connection with a close frame that says why.
+        if self.conn.state is ConnectionState.OPEN and not self.transport.is_closing():
+            self.transport.write(self.conn.send(CloseConnection(code=event.code, reason=event.reason)))
+        super().handle_close(event)
 
     def handle_ping(self, event: Any) -> None:
         # RFC 6455 5.5.3 lets an endpoint answer only the latest of the pings it has not answered yet: while

@@ -166,6 +166,12 @@ def wav_header(samples: int, sample_rate: int, fmt: OutputFormat) -> bytes:
     return struct.pack("<4sI4s", b"RIFF", riff_size, b"WAVE") + fmt_chunk + fact + struct.pack("<4sI", b"data", data)
 
 
+def wav_file_bytes(header: bytes) -> int:
+    """The size of the whole WAV file that :func:`wav_header` ``header`` begins: its RIFF size plus the 8
+    bytes of the RIFF chunk's own header."""
+    return struct.unpack_from("<I", header, 4)[0] + 8
+
+
 def resampled_length(frames: int, rate: int, target_rate: int) -> int:
     """Samples at ``target_rate`` lasting as long as ``frames`` at ``rate``: ``round(frames * target_rate
     / rate)``, halves rounded up (in integers, so exact for any length)."""

@@ -10,9 +10,12 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile as sf
-from service_helpers import AppFactory, AppHarness, wait_until
+from service_helpers import AppFactory, AppHarness, live_server, wait_until
 
 from service.runtime.audio_io import resampled_length
+from service.runtime.models import ServedModel
+from service.runtime.serving import STREAMED_PUSH_FRAMES
+from service.settings import Settings
 from service.testing import audio_file, npy_bytes
 from vocos_core.steps import Steps
 
@@ -105,11 +108,44 @@ async def test_a_streamed_answer_beyond_the_stream_limit_is_413_before_it_begins
         assert 'vocos_streams_active{model="mel"} 0.0' in metrics
 
 
-async def test_the_wav_header_states_the_final_length(app: AppHarness) -> None:
+@pytest.mark.parametrize(("fmt", "header_bytes"), [("wav16", 44), ("wav32f", 56)])
+async def test_the_wav_header_states_the_final_length(app: AppHarness, fmt: str, header_bytes: int) -> None:
     mel = np.zeros((100, 300), np.float32)
-    response = await app.client.post("/decode/mel?stream=true", content=npy_bytes(mel), headers=NPY)
-    riff, data = int.from_bytes(response.content[4:8], "little"), int.from_bytes(response.content[40:44], "little")
-    assert riff == len(response.content) - 8 and data == len(response.content) - 44
+    response = await app.client.post(f"/decode/mel?stream=true&format={fmt}", content=npy_bytes(mel), headers=NPY)
+    riff = int.from_bytes(response.content[4:8], "little")
+    data = int.from_bytes(response.content[header_bytes - 4:header_bytes], "little")
+    assert riff == len(response.content) - 8 and data == len(response.content) - header_bytes
+    assert "content-length" not in response.headers  # HTTP/1.1: chunked (tests/reliability/test_stream_server.py)
+
+
+async def test_over_http_1_0_an_answer_has_its_length_and_one_broken_off_is_short_of_it(
+        base_settings: Settings, models: dict[str, ServedModel], monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTP/1.0 has no chunked transfer (nginx proxies with it by default): an answer without a length ends
+    where its connection does, so one the server broke off after its headers read as a complete, shorter WAV."""
+    served = models["mel"]
+    real, steps = served.decode_steps, []
+
+    def fails_after_one_step(*args: Any) -> Any:
+        steps.append(1)
+        if len(steps) > 1:
+            raise RuntimeError("a failed step")
+        return real(*args)
+
+    mel = np.random.default_rng(5).standard_normal((100, 3 * STREAMED_PUSH_FRAMES)).astype(np.float32)
+    body = npy_bytes(mel)
+    async with live_server(base_settings, models) as server:
+        monkeypatch.setitem(vars(served), "decode_steps", fails_after_one_step)  # after the warm-up's steps
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"POST /decode/mel?stream=true HTTP/1.0\r\nHost: test\r\nContent-Type: application/x-npy\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        answer = await asyncio.wait_for(reader.read(), 30)  # to the connection's end
+        writer.close()
+    head, _, content = answer.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    fields = dict(line.lower().split(": ", 1) for line in lines[1:])
+    assert lines[0].split()[1] == "200" and len(steps) == 2
+    expected = 44 + 2 * served.num_samples(mel.shape[1])
+    assert int(fields["content-length"]) == expected > len(content) > 44  # short: the client can tell
 
 
 async def test_flac_cannot_be_streamed(app: AppHarness) -> None:

@@ -250,3 +250,31 @@ def test_pings_go_unanswered_while_the_client_leaves_what_was_sent_unread() -> N
         protocol.transport = Transport(unsent)  # type: ignore[assignment]
         protocol.handle_ping(Ping(payload=b"hi"))
         assert (protocol.transport.written == b"pong:hi") is answered  # type: ignore[attr-defined]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("frame", "code"), [
+    (bytes([0x81, 0x82, 0, 0, 0, 0]) + b"\xff\xfe", 1007),  # a text message that is no UTF-8
+    (bytes([0x80, 0x83, 0, 0, 0, 0]) + b"end", 1002),  # a continuation frame with no message begun
+], ids=["not-utf8", "broken-framing"])
+async def test_frames_the_server_cannot_parse_get_a_close_frame_that_says_why(
+        base_settings: Settings, models: dict[str, ServedModel], frame: bytes, code: int) -> None:
+    """RFC 6455 7.1.7: a connection failed for its client's frames gets a close frame with the reason; it was
+    dropped without one, which a client reports as 1006, no reason given."""
+    async with live_server(base_settings, models) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /stream/mel HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+        writer.write(frame)  # masked with a zero key (a client's frames are masked)
+        received = await asyncio.wait_for(reader.read(), 10)  # to the connection's end
+        writer.close()
+    frames = []  # (opcode, payload) of the server's frames, which are unmasked
+    while received:
+        size, at = received[1], 2
+        if size == 126:
+            size, at = int.from_bytes(received[2:4], "big"), 4
+        frames.append((received[0] & 0x0F, received[at:at + size]))
+        received = received[at + size:]
+    assert [op for op, _ in frames] == [0x1, 0x8]  # the start message, then the close
+    assert int.from_bytes(frames[1][1][:2], "big") == code and frames[1][1][2:]  # with the reason
