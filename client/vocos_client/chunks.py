@@ -26,11 +26,12 @@ class _Chunks:
         self.total_samples: int | None = None  # from the WAV header; None if it did not say
         self.samples_read = 0
         self._complete = False  # read to the WAV's end
+        self._closed = False  # by close(), or by leaving a loop over it (whose end closes it)
 
     def _check_open(self) -> None:
         """Refuse to go on reading an answer closed before its end: the network read would fail with an
         error that blames the server (or, from a buffered body, go on as if nothing had been skipped)."""
-        if self._response.is_closed and not self._complete:
+        if self._closed and not self._complete:
             raise ValueError("this answer was closed before its end (a loop over it was left early, or close() "
                              f"was called) after {self.samples_read} samples; the rest is gone: make the call again")
 
@@ -100,6 +101,7 @@ class AudioChunks(_Chunks):
         return self._audio(list(self))
 
     def close(self) -> None:
+        self._closed = True
         self._response.close()
 
     def __enter__(self) -> AudioChunks:
@@ -156,6 +158,7 @@ class AsyncAudioChunks(_Chunks):
         return self._audio([samples async for samples in self])
 
     async def aclose(self) -> None:
+        self._closed = True
         await self._response.aclose()
 
     async def __aenter__(self) -> AsyncAudioChunks:
