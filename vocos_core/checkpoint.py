@@ -105,6 +105,14 @@ def _hub_file(repo_id: str, filename: str, revision: str | None, cache_dir: str 
         raise CheckpointError(f"cannot obtain {where}: {_first_line(e)}") from e
 
 
+def load_failure(exc: Exception) -> str:
+    """Why ``torch.load(..., weights_only=True)`` failed, in one line. For a refused pickle, what it refused:
+    torch's own text advises loading the file with ``weights_only=False``, that is, running its code."""
+    if isinstance(exc, pickle.UnpicklingError):
+        return f"it holds more than tensors, or is no torch file: {_unpickler_reason(exc)}"
+    return _first_line(exc)
+
+
 def _unpickler_reason(exc: pickle.UnpicklingError) -> str:
     """What torch's weights-only unpickler refused (``Unsupported global: GLOBAL builtins.print``), without
     the advice around it."""
@@ -125,12 +133,11 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as e:
         raise CheckpointError(f"{path}: missing") from e
-    except pickle.UnpicklingError as e:  # torch's own text advises weights_only=False: running the file's code
-        raise CheckpointError(f"{path}: not a loadable weights file (it holds more than tensors, or is no torch "
-                              f"file: {_unpickler_reason(e)}); weights are read as tensors alone, never as "
-                              "pickled objects") from None
+    except pickle.UnpicklingError as e:  # not chained: torch's text advises weights_only=False
+        raise CheckpointError(f"{path}: not a loadable weights file ({load_failure(e)}); weights are read as "
+                              "tensors alone, never as pickled objects") from None
     except Exception as e:  # truncated zip, not a torch file ...
-        raise CheckpointError(f"{path}: not a loadable weights file ({_first_line(e)})") from e
+        raise CheckpointError(f"{path}: not a loadable weights file ({load_failure(e)})") from e
     if not isinstance(state, Mapping) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):

@@ -9,13 +9,14 @@ directory loads strictly in :meth:`vocos_core.Vocos.from_pretrained` and in voco
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
-from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME
+from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_failure
 from ..errors import CheckpointError
 from .experiment import GENERATOR_PARTS
 
@@ -47,6 +48,8 @@ def write_hub_dir(out_dir: str | os.PathLike[str], config: dict[str, Any], state
 
 def read_checkpoint(ckpt: str | os.PathLike[str]) -> dict[str, Any]:
     """A Lightning checkpoint as data (CheckpointError when it is missing or not one)."""
+    if os.path.isfile(ckpt) and not zipfile.is_zipfile(ckpt):  # else torch's mmap refusal, which blames torch.save
+        raise CheckpointError(f"{ckpt}: cannot be read as a checkpoint (not the zip archive torch.save writes)")
     try:
         # weights_only: a checkpoint is data; unpickling arbitrary objects would run whatever code it names.
         # mmap: a run's checkpoint holds the discriminators and both optimisers, mostly not needed here.
@@ -54,8 +57,7 @@ def read_checkpoint(ckpt: str | os.PathLike[str]) -> dict[str, Any]:
     except FileNotFoundError:
         raise CheckpointError(f"{ckpt}: no such file") from None
     except Exception as exc:  # torch raises several types for a file that is not a checkpoint
-        raise CheckpointError(f"{ckpt}: cannot be read as a checkpoint ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0][:200]})") from None
+        raise CheckpointError(f"{ckpt}: cannot be read as a checkpoint ({load_failure(exc)})") from None
     if not isinstance(data, dict) or "state_dict" not in data or "hyper_parameters" not in data:
         raise CheckpointError(f"{ckpt}: not a Lightning checkpoint (no state_dict / hyper_parameters)")
     return data
