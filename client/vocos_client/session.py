@@ -94,7 +94,7 @@ def start_info(message: str | bytes) -> StreamInfo:
     """The first message -> :class:`StreamInfo`; raises the server's error if it sent one instead."""
     parsed = _json(message)
     if parsed.get("type") == "error":
-        raise _fields(message, "an error message with a numeric status", lambda: from_stream(parsed))
+        raise _server_error(message, parsed)
     if parsed.get("type") != "start":
         raise protocol_error(f"expected the start message, got {str(message)[:80]!r}")
 
@@ -119,6 +119,11 @@ def _fields(message: str | bytes, expected: str, make: Callable[[], T]) -> T:
         return make()
     except (KeyError, TypeError, ValueError):
         raise protocol_error(f"expected {expected}, got {str(message)[:120]!r}") from None
+
+
+def _server_error(message: str | bytes, parsed: dict[str, Any]) -> VocosClientError:
+    """The server's error message as the error it reports (a protocol error if its status is no number)."""
+    return _fields(message, "an error message with a numeric status", lambda: from_stream(parsed))
 
 
 def _optional_int(value: Any) -> int | None:
@@ -152,7 +157,7 @@ def meaning(message: str | bytes, fmt: str) -> np.ndarray | Done:
         return _fields(message, "a done message with an integer samples",
                        lambda: Done(int(parsed.get("samples", 0))))
     if parsed.get("type") == "error":
-        raise _fields(message, "an error message with a numeric status", lambda: from_stream(parsed))
+        raise _server_error(message, parsed)
     raise protocol_error(f"unexpected message {message[:80]!r}")
 
 

@@ -64,9 +64,9 @@ class RequestContextMiddleware:
             await self._request(scope, receive, send)
         elif scope["type"] == "websocket":  # the stream's id, checked as a request's; the rest is its route's
             origin = refused_origin(scope, self.state.settings)
-            if _CONTROL.search(scope.get("path", "")) or origin is not None:
-                if origin is not None:
-                    log.debug("stream handshake refused: Origin %s is not in VOCOS_CORS_ORIGINS", clip(origin, 100))
+            if origin is not None:
+                log.debug("stream handshake refused: Origin %s is not in VOCOS_CORS_ORIGINS", clip(origin, 100))
+            if origin is not None or _CONTROL.search(scope.get("path", "")):
                 await send({"type": "websocket.close", "code": 1008})  # the handshake is refused (403)
                 return
             scope.setdefault("state", {}).update(request_id=_request_id(scope))

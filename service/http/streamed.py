@@ -47,7 +47,8 @@ class AnswerBrokeOffError(Exception):
 
 
 def streamed_response(audio: StreamedAudio, fmt: OutputFormat, request_id: str) -> StreamingResponse:
-    """The WAV of ``audio`` sent as it is produced, with the headers of a whole answer and its length."""
+    """The WAV of ``audio`` sent as it is produced, with the headers of a whole answer (and over HTTP/1.0 its
+    length)."""
     header = wav_header(audio.samples, audio.sample_rate, fmt)
     headers = audio_headers(audio.samples / audio.sample_rate, audio.sample_rate, audio.model, audio.warning)
     return _StreamedWav(audio, _body(audio, header, fmt, request_id), wav_file_bytes(header),
