@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.datastructures import QueryParams
 
 from service.echo import clip
 from service.errors import InvalidParameterError
@@ -28,17 +29,22 @@ def known_parameters(request: Request) -> None:
     dependant = getattr(route, "dependant", None)
     if dependant is None:  # not one of ours (no FastAPI route): nothing to hold it to
         return
-    check_names(request.query_params.keys(), [p.alias for p in dependant.query_params], request.url.path)
+    check_names(request.query_params, [p.alias for p in dependant.query_params], request.url.path)
 
 
-def check_names(given: Iterable[str], allowed: Iterable[str], path: str) -> None:
-    """Raise :class:`InvalidParameterError` naming the first of ``given`` that ``allowed`` lacks."""
+def check_names(query: QueryParams, allowed: Iterable[str], path: str) -> None:
+    """Raise :class:`InvalidParameterError` naming the first name of ``query`` that ``allowed`` lacks, or
+    that it gives twice (one of the values would be taken without a word: which, the client cannot know)."""
     takes = sorted(set(allowed))
-    for name in given:
+    seen: set[str] = set()
+    for name, _ in query.multi_items():
         if name not in takes:
             raise InvalidParameterError(
                 f"{clip(name, 40)}: unknown query parameter of {path}; it takes {', '.join(takes) or 'none'}"
             )
+        if name in seen:
+            raise InvalidParameterError(f"{name}: query parameter given more than once; give it once")
+        seen.add(name)
 
 
 class StreamParameters(BaseModel):
@@ -50,7 +56,7 @@ class StreamParameters(BaseModel):
     format: StreamFormat = "pcm16"
     sample_rate: Annotated[int | None, Field(ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE)] = None
     bandwidth_id: int | None = None
-    bandwidth: Annotated[float | None, Field(allow_inf_nan=False)] = None
+    bandwidth: float | None = None  # inf and nan are kbps no model has: vocos_core says so, as for HTTP
     lookahead_frames: int | None = None
 
 
@@ -58,12 +64,12 @@ class StreamParameters(BaseModel):
 _ENCODEC_ONLY = frozenset({"bandwidth_id", "bandwidth"})
 
 
-def stream_parameters(query: Mapping[str, str], path: str) -> StreamParameters:
+def stream_parameters(query: QueryParams, path: str) -> StreamParameters:
     """The query of a stream at ``path`` (``/stream/mel`` or ``/stream/encodec``), checked as the HTTP
     endpoint of its kind checks its own: the same names, and an empty value is a value (``?model=`` names
     no model, ``?sample_rate=`` is no number)."""
     allowed = set(StreamParameters.model_fields) - (_ENCODEC_ONLY if path.endswith("/mel") else set())
-    check_names(query.keys(), allowed, path)
+    check_names(query, allowed, path)
     try:
         return StreamParameters.model_validate(dict(query))
     except ValidationError as exc:

@@ -43,6 +43,7 @@ router = APIRouter()
 
 ModelQuery = Annotated[str | None, Query(description="a served model's name (GET /models); default: the "
                                          "first of the endpoint's kind")]
+ListedModelQuery = Annotated[str | None, Query(description="a served model's name: list that one alone")]
 FormatQuery = Annotated[
     OutputFormat | None,
     Query(description="wav16 (default: 16-bit PCM WAV), wav32f (float32 WAV) or flac; else from Accept"),
@@ -90,12 +91,14 @@ async def metrics(request: Request) -> Response:
 
 
 @router.head("/models", include_in_schema=False)
-@router.get("/models", tags=["models"], summary="The served models and their front-ends")
-async def models(request: Request) -> JSONResponse:
+@router.get("/models", dependencies=[Depends(known_parameters)], tags=["models"],
+            summary="The served models and their front-ends")
+async def models(request: Request, model: ListedModelQuery = None) -> JSONResponse:
     """What a client needs to check that its acoustic model's features match: each model's rate, hop,
     front-end (mel settings, or EnCodec bandwidths), dtype, device and source; no server paths."""
     state = service_state(request)
-    return JSONResponse({"models": [served.describe() for served in state.models.values()]})
+    listed = state.models.values() if model is None else [state.served(model)]
+    return JSONResponse({"models": [served.describe() for served in listed]})
 
 
 @router.post(

@@ -63,15 +63,20 @@ class ServiceState:
                     f"this server serves no {kind} model (served: {served_names}); add one with VOCOS_MODELS "
                     f"or VOCOS_{str(kind).upper()}_MODEL"
                 )
-        if name not in self.models:
-            raise ModelNotLoadedError(f"no model named {clip(name)} on this server; served: {served_names}")
-        served = self.models[name]
+        served = self.served(name)
         if kind is not None and served.kind != kind:
             raise InvalidInputError(
                 f"model {name!r} is of kind {served.kind}; this endpoint needs a model of kind {kind} "
                 f"(served: {served_names})"
             )
         return self.slots[name]
+
+    def served(self, name: str) -> ServedModel:
+        """Served model ``name``; ModelNotLoadedError (404), listing those that are, for a name not served."""
+        if name not in self.models:
+            served_names = ", ".join(f"{n} ({m.kind})" for n, m in self.models.items()) or "none"
+            raise ModelNotLoadedError(f"no model named {clip(name)} on this server; served: {served_names}")
+        return self.models[name]
 
     @property
     def alive(self) -> bool:

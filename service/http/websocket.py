@@ -26,7 +26,7 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from service.echo import clip
-from service.errors import BodyTimeoutError, MalformedPayloadError, ServerDrainingError
+from service.errors import BodyTimeoutError, MalformedPayloadError, PayloadTooLargeError, ServerDrainingError
 from service.http.access import CLIENT_CLOSED, log_stream
 from service.http.errors import classify, log_level
 from service.http.inflight import InflightBytes
@@ -59,9 +59,11 @@ MESSAGE_TOO_BIG = 1009
 # Bytes of audio messages that may wait unsent (a client reading slower than real time for a moment)
 # before a stream waits for its client to catch up.
 UNSENT_BYTES = 4 * 2**20
-# The access log's status of a conversation that ended without an exception ("error": a message over
-# stream_message_bytes, refused by the WebSocket layer with 1009).
-_OUTCOME_STATUS = {"ok": 200, "error": 413, "disconnected": CLIENT_CLOSED}
+# The access log's status of a conversation that ended without an exception.
+_OUTCOME_STATUS = {"ok": 200, "disconnected": CLIENT_CLOSED}
+# Close codes of a connection the WebSocket layer failed for its client's frames (RFC 6455 7.4.1: invalid
+# payload, protocol error): the client's malformed input, not a client that left.
+_MALFORMED_CLOSE_CODES = frozenset({1002, 1007})
 
 
 @router.websocket("/stream/mel")
@@ -137,7 +139,7 @@ async def _converse(websocket: WebSocket, state: ServiceState, stream: AudioStre
                                        _answer(websocket, state, stream, fmt, messages))
             except CutShortError:
                 if inbox.gone.is_set():
-                    return "disconnected"
+                    return _client_left(inbox.close_code)
                 raise ServerDrainingError(
                     "the server is shutting down and the stream was still open at the end of its drain "
                     "(VOCOS_DRAIN_TIMEOUT_S); open a new one"
@@ -168,8 +170,7 @@ async def _answer(websocket: WebSocket, state: ServiceState, stream: AudioStream
             await _push(websocket, stream, fmt, arrays, first, timeout)
             raise message
         if message.get("type") == "websocket.disconnect":
-            # 1009: the WebSocket layer refused a message over stream_message_bytes, the client's error
-            return "error" if message.get("code") == MESSAGE_TOO_BIG else "disconnected"
+            return _client_left(message.get("code"))
         try:  # a malformed message fails the stream, once the chunks before it are answered
             if message.get("bytes") is not None:
                 arrays.append(stream.check(parse_npy(message["bytes"])))
@@ -189,6 +190,18 @@ async def _answer(websocket: WebSocket, state: ServiceState, stream: AudioStream
         return "ok"
     await _push(websocket, stream, fmt, arrays, first, timeout)
     return None
+
+
+def _client_left(code: int | None) -> str:
+    """The outcome of a conversation whose client's side closed with ``code``: "disconnected", or, where the
+    WebSocket layer closed it for the client's messages, their error, raised to be answered as any other."""
+    if code == MESSAGE_TOO_BIG:
+        raise PayloadTooLargeError("a message over this server's max_message_bytes (the start message gives it); "
+                                   "send fewer frames per message")
+    if code in _MALFORMED_CLOSE_CODES:
+        raise MalformedPayloadError(f"a WebSocket frame the server could not parse (close code {code}): "
+                                    "expected binary .npy messages and UTF-8 text messages")
+    return "disconnected"
 
 
 async def _push(websocket: WebSocket, stream: AudioStream, fmt: StreamFormat, arrays: list[torch.Tensor],
@@ -214,6 +227,7 @@ class _Inbox:
         self._room.set()
         self._closed = False
         self.gone = asyncio.Event()  # set once the client's disconnect is read
+        self.close_code: int | None = None  # the disconnect's
         self._reader = asyncio.create_task(self._read(websocket, idle_s, stream))
 
     async def _read(self, websocket: WebSocket, idle_s: float, stream: AudioStream) -> None:
@@ -232,6 +246,7 @@ class _Inbox:
                 self._room.clear()
             self._queue.put_nowait((time.monotonic(), message))
             if message.get("type") == "websocket.disconnect":
+                self.close_code = message.get("code")
                 self.gone.set()
                 return
             if message.get("bytes") is None:  # the end (or a malformed text message): no more chunks
@@ -298,7 +313,7 @@ def _end_message(text: str) -> None:
         parsed = orjson.loads(text)
     except orjson.JSONDecodeError:
         parsed = None
-    if not isinstance(parsed, dict) or parsed.get("type") != "end":
+    if parsed != {"type": "end"}:  # a key beside "type" is an option this protocol does not have: never ignored
         raise MalformedPayloadError(
             f'expected binary .npy frames or the text message {{"type": "end"}}, got {clip(text, 60)}'
         )

@@ -146,6 +146,9 @@ async def test_a_query_parameter_the_endpoint_does_not_take_is_refused(app: AppH
     assert_error(await c.post("/resynthesize?lookahead_frames=3", content=body, headers={"content-type": "audio/wav"}),
                  422, "it takes bandwidth, bandwidth_id, format, model, sample_rate, stream", "invalid_parameter")
     assert (await c.post("/decode/mel?sample_rate=16000&stream=false", content=mel, headers=NPY)).status_code == 200
+    # Given twice, one value was taken without a word (the last): which, a client could not know.
+    assert_error(await c.post("/decode/mel?sample_rate=16000&format=flac&sample_rate=22050", content=mel, headers=NPY),
+                 422, "sample_rate: query parameter given more than once; give it once", "invalid_parameter")
 
 
 async def test_bad_resynthesis_parameters(app: AppHarness) -> None:

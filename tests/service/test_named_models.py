@@ -69,6 +69,17 @@ async def test_the_model_list_describes_each_front_end_without_paths(
         assert served.source not in response.text
 
 
+async def test_the_model_list_narrows_to_one_model_by_name(app: AppHarness) -> None:
+    """?model= lists that model alone (it listed every model, as if the parameter were not there)."""
+    whole = (await app.client.get("/models")).json()["models"]
+    one = await app.client.get("/models?model=tts22k")
+    assert one.status_code == 200 and one.json()["models"] == [m for m in whole if m["name"] == "tts22k"]
+    missing = await app.client.get("/models?model=nope")
+    assert missing.status_code == 404 and "served: mel (mel), encodec (encodec), tts22k (mel)" in missing.text
+    misspelt = await app.client.get("/models?modle=tts22k")
+    assert misspelt.status_code == 422 and "'modle': unknown query parameter of /models" in misspelt.text
+
+
 async def test_each_model_decodes_by_name(app: AppHarness, three_models: tuple[Settings, dict[str, ServedModel]]
                                           ) -> None:
     models = three_models[1]

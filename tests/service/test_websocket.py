@@ -113,6 +113,7 @@ def test_sample_rate_resamples_the_stream(client_for: Any, models: dict[str, Ser
     ("/stream/mel", np.zeros((7, 5), np.float32), 422, "mel bands"),
     ("/stream/mel", b"not npy", 400, ".npy"),
     ("/stream/mel", "hello", 400, '{"type": "end"}, got \'hello\''),
+    ("/stream/mel", '{"type": "end", "flush": false}', 400, 'got \'{"type": "end", "flush": false}\''),
     ("/stream/mel", "x" * 100_000, 400, "got a text message of 100000 characters"),  # refused unparsed
     ("/stream/mel", np.full((100, 5), np.nan, np.float32), 422, "NaN"),
     # held to the model's front-end as a request's mel is: log-mel values no audio gives
@@ -142,7 +143,7 @@ def test_errors_have_the_http_status_message_and_close_code(client_for: Any, pat
 
 
 @pytest.mark.parametrize("query", ["sample_rate=7999", "sample_rate=16000.5", "sample_rate=1e4", "bandwidth_id=x",
-                                   "model=mel&colour=blue"])
+                                   "model=mel&colour=blue", "sample_rate=16000&sample_rate=22050"])
 def test_a_bad_query_parameter_is_the_same_error_on_a_stream_as_on_a_request(client_for: Any, query: str) -> None:
     client = client_for()
     path = "/decode/encodec" if "bandwidth" in query else "/decode/mel"
@@ -154,6 +155,19 @@ def test_a_bad_query_parameter_is_the_same_error_on_a_stream_as_on_a_request(cli
     # the same words, but for the parameters each endpoint takes
     same = answer["message"].replace(path, path.replace("decode", "stream")).split("; it takes")[0]
     assert error["message"].split("; it takes")[0] == same
+
+
+@pytest.mark.parametrize("kbps", ["inf", "nan", "7"])
+def test_a_bandwidth_no_model_has_is_the_same_error_on_a_stream_as_on_a_request(client_for: Any, kbps: str) -> None:
+    client = client_for()
+    codes = npy(np.zeros((8, 9), np.int64))
+    answer = client.post(f"/decode/encodec?bandwidth={kbps}", content=codes,
+                         headers={"content-type": "application/x-npy"}).json()["error"]
+    with client.websocket_connect(f"/stream/encodec?bandwidth={kbps}") as ws:
+        ws.send_bytes(codes)
+        error, code = error_of(ws)
+    assert (error["status"], error["error"], code) == (422, answer["type"], 4422) == (422, "invalid_input", 4422)
+    assert error["message"] == answer["message"] and f"unknown bandwidth {kbps} kbps" in answer["message"]
 
 
 @pytest.mark.parametrize("path", ["/stream/mel", "/stream/encodec", "/stream/encodec?bandwidth_id=1"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 import time
 import types
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import websockets
-from service_helpers import live_server, settings_with
+from service_helpers import live_server, settings_with, wait_until
 from stream_helpers import collect
 
 from service.http.state import state_of
@@ -258,9 +259,11 @@ def test_pings_go_unanswered_while_the_client_leaves_what_was_sent_unread() -> N
     (bytes([0x80, 0x83, 0, 0, 0, 0]) + b"end", 1002),  # a continuation frame with no message begun
 ], ids=["not-utf8", "broken-framing"])
 async def test_frames_the_server_cannot_parse_get_a_close_frame_that_says_why(
-        base_settings: Settings, models: dict[str, ServedModel], frame: bytes, code: int) -> None:
+        base_settings: Settings, models: dict[str, ServedModel], frame: bytes, code: int,
+        caplog: pytest.LogCaptureFixture) -> None:
     """RFC 6455 7.1.7: a connection failed for its client's frames gets a close frame with the reason; it was
-    dropped without one, which a client reports as 1006, no reason given."""
+    dropped without one, which a client reports as 1006, no reason given. The stream ends as a 400."""
+    caplog.set_level(logging.INFO, "service.access")
     async with live_server(base_settings, models) as server:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.write(b"GET /stream/mel HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -269,6 +272,12 @@ async def test_frames_the_server_cannot_parse_get_a_close_frame_that_says_why(
         writer.write(frame)  # masked with a zero key (a client's frames are masked)
         received = await asyncio.wait_for(reader.read(), 10)  # to the connection's end
         writer.close()
+        # counted as the client's malformed input, not as a client that left (499)
+        registry = state_of(server.app).metrics.registry
+        streams = {outcome: {"model": "mel", "transport": "websocket", "outcome": outcome}
+                   for outcome in ("error", "disconnected")}
+        await wait_until(lambda: registry.get_sample_value("vocos_streams_total", streams["error"]) == 1)
+        assert registry.get_sample_value("vocos_streams_total", streams["disconnected"]) == 0
     frames = []  # (opcode, payload) of the server's frames, which are unmasked
     while received:
         size, at = received[1], 2
@@ -278,3 +287,4 @@ async def test_frames_the_server_cannot_parse_get_a_close_frame_that_says_why(
         received = received[at + size:]
     assert [op for op, _ in frames] == [0x1, 0x8]  # the start message, then the close
     assert int.from_bytes(frames[1][1][:2], "big") == code and frames[1][1][2:]  # with the reason
+    assert [r.fields["status"] for r in caplog.records if r.name == "service.access"] == [400]  # type: ignore[attr-defined]
