@@ -39,6 +39,13 @@ class UnauthorizedError(ServiceError):
         super().__init__(message, {"WWW-Authenticate": "Bearer"})
 
 
+class ForbiddenOriginError(ServiceError):
+    """A stream's handshake from a browser page whose origin ``VOCOS_CORS_ORIGINS`` does not list."""
+
+    status_code = 403
+    error_type = "forbidden_origin"
+
+
 class ModelNotLoadedError(ServiceError):
     """The endpoint's model is disabled in this server's settings."""
 

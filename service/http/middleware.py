@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.echo import clip
-from service.errors import ServerBusyError, ServiceError
-from service.http.access import CLIENT_CLOSED, log_request
+from service.errors import ForbiddenOriginError, ServerBusyError, ServiceError
+from service.http.access import CLIENT_CLOSED, log_request, log_stream
 from service.http.cors import cors_options, is_preflight, refused_origin, with_cors
 from service.http.errors import error_response, logged_error_response
 from service.http.pages import PAGE_PATHS
@@ -62,17 +62,35 @@ class RequestContextMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             await self._request(scope, receive, send)
-        elif scope["type"] == "websocket":  # the stream's id, checked as a request's; the rest is its route's
-            origin = refused_origin(scope, self.state.settings)
-            if origin is not None:
-                log.debug("stream handshake refused: Origin %s is not in VOCOS_CORS_ORIGINS", clip(origin, 100))
-            if origin is not None or _CONTROL.search(scope.get("path", "")):
-                await send({"type": "websocket.close", "code": 1008})  # the handshake is refused (403)
-                return
-            scope.setdefault("state", {}).update(request_id=_request_id(scope))
-            await self.app(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await self._handshake(scope, receive, send)
         else:
             await self.app(scope, receive, send)
+
+    async def _handshake(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A stream's id and path, checked as a request's (the rest is its route's), and its ``Origin``
+        (service.http.cors). A refused handshake gets its error as an HTTP answer, where the server can send
+        one (ASGI's denial response; else a bare 403), and an access line with its id, as a request does."""
+        started = time.monotonic()
+        request_id = _request_id(scope)
+        try:
+            _check_path(scope)
+            origin = refused_origin(scope, self.state.settings)
+            if origin is not None:
+                raise ForbiddenOriginError(f"a page of {clip(origin, 100)} may not open streams: that origin is "
+                                           "not in VOCOS_CORS_ORIGINS")
+        except ServiceError as exc:
+            response = logged_error_response(exc, request_id)
+            response.headers["X-Request-Id"] = request_id
+            if "websocket.http.response" in scope.get("extensions", {}):
+                await response(scope, receive, send)
+            else:
+                await send({"type": "websocket.close", "code": 1008})  # the server answers 403, with no body
+            if self.state.settings.access_log:
+                log_stream(scope, exc.status_code, time.monotonic() - started, 0, request_id)
+            return
+        scope.setdefault("state", {}).update(request_id=request_id)
+        await self.app(scope, receive, send)
 
     async def _request(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.monotonic()

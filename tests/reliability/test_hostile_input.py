@@ -206,14 +206,14 @@ async def test_a_path_with_a_control_character_is_400_not_another_route(make_app
 
 def test_a_stream_path_with_a_control_character_is_refused(base_settings: Settings, models: dict) -> None:
     from fastapi.testclient import TestClient
-    from starlette.websockets import WebSocketDisconnect
+    from starlette.testclient import WebSocketDenialResponse
 
     from service.http.app import create_app
 
     with TestClient(create_app(base_settings, models)) as client:
-        with pytest.raises(WebSocketDisconnect) as refused, client.websocket_connect("/stream/mel%0A"):
+        with pytest.raises(WebSocketDenialResponse) as refused, client.websocket_connect("/stream/mel%0A"):
             pass
-        assert refused.value.code == 1008
+        assert refused.value.status_code == 400 and "control character" in refused.value.json()["error"]["message"]
         with client.websocket_connect("/stream/mel") as ws:  # the path itself still streams
             assert ws.receive_json()["type"] == "start"
 

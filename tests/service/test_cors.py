@@ -3,6 +3,7 @@ without a key (in the access log, not in the metrics), the setting's checks, and
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import websockets
 from service_helpers import AppFactory, live_server, settings_with
-from starlette.websockets import WebSocketDisconnect
+from starlette.testclient import WebSocketDenialResponse
 
 from service.__main__ import parse_settings
 from service.runtime.models import ServedModel
@@ -139,12 +140,21 @@ def test_origins_are_kept_as_browsers_write_them(monkeypatch: pytest.MonkeyPatch
 
 @pytest.mark.asyncio
 async def test_a_stream_handshake_from_another_origin_is_refused_with_403(
-        base_settings: Settings, models: dict[str, ServedModel]) -> None:
+        base_settings: Settings, models: dict[str, ServedModel], caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "service.access")
     async with live_server(settings_with(base_settings, cors_origins=APP), models) as server:
         url = f"ws://127.0.0.1:{server.port}/stream/mel"
         with pytest.raises(websockets.InvalidStatus) as refused:
-            await websockets.connect(url, origin=websockets.Origin(OTHER))
-        assert refused.value.response.status_code == 403
+            await websockets.connect(url, origin=websockets.Origin(OTHER),
+                                     additional_headers={"X-Request-Id": "page-1"})
+        answer = refused.value.response
+        # The refusal says why, under the stream's request id, and is logged as a stream would be.
+        assert answer.status_code == 403 and answer.headers["X-Request-Id"] == "page-1"
+        assert json.loads(answer.body)["error"] == {
+            "type": "forbidden_origin", "request_id": "page-1",
+            "message": f"a page of '{OTHER}' may not open streams: that origin is not in VOCOS_CORS_ORIGINS"}
+        assert any(r.fields["status"] == 403 and r.fields["request_id"] == "page-1"  # type: ignore[attr-defined]
+                   for r in caplog.records if r.name == "service.access")
         for origin in (APP, None):  # the page allowed, and a client that is no browser
             async with websockets.connect(url, origin=websockets.Origin(origin) if origin else None) as ws:
                 assert '"type":"start"' in (await ws.recv()).replace(" ", "")
@@ -156,7 +166,7 @@ def test_a_stream_handshake_is_checked_only_against_a_list_of_origins(client_for
             with client_for(cors_origins=origins).websocket_connect("/stream/mel", headers={"origin": OTHER}) as ws:
                 assert '"start"' in ws.receive_text()
             opened = True
-        except WebSocketDisconnect as exc:
-            assert exc.code == 1008  # refused before accept: uvicorn answers 403
+        except WebSocketDenialResponse as refused:
+            assert refused.status_code == 403 and refused.json()["error"]["type"] == "forbidden_origin"
             opened = False
         assert opened == accepted, origins
