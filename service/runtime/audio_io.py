@@ -223,14 +223,23 @@ def decode_audio(body: bytes, target_rate: int, max_seconds: float, *, min_rate:
             rate = int(audio_file.samplerate)
             _check_rate(rate, min_rate)
             limit = math.floor(max_seconds * rate)
-            # libsndfile reports 0 or a huge count when the header does not know the length.
-            if 0 < audio_file.frames < 2**62 and audio_file.frames > limit:
+            if _declared_frames(audio_file) > limit:
                 _too_long(audio_file.frames / rate, max_seconds)
             return _decode_mono(audio_file, limit, target_rate, max_seconds)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         raise MalformedPayloadError(
             f"could not decode the audio file; expected {SUPPORTED_FORMATS_TEXT} ({_decoder_message(exc)})"
         ) from None
+
+
+def _declared_frames(audio_file: sf.SoundFile) -> int:
+    """The frames the file's header declares, 0 where it does not know them: libsndfile reports 0 or a huge
+    count when the header leaves the length unknown, and for MPEG audio a guess from the first frame's bitrate
+    unless a Xing/VBRI frame gives the count. A VBR file whose first frames are quiet has several times its
+    length guessed (a 172 s file was refused as 677 s), so MPEG is held to the limit while it decodes."""
+    if audio_file.subtype.startswith("MPEG_") or not 0 < audio_file.frames < 2**62:
+        return 0
+    return int(audio_file.frames)
 
 
 _HEADER_CHUNKS = 16  # chunks before the data chunk looked at (fmt, fact, LIST, ...)
@@ -309,7 +318,8 @@ def _checked_mono(block: np.ndarray) -> np.ndarray:
     beyond :data:`MAX_SAMPLE_MAGNITUDE` (checked before mixing, whose float32 sum could overflow)."""
     peak = float(np.abs(block).max(initial=0.0))
     if not math.isfinite(peak):
-        raise InvalidInputError("the audio file contains NaN or Inf samples")
+        raise InvalidInputError("the audio file contains NaN or Inf samples; expected finite samples within ±1 "
+                                "(full scale)")
     if peak > MAX_SAMPLE_MAGNITUDE:
         raise InvalidInputError(
             f"the audio file has samples of magnitude {peak:.3g}; audio is expected within ±1 (full scale), "

@@ -207,7 +207,8 @@ class Vocoder:
         upload = await asyncio.to_thread(decode_audio, audio_file, served.sample_rate, settings.max_audio_seconds,
                                          min_rate=settings.min_sample_rate)
         if upload.samples.size < served.min_audio_samples:
-            needed = math.ceil(served.min_audio_samples * upload.rate / served.sample_rate)
+            # The fewest frames whose length at the model's rate (rounded, halves up) is enough.
+            needed = math.ceil((2 * served.min_audio_samples - 1) * upload.rate / (2 * served.sample_rate))
             raise InvalidInputError(
                 f"the audio is too short: {upload.frames} samples at {upload.rate} Hz; the {served.kind} model "
                 f"needs at least {served.min_audio_samples / served.sample_rate * 1000:.3g} ms ({needed} samples "

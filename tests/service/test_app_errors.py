@@ -131,6 +131,11 @@ async def test_bad_audio_files(app: AppHarness) -> None:
     assert_error(await c.post("/resynthesize", content=one_sample, headers=wav), 422,
                  "the audio is too short: 1 samples at 8000 Hz; the mel model needs at least 21.4 ms (171 samples "
                  "at 8000 Hz)")
+    # The fewest frames that do: 942 at 44.1 kHz are 512.7 samples at 24 kHz, rounded to the 513 the model needs.
+    assert_error(await c.post("/resynthesize", content=audio_file(tone(1, 44100)[:941], 44100), headers=wav), 422,
+                 "the audio is too short: 941 samples at 44100 Hz; the mel model needs at least 21.4 ms (942 samples")
+    enough = await c.post("/resynthesize", content=audio_file(tone(1, 44100)[:942], 44100), headers=wav)
+    assert enough.status_code == 200 and enough.headers["x-audio-duration"] == f"{513 / 24000:.6f}"
 
 
 async def test_a_query_parameter_the_endpoint_does_not_take_is_refused(app: AppHarness) -> None:

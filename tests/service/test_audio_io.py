@@ -100,7 +100,7 @@ def test_empty_and_undecodable_files() -> None:
 def test_float_wav_with_nan_is_refused() -> None:
     samples = tone(0.1, 24000)
     samples[10] = np.nan
-    with pytest.raises(InvalidInputError, match="NaN or Inf"):
+    with pytest.raises(InvalidInputError, match="NaN or Inf samples; expected finite samples within ±1"):
         decode_audio(audio_file(samples, 24000, "WAV", "FLOAT"), 24000, 10)
 
 
@@ -128,6 +128,23 @@ def test_a_flac_of_unknown_length_decodes_whole() -> None:
     # Beyond the limit, refused from what was decoded: at least that long (it said "more than" its length).
     with pytest.raises(PayloadTooLargeError, match=r"the audio lasts at least 1\.3 s; this server accepts at most 1 s"):
         decode_audio(bytes(body), 16000, 1)
+
+
+def test_a_vbr_mp3_is_held_to_its_decoded_length_not_its_estimated_one() -> None:
+    """Without a Xing/VBRI frame, an MP3's length is libsndfile's guess from its first frame's bitrate: 2 s of
+    silence then 8 s of noise (VBR) guess 20 s. A 172 s file of that kind was refused as lasting 677 s."""
+    rng = np.random.default_rng(0)
+    samples = np.concatenate([np.zeros(2 * 44100), 0.5 * rng.standard_normal(8 * 44100)]).astype(np.float32)
+    mp3 = audio_file(samples, 44100, "MP3", "MPEG_LAYER_III")  # VBR: libsndfile's default
+    head = int.from_bytes(mp3[:4], "big")  # the first frame, libsndfile's Xing frame, dropped
+    kbps = [0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320][(head >> 12) & 15]
+    body = mp3[144000 * kbps // 44100 + ((head >> 9) & 1):]
+    assert b"Xing" in mp3[:200] and b"Xing" not in body and sf.info(io.BytesIO(body)).duration > 15
+    decoded = decode_audio(body, 24000, 15)
+    assert abs(decoded.frames / 44100 - 10) < 0.1
+    assert decoded.samples.size == decoded.length_at(24000)
+    with pytest.raises(PayloadTooLargeError, match=r"lasts at least \d+(\.\d)? s; this server accepts at most 5 s"):
+        decode_audio(body, 24000, 5)  # still held to the limit, while it decodes
 
 
 @pytest.mark.parametrize("riff_size", [0, None])
