@@ -139,8 +139,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     args, overrides = component_overrides(args)
     if argv is None:  # LightningCLI reads sys.argv itself when run as a command (and warns when handed it)
         sys.argv[1:] = args
+    # No abbreviated flags: a prefix of an option was taken for it (--init for --init-from), so a misspelt or
+    # shortened flag could set another option without a word.
     VocosCLI(VocosExp, VocosDataModule, subclass_mode_data=True, args=None if argv is None else args,
-             save_config_kwargs={"overwrite": True}, component_overrides=overrides)
+             save_config_kwargs={"overwrite": True}, component_overrides=overrides,
+             parser_kwargs={"allow_abbrev": False})
 
 
 if __name__ == "__main__":

@@ -41,3 +41,13 @@ def test_a_file_list_that_cannot_be_used_stops_the_run_in_one_line(tmp_path: Pat
     with pytest.raises(SystemExit, match=r"^vocos-train: .*absent.list: cannot read the file list"):
         main(["fit", "--config", str(config), "--data.init_args.train_params.filelist_path",
               str(tmp_path / "absent.list"), "--trainer.num_sanity_val_steps", "0"])
+
+
+@pytest.mark.parametrize("flag", [["--init", "charactr/vocos-mel-24khz"], ["--trainer.max_step", "1"]])
+def test_an_abbreviated_flag_is_refused(tmp_path: Path, flag: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """A prefix of an option was taken for it (--init for --init-from, --trainer.max_step for max_steps): a
+    shortened or misspelt flag could set another option without a word."""
+    config = tiny_config("vocos.yaml", tmp_path, max_steps=1)
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(config), *flag, "--print_config"])
+    assert f"unrecognized arguments: {' '.join(flag)}" in capsys.readouterr().err
