@@ -71,11 +71,6 @@ class OutputFormat(str, enum.Enum):  # noqa: UP042 (StrEnum would change str() o
         return "audio/flac" if self is OutputFormat.FLAC else "audio/wav"
 
 
-_SUBTYPES = {
-    OutputFormat.WAV16: ("WAV", "PCM_16"),
-    OutputFormat.WAV32F: ("WAV", "FLOAT"),
-    OutputFormat.FLAC: ("FLAC", "PCM_16"),
-}
 # The media types each answer format is, in the server's order of preference (16-bit WAV by default).
 _PRODUCED = {
     OutputFormat.WAV16: ("audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave"),
@@ -134,12 +129,12 @@ def _accept_ranges(accept: str) -> list[tuple[str, float]]:
 
 
 def encode_audio(samples: np.ndarray, sample_rate: int, fmt: OutputFormat) -> bytes:
-    """Encode mono float32 ``samples`` ``(S,)``; integer formats clip to [-1, 1] first."""
-    container, subtype = _SUBTYPES[fmt]
-    if subtype == "PCM_16":
-        samples = np.clip(samples, -1.0, 1.0)
+    """Encode mono float32 ``samples`` ``(S,)``; 16-bit formats clip to [-1, 1] first. A WAV is the bytes a
+    streamed answer sends (:func:`wav_header`, then :func:`pcm_bytes`): one file whichever way it goes out."""
+    if fmt is not OutputFormat.FLAC:
+        return wav_header(samples.size, sample_rate, fmt) + pcm_bytes(samples, fmt)
     buffer = io.BytesIO()
-    sf.write(buffer, samples, sample_rate, format=container, subtype=subtype)
+    sf.write(buffer, np.clip(samples, -1.0, 1.0), sample_rate, format="FLAC", subtype="PCM_16")
     return buffer.getvalue()
 
 
@@ -161,6 +156,8 @@ def wav_header(samples: int, sample_rate: int, fmt: OutputFormat) -> bytes:
     width, code = (4, 3) if fmt is OutputFormat.WAV32F else (2, 1)
     data = samples * width
     fmt_chunk = struct.pack("<4sIHHIIHH", b"fmt ", 16, code, 1, sample_rate, sample_rate * width, width, 8 * width)
+    if code == 3:  # a format other than PCM has the extension size too (0 here), or sox warns on every file
+        fmt_chunk = struct.pack("<4sI", b"fmt ", 18) + fmt_chunk[8:] + struct.pack("<H", 0)
     fact = struct.pack("<4sII", b"fact", 4, samples) if code == 3 else b""
     riff_size = 4 + len(fmt_chunk) + len(fact) + 8 + data
     return struct.pack("<4sI4s", b"RIFF", riff_size, b"WAVE") + fmt_chunk + fact + struct.pack("<4sI", b"data", data)

@@ -108,7 +108,7 @@ async def test_a_streamed_answer_beyond_the_stream_limit_is_413_before_it_begins
         assert 'vocos_streams_active{model="mel"} 0.0' in metrics
 
 
-@pytest.mark.parametrize(("fmt", "header_bytes"), [("wav16", 44), ("wav32f", 56)])
+@pytest.mark.parametrize(("fmt", "header_bytes"), [("wav16", 44), ("wav32f", 58)])
 async def test_the_wav_header_states_the_final_length(app: AppHarness, fmt: str, header_bytes: int) -> None:
     mel = np.zeros((100, 300), np.float32)
     response = await app.client.post(f"/decode/mel?stream=true&format={fmt}", content=npy_bytes(mel), headers=NPY)
@@ -116,6 +116,11 @@ async def test_the_wav_header_states_the_final_length(app: AppHarness, fmt: str,
     data = int.from_bytes(response.content[header_bytes - 4:header_bytes], "little")
     assert riff == len(response.content) - 8 and data == len(response.content) - header_bytes
     assert "content-length" not in response.headers  # HTTP/1.1: chunked (tests/reliability/test_stream_server.py)
+    # The whole answer is the same file: it had libsndfile's header (a float one with a PEAK chunk).
+    whole = await app.client.post(f"/decode/mel?format={fmt}", content=npy_bytes(mel), headers=NPY)
+    assert whole.content[:header_bytes] == response.content[:header_bytes] and len(whole.content) == riff + 8
+    if fmt == "wav32f":  # IEEE float is no PCM: its fmt chunk has the extension size (0), which sox warned of
+        assert response.content[12:20] == b"fmt \x12\x00\x00\x00" and response.content[36:38] == b"\x00\x00"
 
 
 async def test_over_http_1_0_an_answer_has_its_length_and_one_broken_off_is_short_of_it(
