@@ -84,8 +84,9 @@ RUN if [ "${BAKE_MODELS}" = "1" ]; then python /opt/vocos/prefetch_models.py; fi
 
 EXPOSE 8000
 STOPSIGNAL SIGTERM
-# Liveness only (readiness is /readyz); the start period covers a first model download.
+# Liveness only (readiness is /readyz); the start period covers a first model download. An empty VOCOS_PORT
+# is unset for the server (8000), so `or`, not a default of get().
 HEALTHCHECK --interval=15s --timeout=5s --start-period=600s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('VOCOS_PORT', '8000') + '/healthz', timeout=4)"]
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + (os.environ.get('VOCOS_PORT') or '8000') + '/healthz', timeout=4)"]
 
 ENTRYPOINT ["vocos-serve"]

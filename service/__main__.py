@@ -30,7 +30,7 @@ from service.http.state import ServiceState, state_of
 from service.runtime.logs import configure_logging, stopping
 from service.runtime.memory import bound_memory_growth
 from service.runtime.models import StartupError, load_models
-from service.settings import Settings, unknown_variables
+from service.settings import Settings, invalid_settings, unknown_variables
 
 log = logging.getLogger("service")
 
@@ -87,13 +87,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
     try:
         return Settings(**flags)
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():  # every one, not the first only
-            where = ".".join(str(p) for p in err["loc"])
-            message = err["msg"].removeprefix("Value error, ")
-            lines.append(f"invalid settings: {message}" if not where  # a check across settings
-                         else f"invalid {where} (VOCOS_{where.upper()}): {message}")
-        parser.error("; ".join(lines))
+        parser.error(invalid_settings(exc))
 
 
 class DrainingServer(uvicorn.Server):

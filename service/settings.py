@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, FiniteFloat, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vocos_core.matmul_ways import CpuMatmul
@@ -28,6 +28,9 @@ ANY_ORIGIN = "*"
 Dtype = Literal["float32", "bfloat16", "float16"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
 LogFormat = Literal["text", "json"]
+# The float settings are FiniteFloat: "inf" and "nan" parse as floats, and an infinite timeout or drain passed
+# every bound in silence (a drain that never ends outlives any grace period), while NaN failed the bounds with
+# a message about them, not about the value.
 
 
 class Settings(BaseSettings):
@@ -76,13 +79,13 @@ class Settings(BaseSettings):
     )
 
     max_batch_size: int = Field(16, ge=1, le=1024, description="most requests in one model call")
-    max_wait_ms: float = Field(
+    max_wait_ms: FiniteFloat = Field(
         5.0, ge=0, le=10_000, description="how long the first request of a batch may wait for company"
     )
     max_batch_frames: int = Field(
         16384, ge=1, description="budget of padded frames (batch size x longest) per batch"
     )
-    bucket_ratio: float = Field(
+    bucket_ratio: FiniteFloat = Field(
         2.0,
         ge=1.0,
         description="length bucketing: longest / shortest request of one batch stays at most this, "
@@ -91,15 +94,15 @@ class Settings(BaseSettings):
     max_queue_size: int = Field(
         256, ge=1, description="requests waiting per model beyond which 429 is answered"
     )
-    request_timeout_s: float = Field(
+    request_timeout_s: FiniteFloat = Field(
         30.0, gt=0, description="deadline of a request (X-Request-Timeout shortens it)"
     )
 
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1, description="largest accepted request body")
-    body_timeout_s: float = Field(
+    body_timeout_s: FiniteFloat = Field(
         30.0, gt=0, description="time a request body may take to arrive in full; slower uploads get 408"
     )
-    max_audio_seconds: float = Field(600.0, gt=0, description="longest audio a request may produce or upload")
+    max_audio_seconds: FiniteFloat = Field(600.0, gt=0, description="longest audio a request may produce or upload")
     min_sample_rate: int = Field(
         8000,
         ge=1,
@@ -107,7 +110,11 @@ class Settings(BaseSettings):
         "as each second of them becomes a second of 24 kHz audio to compute",
     )
 
-    host: str = Field("0.0.0.0", description="interface to listen on")
+    host: str = Field(
+        "0.0.0.0",
+        description="interface to listen on; --host \"\" is every interface, IPv4 and IPv6 (an empty VOCOS_HOST "
+        "counts as unset)",
+    )
     port: int = Field(8000, ge=0, le=65535, description="TCP port")
     api_keys: SecretStr = Field(
         SecretStr(""), description="comma-separated bearer tokens; empty = no authentication"
@@ -118,7 +125,7 @@ class Settings(BaseSettings):
         description="comma-separated origins (scheme://host[:port]) whose web pages may call the API from a "
         "browser (CORS), and open streams; '*' alone: every site; empty = no CORS headers (docs/deployment.md)",
     )
-    drain_timeout_s: float = Field(
+    drain_timeout_s: FiniteFloat = Field(
         30.0, ge=0, description="on SIGTERM, how long queued work may take to finish"
     )
 
@@ -133,27 +140,27 @@ class Settings(BaseSettings):
         description="bytes held at once by request bodies being received and responses not yet sent, "
         "across all connections; beyond it new requests get 503 with Retry-After",
     )
-    send_timeout_s: float = Field(
+    send_timeout_s: FiniteFloat = Field(
         30.0, gt=0, description="time a client may take to read a whole response; then the connection is dropped"
     )
-    header_timeout_s: float = Field(
+    header_timeout_s: FiniteFloat = Field(
         10.0, gt=0, description="time a connection may take to send its request headers (also when idle)"
     )
     max_connections: int = Field(
         512, ge=1, description="open connections beyond which new ones are answered 503 and closed"
     )
     max_streams: int = Field(64, ge=1, description="streams open at once per model; beyond it 503 with Retry-After")
-    stream_max_wait_ms: float = Field(
+    stream_max_wait_ms: FiniteFloat = Field(
         2.0, ge=0, le=1000, description="how long a stream's step may wait for other streams' steps to join it"
     )
-    stream_max_step_wait_ms: float = Field(
+    stream_max_step_wait_ms: FiniteFloat = Field(
         50.0, gt=0, le=10_000,
         description="longest a stream step should wait behind a whole-utterance call: while streams are open, "
         "calls are kept this short and longer requests are decoded in chunks between the steps",
     )
-    max_stream_audio_seconds: float = Field(600.0, gt=0, description="most audio one stream may produce")
-    max_stream_duration_s: float = Field(3600.0, gt=0, description="longest a stream may stay open")
-    stream_idle_timeout_s: float = Field(
+    max_stream_audio_seconds: FiniteFloat = Field(600.0, gt=0, description="most audio one stream may produce")
+    max_stream_duration_s: FiniteFloat = Field(3600.0, gt=0, description="longest a stream may stay open")
+    stream_idle_timeout_s: FiniteFloat = Field(
         30.0, gt=0, description="time a stream may go without a message before it is closed"
     )
     log_level: LogLevel = Field("info", description="log level")
@@ -257,6 +264,18 @@ class Settings(BaseSettings):
     @property
     def api_key_list(self) -> tuple[str, ...]:
         return tuple(k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip())
+
+
+def invalid_settings(exc: ValidationError) -> str:
+    """Every error of ``exc`` (from building :class:`Settings`) in one line, each naming its variable: what the
+    server and the image's prefetch step say before they stop."""
+    lines = []
+    for err in exc.errors():  # every one, not the first only
+        where = ".".join(str(p) for p in err["loc"])
+        message = err["msg"].removeprefix("Value error, ")
+        lines.append(f"invalid settings: {message}" if not where  # a check across settings
+                     else f"invalid {where} (VOCOS_{where.upper()}): {message}")
+    return "; ".join(lines)
 
 
 # VOCOS_* variables of the project's tools, not of the server: the test script, the test tools'

@@ -20,9 +20,10 @@ import time
 import types
 
 import torch
+from pydantic import ValidationError
 
 from service.runtime.registry import RegistryError, model_specs
-from service.settings import Settings
+from service.settings import Settings, invalid_settings
 from vocos_core import Vocos
 from vocos_core.errors import VocosError
 
@@ -71,9 +72,13 @@ def main() -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _stop)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Every field from its VOCOS_* variable; unpacking an empty mapping keeps mypy (no pydantic plugin)
-    # from asking for each field as an argument.
-    settings = Settings(**{})
+    try:
+        # Every field from its VOCOS_* variable; unpacking an empty mapping keeps mypy (no pydantic plugin)
+        # from asking for each field as an argument.
+        settings = Settings(**{})
+    except ValidationError as exc:  # the init container's log: one line naming the variable, not a traceback
+        log.error("prefetch failed: %s", invalid_settings(exc))
+        return 1
     try:
         if not model_specs(settings):
             log.warning("no model is configured (VOCOS_MODELS, VOCOS_MODELS_FILE, VOCOS_MEL_MODEL, "

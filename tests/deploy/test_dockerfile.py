@@ -84,6 +84,26 @@ def test_runtime_stage_declares_port_signal_health_and_caches() -> None:
     assert by["ENTRYPOINT"] == ['["vocos-serve"]']
 
 
+@pytest.mark.parametrize(("port", "probed"), [(None, "8000"), ("", "8000"), ("9000", "9000")])
+def test_healthcheck_probes_the_port_the_server_listens_on(port: str | None, probed: str,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty VOCOS_PORT counts as unset for the server (port 8000); the probe took it as no port (80) and
+    marked a healthy container unhealthy."""
+    import urllib.request
+
+    (health,) = [a for i, a in stages(DOCKERFILE.read_text())[-1] if i == "HEALTHCHECK"]
+    command = json.loads(health.split("CMD", 1)[1])
+    assert command[:2] == ["python", "-c"]
+    urls: list[str] = []
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: urls.append(url))
+    if port is None:
+        monkeypatch.delenv("VOCOS_PORT", raising=False)
+    else:
+        monkeypatch.setenv("VOCOS_PORT", port)
+    exec(command[2], {})  # the image's own probe, run against a stub
+    assert urls == [f"http://127.0.0.1:{probed}/healthz"]
+
+
 def _pins(path: Path = REQUIREMENTS) -> dict[str, str]:
     pins = {}
     for line in path.read_text().splitlines():

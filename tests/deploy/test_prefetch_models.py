@@ -75,6 +75,18 @@ def test_missing_model_exits_1_naming_it(prefetch: ModuleType, monkeypatch: pyte
     assert "no-such-model" in caplog.text
 
 
+def test_an_invalid_setting_exits_1_in_one_line_naming_it(prefetch: ModuleType, monkeypatch: pytest.MonkeyPatch,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """The init container reads config.env too: a bad value there ended it in a pydantic traceback."""
+    monkeypatch.setenv("VOCOS_MEL_MODEL", "none")
+    monkeypatch.setenv("VOCOS_ENCODEC_MODEL", "none")
+    monkeypatch.setenv("VOCOS_MAX_BATCH_SIZE", "0")
+    with caplog.at_level(logging.ERROR):
+        assert prefetch.main() == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        "prefetch failed: invalid max_batch_size (VOCOS_MAX_BATCH_SIZE): Input should be greater than or equal to 1"]
+
+
 def test_nothing_to_do_when_both_models_are_disabled(prefetch: ModuleType,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VOCOS_MEL_MODEL", "none")

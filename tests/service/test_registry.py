@@ -84,6 +84,8 @@ def test_inconsistent_model_settings_say_what_was_expected(kwargs: dict[str, str
         ("models:\n  a: {source: /x, max_wait_ms: .inf}\n", "max_wait_ms must be within"),
         ("models:\n  a: {source: /x, max_wait_ms: .nan}\n", "max_wait_ms must be within"),
         ("models:\n  a: {source: /x, max_batch_frames: .inf}\n", "max_batch_frames must be within"),
+        # Passed bucket_ratio's only bound (>= 1) before the float settings had to be finite.
+        ("models:\n  a: {source: /x, bucket_ratio: .inf}\n", r"bucket_ratio must be within .*finite number"),
         ("models:\n  a: {source: /x, max_queue_size: yes}\n", "max_queue_size must be a number"),
         ("models:\n  a: {source: /x}\n  a: {source: /y}\n", r"keys given more than once: \['a'\]"),
         ("models:\n  yes: {source: /x}\n", r"model names must be strings; YAML reads a name written as yes/no, "

@@ -140,6 +140,25 @@ def test_every_invalid_setting_is_named_in_one_line_without_the_usage(capsys: py
     assert "invalid settings: api_keys holds no key" in capsys.readouterr().err  # no "Value error," prefix
 
 
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf", "1e999"])
+def test_a_float_setting_must_be_finite(value: str, capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An infinite drain or timeout passed every bound (the drain never ended, past any grace period), and NaN
+    failed them with a message about the bound ("less than or equal to 10000"), not about the value."""
+    float_fields = [name for name, field in Settings.model_fields.items() if field.annotation is float]
+    assert {"drain_timeout_s", "request_timeout_s", "bucket_ratio", "max_wait_ms"} <= set(float_fields)
+    for name in float_fields:
+        with pytest.raises(ValueError, match="finite number"):
+            Settings(**{name: value})
+    monkeypatch.setenv("VOCOS_DRAIN_TIMEOUT_S", value)
+    with pytest.raises(SystemExit) as info:
+        parse_settings([f"--max-wait-ms={value}"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert "invalid drain_timeout_s (VOCOS_DRAIN_TIMEOUT_S): Input should be a finite number" in err
+    assert "invalid max_wait_ms (VOCOS_MAX_WAIT_MS): Input should be a finite number" in err
+
+
 def test_choice_flags_take_any_case_as_their_variables_do() -> None:
     s = parse_settings(["--log-level", "WARNING", "--dtype", "BFloat16", "--cpu-matmul", "MKL"])
     assert (s.log_level, s.dtype, s.cpu_matmul) == ("warning", "bfloat16", "mkl")
