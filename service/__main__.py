@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vocos-serve",
         description="Serve Vocos over HTTP. Every flag also reads from VOCOS_<NAME>.",
         argument_default=argparse.SUPPRESS,
+        # A prefix of a flag was taken for it (--max-batch-s for --max-batch-size): a flag added later would make
+        # a deployed command ambiguous, and a misspelt one could set another setting without a word.
+        allow_abbrev=False,
     )
     for name, field in Settings.model_fields.items():
         flag = "--" + name.replace("_", "-")

@@ -140,6 +140,15 @@ def test_every_invalid_setting_is_named_in_one_line_without_the_usage(capsys: py
     assert "invalid settings: api_keys holds no key" in capsys.readouterr().err  # no "Value error," prefix
 
 
+def test_an_abbreviated_flag_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    """argparse took a prefix for the flag it begins (--max-batch-s for --max-batch-size): a setting added later
+    would make a deployed command ambiguous, and a misspelt flag could set another setting."""
+    with pytest.raises(SystemExit) as info:
+        parse_settings(["--max-batch-s", "4"])
+    assert info.value.code == 2 and "unrecognized arguments: --max-batch-s 4" in capsys.readouterr().err
+    assert parse_settings(["--max-batch-size", "4"]).max_batch_size == 4
+
+
 @pytest.mark.parametrize("value", ["inf", "nan", "-inf", "1e999"])
 def test_a_float_setting_must_be_finite(value: str, capsys: pytest.CaptureFixture[str],
                                         monkeypatch: pytest.MonkeyPatch) -> None:
