@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.echo import clip
 from service.errors import ForbiddenOriginError, ServerBusyError, ServiceError
-from service.http.access import CLIENT_CLOSED, log_request, log_stream
+from service.http.access import CLIENT_CLOSED, log_request
 from service.http.cors import cors_options, is_preflight, refused_origin, with_cors
 from service.http.errors import error_response, logged_error_response
 from service.http.pages import PAGE_PATHS
@@ -69,9 +69,8 @@ class RequestContextMiddleware:
 
     async def _handshake(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A stream's id and path, checked as a request's (the rest is its route's), and its ``Origin``
-        (service.http.cors). A refused handshake gets its error as an HTTP answer, where the server can send
-        one (ASGI's denial response; else a bare 403), and an access line with its id, as a request does."""
-        started = time.monotonic()
+        (service.http.cors). A refused handshake gets its error as an HTTP answer with its id, where the server
+        can send one (ASGI's denial response; else a bare 403); uvicorn writes its line in the log."""
         request_id = _request_id(scope)
         try:
             _check_path(scope)
@@ -86,8 +85,6 @@ class RequestContextMiddleware:
                 await response(scope, receive, send)
             else:
                 await send({"type": "websocket.close", "code": 1008})  # the server answers 403, with no body
-            if self.state.settings.access_log:
-                log_stream(scope, exc.status_code, time.monotonic() - started, 0, request_id)
             return
         scope.setdefault("state", {}).update(request_id=request_id)
         await self.app(scope, receive, send)
