@@ -14,7 +14,7 @@ from .async_stream import AsyncStreamSession, frames_to_audio, session
 from .chunks import AsyncAudioChunks
 from .client import DEFAULT_URL, base_url, connection_error
 from .retry import RetryPolicy, acall
-from .session import stream_url
+from .session import frames_iterable, stream_url
 from .wire import Audio, AudioInput, Call, check, codes_call, decoded, json_of, mel_call, models_of, resynthesis_call
 
 
@@ -139,12 +139,12 @@ class AsyncClient:
         """Frames ``(n_mels, t_i)`` from a sync or async iterable (e.g. a TTS model's output, sent as it comes)
         -> the float32 audio chunks as they are final: ``async for chunk in client.stream_mel_frames(tts())``.
         ``options``: those of :meth:`stream_mel`."""
-        return frames_to_audio(self.stream_mel(**options), frames)
+        return frames_to_audio(self.stream_mel(**options), frames_iterable(frames))
 
     def stream_encodec_frames(self, frames: Iterable[np.ndarray] | AsyncIterable[np.ndarray],
                               **options: Any) -> AsyncGenerator[np.ndarray, None]:
         """As :meth:`stream_mel_frames`, with ``(K, t_i)`` codes (options of :meth:`stream_encodec`)."""
-        return frames_to_audio(self.stream_encodec(**options), frames)
+        return frames_to_audio(self.stream_encodec(**options), frames_iterable(frames))
 
     async def _json(self, path: str) -> Any:
         response = await self._send(Call("GET", path, {}), stream=False)

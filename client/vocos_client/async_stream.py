@@ -25,6 +25,7 @@ from .session import (
     handshake_refused,
     meaning,
     no_start,
+    sent_after_end,
     start_info,
     stream_ended,
 )
@@ -42,6 +43,7 @@ class AsyncStreamSession:
         self.samples: int | None = None
         self._error: VocosClientError | None = None
         self._ended = False  # the iteration has seen the done message, or raised the stream's error
+        self._end_sent = False
         self._chunks: asyncio.Queue[np.ndarray | Done | VocosClientError] = asyncio.Queue()
         self._receiver = asyncio.create_task(self._receive())
 
@@ -53,6 +55,7 @@ class AsyncStreamSession:
     async def end(self) -> None:
         """No more frames: the server flushes the rest of the audio and says done."""
         await self._send(END)
+        self._end_sent = True
 
     async def __aiter__(self) -> AsyncIterator[np.ndarray]:
         while not self._ended:  # iterated again after the end: nothing more (or the stream's error again)
@@ -81,6 +84,8 @@ class AsyncStreamSession:
             raise self._error
         if self.samples is not None:
             raise stream_ended()
+        if self._end_sent:
+            raise sent_after_end()
         try:
             await self._ws.send(message)
         except ConnectionClosed as exc:

@@ -11,7 +11,7 @@ import numpy as np
 from .chunks import AudioChunks
 from .errors import VocosClientError
 from .retry import RetryPolicy, call
-from .session import stream_url
+from .session import frames_iterable, stream_url
 from .sync_stream import StreamSession, frames_to_audio, open_session
 from .wire import Audio, AudioInput, Call, check, codes_call, decoded, json_of, mel_call, models_of, resynthesis_call
 
@@ -137,12 +137,12 @@ class Client:
                           **options: Any) -> Generator[np.ndarray, None, None]:
         """Frames ``(n_mels, t_i)`` from ``frames`` (e.g. a TTS model's output, sent as it comes) -> the
         float32 audio chunks, yielded as they are final. ``options``: those of :meth:`stream_mel`."""
-        return frames_to_audio(lambda: self.stream_mel(**options), frames)
+        return frames_to_audio(lambda: self.stream_mel(**options), frames_iterable(frames))
 
     def stream_encodec_frames(self, frames: Iterable[np.ndarray],
                               **options: Any) -> Generator[np.ndarray, None, None]:
         """As :meth:`stream_mel_frames`, with ``(K, t_i)`` codes (options of :meth:`stream_encodec`)."""
-        return frames_to_audio(lambda: self.stream_encodec(**options), frames)
+        return frames_to_audio(lambda: self.stream_encodec(**options), frames_iterable(frames))
 
     def _json(self, path: str) -> Any:
         response = self._send(Call("GET", path, {}), stream=False)

@@ -148,6 +148,15 @@ def frame_messages(frames: np.ndarray, max_bytes: int | None) -> list[bytes]:
     return [npy_bytes(array[:, i:i + per_message]) for i in range(0, array.shape[1], per_message)]
 
 
+def frames_iterable(frames: T) -> T:
+    """``frames`` of a ``stream_*_frames`` loop, refused when it is one array: iterating a whole ``(C, T)`` array
+    sends its rows, ``(T,)`` each, which the server refused with an error about a shape the caller never gave."""
+    if isinstance(frames, np.ndarray):
+        raise ValueError(f"frames must be an iterable of (C, t) arrays as the TTS emits them, got one array of "
+                         f"shape {frames.shape}: pass [frames] to send it whole, or an iterable of its pieces")
+    return frames
+
+
 def meaning(message: str | bytes, fmt: str) -> np.ndarray | Done:
     """One later message -> float32 audio ``(S,)`` or :class:`Done`; raises the server's error message."""
     if isinstance(message, bytes):
@@ -179,6 +188,13 @@ def closed_by(exc: ConnectionClosed) -> VocosClientError:
 def stream_ended() -> VocosClientError:
     """A send after the server's done message."""
     return VocosClientError(0, "connection", "the stream has ended (its done message came); open a new one")
+
+
+def sent_after_end() -> VocosClientError:
+    """A send or end after ``end()``: the server flushes and closes at the end and ignores what follows it, so
+    frames sent then would be lost without a word."""
+    return VocosClientError(0, "connection", "end() was already called on this stream: it takes no more frames; "
+                            "send every frame before end(), or open a new stream")
 
 
 def _json(message: str | bytes) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from .session import (
     handshake_refused,
     meaning,
     no_start,
+    sent_after_end,
     start_info,
     stream_ended,
 )
@@ -42,6 +43,7 @@ class StreamSession:
         self.samples: int | None = None
         self._error: VocosClientError | None = None
         self._ended = False  # the iteration has seen the done message, or raised the stream's error
+        self._end_sent = False
         self._chunks: queue.Queue[np.ndarray | Done | VocosClientError] = queue.Queue()
         self._receiver = threading.Thread(target=self._receive, name="vocos-stream-receiver", daemon=True)
         self._receiver.start()
@@ -54,6 +56,7 @@ class StreamSession:
     def end(self) -> None:
         """No more frames: the server flushes the rest of the audio and says done."""
         self._send(END)
+        self._end_sent = True
 
     def __iter__(self) -> Iterator[np.ndarray]:
         while not self._ended:  # iterated again after the end: nothing more (or the stream's error again)
@@ -86,6 +89,8 @@ class StreamSession:
             raise self._error
         if self.samples is not None:
             raise stream_ended()
+        if self._end_sent:
+            raise sent_after_end()
         try:
             self._ws.send(message)
         except ConnectionClosed as exc:

@@ -14,6 +14,7 @@ code ``4000 + status``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable
@@ -145,9 +146,15 @@ async def _converse(websocket: WebSocket, state: ServiceState, stream: AudioStre
                     "(VOCOS_DRAIN_TIMEOUT_S); open a new one"
                 ) from None
             if outcome is not None:
-                return outcome
+                break
     finally:
         inbox.close()
+    # Closed out of the watch for the client's leaving: a client that closes as soon as the done message is
+    # in (vocos_client does) raced this close, and the stream it had all of was logged as 499, the client's leaving.
+    if outcome == "ok":
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+            await _sent(websocket, websocket.close(1000))
+    return outcome
 
 
 async def _first_set(*events: asyncio.Event) -> None:
@@ -186,7 +193,6 @@ async def _answer(websocket: WebSocket, state: ServiceState, stream: AudioStream
         done = orjson.dumps({"type": "done", "samples": stream.samples_out}).decode()
         await _sent(websocket, websocket.send_text(done))
         stream.close("ok")  # before the close frame: a client that then reads /metrics finds the stream counted
-        await _sent(websocket, websocket.close(1000))
         return "ok"
     await _push(websocket, stream, fmt, arrays, first, timeout)
     return None

@@ -6,7 +6,7 @@ import httpx
 import numpy as np
 import pytest
 
-from vocos_client import Client, RetryPolicy, VocosClientError
+from vocos_client import AsyncClient, Client, RetryPolicy, VocosClientError
 from vocos_client.wire import codes_body, mel_body
 
 
@@ -45,3 +45,13 @@ def test_a_models_answer_without_models_is_a_protocol_error() -> None:
     with _client(httpx.Response(200, json={"status": "ok"})) as client, pytest.raises(VocosClientError) as caught:
         client.models()
     assert (caught.value.status, caught.value.error) == (0, "protocol") and "expected {\"models\"" in str(caught.value)
+
+
+def test_a_frames_loop_given_one_whole_array_is_refused_before_connecting() -> None:
+    """Its rows went out as frames, (T,) each, and the server's 422 named a shape the caller never gave."""
+    mel = np.zeros((100, 40), np.float32)
+    with Client("http://127.0.0.1:9", retry=RetryPolicy(retries=0)) as client, \
+            pytest.raises(ValueError, match=r"iterable of \(C, t\) arrays .* shape \(100, 40\): pass \[frames\]"):
+        client.stream_mel_frames(mel)
+    with pytest.raises(ValueError, match=r"got one array of shape \(8, 40\)"):
+        AsyncClient("http://127.0.0.1:9", retry=RetryPolicy(retries=0)).stream_encodec_frames(np.zeros((8, 40), int))

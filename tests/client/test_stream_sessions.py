@@ -100,6 +100,27 @@ def test_after_the_end_iterating_again_is_empty_and_sending_says_the_stream_ende
             stream.send(MEL)
 
 
+def test_sending_after_end_raises_at_once_and_the_stream_keeps_its_audio(server: ServerProcess) -> None:
+    """Frames sent after end() and before the done message went to a server that reads nothing after the end:
+    lost without a word, the stream's audio shorter than the frames sent."""
+    async def run() -> tuple[VocosClientError, int, int | None]:
+        async with AsyncClient(server.url, timeout=20) as client, client.stream_mel() as stream:
+            await stream.send(MEL)
+            await stream.end()
+            with pytest.raises(VocosClientError) as caught:
+                await stream.send(MEL)
+            return caught.value, sum([chunk.size async for chunk in stream]), stream.samples
+
+    with Client(server.url, timeout=20) as client, client.stream_mel() as stream:
+        stream.send(MEL)
+        stream.end()
+        with pytest.raises(VocosClientError, match=r"end\(\) was already called") as caught:
+            stream.send(MEL)
+        assert caught.value.status == 0 and sum(chunk.size for chunk in stream) == stream.samples == 59 * 256
+    error, total, samples = asyncio.run(run())
+    assert "end() was already called" in error.message and total == samples == 59 * 256
+
+
 def test_after_an_error_iterating_again_raises_it_again_at_once(server: ServerProcess) -> None:
     async def run() -> tuple[VocosClientError, VocosClientError]:
         async with AsyncClient(server.url, timeout=20) as client, client.stream_mel() as stream:

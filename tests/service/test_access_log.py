@@ -3,6 +3,7 @@ answer, its status, duration and size; JSON lines with the same fields, redacted
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
@@ -13,11 +14,13 @@ import numpy as np
 import pytest
 import websockets
 from service_helpers import AppFactory, live_server, settings_with, wait_until
+from starlette.websockets import WebSocket
 
 from service.runtime.logs import JsonFormatter, RedactSecrets
 from service.runtime.models import ServedModel
 from service.settings import Settings
 from service.testing import npy_bytes as npy
+from vocos_client import AsyncClient
 
 MEL = np.random.default_rng(0).uniform(-4, 0, (100, 12)).astype(np.float32)
 
@@ -110,16 +113,40 @@ async def test_a_stream_is_logged_when_it_ends_with_its_status_and_samples(
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("path", ["/stream/nope", "/stream/mel%0A"])
+async def test_a_stream_whose_client_closes_on_its_done_message_is_logged_as_200(
+        base_settings: Settings, models: dict[str, ServedModel], caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """vocos_client closes as soon as the done message is in. That close raced the server's own, which was
+    watched for the client's leaving: on a loaded server (here a slow close) the stream, whole and counted
+    "ok", was logged as 499, a client that left."""
+    close = WebSocket.close
+
+    async def slow_close(self: WebSocket, code: int = 1000, reason: str | None = None) -> None:
+        await asyncio.sleep(0.3)  # the client's close frame comes in first
+        await close(self, code, reason)
+
+    monkeypatch.setattr(WebSocket, "close", slow_close)
+    caplog.set_level(logging.INFO)
+    async with live_server(base_settings, models) as server:
+        async with AsyncClient(f"http://127.0.0.1:{server.port}") as client:
+            for _ in range(3):
+                assert sum([chunk.size async for chunk in client.stream_mel_frames([MEL])]) == 11 * 256
+        await wait_until(lambda: len(access_records(caplog)) == 3)
+    assert [r.fields["status"] for r in access_records(caplog)] == [200, 200, 200]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("path", "status"), [("/stream/nope", 403), ("/stream/mel%0A", 400)])
 async def test_a_handshake_refused_before_the_stream_begins_is_logged_too(
-        base_settings: Settings, models: dict[str, ServedModel], caplog: pytest.LogCaptureFixture, path: str) -> None:
+        base_settings: Settings, models: dict[str, ServedModel], caplog: pytest.LogCaptureFixture, path: str,
+        status: int) -> None:
     caplog.set_level(logging.INFO)
     async with live_server(base_settings, models) as server:
         caplog.set_level(logging.INFO, "uvicorn.error")  # the test server's uvicorn logs warnings only
         with pytest.raises(websockets.InvalidStatus):
             await websockets.connect(f"ws://127.0.0.1:{server.port}{path}")
     lines = [r.getMessage() for r in caplog.records if '"WebSocket ' in r.getMessage()]
-    assert len(lines) == 1 and lines[0].endswith(f'"WebSocket {path}" 403'), lines
+    assert len(lines) == 1 and lines[0].endswith(f'"WebSocket {path}" {status}'), lines
 
 
 def test_json_lines_carry_the_fields_redacted_and_the_traceback() -> None:
