@@ -17,8 +17,9 @@ from .feature_extractors import ENCODEC_BINS as CODEBOOK_SIZE
 from .inputs import check_code_values
 
 
-def mel_array(array: np.ndarray, n_mels: int) -> np.ndarray:
-    """Validate a mel spectrogram ``(n_mels, T)`` (or ``(1, n_mels, T)``) and return it as float32."""
+def mel_array(array: np.ndarray, n_mels: int, *, first_frame: int = 0) -> np.ndarray:
+    """Validate a mel spectrogram ``(n_mels, T)`` (or ``(1, n_mels, T)``) and return it as float32.
+    ``first_frame``: the index its first frame has in the errors (a stream's chunk: the frames before it)."""
     if array.ndim == 3 and array.shape[0] == 1:
         array = array[0]
     if array.ndim != 2:
@@ -36,13 +37,14 @@ def mel_array(array: np.ndarray, n_mels: int) -> np.ndarray:
         raise InputError(
             f"expected float32 mel values (float16/float64 are converted), got {_dtype_words(array.dtype)}"
         )
-    _check_finite(array, "mel spectrogram")
+    _check_finite(array, "mel spectrogram", first_frame)
     with np.errstate(over="ignore"):  # finite float64 values beyond float32's range become inf
         converted = array.astype(np.float32, copy=False)
     if converted is not array and not np.isfinite(converted).all():
-        first = tuple(int(i) for i in np.argwhere(~np.isfinite(converted))[0])
+        band, frame = (int(i) for i in np.argwhere(~np.isfinite(converted))[0])
         raise InputError(f"the mel spectrogram holds values beyond float32's range (±3.4e38), first at index "
-                         f"{first}: {array[first]:.4g}; log-mel values lie within about ±20")
+                         f"{(band, frame + first_frame)}: {array[band, frame]:.4g}; log-mel values lie within "
+                         "about ±20")
     return np.ascontiguousarray(converted)
 
 
@@ -122,12 +124,13 @@ def _explicit_bandwidth_id(bandwidths: Sequence[float], bandwidth_id: int | None
     return resolved
 
 
-def _check_finite(array: np.ndarray, what: str) -> None:
+def _check_finite(array: np.ndarray, what: str, first_frame: int = 0) -> None:
+    """Refuse NaN and Inf in ``array`` ``(rows, T)``, naming the first as ``(row, first_frame + frame)``."""
     finite = np.isfinite(array)
     if not finite.all():
         bad = int(finite.size - np.count_nonzero(finite))
-        first = tuple(int(i) for i in np.argwhere(~finite)[0])
-        raise InputError(f"the {what} contains {bad} NaN or Inf value(s), first at index {first}")
+        row, frame = (int(i) for i in np.argwhere(~finite)[0])
+        raise InputError(f"the {what} contains {bad} NaN or Inf value(s), first at index {(row, frame + first_frame)}")
 
 
 def _dtype_words(dtype: np.dtype) -> str:

@@ -177,7 +177,7 @@ class AudioStream:
     def _chunk(self, array: np.ndarray) -> torch.Tensor:
         served = self.slot.served
         if not self.codes:
-            mel = mel_array(array, served.n_features)
+            mel = mel_array(array, served.n_features, first_frame=self._frames)  # errors name the stream's frame
             if self._mel_check is not None:
                 refuse_impossible(self._mel_check.update(mel), self.metrics, self.name)
             return torch.from_numpy(mel)

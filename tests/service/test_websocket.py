@@ -99,6 +99,9 @@ def test_sample_rate_resamples_the_stream(client_for: Any, models: dict[str, Ser
     assert abs(audio.size - models["mel"].num_samples(100) * 2 / 3) <= 2
 
 
+MEL40 = np.random.default_rng(3).uniform(-6, -1, (100, 40)).astype(np.float32)  # a mel the front-end can give
+
+
 @pytest.mark.parametrize(("path", "send", "status", "fragment"), [
     ("/stream/mel?format=mp3", None, 422, "format: Input should be 'pcm16' or 'f32'"),
     ("/stream/mel?sample_rat=16000", None, 422, "'sample_rat': unknown query parameter of /stream/mel"),
@@ -116,6 +119,8 @@ def test_sample_rate_resamples_the_stream(client_for: Any, models: dict[str, Ser
     ("/stream/mel", '{"type": "end", "flush": false}', 400, 'got \'{"type": "end", "flush": false}\''),
     ("/stream/mel", "x" * 100_000, 400, "got a text message of 100000 characters"),  # refused unparsed
     ("/stream/mel", np.full((100, 5), np.nan, np.float32), 422, "NaN"),
+    # after 40 good frames: named as the stream's frame, not the message's (index (0, 0) of its chunk)
+    ("/stream/mel", [MEL40, np.full((100, 5), np.nan, np.float32)], 422, "first at index (0, 40)"),
     # held to the model's front-end as a request's mel is: log-mel values no audio gives
     ("/stream/mel", np.full((100, 5), 20.0, np.float32), 422, "above 8.95, the largest log magnitude"),
     ("/stream/mel", np.full((100, 5), -80.0, np.float32), 422, "(a dB-scaled mel"),
@@ -131,7 +136,10 @@ def test_errors_have_the_http_status_message_and_close_code(client_for: Any, pat
     with client_for().websocket_connect(path) as ws:
         if send is not None:
             json.loads(ws.receive_text())  # start
-            if isinstance(send, np.ndarray):
+            if isinstance(send, list):  # arrays, one message each
+                for array in send:
+                    ws.send_bytes(npy(array))
+            elif isinstance(send, np.ndarray):
                 ws.send_bytes(npy(send))
             elif isinstance(send, bytes):
                 ws.send_bytes(send)
