@@ -25,6 +25,8 @@ def conv_to_btc(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, paddi
 
     Converting the (narrow) input to channels-last costs less than transposing the (wider) output.
     """
-    x4 = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)  # (B, C_in, 1, T)
+    # From a contiguous (B, C_in, T) whatever x's strides: a transposed view (the streaming decoder's rows)
+    # runs another kernel, whose bfloat16/float16 outputs round differently from the offline decode's.
+    x4 = x.contiguous().unsqueeze(2).contiguous(memory_format=torch.channels_last)  # (B, C_in, 1, T)
     y = nn.functional.conv2d(x4, weight.unsqueeze(2), bias, padding=(0, padding))
     return y.squeeze(2).transpose(1, 2)  # (B, C_out, 1, T) channels-last -> (B, T, C_out)

@@ -179,6 +179,8 @@ def linear_into(way: Way, layer: nn.Linear, x: torch.Tensor, out: torch.Tensor,
     elif way == "onednn":
         # The operator has no out= form; the copy costs less than oneDNN gains (docs/performance.md).
         out.copy_(_onednn(x.contiguous(), layer))
+    elif one_half_precision_row(x):
+        out.copy_(_two_rows_linear(x, layer))
     elif layer.bias is None:
         torch.mm(x, layer.weight.t(), out=out)
     else:
@@ -200,11 +202,25 @@ def linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
     """``layer(x)`` for ``x`` ``(..., K)`` -> ``(..., N)``, as :func:`way_for` ``x``."""
     way = way_for(x)
     if way == "mkl":
-        return layer(x)
+        return _two_rows_linear(x, layer).view(*x.shape[:-1], layer.out_features) if one_half_precision_row(x) \
+            else layer(x)
     rows = x.reshape(-1, x.shape[-1]).contiguous()  # (..., K) -> (M, K), a view for contiguous x
     if way == "onednn":
         return _onednn(rows, layer).view(*x.shape[:-1], layer.out_features)
     return bf16x3.linear(x, layer)
+
+
+def one_half_precision_row(x: torch.Tensor) -> bool:
+    """Whether ``x`` is a single bfloat16/float16 row on CPU, which PyTorch multiplies as a matrix-vector
+    product: its float32 sums round to the half dtype otherwise than the same row's among others, an ulp
+    that the backbone grows to ~5e-3 of the audio (a stream stepping one frame would not equal its decode)."""
+    return x.dtype in (torch.bfloat16, torch.float16) and x.device.type == "cpu" and x.numel() == x.shape[-1]
+
+
+def _two_rows_linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
+    """``layer(x)`` ``(1, N)`` of one row, as a matrix product of two rows (the row twice), as any other
+    row count runs."""
+    return nn.functional.linear(x.reshape(1, -1).expand(2, -1), layer.weight, layer.bias)[:1]
 
 
 # A linear layer to probe, and whether the model applies the exact GELU to its output (the ConvNeXt

@@ -111,7 +111,8 @@ class ServiceMetrics:
         self.queue_depth = Gauge("vocos_queue_depth", "Requests waiting for a batch.", ["model"], registry=r)
         self.model_info = Gauge(
             "vocos_model_info", "Served models (value 1); cpu_matmul: how float32 matmuls run on CPU "
-            "(vocos_core.matmul_ways), none on a GPU.", ["model", "kind", "source", "device", "dtype", "cpu_matmul"],
+            "(vocos_core.matmul_ways), none on a GPU or for a bfloat16/float16 model.",
+            ["model", "kind", "source", "device", "dtype", "cpu_matmul"],
             registry=r
         )
 

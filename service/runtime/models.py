@@ -213,8 +213,8 @@ def load_models(settings: Settings) -> dict[str, ServedModel]:
     cpu_models = [m for m in models.values() if m.device.type == "cpu"]
     if cpu_models:
         way = set_cpu_matmul(settings, cpu_models)
-        for served in cpu_models:
-            served.cpu_matmul = way
+        for served in cpu_models:  # a bfloat16/float16 model has no float32 matmuls: no way to show
+            served.cpu_matmul = way if served.dtype == "float32" else None
     return models
 
 

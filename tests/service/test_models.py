@@ -183,3 +183,14 @@ def test_a_local_model_reports_no_revision(mel_checkpoint: Path) -> None:
     settings = Settings(mel_model=str(mel_checkpoint), encodec_model="none", device="cpu", revision="v9")
     served = load_models(settings)["mel"]
     assert served.describe()["source"].startswith("local:") and served.describe()["revision"] is None
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_a_reduced_precision_model_shows_no_float32_matmul_way(mel_checkpoint: Path, tmp_path: Path,
+                                                                dtype: str) -> None:
+    # Its matmuls are PyTorch's half-precision ones: the float32 plan ("mkl", "onednn<=32,mkl") is not theirs.
+    models_file = tmp_path / "models.yaml"
+    models_file.write_text(f"models:\n  half: {{source: {mel_checkpoint}, dtype: {dtype}}}\n  full: {mel_checkpoint}\n")
+    served = load_models(settings_for(models_file=str(models_file), cpu_matmul="mkl"))
+    assert served["half"].cpu_matmul is None and served["half"].describe()["cpu_matmul"] is None
+    assert served["full"].cpu_matmul == "mkl"

@@ -203,3 +203,17 @@ def test_the_fused_gelu_is_the_exact_gelu_of_the_matmul(matmul_way: matmul_ways.
             matmul_ways.linear_gelu_into(matmul_way, lin, x, out)
             expected = torch.nn.functional.gelu(x.double() @ lin.weight.double().t() + lin.bias.double())
             assert float((out.double() - expected).abs().max() / expected.abs().max()) < ACCURACY, rows
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_one_half_precision_row_equals_that_row_among_others(dtype: torch.dtype) -> None:
+    # PyTorch multiplies one bfloat16 row as a matrix-vector product, rounding a few outputs otherwise.
+    lin = layer(1536, 512).to(dtype)
+    x = torch.randn(64, 1536).to(dtype)
+    with torch.inference_mode():
+        full = matmul_ways.linear(x, lin)
+        for i in range(x.shape[0]):
+            assert torch.equal(matmul_ways.linear(x[i:i + 1].clone(), lin), full[i:i + 1]), i
+            out = torch.empty(1, 512, dtype=dtype)
+            matmul_ways.linear_into("mkl", lin, x[i:i + 1].clone(), out)
+            assert torch.equal(out, full[i:i + 1]), i

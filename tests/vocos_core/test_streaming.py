@@ -158,3 +158,18 @@ def test_stream_errors_say_what_was_expected() -> None:
     codes_stream = encodec.stream(bandwidth_id=0)
     with pytest.raises(InputError, match="codebooks"):
         codes_stream.push_codes(torch.randint(0, 1024, (8, 3)))
+
+
+@pytest.mark.parametrize("how", ["single", "random"])
+@pytest.mark.parametrize("kind", ["mel", "encodec"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_reduced_precision_stream_equals_its_offline_decode(dtype: torch.dtype, kind: str, how: str) -> None:
+    # An ulp of bfloat16 anywhere grows to ~5e-3 of the audio: every kernel must round as the offline decode's
+    # (the embedding conv on the streams' transposed rows, one-row matmuls did not).
+    model = random_model(checkpoint_config(kind, dim=64, num_layers=2)).to(dtype)  # type: ignore[arg-type]
+    bandwidth_id = 1 if kind == "encodec" else None
+    x = model.codes_to_features(torch.randint(0, 1024, (4, 60)))[0] if kind == "encodec" else \
+        torch.randn(model.n_features, 60) * 2 - 3
+    expected = model.decode(x[None], bandwidth_id=bandwidth_id)[0]
+    actual = stream_features(model, x, chunk_sizes(60, how), bandwidth_id)
+    assert relative_error(actual, expected) <= TOLERANCE
