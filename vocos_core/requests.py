@@ -49,19 +49,36 @@ def mel_array(array: np.ndarray, n_mels: int, *, first_frame: int = 0) -> np.nda
 
 
 def codes_array(array: np.ndarray) -> np.ndarray:
-    """Validate an EnCodec token grid ``(K, T)`` (or ``(K, 1, T)``) and return it as int64."""
-    if array.ndim == 3 and array.shape[1] == 1:
-        array = array[:, 0]
+    """Validate an EnCodec token grid ``(K, T)``, or one item of a batch, ``(K, 1, T)`` (Vocos' layout) or
+    ``(1, K, T)`` (what EnCodec's ``encode`` returns), and return it as int64 ``(K, T)``."""
+    if array.ndim == 3 and 1 in array.shape[:2]:
+        array = array[:, 0] if array.shape[1] == 1 else array[0]
     if array.ndim != 2:
         raise InputError(
-            f"expected a 2-D token grid of shape (K codebooks, T); got shape {array.shape}"
+            f"expected a 2-D token grid of shape (K codebooks, T), or one item as (K, 1, T) or (1, K, T); "
+            f"got shape {array.shape}"
         )
     if array.shape[1] < 1 or array.shape[0] < 1:
         raise InputError(f"the token grid is empty (shape {array.shape}); expected (K, T) with T >= 1")
+    if array.dtype.kind == "f":
+        _refuse_float_codes(array)
     if array.dtype.kind not in "iu":
         raise InputError(f"expected integer codes, got {_dtype_words(array.dtype)}")
     check_code_values(int(array.min()), int(array.max()), CODEBOOK_SIZE)
     return np.ascontiguousarray(array.astype(np.int64, copy=False))
+
+
+def _refuse_float_codes(array: np.ndarray) -> None:
+    """Say what is wrong with float codes ``(K, T)``: a value that is no code, else only the dtype."""
+    whole = np.isfinite(array) & (array == np.trunc(array))
+    if not whole.all():
+        row, frame = (int(i) for i in np.argwhere(~whole)[0])
+        raise InputError(f"expected integer codes, got {array.dtype} values such as {array[row, frame]:g} at index "
+                         f"{(row, frame)}; codes are whole numbers in [0, {CODEBOOK_SIZE})")
+    # Out-of-range values first: a whole number past int64 (a JSON body's) is no code whatever its type.
+    check_code_values(int(array.min()), int(array.max()), CODEBOOK_SIZE)
+    raise InputError(f"expected integer codes, got {array.dtype} (whole numbers: send them as an integer "
+                     "dtype, e.g. codes.astype(np.int64))")
 
 
 def resolve_bandwidth_id(
@@ -71,11 +88,13 @@ def resolve_bandwidth_id(
     bandwidth_id: int | None = None,
     bandwidth: float | None = None,
     num_codebooks: int | None = None,
+    frames: int | None = None,
 ) -> int:
     """The bandwidth id from an id, a kbps value, or (when neither is given) the number of codebooks.
 
     ``bandwidths[i]`` is the kbps of id i and ``codebooks[i]`` its number of codebooks. Raises
     ``InputError`` listing the valid choices when a value is unknown or the values disagree.
+    ``frames``: the grid's T, to say when a K that fits no bandwidth looks like a transposed ``(T, K)`` grid.
     """
     if not bandwidths:
         raise InputError("bandwidth_id and bandwidth apply to EnCodec models only; this model has no bandwidths")
@@ -91,16 +110,20 @@ def resolve_bandwidth_id(
             raise InputError(
                 f"cannot infer the bandwidth from {num_codebooks} codebooks; "
                 f"expected K in {sorted(set(codebooks))}"
-                f" or an explicit bandwidth ({choices})"
+                f" or an explicit bandwidth ({choices}){_transposed(frames in codebooks)}"
             )
         return list(codebooks).index(num_codebooks)
     if num_codebooks is not None and codebooks[resolved] != num_codebooks:
         raise InputError(
             f"bandwidth {_kbps(bandwidths[resolved])} kbps (id {resolved}) "
             f"expects {codebooks[resolved]} codebooks,"
-            f" got K={num_codebooks}"
+            f" got K={num_codebooks}{_transposed(frames == codebooks[resolved])}"
         )
     return resolved
+
+
+def _transposed(likely: bool) -> str:
+    return " (it looks transposed: send the codebooks as rows, shape (K, T))" if likely else ""
 
 
 def _explicit_bandwidth_id(bandwidths: Sequence[float], bandwidth_id: int | None, bandwidth: float | None,

@@ -189,6 +189,10 @@ def codes_grid(payload: Payload) -> tuple[np.ndarray, int | None, float | None]:
     if "codes" not in fields:
         raise InvalidInputError('missing key "codes"; expected {"codes": [[...], ...]} with K rows of tokens')
     codes = json_array(fields["codes"], "codes")
+    # JSON has one kind of number: 5.0 is the code 5 (Python's json writes a float tensor's codes so, and one
+    # 5.0 makes numpy read a whole grid as floats). Other floats go on as floats, which vocos_core refuses by value.
+    if codes.dtype.kind == "f" and bool(np.all((np.abs(codes) < 2.0**63) & (codes == np.trunc(codes)))):
+        codes = codes.astype(np.int64)
     return codes, optional_int(fields, "bandwidth_id"), optional_float(fields, "bandwidth")
 
 

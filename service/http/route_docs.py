@@ -110,7 +110,8 @@ CODES_DOC = _body_doc(
                        "bandwidth": {"type": ["number", "null"]}},
         "additionalProperties": False,
     },
-    "The codes, (K, T) integers, as JSON or as a .npy file (octet-stream: sniffed)",
+    "The codes, (K, T) integers (or one item, (K, 1, T) or (1, K, T) as EnCodec's encode gives), as JSON "
+    "or as a .npy file (octet-stream: sniffed)",
 )
 _FORM = {
     "schema": {"type": "object", "required": ["file"], "properties": {"file": {"type": "string", "format": "binary"}}},

@@ -248,7 +248,7 @@ class Vocoder:
         """A request's tokens checked against the model: the int64 grid and its bandwidth id."""
         grid = codes_array(codes)
         return grid, resolve_bandwidth_id(served.bandwidths, served.codebooks, num_codebooks=grid.shape[0],
-                                          bandwidth_id=bandwidth_id, bandwidth=bandwidth)
+                                          frames=grid.shape[1], bandwidth_id=bandwidth_id, bandwidth=bandwidth)
 
     def _check_mel(self, served: ServedModel, mel: np.ndarray) -> str | None:
         if served.mel_front_end is None:

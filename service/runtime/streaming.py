@@ -171,7 +171,7 @@ class AudioStream:
     def _begin(self, first: torch.Tensor) -> None:
         served = self.slot.served
         self._bandwidth_id = resolve_bandwidth_id(served.bandwidths, served.codebooks,
-                                                  num_codebooks=int(first.shape[0]))
+                                                  num_codebooks=int(first.shape[0]), frames=int(first.shape[1]))
         self._stream.begin(self._bandwidth_id)
 
     def _chunk(self, array: np.ndarray) -> torch.Tensor:
@@ -184,7 +184,7 @@ class AudioStream:
         grid = codes_array(array)
         if self._bandwidth_id is not None:  # every chunk's K must be the stream's bandwidth's
             resolve_bandwidth_id(served.bandwidths, served.codebooks, bandwidth_id=self._bandwidth_id,
-                                 num_codebooks=grid.shape[0])
+                                 num_codebooks=grid.shape[0], frames=grid.shape[1])
         return torch.from_numpy(grid)
 
     @property

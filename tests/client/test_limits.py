@@ -65,6 +65,15 @@ def test_pieces_fit_the_limit_and_keep_every_frame_in_order() -> None:
     assert len(frame_messages(codes, None)) == 1  # a server that does not say its limit
 
 
+def test_frames_go_as_the_caller_gave_them_where_a_cast_would_change_them() -> None:
+    """As a request's body: booleans stay booleans, uint64 past int64 stays uint64, for the server to
+    name what was sent (a float32 cast, a negative number)."""
+    for frames in (np.ones((8, 3), bool), np.full((8, 3), 2**63 + 5, np.uint64)):
+        (message,) = frame_messages(frames, 10000)
+        np.testing.assert_array_equal(np.load(io.BytesIO(message)), frames)
+        assert np.load(io.BytesIO(message)).dtype == frames.dtype
+
+
 def test_one_frame_larger_than_a_message_may_be_is_413_before_sending() -> None:
     with pytest.raises(VocosClientError) as caught:
         frame_messages(np.zeros((100, 3), np.float32), 300)

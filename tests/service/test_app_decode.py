@@ -103,6 +103,19 @@ async def test_encodec_explicit_bandwidth_in_query_json_or_kbps(app: AppHarness)
     assert len({r.content for r in responses}) == 1
 
 
+async def test_encodec_codes_as_encode_returns_them_or_as_json_floats(app: AppHarness) -> None:
+    """(1, K, T) is EnCodec's ``encode`` output; 5.0 is JSON's 5 (Python's json writes float codes so)."""
+    codes = np.random.default_rng(0).integers(0, 1024, (8, 12))
+    npy = {"content-type": "application/x-npy"}
+    responses = await asyncio.gather(
+        app.client.post("/decode/encodec", content=npy_bytes(codes), headers=npy),
+        app.client.post("/decode/encodec", content=npy_bytes(codes[None]), headers=npy),
+        app.client.post("/decode/encodec", json={"codes": codes.astype(float).tolist()}),
+    )
+    assert [r.status_code for r in responses] == [200] * 3, [r.text for r in responses]
+    assert len({r.content for r in responses}) == 1
+
+
 @pytest.mark.parametrize(("rate", "channels", "container"), [(24000, 1, "WAV"), (44100, 2, "FLAC"),
                                                               (16000, 1, "OGG"), (48000, 2, "MP3")])
 async def test_resynthesize_mel(app: AppHarness, rate: int, channels: int, container: str) -> None:

@@ -83,6 +83,8 @@ async def test_invalid_mel_json_is_422(app: AppHarness) -> None:
         ({"codes": np.zeros((3, 5), int).tolist()}, "", "cannot infer the bandwidth from 3 codebooks"),
         ({"codes": np.zeros((8, 5), int).tolist(), "bandwidth_id": 1}, "?bandwidth_id=2", "given twice"),
         ({"codes": [[1, 2, 3]]}, "", "cannot infer the bandwidth from 1 codebooks"),
+        ({"codes": np.zeros((30, 8), int).tolist()}, "", "(it looks transposed: send the codebooks as rows"),
+        ({"codes": np.zeros((30, 8), int).tolist()}, "?bandwidth=6", "got K=30 (it looks transposed"),
     ],
 )
 async def test_invalid_codes_and_bandwidths_are_422(app: AppHarness, body: dict, query: str, message: str) -> None:

@@ -170,6 +170,28 @@ def test_codes_validation() -> None:
         codes_array(np.zeros((2, 0), np.int64))
 
 
+def test_codes_as_encodec_encode_returns_them_and_floats_named_by_value() -> None:
+    grid = np.random.default_rng(0).integers(0, 1024, (8, 20))
+    np.testing.assert_array_equal(codes_array(grid[None]), grid)  # (1, K, T): EnCodec's encode
+    with pytest.raises(InputError, match=r"or one item as \(K, 1, T\) or \(1, K, T\); got shape \(2, 8, 20\)"):
+        codes_array(np.stack([grid, grid]))
+    with pytest.raises(InputError, match=r"got float64 values such as 0.5 at index \(1, 2\); codes are whole"):
+        codes_array(np.where(np.arange(6).reshape(2, 3) == 5, 0.5, 1.0))
+    with pytest.raises(InputError, match=r"whole numbers: send them as an integer dtype"):
+        codes_array(grid.astype(np.float32))
+    with pytest.raises(InputError, match="found 100000000000000000000"):  # not the dtype: no dtype makes it a code
+        codes_array(np.full((2, 3), 1e20))
+
+
+def test_json_codes_written_as_whole_floats_are_codes() -> None:
+    codes, _, _ = codes_body(b'{"codes": [[1.0, 2], [3, 1023.0]]}', "json")
+    assert codes.dtype == np.int64 and codes.tolist() == [[1, 2], [3, 1023]]
+    with pytest.raises(InputError, match=r"got float64 values such as 2.5 at index \(0, 1\)"):
+        codes_body(b'{"codes": [[1, 2.5], [3, 4]]}', "json")
+    with pytest.raises(InputError, match=r"found 1180591620717411303424"):  # an integer past int64, not "float64"
+        codes_body(b'{"codes": [[1, 1180591620717411303424], [3, 4]]}', "json")
+
+
 def test_codes_body_json_fields() -> None:
     codes, bw_id, kbps = codes_body(b'{"codes": [[1, 2], [3, 4]], "bandwidth": 1.5}', "json")
     assert codes.tolist() == [[1, 2], [3, 4]] and bw_id is None and kbps == 1.5
@@ -208,6 +230,16 @@ def test_bandwidth_resolution() -> None:
 def test_bandwidth_errors_list_the_choices(kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(InputError, match=message):
         resolve(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [{"num_codebooks": 50, "frames": 8},
+                                    {"bandwidth": 6.0, "num_codebooks": 50, "frames": 8}])
+def test_a_transposed_grid_is_named_as_such(kwargs: dict[str, float]) -> None:
+    with pytest.raises(InputError, match=r"it looks transposed: send the codebooks as rows, shape \(K, T\)"):
+        resolve(**kwargs)
+    with pytest.raises(InputError) as caught:  # a K that fits no bandwidth, T neither: no hint
+        resolve(**{**kwargs, "frames": 50})
+    assert "transposed" not in str(caught.value)
 
 
 def test_merge_choice() -> None:

@@ -62,6 +62,20 @@ def test_encodec_stream_in_pcm16_infers_the_bandwidth_from_k(client_for: Any, mo
     assert np.abs(audio / 32767 - np.clip(expected, -1, 1)).max() <= 2 / 32767
 
 
+def test_encodec_stream_takes_chunks_as_encodec_encode_returns_them(client_for: Any,
+                                                                     models: dict[str, ServedModel]) -> None:
+    codes = np.random.default_rng(1).integers(0, 1024, (8, 10))
+    with client_for().websocket_connect("/stream/encodec?format=f32") as ws:
+        json.loads(ws.receive_text())
+        for t in range(10):  # (1, K, 1): one frame of EnCodec's (B, K, T) codes
+            ws.send_bytes(npy(codes[None, :, t:t + 1]))
+        ws.send_text(json.dumps({"type": "end"}))
+        audio, done = collect(ws, "<f4")
+    expected = models["encodec"].decode_batch([torch.from_numpy(codes)], [2])[0].numpy()
+    assert done["samples"] == audio.size == expected.size
+    np.testing.assert_allclose(audio, expected, rtol=0, atol=1e-5)
+
+
 def test_a_low_latency_stream_sends_its_audio_sooner_and_as_long(client_for: Any,
                                                                   models: dict[str, ServedModel]) -> None:
     served = models["mel"]
@@ -125,6 +139,7 @@ MEL40 = np.random.default_rng(3).uniform(-6, -1, (100, 40)).astype(np.float32)  
     ("/stream/mel", np.full((100, 5), 20.0, np.float32), 422, "above 8.95, the largest log magnitude"),
     ("/stream/mel", np.full((100, 5), -80.0, np.float32), 422, "(a dB-scaled mel"),
     ("/stream/encodec?bandwidth_id=0", np.zeros((8, 5), np.int64), 422, "2 codebooks"),
+    ("/stream/encodec", np.zeros((1, 8), np.int64), 422, "(it looks transposed: send the codebooks as rows"),
     ("/stream/mel?lookahead_frames=99", None, 422, "lookahead_frames must be an integer in 0..6"),
     ("/stream/mel?lookahead_frames=-1", None, 422, "got -1"),
     ("/stream/mel?lookahead_frames=2.5", None, 422, "lookahead_frames: Input should be a valid integer"),
