@@ -213,7 +213,7 @@ def linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
 def one_half_precision_row(x: torch.Tensor) -> bool:
     """Whether ``x`` is a single bfloat16/float16 row on CPU, which PyTorch multiplies as a matrix-vector
     product: its float32 sums round to the half dtype otherwise than the same row's among others, an ulp
-    that the backbone grows to ~5e-3 of the audio (a stream stepping one frame would not equal its decode)."""
+    that the backbone grows (a stream stepping one frame would not equal its decode)."""
     return x.dtype in (torch.bfloat16, torch.float16) and x.device.type == "cpu" and x.numel() == x.shape[-1]
 
 

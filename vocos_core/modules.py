@@ -54,7 +54,7 @@ class AdaLayerNorm(nn.Module):
             # One id for the whole batch: layer_norm applies scale and shift in the same pass.
             i = cond_embedding_id.reshape(())
             return nn.functional.layer_norm(x, (self.dim,), self.scale.weight[i], self.shift.weight[i], self.eps)
-        if x.dtype in (torch.bfloat16, torch.float16):
+        if x.dtype in (torch.bfloat16, torch.float16) and x.device.type == "cpu":
             return self._fused_per_id(x, cond_embedding_id)
         scale = self.scale(cond_embedding_id)  # (B, C), or (1, T, C) per frame
         shift = self.shift(cond_embedding_id)
@@ -63,18 +63,23 @@ class AdaLayerNorm(nn.Module):
         return torch.addcmul(shift, nn.functional.layer_norm(x, (self.dim,), eps=self.eps), scale)
 
     def _fused_per_id(self, x: torch.Tensor, cond_embedding_id: torch.Tensor) -> torch.Tensor:
-        """The per-item/per-frame case in bfloat16/float16: each id's rows through the fused layer_norm, as
-        a batch of one id computes them. Normalising, rounding to the half dtype, then scaling (above) is off
-        by an ulp on a few values, which the backbone grows to ~1e-2 of the audio: a batched item or
-        stream would no longer equal its own decode."""
+        """``(B, T, C)`` with ids ``(B,)`` or ``(1, T)`` in bfloat16/float16 on CPU -> ``(B, T, C)``: each id's
+        rows through the fused layer_norm, as a batch of one id computes them. Normalising, rounding to the half
+        dtype, then scaling (above) is off by an ulp on a few values, which the backbone grows: a batched item
+        or a stream would not equal its own decode. (On a GPU the per-id lookups would wait for the device.)"""
         row_ids = (cond_embedding_id[:, None] if cond_embedding_id.dim() == 1 else cond_embedding_id)
-        row_ids = row_ids.expand(x.shape[:-1]).reshape(-1)
-        rows, out = x.reshape(-1, self.dim), torch.empty_like(x).view(-1, self.dim)
-        for i in row_ids.unique().tolist():
+        row_ids = row_ids.expand(x.shape[:-1]).reshape(-1)  # (B * T,): each row's id
+        ids = row_ids.unique().tolist()
+        if len(ids) == 1:
+            return nn.functional.layer_norm(x, (self.dim,), self.scale.weight[ids[0]], self.shift.weight[ids[0]],
+                                            self.eps)
+        rows = x.reshape(-1, self.dim)  # (B * T, C)
+        out = torch.empty_like(rows)
+        for i in ids:
             where = (row_ids == i).nonzero().squeeze(1)
             out.index_copy_(0, where, nn.functional.layer_norm(rows.index_select(0, where), (self.dim,),
                                                               self.scale.weight[i], self.shift.weight[i], self.eps))
-        return out.view_as(x)
+        return out.view(x.shape)
 
 
 class ConvNeXtBlock(nn.Module):

@@ -151,11 +151,13 @@ def frame_messages(frames: np.ndarray, max_bytes: int | None) -> list[bytes]:
 
 
 def frames_iterable(frames: T) -> T:
-    """``frames`` of a ``stream_*_frames`` loop, refused when it is one array: iterating a whole ``(C, T)`` array
-    sends its rows, ``(T,)`` each, which the server refused with an error about a shape the caller never gave."""
-    if isinstance(frames, np.ndarray):
+    """``frames`` of a ``stream_*_frames`` loop, refused when it is one ``(C, T)`` (or ``(T,)``) array, numpy's or
+    another library's: iterating it sends its rows, ``(T,)`` each, which the server refused with an error about a
+    shape the caller never gave. A ``(N, C, t)`` stack of chunks iterates into chunks, and goes on."""
+    if getattr(frames, "ndim", None) in (1, 2):
+        shape = tuple(getattr(frames, "shape", ()))
         raise ValueError(f"frames must be an iterable of (C, t) arrays as the TTS emits them, got one array of "
-                         f"shape {frames.shape}: pass [frames] to send it whole, or an iterable of its pieces")
+                         f"shape {shape}: pass [frames] to send it whole, or an iterable of its pieces")
     return frames
 
 

@@ -81,7 +81,7 @@ class RequestContextMiddleware:
         except ServiceError as exc:
             response = logged_error_response(exc, request_id)
             response.headers["X-Request-Id"] = request_id
-            if "websocket.http.response" in scope.get("extensions", {}):
+            if "websocket.http.response" in (scope.get("extensions") or {}):
                 await response(scope, receive, send)
             else:
                 await send({"type": "websocket.close", "code": 1008})  # the server answers 403, with no body

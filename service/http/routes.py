@@ -90,7 +90,7 @@ async def metrics(request: Request) -> Response:
     return Response(content, media_type=content_type)
 
 
-@router.head("/models", include_in_schema=False)
+@router.head("/models", dependencies=[Depends(known_parameters)], include_in_schema=False)
 @router.get("/models", dependencies=[Depends(known_parameters)], tags=["models"],
             summary="The served models and their front-ends")
 async def models(request: Request, model: ListedModelQuery = None) -> JSONResponse:

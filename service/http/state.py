@@ -55,28 +55,29 @@ class ServiceState:
         """
         if self.draining:
             raise ServerDrainingError("the server is shutting down and accepts no new requests; retry elsewhere")
-        served_names = ", ".join(f"{n} ({m.kind})" for n, m in self.models.items()) or "none"
         if name is None:
             name = next((n for n, m in self.models.items() if m.kind == kind), None)
             if name is None:
                 raise ModelNotLoadedError(
-                    f"this server serves no {kind} model (served: {served_names}); add one with VOCOS_MODELS "
+                    f"this server serves no {kind} model (served: {self._served_names()}); add one with VOCOS_MODELS "
                     f"or VOCOS_{str(kind).upper()}_MODEL"
                 )
         served = self.served(name)
         if kind is not None and served.kind != kind:
             raise InvalidInputError(
                 f"model {name!r} is of kind {served.kind}; this endpoint needs a model of kind {kind} "
-                f"(served: {served_names})"
+                f"(served: {self._served_names()})"
             )
         return self.slots[name]
 
     def served(self, name: str) -> ServedModel:
-        """Served model ``name``; ModelNotLoadedError (404), listing those that are, for a name not served."""
+        """Served model ``name``; ModelNotLoadedError, listing those that are, for a name not served."""
         if name not in self.models:
-            served_names = ", ".join(f"{n} ({m.kind})" for n, m in self.models.items()) or "none"
-            raise ModelNotLoadedError(f"no model named {clip(name)} on this server; served: {served_names}")
+            raise ModelNotLoadedError(f"no model named {clip(name)} on this server; served: {self._served_names()}")
         return self.models[name]
+
+    def _served_names(self) -> str:
+        return ", ".join(f"{n} ({m.kind})" for n, m in self.models.items()) or "none"
 
     @property
     def alive(self) -> bool:

@@ -201,9 +201,10 @@ async def _answer(websocket: WebSocket, state: ServiceState, stream: AudioStream
 def _client_left(code: int | None) -> str:
     """The outcome of a conversation whose client's side closed with ``code``: "disconnected", or, where the
     WebSocket layer closed it for the client's messages, their error, raised to be answered as any other."""
-    if code == MESSAGE_TOO_BIG:
-        raise PayloadTooLargeError("a message over this server's max_message_bytes (the start message gives it); "
-                                   "send fewer frames per message")
+    if code == MESSAGE_TOO_BIG:  # either side's limit: the close code does not say whose message it was
+        raise PayloadTooLargeError("the connection closed with 1009, a message too big: a frame message over this "
+                                   "server's max_message_bytes (the start message gives it), or an audio message "
+                                   "over the client's own limit (lift it: docs/streaming.md)")
     if code in _MALFORMED_CLOSE_CODES:
         raise MalformedPayloadError(f"a WebSocket frame the server could not parse (close code {code}): "
                                     "expected binary .npy messages and UTF-8 text messages")
@@ -263,10 +264,11 @@ class _Inbox:
         """Wait for the client's disconnect, which stops the last chunks' steps; messages after the end
         are not the stream's and are dropped."""
         try:
-            while (await websocket.receive()).get("type") != "websocket.disconnect":
+            while (message := await websocket.receive()).get("type") != "websocket.disconnect":
                 pass
         except Exception:  # the server closed the connection first: nothing left to watch
             return
+        self.close_code = message.get("code")  # a close for a malformed message is the client's error still
         self.gone.set()
 
     async def take(self) -> list[tuple[float, Any]]:

@@ -57,6 +57,8 @@ _BLOCK_SAMPLES = 2**19
 # features (the mel's 1024-point STFT multiplies the power by up to 2.6e5), which would fail only
 # after a streamed answer has begun.
 MAX_SAMPLE_MAGNITUDE = 1e6
+# A WAV's RIFF size is 32 bits and counts 50 bytes of header beside the samples (wav32f: 58 in all, less 8).
+MAX_WAV_DATA_BYTES = 2**32 - 1 - 50
 
 
 class OutputFormat(str, enum.Enum):  # noqa: UP042 (StrEnum would change str() of its members)
@@ -140,7 +142,7 @@ def encode_audio(samples: np.ndarray, sample_rate: int, fmt: OutputFormat) -> by
 
 def pcm_bytes(samples: np.ndarray, fmt: OutputFormat) -> bytes:
     """Mono float32 ``samples`` ``(S,)`` as the raw little-endian sample data of ``fmt`` (a WAV's data
-    chunk): 16-bit through libsndfile, so the values are exactly those of :func:`encode_audio`; float32 as is."""
+    chunk): 16-bit through libsndfile's conversion of ``clip(x, -1, 1)``, as its FLAC is; float32 as is."""
     if fmt is OutputFormat.WAV32F:
         return samples.astype("<f4").tobytes()
     buffer = io.BytesIO()
@@ -155,9 +157,14 @@ def wav_header(samples: int, sample_rate: int, fmt: OutputFormat) -> bytes:
         raise ValueError("FLAC has no fixed-size header to send ahead of its frames")
     width, code = (4, 3) if fmt is OutputFormat.WAV32F else (2, 1)
     data = samples * width
-    fmt_chunk = struct.pack("<4sIHHIIHH", b"fmt ", 16, code, 1, sample_rate, sample_rate * width, width, 8 * width)
+    if data > MAX_WAV_DATA_BYTES:
+        raise PayloadTooLargeError(f"the answer would hold {data} bytes of samples, more than a WAV's 32-bit sizes "
+                                   "allow (4 GiB); ask for format=flac, a lower sample_rate, or less audio")
     if code == 3:  # a format other than PCM has the extension size too (0 here), or sox warns on every file
-        fmt_chunk = struct.pack("<4sI", b"fmt ", 18) + fmt_chunk[8:] + struct.pack("<H", 0)
+        fmt_chunk = struct.pack("<4sIHHIIHHH", b"fmt ", 18, code, 1, sample_rate, sample_rate * width, width,
+                                8 * width, 0)
+    else:
+        fmt_chunk = struct.pack("<4sIHHIIHH", b"fmt ", 16, code, 1, sample_rate, sample_rate * width, width, 8 * width)
     fact = struct.pack("<4sII", b"fact", 4, samples) if code == 3 else b""
     riff_size = 4 + len(fmt_chunk) + len(fact) + 8 + data
     return struct.pack("<4sI4s", b"RIFF", riff_size, b"WAVE") + fmt_chunk + fact + struct.pack("<4sI", b"data", data)
@@ -233,7 +240,7 @@ def _declared_frames(audio_file: sf.SoundFile) -> int:
     """The frames the file's header declares, 0 where it does not know them: libsndfile reports 0 or a huge
     count when the header leaves the length unknown, and for MPEG audio a guess from the first frame's bitrate
     unless a Xing/VBRI frame gives the count. A VBR file whose first frames are quiet has several times its
-    length guessed (a 172 s file was refused as 677 s), so MPEG is held to the limit while it decodes."""
+    length guessed, so MPEG is held to the limit while it decodes."""
     if audio_file.subtype.startswith("MPEG_") or not 0 < audio_file.frames < 2**62:
         return 0
     return int(audio_file.frames)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import math
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
@@ -208,7 +207,7 @@ class Vocoder:
                                          min_rate=settings.min_sample_rate)
         if upload.samples.size < served.min_audio_samples:
             # The fewest frames whose length at the model's rate (rounded, halves up) is enough.
-            needed = math.ceil((2 * served.min_audio_samples - 1) * upload.rate / (2 * served.sample_rate))
+            needed = -(-(2 * served.min_audio_samples - 1) * upload.rate // (2 * served.sample_rate))  # exact ceil
             raise InvalidInputError(
                 f"the audio is too short: {upload.frames} samples at {upload.rate} Hz; the {served.kind} model "
                 f"needs at least {served.min_audio_samples / served.sample_rate * 1000:.3g} ms ({needed} samples "

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from vocos_client import AsyncClient, Client, RetryPolicy, VocosClientError
+from vocos_client.session import frames_iterable
 from vocos_client.wire import codes_body, mel_body
 
 
@@ -55,3 +56,8 @@ def test_a_frames_loop_given_one_whole_array_is_refused_before_connecting() -> N
         client.stream_mel_frames(mel)
     with pytest.raises(ValueError, match=r"got one array of shape \(8, 40\)"):
         AsyncClient("http://127.0.0.1:9", retry=RetryPolicy(retries=0)).stream_encodec_frames(np.zeros((8, 40), int))
+    torch = pytest.importorskip("torch")  # another library's array is one array too
+    with pytest.raises(ValueError, match=r"got one array of shape \(100, 40\)"):
+        frames_iterable(torch.zeros(100, 40))
+    chunks = np.zeros((3, 100, 8), np.float32)  # a stack of chunks iterates into (C, t) chunks: it goes on
+    assert frames_iterable(chunks) is chunks

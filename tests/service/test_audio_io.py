@@ -247,3 +247,13 @@ def test_accept_follows_the_most_specific_range_and_its_q_in_any_case() -> None:
     assert choose_format(None, "audio/vnd.wave") is OutputFormat.WAV16  # a WAV type it takes as an upload
     assert choose_format(None, "*/*") is OutputFormat.WAV16 and choose_format(None, "audio/*") is OutputFormat.WAV16
     assert choose_format(None, "audio/flac;q=0.5, audio/wav;q=0.5") is OutputFormat.FLAC  # equals: listed first
+
+
+def test_a_wav_past_its_32_bit_sizes_is_refused_as_too_large() -> None:
+    """Its header's struct.pack failed (a 500, after the compute) for more than 4 GiB of samples, which a
+    raised MAX_AUDIO_SECONDS at 192 kHz wav32f reaches."""
+    from service.runtime.audio_io import MAX_WAV_DATA_BYTES, wav_header
+
+    assert len(wav_header(MAX_WAV_DATA_BYTES // 4, 192000, OutputFormat.WAV32F)) == 58
+    with pytest.raises(PayloadTooLargeError, match="more than a WAV's 32-bit sizes allow"):
+        wav_header(MAX_WAV_DATA_BYTES // 4 + 1, 192000, OutputFormat.WAV32F)

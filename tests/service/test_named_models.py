@@ -78,6 +78,7 @@ async def test_the_model_list_narrows_to_one_model_by_name(app: AppHarness) -> N
     assert missing.status_code == 404 and "served: mel (mel), encodec (encodec), tts22k (mel)" in missing.text
     misspelt = await app.client.get("/models?modle=tts22k")
     assert misspelt.status_code == 422 and "'modle': unknown query parameter of /models" in misspelt.text
+    assert (await app.client.head("/models?modle=tts22k")).status_code == 422  # HEAD as its GET
 
 
 async def test_each_model_decodes_by_name(app: AppHarness, three_models: tuple[Settings, dict[str, ServedModel]]

@@ -49,3 +49,14 @@ def test_residual_update_writes_into_its_input() -> None:
         out = block.residual_update_(x, MLPWorkspace(x, 96))
     assert out is x
     torch.testing.assert_close(x, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_ada_layer_norm_per_id_in_half_precision_takes_any_layout(dtype: torch.dtype) -> None:
+    """Upstream's public module: a transposed (non-contiguous) input failed in half precision on CPU."""
+    norm = modules.AdaLayerNorm(4, 16).to(dtype)
+    x = torch.randn(3, 16, 5).to(dtype).transpose(1, 2)  # (B, T, C), not contiguous
+    for ids in (torch.tensor([0, 1, 2]), torch.tensor([2, 2, 2])):
+        assert torch.equal(norm(x, ids), norm(x.contiguous(), ids))
+        for b in range(3):  # each item as a batch of one computes it
+            assert torch.equal(norm(x, ids)[b], norm(x[b:b + 1], ids[b:b + 1])[0])
