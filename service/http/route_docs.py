@@ -79,6 +79,9 @@ RESYNTHESIS_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 # The probes' 503s: a probe that fails is an answer, documented as one.
 LIVENESS_RESPONSES: dict[int | str, dict[str, Any]] = {503: error("A batching loop has stopped")}
+MODELS_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: error("No model of the ?model= name on this server; the message lists them"),
+}
 READINESS_RESPONSES: dict[int | str, dict[str, Any]] = {
     503: error("Not ready: the models are warming up, warm-up failed, or the server drains"),
 }

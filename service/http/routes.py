@@ -30,6 +30,7 @@ from service.http.route_docs import (
     CODES_DOC,
     LIVENESS_RESPONSES,
     MEL_DOC,
+    MODELS_RESPONSES,
     READINESS_RESPONSES,
     RESPONSES,
     RESYNTHESIS_RESPONSES,
@@ -92,7 +93,7 @@ async def metrics(request: Request) -> Response:
 
 @router.head("/models", dependencies=[Depends(known_parameters)], include_in_schema=False)
 @router.get("/models", dependencies=[Depends(known_parameters)], tags=["models"],
-            summary="The served models and their front-ends")
+            summary="The served models and their front-ends", responses=MODELS_RESPONSES)
 async def models(request: Request, model: ListedModelQuery = None) -> JSONResponse:
     """What a client needs to check that its acoustic model's features match: each model's rate, hop,
     front-end (mel settings, or EnCodec bandwidths), dtype, device and source; no server paths."""
