@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -92,6 +93,12 @@ def json_array(value: Any, name: str) -> np.ndarray:
     return value
 
 
+# numpy reads a .npy header with ast.literal_eval, whose C code keeps its recursion depth in state shared by
+# every thread on CPython 3.11: two headers read at once (the event loop's stream and a request's worker thread)
+# failed one of them with "AST constructor recursion depth mismatch", a valid body answered 400.
+_HEADER_LOCK = threading.Lock()
+
+
 def parse_npy(body: bytes) -> np.ndarray:
     """The array of a ``.npy`` body; 400 when it is not a well-formed, complete ``.npy`` file."""
     if not body.startswith(NPY_MAGIC):
@@ -99,12 +106,12 @@ def parse_npy(body: bytes) -> np.ndarray:
     stream = io.BytesIO(body)
     try:
         version = np.lib.format.read_magic(stream)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
-        else:
+        if version not in ((1, 0), (2, 0)):
             raise MalformedPayloadError(f"unsupported .npy format version {version}; expected 1.0 or 2.0")
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+            np.lib.format.read_array_header_2_0
+        with _HEADER_LOCK:
+            shape, fortran, dtype = read_header(stream)
     except MalformedPayloadError:
         raise
     except Exception as exc:  # numpy raises ValueError/SyntaxError/EOFError on broken headers

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -41,6 +43,29 @@ def test_npy_round_trip(array: np.ndarray) -> None:
     parsed = parse_npy(npy_bytes(array))
     np.testing.assert_array_equal(parsed, array)
     assert parsed.dtype.isnative and parsed.flags.writeable
+
+
+def test_npy_headers_are_read_one_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """numpy reads a header with ast.literal_eval, whose recursion depth CPython 3.11 keeps for all threads: two
+    bodies parsed at once (a stream's on the event loop, a request's in a worker thread) failed one as a 400
+    "AST constructor recursion depth mismatch" (seen in the drain test under load)."""
+    real, inside, overlaps = np.lib.format.read_array_header_1_0, [0], []
+
+    def watched(stream: io.BytesIO) -> object:
+        inside[0] += 1
+        overlaps.append(inside[0] > 1)
+        time.sleep(0.002)  # long enough for another thread to come in, were it let
+        inside[0] -= 1
+        return real(stream)
+
+    monkeypatch.setattr(np.lib.format, "read_array_header_1_0", watched)
+    body = npy_bytes(np.zeros((100, 4), np.float32))
+    threads = [threading.Thread(target=lambda: [parse_npy(body) for _ in range(5)]) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(overlaps) == 20 and not any(overlaps)
 
 
 def test_npy_refuses_what_is_not_npy() -> None:
