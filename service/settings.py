@@ -18,7 +18,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from vocos_core.matmul_ways import CpuMatmul
 
 DISABLED = "none"
-_DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+# A device setting, held with fullmatch (re's $ also matches before a final newline); the models file's too.
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda|cuda:\d+")
 # A browser's Origin header: scheme://host[:port], nothing after (RFC 6454); a host name, or an IP literal.
 _ORIGIN_RE = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<host>[a-z0-9-]+(?:\.[a-z0-9-]+)*|\[[0-9a-f:.]+\])"
                         r"(?::(?P<port>[0-9]{1,5}))?", re.IGNORECASE)
@@ -175,7 +176,7 @@ class Settings(BaseSettings):
     @classmethod
     def _check_device(cls, value: str) -> str:
         value = value.strip().lower()
-        if not _DEVICE_RE.match(value):
+        if not DEVICE_PATTERN.fullmatch(value):
             raise ValueError(f"device must be one of auto, cpu, cuda, cuda:N (N an integer); got {value!r}")
         return value
 

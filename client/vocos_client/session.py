@@ -19,7 +19,7 @@ import numpy as np
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from .errors import VocosClientError, from_http, from_stream, protocol_error, retry_after
-from .wire import STREAM_FORMATS, codes_body, npy_bytes, pcm_samples, query
+from .wire import STREAM_FORMATS, codes_body, mel_body, npy_bytes, pcm_samples, query
 
 END = json.dumps({"type": "end"})
 # RFC 6455's close code for a message too big to process.
@@ -134,10 +134,9 @@ def frame_messages(frames: np.ndarray, max_bytes: int | None) -> list[bytes]:
     """Frames ``(C, t)`` -> ``.npy`` messages (float32, or int64 codes), split along ``t`` so that each fits
     the server's ``max_bytes``: the frames of one push may be as many as the caller likes, and pieces are
     what the stream takes anyway. Raises 413 where one frame alone is too big."""
-    array = np.asarray(frames)
-    # As a request's body: a cast of booleans or of uint64 past int64 would have the server name a dtype or
-    # value the caller never sent.
-    array = array.astype(np.float32, copy=False) if np.issubdtype(array.dtype, np.floating) else codes_body(array)
+    # As a request's body (floats as float32, integers as int64, anything else as it is): a cast of booleans or of
+    # uint64 past int64 would have the server name a dtype or value the caller never sent.
+    array = codes_body(mel_body(frames))
     whole = npy_bytes(array)
     if max_bytes is None or len(whole) <= max_bytes or array.ndim != 2 or array.shape[1] <= 1:
         return [whole]

@@ -52,14 +52,11 @@ def is_preflight(scope: Scope) -> bool:
     return b"origin" in names and b"access-control-request-method" in names
 
 
-def refused_origin(scope: Scope, settings: Settings) -> str | None:
-    """The ``Origin`` of a WebSocket handshake when CORS is on and it is not allowed, else None: a page on
-    another site may open a WebSocket to any server (browsers apply no CORS to it), so the server checks."""
+def refused_origin(origin: str | None, settings: Settings) -> str | None:
+    """A WebSocket handshake's ``Origin`` when CORS is on and it is not allowed, else None: a page on another
+    site may open a WebSocket to any server (browsers apply no CORS to it), so the server checks. No
+    ``Origin`` is no browser (a browser always sends it on a handshake)."""
     allowed = settings.cors_origin_list
-    if not allowed or allowed == (ANY_ORIGIN,):
+    if origin is None or not allowed or allowed == (ANY_ORIGIN,):
         return None
-    for name, value in scope.get("headers", []):
-        if bytes(name).lower() == b"origin":
-            origin = bytes(value).decode("latin-1")
-            return None if origin in allowed else origin
-    return None  # no Origin: not a browser (a browser always sends it on a handshake)
+    return None if origin in allowed else origin

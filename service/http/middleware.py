@@ -74,7 +74,7 @@ class RequestContextMiddleware:
         request_id = _request_id(scope)
         try:
             _check_path(scope)
-            origin = refused_origin(scope, self.state.settings)
+            origin = refused_origin(_header(scope, b"origin"), self.state.settings)
             if origin is not None:
                 raise ForbiddenOriginError(f"a page of {clip(origin, 100)} may not open streams: that origin is "
                                            "not in VOCOS_CORS_ORIGINS")

@@ -253,8 +253,7 @@ class _Inbox:
                 self._room.clear()
             self._queue.put_nowait((time.monotonic(), message))
             if message.get("type") == "websocket.disconnect":
-                self.close_code = message.get("code")
-                self.gone.set()
+                self._left(message)
                 return
             if message.get("bytes") is None:  # the end (or a malformed text message): no more chunks
                 await self._watch(websocket)
@@ -268,7 +267,11 @@ class _Inbox:
                 pass
         except Exception:  # the server closed the connection first: nothing left to watch
             return
-        self.close_code = message.get("code")  # a close for a malformed message is the client's error still
+        self._left(message)  # a close for a malformed message is the client's error still
+
+    def _left(self, disconnect: Any) -> None:
+        """The client's disconnect message is read: its close code, then ``gone``."""
+        self.close_code = disconnect.get("code")
         self.gone.set()
 
     async def take(self) -> list[tuple[float, Any]]:

@@ -25,11 +25,10 @@ from typing import Annotated, Any, get_args
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from service.settings import DISABLED, Dtype, Settings
+from service.settings import DEVICE_PATTERN, DISABLED, Dtype, Settings
 
 # Held with fullmatch: re's $ also matches before a final newline, which a quoted YAML name may end with.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_DEVICE = re.compile(r"auto|cpu|cuda|cuda:\d+")
 # Options a model may set for itself; each defaults to the server's setting of the same name.
 BATCHING = ("max_batch_size", "max_wait_ms", "max_batch_frames", "bucket_ratio", "max_queue_size")
 
@@ -160,7 +159,7 @@ def _spec(name: str, options: Any, where: str) -> ModelSpec:
     if unknown:
         raise RegistryError(f"{where}: model {name!r}: unknown options {unknown}; expected among {sorted(allowed)}")
     device, dtype = (_lower(options.get(key)) for key in ("device", "dtype"))  # any case, as the variables
-    if device is not None and not _DEVICE.fullmatch(str(device)):
+    if device is not None and not DEVICE_PATTERN.fullmatch(str(device)):
         raise RegistryError(f"{where}: model {name!r}: device must be auto, cpu, cuda or cuda:N, got {device!r}")
     if dtype is not None and dtype not in get_args(Dtype):
         raise RegistryError(f"{where}: model {name!r}: dtype must be one of {get_args(Dtype)}, got {dtype!r}")
