@@ -29,6 +29,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from service.echo import clip
 from service.errors import BodyTimeoutError, MalformedPayloadError, PayloadTooLargeError, ServerDrainingError
 from service.http.access import CLIENT_CLOSED, log_stream
+from service.http.auth import STREAM_SUBPROTOCOL
 from service.http.errors import classify, log_level
 from service.http.inflight import InflightBytes
 from service.http.payloads import parse_npy
@@ -81,11 +82,12 @@ async def _serve(websocket: WebSocket, kind: str) -> None:
     state = state_of(websocket.app)
     request_id = str(websocket.state.request_id)  # the client's X-Request-Id when sane, else a fresh one
     started = time.monotonic()
-    await websocket.accept()
+    offered = websocket.scope.get("subprotocols") or []
+    await websocket.accept(subprotocol=STREAM_SUBPROTOCOL if STREAM_SUBPROTOCOL in offered else None)
     stream: AudioStream | None = None
     outcome, status = "error", 500
     try:
-        state.auth.check(websocket.headers.get("authorization"))
+        state.auth.check_stream(websocket.headers.get("authorization"), offered)
         stream, fmt = _open(state, websocket, kind, request_id)
         await _send_start(websocket, stream, fmt)
         outcome = await _converse(websocket, state, stream, fmt)

@@ -22,6 +22,9 @@ REDACTED = "***"
 # backtracked quadratically on a long run of them without "=" (300 ms per 16 KB line, for anyone).
 _QUERY_PARAM = re.compile(r"([?&])([^?&=#\s\"]*)=[^&#\s\"]*")
 _SECRET_NAME = re.compile(r"(?i)key|token|secret|password|passwd|auth|signature|credential")
+# A key a browser offers as a stream's subprotocol (service.http.auth.KEY_SUBPROTOCOL_PREFIX), encoded, so not
+# one of the configured strings; a wrong key is hidden too, as it may be a near miss of a right one.
+_KEY_SUBPROTOCOL = re.compile(r"(?i)(vocos\.bearer\.)[^,\s'\"]*")
 
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -60,8 +63,10 @@ def stopping(message: str) -> None:
 
 
 def redact(text: str, secrets: Sequence[str] = ()) -> str:
-    """``text`` with credential-named query values and every string of ``secrets`` replaced by ``***``."""
+    """``text`` with credential-named query values, a stream's key subprotocol and every string of ``secrets``
+    replaced by ``***``."""
     text = _QUERY_PARAM.sub(_redact_param, text)
+    text = _KEY_SUBPROTOCOL.sub(rf"\g<1>{REDACTED}", text)
     pattern = _secrets_pattern(tuple(s for s in secrets if s))
     return pattern.sub(REDACTED, text) if pattern is not None else text
 

@@ -5,16 +5,19 @@ needs a key is a setting."""
 
 from __future__ import annotations
 
+import base64
 import hmac
+import json
 import logging
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+from websockets.sync.client import connect
 
 from service.__main__ import parse_settings
-from service.http.auth import BearerAuth
+from service.http.auth import KEY_SUBPROTOCOL_PREFIX, BearerAuth
 from service.http.pages import ASSETS, PAGE_PATHS, PAGES, STATIC_DIR, STATIC_PREFIX
 from service.testing import ServerProcess
 
@@ -153,8 +156,8 @@ def test_keys_from_the_environment_stay_secret_in_settings(monkeypatch: pytest.M
 @pytest.mark.slow
 def test_keys_never_appear_in_the_servers_log_even_at_trace(tmp_path: Path, mel_checkpoint: Path) -> None:
     """A real server at VOCOS_LOG_LEVEL=trace, asked with the keys where a careless client puts them: in
-    the query, as a model name, in the path. uvicorn's trace lines print each request's scope; our debug
-    lines quote what a client sent."""
+    the query, as a model name, in the path, and as a browser offers one on a stream (a subprotocol, encoded).
+    uvicorn's trace lines print each request's scope; our debug lines quote what a client sent."""
     log = tmp_path / "server.log"
     server = ServerProcess(["--device", "cpu", "--mel-model", str(mel_checkpoint), "--encodec-model", "none",
                             "--log-level", "trace"], log, env={"VOCOS_API_KEYS": ",".join(KEYS)})
@@ -165,6 +168,10 @@ def test_keys_never_appear_in_the_servers_log_even_at_trace(tmp_path: Path, mel_
             response = httpx.post(f"{server.url}{path}", json=MEL_BODY, headers=auth, timeout=30)
             assert response.status_code in {404, 405}, (path, response.text)
         assert httpx.post(f"{server.url}/decode/mel", json=MEL_BODY, headers=auth, timeout=30).status_code == 200
+        offered = [KEY_SUBPROTOCOL_PREFIX + base64.urlsafe_b64encode(k.encode()).decode().rstrip("=") for k in KEYS]
+        with connect(server.url.replace("http://", "ws://") + "/stream/mel", subprotocols=["vocos", offered[1]],
+                     open_timeout=30) as ws:
+            assert json.loads(ws.recv(timeout=30))["type"] == "start"
     finally:
         server.stop()
     text = log.read_text(errors="replace")
@@ -172,8 +179,9 @@ def test_keys_never_appear_in_the_servers_log_even_at_trace(tmp_path: Path, mel_
     # and uvicorn's access lines, redacted, not lost (its formatter takes the arguments apart)
     assert 'POST /models?api_key=***&model=*** HTTP/1.1" 405' in text and 'POST /*** HTTP/1.1" 40' in text
     assert "Logging error" not in text
-    for secret in KEYS:
-        assert secret not in text
+    assert "vocos.bearer.***" in text  # the handshake's trace line was written
+    for secret in (*KEYS, *offered):
+        assert secret.removeprefix(KEY_SUBPROTOCOL_PREFIX) not in text
 
 
 def test_a_key_is_redacted_percent_encoded_too() -> None:

@@ -252,3 +252,36 @@ async def test_the_playground_shows_the_servers_error_then_sends_the_key(
         await asyncio.to_thread(check)
         assert server.request_count("/resynthesize", 401) == 1
         assert server.request_count("/resynthesize", 200) == 1
+
+
+# A page's streams: the key as a subprotocol (service.http.auth), "vocos" beside it; each stream reports the
+# subprotocol the browser settled on, its close code and the messages it got.
+_OPEN_STREAMS = """
+const [url, keys, done] = arguments;
+const base64url = s => btoa(s).replace(/\\+/g, "-").replace(/\\//g, "_").replace(/=+$/, "");
+const open = key => new Promise(resolve => {
+  const ws = new WebSocket(url, ["vocos", "vocos.bearer." + base64url(key)]);
+  const seen = [];
+  ws.onmessage = e => { seen.push(JSON.parse(e.data)); if (seen[0].type === "start") ws.close(1000); };
+  ws.onclose = e => resolve({protocol: ws.protocol, code: e.code, seen: seen});
+});
+Promise.all(keys.map(open)).then(done);
+"""
+
+
+async def test_a_page_opens_a_stream_with_its_key_as_a_subprotocol(
+    browser: WebDriver, base_settings: Settings, models: dict[str, ServedModel]
+) -> None:
+    """Browsers cannot set Authorization on a WebSocket; the key offered as a subprotocol opens the stream, a
+    wrong one gets the 401 as a message (the handshake was not failed by the browser)."""
+    async with live_server(settings_with(base_settings, api_keys=KEY), models) as server:
+
+        def check() -> list[dict[str, Any]]:
+            browser.get(server.url + "/healthz")
+            url = server.url.replace("http://", "ws://") + "/stream/mel"
+            return list(browser.execute_async_script(_OPEN_STREAMS, url, [KEY, "wrong-key"]))
+
+        right, wrong = await asyncio.to_thread(check)
+    assert (right["protocol"], right["seen"][0]["type"]) == ("vocos", "start")
+    assert (wrong["protocol"], wrong["code"]) == ("vocos", 4401)
+    assert (wrong["seen"][0]["type"], wrong["seen"][0]["status"]) == ("error", 401)

@@ -23,6 +23,24 @@ def test_streams_need_the_api_key_when_the_server_has_keys(client_for: Any) -> N
     assert (error["status"], code) == (401, 4401)
     with client.websocket_connect("/stream/mel", headers={"Authorization": "Bearer k1"}) as ws:
         assert json.loads(ws.receive_text())["type"] == "start"
+        assert ws.accepted_subprotocol is None  # none offered, none chosen
+
+
+def test_a_browser_sends_the_key_as_a_subprotocol_and_gets_vocos_chosen(client_for: Any) -> None:
+    """A page's WebSocket cannot send Authorization; it offers ["vocos", "vocos.bearer.<base64url key>"], and a
+    browser fails the handshake unless the answer names one of those: "vocos", never the key's."""
+    client = client_for(api_keys="k1,k2")
+    with client.websocket_connect("/stream/mel", subprotocols=["vocos", "vocos.bearer.azI"]) as ws:
+        assert json.loads(ws.receive_text())["type"] == "start"
+        assert ws.accepted_subprotocol == "vocos"
+    with client.websocket_connect("/stream/mel", subprotocols=["vocos", "vocos.bearer.azM"]) as ws:  # "k3"
+        error, code = error_of(ws)
+        assert ws.accepted_subprotocol == "vocos"  # the error arrives: the browser did not fail the handshake
+    assert (error["status"], error["message"], code) == (401, "invalid API key", 4401)
+    with client.websocket_connect("/stream/mel", subprotocols=["vocos"]) as ws:
+        error, code = error_of(ws)
+    assert (error["status"], code) == (401, 4401)
+    assert "offer the subprotocols 'vocos' and 'vocos.bearer." in error["message"]
 
 
 @pytest.mark.parametrize(("first_path", "second_path"), [
