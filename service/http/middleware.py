@@ -25,7 +25,7 @@ from service.http.errors import error_response, logged_error_response
 from service.http.pages import PAGE_PATHS
 from service.http.server import BUSY_MESSAGE, PROBE_PATHS, abort_connection, beyond_connection_cap
 from service.http.streamed import AnswerBrokeOffError
-from service.runtime.metrics import ENDPOINTS
+from service.runtime.metrics import ENDPOINTS, STREAM_ENDPOINTS
 
 if TYPE_CHECKING:
     from service.http.state import ServiceState
@@ -81,6 +81,8 @@ class RequestContextMiddleware:
         except ServiceError as exc:
             response = logged_error_response(exc, request_id)
             response.headers["X-Request-Id"] = request_id
+            if scope.get("path") in STREAM_ENDPOINTS:  # a path refused for a control character is no endpoint
+                self.state.metrics.streams_refused.labels(scope["path"], str(response.status_code)).inc()
             if "websocket.http.response" in (scope.get("extensions") or {}):
                 await response(scope, receive, send)
             else:

@@ -127,7 +127,8 @@ class ServiceMetrics:
                                ["model", "transport", "outcome"], registry=r)
         self.streams_refused = Counter(
             "vocos_streams_refused", "WebSocket streams refused before they began, by endpoint and status (401, "
-            "404, 422; 503 at VOCOS_MAX_STREAMS or in a drain).", ["endpoint", "status"], registry=r)
+            "403 for a page's origin, 404, 422; 503 at VOCOS_MAX_STREAMS or in a drain).", ["endpoint", "status"],
+            registry=r)
         for endpoint in STREAM_ENDPOINTS:  # so that rate() sees the first refusal at the limit
             self.streams_refused.labels(endpoint, "503")
         self.stream_chunk_latency = Histogram(

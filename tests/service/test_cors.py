@@ -155,6 +155,8 @@ async def test_a_stream_handshake_from_another_origin_is_refused_with_403(
             "message": f"a page of '{OTHER}' may not open streams: that origin is not in VOCOS_CORS_ORIGINS"}
         lines = [r.getMessage() for r in caplog.records if '"WebSocket /stream/mel" 403' in r.getMessage()]
         assert len(lines) == 1, lines
+        metrics = (await server.client.get("/metrics")).text
+        assert 'vocos_streams_refused_total{endpoint="/stream/mel",status="403"} 1.0' in metrics
         for origin in (APP, None):  # the page allowed, and a client that is no browser
             async with websockets.connect(url, origin=websockets.Origin(origin) if origin else None) as ws:
                 assert '"type":"start"' in (await ws.recv()).replace(" ", "")
