@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,6 +39,8 @@ from vocos_core.streaming import Lookahead, StreamState, decode_steps
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# A Hub repo id as huggingface_hub takes it (org/name), held with fullmatch; './x' and 'x' are no such id.
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 # Rows of the stream steps warmed up at start: 32 real-time streams of 5-20-frame chunks take ~400.
 WARM_STEP_ROWS = 1024
 
@@ -198,8 +201,7 @@ def load_models(settings: Settings) -> dict[str, ServedModel]:
     if not specs:  # a server of no model would answer ready and 404 to everything
         raise StartupError("no model to serve: VOCOS_MEL_MODEL and VOCOS_ENCODEC_MODEL are none and "
                            "VOCOS_MODELS / VOCOS_MODELS_FILE name no model")
-    devices = {spec.name: resolve_device(spec.device or settings.device, "VOCOS_DEVICE" if spec.device in (
-        None, settings.device) else f"model {spec.name!r}: device (VOCOS_MODELS_FILE)") for spec in specs}
+    devices = {spec.name: resolve_device(spec.device or settings.device, spec.device_setting) for spec in specs}
     models, unavailable = {}, []
     for spec in specs:
         try:
@@ -209,7 +211,7 @@ def load_models(settings: Settings) -> dict[str, ServedModel]:
                 raise
             unavailable.append((spec, exc))
     if unavailable:
-        models.update(load_builtin_fallback(unavailable, devices))
+        models.update(load_builtin_fallback(unavailable, devices, loaded=list(models)))
     cpu_models = [m for m in models.values() if m.device.type == "cpu"]
     if cpu_models:
         way = set_cpu_matmul(settings, cpu_models)
@@ -218,12 +220,14 @@ def load_models(settings: Settings) -> dict[str, ServedModel]:
     return models
 
 
-def load_builtin_fallback(unavailable: list[tuple[ModelSpec, StartupError]],
-                          devices: dict[str, torch.device]) -> dict[str, ServedModel]:
-    """In place of unset default models out of reach: the built-in demo as ``mel``, no EnCodec model;
-    one WARNING line says so. Re-raises when that leaves no model to serve."""
+def load_builtin_fallback(unavailable: list[tuple[ModelSpec, StartupError]], devices: dict[str, torch.device],
+                          loaded: Sequence[str] = ()) -> dict[str, ServedModel]:
+    """In place of unset default models all out of reach: the built-in demo as ``mel``, no EnCodec model;
+    one WARNING line says so. Re-raises the first failure when some default model did load (``loaded``)."""
     mel = next((spec for spec, _ in unavailable if spec.name == "mel"), None)
-    if mel is None:
+    # A cache holding one official model but not the other is a fill to finish, not "no Hub": the demo served
+    # beside the real EnCodec model hid it behind one warning, while the reverse case stopped (docs/training.md).
+    if mel is None or loaded:
         raise unavailable[0][1]
     served = load_model(dataclasses.replace(mel, source=str(DEMO_MEL_24KHZ), revision=None, default=False),
                         devices["mel"])
@@ -256,8 +260,9 @@ def load_model(spec: ModelSpec, device: torch.device) -> ServedModel:
     except (VocosError, OSError) as exc:
         raise StartupError(_load_failure(spec, exc)) from exc
     if spec.legacy and model.kind != spec.name:
-        raise StartupError(
-            f"VOCOS_{spec.name.upper()}_MODEL={spec.source} holds a {model.kind} model, not a {spec.name} model"
+        raise StartupError(  # kinds, not "a encodec model": the article depends on the word
+            f"VOCOS_{spec.name.upper()}_MODEL={spec.source} holds a model of kind {model.kind}, expected kind "
+            f"{spec.name}; serve it under a name of its own with VOCOS_MODELS (name=source) instead"
         )
     dtype = spec.dtype or "float32"
     model = place(model, device, DTYPES[dtype])
@@ -287,9 +292,19 @@ def _load_failure(spec: ModelSpec, exc: BaseException) -> str:
     else:
         setting, disable = f"the source of model {spec.name!r} in VOCOS_MODELS or VOCOS_MODELS_FILE", ""
     return (
-        f"cannot load the {spec.name} model from {spec.source!r}: {reason.rstrip('.')}. "
+        f"cannot load the {spec.name} model from {spec.source!r}: {reason.rstrip('.')}{_relative_hint(spec.source)}. "
         f"Point {setting} at a local directory holding config.yaml and pytorch_model.bin{download}{disable}."
     )
+
+
+def _relative_hint(source: str) -> str:
+    """Where a relative path that is no directory was looked for: from the current directory, not from the models
+    file's, which a source written beside that file suggests. Not for a Hub id (``org/name``), whose failure
+    vocos_core words already ("no directory of that name here, so a Hub repo")."""
+    path = Path(source).expanduser()
+    if path.is_absolute() or path.is_dir() or _HUB_ID.fullmatch(source):
+        return ""
+    return f" (a relative path is taken from the current directory, {Path.cwd()})"
 
 
 def mel_front_end_of(model: Vocos) -> MelFrontEnd | None:

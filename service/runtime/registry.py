@@ -17,8 +17,10 @@ demo model instead (``vocos_core.builtin``), saying so in one warning; explicit 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, get_args
 
@@ -52,12 +54,17 @@ class ModelSpec:
     # A default nobody set (no model setting at all): when it cannot be obtained, the mel model falls
     # back to the built-in demo and the EnCodec model is left out (service.runtime.models).
     default: bool = False
+    # Where ``device`` came from, for a start-up error about it: once resolved, the model's own device and the
+    # server's may be equal, and only the one the model left out is the server's to change.
+    device_setting: str = "VOCOS_DEVICE"
 
     def resolved(self, settings: Settings) -> ModelSpec:
         """This spec with every option it leaves out taken from the server's ``settings``."""
         batching = {key: self.batching.get(key, getattr(settings, key)) for key in BATCHING}
         return dataclasses.replace(
             self,
+            device_setting="VOCOS_DEVICE" if self.device is None else
+            f"model {self.name!r}: device (VOCOS_MODELS_FILE)",
             revision=self.revision if self.revision is not None else settings.revision,
             device=self.device or settings.device,
             dtype=self.dtype or settings.dtype,
@@ -130,7 +137,11 @@ def _file(path: Path) -> list[ModelSpec]:
     except UnicodeDecodeError as exc:
         raise RegistryError(f"{where}: cannot read it as YAML: not UTF-8 text ({exc.reason} at byte {exc.start})"
                             ) from None
-    except (OSError, yaml.YAMLError) as exc:
+    except OSError as exc:  # no YAML was read: name the file looked for, as a relative path depends on the directory
+        relative = "" if path.is_absolute() else ", a relative path being taken from the current directory"
+        raise RegistryError(f"{where}: cannot read {path.absolute()}: {exc.strerror or exc}; expected a YAML "
+                            f"file{relative}") from None
+    except yaml.YAMLError as exc:
         raise RegistryError(f"{where}: cannot read it as YAML: {' '.join(str(exc).split())}") from None
     models = document.get("models") if isinstance(document, dict) else None
     if not isinstance(models, dict) or not models:
@@ -182,7 +193,7 @@ def _lower(value: Any) -> Any:
 def _batching_option(value: Any, key: str, name: str, where: str) -> float:
     """A model's own batching option, held to the bounds of the server setting of the same name."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise RegistryError(f"{where}: model {name!r}: {key} must be a number, got {value!r}")
+        raise RegistryError(f"{where}: model {name!r}: {key} must be a number, got {value!r}{_text_number(value)}")
     field = Settings.model_fields[key]
     try:
         bounded: Any = Annotated[(field.annotation, *field.metadata)]  # the setting's type and bounds
@@ -191,6 +202,22 @@ def _batching_option(value: Any, key: str, name: str, where: str) -> float:
     except ValidationError as exc:
         raise RegistryError(f"{where}: model {name!r}: {key} must be within VOCOS_{key.upper()}'s bounds "
                             f"({exc.errors()[0]['msg']}), got {value!r}") from None
+
+
+def _text_number(value: Any) -> str:
+    """Why a number written in the file may have come as text: quotes, or YAML 1.1, which reads 1e-3 and 1.0e3 (no
+    dot, or no sign after the e) as strings, though the person who wrote them meant numbers."""
+    try:
+        number = float(value) if isinstance(value, str) else math.nan
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        return ""
+    plain = format(Decimal(repr(number)), "f")  # no exponent: 1e-07 would be text again
+    plain = plain.rstrip("0").rstrip(".") if "." in plain else plain
+    why = ("YAML reads an exponent only with a dot and a signed exponent, such as 1.0e-3"
+           if "e" in value.lower() else "quoted")
+    return f" (text: {why}; write {plain})"
 
 
 def _checked_name(name: str, where: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import huggingface_hub.constants
 import pytest
 
 from service.runtime.models import StartupError, load_models
@@ -12,6 +13,7 @@ from service.runtime.registry import model_specs
 from service.settings import Settings
 from vocos_core.builtin import DEMO_MEL_24KHZ
 from vocos_core.pretrained import Vocos
+from vocos_core.testing import Kind, write_random_checkpoint
 
 
 @pytest.fixture
@@ -48,6 +50,26 @@ def test_with_no_setting_and_no_hub_the_server_serves_the_demo_with_one_warning(
 def test_explicit_model_settings_never_fall_back(no_hub: None, settings: dict[str, str]) -> None:
     with pytest.raises(StartupError, match="cannot load the mel model"):
         load_models(Settings(device="cpu", **settings))
+
+
+def _cache_one_official_model(cache: Path, kind: Kind, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Hub cache holding ``charactr/vocos-<kind>-24khz`` alone (a tiny random model) at one snapshot."""
+    # huggingface_hub reads HF_HOME once, at its import: the cache in use is its constant.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    repo = cache / f"models--charactr--vocos-{kind}-24khz"
+    write_random_checkpoint(repo / "snapshots" / ("0" * 40), kind)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+
+
+@pytest.mark.parametrize(("cached", "missing"), [("encodec", "mel"), ("mel", "encodec")])
+def test_a_cache_holding_one_official_model_stops_instead_of_serving_the_demo(
+        no_hub: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, encodec_weights: Path, cached: Kind,
+        missing: str) -> None:
+    # The demo once stood in for a missing official mel model beside the cached EnCodec one.
+    _cache_one_official_model(tmp_path / "hub", cached, monkeypatch)
+    with pytest.raises(StartupError, match=f"cannot load the {missing} model from 'charactr/vocos-{missing}-24khz'"):
+        load_models(Settings(device="cpu", encodec_weights=str(encodec_weights)))
 
 
 def test_the_demo_is_small_loads_strictly_and_says_what_it_is() -> None:

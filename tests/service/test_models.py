@@ -32,6 +32,36 @@ def test_missing_local_directory_names_the_model_and_the_fix(tmp_path: Path) -> 
     assert "local directory holding config.yaml and pytorch_model.bin" in message
 
 
+@pytest.mark.parametrize("source", ["tts22k", "./tts22k", "../models/tts22k"])
+def test_a_relative_source_that_is_no_directory_says_where_it_was_looked_for(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str) -> None:
+    # Written beside a models file, such a source was refused without a word of the directory it was taken from.
+    (tmp_path / "models.yaml").write_text(f"models:\n  tts22k: {source}\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(StartupError) as info:
+        load_models(settings_for(models_file="models.yaml"))
+    assert f"(a relative path is taken from the current directory, {tmp_path}). Point the source" in str(info.value)
+
+
+def test_a_hub_id_or_an_absolute_path_gets_no_relative_path_hint(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    for source in (str(tmp_path / "nowhere"), "charactr/vocos-mel-24khz"):
+        with pytest.raises(StartupError) as info:
+            load_models(settings_for(models=f"a={source}"))
+        assert "relative path" not in str(info.value)
+
+
+def test_a_device_no_machine_has_names_the_setting_it_came_from(tmp_path: Path) -> None:
+    (tmp_path / "models.yaml").write_text("models:\n  a: {source: org/x, device: cuda:99}\n")
+    # The model's own device, equal to VOCOS_DEVICE, was blamed on VOCOS_DEVICE: changing it changed nothing.
+    with pytest.raises(StartupError, match=r"^model 'a': device \(VOCOS_MODELS_FILE\)=cuda:99: this machine has"):
+        load_models(settings_for(models_file=str(tmp_path / "models.yaml"), device="cuda:99"))
+    with pytest.raises(StartupError, match=r"^VOCOS_DEVICE=cuda:98: this machine has"):
+        load_models(settings_for(models="b=org/y", device="cuda:98"))
+
+
 def test_hub_id_offline_fails_with_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
@@ -43,7 +73,8 @@ def test_hub_id_offline_fails_with_one_line(monkeypatch: pytest.MonkeyPatch, tmp
 
 
 def test_wrong_kind_of_checkpoint(encodec_checkpoint: Path) -> None:
-    with pytest.raises(StartupError, match="holds a encodec model, not a mel model"):
+    with pytest.raises(StartupError, match=r"VOCOS_MEL_MODEL=.* holds a model of kind encodec, expected kind mel; "
+                                            r"serve it under a name of its own with VOCOS_MODELS \(name=source\)"):
         load_models(settings_for(mel_model=str(encodec_checkpoint), encodec_model="none"))
 
 

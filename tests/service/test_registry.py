@@ -86,7 +86,13 @@ def test_inconsistent_model_settings_say_what_was_expected(kwargs: dict[str, str
         ("models:\n  a: {source: /x, max_batch_frames: .inf}\n", "max_batch_frames must be within"),
         # Passed bucket_ratio's only bound (>= 1) before the float settings had to be finite.
         ("models:\n  a: {source: /x, bucket_ratio: .inf}\n", r"bucket_ratio must be within .*finite number"),
-        ("models:\n  a: {source: /x, max_queue_size: yes}\n", "max_queue_size must be a number"),
+        ("models:\n  a: {source: /x, max_queue_size: yes}\n", "max_queue_size must be a number, got True$"),
+        # YAML 1.1 reads these as text; the message said only "must be a number" of what was written as one.
+        ("models:\n  a: {source: /x, max_wait_ms: 1e-3}\n", r"max_wait_ms must be a number, got '1e-3' \(text: YAML "
+         r"reads an exponent only with a dot and a signed exponent, such as 1.0e-3; write 0.001\)$"),
+        ("models:\n  a: {source: /x, max_wait_ms: 1e-7}\n", r"write 0.0000001\)$"),
+        ("models:\n  a: {source: /x, max_queue_size: '64'}\n", r"got '64' \(text: quoted; write 64\)$"),
+        ("models:\n  a: {source: /x, max_batch_frames: 1.6e4}\n", r"got '1.6e4' \(text: .*; write 16000\)$"),
         ("models:\n  a: {source: /x}\n  a: {source: /y}\n", r"keys given more than once: \['a'\]"),
         ("models:\n  yes: {source: /x}\n", r"model names must be strings; YAML reads a name written as yes/no, "
                                           r"on/off, true/false, null or a number as another type \(here True\)"),
@@ -115,6 +121,18 @@ def test_a_models_file_that_is_not_utf8_says_so(tmp_path: Path) -> None:
     path.write_bytes("models:\n  a: /x  # café\n".encode("latin-1"))  # a Latin-1 comment
     with pytest.raises(RegistryError, match=r"cannot read it as YAML: not UTF-8 text \(invalid"):
         model_specs(Settings(models_file=str(path)))
+
+
+def test_a_models_file_that_cannot_be_read_names_the_path_looked_for_not_yaml(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Was "cannot read it as YAML: [Errno 2] ...", which blamed the YAML and hid where a relative path pointed.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RegistryError, match=rf"VOCOS_MODELS_FILE models.yaml: cannot read {tmp_path}/models.yaml: No "
+                                            r"such file or directory; expected a YAML file, a relative path being "
+                                            r"taken from the current directory$"):
+        model_specs(Settings(models_file="models.yaml"))
+    with pytest.raises(RegistryError, match=rf"cannot read {tmp_path}: Is a directory; expected a YAML file$"):
+        model_specs(Settings(models_file=str(tmp_path)))
 
 
 @pytest.mark.parametrize("text", [",", " , ,"])
