@@ -22,7 +22,7 @@ from pathlib import Path
 from service.engine.torch_thread import run_in_torch_thread
 from service.errors import AudioPathUnavailableError
 from vocos_core import Vocos
-from vocos_core.errors import VocosError
+from vocos_core.errors import UnavailableError, VocosError
 from vocos_core.feature_extractors import EncodecFeatures
 
 log = logging.getLogger(__name__)
@@ -62,8 +62,9 @@ class AudioPath:
         self._failed_file = _file_state(self._features.weights_path())
         try:
             self._features.encoder()
-        except (VocosError, OSError) as exc:
-            self.problem = " ".join(str(exc).split()) or type(exc).__name__
+        except (VocosError, OSError) as exc:  # vocos_core's advice left out: the server words its own
+            problem = exc.reason if isinstance(exc, UnavailableError) else str(exc)
+            self.problem = " ".join(problem.split()) or type(exc).__name__
             return False
         self.problem = None
         log.info("EnCodec audio-in path loaded: /resynthesize?model=%s is available", self.name)

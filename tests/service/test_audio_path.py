@@ -121,7 +121,7 @@ async def test_retries_at_most_once_per_interval_while_the_weights_stay_missing(
 
 
 async def test_unreachable_official_url_fails_fast_and_the_server_starts(
-    base_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    base_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     with socket.socket() as sock:  # a loopback port nothing listens on: refused at once, like offline
         sock.bind(("127.0.0.1", 0))
@@ -129,9 +129,12 @@ async def test_unreachable_official_url_fails_fast_and_the_server_starts(
     monkeypatch.setattr(weights_module, "OFFICIAL_URL", f"http://127.0.0.1:{port}/encodec_24khz-d7cc33bc.th")
     monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
     settings = encodec_only(base_settings, None)
-    models = load_models(settings)
+    with caplog.at_level(logging.WARNING):
+        models = load_models(settings)
     assert not models["encodec"].audio_path.available
     assert "cannot download EnCodec weights" in (models["encodec"].audio_path.problem or "")
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warning.count("VOCOS_ENCODEC_WEIGHTS") == 1, warning  # the server's advice, not vocos_core's as well
     async with running_app(settings, models) as app:
         assert (await app.client.post("/decode/encodec", json=CODES)).status_code == 200
 
