@@ -3,7 +3,11 @@ not a shape error deep in a loss (or, worse, a run that trains on something else
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from ..config import ISTFTHeadConfig, parse_config
 from ..errors import CheckpointError
@@ -18,10 +22,10 @@ LONGEST_WINDOW = 2048
 LIGHTNING_CKPT_NAMES = ("last", "best", "hpc")
 
 
-def run_problems(model: VocosExp, data: Any, max_steps: int) -> list[str]:
-    """Why ``model`` cannot be trained on ``data`` for ``max_steps``: [] when it can."""
+def run_problems(model: VocosExp, data: Any, max_steps: int | None) -> list[str]:
+    """Why ``model`` cannot be trained on ``data`` for ``max_steps`` (None: validated only): [] when it can."""
     problems = []
-    if max_steps <= 0:
+    if max_steps is not None and max_steps <= 0:
         problems.append(f"trainer.max_steps is {max_steps}: set it (the learning rate and the mel coefficient "
                         "follow schedules over max_steps // 2 batches); training by epochs alone is not supported")
     accumulate = model.hparams["accumulate_grad_batches"]
@@ -51,10 +55,15 @@ def _data_problems(where: str, cfg: DataConfig, rate: int, hop: int, model: Voco
     return problems
 
 
-def resume_problems(model: VocosExp, ckpt_path: str) -> list[str]:
+def resume_problems(model: VocosExp, ckpt_path: str, trainer: L.Trainer | None = None) -> list[str]:
     """Why ``model`` cannot resume ``ckpt_path``: [] when it can. Its generator must be the checkpoint's:
     Lightning would stop on the first differing shape with a page of them, and a front-end that differs
     in values alone (another mel) would be overwritten by the checkpoint's buffers, unseen."""
+    if ckpt_path == "last" and trainer is not None:
+        found, problems = _last_checkpoint(trainer)
+        if found is None:
+            return problems
+        ckpt_path = found
     if ckpt_path in LIGHTNING_CKPT_NAMES or ckpt_path.startswith("registry") or "://" in ckpt_path:
         return []
     try:
@@ -71,3 +80,20 @@ def resume_problems(model: VocosExp, ckpt_path: str) -> list[str]:
                 + "; resume with the run's own config (config.yaml beside its logs), or start a new run from its "
                 "generator (vocos-train export, then --init-from)"]
     return []
+
+
+def _last_checkpoint(trainer: L.Trainer) -> tuple[str | None, list[str]]:
+    """The checkpoint that ``--ckpt_path last`` resumes, or None and why there is none. Without one, Lightning
+    trains from scratch after a warning, which it always does under the configs' logger: each run logs to a
+    new version_N folder."""
+    folders: list[Path] = []
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint):
+            found = callback._find_last_checkpoints(trainer)
+            if found:
+                return max(found, key=lambda c: Path(c).stat().st_mtime), []  # the one Lightning picks
+            folders.append(Path(callback.dirpath or Path(trainer.log_dir or trainer.default_root_dir, "checkpoints")))
+    others = [c for f in folders for c in f.parent.parent.glob("*/checkpoints/last*.ckpt")]
+    newest = f", e.g. {max(others, key=lambda c: c.stat().st_mtime)}" if others else ""
+    return None, [f"--ckpt_path last: no last checkpoint in {', '.join(map(str, folders)) or 'this run'} (each run "
+                  f"logs to a new version_N folder); expected the path of the checkpoint to resume{newest}"]

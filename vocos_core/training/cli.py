@@ -3,7 +3,7 @@
     vocos-train fit --config configs/vocos.yaml [--init-from charactr/vocos-mel-24khz | DIR] [--ckpt_path last.ckpt]
     vocos-train export CKPT OUT_DIR
 
-``fit``, ``validate`` and the other subcommands are LightningCLI's, configured by YAML files shaped
+``fit`` and ``validate`` are LightningCLI's (the recipe has no test or predict step), configured by YAML files shaped
 as the reference's ``configs/*.yaml``; ``--model.backbone.init_args.dim 256`` (any section and argument)
 overrides one generator hyperparameter. ``--init-from`` starts the generator from a Hub-layout
 checkpoint (fine-tuning); ``--ckpt_path`` resumes a Lightning checkpoint (optimisers, step, all).
@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_only
 
 from ..errors import CheckpointError, InputError
 from ..pretrained import Vocos
@@ -57,17 +58,50 @@ def component_overrides(args: Sequence[str]) -> tuple[list[str], list[tuple[str,
     return rest, found
 
 
+def print_config_request(args: Sequence[str]) -> tuple[list[str], list[str] | None]:
+    """``args`` without ``--print_config[=FLAGS]``, and its flags (None when it is not there)."""
+    rest, flags = [], None
+    for arg in args:
+        name, _, value = arg.partition("=")
+        if name == "--print_config":
+            flags = [f for f in value.split(",") if f]
+        else:
+            rest.append(arg)
+    return rest, flags
+
+
 class VocosCLI(LightningCLI):
-    def __init__(self, *args: Any, component_overrides: Sequence[tuple[str, str, Any]] = (), **kwargs: Any) -> None:
+    def __init__(self, *args: Any, component_overrides: Sequence[tuple[str, str, Any]] = (),
+                 print_config: Sequence[str] | None = None, **kwargs: Any) -> None:
         self.component_overrides = list(component_overrides)  # LightningCLI runs everything in its __init__
+        self.print_config = None if print_config is None else list(print_config)
         super().__init__(*args, **kwargs)
 
-    def before_instantiate_classes(self) -> None:
-        config = self.config[self.subcommand] if self.subcommand else self.config
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        # test and predict need steps and loaders that the recipe does not have: offered, they ended in a traceback.
+        return {name: skip for name, skip in LightningCLI.subcommands().items() if name in ("fit", "validate")}
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        # Applied here, right after parsing, so that --print_config and the saved config.yaml show them too.
+        config = self.config[self.config["subcommand"]]
         for section, name, value in self.component_overrides:
             spec = dict(config["model"][section])
             spec["init_args"] = {**(spec.get("init_args") or {}), name: value}
             config["model"][section] = spec
+        if self.print_config is not None:
+            self._print_config(config)
+
+    def _print_config(self, config: Any) -> None:
+        """jsonargparse's --print_config, which would print the config before the generator flags are applied."""
+        names = {"skip_default": "skip_default", "skip_unset": "skip_unset", "comments": "with_comments"}
+        unknown = [f for f in self.print_config or () if f not in names]
+        if unknown:
+            raise SystemExit(f"vocos-train: --print_config={','.join(unknown)}: expected flags among {sorted(names)}")
+        options = {"skip_unset": False, **{names[f]: True for f in self.print_config or ()}}
+        sys.stdout.write(self._parser(self.config["subcommand"]).dump(config, **options))
+        raise SystemExit(0)
 
     def instantiate_classes(self) -> None:
         try:
@@ -92,22 +126,36 @@ class VocosCLI(LightningCLI):
         return
 
     def before_fit(self) -> None:
+        self._prepare_model(self.trainer.max_steps)
+
+    def before_validate(self) -> None:
+        # Validation takes the same checks and --init-from as training: it evaluated a fresh model without a word.
+        self._prepare_model(None)
+
+    def _prepare_model(self, max_steps: int | None) -> None:
+        """Stops in one line on settings that cannot run; loads --init-from (not when resuming)."""
         assert isinstance(self.model, VocosExp)
-        problems = run_problems(self.model, self.datamodule, self.trainer.max_steps)
+        problems = run_problems(self.model, self.datamodule, max_steps)
         ckpt_path = self.config[self.subcommand].get("ckpt_path")
         if ckpt_path:
-            problems += resume_problems(self.model, str(ckpt_path))
+            problems += resume_problems(self.model, str(ckpt_path), self.trainer)
         if problems:
             raise SystemExit("vocos-train: " + "; ".join(problems))
         init_from = self.config[self.subcommand].get("init_from")
         if init_from and ckpt_path:
-            raise SystemExit("vocos-train: --init-from and --ckpt_path exclude each other: resume, or start from "
-                             "a model")
-        if init_from:
+            # The checkpoint's weights replace the generator's anyway; and a fine-tuning run's own config.yaml,
+            # the one to resume with, holds its init_from.
+            _warn(f"vocos-train: --init-from {init_from} is not loaded: --ckpt_path {ckpt_path} holds the weights")
+        elif init_from:
             try:
                 self.model.load_generator(Vocos.from_pretrained(init_from))
             except CheckpointError as exc:
                 raise SystemExit(f"vocos-train: --init-from {init_from}: {exc}") from None
+
+
+@rank_zero_only
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr)
 
 
 EXPORT_USAGE = ("vocos-train export CKPT OUT_DIR: write a checkpoint's generator as config.yaml + "
@@ -137,12 +185,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args[:1] in ([], ["-h"], ["--help"]):  # LightningCLI's help lists its own subcommands only
         print(EXPORT_USAGE)
     args, overrides = component_overrides(args)
+    print_config = None
+    if overrides:  # else jsonargparse's own
+        args, print_config = print_config_request(args)
     if argv is None:  # LightningCLI reads sys.argv itself when run as a command (and warns when handed it)
         sys.argv[1:] = args
     # No abbreviated flags: a prefix of an option was taken for it (--init for --init-from), so a misspelt or
     # shortened flag could set another option without a word.
     VocosCLI(VocosExp, VocosDataModule, subclass_mode_data=True, args=None if argv is None else args,
              save_config_kwargs={"overwrite": True}, component_overrides=overrides,
+             print_config=print_config,
              parser_kwargs={"allow_abbrev": False})
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
+from vocos_core.testing import write_random_checkpoint
 from vocos_core.training.cli import component_overrides, main
 
-from .training_helpers import tiny_config
+from .training_helpers import TINY_DIM, tiny_config
 
 
 def test_component_flags_are_taken_out_with_their_yaml_values() -> None:
@@ -51,3 +53,45 @@ def test_an_abbreviated_flag_is_refused(tmp_path: Path, flag: list[str], capsys:
     with pytest.raises(SystemExit):
         main(["fit", "--config", str(config), *flag, "--print_config"])
     assert f"unrecognized arguments: {' '.join(flag)}" in capsys.readouterr().err
+
+
+def test_print_config_shows_the_generator_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """jsonargparse printed the config before the flags were applied: a config saved so trained another model."""
+    config = tiny_config("vocos.yaml", tmp_path, max_steps=1)
+    with pytest.raises(SystemExit) as stopped:
+        main(["fit", "--config", str(config), "--model.backbone.init_args.dim", "24", "--print_config"])
+    assert stopped.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["backbone"]["init_args"]["dim"] == 24
+    with pytest.raises(SystemExit, match=r"^vocos-train: --print_config=bogus: expected flags among"):
+        main(["fit", "--config", str(config), "--model.backbone.init_args.dim", "24", "--print_config=bogus"])
+
+
+@pytest.mark.parametrize("subcommand", ["test", "predict"])
+def test_subcommands_the_recipe_cannot_run_are_not_offered(tmp_path: Path, subcommand: str,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """They were, and ended in a traceback (no test_step, no predict_dataloader)."""
+    config = tiny_config("vocos.yaml", tmp_path, max_steps=1)
+    with pytest.raises(SystemExit):
+        main([subcommand, "--config", str(config)])
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_validate_checks_the_settings_and_loads_init_from(tmp_path: Path) -> None:
+    """validate ignored --init-from (a missing directory too) and the checks, and evaluated a fresh model."""
+    config = tiny_config("vocos.yaml", tmp_path, max_steps=1)
+    with pytest.raises(SystemExit, match=r"^vocos-train: --init-from .*absent: .* is neither a checkpoint directory"):
+        main(["validate", "--config", str(config), "--init-from", str(tmp_path / "absent")])
+    other = write_random_checkpoint(tmp_path / "hub", "mel", dim=TINY_DIM + 8, num_layers=1)
+    with pytest.raises(SystemExit, match=r"^vocos-train: --init-from .*backbone.dim: checkpoint 24, config 16"):
+        main(["validate", "--config", str(config), "--init-from", str(other)])
+    with pytest.raises(SystemExit, match=r"val_params.sampling_rate 16000 is not the model's sample rate 24000"):
+        main(["validate", "--config", str(config), "--data.init_args.val_params.sampling_rate", "16000"])
+
+
+def test_ckpt_path_last_without_a_last_checkpoint_stops_the_run(tmp_path: Path) -> None:
+    """Lightning trained from scratch after one warning, as it does for every new version_N folder."""
+    config = tiny_config("vocos.yaml", tmp_path, max_steps=2)
+    with pytest.raises(SystemExit, match=r"^vocos-train: --ckpt_path last: no last checkpoint in .*version_0"
+                                         r".*checkpoints \(each run logs to a new version_N folder\)"):
+        main(["fit", "--config", str(config), "--ckpt_path", "last"])

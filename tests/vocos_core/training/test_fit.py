@@ -131,6 +131,22 @@ def test_init_from_a_hub_layout_directory_starts_from_its_weights(tmp_path: Path
         assert torch.equal(got[key], expected[key]), key
 
 
+def test_a_fine_tuning_run_resumes_with_its_own_saved_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                                            ) -> None:
+    """The saved config.yaml holds init_from, and --init-from beside --ckpt_path stopped the run: the resume that
+    the docs (and the mismatch message) point to failed for every fine-tuning run."""
+    hub = write_random_checkpoint(tmp_path / "hub", "mel", dim=TINY_DIM, num_layers=1, seed=3)
+    config = tiny_config("vocos.yaml", tmp_path, max_steps=2, trainer={"num_sanity_val_steps": 0,
+                                                                       "limit_val_batches": 0})
+    main(["fit", "--config", str(config), "--init-from", str(hub)])
+    first = last_checkpoint(tmp_path)
+    (saved,) = first.parent.parent.glob("config.yaml")
+    assert yaml.safe_load(saved.read_text())["init_from"] == str(hub)
+    main(["fit", "--config", str(saved), "--ckpt_path", str(first), "--trainer.max_steps", "4"])
+    assert torch.load(last_checkpoint(tmp_path), map_location="cpu", weights_only=False)["global_step"] == 4
+    assert f"--init-from {hub} is not loaded: --ckpt_path {first} holds the weights" in capsys.readouterr().err
+
+
 def test_generator_flags_set_the_model_trained_and_the_config_saved(tmp_path: Path) -> None:
     config = tiny_config("vocos.yaml", tmp_path, max_steps=2, trainer={"num_sanity_val_steps": 0})
     small = TINY_DIM // 2
