@@ -25,6 +25,7 @@ from .session import (
     handshake_refused,
     meaning,
     no_start,
+    send_timed_out,
     sent_after_end,
     start_info,
     stream_ended,
@@ -87,7 +88,14 @@ class AsyncStreamSession:
         if self._end_sent:
             raise sent_after_end()
         try:
-            await self._ws.send(message)
+            # Bounded as the sync session's send is: websockets waits for a server that stopped reading until its
+            # keepalive gives up (40 s and more), whatever the client's timeout.
+            await asyncio.wait_for(self._ws.send(message), self.timeout)
+        except TimeoutError:
+            # Its frame may be half sent, so the stream cannot go on; dropped, as a close handshake with a server
+            # that reads nothing would wait websockets' close timeout (10 s) first.
+            self._ws.transport.abort()
+            raise send_timed_out(self.timeout) from None
         except ConnectionClosed as exc:
             await asyncio.wait([self._receiver], timeout=self.timeout)  # it has the server's reason, if any
             raise self._error or closed_by(exc) from None

@@ -131,22 +131,25 @@ def _optional_int(value: Any) -> int | None:
 
 
 def frame_messages(frames: np.ndarray, max_bytes: int | None) -> list[bytes]:
-    """Frames ``(C, t)`` -> ``.npy`` messages (float32, or int64 codes), split along ``t`` so that each fits
-    the server's ``max_bytes``: the frames of one push may be as many as the caller likes, and pieces are
-    what the stream takes anyway. Raises 413 where one frame alone is too big."""
+    """Frames ``(C, t)`` (or ``(1, C, t)``, as EnCodec's encode gives codes) -> ``.npy`` messages (float32, or int64
+    codes), split along ``t`` so that each fits the server's ``max_bytes``: the frames of one push may be as many as
+    the caller likes, and pieces are what the stream takes anyway. Raises 413 where one frame alone is too big."""
     # As a request's body (floats as float32, integers as int64, anything else as it is): a cast of booleans or of
     # uint64 past int64 would have the server name a dtype or value the caller never sent.
     array = codes_body(mel_body(frames))
     whole = npy_bytes(array)
-    if max_bytes is None or len(whole) <= max_bytes or array.ndim != 2 or array.shape[1] <= 1:
+    # (1, C, t) too, which the server takes as (C, t): unsplit, a long push of it was closed with 1009.
+    splittable = array.ndim == 2 or (array.ndim == 3 and array.shape[0] == 1)
+    if max_bytes is None or len(whole) <= max_bytes or not splittable or array.shape[-1] <= 1:
         return [whole]
     # The .npy header is padded to a multiple of 64 bytes; a shorter piece's header is never longer.
     header = len(whole) - array.nbytes
-    per_message = (max_bytes - header) // (array.shape[0] * array.itemsize)
+    frame_bytes = array[..., :1].nbytes
+    per_message = (max_bytes - header) // frame_bytes
     if per_message < 1:
-        raise VocosClientError(413, "payload_too_large", f"one frame is {array.shape[0] * array.itemsize + header} "
-                               f"bytes as a message; the server takes at most {max_bytes} (max_message_bytes)")
-    return [npy_bytes(array[:, i:i + per_message]) for i in range(0, array.shape[1], per_message)]
+        raise VocosClientError(413, "payload_too_large", f"one frame is {frame_bytes + header} bytes as a message; "
+                               f"the server takes at most {max_bytes} (max_message_bytes)")
+    return [npy_bytes(array[..., i:i + per_message]) for i in range(0, array.shape[-1], per_message)]
 
 
 def frames_iterable(frames: T) -> T:
@@ -191,6 +194,13 @@ def closed_by(exc: ConnectionClosed) -> VocosClientError:
 def stream_ended() -> VocosClientError:
     """A send after the server's done message."""
     return VocosClientError(0, "connection", "the stream has ended (its done message came); open a new one")
+
+
+def send_timed_out(timeout: float | None) -> VocosClientError:
+    """A send the server took none of within the client's timeout: it stopped reading (stopped, overloaded, or
+    the network between broke); the stream is closed."""
+    return VocosClientError(0, "timeout", f"the server did not take a message within {timeout} s (it stopped "
+                            "reading); the stream is closed")
 
 
 def sent_after_end() -> VocosClientError:

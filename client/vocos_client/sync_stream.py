@@ -3,6 +3,7 @@ on a receiver thread, so a TTS producer can push while its audio is played."""
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Callable, Generator, Iterable, Iterator
@@ -24,6 +25,7 @@ from .session import (
     handshake_refused,
     meaning,
     no_start,
+    send_timed_out,
     sent_after_end,
     start_info,
     stream_ended,
@@ -94,6 +96,8 @@ class StreamSession:
         try:
             self._ws.send(message)
         except ConnectionClosed as exc:
+            if isinstance(exc.__cause__, TimeoutError):  # the socket's timeout (open_session): nothing was read
+                raise send_timed_out(self.timeout) from None
             self._receiver.join(self.timeout)  # the receiver has the server's reason, if it sent one
             raise self._error or closed_by(exc) from None
 
@@ -128,6 +132,12 @@ def open_session(url: str, headers: dict[str, str], timeout: float | None) -> St
         raise handshake_refused(exc) from None
     except (OSError, WebSocketException) as exc:
         raise cannot_open(url, exc) from None
+    # websockets' sync send has no timeout of its own: with a server that stopped reading (stopped, partitioned,
+    # overloaded) send() sat in sendall for ever holding the connection's lock, so close() and the keepalive ping
+    # waited for ever too. The socket's timeout bounds each write; its reads come after select(), so never wait.
+    # OSError: the server closed it already (e.g. after its error message at the stream limit); reading says why.
+    with contextlib.suppress(OSError):
+        connection.socket.settimeout(timeout)
     try:
         return StreamSession(connection, timeout)
     except TimeoutError:

@@ -113,11 +113,16 @@ def resynthesis_call(audio: AudioInput, model: str | None, bandwidth_id: int | N
 
 def audio_body(audio: AudioInput) -> tuple[bytes, str]:
     """(the file's bytes, its content type); samples become a float32 WAV."""
-    if isinstance(audio, tuple):
+    if isinstance(audio, tuple) and len(audio) == 2:
         samples, rate = audio
-        return float_wav(float_samples(_sample_grid(np.asarray(samples))), int(rate)), "audio/wav"
+        grid = _sample_grid(np.asarray(samples))
+        return float_wav(float_samples(grid), _sample_rate(rate, grid)), "audio/wav"
     if isinstance(audio, bytes):
         return audio, _sniff(audio)
+    if not isinstance(audio, str | os.PathLike):
+        # Path() said "expected str, bytes or os.PathLike object, not ndarray" for samples given without their rate.
+        raise TypeError(f"audio must be a file path, the bytes of an audio file, or a (samples, sample_rate) tuple; "
+                        f"got {type(audio).__name__}" + (" (pass (samples, rate))" if hasattr(audio, "shape") else ""))
     path = Path(audio)
     return path.read_bytes(), _AUDIO_TYPES.get(path.suffix.lower(), "application/octet-stream")
 
@@ -130,6 +135,21 @@ def _sample_grid(samples: np.ndarray) -> np.ndarray:
         raise ValueError(f"audio samples of shape {samples.shape} look channels-first; pass (S, channels) "
                          "(samples.T)")
     return samples
+
+
+def _sample_rate(rate: object, samples: np.ndarray) -> int:
+    """The rate of ``(samples, rate)``, checked: a WAV header holds a whole number of Hz, and its byte rate
+    (rate * 4 * channels) in 32 bits. Unchecked, 0 made a header the server could not read ("could not decode the
+    audio file"), -1 an OverflowError about unsigned ints, and 22050.5 went out as 22050 without a word."""
+    channels = 1 if samples.ndim == 1 else samples.shape[1]
+    try:
+        whole = int(rate)  # type: ignore[call-overload]
+        exact = whole == rate
+    except (TypeError, ValueError):
+        exact = False
+    if not exact or not 1 <= whole < 2**32 // (4 * channels):
+        raise ValueError(f"the sample rate of (samples, rate) must be a whole number of Hz, at least 1, got {rate!r}")
+    return whole
 
 
 def _sniff(data: bytes) -> str:

@@ -64,4 +64,5 @@ def test_the_client_distribution_holds_the_client_and_needs_only_numpy_httpx_web
     packages = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert packages == {"vocos_client"}
     assert "vocos_client/__init__.py" in names and "vocos_client/sync_stream.py" in names
+    assert "vocos_client/py.typed" in names  # else a type checker skips the installed package (PEP 561)
     assert sorted(r.split(">")[0].split("=")[0].strip() for r in requires) == ["httpx", "numpy", "websockets"]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx
 import numpy as np
 import pytest
 
 from vocos_client import AsyncClient, Client, RetryPolicy, VocosClientError
 from vocos_client.session import frames_iterable
-from vocos_client.wire import codes_body, mel_body
+from vocos_client.wire import codes_body, float_wav, mel_body
 
 
 def _client(answer: httpx.Response) -> Client:
@@ -24,6 +26,39 @@ def _client(answer: httpx.Response) -> Client:
 def test_samples_no_wav_holds_are_refused_before_sending(samples: np.ndarray, message: str) -> None:
     with _client(httpx.Response(500)) as client, pytest.raises(ValueError, match=message):
         client.resynthesize((samples, 24000))
+
+
+@pytest.mark.parametrize("rate", [0, -1, 22050.5, 2**31, "24000", None])
+def test_a_sample_rate_no_wav_header_holds_is_refused_before_sending(rate: object) -> None:
+    """0 went out in a header the server could not read ("could not decode the audio file"), -1 and 2**31 raised
+    OverflowError ("can't convert negative int to unsigned"), 22050.5 went out as 22050."""
+    with _client(httpx.Response(500)) as client, \
+            pytest.raises(ValueError, match=r"must be a whole number of Hz, at least 1, got " + re.escape(repr(rate))):
+        client.resynthesize((np.zeros(480, np.float32), rate))  # type: ignore[arg-type]
+
+
+def test_whole_rates_of_any_number_type_are_taken() -> None:
+    bodies: list[bytes] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        bodies.append(request.content)
+        return httpx.Response(200, content=float_wav(np.zeros(4, np.float32), 16000))
+
+    with Client("http://vocos.test", transport=httpx.MockTransport(answer)) as client:
+        for rate in (16000, 16000.0, np.int64(16000)):
+            client.resynthesize((np.zeros(480, np.float32), rate))  # type: ignore[arg-type]
+    assert [int.from_bytes(body[24:28], "little") for body in bodies] == [16000] * 3
+
+
+@pytest.mark.parametrize(("audio", "hint"), [(np.zeros(480, np.float32), "ndarray (pass (samples, rate))"),
+                                             ([np.zeros(480, np.float32), 24000], "list"),
+                                             ((np.zeros(480, np.float32), 24000, 1), "tuple")])
+def test_audio_of_another_kind_is_refused_naming_what_is_taken(audio: object, hint: str) -> None:
+    """Samples without their rate raised Path()'s "expected str, bytes or os.PathLike object, not ndarray"."""
+    with _client(httpx.Response(500)) as client, \
+            pytest.raises(TypeError, match=r"a file path, the bytes of an audio file, or a \(samples, sample_rate\) "
+                          r"tuple; got " + re.escape(hint)):
+        client.resynthesize(audio)  # type: ignore[arg-type]
 
 
 def test_a_url_without_its_scheme_is_refused() -> None:

@@ -65,6 +65,19 @@ def test_pieces_fit_the_limit_and_keep_every_frame_in_order() -> None:
     assert len(frame_messages(codes, None)) == 1  # a server that does not say its limit
 
 
+def test_frames_of_shape_1_c_t_are_split_too() -> None:
+    """(1, K, t), as EnCodec's encode gives codes, is a stream's frame as (K, t) is; it went out whole, and a long
+    push of it was closed with 1009 (413 "send the frames in smaller chunks")."""
+    codes = np.arange(8 * 1001).reshape(1, 8, 1001)
+    messages = frame_messages(codes, 10000)
+    assert len(messages) > 1 and max(map(len, messages)) <= 10000
+    pieces = [np.load(io.BytesIO(m)) for m in messages]
+    assert all(p.shape[:2] == (1, 8) for p in pieces)
+    np.testing.assert_array_equal(np.concatenate(pieces, axis=2), codes)
+    with pytest.raises(VocosClientError, match=r"one frame is \d+ bytes as a message; the server takes at most 300"):
+        frame_messages(np.zeros((1, 100, 3), np.float32), 300)
+
+
 def test_frames_go_as_the_caller_gave_them_where_a_cast_would_change_them() -> None:
     """As a request's body: booleans stay booleans, uint64 past int64 stays uint64, for the server to
     name what was sent (a float32 cast, a negative number)."""

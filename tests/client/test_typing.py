@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,3 +52,23 @@ def test_the_documented_uses_type_check(tmp_path: Path, monkeypatch: pytest.Monk
     out, err, status = api.run([str(uses), "--config-file", str(config), "--python-version", "3.11",
                                 "--cache-dir", str(tmp_path / "cache"), "--no-error-summary"])
     assert status == 0, out + err
+
+
+@pytest.mark.slow
+def test_the_installed_package_is_typed_for_the_callers_type_checker(tmp_path: Path) -> None:
+    """Installed (the wheel holds what client/vocos_client holds; tests/client/test_import.py checks py.typed is
+    in it), the package had no py.typed: mypy skipped it ("missing library stubs or py.typed marker") and every
+    value of the client was Any to its users. Run as a user's mypy runs: the package on the path, no MYPYPATH."""
+    pytest.importorskip("mypy.api")
+    site = tmp_path / "site"
+    shutil.copytree(CLIENT / "vocos_client", site / "vocos_client", ignore=shutil.ignore_patterns("__pycache__"))
+    uses = tmp_path / "uses.py"
+    uses.write_text("import numpy as np\nfrom vocos_client import Client\n"
+                    "reveal_type(Client().decode_mel(np.zeros((100, 4))))\n", encoding="utf-8")
+    (tmp_path / "mypy.ini").write_text("[mypy]\n", encoding="utf-8")
+    result = subprocess.run([sys.executable, "-m", "mypy", str(uses), "--config-file", str(tmp_path / "mypy.ini"),
+                             "--cache-dir", str(tmp_path / "cache"), "--no-error-summary"],
+                            cwd=tmp_path, env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and 'Revealed type is "vocos_client.wire.Audio"' in result.stdout, \
+        result.stdout + result.stderr
