@@ -188,8 +188,16 @@ def base_url(url: str) -> str:
 
 def connection_error(request: Call, exc: httpx.HTTPError) -> VocosClientError:
     """A call that got no answer (``"timeout"`` when the client's timeout ran out waiting); ``not_sent`` when
-    no connection was made (the server never saw it)."""
+    no connection was made (the server never saw it), ``dropped`` when the server closed it without answering."""
     what = str(exc) or type(exc).__name__  # httpx's timeouts may carry no text
     return VocosClientError(0, "timeout" if isinstance(exc, httpx.TimeoutException) else "connection",
                             f"{request.method} {request.path}: {what}",
-                            not_sent=isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout))
+                            not_sent=isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout),
+                            dropped=_dropped(exc))
+
+
+def _dropped(exc: httpx.HTTPError) -> bool:
+    """The server closed the connection before any byte of an answer: a kept-alive connection that it (or a proxy)
+    closed for idleness as the call went out, which no client can rule out, or a replica that went away. Only
+    h11's words tell it from a malformed answer, which is no reason to try again."""
+    return isinstance(exc, httpx.RemoteProtocolError) and "without sending a response" in str(exc)

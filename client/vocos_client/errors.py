@@ -14,11 +14,13 @@ class VocosClientError(Exception):
     ``error``: the server's error type (``"invalid_input"``, ``"unauthorized"``, ...), or the client's own
     (``"connection"``, ``"protocol"``). ``request_id``: the server's id of the request, when it sent one.
     ``retry_after``: the seconds the server asked the client to wait before trying again (429, 503).
-    ``not_sent``: no connection could be made, so the server never saw the call.
+    ``not_sent``: no connection could be made, so the server never saw the call. ``dropped``: the server
+    closed the connection without a word of answer (a kept-alive connection it closed as the call went out, or
+    a replica that went away).
     """
 
     def __init__(self, status: int, error: str, message: str, request_id: str | None = None, *,
-                 retry_after: float | None = None, not_sent: bool = False) -> None:
+                 retry_after: float | None = None, not_sent: bool = False, dropped: bool = False) -> None:
         super().__init__(f"{status} {error}: {message}" + (f" (request {request_id})" if request_id else ""))
         self.status = status
         self.error = error
@@ -26,16 +28,19 @@ class VocosClientError(Exception):
         self.request_id = request_id
         self.retry_after = retry_after
         self.not_sent = not_sent
+        self.dropped = dropped
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Rebuilt from its fields, not from ``args`` (the formatted text), so that it survives pickling:
         # process pools and multiprocessing send a worker's exception back that way.
-        return (_rebuild, (self.status, self.error, self.message, self.request_id, self.retry_after, self.not_sent))
+        return (_rebuild, (self.status, self.error, self.message, self.request_id, self.retry_after, self.not_sent,
+                           self.dropped))
 
 
 def _rebuild(status: int, error: str, message: str, request_id: str | None, retry_after: float | None,
-             not_sent: bool) -> VocosClientError:
-    return VocosClientError(status, error, message, request_id, retry_after=retry_after, not_sent=not_sent)
+             not_sent: bool, dropped: bool = False) -> VocosClientError:
+    return VocosClientError(status, error, message, request_id, retry_after=retry_after, not_sent=not_sent,
+                            dropped=dropped)
 
 
 def from_http(status: int, body: bytes, request_id: str | None, retry_after: float | None = None) -> VocosClientError:

@@ -1,5 +1,5 @@
-"""When the client tries a call again: the server said "not now" (429, 502, 503), or no connection could
-be made, and the wait it asks for is short.
+"""When the client tries a call again: the server said "not now" (429, 502, 503), no connection could be
+made, or the server closed the connection without a word of answer; and the wait it asks for is short.
 
 Every call of the API is a pure function of its input, so trying again cannot do anything twice. What is
 not retried: an answer that says the input is wrong (4xx but 429), a deadline (504) or a failed batch
@@ -50,8 +50,8 @@ class RetryPolicy:
 
 
 def retryable(error: VocosClientError) -> bool:
-    """The server refused for now, or the call never reached it."""
-    return error.status in RETRY_STATUSES or error.not_sent
+    """The server refused for now, the call never reached it, or the connection closed with no answer."""
+    return error.status in RETRY_STATUSES or error.not_sent or error.dropped
 
 
 T = TypeVar("T")

@@ -88,8 +88,8 @@ def test_an_error_survives_pickling_and_copying() -> None:
     import copy
     import pickle
 
-    error = VocosClientError(429, "queue_full", "the queue is full", "r1", retry_after=1.5, not_sent=False)
+    error = VocosClientError(429, "queue_full", "the queue is full", "r1", retry_after=1.5, dropped=True)
     for again in (pickle.loads(pickle.dumps(error)), copy.copy(error)):
         assert isinstance(again, VocosClientError) and str(again) == str(error)
-        fields = ("status", "error", "message", "request_id", "retry_after", "not_sent")
+        fields = ("status", "error", "message", "request_id", "retry_after", "not_sent", "dropped")
         assert [getattr(again, f) for f in fields] == [getattr(error, f) for f in fields]

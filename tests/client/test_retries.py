@@ -5,6 +5,7 @@ failed batch, a read timeout, or a wait beyond the policy's; streams are retried
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import Callable
 
@@ -118,6 +119,48 @@ def test_a_connection_never_made_is_retried_a_read_that_timed_out_is_not(waits: 
         error = _error(lambda: client.decode_mel(MEL))
     assert (refused.requests, timed_out.requests) == (3, 1)
     assert error.error == "timeout" and not error.not_sent  # the read timed out: status 0, "timeout"
+
+
+def _serve_then_drop_first(answer: bytes) -> tuple[socket.socket, threading.Thread]:
+    """A loopback HTTP server whose first connection is closed once its request is read, without a word (a
+    kept-alive connection closed for idleness as the call went out); the second gets ``answer``."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        for n in range(2):
+            connection, _ = listener.accept()
+            with connection:
+                received = b""
+                while b"\r\n\r\n" not in received:
+                    received += connection.recv(65536)
+                head, _, body = received.partition(b"\r\n\r\n")
+                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                                  if line.lower().startswith(b"content-length")))
+                while len(body) < length:
+                    body += connection.recv(65536)
+                if n == 1:
+                    connection.sendall(answer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return listener, thread
+
+
+def test_a_connection_closed_without_an_answer_is_tried_again(waits: list[float]) -> None:
+    wav = float_wav(SAMPLES, 24000)
+    head = f"HTTP/1.1 200 OK\r\ncontent-type: audio/wav\r\nx-model: mel\r\ncontent-length: {len(wav)}\r\n\r\n"
+    listener, thread = _serve_then_drop_first(head.encode() + wav)
+    with listener, Client(f"http://127.0.0.1:{listener.getsockname()[1]}") as client:
+        np.testing.assert_array_equal(client.decode_mel(MEL).samples, SAMPLES)
+    thread.join(10)
+    assert len(waits) == 1
+    once = Script(httpx.RemoteProtocolError("Server disconnected without sending a response."), _audio())
+    malformed = Script(httpx.RemoteProtocolError("illegal status line: bytearray(b'SSH-2.0')"), _audio())
+    with _client(once) as client:
+        assert client.decode_mel(MEL).samples.size == SAMPLES.size
+    with _client(malformed) as client:
+        refused = _error(lambda: client.decode_mel(MEL))
+    assert (once.requests, malformed.requests, refused.dropped) == (2, 1, False)  # a wrong answer is no drop
 
 
 def test_streamed_answers_and_models_are_retried_probes_are_not(waits: list[float]) -> None:
