@@ -19,9 +19,10 @@ from .retry import RetryPolicy
 from .session import StreamInfo
 from .sync_stream import StreamSession
 from .wav import WavFormat, WavReader, read_wav
-from .wire import Audio
+from .wire import AnswerFormat, Audio, StreamFormat
 
 __all__ = [
-    "AsyncAudioChunks", "AsyncClient", "AsyncStreamSession", "Audio", "AudioChunks", "Client", "RetryPolicy",
-    "StreamInfo", "StreamSession", "VocosClientError", "WavFormat", "WavReader", "read_wav",
+    "AnswerFormat", "AsyncAudioChunks", "AsyncClient", "AsyncStreamSession", "Audio", "AudioChunks", "Client",
+    "RetryPolicy", "StreamFormat", "StreamInfo", "StreamSession", "VocosClientError", "WavFormat", "WavReader",
+    "read_wav",
 ]

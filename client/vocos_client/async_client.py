@@ -15,7 +15,20 @@ from .chunks import AsyncAudioChunks
 from .client import DEFAULT_URL, base_url, connection_error
 from .retry import RetryPolicy, acall
 from .session import frames_iterable, stream_url
-from .wire import Audio, AudioInput, Call, check, codes_call, decoded, json_of, mel_call, models_of, resynthesis_call
+from .wire import (
+    AnswerFormat,
+    Audio,
+    AudioInput,
+    Call,
+    StreamFormat,
+    check,
+    codes_call,
+    decoded,
+    json_of,
+    mel_call,
+    models_of,
+    resynthesis_call,
+)
 
 
 class AsyncClient:
@@ -59,62 +72,62 @@ class AsyncClient:
 
     @overload
     async def decode_mel(self, mel: np.ndarray, *, model: str | None = ..., sample_rate: int | None = ...,
-                   format: str | None = ..., stream: Literal[False] = ...) -> Audio: ...
+                   format: AnswerFormat | None = ..., stream: Literal[False] = ...) -> Audio: ...
     @overload
     async def decode_mel(self, mel: np.ndarray, *, model: str | None = ..., sample_rate: int | None = ...,
-                   format: str | None = ..., stream: Literal[True]) -> AsyncAudioChunks: ...
+                   format: AnswerFormat | None = ..., stream: Literal[True]) -> AsyncAudioChunks: ...
     @overload
     async def decode_mel(self, mel: np.ndarray, *, model: str | None = ..., sample_rate: int | None = ...,
-                   format: str | None = ..., stream: bool) -> Audio | AsyncAudioChunks: ...
+                   format: AnswerFormat | None = ..., stream: bool) -> Audio | AsyncAudioChunks: ...
 
     async def decode_mel(self, mel: np.ndarray, *, model: str | None = None, sample_rate: int | None = None,
-                   format: str | None = None, stream: bool = False) -> Audio | AsyncAudioChunks:
+                   format: AnswerFormat | None = None, stream: bool = False) -> Audio | AsyncAudioChunks:
         """POST /decode/mel: ``mel`` ``(n_mels, T)`` float32 -> audio ``((T-1) * hop,)`` (center padding).
         ``format``: ``wav32f`` (default, exact floats) or ``wav16``."""
         return await self._audio(mel_call(mel, model, sample_rate, format, stream), stream)
 
     @overload
     async def decode_encodec(self, codes: np.ndarray, *, model: str | None = ..., bandwidth_id: int | None = ...,
-                       bandwidth: float | None = ..., sample_rate: int | None = ..., format: str | None = ...,
+                       bandwidth: float | None = ..., sample_rate: int | None = ..., format: AnswerFormat | None = ...,
                        stream: Literal[False] = ...) -> Audio: ...
     @overload
     async def decode_encodec(self, codes: np.ndarray, *, model: str | None = ..., bandwidth_id: int | None = ...,
-                       bandwidth: float | None = ..., sample_rate: int | None = ..., format: str | None = ...,
+                       bandwidth: float | None = ..., sample_rate: int | None = ..., format: AnswerFormat | None = ...,
                        stream: Literal[True]) -> AsyncAudioChunks: ...
     @overload
     async def decode_encodec(self, codes: np.ndarray, *, model: str | None = ..., bandwidth_id: int | None = ...,
-                       bandwidth: float | None = ..., sample_rate: int | None = ..., format: str | None = ...,
+                       bandwidth: float | None = ..., sample_rate: int | None = ..., format: AnswerFormat | None = ...,
                        stream: bool) -> Audio | AsyncAudioChunks: ...
 
     async def decode_encodec(self, codes: np.ndarray, *, model: str | None = None, bandwidth_id: int | None = None,
-                       bandwidth: float | None = None, sample_rate: int | None = None, format: str | None = None,
-                       stream: bool = False) -> Audio | AsyncAudioChunks:
+                       bandwidth: float | None = None, sample_rate: int | None = None,
+                       format: AnswerFormat | None = None, stream: bool = False) -> Audio | AsyncAudioChunks:
         """POST /decode/encodec: ``codes`` ``(K, T)`` ints in [0, 1024) -> audio ``(T * hop,)``; without
         ``bandwidth_id`` (0..3) or ``bandwidth`` (kbps) the server infers it from K."""
         return await self._audio(codes_call(codes, model, bandwidth_id, bandwidth, sample_rate, format, stream), stream)
 
     @overload
     async def resynthesize(self, audio: AudioInput, *, model: str | None = ..., bandwidth_id: int | None = ...,
-                     bandwidth: float | None = ..., sample_rate: int | None = ..., format: str | None = ...,
+                     bandwidth: float | None = ..., sample_rate: int | None = ..., format: AnswerFormat | None = ...,
                      stream: Literal[False] = ...) -> Audio: ...
     @overload
     async def resynthesize(self, audio: AudioInput, *, model: str | None = ..., bandwidth_id: int | None = ...,
-                     bandwidth: float | None = ..., sample_rate: int | None = ..., format: str | None = ...,
+                     bandwidth: float | None = ..., sample_rate: int | None = ..., format: AnswerFormat | None = ...,
                      stream: Literal[True]) -> AsyncAudioChunks: ...
     @overload
     async def resynthesize(self, audio: AudioInput, *, model: str | None = ..., bandwidth_id: int | None = ...,
-                     bandwidth: float | None = ..., sample_rate: int | None = ..., format: str | None = ...,
+                     bandwidth: float | None = ..., sample_rate: int | None = ..., format: AnswerFormat | None = ...,
                      stream: bool) -> Audio | AsyncAudioChunks: ...
 
     async def resynthesize(self, audio: AudioInput, *, model: str | None = None, bandwidth_id: int | None = None,
-                     bandwidth: float | None = None, sample_rate: int | None = None, format: str | None = None,
+                     bandwidth: float | None = None, sample_rate: int | None = None, format: AnswerFormat | None = None,
                      stream: bool = False) -> Audio | AsyncAudioChunks:
         """POST /resynthesize: a file path, a file's bytes, or ``(samples (S,) or (S, channels), rate)``
         through the vocoder; the answer lasts as long as the input."""
         return await self._audio(resynthesis_call(audio, model, bandwidth_id, bandwidth, sample_rate, format, stream),
                            stream)
 
-    def stream_mel(self, *, model: str | None = None, format: str | None = None,
+    def stream_mel(self, *, model: str | None = None, format: StreamFormat | None = None,
                    sample_rate: int | None = None,
                    lookahead_frames: int | None = None) -> contextlib.AbstractAsyncContextManager[AsyncStreamSession]:
         """Open ``/stream/mel``: ``async with client.stream_mel() as s: await s.send(frames (n_mels, t));
@@ -126,7 +139,7 @@ class AsyncClient:
         return session(url, self._auth, self.timeout, self.retry)
 
     def stream_encodec(self, *, model: str | None = None, bandwidth_id: int | None = None,
-                       bandwidth: float | None = None, format: str | None = None,
+                       bandwidth: float | None = None, format: StreamFormat | None = None,
                        sample_rate: int | None = None,
                    lookahead_frames: int | None = None) -> contextlib.AbstractAsyncContextManager[AsyncStreamSession]:
         """Open ``/stream/encodec``; frames are ``(K, t)`` ints."""

@@ -13,7 +13,20 @@ from .errors import VocosClientError
 from .retry import RetryPolicy, call
 from .session import frames_iterable, stream_url
 from .sync_stream import StreamSession, frames_to_audio, open_session
-from .wire import Audio, AudioInput, Call, check, codes_call, decoded, json_of, mel_call, models_of, resynthesis_call
+from .wire import (
+    AnswerFormat,
+    Audio,
+    AudioInput,
+    Call,
+    StreamFormat,
+    check,
+    codes_call,
+    decoded,
+    json_of,
+    mel_call,
+    models_of,
+    resynthesis_call,
+)
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -60,62 +73,62 @@ class Client:
 
     @overload
     def decode_mel(self, mel: np.ndarray, *, model: str | None = ..., sample_rate: int | None = ...,
-                   format: str | None = ..., stream: Literal[False] = ...) -> Audio: ...
+                   format: AnswerFormat | None = ..., stream: Literal[False] = ...) -> Audio: ...
     @overload
     def decode_mel(self, mel: np.ndarray, *, model: str | None = ..., sample_rate: int | None = ...,
-                   format: str | None = ..., stream: Literal[True]) -> AudioChunks: ...
+                   format: AnswerFormat | None = ..., stream: Literal[True]) -> AudioChunks: ...
     @overload
     def decode_mel(self, mel: np.ndarray, *, model: str | None = ..., sample_rate: int | None = ...,
-                   format: str | None = ..., stream: bool) -> Audio | AudioChunks: ...
+                   format: AnswerFormat | None = ..., stream: bool) -> Audio | AudioChunks: ...
 
     def decode_mel(self, mel: np.ndarray, *, model: str | None = None, sample_rate: int | None = None,
-                   format: str | None = None, stream: bool = False) -> Audio | AudioChunks:
+                   format: AnswerFormat | None = None, stream: bool = False) -> Audio | AudioChunks:
         """POST /decode/mel: ``mel`` ``(n_mels, T)`` float32 -> audio ``((T-1) * hop,)`` (center padding).
         ``format``: ``wav32f`` (default, exact floats) or ``wav16``."""
         return self._audio(mel_call(mel, model, sample_rate, format, stream), stream)
 
     @overload
     def decode_encodec(self, codes: np.ndarray, *, model: str | None = ..., bandwidth_id: int | None = ...,
-                       bandwidth: float | None = ..., sample_rate: int | None = ..., format: str | None = ...,
+                       bandwidth: float | None = ..., sample_rate: int | None = ..., format: AnswerFormat | None = ...,
                        stream: Literal[False] = ...) -> Audio: ...
     @overload
     def decode_encodec(self, codes: np.ndarray, *, model: str | None = ..., bandwidth_id: int | None = ...,
-                       bandwidth: float | None = ..., sample_rate: int | None = ..., format: str | None = ...,
+                       bandwidth: float | None = ..., sample_rate: int | None = ..., format: AnswerFormat | None = ...,
                        stream: Literal[True]) -> AudioChunks: ...
     @overload
     def decode_encodec(self, codes: np.ndarray, *, model: str | None = ..., bandwidth_id: int | None = ...,
-                       bandwidth: float | None = ..., sample_rate: int | None = ..., format: str | None = ...,
+                       bandwidth: float | None = ..., sample_rate: int | None = ..., format: AnswerFormat | None = ...,
                        stream: bool) -> Audio | AudioChunks: ...
 
     def decode_encodec(self, codes: np.ndarray, *, model: str | None = None, bandwidth_id: int | None = None,
-                       bandwidth: float | None = None, sample_rate: int | None = None, format: str | None = None,
-                       stream: bool = False) -> Audio | AudioChunks:
+                       bandwidth: float | None = None, sample_rate: int | None = None,
+                       format: AnswerFormat | None = None, stream: bool = False) -> Audio | AudioChunks:
         """POST /decode/encodec: ``codes`` ``(K, T)`` ints in [0, 1024) -> audio ``(T * hop,)``; without
         ``bandwidth_id`` (0..3) or ``bandwidth`` (kbps) the server infers it from K."""
         return self._audio(codes_call(codes, model, bandwidth_id, bandwidth, sample_rate, format, stream), stream)
 
     @overload
     def resynthesize(self, audio: AudioInput, *, model: str | None = ..., bandwidth_id: int | None = ...,
-                     bandwidth: float | None = ..., sample_rate: int | None = ..., format: str | None = ...,
+                     bandwidth: float | None = ..., sample_rate: int | None = ..., format: AnswerFormat | None = ...,
                      stream: Literal[False] = ...) -> Audio: ...
     @overload
     def resynthesize(self, audio: AudioInput, *, model: str | None = ..., bandwidth_id: int | None = ...,
-                     bandwidth: float | None = ..., sample_rate: int | None = ..., format: str | None = ...,
+                     bandwidth: float | None = ..., sample_rate: int | None = ..., format: AnswerFormat | None = ...,
                      stream: Literal[True]) -> AudioChunks: ...
     @overload
     def resynthesize(self, audio: AudioInput, *, model: str | None = ..., bandwidth_id: int | None = ...,
-                     bandwidth: float | None = ..., sample_rate: int | None = ..., format: str | None = ...,
+                     bandwidth: float | None = ..., sample_rate: int | None = ..., format: AnswerFormat | None = ...,
                      stream: bool) -> Audio | AudioChunks: ...
 
     def resynthesize(self, audio: AudioInput, *, model: str | None = None, bandwidth_id: int | None = None,
-                     bandwidth: float | None = None, sample_rate: int | None = None, format: str | None = None,
+                     bandwidth: float | None = None, sample_rate: int | None = None, format: AnswerFormat | None = None,
                      stream: bool = False) -> Audio | AudioChunks:
         """POST /resynthesize: a file path, a file's bytes, or ``(samples (S,) or (S, channels), rate)``
         through the vocoder; the answer lasts as long as the input."""
         return self._audio(resynthesis_call(audio, model, bandwidth_id, bandwidth, sample_rate, format, stream),
                            stream)
 
-    def stream_mel(self, *, model: str | None = None, format: str | None = None,
+    def stream_mel(self, *, model: str | None = None, format: StreamFormat | None = None,
                    sample_rate: int | None = None, lookahead_frames: int | None = None) -> StreamSession:
         """Open ``/stream/mel``: ``with client.stream_mel() as s: s.send(frames (n_mels, t)); s.end();
         for chunk in s: ...`` (send and iterate from different threads to overlap them).
@@ -126,7 +139,7 @@ class Client:
         return call(self.retry, lambda: open_session(url, self._auth, self.timeout))
 
     def stream_encodec(self, *, model: str | None = None, bandwidth_id: int | None = None,
-                       bandwidth: float | None = None, format: str | None = None,
+                       bandwidth: float | None = None, format: StreamFormat | None = None,
                        sample_rate: int | None = None, lookahead_frames: int | None = None) -> StreamSession:
         """Open ``/stream/encodec``; frames are ``(K, t)`` ints."""
         url = stream_url(self.url, "encodec", model=model, bandwidth_id=bandwidth_id, bandwidth=bandwidth,

@@ -10,7 +10,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -18,8 +18,11 @@ from .errors import from_http, protocol_error, retry_after
 from .wav import WavFormat, read_wav
 
 NPY = "application/x-npy"
-WAV_FORMATS = ("wav16", "wav32f")
-STREAM_FORMATS = ("pcm16", "f32")
+# The formats a caller may ask for, as types too: a misspelt one is the caller's type checker's error first.
+AnswerFormat = Literal["wav16", "wav32f"]
+StreamFormat = Literal["pcm16", "f32"]
+WAV_FORMATS: tuple[str, ...] = get_args(AnswerFormat)
+STREAM_FORMATS: tuple[str, ...] = get_args(StreamFormat)
 # What resynthesize accepts: a file path, the bytes of an audio file, or (samples (S,) or (S, channels), rate).
 AudioInput = str | os.PathLike[str] | bytes | tuple[np.ndarray, int]
 _AUDIO_TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg", ".opus": "audio/ogg",

@@ -39,19 +39,45 @@ async def async_uses(client: AsyncClient, mel: np.ndarray, codes: np.ndarray, st
 '''
 
 
-@pytest.mark.slow
-def test_the_documented_uses_type_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``aclosing(client.stream_mel_frames(...))`` was a mypy error (an AsyncIterator has no ``aclose``), and so
-    was ``decode_mel(mel, stream=flag)`` with ``flag: bool`` (only the literals had an overload)."""
+# Formats misspelt or mixed up (a stream's for a whole answer's, and the other way), each a type error.
+MISUSES = '''
+import numpy as np
+from vocos_client import AsyncClient, Client
+
+def misuses(client: Client, aclient: AsyncClient, mel: np.ndarray) -> None:
+    client.decode_mel(mel, format="wav17")
+    client.resynthesize(b"RIFF", format="pcm16")
+    client.stream_mel(format="wav16")
+    aclient.stream_encodec(format="f64")
+'''
+
+
+def _mypy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str) -> tuple[str, int]:
     api = pytest.importorskip("mypy.api")
     uses = tmp_path / "uses.py"
-    uses.write_text(USES, encoding="utf-8")
+    uses.write_text(source, encoding="utf-8")
     config = tmp_path / "mypy.ini"
     config.write_text("[mypy]\n", encoding="utf-8")  # not the repository's: its package list and options
     monkeypatch.setenv("MYPYPATH", str(CLIENT))
     out, err, status = api.run([str(uses), "--config-file", str(config), "--python-version", "3.11",
                                 "--cache-dir", str(tmp_path / "cache"), "--no-error-summary"])
-    assert status == 0, out + err
+    return out + err, status
+
+
+@pytest.mark.slow
+def test_the_documented_uses_type_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``aclosing(client.stream_mel_frames(...))`` was a mypy error (an AsyncIterator has no ``aclose``), and so
+    was ``decode_mel(mel, stream=flag)`` with ``flag: bool`` (only the literals had an overload)."""
+    out, status = _mypy(tmp_path, monkeypatch, USES)
+    assert status == 0, out
+
+
+@pytest.mark.slow
+def test_a_misspelt_format_is_a_type_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``format`` was any str to the type checker: a typo reached the call, to fail when it ran."""
+    out, status = _mypy(tmp_path, monkeypatch, MISUSES)
+    errors = [line for line in out.splitlines() if ": error:" in line]
+    assert status == 1 and [line.split(":")[1] for line in errors] == ["6", "7", "8", "9"], out  # each misuse
 
 
 @pytest.mark.slow
