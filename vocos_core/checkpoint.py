@@ -46,13 +46,18 @@ def resolve_checkpoint(name_or_path: str | os.PathLike[str], revision: str | Non
             "(`vocos-train export` makes one from a training checkpoint), or a Hub repo id like "
             "'charactr/vocos-mel-24khz'"
         )
-    if path.exists() or name.startswith((".", "/", "~")) or name.count("/") != 1:
+    if path.exists() or not hub_id_shaped(name):
         raise CheckpointError(
             f"{name!r} is neither a checkpoint directory nor a Hub repo id like 'charactr/vocos-mel-24khz'"
         )
     why_cache_only = _why_cache_only(name, revision, local_files_only)
     return (_hub_file(name, CONFIG_NAME, revision, cache_dir, why_cache_only),
             _hub_file(name, WEIGHTS_NAME, revision, cache_dir, why_cache_only))
+
+
+def hub_id_shaped(name: str) -> bool:
+    """Whether ``name``, not a directory here, is taken for a Hub repo id (``org/name``) rather than a path."""
+    return not name.startswith((".", "/", "~")) and name.count("/") == 1
 
 
 def _why_cache_only(repo_id: str, revision: str | None, local_files_only: bool) -> str | None:

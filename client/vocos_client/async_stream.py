@@ -49,7 +49,7 @@ class AsyncStreamSession:
         self._receiver = asyncio.create_task(self._receive())
 
     async def send(self, frames: np.ndarray) -> None:
-        """Frames ``(C, t)``, ``t >= 1``: mel floats or EnCodec codes."""
+        """Frames ``(C, t)`` (or ``(1, C, t)``), ``t >= 1``: mel floats or EnCodec codes."""
         for message in frame_messages(frames, self.info.max_message_bytes):
             await self._send(message)
 
@@ -95,7 +95,7 @@ class AsyncStreamSession:
             # Its frame may be half sent, so the stream cannot go on; dropped, as a close handshake with a server
             # that reads nothing would wait websockets' close timeout (10 s) first.
             self._ws.transport.abort()
-            raise send_timed_out(self.timeout) from None
+            raise self._error or send_timed_out(self.timeout) from None  # the server's reason, if it gave one
         except ConnectionClosed as exc:
             await asyncio.wait([self._receiver], timeout=self.timeout)  # it has the server's reason, if any
             raise self._error or closed_by(exc) from None

@@ -200,7 +200,7 @@ def send_timed_out(timeout: float | None) -> VocosClientError:
     """A send the server took none of within the client's timeout: it stopped reading (stopped, overloaded, or
     the network between broke); the stream is closed."""
     return VocosClientError(0, "timeout", f"the server did not take a message within {timeout} s (it stopped "
-                            "reading); the stream is closed")
+                            "reading, or the link is too slow for the message in that time); the stream is closed")
 
 
 def sent_after_end() -> VocosClientError:

@@ -51,7 +51,7 @@ class StreamSession:
         self._receiver.start()
 
     def send(self, frames: np.ndarray) -> None:
-        """Frames ``(C, t)``, ``t >= 1``: mel floats or EnCodec codes."""
+        """Frames ``(C, t)`` (or ``(1, C, t)``), ``t >= 1``: mel floats or EnCodec codes."""
         for message in frame_messages(frames, self.info.max_message_bytes):
             self._send(message)
 
@@ -96,7 +96,9 @@ class StreamSession:
         try:
             self._ws.send(message)
         except ConnectionClosed as exc:
-            if isinstance(exc.__cause__, TimeoutError):  # the socket's timeout (open_session): nothing was read
+            # The socket's timeout (open_session), unless the server's error came first: websockets' own
+            # "timed out while closing" is a TimeoutError too, after the server began to close with its reason.
+            if isinstance(exc.__cause__, TimeoutError) and self._error is None:
                 raise send_timed_out(self.timeout) from None
             self._receiver.join(self.timeout)  # the receiver has the server's reason, if it sent one
             raise self._error or closed_by(exc) from None

@@ -116,7 +116,9 @@ def resynthesis_call(audio: AudioInput, model: str | None, bandwidth_id: int | N
 
 def audio_body(audio: AudioInput) -> tuple[bytes, str]:
     """(the file's bytes, its content type); samples become a float32 WAV."""
-    if isinstance(audio, tuple) and len(audio) == 2:
+    if isinstance(audio, tuple):
+        if len(audio) != 2:
+            raise TypeError(f"audio as a tuple is (samples, sample_rate), got a tuple of {len(audio)} items")
         samples, rate = audio
         grid = _sample_grid(np.asarray(samples))
         return float_wav(float_samples(grid), _sample_rate(rate, grid)), "audio/wav"
@@ -132,8 +134,9 @@ def audio_body(audio: AudioInput) -> tuple[bytes, str]:
 
 def _sample_grid(samples: np.ndarray) -> np.ndarray:
     """``(S,)`` or ``(S, channels)`` samples, checked: ValueError for what no WAV file holds."""
-    if samples.ndim not in (1, 2) or samples.shape[0] == 0:
-        raise ValueError(f"audio samples must be (S,) or (S, channels) with S >= 1, got shape {samples.shape}")
+    if samples.ndim not in (1, 2) or samples.shape[0] == 0 or (samples.ndim == 2 and samples.shape[1] == 0):
+        raise ValueError(f"audio samples must be (S,) or (S, channels) with S >= 1 and channels >= 1, got shape "
+                         f"{samples.shape}")
     if samples.ndim == 2 and samples.shape[1] > 64 >= samples.shape[0]:
         raise ValueError(f"audio samples of shape {samples.shape} look channels-first; pass (S, channels) "
                          "(samples.T)")
@@ -145,13 +148,15 @@ def _sample_rate(rate: object, samples: np.ndarray) -> int:
     (rate * 4 * channels) in 32 bits. Unchecked, 0 made a header the server could not read ("could not decode the
     audio file"), -1 an OverflowError about unsigned ints, and 22050.5 went out as 22050 without a word."""
     channels = 1 if samples.ndim == 1 else samples.shape[1]
+    highest = 2**32 // (4 * channels) - 1
     try:
         whole = int(rate)  # type: ignore[call-overload]
         exact = whole == rate
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an infinite rate
         exact = False
-    if not exact or not 1 <= whole < 2**32 // (4 * channels):
-        raise ValueError(f"the sample rate of (samples, rate) must be a whole number of Hz, at least 1, got {rate!r}")
+    if not exact or not 1 <= whole <= highest:
+        raise ValueError(f"the sample rate of (samples, rate) must be a whole number of Hz from 1 to {highest} "
+                         f"(a WAV header's 32-bit byte rate at {channels} channel(s) of float32), got {rate!r}")
     return whole
 
 

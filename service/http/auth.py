@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import hmac
 from collections.abc import Sequence
 
@@ -22,7 +21,8 @@ _MISSING_ON_STREAM = (f"{_MISSING} (a browser, which cannot: offer the subprotoc
 
 
 class BearerAuth:
-    """Checks ``Authorization: Bearer <key>`` headers; with no keys configured everything passes."""
+    """Checks ``Authorization: Bearer <key>`` headers, and on a stream's handshake the key a browser offers as a
+    subprotocol instead (:meth:`check_stream`); with no keys configured everything passes."""
 
     def __init__(self, keys: Sequence[str]) -> None:
         self._keys = tuple(k.encode() for k in keys)
@@ -68,11 +68,13 @@ def key_of_subprotocols(subprotocols: Sequence[str]) -> str | None:
         raise UnauthorizedError(f"{len(offered)} '{KEY_SUBPROTOCOL_PREFIX}' subprotocols offered; expected one key")
     encoded = offered[0][len(KEY_SUBPROTOCOL_PREFIX):]
     try:
+        # validate=True alone would take "+" and "/" too: standard base64, which a subprotocol cannot carry ("/").
+        if "+" in encoded or "/" in encoded:
+            raise ValueError(encoded)
         key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), altchars=b"-_", validate=True).decode("ascii")
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
         key = ""
     if not key:
         raise UnauthorizedError(f"the '{KEY_SUBPROTOCOL_PREFIX}' subprotocol does not hold a key in base64url; "
                                 "expected the API key encoded as base64url, without padding")
     return key
-

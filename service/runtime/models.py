@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +24,7 @@ from service.runtime.registry import ModelSpec, RegistryError, model_specs
 from service.settings import Settings
 from vocos_core import Vocos, matmul_ways
 from vocos_core.builtin import DEMO_DESCRIPTION, DEMO_MEL_24KHZ
+from vocos_core.checkpoint import hub_id_shaped
 from vocos_core.config import EncodecFeaturesConfig, FeatureExtractorConfig, MelSpectrogramFeaturesConfig
 from vocos_core.errors import UnavailableError, VocosError
 from vocos_core.feature_extractors import ENCODEC_BINS, MelSpectrogramFeatures, codebooks_for_bandwidth
@@ -39,8 +39,6 @@ from vocos_core.streaming import Lookahead, StreamState, decode_steps
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# A Hub repo id as huggingface_hub takes it (org/name), held with fullmatch; './x' and 'x' are no such id.
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 # Rows of the stream steps warmed up at start: 32 real-time streams of 5-20-frame chunks take ~400.
 WARM_STEP_ROWS = 1024
 
@@ -302,7 +300,7 @@ def _relative_hint(source: str) -> str:
     file's, which a source written beside that file suggests. Not for a Hub id (``org/name``), whose failure
     vocos_core words already ("no directory of that name here, so a Hub repo")."""
     path = Path(source).expanduser()
-    if path.is_absolute() or path.is_dir() or _HUB_ID.fullmatch(source):
+    if path.is_absolute() or path.is_dir() or hub_id_shaped(source):
         return ""
     return f" (a relative path is taken from the current directory, {Path.cwd()})"
 

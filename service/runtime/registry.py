@@ -216,7 +216,7 @@ def _text_number(value: Any) -> str:
     plain = format(Decimal(repr(number)), "f")  # no exponent: 1e-07 would be text again
     plain = plain.rstrip("0").rstrip(".") if "." in plain else plain
     why = ("YAML reads an exponent only with a dot and a signed exponent, such as 1.0e-3"
-           if "e" in value.lower() else "quoted")
+           if "e" in value.lower() else "quoted, or a form YAML 1.1 does not read as a number")
     return f" (text: {why}; write {plain})"
 
 

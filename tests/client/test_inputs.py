@@ -19,7 +19,8 @@ def _client(answer: httpx.Response) -> Client:
 
 
 @pytest.mark.parametrize(("samples", "message"), [
-    (np.zeros(0, np.float32), r"\(S,\) or \(S, channels\) with S >= 1, got shape \(0,\)"),
+    (np.zeros(0, np.float32), r"\(S,\) or \(S, channels\) with S >= 1 and channels >= 1, got shape \(0,\)"),
+    (np.zeros((480, 0), np.float32), r"channels >= 1, got shape \(480, 0\)"),  # was a ZeroDivisionError
     (np.zeros((2, 48000), np.float32), r"look channels-first; pass \(S, channels\)"),
     (np.zeros((2, 3, 4), np.float32), r"got shape \(2, 3, 4\)"),
 ])
@@ -28,13 +29,16 @@ def test_samples_no_wav_holds_are_refused_before_sending(samples: np.ndarray, me
         client.resynthesize((samples, 24000))
 
 
-@pytest.mark.parametrize("rate", [0, -1, 22050.5, 2**31, "24000", None])
+@pytest.mark.parametrize("rate", [0, -1, 22050.5, 2**30, "24000", None, float("inf")])
 def test_a_sample_rate_no_wav_header_holds_is_refused_before_sending(rate: object) -> None:
     """0 went out in a header the server could not read ("could not decode the audio file"), -1 and 2**31 raised
     OverflowError ("can't convert negative int to unsigned"), 22050.5 went out as 22050."""
     with _client(httpx.Response(500)) as client, \
-            pytest.raises(ValueError, match=r"must be a whole number of Hz, at least 1, got " + re.escape(repr(rate))):
+            pytest.raises(ValueError, match=r"must be a whole number of Hz from 1 to 1073741823 \(a WAV header's "
+                          r"32-bit byte rate at 1 channel\(s\) of float32\), got " + re.escape(repr(rate))):
         client.resynthesize((np.zeros(480, np.float32), rate))  # type: ignore[arg-type]
+    with _client(httpx.Response(500)) as client, pytest.raises(ValueError, match=r"from 1 to 536870911 .* at 2 ch"):
+        client.resynthesize((np.zeros((480, 2), np.float32), 2**29))
 
 
 def test_whole_rates_of_any_number_type_are_taken() -> None:
@@ -52,13 +56,16 @@ def test_whole_rates_of_any_number_type_are_taken() -> None:
 
 @pytest.mark.parametrize(("audio", "hint"), [(np.zeros(480, np.float32), "ndarray (pass (samples, rate))"),
                                              ([np.zeros(480, np.float32), 24000], "list"),
-                                             ((np.zeros(480, np.float32), 24000, 1), "tuple")])
+                                             ])
 def test_audio_of_another_kind_is_refused_naming_what_is_taken(audio: object, hint: str) -> None:
     """Samples without their rate raised Path()'s "expected str, bytes or os.PathLike object, not ndarray"."""
     with _client(httpx.Response(500)) as client, \
             pytest.raises(TypeError, match=r"a file path, the bytes of an audio file, or a \(samples, sample_rate\) "
                           r"tuple; got " + re.escape(hint)):
         client.resynthesize(audio)  # type: ignore[arg-type]
+    with _client(httpx.Response(500)) as client, \
+            pytest.raises(TypeError, match=r"^audio as a tuple is \(samples, sample_rate\), got a tuple of 3 items$"):
+        client.resynthesize((np.zeros(480, np.float32), 24000, 1))  # type: ignore[arg-type]
 
 
 def test_a_url_without_its_scheme_is_refused() -> None:

@@ -53,7 +53,7 @@ def test_refusals_of_a_streams_subprotocol_key_say_what_was_expected() -> None:
         auth.check_stream(None, ["vocos"])
     with pytest.raises(UnauthorizedError, match="expected one key"):
         auth.check_stream(None, [subprotocol("k1"), subprotocol("k2")])
-    for encoded in ("%%", "", "gA"):  # not base64url; nothing; a byte beyond ASCII
+    for encoded in ("%%", "", "gA", "a2+x"):  # not base64url; nothing; a byte beyond ASCII; standard base64
         with pytest.raises(UnauthorizedError, match="expected the API key encoded as base64url"):
             auth.check_stream(None, [KEY_SUBPROTOCOL_PREFIX + encoded])
     BearerAuth([]).check_stream(None, [KEY_SUBPROTOCOL_PREFIX + "%%"])  # no keys: nothing is checked

@@ -91,7 +91,8 @@ def test_inconsistent_model_settings_say_what_was_expected(kwargs: dict[str, str
         ("models:\n  a: {source: /x, max_wait_ms: 1e-3}\n", r"max_wait_ms must be a number, got '1e-3' \(text: YAML "
          r"reads an exponent only with a dot and a signed exponent, such as 1.0e-3; write 0.001\)$"),
         ("models:\n  a: {source: /x, max_wait_ms: 1e-7}\n", r"write 0.0000001\)$"),
-        ("models:\n  a: {source: /x, max_queue_size: '64'}\n", r"got '64' \(text: quoted; write 64\)$"),
+        ("models:\n  a: {source: /x, max_queue_size: '64'}\n",
+         r"got '64' \(text: quoted, or a form YAML 1.1 does not read as a number; write 64\)$"),
         ("models:\n  a: {source: /x, max_batch_frames: 1.6e4}\n", r"got '1.6e4' \(text: .*; write 16000\)$"),
         ("models:\n  a: {source: /x}\n  a: {source: /y}\n", r"keys given more than once: \['a'\]"),
         ("models:\n  yes: {source: /x}\n", r"model names must be strings; YAML reads a name written as yes/no, "
