@@ -17,8 +17,12 @@ import torch
 import yaml
 
 from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_failure
-from ..errors import CheckpointError
+from ..errors import CheckpointError, VocosError
 from .experiment import GENERATOR_PARTS
+
+
+class OutputDirError(VocosError, OSError):
+    """The output directory cannot be created or written (an OSError still, for callers that catch those)."""
 
 
 def hub_config(hparams: dict[str, Any]) -> dict[str, Any]:
@@ -40,10 +44,22 @@ def _plain(value: Any) -> Any:
 
 def write_hub_dir(out_dir: str | os.PathLike[str], config: dict[str, Any], state: dict[str, torch.Tensor]) -> Path:
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / CONFIG_NAME).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / CONFIG_NAME).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    except OSError as exc:  # the raw error ("[Errno 17] File exists") does not say what the argument should be
+        raise OutputDirError(f"{out}: {_output_dir_problem(out, exc)}; expected a directory to create or an "
+                             "existing, writable directory") from None
     torch.save({k: v.contiguous() for k, v in state.items()}, out / WEIGHTS_NAME)
     return out
+
+
+def _output_dir_problem(out: Path, exc: OSError) -> str:
+    # A file in the way (the path itself or one of its folders) is named: the OS calls both cases differently.
+    in_the_way = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if in_the_way is not None:
+        return "is a file" if in_the_way == out else f"{in_the_way} is a file"
+    return (exc.strerror or str(exc)).lower()
 
 
 def read_checkpoint(ckpt: str | os.PathLike[str]) -> dict[str, Any]:

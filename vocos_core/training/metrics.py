@@ -52,7 +52,9 @@ def pesq_wb(reference: np.ndarray, degraded: np.ndarray) -> float:
 
     scores = [pesq(METRIC_RATE, r, d, "wb", on_error=PesqError.RETURN_VALUES) for r, d in zip(reference, degraded,
                                                                                             strict=True)]
-    valid = [s for s in scores if s > -1]  # -1: PESQ's error value (e.g. no utterance detected)
+    # PESQ's errors are negative codes (-7: no utterance detected, -6: under 1/4 s); some items give NaN
+    # (a silent output), which the comparison leaves out too.
+    valid = [s for s in scores if s > -1]
     return float(np.mean(valid)) if valid else math.nan
 
 

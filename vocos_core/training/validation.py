@@ -1,8 +1,8 @@
 """Validation and TensorBoard samples of :class:`~.experiment.VocosExp`: metrics, audio, mel images.
 
 ``val_loss`` is the reference's: mel L1 + (5 - UTMOS) + (5 - PESQ), with a metric that is not
-evaluated counting as 0, so checkpoints are ranked as the reference ranks them (among runs that
-evaluate the same metrics).
+evaluated counting as 0 (PESQ too where it scores no item: no speech, or crops too short), so
+checkpoints are ranked as the reference ranks them (among runs that evaluate the same metrics).
 """
 
 from __future__ import annotations
@@ -70,10 +70,17 @@ class ValidationMixin:
             writer.add_image(f"{tag}/mel_pred", mel_image(mel.log_mel(audio_hat[None].float())[0]), step,
                              dataformats="HWC")
 
+    def _scalars_step(self) -> int:
+        """The step at which Lightning logs what ``self.log`` gives now: one per batch, and a validation's that of
+        the batch before it. Samples go there too, beside their metrics: ``global_step`` counts both optimisers'
+        steps (2 per batch), ``batches_seen`` windows of accumulated batches. (Lightning's own callbacks, its
+        LearningRateMonitor for one, read the same counter.)"""
+        return int(self.trainer.fit_loop.epoch_loop._batches_that_stepped)  # type: ignore[attr-defined]
+
     def log_train_samples(self, audio: torch.Tensor, audio_hat: torch.Tensor) -> None:
         batches = self.batches_seen  # type: ignore[attr-defined]
         if batches % TRAIN_SAMPLE_EVERY == 0 and self.global_rank == 0:  # type: ignore[attr-defined]
-            self._log_pair("train", audio[0], audio_hat[0], batches)
+            self._log_pair("train", audio[0], audio_hat[0], self._scalars_step())
 
     def on_validation_epoch_start(self) -> None:
         self._val_outputs = []
@@ -127,14 +134,15 @@ class ValidationMixin:
             return
         keys = ("mel_loss", "mrstft", "pesq_score", "utmos_score")
         mean = {k: _nanmean([o[k] for o in outputs]) for k in keys}
-        pesq = 0.0 if math.isnan(mean["pesq_score"]) else mean["pesq_score"]
+        pesq = self._validation_pesq(mean["pesq_score"])
+        counted_pesq = 0.0 if pesq is None else pesq
         log_ = self.log  # type: ignore[attr-defined]
-        log_("val_loss", mean["mel_loss"] + (5 - mean["utmos_score"]) + (5 - pesq), sync_dist=True)
+        log_("val_loss", mean["mel_loss"] + (5 - mean["utmos_score"]) + (5 - counted_pesq), sync_dist=True)
         log_("val/mel_loss", mean["mel_loss"], sync_dist=True)
         log_("val/mrstft", mean["mrstft"], sync_dist=True)
         if self._val_metrics["evaluate_utmos"]:
             log_("val/utmos_score", mean["utmos_score"], sync_dist=True)
-        if self._val_metrics["evaluate_pesq"]:  # set but skipped (pesq not installed): not logged as a score of 0
+        if pesq is not None:
             log_("val/pesq_score", pesq, sync_dist=True)
         for key in ("periodicity_loss", "pitch_loss", "f1_score"):  # the reference's names
             values = [o[key] for o in outputs if key in o]
@@ -142,4 +150,23 @@ class ValidationMixin:
                 log_(f"val/{key}", _nanmean(values), sync_dist=True)
         sample = next((o["sample"] for o in outputs if "sample" in o), None)
         if sample is not None and self.global_rank == 0:  # type: ignore[attr-defined]
-            self._log_pair("val", sample[0], sample[1], self.global_step)  # type: ignore[attr-defined]
+            self._log_pair("val", sample[0], sample[1], self._scalars_step())
+
+    def _validation_pesq(self, local: float) -> float | None:
+        """This validation's PESQ over all ranks (items where PESQ finds no speech left out), or None where it is
+        not evaluated: not set, not installed, or no item scored on any rank. None is logged as no score and
+        counts as 0 in val_loss, as the reference counts a metric it does not evaluate; a val/pesq_score of 0
+        would be a score below PESQ's range (1 to 4.64) that no audio gets."""
+        if not self._val_metrics["evaluate_pesq"]:
+            return None
+        # Each rank's mean, gathered: all ranks then log the same keys (a sync_dist key that some ranks do not
+        # log stalls the others), and a rank without speech does not pull the mean of the others down.
+        gathered = self.all_gather(torch.tensor(local, dtype=torch.float32))  # type: ignore[attr-defined]
+        score = _nanmean(torch.as_tensor(gathered).flatten().tolist())
+        if not math.isnan(score):
+            return score
+        if not getattr(self, "_warned_pesq_unscored", False):
+            log.warning("val/pesq_score is not logged: PESQ scored no validation item (it needs speech, and at least "
+                        "1/4 s of audio per item); val_loss counts it as 0, as when evaluate_pesq is off")
+            self._warned_pesq_unscored = True
+        return None

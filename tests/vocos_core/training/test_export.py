@@ -12,14 +12,13 @@ import yaml
 from vocos_core.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 from vocos_core.pretrained import Vocos
 from vocos_core.training.cli import main
-from vocos_core.training.experiment import VocosExp
+from vocos_core.training.experiment import GENERATOR_PARTS, VocosExp
 
 from .test_fit import last_checkpoint
-from .training_helpers import tiny_config
+from .training_helpers import CONFIGS, tiny_config
 
 # Each test runs Lightning fits (the full-size discriminators): tens of seconds on 2 CPU cores.
 pytestmark = pytest.mark.slow
-
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +79,18 @@ def test_export_of_a_file_that_is_not_a_lightning_checkpoint_fails_in_one_line(t
     assert not marker.exists()  # the checkpoint is read as data: nothing in it runs
     for advice in ("weights_only", "can still be loaded", "torch.save your checkpoint"):  # torch's, misleading here
         assert advice not in str(stopped.value), stopped.value
+
+
+@pytest.mark.parametrize(("out", "problem"), [("train.txt", "is a file"), ("train.txt/model", "train.txt is a file")])
+def test_export_to_a_path_that_cannot_be_a_directory_fails_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                       out: str, problem: str) -> None:
+    """It printed the OS's error alone: "vocos-train export: [Errno 17] File exists: 'train.txt'"."""
+    monkeypatch.chdir(tmp_path)
+    Path("train.txt").write_text("a file list\n", encoding="utf-8")
+    model = yaml.safe_load((CONFIGS / "vocos.yaml").read_text(encoding="utf-8"))["model"]
+    torch.save({"state_dict": {}, "hyper_parameters": {k: model[k] for k in GENERATOR_PARTS}}, "run.ckpt")
+    with pytest.raises(SystemExit) as stopped:
+        main(["export", "run.ckpt", out])
+    assert str(stopped.value) == (f"vocos-train export: {out}: {problem}; expected a directory to create or an "
+                                  "existing, writable directory")
+    assert Path("train.txt").read_text(encoding="utf-8") == "a file list\n"

@@ -190,6 +190,25 @@ def test_gradient_accumulation_steps_every_n_batches(tmp_path: Path) -> None:
     assert trained["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 4  # ... over 4 batches
 
 
+def test_audio_and_mel_samples_are_logged_at_the_steps_of_their_scalars(tmp_path: Path) -> None:
+    """Validation samples were logged at global_step, which counts both optimisers' steps (2 per batch), and
+    training samples at the count of accumulation windows, while the scalars count batches."""
+    config = tiny_config("vocos.yaml", tmp_path, max_steps=4, trainer={"num_sanity_val_steps": 0},
+                         extra_model={"accumulate_grad_batches": 2, "evaluate_periodicty": False})
+    main(["fit", "--config", str(config)])  # 2 epochs of 2 batches, one window each, each followed by validation
+    events = sorted(tmp_path.glob("logs/**/events.out.tfevents.*"))
+    acc = EventAccumulator(str(events[-1].parent), size_guidance={"audio": 0, "images": 0, "scalars": 0}).Reload()
+    val_steps = [e.step for e in acc.Scalars("val/mel_loss")]
+    assert val_steps == [1, 3]
+    for tag in ("val/audio_in", "val/audio_pred"):
+        assert [e.step for e in acc.Audio(tag)] == val_steps, tag
+    for tag in ("val/mel_target", "val/mel_pred"):
+        assert [e.step for e in acc.Images(tag)] == val_steps, tag
+    assert [e.step for e in acc.Audio("train/audio_pred")] == [1]  # the first window's last batch
+    assert [e.step for e in acc.Images("train/mel_pred")] == [1]
+    assert "val/pesq_score" not in acc.Tags()["scalars"]  # crops under PESQ's 1/4 s: no score, not 0
+
+
 def test_bf16_mixed_precision_trains(tmp_path: Path) -> None:
     """``--trainer.precision bf16-mixed`` (the GPU recipe's) through CPU autocast: every part steps, and
     the losses stay finite."""

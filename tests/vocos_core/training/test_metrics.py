@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -56,22 +57,60 @@ def test_unavailable_metrics_say_why(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "UTMOS" in str(metrics.utmos_unavailable())
 
 
+class Validation(ValidationMixin):
+    """The validation mixin on its own: what it logs, on one rank."""
+
+    global_rank = 0
+
+    def __init__(self, **flags: bool) -> None:
+        self.hparams = {"evaluate_pesq": False, "evaluate_utmos": False, "evaluate_periodicty": False, **flags}
+        self.logged: dict[str, float] = {}
+
+    def log(self, name: str, value: float, **kwargs: Any) -> None:
+        self.logged[name] = value
+
+    def all_gather(self, data: torch.Tensor) -> torch.Tensor:  # one rank: Lightning's returns the tensor itself
+        return data
+
+    def validate(self, *pesq_scores: float) -> dict[str, float]:
+        """One validation of batches of mel loss 0.5 and these PESQ means (NaN: no item scored)."""
+        self.logged = {}
+        self.on_validation_epoch_start()
+        self._val_outputs = [{"mel_loss": 0.5, "mrstft": 1.0, "pesq_score": s, "utmos_score": 0.0} for s in pesq_scores]
+        self.on_validation_epoch_end()
+        return self.logged
+
+
 def test_a_metric_skipped_at_validation_is_not_logged(monkeypatch: pytest.MonkeyPatch) -> None:
     """evaluate_pesq without the pesq package logged val/pesq_score 0 beside its warning that PESQ was skipped."""
     monkeypatch.setattr(metrics, "pesq_unavailable", lambda: "the pesq package is not installed")
-    logged: dict[str, float] = {}
-
-    class Module(ValidationMixin):
-        global_rank = 0
-
-        def __init__(self) -> None:
-            self.hparams = {"evaluate_pesq": True, "evaluate_utmos": False, "evaluate_periodicty": False}
-
-        def log(self, name: str, value: float, **kwargs: Any) -> None:
-            logged[name] = value
-
-    module = Module()
-    module.on_validation_epoch_start()
-    module._val_outputs = [{"mel_loss": 0.5, "mrstft": 1.0, "pesq_score": 0.0, "utmos_score": 0.0}]
-    module.on_validation_epoch_end()
+    logged = Validation(evaluate_pesq=True).validate(0.0)
     assert logged == {"val_loss": 10.5, "val/mel_loss": 0.5, "val/mrstft": 1.0}
+
+
+def test_a_validation_where_pesq_scores_no_item_logs_no_pesq(monkeypatch: pytest.MonkeyPatch,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """No item with speech (tones, short crops) logged val/pesq_score 0, below PESQ's range (1 to 4.64)."""
+    monkeypatch.setattr(metrics, "pesq_unavailable", lambda: None)
+    module = Validation(evaluate_pesq=True)
+    with caplog.at_level("WARNING"):
+        for _ in range(2):
+            # val_loss as when PESQ is not evaluated (the test above): it counts as 0
+            assert module.validate(math.nan, math.nan) == {"val_loss": 10.5, "val/mel_loss": 0.5, "val/mrstft": 1.0}
+    warnings = [r.getMessage() for r in caplog.records if "pesq" in r.getMessage()]
+    assert len(warnings) == 1 and "\n" not in warnings[0], warnings  # once a run, not each validation
+    assert "val/pesq_score is not logged: PESQ scored no validation item" in warnings[0]
+    # A batch without speech among others is left out of the mean, not scored 0.
+    assert module.validate(math.nan, 3.0) == {"val_loss": 7.5, "val/mel_loss": 0.5, "val/mrstft": 1.0,
+                                              "val/pesq_score": 3.0}
+
+
+@pytest.mark.skipif(metrics.pesq_unavailable() is not None, reason=str(metrics.pesq_unavailable()))
+def test_pesq_leaves_out_the_items_it_cannot_score() -> None:
+    speech, silence = voiced(), np.zeros(32000, np.float32)  # PESQ detects no utterance in silence
+    with np.errstate(invalid="ignore"):  # the pesq package's 0/0 when it scales silence to its peak
+        alone = metrics.pesq_wb(speech[None], speech[None])
+        assert metrics.pesq_wb(np.stack([speech, silence]), np.stack([speech, silence])) == pytest.approx(alone)
+        assert math.isnan(metrics.pesq_wb(silence[None], silence[None]))
+    short = speech[:3000][None]  # under the 1/4 s that PESQ needs
+    assert math.isnan(metrics.pesq_wb(short, short))
