@@ -83,17 +83,23 @@ def resume_problems(model: VocosExp, ckpt_path: str, trainer: L.Trainer | None =
 
 
 def _last_checkpoint(trainer: L.Trainer) -> tuple[str | None, list[str]]:
-    """The checkpoint that ``--ckpt_path last`` resumes, or None and why there is none. Without one, Lightning
-    trains from scratch after a warning, which it always does under the configs' logger: each run logs to a
-    new version_N folder."""
+    """The checkpoint that ``--ckpt_path last`` resumes (the newest ``last*.ckpt`` of the run's checkpoint folders),
+    or None, and why the run cannot start. With none, Lightning trains from scratch after a warning: right for the
+    first run of a job that passes ``last`` every time under a fixed logger version, but not after an earlier run
+    whose checkpoints the configs' logger left in another ``version_N`` folder, the case that stops."""
+    found: set[str] = set()
     folders: list[Path] = []
     for callback in trainer.checkpoint_callbacks:
         if isinstance(callback, ModelCheckpoint):
-            found = callback._find_last_checkpoints(trainer)
-            if found:
-                return max(found, key=lambda c: Path(c).stat().st_mtime), []  # the one Lightning picks
+            found |= callback._find_last_checkpoints(trainer)  # Lightning's own search for "last"
             folders.append(Path(callback.dirpath or Path(trainer.log_dir or trainer.default_root_dir, "checkpoints")))
-    others = [c for f in folders for c in f.parent.parent.glob("*/checkpoints/last*.ckpt")]
-    newest = f", e.g. {max(others, key=lambda c: c.stat().st_mtime)}" if others else ""
-    return None, [f"--ckpt_path last: no last checkpoint in {', '.join(map(str, folders)) or 'this run'} (each run "
-                  f"logs to a new version_N folder); expected the path of the checkpoint to resume{newest}"]
+    if found:
+        local = [c for c in found if "://" not in c]  # a remote one is Lightning's to pick, unchecked
+        return (max(local, key=lambda c: Path(c).stat().st_mtime) if local else None), []
+    others = [c for f in folders if "://" not in str(f) for c in f.parent.parent.glob("*/checkpoints/last*.ckpt")]
+    if not others:
+        return None, []
+    newest = max(others, key=lambda c: c.stat().st_mtime)
+    return None, [f"--ckpt_path last: no last checkpoint in {', '.join(map(str, folders))}: this run logs to a new "
+                  f"version_N folder, and earlier runs' checkpoints are in theirs; expected the path of the checkpoint "
+                  f"to resume, e.g. {newest}"]

@@ -95,7 +95,9 @@ class VocosCLI(LightningCLI):
 
     def _print_config(self, config: Any) -> None:
         """jsonargparse's --print_config, which would print the config before the generator flags are applied."""
-        names = {"skip_default": "skip_default", "skip_unset": "skip_unset", "comments": "with_comments"}
+        # jsonargparse's flags (skip_null: its older name of skip_unset), as its dump takes them (pyproject's floor).
+        names = {"skip_default": "skip_default", "skip_unset": "skip_unset", "skip_null": "skip_unset",
+                 "comments": "with_comments"}
         unknown = [f for f in self.print_config or () if f not in names]
         if unknown:
             raise SystemExit(f"vocos-train: --print_config={','.join(unknown)}: expected flags among {sorted(names)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,9 @@ def test_print_config_shows_the_generator_flags(tmp_path: Path, capsys: pytest.C
     assert stopped.value.code in (0, None)
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["model"]["backbone"]["init_args"]["dim"] == 24
+    with pytest.raises(SystemExit) as stopped:  # jsonargparse's older name of skip_unset is taken as it takes it
+        main(["fit", "--config", str(config), "--model.backbone.init_args.dim", "24", "--print_config=skip_null"])
+    assert stopped.value.code in (0, None) and "dim: 24" in capsys.readouterr().out
     with pytest.raises(SystemExit, match=r"^vocos-train: --print_config=bogus: expected flags among"):
         main(["fit", "--config", str(config), "--model.backbone.init_args.dim", "24", "--print_config=bogus"])
 
@@ -89,9 +93,19 @@ def test_validate_checks_the_settings_and_loads_init_from(tmp_path: Path) -> Non
         main(["validate", "--config", str(config), "--data.init_args.val_params.sampling_rate", "16000"])
 
 
-def test_ckpt_path_last_without_a_last_checkpoint_stops_the_run(tmp_path: Path) -> None:
-    """Lightning trained from scratch after one warning, as it does for every new version_N folder."""
+def test_ckpt_path_last_after_a_run_in_another_version_folder_stops_the_run(tmp_path: Path) -> None:
+    """Lightning trained from scratch after one warning, as it does in every new version_N folder: right for the
+    first run of a job that always passes last, wrong once an earlier run left its last.ckpt in version_0."""
     config = tiny_config("vocos.yaml", tmp_path, max_steps=2)
-    with pytest.raises(SystemExit, match=r"^vocos-train: --ckpt_path last: no last checkpoint in .*version_0"
-                                         r".*checkpoints \(each run logs to a new version_N folder\)"):
+    main(["fit", "--config", str(config), "--ckpt_path", "last"])  # the first run: nothing to resume, it trains
+    earlier = tmp_path / "logs" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    assert earlier.is_file()
+    with pytest.raises(SystemExit, match=r"^vocos-train: --ckpt_path last: no last checkpoint in .*version_1"
+                                         r".*checkpoints: this run logs to a new version_N folder, .* e\.g\. "
+                                         + re.escape(str(earlier))):
         main(["fit", "--config", str(config), "--ckpt_path", "last"])
+    # Under the same logger version, last is that folder's checkpoint, checked against the config as any path is.
+    with pytest.raises(SystemExit, match=r"^vocos-train: --ckpt_path .*version_0.*last\.ckpt: the checkpoint is not "
+                                         r"of this config's model: backbone\.dim"):
+        main(["fit", "--config", str(config), "--ckpt_path", "last", "--trainer.logger.init_args.version", "0",
+              "--model.backbone.init_args.dim", str(TINY_DIM + 8), "--model.head.init_args.dim", str(TINY_DIM + 8)])
