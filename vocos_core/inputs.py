@@ -9,8 +9,9 @@ import torch
 from .errors import InputError
 
 
-def check_features(x: object, channels: int, name: str = "features") -> torch.Tensor:
-    """Accept ``(B, C, T)`` real floating features with C == channels, T >= 1, all finite."""
+def check_features(x: object, channels: int, name: str = "features", dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Accept ``(B, C, T)`` real floating features with C == channels, T >= 1, all finite (and, given the
+    ``dtype`` the model computes in, finite in it)."""
     if not isinstance(x, torch.Tensor):
         raise InputError(f"{name}: expected a torch.Tensor of shape (B, {channels}, T), got {type(x).__name__}")
     if x.dim() != 3:
@@ -20,12 +21,13 @@ def check_features(x: object, channels: int, name: str = "features") -> torch.Te
         raise InputError(f"{name}: expected {channels} channels (dim 1), got {x.shape[1]}")
     if x.shape[0] == 0 or x.shape[2] == 0:
         raise InputError(f"{name}: empty input {tuple(x.shape)}; need at least one item and one frame")
-    _check_finite(x, name)
+    _check_finite(x, name, dtype)
     return x
 
 
-def check_feature_list(items: Iterable[torch.Tensor], channels: int) -> list[torch.Tensor]:
-    """Accept a non-empty sequence (or any iterable) of ``(C, T_i)`` feature tensors."""
+def check_feature_list(items: Iterable[torch.Tensor], channels: int,
+                       dtype: torch.dtype | None = None) -> list[torch.Tensor]:
+    """Accept a non-empty sequence (or any iterable) of ``(C, T_i)`` feature tensors (as :func:`check_features`)."""
     items = list(items)
     if len(items) == 0:
         raise InputError("features: expected at least one item")
@@ -34,12 +36,13 @@ def check_feature_list(items: Iterable[torch.Tensor], channels: int) -> list[tor
         if not isinstance(x, torch.Tensor) or x.dim() != 2:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise InputError(f"features[{i}]: expected shape ({channels}, T), got {shape}")
-        out.append(check_features(x.unsqueeze(0), channels, f"features[{i}]")[0])
+        out.append(check_features(x.unsqueeze(0), channels, f"features[{i}]", dtype)[0])
     return out
 
 
 def check_audio(x: object, min_samples: int) -> torch.Tensor:
-    """Accept ``(S,)`` or ``(B, S)`` real floating audio with at least ``min_samples`` samples, finite."""
+    """Accept ``(S,)`` or ``(B, S)`` real floating audio with at least ``min_samples`` samples, finite in
+    float32 (the front-ends' dtype)."""
     if not isinstance(x, torch.Tensor) or x.dim() not in (1, 2):
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise InputError(f"audio: expected a tensor of shape (B, samples) or (samples,), got {shape}")
@@ -48,7 +51,7 @@ def check_audio(x: object, min_samples: int) -> torch.Tensor:
         raise InputError(f"audio: the batch is empty, shape {tuple(x.shape)}; expected (B, samples) with B >= 1")
     if x.numel() == 0 or x.shape[-1] < min_samples:
         raise InputError(f"audio: need at least {min_samples} samples, got {x.shape[-1]}")
-    _check_finite(x, "audio")
+    _check_finite(x, "audio", torch.float32)
     return x
 
 
@@ -102,6 +105,15 @@ def _check_float(x: torch.Tensor, name: str) -> None:
         raise InputError(f"{name}: expected a floating-point tensor, got {x.dtype}")
 
 
-def _check_finite(x: torch.Tensor, name: str) -> None:
+def _check_finite(x: torch.Tensor, name: str, dtype: torch.dtype | None = None) -> None:
+    """Refuse NaN and Inf, and values that become Inf once cast to ``dtype`` (a float64 1e39 in a float32
+    model), which would give NaN audio without an error."""
     if not bool(torch.isfinite(x).all()):
         raise InputError(f"{name}: contains NaN or Inf")
+    if dtype is None or torch.finfo(x.dtype).max <= torch.finfo(dtype).max:
+        return  # every finite value of x's dtype is finite in dtype
+    limit = torch.finfo(dtype).max
+    low, high = torch.aminmax(x)
+    if float(low) < -limit or float(high) > limit:
+        raise InputError(f"{name}: holds {max(-float(low), float(high)):.3g}, beyond the range of {dtype} "
+                         f"(±{limit:.3g}), which it is computed in; expected values within that range")

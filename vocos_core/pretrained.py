@@ -145,7 +145,7 @@ class Vocos(nn.Module):
     @torch.inference_mode()
     def decode(self, features_input: torch.Tensor, bandwidth_id: torch.Tensor | int | None = None) -> torch.Tensor:
         """``(B, C, T)`` features -> ``(B, S)`` audio, S = ``num_samples(T)``."""
-        x = inputs.check_features(features_input, self.n_features)
+        x = inputs.check_features(features_input, self.n_features, dtype=self._dtype())
         ids = self._bandwidth_ids(bandwidth_id, x.shape[0])
         hidden = self.backbone(x.to(self._dtype()), bandwidth_id=ids)
         audio = self.head(hidden)
@@ -161,7 +161,7 @@ class Vocos(nn.Module):
         end to end, zeros between them masked before every convolution; the head sees them padded,
         padded frames left out of each item's overlap-add normalisation.
         """
-        items = inputs.check_feature_list(features, self.n_features)
+        items = inputs.check_feature_list(features, self.n_features, self._dtype())
         ids = self._bandwidth_ids(bandwidth_ids, len(items))
         lengths = [x.shape[-1] for x in items]
         # The backbone runs the items end to end, with no padding (see vocos_core.packing); the

@@ -47,6 +47,25 @@ def test_decode_batch_rejects_bad_items(mel: Vocos) -> None:
         mel.decode_batch([torch.full((100, 4), float("nan"))])
 
 
+def test_values_beyond_the_models_dtype_are_refused_not_decoded_to_nan(mel: Vocos) -> None:
+    """A finite float64 1e39 was accepted and became Inf in the float32 model: NaN audio, no error."""
+    features = torch.randn(1, 100, 12, dtype=torch.float64)
+    features[0, 3, 5] = -1e39
+    beyond = r"holds 1e\+39, beyond the range of torch.float32"
+    with pytest.raises(InputError, match=f"features: {beyond}"):
+        mel.decode(features)
+    with pytest.raises(InputError, match=rf"features\[0\]: {beyond}"):
+        mel.decode_batch([features[0]])
+    with pytest.raises(InputError, match=f"frames: {beyond}"):
+        mel.stream().push(features[0])
+    with pytest.raises(InputError, match=f"audio: {beyond}"):
+        mel.audio_to_features(torch.full((1, 2000), 1e39, dtype=torch.float64))
+    half = Vocos.from_pretrained(REFERENCE / "vocos-mel-tiny").half()
+    with pytest.raises(InputError, match=r"holds 7e\+04, beyond the range of torch.float16"):
+        half.decode(torch.full((1, 100, 3), 7e4))
+    assert torch.isfinite(mel.decode(features.clamp(-20, 20))).all()  # float64 within range still decodes
+
+
 @pytest.mark.parametrize(("audio", "message"), [
     (torch.randn(1, 1, 1000), r"shape \(B, samples\)"),
     (torch.randn(1, 10), "at least 513 samples"),
@@ -118,6 +137,13 @@ def test_decode_batch_takes_any_iterable_and_stream_push_says_its_shape(mel: Voc
         assert torch.equal(got, want)
     with pytest.raises(InputError, match=r"frames: expected shape \(100, t\), got \(100,\)"):
         mel.stream().push(torch.randn(100))
+
+
+@pytest.mark.parametrize("codes", [torch.zeros(4, dtype=torch.long), torch.zeros(4, 1, 6, dtype=torch.long), [[0]]])
+def test_stream_push_codes_says_its_own_shape(enc: Vocos, codes: object) -> None:
+    """push_codes takes (K, t) only; 1-D codes and lists were answered with decode_codes' (K, L) or (K, B, L)."""
+    with pytest.raises(InputError, match=r"codes: expected shape \(K, t\), got"):
+        enc.stream(bandwidth_id=1).push_codes(codes)  # type: ignore[arg-type]
 
 
 def test_codebook_count_must_match_bandwidth(enc: Vocos) -> None:

@@ -234,15 +234,16 @@ class VocosStream:
         if not isinstance(frames, torch.Tensor) or frames.dim() != 2:
             shape = tuple(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__
             raise InputError(f"frames: expected shape ({self.model.n_features}, t), got {shape}")
-        x = inputs.check_features(frames.unsqueeze(0), self.model.n_features, "frames")
+        x = inputs.check_features(frames.unsqueeze(0), self.model.n_features, "frames", self.model._dtype())
         return decode_steps(self.model, [self._state()], [x[0]], [False])[0]
 
     def push_codes(self, codes: torch.Tensor) -> torch.Tensor:
         """EnCodec codes ``(K, t)`` -> the audio samples now out, as :meth:`push`; K fixes the bandwidth on
         the first call when none was given, and must stay the same."""
         fe = self.model._require_encodec()
-        if isinstance(codes, torch.Tensor) and codes.dim() == 3:
-            raise InputError(f"codes: expected shape (K, t), got {tuple(codes.shape)}")
+        if not isinstance(codes, torch.Tensor) or codes.dim() != 2:  # check_codes would also offer (K, B, L)
+            shape = tuple(codes.shape) if isinstance(codes, torch.Tensor) else type(codes).__name__
+            raise InputError(f"codes: expected shape (K, t), got {shape}")
         k = inputs.check_codes(codes, fe.num_q, ENCODEC_BINS).shape[0]
         if self.codebooks is None:  # the first codes fix the bandwidth
             bandwidth_id = self.model.bandwidth_id_for_codebooks(k)
