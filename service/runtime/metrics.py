@@ -30,9 +30,11 @@ STREAM_OUTCOMES = ("ok", "error", "disconnected")
 STREAM_ENDPOINTS = ("/stream/mel", "/stream/encodec")
 # Statuses whose time is the client's: a body sent too slowly (408), an answer not read or left (499).
 CLIENT_TIMED = frozenset({408, 499})
-# Failure statuses whose series exist from the start, at 0: rate() and increase() see a series' first sample
-# as its start, so a 5xx counted on a series that first appears with it would move no alert.
+# Statuses whose series exist from the start, at 0: rate() and increase() see a series' first sample as its
+# start, so a failure counted on a series that first appears with it would move no alert. The 5xx of the 5xx
+# alert, and 429 (a queue full) of the queue-full alert.
 SERVER_FAILURES = (500, 503, 504)
+ALERTED_STATUSES = (429, *SERVER_FAILURES)
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _WAIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -56,7 +58,7 @@ class ServiceMetrics:
                            registry=self.registry)
         for endpoint in ENDPOINTS:
             self.request_duration.labels(endpoint)
-            for status in SERVER_FAILURES:
+            for status in ALERTED_STATUSES:
                 self.requests.labels(endpoint, str(status))
 
     def _add_request_metrics(self, r: CollectorRegistry) -> None:

@@ -90,6 +90,14 @@ def test_dashboard_covers_the_required_panels() -> None:
         assert metric in exprs, metric
 
 
+def test_every_metric_an_alert_watches_is_on_the_dashboard() -> None:
+    """Whoever an alert pages finds what it watches on a panel (refused connections and streams had none)."""
+    on_dashboard = set().union(*(selectors(expr) for _, expr in dashboard_queries()))
+    missing = {f"{where}: {name}" for where, expr in all_queries() if where.startswith("alert ")
+               for name in selectors(expr) - on_dashboard - PROMETHEUS_SERIES}
+    assert not missing, "alerted on but on no panel:\n" + "\n".join(sorted(missing))
+
+
 def test_every_queried_metric_is_exported(exported: set[str]) -> None:
     queries = all_queries()
     assert len(queries) > 15

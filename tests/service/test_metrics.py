@@ -36,11 +36,12 @@ def test_every_per_model_series_exists_from_the_start() -> None:
         assert sample in text, sample
 
 
-def test_the_server_failure_series_of_every_endpoint_exist_from_the_start() -> None:
-    """The 5xx alert's rate() saw a failure counted on a series that first appeared with it as no increase."""
+def test_the_alerted_status_series_of_every_endpoint_exist_from_the_start() -> None:
+    """The 5xx and queue-full (429) alerts' rate() saw a failure counted on a series that first appeared with it
+    as no increase."""
     text = ServiceMetrics().render()[0].decode()
     for endpoint in ("/decode/mel", "/decode/encodec", "/resynthesize"):
-        for status in ("500", "503", "504"):
+        for status in ("429", "500", "503", "504"):
             assert f'vocos_requests_total{{endpoint="{endpoint}",status="{status}"}} 0.0' in text
     assert 'status="200"' not in text  # nothing else made up
 
