@@ -67,8 +67,8 @@ class ServiceMetrics:
         )
         self.request_duration = Histogram(
             "vocos_request_duration_seconds",
-            "Request latency, from the end of its body (a slow upload is the client's time) to the response; not of "
-            "requests the client made slow or left (408, 499).",
+            "Request latency, from the end of its body (a slow upload is the client's time) to the last byte of the "
+            "response (a slow reader's download counts); not of requests the client made slow or left (408, 499).",
             ["endpoint"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
@@ -80,7 +80,8 @@ class ServiceMetrics:
         )
         self.audio_seconds = Counter(
             "vocos_audio_seconds", "Seconds of audio the model made for answers and streams, as made (the work "
-            "done: a client that leaves before reading its answer counts too).", ["model"], registry=r,
+            "done: a client that leaves before reading its answer counts too; one cut short while its batch ran does "
+            "not).", ["model"], registry=r,
         )
         self.input_warnings = Counter(
             "vocos_input_warnings", "Mels that look like another front-end's (warned) or that the model's "
