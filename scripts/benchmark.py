@@ -184,6 +184,8 @@ def main() -> None:
     parser.add_argument("--flop-per-cycle", type=int, help="float32 FLOP/cycle/core for the peak (default: "
                         "from the CPU's vendor, family and flags)")
     args = parser.parse_args()
+    if (missing := device_missing(args.device)) is not None:
+        raise SystemExit(f"benchmark.py: {missing}")
     tmp = Path(tempfile.mkdtemp(prefix="vocos-bench-"))
     try:
         mel_dir, enc_dir = write_official_size(tmp / "mel", "mel"), write_official_size(tmp / "enc", "encodec")
@@ -199,6 +201,15 @@ def main() -> None:
         report(args, mel, enc, mel_dir, enc_dir, torch_home)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def device_missing(device: str) -> str | None:
+    """What ``--device`` needs that this torch lacks (torch's own answer is an AssertionError traceback);
+    None if nothing."""
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        return (f"--device {device} needs a CUDA build of torch and a visible NVIDIA GPU; torch {torch.__version__} "
+                f"{'has no CUDA support' if torch.version.cuda is None else 'sees no GPU'}")
+    return None
 
 
 def report(args: argparse.Namespace, mel: Vocos, enc: Vocos, mel_dir: Path, enc_dir: Path, torch_home: Path) -> None:
@@ -224,7 +235,8 @@ def report(args: argparse.Namespace, mel: Vocos, enc: Vocos, mel_dir: Path, enc_
                     print(f"relative error against float32 mkl matmuls (mel decode 10 s): "
                           f"{matmul_error(mel, dtype, args.device, plan):.2e}")
                 if peak is not None:
-                    print_gflops(sides["ours"][FLOOR_CASE], floor_flop(mel, inputs()["mel_b1"].shape[-1]), peak)
+                    print_gflops(sides["ours"][FLOOR_CASE], floor_flop(mel, inputs()["mel_b1"].shape[-1]), peak,
+                                 name)
                 matmul_ways.set_way("mkl")
         if worker is not None and worker.onnx_missing is None:
             errors = ", ".join(f"{case} {worker.onnx_error(case):.1e}" for case in REFERENCE_CASES)
@@ -238,11 +250,13 @@ def report(args: argparse.Namespace, mel: Vocos, enc: Vocos, mel_dir: Path, enc_
           "weights)")
 
 
-def print_gflops(times: list[float], flop: int, peak: Peak) -> None:
-    """The achieved GFLOP/s of the floor case (median and best round) against the CPU's peak."""
+def print_gflops(times: list[float], flop: int, peak: Peak, dtype: str = "float32") -> None:
+    """The achieved GFLOP/s of the floor case (median and best round); against the CPU's peak for float32
+    only, as the peak is float32's (bf16 and float16 run on other units, at other rates)."""
     gflops, best = flop / statistics.median(times) / 1e9, flop / min(times) / 1e9
-    print(f"matmuls alone: {gflops:.0f} GFLOP/s (best round {best:.0f}), {100 * gflops / peak.gflops:.0f} % of "
-          f"the float32 peak, {peak.describe()}")
+    share = (f"{100 * gflops / peak.gflops:.0f} % of the float32 peak, {peak.describe()}" if dtype == "float32"
+             else f"{dtype} (the float32 peak, {peak.gflops:.0f} GFLOP/s, does not apply)")
+    print(f"matmuls alone: {gflops:.0f} GFLOP/s (best round {best:.0f}), {share}")
 
 
 def cpu_matmuls(args: argparse.Namespace, dtype: torch.dtype) -> list[str]:
@@ -286,20 +300,22 @@ ONNX_PREFIX = "onnxruntime: "
 
 
 def print_table(name: str, sides: dict[str, dict[str, list[float]]]) -> None:
+    """Our times, and a column group per other side that has any (none without --reference-python)."""
+    others = [side for side in ("reference", "onnxruntime") if sides.get(side)]
+    heads = {"reference": ("ref s", "vs ref"), "onnxruntime": ("ORT s", "vs ORT")}
     print(f"\n{name}:")
-    print(f"{'case':50s} {'ours s':>8s} {'RTF':>7s} {'x real-time':>11s} {'ref s':>7s} {'vs ref':>7s} "
-          f"{'min..max':>10s} {'ORT s':>7s} {'vs ORT':>7s} {'min..max':>10s}")
+    print(f"{'case':50s} {'ours s':>8s} {'RTF':>7s} {'x real-time':>11s}"
+          + "".join(f" {heads[side][0]:>7s} {heads[side][1]:>7s} {'min..max':>10s}" for side in others))
     for case, times in sides["ours"].items():
         t = statistics.median(times)
         line = f"{case:50s} {t:8.4f} {t / audio_seconds(case):7.4f} {audio_seconds(case) / t:11.1f}"
-        for side in ("reference", "onnxruntime"):
-            if case in sides.get(side, {}):
+        for side in others:
+            if case in sides[side]:
                 other = sides[side][case]
                 ratios = [r / o for r, o in zip(other, times, strict=True)]
                 line += (f" {statistics.median(other):7.4f} {statistics.median(ratios):6.2f}x "
                          f"{min(ratios):4.2f}..{max(ratios):.2f}")
         print(line)
-
 
 if __name__ == "__main__":
     main()

@@ -10,13 +10,18 @@ x 2 (an FMA is a multiply and an add). Read from ``lscpu`` (cores, clock, vendor
 
 The clock is lscpu's "CPU max MHz" where the hypervisor tells it, else the nominal "cpu MHz"; a CPU
 that boosts above it runs faster, so ``--ghz`` overrides it (docs/performance.md says what we used).
+
+    python3 scripts/cpu_peak.py                 # this CPU's peak, all cores, and how it was derived
+    python3 scripts/cpu_peak.py --threads 1 --ghz 3.7
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import subprocess
+import sys
 from dataclasses import dataclass
 
 
@@ -69,3 +74,25 @@ def cpu_peak(threads: int, ghz: float | None = None, flop: int | None = None) ->
     info = lscpu()
     cores = min(threads, os.cpu_count() or threads)
     return Peak(cores, ghz or clock_ghz(info), flop or flop_per_cycle(info), info.get("Model name", "unknown CPU"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="cores counted (default: all)")
+    p.add_argument("--ghz", type=float, help="clock (default: lscpu's max MHz, else /proc/cpuinfo's)")
+    p.add_argument("--flop-per-cycle", type=int, help="float32 FLOP/cycle/core (default: from the flags)")
+    args = p.parse_args(argv)
+    info = lscpu()
+    flags = set(info.get("Flags", "").split())
+    widest = "avx512f" if "avx512f" in flags else "fma" if "fma" in flags else "neither avx512f nor fma"
+    peak = cpu_peak(args.threads, args.ghz, args.flop_per_cycle)
+    print(f"float32 peak {peak.gflops:.0f} GFLOP/s")
+    print(f"  {peak.describe()}")
+    print(f"  from: vendor {info.get('Vendor ID', '?')}, family {info.get('CPU family', '?')}, widest FMA flag "
+          f"{widest}{' (overridden)' if args.flop_per_cycle else ''}; clock "
+          f"{'--ghz' if args.ghz else 'lscpu CPU max MHz' if info.get('CPU max MHz') else '/proc/cpuinfo cpu MHz'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

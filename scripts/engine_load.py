@@ -109,22 +109,23 @@ async def run(args: argparse.Namespace, model_dir: Path) -> None:
           f"in {wall:.1f} s")
 
 
+def random_model(directory: Path) -> Path:
+    from vocos_core.testing import write_random_checkpoint
+
+    return write_random_checkpoint(directory / "model", "mel", dim=512, num_layers=8)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     bound_memory_growth()  # before any model runs, as the server does
     if args.mmap_threshold is not None:
         set_mmap_threshold(args.mmap_threshold)
     threshold = args.mmap_threshold or os.environ.get("MALLOC_MMAP_THRESHOLD_") or MMAP_THRESHOLD_BYTES
-    if args.model:
-        model_dir = Path(args.model)
-    else:
-        from vocos_core.testing import write_random_checkpoint
-
-        model_dir = write_random_checkpoint(Path(tempfile.mkdtemp(prefix="vocos-engine-load-")) / "model", "mel",
-                                            dim=512, num_layers=8)
-    print(f"model {model_dir} | device {args.device} | {args.clients} clients | {args.inputs} inputs of "
-          f"{args.min_seconds:g}-{args.max_seconds:g} s | glibc mmap threshold {threshold} bytes")
-    asyncio.run(run(args, model_dir))
+    with tempfile.TemporaryDirectory(prefix="vocos-engine-load-") as tmp:  # the 52 MB random model goes at the end
+        model_dir = Path(args.model) if args.model else random_model(Path(tmp))
+        print(f"model {model_dir} | device {args.device} | {args.clients} clients | {args.inputs} inputs of "
+              f"{args.min_seconds:g}-{args.max_seconds:g} s | glibc mmap threshold {threshold} bytes", flush=True)
+        asyncio.run(run(args, model_dir))
     return 0
 
 

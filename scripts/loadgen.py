@@ -9,6 +9,11 @@ percentiles, mean batch size, and the server / raw ratio (serving overhead).
 
     python scripts/loadgen.py                          # random official-size mel model, CPU, 16 clients
     python scripts/loadgen.py --model /path/to/vocos-mel-24khz --device cuda --clients 64
+    python scripts/loadgen.py --cpu-matmul mkl                # plain float32 matmuls on both sides
+
+Both sides get the same settings: the flags. The shell's ``VOCOS_*`` variables are dropped (the server is
+started without them, so letting them reach the raw model alone would make the two sides differ), and
+each side's matmul plan is printed. The random model is removed at the end; the server logs are kept.
 
 Not a test: figures depend on the machine and what else runs on it.
 """
@@ -27,6 +32,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 import httpx
 import numpy as np
@@ -34,7 +40,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from service.testing import ServerProcess, npy_bytes  # noqa: E402
+from service.testing import ServerProcess, npy_bytes, sigterm_exits  # noqa: E402
+from vocos_core.matmul_ways import CpuMatmul  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,6 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--random-layers", type=int, default=8, help="backbone layers of the random model (official: 8)")
     p.add_argument("--device", default="cpu", help="server and raw-model device: cpu | cuda | cuda:N | auto")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--cpu-matmul", default="auto", choices=list(get_args(CpuMatmul)),
+                   help="float32 matmuls on CPU, server and raw model alike (the server's --cpu-matmul)")
     p.add_argument("--clients", type=int, default=16, help="concurrent clients")
     p.add_argument("--duration", type=float, default=20.0, help="seconds of timed load per server run")
     p.add_argument("--warmup", type=float, default=3.0, help="seconds of untimed load before each run")
@@ -84,7 +93,8 @@ class RawModel:
         from service.runtime.models import load_models
         from service.settings import Settings
 
-        settings = Settings(mel_model=str(model_dir), encodec_model="none", device=args.device, dtype=args.dtype)
+        settings = Settings(mel_model=str(model_dir), encodec_model="none", device=args.device, dtype=args.dtype,
+                            cpu_matmul=args.cpu_matmul)
         self.served = load_models(settings)["mel"]
         # Sorted by length, so a batch of the raw model pays the least padding a batch of its size can.
         self.tensors = sorted((torch.from_numpy(x) for x in inputs), key=lambda t: t.shape[-1])
@@ -117,12 +127,18 @@ class LoadServer(ServerProcess):
     def __init__(self, model_dir: Path, batch_size: int, args: argparse.Namespace, log_path: Path) -> None:
         flags = [
             "--mel-model", str(model_dir), "--encodec-model", "none", "--device", args.device,
-            "--dtype", args.dtype, "--max-batch-size", str(batch_size), "--max-wait-ms", str(args.max_wait_ms),
+            "--dtype", args.dtype, "--cpu-matmul", args.cpu_matmul, "--max-batch-size", str(batch_size),
+            "--max-wait-ms", str(args.max_wait_ms),
             "--max-queue-size", str(max(256, 4 * args.clients)), "--log-level", "warning",
         ]  # fmt: skip
         if args.bucket_ratio is not None:
             flags += ["--bucket-ratio", str(args.bucket_ratio)]
         super().__init__(flags, log_path)
+
+    def cpu_matmul(self) -> str | None:
+        """The server's plan for its float32 CPU matmuls (None: none, on a GPU or another dtype)."""
+        models = httpx.get(f"{self.url}/models", timeout=10).json()["models"]
+        return next(m["cpu_matmul"] for m in models if m["name"] == "mel")
 
     def batch_counters(self) -> tuple[float, float]:
         """(sum, count) of the mel batch-size histogram."""
@@ -203,6 +219,8 @@ def run_server(model_dir: Path, batch_size: int, bodies: list[bytes], raw: RawMo
     latencies: list[float] = []
     try:
         server.wait_ready()
+        print(f"server max_batch_size={batch_size}: matmuls {server.cpu_matmul() or 'none'} | raw model: matmuls "
+              f"{raw.served.cpu_matmul or 'none'}", flush=True)
         asyncio.run(drive(server.url, bodies, args.clients, args.warmup, args.format))
         sum0, count0 = server.batch_counters()
         slices = max(1, math.ceil(args.duration / args.slice))
@@ -243,15 +261,39 @@ def run_server(model_dir: Path, batch_size: int, bodies: list[bytes], raw: RawMo
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    workdir = Path(tempfile.mkdtemp(prefix="vocos-loadgen-"))
-    model_dir = Path(args.model) if args.model else write_random(workdir, args)
+    with sigterm_exits(), tempfile.TemporaryDirectory(prefix="vocos-loadgen-model-") as tmp:
+        return run(args, Path(args.model) if args.model else write_random(Path(tmp), args))
+
+
+def drop_vocos_env() -> None:
+    """Drop the shell's VOCOS_* variables: the server never sees them (``clean_env``), and the raw model's
+    ``Settings`` would read them, so the two sides would run differently without a word."""
+    dropped = sorted(k for k in os.environ if k.startswith("VOCOS_"))
+    for key in dropped:
+        del os.environ[key]
+    if dropped:
+        print(f"ignored (neither side gets them; use the flags): {', '.join(dropped)}")
+
+
+def run(args: argparse.Namespace, model_dir: Path) -> int:
+    drop_vocos_env()
+    logs = Path(tempfile.mkdtemp(prefix="vocos-loadgen-logs-"))
     inputs = make_inputs(args.inputs, args.min_seconds, args.max_seconds, args.seed)
     bodies = [npy_bytes(x) for x in inputs]
-    print(f"model {model_dir} | device {args.device} {args.dtype} | {args.clients} clients | "
-          f"{args.inputs} inputs of {args.min_seconds:g}-{args.max_seconds:g} s | {args.duration:g} s per run | "
-          f"load average {os.getloadavg()[0]:.2f}")
+    print(f"model {model_dir} | device {args.device} {args.dtype}, cpu_matmul {args.cpu_matmul} | {args.clients} "
+          f"clients | {args.inputs} inputs of {args.min_seconds:g}-{args.max_seconds:g} s | {args.duration:g} s per "
+          f"run | load average {os.getloadavg()[0]:.2f} | server logs in {logs}", flush=True)
     raw = RawModel(model_dir, inputs, args)
-    runs = [run_server(model_dir, bs, bodies, raw, args, workdir) for bs in dict.fromkeys([args.max_batch_size, 1])]
+    runs = [run_server(model_dir, bs, bodies, raw, args, logs) for bs in dict.fromkeys([args.max_batch_size, 1])]
+    print_runs(runs)
+    print("\nraw = decode_batch in this process on the same inputs (grouped by length), in slices between the "
+          "load slices: at the server's mean batch size (same-bs) and one at a time; best = the faster; "
+          f"client cores = CPU the clients used while loading the server, of {os.cpu_count()} cores. "
+          f"load average {os.getloadavg()[0]:.2f}; server logs in {logs}")
+    return 0
+
+
+def print_runs(runs: list[RunResult]) -> None:
     print(f"\n{'run':<28}{'audio-s/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'mean batch':>11}"
           f"{'requests':>9}{'errors':>7}{'raw same-bs':>12}{'raw bs=1':>9}{'server/raw best':>16}{'client cores':>13}")
     for run in runs:
@@ -261,11 +303,6 @@ def main(argv: list[str] | None = None) -> int:
               f"{run.raw_same:>12.1f}{run.raw_one:>9.1f}{run.throughput / best:>16.2f}{run.client_cores:>13.2f}")
         if run.errors:
             print(f"  {run.label}: non-200 statuses {dict(sorted(run.errors.items()))}")
-    print("\nraw = decode_batch in this process on the same inputs (grouped by length), in slices between the "
-          "load slices: at the server's mean batch size (same-bs) and one at a time; best = the faster; "
-          f"client cores = CPU the clients used while loading the server, of {os.cpu_count()} cores. "
-          f"load average {os.getloadavg()[0]:.2f}; server logs in {workdir}")
-    return 0
 
 
 def write_random(workdir: Path, args: argparse.Namespace) -> Path:

@@ -108,7 +108,8 @@ def main() -> None:
             path = wav_dir / f"{split}_{i:04d}_{voice.replace('+', '_')}.wav"
             render(engine, voice, text, path, args.sample_rate)
             paths.append(str(path.resolve()))
-        (args.out_dir / f"filelist.{split}").write_text("\n".join(paths) + "\n", encoding="utf-8")
+        # One path a line; no paths, an empty file (not one empty line, which a reader takes for a path).
+        (args.out_dir / f"filelist.{split}").write_text("".join(f"{path}\n" for path in paths), encoding="utf-8")
         print(f"{split}: {len(paths)} utterances, {len(voices)} voices")
 
 

@@ -7,8 +7,8 @@ The matmuls are most of a CPU decode (docs/performance.md). A float32 operand x 
 bfloat16 parts ``hi = bf16(x)``, ``lo = bf16(x - hi)``; three bf16 products, ``hi·hi + hi·lo + lo·hi``
 ("bf16x3"), recover about 16 of float32's 24 significant bits, at three times the work. It pays where
 bf16 runs more than three times faster than float32 *and* the products come back in float32. The
-script times one MLP (``frames x dim -> intermediate -> dim``, GELU between) five ways (four where the
-kernels cannot run), each against float64:
+script times one MLP (``frames x dim -> intermediate -> dim``, GELU between) up to five ways (those
+that can run, and give the numbers they mean to, here), each against float64:
 
 - ``float32``: what a decode runs (MKL);
 - ``bf16``: the bf16 rate, output rounded to bf16 (1 product, to show the hardware's speed);
@@ -16,7 +16,8 @@ kernels cannot run), each against float64:
   hardware could give. PyTorch's CPU matmuls return bf16 for bf16 operands, so the outputs are
   rounded to bf16 and the error is bf16's: no use as it is;
 - ``bf16x3 onednn``: the one float32-in, float32-out route: oneDNN's float32 matmul with bf16 maths
-  (``fp32_precision = "bf16"``), weights split and prepacked once, activations split per call;
+  (``fp32_precision = "bf16"``), weights split and prepacked once, activations split per call; left
+  out (one line says why) where oneDNN does not round the activations to bf16 (no AMX);
 - ``bf16x3 kernels``: vocos_core's own AMX kernels (``vocos_core.bf16x3``), float32 in and out, what a
   decode runs at float32 matmul precision "high" (timed where they can run).
 
@@ -47,8 +48,9 @@ def split_bf16(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 class Bf16x3Linear:
     """``a @ weight.T + bias`` for float32 ``a`` ``(M, K)``, ``weight`` ``(N, K)`` as three bf16 products.
 
-    oneDNN rounds ``a`` to bf16 itself, so one matmul against ``[w_hi; w_lo]`` gives ``a_hi·w_hi`` and
-    ``a_hi·w_lo`` side by side; a second gives ``a_lo·w_hi``. Only ``a_lo`` is made per call.
+    oneDNN rounds ``a`` to bf16 itself (with AMX; see :func:`onednn_unrounded_reason`), so one matmul
+    against ``[w_hi; w_lo]`` gives ``a_hi·w_hi`` and ``a_hi·w_lo`` side by side; a second gives ``a_lo·w_hi``.
+    Only ``a_lo`` is made per call.
     """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
@@ -63,6 +65,22 @@ class Bf16x3Linear:
             both = linear_pointwise(a, self.hi_lo, None, "none", [], "")  # (M, 2N): a_hi·w_hi | a_hi·w_lo
             out = linear_pointwise(a - a.bfloat16().float(), self.hi, self.bias, "none", [], "")  # a_lo·w_hi + b
         return out.add_(both[:, : self.n]).add_(both[:, self.n:])
+
+
+def onednn_unrounded_reason() -> str | None:
+    """Why the "bf16x3 onednn" route is wrong on this CPU, None where it is right. It relies on oneDNN's
+    bf16 maths rounding ``a`` to bf16; where oneDNN keeps ``a`` float32 (AVX512-BF16 without AMX, e.g. AMD
+    EPYC) ``a·[w_hi; w_lo] + a_lo·w_hi`` counts ``a_lo·w_hi`` twice, a 2.5e-3 error. One product tells."""
+    gen = torch.Generator().manual_seed(0)
+    a, w = torch.randn(32, 64, generator=gen), torch.randn(48, 64, generator=gen).bfloat16().float()
+    with bf16_maths():
+        y = linear_pointwise(a, torch.ops.mkldnn._reorder_linear_weight(w.contiguous(), None), None, "none", [], "")
+    rounded = a.bfloat16().double() @ w.double().T  # what a bf16 product gives, to float32 accumulation
+    err = float((y.double() - rounded).abs().max() / rounded.abs().max())
+    if err < 1e-4:  # bf16 rounding of a is ~1e-3 away; float32 accumulation ~1e-7
+        return None
+    return (f"left out: oneDNN's bf16 maths does not round a to bf16 on this CPU (one product is {err:.1e} "
+            "from the bf16 one), so the route would count a_lo·w_hi twice")
 
 
 @contextlib.contextmanager
@@ -94,8 +112,9 @@ def mlps(frames: int, dim: int, intermediate: int,
         "float32": lambda: torch.addmm(b2, gelu(torch.addmm(b1, h, w1.T)), w2.T),
         "bf16": lambda: gelu(hb @ w1b.T + b1.bfloat16()) @ w2b.T + b2.bfloat16(),
         "bf16x3 native": lambda: (a1 @ v1.T, a2 @ v2.T),
-        "bf16x3 onednn": lambda: lin2(gelu(lin1(h))),
     }
+    if onednn_unrounded_reason() is None:
+        ways["bf16x3 onednn"] = lambda: lin2(gelu(lin1(h)))
     if bf16x3.unsupported_reason() is None:
         ways["bf16x3 kernels"] = kernels_mlp(w1, b1, w2, b2, h)
     results = {name: fn() for name, fn in ways.items() if name != "bf16x3 native"}
@@ -157,6 +176,8 @@ def main() -> None:
         for name, result in results.items():
             err = float((result.double() - exact).abs().max() / exact.abs().max())
             print(f"{name:16s} {1e3 * medians[name]:8.2f} {medians['float32'] / medians[name]:10.2f}x {err:17.1e}")
+        if (reason := onednn_unrounded_reason()) is not None:
+            print(f"\nbf16x3 onednn: {reason}")
 
 
 if __name__ == "__main__":

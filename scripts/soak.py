@@ -36,7 +36,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from service.testing import ServerProcess, audio_file, npy_bytes
+from service.testing import ServerProcess, audio_file, npy_bytes, sigterm_exits
 from vocos_core import Vocos, matmul_ways
 from vocos_core.encodec.testing import write_random_encodec_weights
 from vocos_core.testing import write_random_checkpoint
@@ -349,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # Same intra-op thread count as the server: EnCodec's quantizer picks a code by argmin, and a
     # near tie can fall the other way when a different thread count reorders a float reduction.
-    with tempfile.TemporaryDirectory(prefix="vocos-soak-") as tmp:
+    # sigterm_exits: SIGTERM stops the server and removes the models as Ctrl-C does.
+    with sigterm_exits(), tempfile.TemporaryDirectory(prefix="vocos-soak-") as tmp:
         mel, encodec = prepare_models(args, Path(tmp))
         server = start_server(args)
         try:

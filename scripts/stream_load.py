@@ -49,7 +49,7 @@ from stream_load_stats import (  # noqa: E402
     summarise,
 )
 
-from service.testing import ServerProcess  # noqa: E402
+from service.testing import ServerProcess, sigterm_exits  # noqa: E402
 from vocos_client import AsyncClient, RetryPolicy  # noqa: E402
 
 FIND_MAX_STREAMS = "8,16,24,32,48,64"
@@ -112,18 +112,35 @@ async def run_stream(client: AsyncClient, mel: np.ndarray, sizes: list[int], fps
         result = StreamResult(stream.info.sample_rate, round(stream.info.lookahead_ms * stream.info.sample_rate
                                                                / 1000), stream.info.hop_length)
         receiver = asyncio.create_task(_receive(stream, result))
-        result.start = time.perf_counter()
-        sent = 0
-        for size in sizes:
-            if fps is not None:  # the TTS has this chunk once its last frame is due
-                await asyncio.sleep(max(0.0, result.start + (sent + size) / fps - time.perf_counter()))
-            await stream.send(mel[:, sent:sent + size])
-            sent += size
-            result.sends.append((time.perf_counter(), sent))
-        await stream.end()
-        await receiver
+        try:
+            await _send_all(stream, mel, sizes, fps, result)
+            await receiver
+        finally:
+            _drop(receiver)
     result.done = time.perf_counter()
     return result
+
+
+async def _send_all(stream: object, mel: np.ndarray, sizes: list[int], fps: float | None,
+                    result: StreamResult) -> None:
+    result.start = time.perf_counter()
+    sent = 0
+    for size in sizes:
+        if fps is not None:  # the TTS has this chunk once its last frame is due
+            await asyncio.sleep(max(0.0, result.start + (sent + size) / fps - time.perf_counter()))
+        await stream.send(mel[:, sent:sent + size])  # type: ignore[attr-defined]
+        sent += size
+        result.sends.append((time.perf_counter(), sent))
+    await stream.end()  # type: ignore[attr-defined]
+
+
+def _drop(task: asyncio.Task[None]) -> None:
+    """A stream's receiver once the stream stops early (an error, Ctrl-C): cancelled, or its error retrieved
+    (the error that stopped the stream says it already), not left to print "exception never retrieved"."""
+    if not task.done():
+        task.cancel()
+    elif not task.cancelled():
+        task.exception()
 
 
 async def _receive(stream: object, result: StreamResult) -> None:
@@ -270,7 +287,8 @@ def start_server(model_dir: Path, args: argparse.Namespace, work: Path) -> Serve
     server = ServerProcess(["--mel-model", str(model_dir), "--encodec-model", "none", "--device", "cpu",
                             "--max-streams", str(most), *args.server_arg],
                            work / "server.log",
-                           env={"OMP_NUM_THREADS": str(args.torch_threads)} if args.torch_threads else None)
+                           env={"OMP_NUM_THREADS": str(args.torch_threads)} if args.torch_threads else None,
+                           own_session=True)  # Ctrl-C: see main
     try:
         server.wait_ready(600)
     except BaseException:
@@ -310,28 +328,34 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.torch_threads)  # the in-process runs (ours and, through --threads, theirs)
-    with tempfile.TemporaryDirectory(prefix="vocos-stream-load-") as tmp:
-        work = Path(tmp)
-        model_dir = make_model(args, work)
-        server = start_server(model_dir, args, work)
-        try:
-            import httpx
-
-            model = next(m for m in httpx.get(f"{server.url}/models", timeout=30).json()["models"]
-                         if m["kind"] == "mel")
-            print(f"model {model_dir} ({model['parameters']} parameters) | server {server.url} | "
-                  f"{os.cpu_count()} CPUs, torch threads {args.torch_threads or 'default'} | load average "
-                  f"{os.getloadavg()[0]:.2f}")
-            try:
-                asyncio.run(measure(server.url, args, model, model_dir, work))
-            except BaseException:
-                print("the server's log ends:\n" + "\n".join(server.output().splitlines()[-40:]), file=sys.stderr)
-                raise
-            print(f"load average at the end {os.getloadavg()[0]:.2f}")
-        finally:
-            server.stop()
+    try:
+        with sigterm_exits(), tempfile.TemporaryDirectory(prefix="vocos-stream-load-") as tmp:
+            run(args, Path(tmp))
+    except KeyboardInterrupt:
+        # The server is in its own session (start_server), so it was up while the streams closed: no error.
+        print("stream_load: stopped by Ctrl-C", file=sys.stderr)
+        return 130
     return 0
 
+
+def run(args: argparse.Namespace, work: Path) -> None:
+    import httpx
+
+    model_dir = make_model(args, work)
+    server = start_server(model_dir, args, work)
+    try:
+        model = next(m for m in httpx.get(f"{server.url}/models", timeout=30).json()["models"] if m["kind"] == "mel")
+        print(f"model {model_dir} ({model['parameters']} parameters) | server {server.url} | "
+              f"{os.cpu_count()} CPUs, torch threads {args.torch_threads or 'default'} | load average "
+              f"{os.getloadavg()[0]:.2f}", flush=True)
+        try:
+            asyncio.run(measure(server.url, args, model, model_dir, work))
+        except Exception:  # a failure, not Ctrl-C or SIGTERM: the server's side of it
+            print("the server's log ends:\n" + "\n".join(server.output().splitlines()[-40:]), file=sys.stderr)
+            raise
+        print(f"load average at the end {os.getloadavg()[0]:.2f}")
+    finally:
+        server.stop()
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,6 +8,7 @@ memory, and for the load generator and the soak. Random checkpoints to serve com
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -15,8 +16,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 
 import httpx
 import numpy as np
@@ -39,11 +43,38 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+@contextlib.contextmanager
+def sigterm_exits() -> Iterator[None]:
+    """Inside the block, SIGTERM raises ``SystemExit(143)`` in the main thread, as Ctrl-C raises
+    KeyboardInterrupt: SIGTERM's default action ends the process without unwinding, so a script's
+    ``finally`` never stopped its :class:`ServerProcess` (left running, orphaned, with its port) nor
+    removed its temporary model folder. A later SIGTERM is ignored while that clean-up runs (it
+    would cut it short); SIGKILL still ends it. Outside the main thread (a test calling a script's
+    ``main`` from a thread) nothing changes, as Python lets only the main thread set handlers.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def exit_143(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise SystemExit(128 + signum)
+
+    before = signal.signal(signal.SIGTERM, exit_143)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 class ServerProcess:
     """``python -m service --host 127.0.0.1 --port <free> *args`` with ``env`` on top of a clean
-    environment (no VOCOS_* of the shell, Hub offline); output goes to ``log`` (None: discarded)."""
+    environment (no VOCOS_* of the shell, Hub offline); output goes to ``log`` (None: discarded).
+    ``own_session``: out of the caller's process group, so a terminal's Ctrl-C reaches the caller alone
+    and the server stays up while the caller closes its connections (then stops it)."""
 
-    def __init__(self, args: list[str], log: Path | None, env: dict[str, str] | None = None) -> None:
+    def __init__(self, args: list[str], log: Path | None, env: dict[str, str] | None = None,
+                 own_session: bool = False) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
@@ -53,7 +84,7 @@ class ServerProcess:
         sink = log.open("wb") if log is not None else subprocess.DEVNULL
         try:
             self.process = subprocess.Popen(command, cwd=ROOT, env=clean_env(**env), stdout=sink,
-                                            stderr=subprocess.STDOUT)
+                                            stderr=subprocess.STDOUT, start_new_session=own_session)
         finally:
             if log is not None:
                 sink.close()  # type: ignore[union-attr]

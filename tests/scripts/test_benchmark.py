@@ -8,6 +8,8 @@ stand-in worker takes its place, so what is checked is the pairing and the arith
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -125,3 +127,38 @@ def test_the_cpu_peak_is_cores_times_clock_times_flop_per_cycle() -> None:
     assert cpu_peak.flop_per_cycle({"Flags": "fma avx2"}) == 32
     peak = cpu_peak.cpu_peak(1, ghz=3.0, flop=32)
     assert peak.gflops == 96 and "1 cores x 3.00 GHz x 32" in peak.describe()
+
+
+def test_without_the_reference_the_table_has_no_empty_columns(bench_module, capsys) -> None:
+    bench_module.print_table("float32", {"ours": {"mel decode 10 s, batch 1": [0.5, 0.5]}, "reference": {},
+                                         "onnxruntime": {}})
+    header = capsys.readouterr().out.splitlines()[2]
+    assert header.split() == ["case", "ours", "s", "RTF", "x", "real-time"]
+
+
+def test_only_float32_is_compared_with_the_float32_peak(bench_module, capsys) -> None:
+    peak = import_script("cpu_peak").Peak(cores=1, ghz=1.0, flop_per_cycle=32, model="test CPU")
+    bench_module.print_gflops([1.0], 16 * 10**9, peak, "float32")
+    bench_module.print_gflops([1.0], 16 * 10**9, peak, "bfloat16")
+    float32, bfloat16 = capsys.readouterr().out.splitlines()
+    assert "16 GFLOP/s" in float32 and "50 % of the float32 peak" in float32
+    assert "16 GFLOP/s" in bfloat16 and "%" not in bfloat16 and "does not apply" in bfloat16
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this torch has CUDA and a GPU")
+def test_cuda_without_cuda_is_one_line(bench_module) -> None:
+    result = subprocess.run([sys.executable, str(SCRIPTS / "benchmark.py"), "--device", "cuda"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines() == [f"benchmark.py: {bench_module.device_missing('cuda')}"]
+    assert "--device cuda needs a CUDA build of torch" in result.stderr
+
+
+def test_cpu_peak_prints_the_peak_and_how_it_was_derived() -> None:
+    result = subprocess.run([sys.executable, str(SCRIPTS / "cpu_peak.py"), "--threads", "1", "--ghz", "3",
+                             "--flop-per-cycle", "32"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("float32 peak 96 GFLOP/s\n") and "1 cores x 3.00 GHz x 32" in result.stdout
+    assert "clock --ghz" in result.stdout
+    assert "--flop-per-cycle" in subprocess.run([sys.executable, str(SCRIPTS / "cpu_peak.py"), "--help"],
+                                                capture_output=True, text=True, timeout=60, check=True).stdout

@@ -50,3 +50,17 @@ def test_prints_the_engine_throughput_and_mean_batch(tmp_path: Path) -> None:
     assert float(match.group(1)) > 0
     assert 1.0 <= float(match.group(2)) <= 4.0
     assert int(match.group(3)) > 0
+
+
+def test_the_random_model_is_removed_at_the_end(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    engine_load = import_script("engine_load")
+    written: list[Path] = []
+
+    def tiny(directory: Path) -> Path:  # the script's is official-size (52 MB)
+        written.append(write_random_checkpoint(directory / "model", "mel"))
+        return written[-1]
+
+    monkeypatch.setattr(engine_load, "random_model", tiny)
+    monkeypatch.setattr(engine_load, "bound_memory_growth", lambda: None)  # process-wide: not in the test process
+    assert engine_load.main(["--clients", "2", "--duration", "0.2", "--warmup", "0.1", "--inputs", "2"]) == 0
+    assert written and not written[0].parent.exists()
