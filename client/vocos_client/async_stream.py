@@ -95,9 +95,7 @@ class AsyncStreamSession:
             # Its frame may be half sent, so the stream cannot go on; dropped, as a close handshake with a server
             # that reads nothing would wait websockets' close timeout (10 s) first.
             self._ws.transport.abort()
-            # The server's reason if it gave one; not the receiver's own "closed" (status 0), which this timeout made.
-            said = self._error if self._error is not None and self._error.status else None
-            raise (said or send_timed_out(self.timeout)) from None
+            raise send_timed_out(self.timeout, self._error) from None
         except ConnectionClosed as exc:
             await asyncio.wait([self._receiver], timeout=self.timeout)  # it has the server's reason, if any
             raise self._error or closed_by(exc) from None

@@ -196,9 +196,12 @@ def stream_ended() -> VocosClientError:
     return VocosClientError(0, "connection", "the stream has ended (its done message came); open a new one")
 
 
-def send_timed_out(timeout: float | None) -> VocosClientError:
+def send_timed_out(timeout: float | None, error: VocosClientError | None) -> VocosClientError:
     """A send the server took none of within the client's timeout: it stopped reading (stopped, overloaded, or
-    the network between broke); the stream is closed."""
+    the network between broke); the stream is closed. The server's ``error`` instead where it sent one first; not
+    the receiver's own "closed" (status 0), which is this timeout seen from its side."""
+    if error is not None and error.status:
+        return error
     return VocosClientError(0, "timeout", f"the server did not take a message within {timeout} s (it stopped "
                             "reading, or the link is too slow for the message in that time); the stream is closed")
 

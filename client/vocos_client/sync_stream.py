@@ -96,11 +96,10 @@ class StreamSession:
         try:
             self._ws.send(message)
         except ConnectionClosed as exc:
-            # The socket's timeout (open_session), unless the server's error came first: websockets' own
-            # "timed out while closing" is a TimeoutError too, after the server began to close with its reason.
-            # The receiver's own "closed" (status 0) is that timeout seen from its side, no reason of the server's.
-            if isinstance(exc.__cause__, TimeoutError) and not (self._error and self._error.status):
-                raise send_timed_out(self.timeout) from None
+            # The socket's timeout (open_session); websockets' own "timed out while closing" is a TimeoutError too,
+            # after the server began to close with its reason, which send_timed_out then gives.
+            if isinstance(exc.__cause__, TimeoutError):
+                raise send_timed_out(self.timeout, self._error) from None
             self._receiver.join(self.timeout)  # the receiver has the server's reason, if it sent one
             raise self._error or closed_by(exc) from None
 
