@@ -29,10 +29,14 @@ _AUDIO_TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg",
                 ".mp3": "audio/mpeg"}
 
 
-@dataclass(frozen=True)
+# eq=False: the generated __eq__ would compare the sample arrays as a tuple and raise numpy's "truth value
+# of an array is ambiguous" (and the generated __hash__ could not hash them); two answers are the same
+# object or not, and their samples compare with numpy.
+@dataclass(frozen=True, eq=False)
 class Audio:
     """A decoded answer: float32 ``samples`` ``(S,)`` at ``sample_rate`` Hz, the ``model`` that made them,
-    and the server's ``warning`` about the input (``X-Input-Warning``), if any."""
+    and the server's ``warning`` about the input (``X-Input-Warning``), if any. Answers compare by identity:
+    compare their ``samples`` with ``numpy.array_equal``."""
 
     samples: np.ndarray
     sample_rate: int

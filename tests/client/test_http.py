@@ -162,6 +162,14 @@ def test_async_client_has_the_same_answers(server: ServerProcess) -> None:
         assert np.abs(have - want).max() <= 1e-5 * np.abs(want).max()
 
 
+def test_answers_compare_and_hash_without_numpy_errors() -> None:
+    """A frozen dataclass's own __eq__ compares the samples arrays as a tuple: ValueError from numpy."""
+    a = Audio(np.zeros(4, np.float32), 24000, "mel")
+    b = Audio(np.zeros(4, np.float32), 24000, "mel")
+    assert a == a and a != b
+    assert len({a, b}) == 2
+
+
 def test_an_unknown_answer_format_is_refused_before_sending() -> None:
     with Client("http://127.0.0.1:9") as client, pytest.raises(ValueError, match="wav16, wav32f"):
         client.decode_mel(MEL, format="flac")
