@@ -108,9 +108,11 @@ class HiFiGANMelSpectrogramFeatures(nn.Module):
         pad = (cfg.n_fft - cfg.hop_length) // 2
         return (samples + 2 * pad - cfg.n_fft) // cfg.hop_length + 1
 
-    def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        """``(B, S)`` -> ``(B, n_mels, T)`` float32, T = :meth:`num_frames` (S)."""
-        return self.frames(self.pad(audio))
+    def forward(self, audio: torch.Tensor, bandwidth_id: object = None) -> torch.Tensor:
+        """``(..., S)`` -> ``(..., n_mels, T)`` float32, T = :meth:`num_frames` (S): ``(B, S)`` -> ``(B, n_mels, T)``,
+        ``(S,)`` -> ``(n_mels, T)``, as the mel front-end takes them; ``bandwidth_id`` is ignored, as there."""
+        mel = self.frames(self.pad(audio.reshape(-1, audio.shape[-1])))  # (N, S) -> (N, n_mels, T)
+        return mel.reshape(*audio.shape[:-1], *mel.shape[1:])
 
     def pad(self, audio: torch.Tensor) -> torch.Tensor:
         """``(B, S)`` -> ``(B, S + 2 * pad)`` float32, padded for the STFT's windows (:func:`pad_for_stft`)."""

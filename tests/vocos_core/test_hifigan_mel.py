@@ -91,6 +91,18 @@ def test_features_equal_the_reference(case: str) -> None:
 
 
 @pytest.mark.parametrize("case", HIFIGAN + PR47)
+def test_any_leading_dimensions_as_the_mel_front_end(case: str) -> None:
+    """``(S,)`` and ``(A, B, S)`` audio, as ``MelSpectrogramFeatures`` takes them (a 1-D signal failed in
+    ``torch.stft``'s padding with an error about 2-D input)."""
+    fe = extractor(case)
+    _, audio, mel = items(case)[0]
+    one = fe(torch.from_numpy(audio))
+    assert one.shape == mel.shape[-2:] and rel_error(one, mel) <= 1e-5
+    nested = fe(torch.from_numpy(np.stack([audio, audio]))[None])  # (1, 2, S)
+    assert nested.shape == (1, 2, *one.shape) and torch.equal(nested[0, 1], nested[0, 0])
+
+
+@pytest.mark.parametrize("case", HIFIGAN + PR47)
 def test_batched_features_equal_the_reference(case: str) -> None:
     fe = extractor(case)
     by_length: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
