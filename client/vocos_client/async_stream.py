@@ -17,10 +17,12 @@ from .session import (
     CONNECT_OPTIONS,
     END,
     Done,
+    ReplyClock,
     StreamInfo,
     cannot_open,
     closed_by,
     closed_early,
+    frame_count,
     frame_messages,
     handshake_refused,
     meaning,
@@ -45,6 +47,7 @@ class AsyncStreamSession:
         self._error: VocosClientError | None = None
         self._ended = False  # the iteration has seen the done message, or raised the stream's error
         self._end_sent = False
+        self._clock = ReplyClock(timeout, info.lookahead_frames)
         self._chunks: asyncio.Queue[np.ndarray | Done | VocosClientError] = asyncio.Queue()
         self._receiver = asyncio.create_task(self._receive())
 
@@ -52,18 +55,23 @@ class AsyncStreamSession:
         """Frames ``(C, t)`` (or ``(1, C, t)``), ``t >= 1``: mel floats or EnCodec codes."""
         for message in frame_messages(frames, self.info.max_message_bytes):
             await self._send(message)
+        self._clock.sent(frame_count(frames))
 
     async def end(self) -> None:
         """No more frames: the server flushes the rest of the audio and says done."""
         await self._send(END)
         self._end_sent = True
+        self._clock.ended()
 
     async def __aiter__(self) -> AsyncIterator[np.ndarray]:
         while not self._ended:  # iterated again after the end: nothing more (or the stream's error again)
             try:
-                item = await asyncio.wait_for(self._chunks.get(), self.timeout)
+                item = await asyncio.wait_for(self._chunks.get(), self._clock.wait())
             except TimeoutError:
-                raise VocosClientError(0, "timeout", f"no message from the server for {self.timeout} s") from None
+                if self._clock.expired():
+                    raise self._clock.error() from None
+                continue
+            self._clock.heard()
             if isinstance(item, Done | VocosClientError):
                 self._ended = True
             if isinstance(item, Done):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -77,6 +78,58 @@ class Done:
     """The server's done message: ``samples`` in all."""
 
     samples: int
+
+
+class ReplyClock:
+    """How long a session may wait for the server's next message: the client's ``timeout``, counted only while
+    the server owes one. It owes audio once more than the lookahead's frames are in and frames were sent since
+    its last message (each such frame makes more audio final), and the done message from the end on. A producer
+    that pauses (a TTS waiting for its next sentence) owes the server frames, not the other way round: the
+    server's idle timeout and the connection's keepalive bound that wait, not this clock.
+    """
+
+    def __init__(self, timeout: float | None, lookahead_frames: int) -> None:
+        self.timeout = timeout
+        self._lookahead = lookahead_frames
+        self._frames = 0
+        self._end = False
+        self._owed_since: float | None = None  # monotonic time the server began to owe a message
+
+    def sent(self, frames: int) -> None:
+        """``frames`` more frames went out (from the producer's thread or task)."""
+        self._frames += frames
+        if self._owed_since is None and self._frames > self._lookahead:
+            self._owed_since = time.monotonic()
+
+    def ended(self) -> None:
+        if self._owed_since is None:
+            self._owed_since = time.monotonic()
+        self._end = True
+
+    def heard(self) -> None:
+        """A message came: nothing more is owed until the next frames, except after the end (the rest, done)."""
+        self._owed_since = time.monotonic() if self._end else None
+
+    def wait(self) -> float | None:
+        """Seconds to wait before asking :meth:`expired` (None: no limit)."""
+        since = self._owed_since
+        if self.timeout is None or since is None:
+            return self.timeout
+        return max(0.0, since + self.timeout - time.monotonic())
+
+    def expired(self) -> bool:
+        since = self._owed_since
+        return self.timeout is not None and since is not None and time.monotonic() >= since + self.timeout
+
+    def error(self) -> VocosClientError:
+        return VocosClientError(0, "timeout", f"no message from the server for {self.timeout} s while it owed one "
+                                "(audio for the frames sent, or the done message after the end)")
+
+
+def frame_count(frames: np.ndarray) -> int:
+    """Frames in a push ``(C, t)`` or ``(1, C, t)`` (0 for what has no time axis; the server refuses it)."""
+    shape = np.shape(frames)
+    return int(shape[-1]) if len(shape) >= 2 else 0
 
 
 def stream_url(base: str, kind: str, **params: Any) -> str:

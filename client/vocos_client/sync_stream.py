@@ -17,10 +17,12 @@ from .session import (
     CONNECT_OPTIONS,
     END,
     Done,
+    ReplyClock,
     StreamInfo,
     cannot_open,
     closed_by,
     closed_early,
+    frame_count,
     frame_messages,
     handshake_refused,
     meaning,
@@ -46,6 +48,7 @@ class StreamSession:
         self._error: VocosClientError | None = None
         self._ended = False  # the iteration has seen the done message, or raised the stream's error
         self._end_sent = False
+        self._clock = ReplyClock(timeout, self.info.lookahead_frames)
         self._chunks: queue.Queue[np.ndarray | Done | VocosClientError] = queue.Queue()
         self._receiver = threading.Thread(target=self._receive, name="vocos-stream-receiver", daemon=True)
         self._receiver.start()
@@ -54,18 +57,23 @@ class StreamSession:
         """Frames ``(C, t)`` (or ``(1, C, t)``), ``t >= 1``: mel floats or EnCodec codes."""
         for message in frame_messages(frames, self.info.max_message_bytes):
             self._send(message)
+        self._clock.sent(frame_count(frames))
 
     def end(self) -> None:
         """No more frames: the server flushes the rest of the audio and says done."""
         self._send(END)
         self._end_sent = True
+        self._clock.ended()
 
     def __iter__(self) -> Iterator[np.ndarray]:
         while not self._ended:  # iterated again after the end: nothing more (or the stream's error again)
             try:
-                item = self._chunks.get(timeout=self.timeout)
+                item = self._chunks.get(timeout=self._clock.wait())
             except queue.Empty:
-                raise VocosClientError(0, "timeout", f"no message from the server for {self.timeout} s") from None
+                if self._clock.expired():
+                    raise self._clock.error() from None
+                continue
+            self._clock.heard()
             if isinstance(item, Done | VocosClientError):
                 self._ended = True
             if isinstance(item, Done):

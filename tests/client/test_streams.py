@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import numpy as np
@@ -80,6 +81,34 @@ def test_pcm16_encodec_and_resampled_streams(server: ServerProcess, offline: dic
     assert np.abs(pcm - np.clip(offline["mel"], -1, 1)).max() <= 1.5 / 32768
     assert np.abs(codes - offline["codes"]).max() <= F32_TOLERANCE
     assert slow.size == resampled.size
+
+
+def test_a_producer_pausing_longer_than_the_timeout_is_not_a_timeout(server: ServerProcess,
+                                                                     offline: dict[str, np.ndarray]) -> None:
+    """A TTS waiting for its next sentence owes the server frames; the server owes nothing meanwhile, so the
+    client's timeout (0.5 s here) does not run out in the pause (1.2 s) of the frames loop, sync or async."""
+    pieces = _pieces(MEL, 8)
+
+    def tts() -> Iterator[np.ndarray]:
+        for i, piece in enumerate(pieces):
+            if i == len(pieces) // 2:
+                time.sleep(1.2)
+            yield piece
+
+    async def atts() -> AsyncIterator[np.ndarray]:
+        for i, piece in enumerate(pieces):
+            if i == len(pieces) // 2:
+                await asyncio.sleep(1.2)
+            yield piece
+
+    async def run() -> np.ndarray:
+        async with AsyncClient(server.url, timeout=0.5) as client:
+            return np.concatenate([c async for c in client.stream_mel_frames(atts(), format="f32")])
+
+    with Client(server.url, timeout=0.5) as client:
+        sync = np.concatenate(list(client.stream_mel_frames(tts(), format="f32")))
+    for audio in (sync, asyncio.run(run())):
+        assert audio.size == offline["mel"].size and np.abs(audio - offline["mel"]).max() <= F32_TOLERANCE
 
 
 def test_async_session_and_frames(server: ServerProcess, offline: dict[str, np.ndarray]) -> None:
