@@ -29,7 +29,7 @@ from service.http.state import ServiceState
 from service.http.websocket import router as stream_router
 from service.runtime.metrics import ServiceMetrics
 from service.runtime.models import ServedModel, load_models
-from service.runtime.registry import ModelSpec, model_specs
+from service.runtime.registry import ModelSpec
 from service.runtime.slot import ModelSlot, stream_policy
 from service.settings import ANY_ORIGIN, Settings
 
@@ -81,12 +81,11 @@ def create_app(settings: Settings, models: Mapping[str, ServedModel] | None = No
 
 
 async def start_engines(state: ServiceState, models: Mapping[str, ServedModel]) -> None:
-    """One slot (engine and audio-analysis worker) per served model, with the model's own batching
-    options where its spec has them (models given to ``create_app`` by tests may have none)."""
-    specs = {spec.name: spec for spec in model_specs(state.settings)}
+    """One slot (engine and audio-analysis worker) per served model, with the batching options of the spec it
+    was loaded from (models given to ``create_app`` by tests may have none: the server's settings then)."""
     open_streams = OpenStreams()  # all models run in one model thread: a stream of one is held up by all
     for name, served in models.items():
-        spec = specs.get(name) or ModelSpec(name, served.source).resolved(state.settings)
+        spec = served.spec or ModelSpec(name, served.source).resolved(state.settings)
         state.slots[name] = await ModelSlot.start(served, spec, state.metrics, stream_policy(state.settings),
                                                   open_streams)
         state.metrics.set_model(name, served.kind, served.public_name, str(served.device), served.dtype,

@@ -95,6 +95,9 @@ class ServedModel:
         self.mel_front_end = mel_front_end_of(model)  # the range check_mel holds mels to; None for EnCodec
         # How its float32 matmuls run on CPU (vocos_core.matmul_ways), set by load_models; None on a GPU.
         self.cpu_matmul: str | None = None
+        # The resolved spec it was loaded from (load_model), whose batching options its engine takes: the models
+        # file is read once, so an edit made while the models load cannot give a model another file's options.
+        self.spec: ModelSpec | None = None
 
     def num_samples(self, frames: int) -> int:
         return self.model.num_samples(frames)
@@ -266,6 +269,7 @@ def load_model(spec: ModelSpec, device: torch.device) -> ServedModel:
     model = place(model, device, DTYPES[dtype])
     served = ServedModel(model, spec.source, device, dtype, spec.revision, spec.name,
                          DEFAULT_WEIGHTS_SETTING if spec.legacy else NAMED_WEIGHTS_SETTING)
+    served.spec = spec
     # Only /resynthesize?model=encodec needs the EnCodec weights: without them the server starts,
     # the rest of it works, and that path loads them once they are present (service.runtime.audio_path).
     served.audio_path.load_at_start()

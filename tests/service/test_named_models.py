@@ -163,3 +163,20 @@ async def test_mels_from_another_front_end_are_warned_about_or_refused(app: AppH
     assert refused.status_code == 422 and "log floor" in refused.json()["error"]["message"]
     assert registry.get_sample_value("vocos_input_warnings_total", {"model": "mel", "cause": "log10"}) == 1
     assert registry.get_sample_value("vocos_input_warnings_total", {"model": "mel", "cause": "db_scaled"}) == 1
+
+
+async def test_the_models_file_is_read_once_when_the_models_load(
+    three_models: tuple[Settings, dict[str, ServedModel]]
+) -> None:
+    """The engines take the batching options of the specs the models were loaded from: the file was read again
+    at the engines' start, so one removed (or edited) while the models loaded failed the start (or gave a model
+    other options)."""
+    settings, models = three_models
+    path = Path(settings.models_file)
+    text = path.read_text()
+    path.unlink()
+    try:
+        async with running_app(settings, models) as harness:
+            assert harness.state.slots["tts22k"].engine.policy.max_batch_size == 3
+    finally:
+        path.write_text(text)
