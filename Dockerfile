@@ -44,11 +44,16 @@ COPY service ./service
 RUN pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /wheels . \
     && pip install --no-cache-dir --no-deps /wheels/vocos_serve-*.whl \
     && pip check
+# The bf16x3 kernels (vocos_core._bf16x3) link the compiler's OpenMP runtime, libgomp.so.1, which the slim
+# runtime image lacks (torch bundles its own under another name): without it the module fails to import and
+# AMX CPUs lose their fastest matmuls with no error. Staged from the compiler that linked them.
+RUN mkdir -p /opt/runtime-libs && cp -L "$(gcc -print-file-name=libgomp.so.1)" /opt/runtime-libs/
 
 # ---- runtime: the venv, a non-root user, and nothing that built it ----
 FROM ${PYTHON_IMAGE} AS runtime
 
-# 1 = download the configured models into the image's cache at build time (air-gapped sites).
+# 1 = download the models of the image's default settings (the official ones) into its cache at build time
+# (air-gapped sites); the build passes no VOCOS_* setting to that step.
 ARG BAKE_MODELS=0
 ARG VOCOS_UID=10001
 
@@ -75,7 +80,13 @@ RUN groupadd --system --gid "${VOCOS_UID}" vocos \
     && chown "${VOCOS_UID}:${VOCOS_UID}" /var/cache/vocos
 
 COPY --from=builder /opt/venv /opt/venv
+COPY --from=builder /opt/runtime-libs/ /usr/local/lib/
 COPY deploy/docker/prefetch_models.py /opt/vocos/prefetch_models.py
+
+# Fail the build, not the first AMX matmul, when a compiled module of the project misses a shared library.
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+RUN ldconfig \
+    && ! find /opt/venv -path '*/vocos_core/*.so' -exec ldd {} + | grep 'not found'
 
 USER ${VOCOS_UID}:${VOCOS_UID}
 WORKDIR /home/vocos

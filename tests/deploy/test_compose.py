@@ -134,6 +134,15 @@ def test_model_cache_volume_holds_both_caches(compose: dict[str, Any]) -> None:
     assert "model-cache" in compose["volumes"]
 
 
+def test_hub_offline_mode_passes_through() -> None:
+    """The README's way to serve from a filled cache without the Hub (HF_HUB_OFFLINE=1) did not reach the
+    container: compose passes only the variables the file names."""
+    for env, expected in (({"HF_HUB_OFFLINE": "1"}, "1"), ({}, "")):
+        services = interpolate(load_yaml(COMPOSE), env)["services"]
+        for name in ("vocos-gpu", "vocos-cpu"):
+            assert services[name]["environment"]["HF_HUB_OFFLINE"] == expected, name
+
+
 def test_every_bind_mount_exists(compose: dict[str, Any]) -> None:
     for service in compose["services"].values():
         for volume in service.get("volumes", []):

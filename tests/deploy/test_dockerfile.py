@@ -84,6 +84,34 @@ def test_runtime_stage_declares_port_signal_health_and_caches() -> None:
     assert by["ENTRYPOINT"] == ['["vocos-serve"]']
 
 
+# What libc6, in every Debian image the slim runtime's included, provides; any other library a compiled module of
+# the project links has to be brought into the runtime stage.
+LIBC_LIBRARIES = {"libc.so.6", "libm.so.6", "libpthread.so.0", "libdl.so.2", "librt.so.1", "ld-linux-x86-64.so.2"}
+RUNTIME_LIBS = "/opt/runtime-libs"
+
+
+def _needed_libraries(path: Path) -> set[str]:
+    result = run([require_binary("readelf"), "--dynamic", str(path)])
+    assert result.returncode == 0, result.stderr
+    return set(re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", result.stdout))
+
+
+def test_runtime_stage_brings_the_libraries_the_compiled_kernels_link() -> None:
+    """The bf16x3 kernels link the compiler's OpenMP runtime (libgomp.so.1), which the slim image lacks (torch's
+    own copy has another name): in the image vocos_core._bf16x3 failed to import, and AMX CPUs silently lost it."""
+    built = sorted((REPO / "vocos_core").glob("_*.so"))
+    if not built:
+        pytest.skip("no compiled module in this checkout (`pip install -e .` with a C compiler builds it)")
+    needed = set().union(*(_needed_libraries(path) for path in built)) - LIBC_LIBRARIES
+    assert "libgomp.so.1" in needed, "readelf found none of the OpenMP runtime that setup.py links"
+    builder, runtime = stages(DOCKERFILE.read_text())[0], stages(DOCKERFILE.read_text())[-1]
+    staged = " ".join(args for ins, args in builder if ins == "RUN" and RUNTIME_LIBS in args)
+    assert all(library in staged for library in needed), f"the builder stages not all of {sorted(needed)}"
+    assert ("COPY", f"--from=builder {RUNTIME_LIBS}/ /usr/local/lib/") in runtime
+    checks = [args for ins, args in runtime if ins == "RUN" and "ldconfig" in args]
+    assert checks and "not found" in checks[0], "the build must fail on a module that misses a library"
+
+
 @pytest.mark.parametrize(("port", "probed"), [(None, "8000"), ("", "8000"), ("9000", "9000")])
 def test_healthcheck_probes_the_port_the_server_listens_on(port: str | None, probed: str,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:

@@ -228,6 +228,38 @@ def test_models_are_fetched_into_the_claim_before_the_server_starts(overlay: tup
     assert image_uid and pod["securityContext"]["runAsUser"] == int(image_uid.group(1))
 
 
+def _settings_env(container: dict[str, Any], config_map: dict[str, Any], data: dict[str, str],
+                  secret: str) -> dict[str, str]:
+    """The VOCOS_* environment ``container`` gets: ``data`` when it reads ``config_map``, then its own env, each
+    Secret reference as ``secret``."""
+    reads = {"configMapRef": {"name": config_map["metadata"]["name"]}} in container.get("envFrom", [])
+    env = dict(data) if reads else {}
+    for entry in container.get("env", []):
+        env[entry["name"]] = entry.get("value", secret)
+    return {k: v for k, v in env.items() if k.startswith("VOCOS_")}
+
+
+def test_init_container_validates_the_servers_settings(overlay: tuple[str, Docs],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """prefetch_models.py validates every setting as the server does: without the API keys the server gets
+    from the Secret, VOCOS_METRICS_REQUIRE_KEY=true failed the init container and the pods never started."""
+    from service.settings import Settings
+
+    docs = overlay[1]
+    (init,) = only(docs, "Deployment")["spec"]["template"]["spec"]["initContainers"]
+    config_map = only(docs, "ConfigMap")
+    data = {**config_map["data"], "VOCOS_METRICS_REQUIRE_KEY": "true"}
+    server_env = _settings_env(server(docs), config_map, data, "a-key")
+    init_env = _settings_env(init, config_map, data, "a-key")
+    assert server_env["VOCOS_API_KEYS"] == "a-key"
+    assert init_env == {**server_env, "VOCOS_DEVICE": "cpu"}  # the one difference: its probe decode needs no GPU
+    for name in [k for k in os.environ if k.startswith("VOCOS_")]:
+        monkeypatch.delenv(name)
+    for key, value in init_env.items():
+        monkeypatch.setenv(key, value)
+    assert Settings(**{}).metrics_require_key  # as prefetch builds it; raised "needs API keys" before
+
+
 def test_autoscaler_scales_the_deployment_on_queue_depth_and_cpu(overlay: tuple[str, Docs]) -> None:
     docs = overlay[1]
     hpa = only(docs, "HorizontalPodAutoscaler")
