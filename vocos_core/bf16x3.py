@@ -22,10 +22,17 @@ import torch
 from torch import nn
 
 _bf16x3: types.ModuleType | None
+_NOT_LOADED: str | None = None  # why _bf16x3 is None
 try:
-    from . import _bf16x3
-except ImportError:  # built without a C compiler, or on another platform: PyTorch does every matmul
+    # Absolute: a missing module is then a ModuleNotFoundError naming it ("from . import" says ImportError).
+    import vocos_core._bf16x3 as _bf16x3
+except ImportError as exc:
     _bf16x3 = None
+    if isinstance(exc, ModuleNotFoundError) and exc.name == "vocos_core._bf16x3":
+        # Built without a C compiler, or on another platform: PyTorch does every matmul.
+        _NOT_LOADED = "vocos_core._bf16x3 was not built (no C compiler with OpenMP at install time?)"
+    else:  # built, but not loadable here: e.g. an image without the OpenMP runtime it links
+        _NOT_LOADED = f"vocos_core._bf16x3 was built but cannot be loaded: {exc}"
 
 # Rows per kernel call: bounds the split-input scratch at ROWS x K x 4 bytes (6 MiB at K = 1536),
 # and matches the backbone's MLP chunks (vocos_core.modules.MLP_CHUNK_ROWS).
@@ -37,7 +44,7 @@ BLOCK = 32
 def unsupported_reason() -> str | None:
     """None when the kernels can run on this machine, else why they cannot."""
     if _bf16x3 is None:
-        return "vocos_core._bf16x3 was not built (no C compiler with OpenMP at install time?)"
+        return _NOT_LOADED
     return _bf16x3.unsupported_reason()
 
 

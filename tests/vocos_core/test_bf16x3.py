@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -107,12 +109,39 @@ def test_highest_precision_is_plain_float32() -> None:
 
 def test_without_the_built_module_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bf16x3, "_bf16x3", None)
+    monkeypatch.setattr(bf16x3, "_NOT_LOADED", "vocos_core._bf16x3 was not built (...)")
     reason = bf16x3.unsupported_reason()
     assert reason is not None and "not built" in reason
     torch.set_float32_matmul_precision("high")
     assert not bf16x3.enabled_for(torch.randn(2, 32))
     lin, x = layer(32, 64), torch.randn(2, 32)
     assert torch.equal(bf16x3.linear(x, lin), lin(x))
+
+
+# Run in a child: the import happens once per process. The finder fails the module's import as Python does when
+# the file is absent (ModuleNotFoundError naming it) and as the loader does when a library it links is missing.
+REFUSE_IMPORT = """
+import importlib.abc, sys
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "vocos_core._bf16x3":
+            raise {error}
+sys.meta_path.insert(0, Refuse())
+from vocos_core import bf16x3
+print(bf16x3.unsupported_reason())
+"""
+
+
+@pytest.mark.parametrize(("error", "said"), [
+    ("ModuleNotFoundError('No module named vocos_core._bf16x3', name='vocos_core._bf16x3')", "was not built"),
+    ("ImportError('libgomp.so.1: cannot open shared object file: No such file or directory')",
+     "was built but cannot be loaded: libgomp.so.1: cannot open shared object file"),
+])
+def test_a_module_that_does_not_load_says_why(error: str, said: str) -> None:
+    """A module built but not loadable (an image without the OpenMP runtime it links) was called "not built"."""
+    child = subprocess.run([sys.executable, "-c", REFUSE_IMPORT.format(error=error)], capture_output=True, text=True,
+                           check=True)
+    assert said in child.stdout, child.stdout
 
 
 @needs_kernels
