@@ -82,10 +82,11 @@ def create_app(settings: Settings, models: Mapping[str, ServedModel] | None = No
 
 async def start_engines(state: ServiceState, models: Mapping[str, ServedModel]) -> None:
     """One slot (engine and audio-analysis worker) per served model, with the batching options of the spec it
-    was loaded from (models given to ``create_app`` by tests may have none: the server's settings then)."""
+    was loaded from, the app's settings filling in those it leaves out (models given to ``create_app`` by tests
+    may have no spec: the app's settings then)."""
     open_streams = OpenStreams()  # all models run in one model thread: a stream of one is held up by all
     for name, served in models.items():
-        spec = served.spec or ModelSpec(name, served.source).resolved(state.settings)
+        spec = (served.spec or ModelSpec(name, served.source)).resolved(state.settings)
         state.slots[name] = await ModelSlot.start(served, spec, state.metrics, stream_policy(state.settings),
                                                   open_streams)
         state.metrics.set_model(name, served.kind, served.public_name, str(served.device), served.dtype,

@@ -49,6 +49,9 @@ class ModelSpec:
     device: str | None = None
     dtype: Dtype | None = None
     encodec_weights: str | None = None
+    # The batching options the model's own entry sets; ``batching``: every option, the server's settings filling
+    # in the rest (``resolved``), so that resolving again with other settings (a test's) fills in theirs.
+    own_batching: Mapping[str, float] = dataclasses.field(default_factory=dict)
     batching: Mapping[str, float] = dataclasses.field(default_factory=dict)
     legacy: bool = False  # defined by VOCOS_MEL_MODEL / VOCOS_ENCODEC_MODEL: must be of that kind
     # A default nobody set (no model setting at all): when it cannot be obtained, the mel model falls
@@ -60,7 +63,7 @@ class ModelSpec:
 
     def resolved(self, settings: Settings) -> ModelSpec:
         """This spec with every option it leaves out taken from the server's ``settings``."""
-        batching = {key: self.batching.get(key, getattr(settings, key)) for key in BATCHING}
+        batching = {key: self.own_batching.get(key, getattr(settings, key)) for key in BATCHING}
         return dataclasses.replace(
             self,
             device_setting="VOCOS_DEVICE" if self.device is None else
@@ -182,7 +185,7 @@ def _spec(name: str, options: Any, where: str) -> ModelSpec:
         device=None if device is None else str(device),
         dtype=dtype,
         encodec_weights=_optional_text(options.get("encodec_weights"), "encodec_weights", name, where),
-        batching=batching,
+        own_batching=batching,
     )
 
 
