@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.echo import clip
 from service.engine import (
     BatchFailedError,
     DeadlineExceededError,
@@ -48,6 +49,10 @@ _ENGINE_SETTING: dict[type[EngineError], str] = {
     StreamLimitError: " (VOCOS_MAX_STREAMS)",
     DeadlineExceededError: " (the deadline: VOCOS_REQUEST_TIMEOUT_S, or X-Request-Timeout when shorter)",
 }
+
+
+# The keys of an OpenAPI path item that are operations (the others: parameters, summary, servers...).
+_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
 
 
 def error_body(error_type: str, message: str, request_id: str) -> dict[str, dict[str, str]]:
@@ -107,10 +112,32 @@ def logged_error_response(exc: BaseException, request_id: str) -> JSONResponse:
     return response
 
 
+def with_routing_message(exc: StarletteHTTPException, request: Request) -> StarletteHTTPException:
+    """Starlette's 404 and 405 say only "Not Found" and "Method Not Allowed": ``exc`` with a message that
+    names the method and path asked for and what the server has instead."""
+    path = clip(request.url.path)
+    if exc.status_code == 404 and exc.detail == "Not Found":
+        detail = f"no such path {path}; the API's paths: {', '.join(_api_paths(request))} (GET /docs documents them)"
+    elif exc.status_code == 405 and exc.detail == "Method Not Allowed":
+        allowed = (exc.headers or {}).get("Allow", "")
+        detail = f"{request.method[:20]} is not allowed on {path}; it takes {allowed or 'no method'}"
+    else:
+        return exc
+    return StarletteHTTPException(exc.status_code, detail, exc.headers)
+
+
+def _api_paths(request: Request) -> list[str]:
+    """``METHOD /path`` of each operation of the OpenAPI document (built once, then cached by FastAPI)."""
+    paths = request.app.openapi().get("paths", {})
+    return [f"{method.upper()} {path}" for path, item in paths.items() for method in item if method in _METHODS]
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Route every expected exception class through ``logged_error_response``."""
 
     async def handle(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, StarletteHTTPException):
+            exc = with_routing_message(exc, request)
         return logged_error_response(exc, request_id_of(request))
 
     for cls in (ServiceError, EngineError, CoreInputError, RequestValidationError, StarletteHTTPException):

@@ -28,7 +28,7 @@ class JsonBodyError(ValueError):
 
 def load(body: bytes) -> dict[str, Any] | str:
     """The fields of a JSON object, each nested list of numbers as an array (float64 or int64, as
-    numpy infers); for a JSON value that is no object, the name of its type."""
+    numpy infers); for a JSON value that is no object, the JSON name of its type (``"array"``)."""
     try:
         # orjson: several times faster than json; it refuses NaN and Infinity, which JSON lacks,
         # numbers beyond float64, and nesting past 1024 levels.
@@ -36,7 +36,7 @@ def load(body: bytes) -> dict[str, Any] | str:
     except orjson.JSONDecodeError as exc:
         raise JsonBodyError(f"malformed JSON body: {exc}", malformed=True) from None
     if not isinstance(value, dict):
-        return type(value).__name__
+        return json_type(value)
     return {key: to_array(item, key) if isinstance(item, list) else item for key, item in value.items()}
 
 
@@ -59,7 +59,15 @@ def to_array(value: list[Any], name: str) -> np.ndarray:
     return array
 
 
-_KINDS = {bool: "boolean", str: "string", dict: "object", type(None): "null"}
+# JSON's names for the types orjson parses to (and numpy's array for a nested list): what a client
+# that never saw Python calls them.
+_KINDS = {bool: "boolean", str: "string", dict: "object", type(None): "null", list: "array", int: "number",
+          float: "number", np.ndarray: "array"}
+
+
+def json_type(value: object) -> str:
+    """The JSON name of a parsed value's type: ``"null"``, not ``"NoneType"``."""
+    return _KINDS.get(type(value), type(value).__name__)
 
 
 def _first_non_number(value: list[Any]) -> str | None:

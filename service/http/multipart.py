@@ -8,6 +8,7 @@ spooled to disk, and the part's bytes are sliced out of the body rather than cop
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -15,7 +16,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from service.echo import clip
-from service.errors import InvalidInputError, MalformedPayloadError
+from service.errors import InvalidInputError, InvalidParameterError, MalformedPayloadError
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
@@ -43,13 +44,16 @@ class _Part:
         return None if value is None else value.decode("latin-1")
 
 
-def audio_part(body: bytes, content_type: str) -> tuple[bytes, str | None]:
+def audio_part(body: bytes, content_type: str, options: Collection[str] = ()) -> tuple[bytes, str | None]:
     """The file part of a ``multipart/form-data`` body and its own Content-Type (None when it has none).
 
     The part named ``file``, else the only part with a filename. Raises MalformedPayloadError (400)
-    when the body is not well-formed multipart, InvalidInputError (422) when no part is the file.
+    when the body is not well-formed multipart, InvalidInputError (422) when no part is the file, and
+    InvalidParameterError (422) for a field named as one of the endpoint's query ``options``.
     """
-    part = _choose(_parse(body, _boundary(content_type)))
+    parts = _parse(body, _boundary(content_type))
+    _refuse_options(parts, options)
+    part = _choose(parts)
     data = b"".join(part.data)
     if not data:
         raise InvalidInputError(
@@ -109,6 +113,18 @@ def _parse(body: bytes, boundary: bytes) -> list[_Part]:
             "(truncated, or separated by another boundary than its Content-Type's)"
         )
     return parts
+
+
+def _refuse_options(parts: list[_Part], options: Collection[str]) -> None:
+    """A field named as a query option (``curl -F file=@a.wav -F model=encodec``) was ignored, and the answer
+    came from the default model without a word: refused, as an unknown query parameter or JSON key is."""
+    for part in parts:
+        name = part.disposition(b"name")
+        if name is not None and name in options and part.disposition(b"filename") is None:
+            raise InvalidParameterError(
+                f"{clip(name, 40)}: an option sent as a form field; the form carries only the audio file, and "
+                f"options go in the query string, as ?{name}=..."
+            )
 
 
 def _choose(parts: list[_Part]) -> _Part:

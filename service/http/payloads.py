@@ -8,6 +8,7 @@ claim a terabyte array, and pickled (object) arrays are refused without being to
 from __future__ import annotations
 
 import io
+import json
 import math
 import threading
 from collections.abc import Mapping, Sequence
@@ -23,6 +24,7 @@ JSON_TYPES = frozenset({"application/json"})
 NPY_TYPES = frozenset({"application/x-npy", "application/npy", "application/octet-stream"})
 NPY_MAGIC = b"\x93NUMPY"
 NPY_MAX_DIMS = 32  # numpy's own limit is 64; no input of ours has more than 3
+_SHOWN_CHARS = 40  # of a JSON value quoted in a message
 
 
 def media_type(content_type: str | None) -> str:
@@ -76,7 +78,8 @@ def from_json_error(exc: json_body.JsonBodyError) -> MalformedPayloadError | Inv
 def json_fields(payload: Payload, allowed_keys: Sequence[str]) -> dict[str, Any]:
     """The fields of a JSON object whose keys are among ``allowed_keys``."""
     if not isinstance(payload, dict):
-        raise InvalidInputError(f"expected a JSON object with keys {list(allowed_keys)}, got {payload}")
+        kind = payload if isinstance(payload, str) else json_body.json_type(payload)
+        raise InvalidInputError(f"expected a JSON object with keys {list(allowed_keys)}, got {_a(kind)}")
     unknown = sorted(set(payload) - set(allowed_keys))
     if unknown:
         # At most a few names, clipped: the message must not echo an arbitrarily large body.
@@ -89,7 +92,7 @@ def json_fields(payload: Payload, allowed_keys: Sequence[str]) -> dict[str, Any]
 def json_array(value: Any, name: str) -> np.ndarray:
     """A field that must be a nested JSON list of numbers (loaded as an array)."""
     if not isinstance(value, np.ndarray):
-        raise InvalidInputError(f"'{name}' must be a nested list of numbers, got {type(value).__name__}")
+        raise InvalidInputError(f"'{name}' must be a nested list of numbers, got {_a(json_body.json_type(value))}")
     return value
 
 
@@ -156,11 +159,15 @@ def _check_npy_layout(shape: object, dtype: np.dtype) -> None:
 
 
 def optional_int(fields: Mapping[str, Any], key: str) -> int | None:
+    """An integer field; a whole float (``2.0``, as Python's json writes a float) is that integer, as JSON
+    has one kind of number and the query's ``?bandwidth_id=2.0`` is taken as 2 too."""
     value = fields.get(key)
     if value is None:
         return None
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInputError(f"'{key}' must be an integer, got {value!r}")
+        raise InvalidInputError(f"'{key}' must be an integer, got {_json_text(value)}")
     return value
 
 
@@ -169,8 +176,23 @@ def optional_float(fields: Mapping[str, Any], key: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InvalidInputError(f"'{key}' must be a number, got {value!r}")
+        raise InvalidInputError(f"'{key}' must be a number, got {_json_text(value)}")
     return float(value)
+
+
+def _a(kind: str) -> str:
+    """A JSON type named in a sentence: ``"an array"``, ``"a string"``, ``"null"``."""
+    if kind == "null":
+        return kind
+    return f"{'an' if kind[:1] in ('a', 'o') else 'a'} {kind}"
+
+
+def _json_text(value: object) -> str:
+    """A field's value as the client wrote it, in JSON (``true``, ``"2"``), clipped; a nested list by its type."""
+    if isinstance(value, np.ndarray):
+        return "an array"
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= _SHOWN_CHARS else f"{text[:_SHOWN_CHARS]}… ({len(text)} characters)"
 
 
 def mel_grid(payload: Payload) -> np.ndarray:

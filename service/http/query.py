@@ -25,11 +25,16 @@ StreamFormat = Literal["pcm16", "f32"]
 
 def known_parameters(request: Request) -> None:
     """A route dependency: refuse query parameters the route does not declare."""
-    route = request.scope.get("route")
-    dependant = getattr(route, "dependant", None)
-    if dependant is None:  # not one of ours (no FastAPI route): nothing to hold it to
+    names = declared_parameters(request)
+    if names is None:  # not one of ours (no FastAPI route): nothing to hold it to
         return
-    check_names(request.query_params, [p.alias for p in dependant.query_params], request.url.path)
+    check_names(request.query_params, names, request.url.path)
+
+
+def declared_parameters(request: Request) -> list[str] | None:
+    """The query parameters the request's route declares; None outside a FastAPI route."""
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    return None if dependant is None else [p.alias for p in dependant.query_params]
 
 
 def check_names(query: QueryParams, allowed: Iterable[str], path: str) -> None:

@@ -77,12 +77,46 @@ RESYNTHESIS_RESPONSES: dict[int | str, dict[str, Any]] = {
         "(audio_path_unavailable) model=encodec while the EnCodec weights are not on the server "
         "(VOCOS_ENCODEC_WEIGHTS): each request retries loading them. See Retry-After", _RETRY_AFTER),
 }
+
+
+def _json_answer(description: str, properties: dict[str, Any]) -> dict[str, Any]:
+    """A 200 JSON answer and its schema: FastAPI documents an untyped route's answer as ``{}``, which tells a
+    client generator (Go, TypeScript) nothing."""
+    schema = {"type": "object", "required": list(properties), "properties": properties}
+    return {"description": description, "content": {"application/json": {"schema": schema}}, "headers": _REQUEST_ID}
+
+
+_NULLABLE_STRING = {"type": ["string", "null"]}
+# One entry of GET /models (service.runtime.models.ServedModel.describe; docs/models.md).
+_MODEL = {
+    "type": "object",
+    "required": ["name", "kind", "sample_rate", "hop_length", "n_fft", "n_features", "front_end", "dtype", "device",
+                 "cpu_matmul", "parameters", "source", "revision", "lookahead_frames", "lookahead_ms"],
+    "properties": {
+        "name": {"type": "string"}, "kind": {"type": "string", "description": "mel or encodec"},
+        "sample_rate": {"type": "integer"}, "hop_length": {"type": "integer"}, "n_fft": {"type": ["integer", "null"]},
+        "n_features": {"type": "integer"},
+        "front_end": {"type": "object", "description": "the mel settings, or the EnCodec bandwidths (docs/models.md)"},
+        "dtype": {"type": "string"}, "device": {"type": "string"}, "cpu_matmul": _NULLABLE_STRING,
+        "parameters": {"type": "integer"},
+        "source": {"type": "string", "description": "the Hub id (@revision), or local:<directory name>"},
+        "revision": _NULLABLE_STRING, "lookahead_frames": {"type": "integer"}, "lookahead_ms": {"type": "number"},
+    },
+}
 # The probes' 503s: a probe that fails is an answer, documented as one.
-LIVENESS_RESPONSES: dict[int | str, dict[str, Any]] = {503: error("A batching loop has stopped")}
+LIVENESS_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: _json_answer("Alive", {"status": {"type": "string", "enum": ["alive"]}, "draining": {"type": "boolean"}}),
+    503: error("A batching loop has stopped"),
+}
 MODELS_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: _json_answer("The served models, in the order each endpoint picks its default from",
+                      {"models": {"type": "array", "items": _MODEL}}),
     404: error("No model of the ?model= name on this server; the message lists them"),
 }
 READINESS_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: _json_answer("Ready", {"status": {"type": "string", "enum": ["ready"]}, "models": {
+        "type": "object", "additionalProperties": {"type": "string"},
+        "description": "each served model's name and its source"}}),
     503: error("Not ready: the models are warming up, warm-up failed, or the server drains"),
 }
 # Request headers every decoding endpoint reads.

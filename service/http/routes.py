@@ -13,7 +13,7 @@ from service.errors import UnsupportedMediaTypeError
 from service.http.errors import error_body, request_id_of
 from service.http.multipart import FORM_DATA, audio_part
 from service.http.payloads import codes_grid, media_type, mel_grid, merge_choice
-from service.http.query import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, known_parameters
+from service.http.query import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, declared_parameters, known_parameters
 from service.http.request_io import (
     INLINE_BODY_BYTES,
     Deadline,
@@ -183,7 +183,9 @@ async def resynthesize(request: Request, model: ModelQuery = None, bandwidth_id:
     fmt = _format(request, format, stream)
     body = await read_body(request, state.settings)
     if form:
-        body, part_type = await off_loop(audio_part, body, content_type, inline=len(body) <= INLINE_BODY_BYTES)
+        option_names = declared_parameters(request) or ()
+        body, part_type = await off_loop(audio_part, body, content_type, option_names,
+                                         inline=len(body) <= INLINE_BODY_BYTES)
         _check_audio_type(part_type)
     options: dict[str, Any] = {"bandwidth_id": bandwidth_id, "bandwidth": bandwidth, "deadline": deadline.at,
                "request_id": request_id_of(request), "sample_rate": sample_rate}

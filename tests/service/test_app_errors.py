@@ -227,8 +227,15 @@ async def test_disabled_model_and_unknown_paths(make_app: AppFactory, models: di
         assert_error(await h.client.post("/decode/encodec", json={"codes": [[1, 2], [3, 4]]}), 404,
                      "this server serves no encodec model (served: mel (mel)); add one with VOCOS_MODELS",
                      "model_not_loaded")
-        assert_error(await h.client.get("/decode/nothing"), 404, "not found", "http_error")
-        assert_error(await h.client.get("/decode/mel"), 405, "method not allowed")
+        # Starlette's own messages were "Not Found" and "Method Not Allowed": they said neither what was asked
+        # for nor what to ask for instead.
+        assert_error(await h.client.get("/decode/nothing"), 404,
+                     "no such path '/decode/nothing'; the API's paths: GET /healthz, GET /readyz, GET /metrics, "
+                     "GET /models, POST /decode/mel, POST /decode/encodec, POST /resynthesize (GET /docs documents "
+                     "them)", "http_error")
+        wrong_method = await h.client.get("/decode/mel")
+        assert_error(wrong_method, 405, "GET is not allowed on '/decode/mel'; it takes POST", "http_error")
+        assert wrong_method.headers["allow"] == "POST"
 
 
 async def test_a_failing_batch_is_a_500_with_request_id_and_the_engine_keeps_serving(

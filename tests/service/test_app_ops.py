@@ -279,3 +279,22 @@ async def test_a_failed_warm_up_does_not_tell_clients_the_exception_text(
     assert response.status_code == 503
     assert "/srv/secret" not in response.text
     assert response.json()["error"]["message"].startswith("warm-up failed (BatchFailedError)")
+
+
+@pytest.mark.parametrize("path", ["/models", "/models?model=mel", "/healthz", "/readyz"])
+async def test_the_openapi_document_gives_the_json_answers_their_schema(app: Any, path: str) -> None:
+    """/models, /healthz and /readyz were documented as answering ``{}`` (any JSON): a Go or TypeScript client
+    generated from /openapi.json got an untyped value. Each answer now has a schema, and the answer meets it."""
+    import jsonschema  # schemathesis's (the fuzz tests'), pinned in constraints.txt
+
+    document = (await app.client.get("/openapi.json")).json()
+    schema = document["paths"][path.split("?")[0]]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    answer = await app.client.get(path)
+    assert answer.status_code == 200, answer.text
+    assert schema.get("required"), schema
+    jsonschema.validate(answer.json(), {**schema, "additionalProperties": False})
+    if path.startswith("/models"):
+        item = schema["properties"]["models"]["items"]
+        for model in answer.json()["models"]:
+            jsonschema.validate(model, {**item, "additionalProperties": False})
+            assert set(model) == set(item["required"])

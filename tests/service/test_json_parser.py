@@ -23,7 +23,7 @@ async def test_the_child_returns_what_loading_here_returns() -> None:
         fields = await parser.load(body, timeout=30)
         assert isinstance(fields, dict) and fields["bandwidth_id"] == 2
         np.testing.assert_array_equal(fields["mel"], load(body)["mel"])  # type: ignore[index]
-        assert await parser.load(b"[1, 2]", timeout=30) == "list"
+        assert await parser.load(b"[1, 2]", timeout=30) == "array"  # its JSON type name, as a message says it
         with pytest.raises(JsonBodyError) as malformed:
             await parser.load(b'{"mel": [[NaN]]}', timeout=30)
         assert malformed.value.malformed

@@ -122,6 +122,20 @@ async def test_a_form_without_one_file_part_is_422(app: AppHarness) -> None:
                  422, "invalid_input", "has 2 file parts")
 
 
+@pytest.mark.parametrize("field", ["model", "bandwidth", "bandwidth_id", "format", "sample_rate", "stream"])
+async def test_an_option_sent_as_a_form_field_is_refused_not_ignored(app: AppHarness, field: str) -> None:
+    """``curl -F file=@a.wav -F model=encodec -F bandwidth=6`` was answered 200 by the default mel model: the
+    fields were dropped without a word, where a query parameter or JSON key the endpoint does not know is 422."""
+    audio = audio_file(tone(0.2, 24000), 24000)
+    form = curl_form([("file", "a.wav", "audio/wav", audio), (field, None, None, b"encodec")])
+    assert_error(await app.client.post("/resynthesize", content=form, headers=form_type()), 422, "invalid_parameter",
+                 f"'{field}': an option sent as a form field; the form carries only the audio file, and options "
+                 f"go in the query string, as ?{field}=...")
+    by_httpx = await app.client.post("/resynthesize", files={"file": ("a.wav", audio, "audio/wav")},
+                                     data={"model": "encodec", "bandwidth": "6"})
+    assert_error(by_httpx, 422, "invalid_parameter", "'model': an option sent as a form field")
+
+
 async def test_a_form_over_the_body_limit_is_413(make_app: AppFactory) -> None:
     audio = audio_file(np.zeros(16000, np.float32), 16000)  # 32 kB
     async with make_app(max_body_bytes=20_000) as h:

@@ -289,3 +289,46 @@ def test_strings_in_a_json_mel_are_refused_before_numpy_sizes_an_array_by_the_lo
     finally:
         tracemalloc.stop()
     assert peak < 8 * 2**20, peak
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"null", r"got null$"),
+        (b"[[1.0]]", r"got an array$"),
+        (b'"mel"', r"got a string$"),
+        (b"3", r"got a number$"),
+        (b'{"mel": {"a": 1}}', r"'mel' must be a nested list of numbers, got an object$"),
+        (b'{"mel": 5}', r"'mel' must be a nested list of numbers, got a number$"),
+        (b'{"mel": null}', r"'mel' must be a nested list of numbers, got null$"),
+    ],
+)
+def test_json_errors_name_json_types_not_python_ones(body: bytes, message: str) -> None:
+    """A Go or JavaScript client sent null, an object, a number: the message said NoneType, dict, int."""
+    with pytest.raises(InvalidInputError, match=message):
+        mel_body(body, "json", 100)
+
+
+@pytest.mark.parametrize(
+    ("field", "message"),
+    [
+        (b'"bandwidth_id": true', "'bandwidth_id' must be an integer, got true$"),
+        (b'"bandwidth_id": "2"', "'bandwidth_id' must be an integer, got \"2\"$"),
+        (b'"bandwidth_id": [2]', "'bandwidth_id' must be an integer, got an array$"),
+        (b'"bandwidth_id": 1.5', "'bandwidth_id' must be an integer, got 1.5$"),
+        (b'"bandwidth": false', "'bandwidth' must be a number, got false$"),
+        (b'"bandwidth": {"kbps": 6}', "'bandwidth' must be a number, got {\"kbps\": 6}$"),
+        (b'"bandwidth": "' + b"6" * 100 + b'"', r"got \"6{39}… \(102 characters\)$"),
+    ],
+)
+def test_bandwidth_fields_of_the_wrong_type_are_quoted_as_json(field: bytes, message: str) -> None:
+    """The value is quoted as the client wrote it (true, "2"), not as Python's repr (True, '2')."""
+    with pytest.raises(InvalidInputError, match=message):
+        codes_body(b'{"codes": [[1, 2], [3, 4]], ' + field + b"}", "json")
+
+
+def test_a_whole_float_bandwidth_id_is_that_id() -> None:
+    """JSON has one kind of number: Python's json writes a float 2 as 2.0, which ?bandwidth_id=2.0 takes as 2,
+    and which codes take as the code 2; the body's bandwidth_id refused it."""
+    _, bandwidth_id, _ = codes_body(b'{"codes": [[1, 2], [3, 4]], "bandwidth_id": 0.0}', "json")
+    assert bandwidth_id == 0 and type(bandwidth_id) is int
