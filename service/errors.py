@@ -94,6 +94,14 @@ class InvalidInputError(ServiceError):
     error_type = "invalid_input"
 
 
+class UpgradeRequiredError(ServiceError):
+    """A plain HTTP request to a WebSocket stream (as from a proxy that drops the Upgrade header): the router's
+    404 said the path was wrong."""
+
+    status_code = 426
+    error_type = "upgrade_required"
+
+
 class ServerDrainingError(ServiceError):
     """The server is shutting down: requests that arrive after the drain began are refused. Retry-After: a
     retry soon goes to another replica (the load balancer takes this one out)."""

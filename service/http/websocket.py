@@ -23,16 +23,22 @@ from typing import Any
 import numpy as np
 import orjson
 import torch
-from fastapi import APIRouter, WebSocket
+from fastapi import APIRouter, Request, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from service.echo import clip
-from service.errors import BodyTimeoutError, MalformedPayloadError, PayloadTooLargeError, ServerDrainingError
+from service.errors import (
+    BodyTimeoutError,
+    MalformedPayloadError,
+    PayloadTooLargeError,
+    ServerDrainingError,
+    UpgradeRequiredError,
+)
 from service.http.access import CLIENT_CLOSED, log_stream
 from service.http.auth import STREAM_SUBPROTOCOL
 from service.http.errors import classify, log_level
 from service.http.inflight import InflightBytes
-from service.http.payloads import parse_npy
+from service.http.payloads import NPY_MAGIC, parse_npy
 from service.http.query import StreamFormat, stream_parameters
 from service.http.request_io import CutShortError, unless
 from service.http.server import abort_connection, stream_message_bytes, unsent_bytes
@@ -71,6 +77,15 @@ _MALFORMED_CLOSE_CODES = frozenset({1002, 1007})
 @router.websocket("/stream/mel")
 async def stream_mel(websocket: WebSocket) -> None:
     await _serve(websocket, "mel")
+
+
+@router.get("/stream/mel", include_in_schema=False)
+@router.get("/stream/encodec", include_in_schema=False)
+async def stream_without_upgrade(request: Request) -> None:
+    raise UpgradeRequiredError(
+        f"{request.url.path} is a WebSocket endpoint: open it with a WebSocket client (ws:// or wss://, a GET with "
+        "'Upgrade: websocket' and 'Connection: Upgrade'); a proxy in front must pass both headers on. Over plain "
+        "HTTP, POST to /decode/... with ?stream=true", {"Upgrade": "websocket"})
 
 
 @router.websocket("/stream/encodec")
@@ -182,7 +197,7 @@ async def _answer(websocket: WebSocket, state: ServiceState, stream: AudioStream
             return _client_left(message.get("code"))
         try:  # a malformed message fails the stream, once the chunks before it are answered
             if message.get("bytes") is not None:
-                arrays.append(stream.check(parse_npy(message["bytes"])))
+                arrays.append(stream.check(_frames_of(message["bytes"])))
                 continue
             _end_message(message.get("text") or "")
         except Exception:
@@ -314,6 +329,20 @@ async def _receive(websocket: WebSocket, idle_s: float, stream: AudioStream) -> 
             f"no message for {idle_s:g} s (VOCOS_STREAM_IDLE_TIMEOUT_S); send frames or {{\"type\": \"end\"}}"
         ) from None
     return message
+
+
+def _frames_of(data: bytes) -> np.ndarray:
+    """The array of a binary message; one that is no .npy file told apart from parse_npy's words for a body:
+    the end message sent as bytes (a Node Buffer, a browser Blob), or raw samples without a header."""
+    if data.startswith(NPY_MAGIC):
+        return parse_npy(data)
+    with contextlib.suppress(orjson.JSONDecodeError):
+        if len(data) <= MAX_TEXT_MESSAGE and orjson.loads(data) == {"type": "end"}:
+            raise MalformedPayloadError('got {"type": "end"} as a binary message; send it as a text message '
+                                        "(binary messages carry .npy frames)")
+    raise MalformedPayloadError(
+        f"expected each binary message to be one .npy array (np.save's format, starting with the \\x93NUMPY "
+        f"magic); got {len(data)} bytes beginning {data[:8].hex(' ')}")
 
 
 def _end_message(text: str) -> None:

@@ -129,6 +129,11 @@ MEL40 = np.random.default_rng(3).uniform(-6, -1, (100, 40)).astype(np.float32)  
     ("/stream/mel?model=", None, 404, "no model named ''"),
     ("/stream/mel", np.zeros((7, 5), np.float32), 422, "mel bands"),
     ("/stream/mel", b"not npy", 400, ".npy"),
+    # a Node Buffer or a browser Blob sends a binary frame: the end message there was "not a .npy file (body)"
+    ("/stream/mel", b'{"type":"end"}', 400, 'got {"type": "end"} as a binary message; send it as a text message'),
+    ("/stream/mel", np.zeros(4, "<f4").tobytes(), 400,  # raw samples, no header: a message's words, not a body's
+     "expected each binary message to be one .npy array (np.save's format, starting with the \\x93NUMPY magic); "
+     "got 16 bytes beginning 00 00 00 00 00 00 00 00"),
     ("/stream/mel", "hello", 400, '{"type": "end"}, got \'hello\''),
     ("/stream/mel", '{"type": "end", "flush": false}', 400, 'got \'{"type": "end", "flush": false}\''),
     ("/stream/mel", "x" * 100_000, 400, "got a text message of 100000 characters"),  # refused unparsed
@@ -225,3 +230,15 @@ def test_a_streams_request_id_is_the_clients_when_sane_else_a_fresh_one(client_f
             ids.append(error_of(ws)[0]["request_id"])
     assert ids[0] == "tts-42.a:b"
     assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids[1:]) and len(set(ids)) == 4
+
+
+@pytest.mark.parametrize("path", ["/stream/mel", "/stream/encodec"])
+def test_a_plain_http_request_to_a_stream_is_told_to_upgrade(client_for: Any, path: str) -> None:
+    """A proxy that drops the Upgrade header sends the handshake on as a plain GET: the router's 404 said
+    the path was wrong."""
+    answer = client_for().get(f"{path}?format=f32")
+    assert (answer.status_code, answer.headers["upgrade"]) == (426, "websocket")
+    error = answer.json()["error"]
+    assert error["type"] == "upgrade_required" and error["request_id"] == answer.headers["x-request-id"]
+    assert error["message"].startswith(f"{path} is a WebSocket endpoint: open it with a WebSocket client")
+    assert "a proxy in front must pass both headers on" in error["message"]
