@@ -64,8 +64,10 @@ def create_app(settings: Settings, models: Mapping[str, ServedModel] | None = No
 
     # docs_url/redoc_url off: FastAPI's pages load Swagger UI and ReDoc from a CDN; service.http.pages
     # serves them from installed files instead.
+    # redirect_slashes=False: Starlette answered /decode/mel/ with an empty 307 to an http:// Location (wrong behind
+    # a TLS proxy, and not followed by curl); the 404 names the path without the slash instead.
     app = FastAPI(title="vocos-serve", version=__version__, description=DESCRIPTION, lifespan=lifespan,
-                  docs_url=None, redoc_url=None)
+                  docs_url=None, redoc_url=None, redirect_slashes=False)
     app.state.service = state
     install_error_handlers(app)
     app.include_router(router)

@@ -117,7 +117,13 @@ def with_routing_message(exc: StarletteHTTPException, request: Request) -> Starl
     names the method and path asked for and what the server has instead."""
     path = clip(request.url.path)
     if exc.status_code == 404 and exc.detail == "Not Found":
-        detail = f"no such path {path}; the API's paths: {', '.join(_api_paths(request))} (GET /docs documents them)"
+        paths = _api_paths(request)
+        bare = request.url.path.rstrip("/")
+        near = [p for p in paths if p.split(" ", 1)[1] == bare and bare != request.url.path]
+        if near:
+            detail = f"no such path {path}; without the trailing slash: {', '.join(near)}"
+        else:
+            detail = f"no such path {path}; the API's paths: {', '.join(paths)} (GET /docs documents them)"
     elif exc.status_code == 405 and exc.detail == "Method Not Allowed":
         allowed = (exc.headers or {}).get("Allow", "")
         detail = f"{request.method[:20]} is not allowed on {path}; it takes {allowed or 'no method'}"

@@ -233,6 +233,9 @@ async def test_disabled_model_and_unknown_paths(make_app: AppFactory, models: di
                      "no such path '/decode/nothing'; the API's paths: GET /healthz, GET /readyz, GET /metrics, "
                      "GET /models, POST /decode/mel, POST /decode/encodec, POST /resynthesize (GET /docs documents "
                      "them)", "http_error")
+        # Starlette redirected a trailing slash with an empty 307 to an http:// URL, wrong behind a TLS proxy.
+        assert_error(await h.client.post("/decode/mel/", json={"mel": [[0.0]]}), 404,
+                     "no such path '/decode/mel/'; without the trailing slash: POST /decode/mel", "http_error")
         wrong_method = await h.client.get("/decode/mel")
         assert_error(wrong_method, 405, "GET is not allowed on '/decode/mel'; it takes POST", "http_error")
         assert wrong_method.headers["allow"] == "POST"
