@@ -118,7 +118,11 @@ def parse_npy(body: bytes) -> np.ndarray:
     except MalformedPayloadError:
         raise
     except Exception as exc:  # numpy raises ValueError/SyntaxError/EOFError on broken headers
-        raise MalformedPayloadError(f"malformed .npy header: {without_addresses(str(exc))}") from None
+        # A hand-written header (another language's writer) most often has JSON's false and lists: say what it is.
+        raise MalformedPayloadError(
+            f"malformed .npy header: {without_addresses(str(exc))}; the header is a Python dict literal as np.save "
+            "writes it, e.g. {'descr': '<f4', 'fortran_order': False, 'shape': (100, 20), } (False and a tuple, "
+            "not JSON's false and a list)") from None
     if dtype.hasobject or dtype.fields is not None:
         raise InvalidInputError(
             f"unsupported .npy dtype {dtype}; expected a plain numeric array (no objects, no records)"
@@ -129,7 +133,7 @@ def parse_npy(body: bytes) -> np.ndarray:
     if len(data) != expected:
         raise MalformedPayloadError(
             f".npy header declares shape {tuple(shape)} of {dtype} ({expected} bytes) "
-            f"but the body holds {len(data)}"
+            f"but {len(data)} follow the header"
         )
     try:
         array = np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")

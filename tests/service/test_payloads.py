@@ -75,9 +75,19 @@ def test_npy_refuses_what_is_not_npy() -> None:
         parse_npy(b"\x93NUMPY\x01\x00\x10\x00{'descr': garbage")
 
 
+def test_a_json_style_npy_header_is_told_what_the_header_is() -> None:
+    """A writer of another language that puts JSON in the header (false, a list) got numpy's parser's words
+    alone ("malformed node or string ... <ast.Name object>")."""
+    header = b"{'descr': '<f4', 'fortran_order': false, 'shape': [100, 20], }"
+    header += b" " * (-(10 + len(header) + 1) % 64) + b"\n"
+    body = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + bytes(8000)
+    with pytest.raises(MalformedPayloadError, match=r"a Python dict literal as np\.save writes it.*not JSON's false"):
+        parse_npy(body)
+
+
 def test_npy_truncated_or_lying_about_its_shape() -> None:
     body = npy_bytes(np.zeros((100, 50), np.float32))
-    with pytest.raises(MalformedPayloadError, match=r"declares shape \(100, 50\).*20000 bytes.*holds 19990"):
+    with pytest.raises(MalformedPayloadError, match=r"declares shape \(100, 50\).*20000 bytes.*but 19990 follow"):
         parse_npy(body[:-10])
     # A tiny body claiming a huge array is refused before anything is allocated.
     fake = io.BytesIO()
