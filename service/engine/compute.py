@@ -73,6 +73,25 @@ def _retry_in_halves(name: str, model: BatchModel, inputs: list[torch.Tensor], b
     )
 
 
+def call_steps(name: str, decode_steps: Callable[..., list[torch.Tensor]], retry_after: Callable[[], float],
+               *args: object) -> list[torch.Tensor]:
+    """Run in the worker thread: one stream step, ``decode_steps(*args)``. Out of device memory it fails with
+    ``DeviceOutOfMemoryError`` (a 503 with Retry-After, as a whole request's), the allocator's cache released.
+
+    Not retried in halves as a batch is: a step advances its streams' states in place as it goes, so a step
+    that failed midway leaves them unusable, and its streams end."""
+    try:
+        return decode_steps(*args)
+    except RuntimeError as exc:
+        if not is_out_of_memory(exc):
+            raise
+    # Released here, after the exception and its frames' tensors are.
+    release_cached_device_memory()
+    log.warning("%s: out of device memory for a stream step", name)
+    raise DeviceOutOfMemoryError(f"the {name} model ran out of device memory for this stream's step; "
+                                 "open the stream again later", retry_after())
+
+
 def _pick(bandwidth_ids: list[int] | None, start: int, stop: int) -> list[int] | None:
     return None if bandwidth_ids is None else bandwidth_ids[start:stop]
 

@@ -21,10 +21,11 @@ from typing import Any
 import torch
 
 from service.engine.batching import BatchPolicy, plan_batch
-from service.engine.compute import BatchModel, compute_batch
+from service.engine.compute import BatchModel, call_steps, compute_batch
 from service.engine.errors import (
     BatchFailedError,
     DeadlineExceededError,
+    DeviceOutOfMemoryError,
     EngineStoppedError,
     QueueFullError,
 )
@@ -243,13 +244,16 @@ class BatchingEngine:
         self._in_flight, self._in_flight_frames = len(steps), sum(s.frames for s in steps)
         try:
             timed = await timed_in_torch_thread(
-                self._stream_model().decode_steps, [s.state for s in steps], [s.chunk for s in steps],
-                [s.final for s in steps], [s.guess for s in steps])
+                call_steps, self.name, self._stream_model().decode_steps, self.retry_after,
+                [s.state for s in steps], [s.chunk for s in steps], [s.final for s in steps], [s.guess for s in steps])
             outputs: list[torch.Tensor] | BaseException = timed.value
             compute_s = timed.seconds
         except ThreadCallError as failed:
-            log.error("%s stream step of %d streams failed", self.name, len(steps), exc_info=failed.error)
-            outputs = BatchFailedError(f"the {self.name} model failed on this stream's step: {failed.error}")
+            if isinstance(failed.error, DeviceOutOfMemoryError):  # logged as a warning in the model thread
+                outputs = failed.error
+            else:
+                log.error("%s stream step of %d streams failed", self.name, len(steps), exc_info=failed.error)
+                outputs = BatchFailedError(f"the {self.name} model failed on this stream's step: {failed.error}")
             compute_s = failed.seconds
         except asyncio.CancelledError:  # a drain ran out of time
             for s in steps:

@@ -20,7 +20,9 @@ from typing import Any
 
 import torch
 
+from service.engine.compute import is_out_of_memory, release_cached_device_memory
 from service.engine.engine import EWMA_ALPHA, DeadlineExceededError, EngineStoppedError, QueueFullError
+from service.engine.errors import DeviceOutOfMemoryError
 from service.engine.torch_thread import torch_thread
 from vocos_core.steps import Steps, advance, join
 
@@ -183,8 +185,18 @@ class Analysis:
 
     def _run_slice(self) -> tuple[bool, list[torch.Tensor], float]:
         start = time.monotonic()
-        with torch.inference_mode():
-            if self._steps is None:
-                self._steps = self._make()
-            done, pieces = advance(self._steps, self.worker.slice_s)
-        return done, pieces, time.monotonic() - start
+        try:
+            with torch.inference_mode():
+                if self._steps is None:
+                    self._steps = self._make()
+                done, pieces = advance(self._steps, self.worker.slice_s)
+            return done, pieces, time.monotonic() - start
+        except RuntimeError as exc:
+            if not is_out_of_memory(exc):
+                raise
+        # Out of device memory (a long upload through the EnCodec encoder on a GPU): a 503 with Retry-After, as
+        # a whole request's, not a 500; the steps ended with the error, so their tensors are released by now.
+        self._steps = None
+        release_cached_device_memory()
+        raise DeviceOutOfMemoryError(f"the {self.worker.name} worker ran out of device memory analysing this "
+                                     "upload; retry later or send a shorter one", self.worker.retry_after())

@@ -179,8 +179,8 @@ class ServedModel:
         return self.model.codes_to_features(x)[0]  # (K, T) codes -> (1, 128, T) -> (128, T)
 
     def analysis(self, audio: np.ndarray, bandwidth_id: int | None) -> Steps:
-        """Mono float32 audio ``(S,)`` at ``sample_rate`` -> features ``(C, T)`` on the model's device,
-        as :data:`~vocos_core.steps.Steps` (a unit per layer of each chunk of the EnCodec encoder), so
+        """Mono float32 audio ``(S,)`` at ``sample_rate`` -> features ``(C, T)`` on the CPU, as
+        :data:`~vocos_core.steps.Steps` (a unit per layer of each chunk of the EnCodec encoder), so
         that other model work runs between them (``SerialWorker``), and each piece ``(C, t)`` of the
         features is out once final; to run in inference mode.
 
@@ -188,8 +188,11 @@ class ServedModel:
         otherwise be loaded here, on the request, unthrottled.
         """
         assert self.audio_path.available, "analysis before AudioPath.require"
-        # (1, C, t) -> (C, t)
-        return mapped(self.model.audio_to_features_steps(torch.from_numpy(audio), bandwidth_id), lambda x: x[0])
+        # (1, C, t) -> (C, t), copied off a GPU here, in the model thread: the event loop joins and reads the
+        # pieces (a streamed resynthesis), where a copy would wait for the device's queued work; and the copy
+        # makes each slice's time that of its computation, not of its kernel launches.
+        return mapped(self.model.audio_to_features_steps(torch.from_numpy(audio), bandwidth_id),
+                      lambda x: x[0].cpu())
 
 
 def load_models(settings: Settings) -> dict[str, ServedModel]:

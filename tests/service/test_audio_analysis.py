@@ -14,7 +14,7 @@ import pytest_asyncio
 import torch
 from service_helpers import wait_until
 
-from service.engine import DeadlineExceededError, EngineStoppedError, SerialWorker
+from service.engine import DeadlineExceededError, DeviceOutOfMemoryError, EngineStoppedError, SerialWorker
 from service.engine.torch_thread import run_in_torch_thread
 from service.runtime.models import ServedModel
 from vocos_core.steps import Steps
@@ -195,3 +195,46 @@ async def test_a_full_wait_list_asks_for_a_retry_after_the_work_admitted_at_its_
         long.close()
     await wait_until(lambda: worker.waiting == 0, timeout=5)
     assert worker._admitted_size == 0 and worker.retry_after() == 1  # nothing admitted: the floor
+
+
+class OnDevice:
+    """A piece of features ``(1, C, t)`` as a GPU model's analysis makes it: where it is moved to the CPU."""
+
+    def __init__(self) -> None:
+        self.moved_in: str | None = None
+
+    def __getitem__(self, index: int) -> OnDevice:
+        return self
+
+    def cpu(self) -> torch.Tensor:
+        self.moved_in = threading.current_thread().name
+        return torch.zeros(3, 2)
+
+
+async def test_analysis_pieces_reach_the_event_loop_on_the_cpu(models: dict[str, ServedModel],
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a GPU the features are made on the device: they are copied to the CPU in the model thread, where the
+    copy waits for the device, not on the event loop (a streamed resynthesis read them there with .cpu())."""
+    served, pieces = models["mel"], [OnDevice(), OnDevice()]
+    monkeypatch.setattr(served.model, "audio_to_features_steps", lambda audio, bandwidth_id: iter(pieces))
+    features = await SerialWorker("features", 4).run(served.analysis, np.zeros(24000, np.float32), None)
+    assert torch.equal(features, torch.zeros(3, 4))
+    assert all(p.moved_in is not None and p.moved_in.startswith("vocos-torch") for p in pieces)
+
+
+def out_of_memory() -> Steps:
+    yield torch.zeros(3, 2)
+    raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+async def test_an_analysis_out_of_device_memory_asks_for_a_retry_and_frees_the_cache(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    released: list[str] = []
+    monkeypatch.setattr("service.engine.workers.release_cached_device_memory",
+                        lambda: released.append(threading.current_thread().name))
+    worker = SerialWorker("features", 4, slice_s=0.0)
+    with pytest.raises(DeviceOutOfMemoryError, match="out of device memory") as failed:
+        await worker.run(out_of_memory)
+    assert failed.value.retry_after >= 1
+    assert released and all(name.startswith("vocos-torch") for name in released)
+    assert worker.waiting == 0

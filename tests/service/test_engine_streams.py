@@ -17,6 +17,7 @@ from service.engine import (
     BatchingEngine,
     BatchPolicy,
     BatchStats,
+    DeviceOutOfMemoryError,
     EngineStoppedError,
     OpenStreams,
     QueueFullError,
@@ -116,6 +117,31 @@ async def test_a_failed_step_fails_its_streams_and_counts_its_compute(mel: Serve
     stream.close()
     await engine.drain(1)
     assert recorder.steps[0].streams == 1 and recorder.steps[0].compute_s >= 0.1
+
+
+class OutOfMemorySteps(FailingSteps):
+    """``mel`` whose stream steps run out of device memory (a CUDA caching allocator's error)."""
+
+    def decode_steps(self, *args: Any) -> list[torch.Tensor]:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+async def test_a_step_out_of_device_memory_fails_its_streams_with_retry_after_and_frees_the_cache(
+        mel: ServedModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    # As a whole request out of memory: 503 device_out_of_memory with Retry-After, not a 500, and the
+    # allocator's cached blocks released (in the model thread) for the requests that follow.
+    released: list[str] = []
+    monkeypatch.setattr("service.engine.compute.release_cached_device_memory",
+                        lambda: released.append(threading.current_thread().name))
+    engine = await started(OutOfMemorySteps(mel, 0.0))  # type: ignore[arg-type]
+    stream = engine.open_stream()
+    with pytest.raises(DeviceOutOfMemoryError, match="out of device memory") as failed:
+        await stream.push(torch.randn(mel.n_features, 10))
+    assert failed.value.retry_after >= 1
+    assert released and all(name.startswith("vocos-torch") for name in released)
+    assert engine.alive
+    stream.close()
+    await engine.drain(1)
 
 
 async def test_the_stream_limit_refuses_one_more_until_a_stream_closes(mel: ServedModel) -> None:
