@@ -53,9 +53,11 @@ class AsyncStreamSession:
 
     async def send(self, frames: np.ndarray) -> None:
         """Frames ``(C, t)`` (or ``(1, C, t)``), ``t >= 1``: mel floats or EnCodec codes."""
-        for message in frame_messages(frames, self.info.max_message_bytes):
+        messages = frame_messages(frames, self.info.max_message_bytes)
+        self._clock.sending(frame_count(frames))
+        for message in messages:
             await self._send(message)
-        self._clock.sent(frame_count(frames))
+        self._clock.sent()
 
     async def end(self) -> None:
         """No more frames: the server flushes the rest of the audio and says done."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -80,35 +81,59 @@ class Done:
     samples: int
 
 
+# Frames a healthy server may take in without a word: beyond the lookahead, the inverse STFT's half window (2
+# frames for the official models, 4 for an n_fft of 2048) and the resampler's hold-back (soxr HQ holds up to 7
+# one-frame pushes at 24 -> 11.025 kHz, measured), with room to spare.
+UNANSWERED_FRAMES = 16
+
+
 class ReplyClock:
     """How long a session may wait for the server's next message: the client's ``timeout``, counted only while
-    the server owes one. It owes audio once more than the lookahead's frames are in and frames were sent since
-    its last message (each such frame makes more audio final), and the done message from the end on. A producer
-    that pauses (a TTS waiting for its next sentence) owes the server frames, not the other way round: the
-    server's idle timeout and the connection's keepalive bound that wait, not this clock.
+    the server owes one. It owes audio once more than the lookahead's frames plus :data:`UNANSWERED_FRAMES` are in
+    and more than :data:`UNANSWERED_FRAMES` were sent since its last message (they make audio final that it
+    sends at once), and the done message from the end on. A producer that pauses (a TTS waiting for its next
+    sentence) owes the server frames, not the other way round: the server's idle timeout and the connection's
+    keepalive bound that wait, not this clock.
     """
 
     def __init__(self, timeout: float | None, lookahead_frames: int) -> None:
         self.timeout = timeout
         self._lookahead = lookahead_frames
         self._frames = 0
+        self._unanswered = 0  # frames sent since the server's last message
         self._end = False
         self._owed_since: float | None = None  # monotonic time the server began to owe a message
+        # The producer's thread (sending, sent, ended) and the consumer's (heard) change the state: a heard()
+        # between ended()'s steps left the clock stopped with the end sent, and a server that then hung was
+        # waited for ever.
+        self._lock = threading.Lock()
 
-    def sent(self, frames: int) -> None:
-        """``frames`` more frames went out (from the producer's thread or task)."""
-        self._frames += frames
-        if self._owed_since is None and self._frames > self._lookahead:
-            self._owed_since = time.monotonic()
+    def sending(self, frames: int) -> None:
+        """``frames`` frames are about to go out. Counted before they do, so that a reply heard before
+        :meth:`sent` (a fast server) answers them rather than leaving them owed."""
+        with self._lock:
+            self._frames += frames
+            self._unanswered += frames
+
+    def sent(self) -> None:
+        """What :meth:`sending` announced went out: the clock starts if a message is owed now (not before the
+        send, whose own time is the link's, bounded by the send timeout)."""
+        with self._lock:
+            owed = self._frames > self._lookahead + UNANSWERED_FRAMES and self._unanswered > UNANSWERED_FRAMES
+            if self._owed_since is None and owed:
+                self._owed_since = time.monotonic()
 
     def ended(self) -> None:
-        if self._owed_since is None:
-            self._owed_since = time.monotonic()
-        self._end = True
+        with self._lock:
+            if self._owed_since is None:
+                self._owed_since = time.monotonic()
+            self._end = True
 
     def heard(self) -> None:
-        """A message came: nothing more is owed until the next frames, except after the end (the rest, done)."""
-        self._owed_since = time.monotonic() if self._end else None
+        """A message came: nothing more is owed until more frames, except after the end (the rest, done)."""
+        with self._lock:
+            self._unanswered = 0
+            self._owed_since = time.monotonic() if self._end else None
 
     def wait(self) -> float | None:
         """Seconds to wait before asking :meth:`expired` (None: no limit)."""

@@ -111,6 +111,26 @@ def test_a_producer_pausing_longer_than_the_timeout_is_not_a_timeout(server: Ser
         assert audio.size == offline["mel"].size and np.abs(audio - offline["mel"]).max() <= F32_TOLERANCE
 
 
+def test_pauses_where_the_server_owes_no_audio_yet_are_not_timeouts(server: ServerProcess) -> None:
+    """Right after the lookahead's frames (the inverse STFT's half window is still to come) and between one-frame
+    pushes of a resampled stream (soxr holds a few back), a healthy server sends nothing: a pause there is no
+    timeout. Frames sent one at a time, with 1.2 s pauses against a 0.5 s timeout."""
+    with Client(server.url) as client, client.stream_mel() as probe:
+        lookahead = probe.info.lookahead_frames
+        offline = client.decode_mel(MEL, sample_rate=11025).samples
+    pause_after = {lookahead + 1, lookahead + 2, lookahead + 12}
+
+    def tts() -> Iterator[np.ndarray]:
+        for t in range(MEL.shape[1]):
+            yield MEL[:, t:t + 1]
+            if t + 1 in pause_after:
+                time.sleep(1.2)
+
+    with Client(server.url, timeout=0.5) as client:
+        audio = np.concatenate(list(client.stream_mel_frames(tts(), sample_rate=11025, format="f32")))
+    assert audio.size == offline.size
+
+
 def test_async_session_and_frames(server: ServerProcess, offline: dict[str, np.ndarray]) -> None:
     async def tts() -> AsyncIterator[np.ndarray]:
         for piece in _pieces(MEL, 5):
