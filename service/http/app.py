@@ -88,7 +88,8 @@ async def start_engines(state: ServiceState, models: Mapping[str, ServedModel]) 
     may have no spec: the app's settings then)."""
     open_streams = OpenStreams()  # all models run in one model thread: a stream of one is held up by all
     for name, served in models.items():
-        spec = (served.spec or ModelSpec(name, served.source)).resolved(state.settings)
+        spec = (served.spec.with_batching_of(state.settings) if served.spec is not None
+                else ModelSpec(name, served.source).resolved(state.settings))
         state.slots[name] = await ModelSlot.start(served, spec, state.metrics, stream_policy(state.settings),
                                                   open_streams)
         state.metrics.set_model(name, served.kind, served.public_name, str(served.device), served.dtype,

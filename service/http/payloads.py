@@ -168,7 +168,7 @@ def optional_int(fields: Mapping[str, Any], key: str) -> int | None:
     value = fields.get(key)
     if value is None:
         return None
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:  # beyond: no integer JSON meant
         return int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidInputError(f"'{key}' must be an integer, got {_json_text(value)}")

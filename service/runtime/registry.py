@@ -63,17 +63,21 @@ class ModelSpec:
 
     def resolved(self, settings: Settings) -> ModelSpec:
         """This spec with every option it leaves out taken from the server's ``settings``."""
-        batching = {key: self.own_batching.get(key, getattr(settings, key)) for key in BATCHING}
         return dataclasses.replace(
-            self,
+            self.with_batching_of(settings),
             device_setting="VOCOS_DEVICE" if self.device is None else
             f"model {self.name!r}: device (VOCOS_MODELS_FILE)",
             revision=self.revision if self.revision is not None else settings.revision,
             device=self.device or settings.device,
             dtype=self.dtype or settings.dtype,
             encodec_weights=self.encodec_weights or settings.encodec_weights,
-            batching=batching,
         )
+
+    def with_batching_of(self, settings: Settings) -> ModelSpec:
+        """This spec with the batching options its entry leaves out taken from ``settings`` (its other options
+        as they are: a resolved spec stays resolved)."""
+        batching = {key: self.own_batching.get(key, getattr(settings, key)) for key in BATCHING}
+        return dataclasses.replace(self, batching=batching)
 
 
 def model_specs(settings: Settings) -> tuple[ModelSpec, ...]:

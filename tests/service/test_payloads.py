@@ -342,3 +342,6 @@ def test_a_whole_float_bandwidth_id_is_that_id() -> None:
     and which codes take as the code 2; the body's bandwidth_id refused it."""
     _, bandwidth_id, _ = codes_body(b'{"codes": [[1, 2], [3, 4]], "bandwidth_id": 0.0}', "json")
     assert bandwidth_id == 0 and type(bandwidth_id) is int
+    # A whole float past 2**53 means no integer: refused as one, not made a 309-digit id echoed in the error.
+    with pytest.raises(InvalidInputError, match=r"'bandwidth_id' must be an integer, got 1e\+308"):
+        codes_body(b'{"codes": [[1, 2], [3, 4]], "bandwidth_id": 1e308}', "json")
