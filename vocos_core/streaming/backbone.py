@@ -173,5 +173,5 @@ def _step_pair(states: Sequence[BackboneState], site: int, pair: int, rows: list
         # A guess comes after its parent, whose queue is then as this step leaves it.
         queue = torch.cat([(state.parent or state).pending[pair], x])
         result.append(torch.addcmul(queue[: y.shape[0]], gamma[:, 0], y))
-        state.pending[pair] = queue[y.shape[0]:]
+        state.pending[pair] = queue[y.shape[0]:].clone()  # a copy: a view would keep this step's rows alive
     return result

@@ -68,7 +68,10 @@ class Segments:
             pieces.append(contexts[0].new_zeros(bucket(start) - start, contexts[0].shape[1]))
         all_rows = torch.cat(pieces) if len(pieces) > 1 else pieces[0]
         index = _runs(starts, counts)
-        next_contexts = tuple(all_rows[s + c: s + n] for s, c, n in zip(starts, counts, lengths, strict=True))
+        # Copies, not views: a view would keep this step's rows (every stream's, every frame) alive in
+        # each stream's state until its next step. One copy for all streams; each keeps a piece of it.
+        kept = [all_rows[s + c: s + n] for s, c, n in zip(starts, counts, lengths, strict=True)]
+        next_contexts = tuple(torch.split(torch.cat(kept), [k.shape[0] for k in kept]))
         return cls(all_rows, tuple(counts), index.to(all_rows.device), next_contexts, span)
 
     @property

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+import threading
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -77,6 +79,7 @@ class StreamState:
 
     def __init__(self, model: Vocos, bandwidth_id: int | None, lookahead_frames: int | None = None) -> None:
         lookahead_frames = check_lookahead_frames(model, lookahead_frames)
+        self.model = weakref.ref(model)  # the model it steps with (decode_steps checks; no reference cycle)
         like = model.head.out.weight
         self.backbone = streaming_backbone.start_state(model.backbone, like)
         self.overlap_add = OverlapAddState.start(model.head.synthesis, like.device)
@@ -120,10 +123,7 @@ def decode_steps(model: Vocos, states: Sequence[StreamState], chunks: Sequence[t
     stream i's guess this step: more of its frames follow at once (a long push cut into steps), so their
     exact audio would go out with the guess, and the guess would only cost.
     """
-    assert len(states) == len(chunks) == len(final) and states, "one chunk and one flag per stream"
-    for state in states:
-        if state.finished:
-            raise InputError("this stream has ended (flush was called); start a new stream")
+    _check_steps(model, states, chunks, final, guess)
     dtype, device = model.head.out.weight.dtype, model.head.out.weight.device
     rows = [c.to(device, dtype).t() for c in chunks]  # (C, t) -> (t, C): frame-major rows
     ids = None if states[0].bandwidth_id is None else [int(s.bandwidth_id or 0) for s in states]
@@ -153,6 +153,34 @@ def decode_steps(model: Vocos, states: Sequence[StreamState], chunks: Sequence[t
         out.append(_emit(state, model.head.finish(piece), finished_guess, _target(model, state)))
         state.finished = last
     return out
+
+
+def _check_steps(model: Vocos, states: Sequence[StreamState], chunks: Sequence[torch.Tensor],
+                 final: Sequence[bool], guess: Sequence[bool] | None) -> None:
+    """Refuse, before any state changes, a step :func:`decode_steps` cannot take. The chunks' values are
+    not checked (NaN or Inf would make NaN audio, in this step and every later one): ``VocosStream.push``
+    checks them, a caller of ``decode_steps`` checks them itself."""
+    if not states:
+        raise InputError("decode_steps: expected at least one stream")
+    if not len(states) == len(chunks) == len(final) or (guess is not None and len(guess) != len(states)):
+        given = "" if guess is None else f", {len(guess)} guess flags"
+        raise InputError(f"decode_steps: expected one chunk and one final flag per stream, got {len(states)} "
+                         f"states, {len(chunks)} chunks, {len(final)} final flags{given}")
+    if len({id(state) for state in states}) != len(states):
+        raise InputError("decode_steps: a stream's state is given twice; a step takes each stream once "
+                         "(concatenate its chunks)")
+    channels = model.n_features
+    for i, (state, chunk) in enumerate(zip(states, chunks, strict=True)):
+        if state.model() is not model:
+            raise InputError(f"decode_steps: states[{i}] was started with another model; a stream steps "
+                             "with the model it was started with")
+        if state.finished:
+            raise InputError("this stream has ended (flush was called); start a new stream")
+        if not isinstance(chunk, torch.Tensor) or chunk.dim() != 2 or chunk.shape[0] != channels:
+            shape = tuple(chunk.shape) if isinstance(chunk, torch.Tensor) else type(chunk).__name__
+            raise InputError(f"chunks[{i}]: expected shape ({channels}, t), t >= 0, got {shape}")
+        if not chunk.is_floating_point():
+            raise InputError(f"chunks[{i}]: expected a floating-point tensor, got {chunk.dtype}")
 
 
 def _frames(model: Vocos, backbones: Sequence[BackboneState], rows: Sequence[torch.Tensor], final: Sequence[bool],
@@ -216,6 +244,10 @@ class VocosStream:
         self.lookahead_frames = check_lookahead_frames(model, lookahead_frames)
         self.state: StreamState | None = None
         self.codebooks: int | None = None  # EnCodec codes per frame, fixed by the bandwidth
+        # One step at a time: pushes from two threads at once would interleave their updates of the
+        # carried state and lose audio. With the lock they run one after the other, in the order they
+        # take it (the caller orders its frames).
+        self._lock = threading.RLock()
         if model.kind == "encodec" and bandwidth_id is not None:
             bandwidth_id = inputs.one_bandwidth_id(bandwidth_id, model.bandwidths)
             self.codebooks = model.num_codebooks(bandwidth_id)
@@ -231,11 +263,12 @@ class VocosStream:
     def push(self, frames: torch.Tensor) -> torch.Tensor:
         """Feature frames ``(C, t)``, ``t >= 1`` -> the audio samples ``(S,)`` now out (possibly none): final
         ones, and for a low-latency stream the guessed ones its lookahead lets out."""
-        if not isinstance(frames, torch.Tensor) or frames.dim() != 2:
+        if not isinstance(frames, torch.Tensor) or frames.dim() != 2 or frames.shape[1] == 0:
             shape = tuple(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__
-            raise InputError(f"frames: expected shape ({self.model.n_features}, t), got {shape}")
+            raise InputError(f"frames: expected shape ({self.model.n_features}, t) with t >= 1, got {shape}")
         x = inputs.check_features(frames.unsqueeze(0), self.model.n_features, "frames", self.model._dtype())
-        return decode_steps(self.model, [self._state()], [x[0]], [False])[0]
+        with self._lock:
+            return decode_steps(self.model, [self._state()], [x[0]], [False])[0]
 
     def push_codes(self, codes: torch.Tensor) -> torch.Tensor:
         """EnCodec codes ``(K, t)`` -> the audio samples now out, as :meth:`push`; K fixes the bandwidth on
@@ -245,19 +278,21 @@ class VocosStream:
             shape = tuple(codes.shape) if isinstance(codes, torch.Tensor) else type(codes).__name__
             raise InputError(f"codes: expected shape (K, t), got {shape}")
         k = inputs.check_codes(codes, fe.num_q, ENCODEC_BINS).shape[0]
-        if self.codebooks is None:  # the first codes fix the bandwidth
-            bandwidth_id = self.model.bandwidth_id_for_codebooks(k)
-            if self.state is None:
-                self.state = StreamState.start(self.model, bandwidth_id, self.lookahead_frames)
-            self.codebooks = k
-        if k != self.codebooks:
-            raise InputError(f"codes: this stream's bandwidth uses {self.codebooks} codebooks, got {k}")
-        return self.push(self.model.codes_to_features(codes)[0])
+        with self._lock:
+            if self.codebooks is None:  # the first codes fix the bandwidth
+                bandwidth_id = self.model.bandwidth_id_for_codebooks(k)
+                if self.state is None:
+                    self.state = StreamState.start(self.model, bandwidth_id, self.lookahead_frames)
+                self.codebooks = k
+            if k != self.codebooks:
+                raise InputError(f"codes: this stream's bandwidth uses {self.codebooks} codebooks, got {k}")
+            return self.push(self.model.codes_to_features(codes)[0])
 
     def flush(self) -> torch.Tensor:
         """End the stream: its remaining samples ``(S,)``."""
         empty = torch.zeros(self.model.n_features, 0)
-        return decode_steps(self.model, [self._state()], [empty], [True])[0]
+        with self._lock:
+            return decode_steps(self.model, [self._state()], [empty], [True])[0]
 
     def _state(self) -> StreamState:
         if self.state is None:

@@ -58,10 +58,11 @@ def overlap_add_steps(synthesis: ISTFT | IMDCT, states: Sequence[OverlapAddState
         done = count * hop + (win - hop if last else 0)  # samples now complete
         carried = slice(count * hop, count * hop + win - hop)
         state.tail = audio[i, carried].clone()  # a copy: a view would keep the whole batch alive
-        mine = audio[i, :done]
         if envelope is not None:
             state.envelope = envelope[i, carried].clone()
-            mine = mine / envelope[i, :done].clamp_min(ENVELOPE_EPS)
+            mine = audio[i, :done] / envelope[i, :done].clamp_min(ENVELOPE_EPS)
+        else:  # a copy: the caller's audio would otherwise keep every stream's of this step alive
+            mine = audio[i, :done].clone()
         out.append(_trim(synthesis, state, mine, last))
     return out
 
