@@ -37,6 +37,10 @@ INLINE_AUDIO_SAMPLES = 240_000
 # Frames per push when a whole input is answered as a stream (?stream=true): small enough that the
 # first audio leaves after one short step, each push a fair share of the engine between streams.
 STREAMED_PUSH_FRAMES = 128
+# Bytes per sample of a whole answer while it is made: float32 at the answer's rate (the resampled array, and a
+# wav32f body as large). A whole answer is held at once, so one larger than the server's byte budget is refused:
+# ?sample_rate=192000 made 460 MB from a 180 kB body of EnCodec codes, beyond VOCOS_MAX_INFLIGHT_BYTES alone.
+ANSWER_BYTES_PER_SAMPLE = 4
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,7 @@ class Vocoder:
         ``round(frames * rate_out / rate_in)`` samples (the vocoder's output padded or trimmed at the end)."""
         resolved = self._resynthesis_bandwidth(slot.served, bandwidth_id, bandwidth)
         upload = await self._upload(slot, audio_file, deadline)
+        self._check_answer_bytes(upload.length_at(sample_rate or slot.served.sample_rate))
         features = await slot.features.run(slot.served.analysis, upload.samples, resolved, size=upload.samples.size,
                                            timeout=deadline - time.monotonic())
         return await self._vocode(slot, features, resolved, deadline, request_id, sample_rate, upload=upload)
@@ -222,6 +227,10 @@ class Vocoder:
         (as a streamed answer's audio is cut) and at ``sample_rate`` after it."""
         served = slot.served
         self._check_frames(served, features.shape[-1])
+        if upload is None:  # a resynthesis was checked before its analysis
+            length, rate = served.num_samples(features.shape[-1]), sample_rate or served.sample_rate
+            self._check_answer_bytes(length if rate == served.sample_rate else
+                                     resampled_length(length, served.sample_rate, rate))
         output = await slot.engine.submit(features, bandwidth_id=bandwidth_id, timeout=deadline - time.monotonic(),
                                      request_id=request_id)
         samples = output.numpy() if upload is None else fit_length(output.numpy(), upload.samples.size)
@@ -266,6 +275,17 @@ class Vocoder:
             raise PayloadTooLargeError(
                 f"the requested audio would last {beyond(seconds, limit)} s; this server produces at most "
                 f"{limit:g} s per request (VOCOS_MAX_AUDIO_SECONDS)"
+            )
+
+    def _check_answer_bytes(self, samples: int) -> None:
+        """Refuse (413) a whole answer of ``samples`` that would not fit in the server's byte budget, before
+        computing it: a streamed answer (``?stream=true``) holds a piece at a time instead."""
+        size, limit = samples * ANSWER_BYTES_PER_SAMPLE, self.state.settings.max_inflight_bytes
+        if size > limit:
+            raise PayloadTooLargeError(
+                f"the answer would be {samples} samples, {size} bytes as float32, more than this server holds for "
+                f"all requests at once ({limit} bytes, VOCOS_MAX_INFLIGHT_BYTES); ask for ?stream=true, a lower "
+                "sample_rate, or send a shorter input"
             )
 
     @staticmethod

@@ -18,6 +18,7 @@ from service.errors import PayloadTooLargeError
 from service.runtime.audio_io import decode_audio
 from service.runtime.models import StartupError, load_models
 from service.settings import Settings
+from service.testing import npy_bytes
 from vocos_core import Vocos
 from vocos_core.errors import CheckpointError
 from vocos_core.testing import write_random_checkpoint
@@ -402,3 +403,28 @@ def test_encodec_weights_are_loaded_weights_only(tmp_path: Path, encodec_checkpo
     with pytest.raises(CheckpointError):
         model.audio_to_features(torch.zeros(24000), 0)
     assert not trap.exists()
+
+
+# -- answers far larger than their requests -------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_an_answer_beyond_the_byte_budget_is_refused_before_it_is_computed(make_app) -> None:
+    """A few kB of EnCodec codes with ?sample_rate=192000&format=wav32f asked for 8 times the model's samples: a
+    180 kB body made a 460 MB answer, beyond VOCOS_MAX_INFLIGHT_BYTES (256 MiB) alone, and 1.4 GB of peak memory.
+    A whole answer that cannot fit the budget is now 413 before any compute; at the model's rate, or streamed,
+    the same request is served."""
+    codes = np.zeros((2, 600), dtype=np.int16)  # 8 s at 24 kHz: 0.77 MB as float32, 6.1 MB at 192 kHz
+    body = npy_bytes(codes)
+    async with make_app(max_inflight_bytes=2 * MIB, max_body_bytes=MIB) as app:
+        amplified = await app.client.post("/decode/encodec?sample_rate=192000&format=wav32f", content=body,
+                                          headers=NPY)
+        native = await app.client.post("/decode/encodec?format=wav32f", content=body, headers=NPY)
+        streamed = await app.client.post("/decode/encodec?sample_rate=192000&stream=true", content=body, headers=NPY)
+        computed = app.state.metrics.registry.get_sample_value("vocos_audio_seconds_total", {"model": "encodec"})
+        held = app.state.inflight.held
+    assert amplified.status_code == 413, amplified.text[:300]
+    assert "VOCOS_MAX_INFLIGHT_BYTES" in amplified.json()["error"]["message"]
+    assert native.status_code == 200 and streamed.status_code == 200, (native.text[:200], streamed.text[:200])
+    assert computed == pytest.approx(2 * 600 * 320 / 24000, rel=0.01)  # the refused one was never decoded
+    assert held == 0
