@@ -8,6 +8,7 @@ spooled to disk, and the part's bytes are sliced out of the body rather than cop
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -117,13 +118,22 @@ def _parse(body: bytes, boundary: bytes) -> list[_Part]:
 
 def _refuse_options(parts: list[_Part], options: Collection[str]) -> None:
     """A field named as a query option (``curl -F file=@a.wav -F model=encodec``) was ignored, and the answer
-    came from the default model without a word: refused, as an unknown query parameter or JSON key is."""
+    came from the default model without a word: refused, as an unknown query parameter or JSON key is. So is
+    one named nearly so (``-F bandwith=6``, ``-F sampleRate=16000``); other fields, a page form's own, pass."""
     for part in parts:
         name = part.disposition(b"name")
-        if name is not None and name in options and part.disposition(b"filename") is None:
+        if name is None or part.disposition(b"filename") is not None:
+            continue
+        if name in options:
             raise InvalidParameterError(
                 f"{clip(name, 40)}: an option sent as a form field; the form carries only the audio file, and "
                 f"options go in the query string, as ?{name}=..."
+            )
+        near = difflib.get_close_matches(name.lower().replace("-", "_"), list(options), n=1, cutoff=0.8)
+        if near:
+            raise InvalidParameterError(
+                f"{clip(name, 40)}: a form field named like the option {near[0]!r}; the form carries only the "
+                f"audio file, and options go in the query string, as ?{near[0]}=..."
             )
 
 

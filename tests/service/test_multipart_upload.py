@@ -136,6 +136,17 @@ async def test_an_option_sent_as_a_form_field_is_refused_not_ignored(app: AppHar
     assert_error(by_httpx, 422, "invalid_parameter", "'model': an option sent as a form field")
 
 
+@pytest.mark.parametrize(("field", "option"), [("bandwith", "bandwidth"), ("sampleRate", "sample_rate"),
+                                               ("sample-rate", "sample_rate"), ("Model", "model")])
+async def test_a_form_field_named_nearly_as_an_option_is_refused(app: AppHarness, field: str, option: str) -> None:
+    """A misspelt option in a form (``-F bandwith=6``) was ignored as any other field is, and the answer
+    came at the default bandwidth without a word."""
+    audio = audio_file(tone(0.2, 24000), 24000)
+    form = curl_form([("file", "a.wav", "audio/wav", audio), (field, None, None, b"6")])
+    assert_error(await app.client.post("/resynthesize", content=form, headers=form_type()), 422, "invalid_parameter",
+                 f"'{field}': a form field named like the option '{option}'; the form carries only the audio file")
+
+
 async def test_a_form_over_the_body_limit_is_413(make_app: AppFactory) -> None:
     audio = audio_file(np.zeros(16000, np.float32), 16000)  # 32 kB
     async with make_app(max_body_bytes=20_000) as h:
