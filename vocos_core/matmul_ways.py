@@ -24,7 +24,7 @@ summation orders do (~1e-6 relative), well inside the 1e-5 that batching and str
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -312,19 +312,23 @@ def _probe(way: Way, layers: list[ProbeLayer], rows: int, repeats: int) -> float
         torch.set_float32_matmul_precision(precision)
 
 
-def resolve(setting: CpuMatmul, layers: Iterable[nn.Linear | ProbeLayer]) -> tuple[Plan, str]:
+def resolve(setting: CpuMatmul, layers: Iterable[nn.Linear | ProbeLayer],
+            excluded: Mapping[Way, str] | None = None) -> tuple[Plan, str]:
     """The plan a ``cpu_matmul`` setting runs, and one line saying why: ``auto`` probes
-    (:func:`choose`); a forced way that cannot run here falls back to the probe, saying so. Without
-    ``layers`` (no float32 CPU model) nothing is probed: ``mkl``, PyTorch's own."""
-    layers = list(layers)
+    (:func:`choose`); a forced way that cannot run here, or that ``excluded`` rules out (way -> why),
+    falls back to the probe of the others, saying so. Without ``layers`` (no float32 CPU model)
+    nothing is probed: ``mkl``, PyTorch's own."""
+    layers, excluded = list(layers), dict(excluded or {})
     if not layers:
         return Plan(("mkl",)), "mkl (no float32 linear layer on the CPU to probe)"
+    candidates = [w for w in WAYS if w not in excluded]
     if setting != "auto":
         way: Way = ALIASES.get(setting, setting)  # type: ignore[arg-type]
-        reason = unsupported_reason(way)
+        reason = excluded.get(way) or unsupported_reason(way)
         if reason is None:
             return Plan((way,)), f"{way} (forced by the cpu_matmul setting)"
-        choice = choose(layers)
+        choice = choose(layers, candidates)
         return choice.plan, f"{choice.describe()}, as {way} cannot run: {reason}"
-    choice = choose(layers)
-    return choice.plan, choice.describe()
+    choice = choose(layers, candidates)
+    left_out = "".join(f"; {w} left out: {why}" for w, why in excluded.items())
+    return choice.plan, choice.describe() + left_out

@@ -217,8 +217,9 @@ def load_models(settings: Settings) -> dict[str, ServedModel]:
     if unavailable:
         models.update(load_builtin_fallback(unavailable, devices, loaded=list(models)))
     cpu_models = [m for m in models.values() if m.device.type == "cpu"]
+    gpu_float32 = [m.name for m in models.values() if m.device.type != "cpu" and m.dtype == "float32"]
     if cpu_models:
-        way = set_cpu_matmul(settings, cpu_models)
+        way = set_cpu_matmul(settings, cpu_models, gpu_float32)
         for served in cpu_models:  # a bfloat16/float16 model has no float32 matmuls: no way to show
             served.cpu_matmul = way if served.dtype == "float32" else None
     return models
@@ -241,16 +242,21 @@ def load_builtin_fallback(unavailable: list[tuple[ModelSpec, StartupError]], dev
     return {"mel": served}
 
 
-def set_cpu_matmul(settings: Settings, cpu_models: list[ServedModel]) -> str:
+def set_cpu_matmul(settings: Settings, cpu_models: list[ServedModel], gpu_float32: Sequence[str] = ()) -> str:
     """Choose how the CPU models' float32 matmuls run (``vocos_core.matmul_ways``: ``cpu_matmul`` forces a
     way, ``auto`` probes each on the models' own linear layers), set it, log the choice in one line, and
     return the plan's name.
 
     One plan for the process, as PyTorch's float32 matmul precision that goes with it: so called only
-    with CPU models, the precision is left alone for GPU ones ("high" would mean TF32 in cuBLAS).
+    with CPU models, and never bf16x3 beside the float32 GPU models ``gpu_float32`` (names), whose precision
+    "high" would turn on TF32 in cuBLAS for them too.
     """
     layers = [layer for served in cpu_models for layer in probe_layers(served.model)]
-    plan, why = matmul_ways.resolve(settings.cpu_matmul, layers)
+    excluded: dict[matmul_ways.Way, str] = {}
+    if gpu_float32:
+        excluded["bf16x3"] = (f"the float32 GPU model(s) {', '.join(gpu_float32)} would run TF32 matmuls "
+                              "under its precision 'high'")
+    plan, why = matmul_ways.resolve(settings.cpu_matmul, layers, excluded)
     matmul_ways.set_plan(plan)
     log.info("CPU float32 matmuls: %s", why)
     return plan.name

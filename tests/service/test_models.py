@@ -163,6 +163,33 @@ def test_cpu_matmul_leaves_a_gpu_alone(mel_checkpoint: Path, monkeypatch: pytest
     assert torch.get_float32_matmul_precision() == "highest"
 
 
+def test_bf16x3_is_never_set_beside_a_float32_gpu_model(mel_checkpoint: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """One precision for the process: bf16x3's "high", set for a CPU model, turned on TF32 for a float32
+    model on a GPU beside it. Forced (and able to run, as on an AMX CPU), it is left out, saying why."""
+    monkeypatch.setattr(matmul_ways, "unsupported_reason", lambda way: None)
+    monkeypatch.setattr("service.runtime.models.resolve_device",
+                        lambda device, setting: torch.device("meta" if device == "cuda" else "cpu"))
+    monkeypatch.setattr("service.runtime.models.place",
+                        lambda model, device, dtype: model.eval() if device.type == "meta" else model)
+    models_file = tmp_path / "models.yaml"
+    models_file.write_text(f"models:\n  big:\n    source: {mel_checkpoint}\n    device: cuda\n"
+                           f"  small:\n    source: {mel_checkpoint}\n    device: cpu\n")
+    torch.set_float32_matmul_precision("highest")
+    try:
+        with caplog.at_level(logging.INFO, logger="service.runtime.models"):
+            models = load_models(Settings(models_file=str(models_file), mel_model="none", encodec_model="none",
+                                          cpu_matmul="bf16x3"))
+        assert "bf16x3" not in str(models["small"].cpu_matmul) and models["big"].cpu_matmul is None
+        assert torch.get_float32_matmul_precision() == "highest"
+        (line,) = [r.getMessage() for r in caplog.records if "matmuls" in r.getMessage()]
+        assert line.endswith("as bf16x3 cannot run: the float32 GPU model(s) big would run TF32 matmuls under its "
+                             "precision 'high'")
+    finally:
+        matmul_ways.set_way("mkl")
+
+
 def test_public_names_are_hub_ids_with_their_revision_or_local_directory_names(tmp_path: Path) -> None:
     assert public_name("charactr/vocos-mel-24khz", None) == "charactr/vocos-mel-24khz"
     assert public_name("charactr/vocos-mel-24khz", "v2") == "charactr/vocos-mel-24khz@v2"

@@ -194,6 +194,20 @@ def test_resolve_forces_falls_back_and_needs_layers(monkeypatch: pytest.MonkeyPa
     assert set(matmul_ways.resolve("auto", layers)[0].ways) <= set(matmul_ways.available())
 
 
+def test_resolve_leaves_out_an_excluded_way_forced_or_probed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bf16x3's precision "high" also turns on TF32 for float32 models on a GPU (the service excludes it
+    there); even where it would win the probe, or is forced, an excluded way is not chosen, and the line says why."""
+    monkeypatch.setattr(matmul_ways, "unsupported_reason", lambda way: None)
+    monkeypatch.setattr(matmul_ways, "_probe", fake_probe(
+        {"mkl": (1.0, 1.3, 1.3, 1.3), "onednn": (1.1, 1.2, 1.2, 1.2), "bf16x3": (0.5, 0.5, 0.5, 0.5)}))
+    excluded: dict[matmul_ways.Way, str] = {"bf16x3": "a GPU model would run TF32"}
+    plan, why = matmul_ways.resolve("auto", [layer(8, 8)], excluded)
+    assert "bf16x3" not in plan.ways and why.endswith("; bf16x3 left out: a GPU model would run TF32")
+    plan, why = matmul_ways.resolve("bf16x3", [layer(8, 8)], excluded)
+    assert "bf16x3" not in plan.ways and why.endswith("as bf16x3 cannot run: a GPU model would run TF32")
+    assert matmul_ways.resolve("auto", [layer(8, 8)])[0] == matmul_ways.Plan(("bf16x3",))  # without: it wins
+
+
 def test_the_fused_gelu_is_the_exact_gelu_of_the_matmul(matmul_way: matmul_ways.Way) -> None:
     lin = torch.nn.Linear(48, 40)
     with torch.inference_mode():
