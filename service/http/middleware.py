@@ -23,7 +23,7 @@ from service.http.access import CLIENT_CLOSED, log_request
 from service.http.cors import cors_options, is_preflight, refused_origin, with_cors
 from service.http.errors import error_response, logged_error_response
 from service.http.pages import PAGE_PATHS
-from service.http.server import BUSY_MESSAGE, PROBE_PATHS, abort_connection, beyond_connection_cap
+from service.http.server import BUSY_MESSAGE, PROBE_PATHS, abort_connection, beyond_connection_cap, client_gone
 from service.http.streamed import AnswerBrokeOffError
 from service.runtime.metrics import ENDPOINTS, STREAM_ENDPOINTS
 
@@ -136,8 +136,8 @@ class RequestContextMiddleware:
     def _record(self, scope: Scope, reply: _Reply, started: float, body_end: float, tracked: bool) -> None:
         """The request's status in the metrics (latency from its body's end) and the access log."""
         path = scope.get("path", "")
-        if reply.started and not reply.complete and reply.status < 400:  # a streamed answer the client left
-            log.info("request %s %s: the client left before the streamed answer ended", reply.request_id, path)
+        if reply.started and not reply.complete and reply.status < 400:  # an answer the client left half-way
+            log.info("request %s %s: the client left before the answer ended", reply.request_id, path)
             reply.status = CLIENT_CLOSED
         ended = time.monotonic()
         if tracked:
@@ -287,6 +287,8 @@ class _Reply:
             self.held.force_take(len(body))
             more = message.get("more_body", False)
             for start in range(0, len(body), SEND_CHUNK_BYTES):
+                if client_gone(self.scope):  # left mid-answer: the rest would go nowhere (a 499, see _record)
+                    return
                 last = start + SEND_CHUNK_BYTES >= len(body)
                 chunk = body[start : start + SEND_CHUNK_BYTES]
                 await self._bounded({"type": "http.response.body", "body": chunk, "more_body": more or not last})

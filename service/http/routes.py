@@ -76,8 +76,11 @@ async def healthz(request: Request) -> JSONResponse:
             responses=READINESS_RESPONSES)
 async def readyz(request: Request) -> JSONResponse:
     state = service_state(request)
-    if not state.ready or state.draining:
-        body = error_body("not_ready", state.not_ready_reason or "not ready", request_id_of(request))
+    if not state.ready or state.draining or not state.alive:
+        # A replica whose batching loop died answers every request 503: out of the load balancer too, until
+        # its liveness probe has it restarted.
+        reason = state.not_ready_reason or ("not ready" if state.alive else "a batching loop has stopped")
+        body = error_body("not_ready", reason, request_id_of(request))
         return JSONResponse(body, status_code=503)
     return JSONResponse({"status": "ready", "models": {k: m.public_name for k, m in state.models.items()}})
 

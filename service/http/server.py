@@ -48,6 +48,7 @@ BUSY_MESSAGE = "too many open connections (VOCOS_MAX_CONNECTIONS); retry later"
 ABORT_EXTENSION = "vocos.abort"
 WRITE_BUFFER_EXTENSION = "vocos.write_buffer"
 BEYOND_CAP_EXTENSION = "vocos.beyond_cap"
+CLIENT_GONE_EXTENSION = "vocos.client_gone"
 # Connections kept beyond ``max_connections`` for the probes and the metrics scrape, which must answer when
 # the server is merely busy: a liveness probe refused there would have a busy pod restarted, and a failed
 # scrape would hide the queue from the autoscaler. On them every other request is answered 503.
@@ -241,6 +242,7 @@ def _with_extensions(inner: Any, transport: Callable[[], asyncio.Transport], bey
         extensions[ABORT_EXTENSION] = lambda reset=False: _reset(transport()) if reset else transport().abort()
         extensions[WRITE_BUFFER_EXTENSION] = transport().get_write_buffer_size
         extensions[BEYOND_CAP_EXTENSION] = beyond_cap()
+        extensions[CLIENT_GONE_EXTENSION] = lambda: _raw(transport()).is_closing()
         await inner(scope, receive, send)
 
     return app
@@ -346,6 +348,19 @@ def abort_connection(scope: Scope, reset: bool = False) -> bool:
         return False
     abort(reset)
     return True
+
+
+def client_gone(scope: Scope) -> bool:
+    """Whether the connection of ``scope`` has closed under the answer being sent (the client left, or it
+    was dropped); False when the server does not say. uvicorn takes what is sent after that without a word,
+    so an answer the client left half-way would otherwise count as sent whole."""
+    gone = scope.get("extensions", {}).get(CLIENT_GONE_EXTENSION)
+    return bool(gone()) if gone is not None else False
+
+
+def _raw(transport: asyncio.Transport) -> asyncio.Transport:
+    """The socket's own transport under a :class:`_LingeringClose` (whose lingering is no client leaving)."""
+    return transport.raw if isinstance(transport, _LingeringClose) else transport
 
 
 def beyond_connection_cap(scope: Scope) -> bool:

@@ -7,6 +7,8 @@ import asyncio
 import json
 import logging
 import re
+import socket
+import struct
 import time
 
 import numpy as np
@@ -256,6 +258,29 @@ async def test_a_response_never_read_is_dropped_at_the_send_timeout(make_live, c
         assert server.request_count("/decode/mel", 500) == 0
     lines = [r for r in caplog.records if "VOCOS_SEND_TIMEOUT_S" in r.getMessage()]
     assert len(lines) == 1 and lines[0].levelno == logging.INFO and lines[0].exc_info is None
+
+
+async def test_a_client_that_leaves_a_whole_answer_half_way_is_a_499_not_a_200(make_live, caplog) -> None:
+    """A 20 MB float WAV whose client reads its status line, then resets the connection: uvicorn takes the
+    pieces sent after that without a word, and the answer counted as sent whole (200, 20 MB in the access
+    log). It is a 499, as for a streamed answer, with the bytes actually handed over."""
+    body = npy_bytes(np.zeros((100, 20_000), np.float32))  # 20000 x 256 samples x 4 bytes
+    caplog.set_level(logging.INFO, logger="service")
+    async with make_live() as server:
+        conn = await RawConnection.open(server.port)
+        sock = conn.writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        await conn.send(http_request("POST", "/decode/mel?format=wav32f", body, [NPY]))
+        assert await conn.read_status(timeout=60) == 200
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()  # a reset: the client is gone
+        await wait_until(lambda: server.request_count("/decode/mel", 499) == 1, timeout=30)
+        assert server.request_count("/decode/mel", 200) == 0
+        assert server.state.inflight.held == 0
+    left = [r for r in caplog.records if "the client left before the answer ended" in r.getMessage()]
+    assert len(left) == 1 and left[0].levelno == logging.INFO
+    sizes = [int(m.group(1)) for r in caplog.records if (m := re.search(r'" 499 \S+ (\d+)B', r.getMessage()))]
+    assert sizes and sizes[0] < 20_000_000, sizes
 
 
 async def test_an_aborted_upload_is_a_499_logged_once_at_info(make_live, caplog) -> None:

@@ -242,6 +242,16 @@ async def test_liveness_fails_when_a_batching_loop_died(app: Any) -> None:
     assert response.status_code == 503 and "batching loop has stopped" in response.json()["error"]["message"]
 
 
+async def test_readiness_fails_too_when_a_batching_loop_died(app: Any) -> None:
+    """Every request to the replica now gets 503: the load balancer must stop sending it any."""
+    assert (await app.client.get("/readyz")).status_code == 200
+    task = app.state.slots["mel"].engine._task
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    response = await app.client.get("/readyz")
+    assert response.status_code == 503 and "batching loop has stopped" in response.json()["error"]["message"]
+
+
 async def test_clients_see_no_server_paths_nor_object_addresses(
     app: Any, mel_checkpoint: Path, encodec_checkpoint: Path
 ) -> None:
