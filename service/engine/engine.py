@@ -43,6 +43,7 @@ class _Item:
     request_id: str
     enqueued: float
     future: asyncio.Future[torch.Tensor] = field(repr=False)
+    observed: bool = True  # reported to the observer (not the server's own warm-up calls)
 
     @property
     def frames(self) -> int:
@@ -149,8 +150,10 @@ class BatchingEngine:
         bandwidth_id: int | None = None,
         timeout: float | None = None,
         request_id: str = "",
+        observed: bool = True,
     ) -> torch.Tensor:
-        """Queue ``inputs`` ``(C, T)`` and return the model's output for it.
+        """Queue ``inputs`` ``(C, T)`` and return the model's output for it; ``observed=False`` keeps it out
+        of the observer's measurements (a warm-up call, seconds long while kernels compile).
 
         ``timeout`` (seconds) bounds the wait; when it passes the request leaves the queue and
         ``DeadlineExceededError`` is raised. Cancelling the caller also removes the request from the
@@ -166,7 +169,7 @@ class BatchingEngine:
         if timeout is not None and timeout <= 0:
             raise DeadlineExceededError("the request deadline passed before it was queued")
         assert self._loop is not None and self._wakeup is not None
-        item = _Item(inputs, bandwidth_id, request_id, time.monotonic(), self._loop.create_future())
+        item = _Item(inputs, bandwidth_id, request_id, time.monotonic(), self._loop.create_future(), observed)
         self._pending.append(item)
         self._report_depth()
         self._wakeup.set()
@@ -404,9 +407,10 @@ class BatchingEngine:
         self._report_batch(batch, started, elapsed, ok)
 
     def _report_batch(self, batch: list[_Item], started: float, elapsed: float, ok: bool) -> None:
-        if self._observer is None:
+        observed = [item for item in batch if item.observed]
+        if self._observer is None or not observed:
             return
-        for item in batch:  # until the model thread began their call: behind another model's calls too
+        for item in observed:  # until the model thread began their call: behind another model's calls too
             self._observer.on_queue_wait(self.name, started - item.enqueued)
         frames = [item.frames for item in batch]
         stats = BatchStats(len(batch), sum(frames), len(batch) * max(frames), elapsed, ok)

@@ -109,9 +109,9 @@ async def warm_up(state: ServiceState) -> None:
             # One call at a time: the queue may hold a single request (VOCOS_MAX_QUEUE_SIZE=1).
             if served.bandwidths:
                 for i, k in enumerate(served.codebooks):
-                    await engine.submit(torch.zeros(k, frames, dtype=torch.long), bandwidth_id=i)
+                    await engine.submit(torch.zeros(k, frames, dtype=torch.long), bandwidth_id=i, observed=False)
             else:
-                await engine.submit(torch.zeros(served.n_features, frames))
+                await engine.submit(torch.zeros(served.n_features, frames), observed=False)
             if hasattr(served, "warm_up_steps"):
                 await run_in_torch_thread(served.warm_up_steps, engine.stream_policy.max_step_frames)
             if not served.audio_path.available:

@@ -56,9 +56,6 @@ class ServiceMetrics:
         self._add_stream_metrics(self.registry)
         self.ready = Gauge("vocos_ready", "1 when ready to serve, 0 while starting or draining.",
                            registry=self.registry)
-        # Off until the server is first ready: warm-up's calls (oneDNN compiling its kernels, seconds
-        # where a served call takes milliseconds) would otherwise sit in the histograms for good.
-        self._observing = False
         for endpoint in ENDPOINTS:
             self.request_duration.labels(endpoint)
             for status in ALERTED_STATUSES:
@@ -166,19 +163,14 @@ class ServiceMetrics:
         self.queue_depth.labels(model).set(depth)
 
     def on_queue_wait(self, model: str, seconds: float) -> None:
-        if self._observing:
-            self.queue_wait.labels(model).observe(seconds)
+        self.queue_wait.labels(model).observe(seconds)
 
     def on_batch(self, model: str, stats: BatchStats) -> None:
-        if not self._observing:
-            return
         self.compute.labels(model).observe(stats.compute_s)
         self.batch_size.labels(model).observe(stats.size)
         self.padding.labels(model).observe(stats.padded_frames / max(1, stats.real_frames))
 
     def on_stream_batch(self, model: str, stats: StreamStats) -> None:
-        if not self._observing:
-            return
         self.compute.labels(model).observe(stats.compute_s)
         self.stream_batch.labels(model).observe(stats.streams)
 
@@ -210,9 +202,7 @@ class ServiceMetrics:
         self.input_warnings.labels(model, cause).inc()
 
     def set_ready(self, ready: bool) -> None:
-        """Readiness; the first ``True`` also starts the engine's observations (a drain does not stop them)."""
         self.ready.set(1 if ready else 0)
-        self._observing = self._observing or ready
 
     def watch_devices(self, devices: Iterable[str]) -> None:
         """Report allocated/reserved memory of these CUDA devices at each scrape (CPU devices ignored)."""

@@ -107,6 +107,18 @@ async def test_a_call_waiting_behind_another_models_counts_as_queue_wait_not_com
         await engine.drain(1)
 
 
+async def test_an_unobserved_call_stays_out_of_the_measurements_unless_it_shares_a_batch() -> None:
+    """The server's warm-up calls (seconds each while kernels compile) sat in the histograms' tails for good."""
+    model, recorder = FakeModel(), Recorder()
+    engine = await started(model, recorder, max_wait_s=0.05, max_batch_size=8)
+    await engine.submit(item(5), observed=False)
+    assert recorder.batches == [] and recorder.waits == []
+    await asyncio.gather(engine.submit(item(5), observed=False), engine.submit(item(7)))  # one batch
+    assert len(model.calls) == 2 and len(recorder.batches) == 1 and len(recorder.waits) == 1
+    assert recorder.batches[0].size == 2  # the call's real work, warm-up item included
+    await engine.drain(1)
+
+
 async def test_concurrent_requests_share_a_batch_and_get_their_own_output() -> None:
     model, recorder = FakeModel(), Recorder()
     engine = await started(model, recorder, max_wait_s=0.05, max_batch_size=8)

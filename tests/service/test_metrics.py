@@ -8,14 +8,12 @@ import torch
 from service_helpers import AppHarness
 
 from service.engine import BatchStats
-from service.engine.streams import StreamStats
 from service.runtime.metrics import ServiceMetrics
 from service.testing import npy_bytes
 
 
 def test_engine_observations_land_in_the_histograms() -> None:
     m = ServiceMetrics()
-    m.set_ready(True)
     m.on_batch("mel", BatchStats(size=4, real_frames=300, padded_frames=400, compute_s=0.02, ok=True))
     m.on_queue_wait("mel", 0.003)
     m.on_queue_depth("encodec", 7)
@@ -27,26 +25,9 @@ def test_engine_observations_land_in_the_histograms() -> None:
     assert 'vocos_queue_depth{model="encodec"} 7.0' in text
 
 
-def test_engine_observations_start_when_the_server_is_first_ready_and_go_on_through_a_drain() -> None:
-    """Warm-up's calls (seconds each, oneDNN compiling kernels) come before ready and would stay in the
-    histograms' tails for good; a draining server's calls are real ones."""
-    m = ServiceMetrics()
-    m.set_model("mel", "mel", "local:mel", "cpu", "float32")
-    batch = BatchStats(size=1, real_frames=16, padded_frames=16, compute_s=2.5, ok=True)
-    m.on_batch("mel", batch)
-    m.on_queue_wait("mel", 1.0)
-    m.on_stream_batch("mel", StreamStats(streams=3, frames=40, compute_s=1.0))
-    text = m.render()[0].decode()
-    for name in ("vocos_compute_seconds", "vocos_batch_size", "vocos_queue_wait_seconds", "vocos_stream_batch_size"):
-        assert f'{name}_count{{model="mel"}} 0.0' in text, name
-    m.set_ready(True)
-    m.set_ready(False)  # draining
-    m.on_batch("mel", batch)
-    assert 'vocos_compute_seconds_count{model="mel"} 1.0' in m.render()[0].decode()
-
-
 @pytest.mark.asyncio
 async def test_warm_up_leaves_the_engine_histograms_empty(app: AppHarness) -> None:
+    """Warm-up's calls (seconds each, oneDNN compiling kernels) would sit in the histograms' tails for good."""
     metrics = (await app.client.get("/metrics")).text
     assert 'vocos_compute_seconds_count{model="mel"} 0.0' in metrics
     assert 'vocos_batch_size_count{model="mel"} 0.0' in metrics
