@@ -233,22 +233,15 @@ async def test_metrics_expose_every_contract_name(app: Any) -> None:
     assert audio == pytest.approx(sum((20 + i - 1) * 256 for i in range(3)) / 24000, rel=1e-6)
 
 
-async def test_liveness_fails_when_a_batching_loop_died(app: Any) -> None:
-    assert (await app.client.get("/healthz")).status_code == 200
+@pytest.mark.parametrize("probe", ["/healthz", "/readyz"])
+async def test_liveness_and_readiness_fail_when_a_batching_loop_died(app: Any, probe: str) -> None:
+    """Every request to the replica now gets 503: restarted (liveness), and out of the load balancer until
+    then (readiness, which stayed 200)."""
+    assert (await app.client.get(probe)).status_code == 200
     task = app.state.slots["mel"].engine._task
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-    response = await app.client.get("/healthz")
-    assert response.status_code == 503 and "batching loop has stopped" in response.json()["error"]["message"]
-
-
-async def test_readiness_fails_too_when_a_batching_loop_died(app: Any) -> None:
-    """Every request to the replica now gets 503: the load balancer must stop sending it any."""
-    assert (await app.client.get("/readyz")).status_code == 200
-    task = app.state.slots["mel"].engine._task
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    response = await app.client.get("/readyz")
+    response = await app.client.get(probe)
     assert response.status_code == 503 and "batching loop has stopped" in response.json()["error"]["message"]
 
 
