@@ -197,9 +197,7 @@ class Vocoder:
         except BaseException:
             stream.close("error")
             raise
-        length = served.num_samples(grid.shape[-1])
-        total = length if stream.sample_rate == served.sample_rate else \
-            resampled_length(length, served.sample_rate, stream.sample_rate)
+        total = _answer_length(served, grid.shape[-1], stream.sample_rate)
         chunks = _fitted(_pushed(stream, _whole(grid), deadline), total)
         return StreamedAudio(total, stream.sample_rate, served, chunks, lambda: stream.close("disconnected"), warning)
 
@@ -228,9 +226,7 @@ class Vocoder:
         served = slot.served
         self._check_frames(served, features.shape[-1])
         if upload is None:  # a resynthesis was checked before its analysis
-            length, rate = served.num_samples(features.shape[-1]), sample_rate or served.sample_rate
-            self._check_answer_bytes(length if rate == served.sample_rate else
-                                     resampled_length(length, served.sample_rate, rate))
+            self._check_answer_bytes(_answer_length(served, features.shape[-1], sample_rate or served.sample_rate))
         output = await slot.engine.submit(features, bandwidth_id=bandwidth_id, timeout=deadline - time.monotonic(),
                                      request_id=request_id)
         samples = output.numpy() if upload is None else fit_length(output.numpy(), upload.samples.size)
@@ -319,6 +315,11 @@ async def _pushed(stream: AudioStream, pieces: AsyncGenerator[tuple[np.ndarray, 
         raise
     finally:
         stream.close(outcome)
+
+
+def _answer_length(served: ServedModel, frames: int, rate: int) -> int:
+    """Samples of the decode of ``frames`` frames at ``rate`` (the model's own rate keeps their number)."""
+    return resampled_length(served.num_samples(frames), served.sample_rate, rate)
 
 
 def _pushes(frames: np.ndarray) -> list[np.ndarray]:
