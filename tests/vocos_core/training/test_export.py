@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +24,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     tmp = tmp_path_factory.mktemp("trained")
     main(["fit", "--config", str(tiny_config("vocos.yaml", tmp, max_steps=2, trainer={"num_sanity_val_steps": 0}))])
-    return last_checkpoint(tmp)
+    yield last_checkpoint(tmp)
+    shutil.rmtree(tmp)  # 0.5 GB that pytest would keep until the session ends
 
 
 def test_export_writes_the_hub_layout_that_loads_strictly_and_decodes_as_the_generator(trained: Path,

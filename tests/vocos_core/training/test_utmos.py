@@ -4,6 +4,7 @@ is reported."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,14 @@ def fixture() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def formula_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def formula_weights(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """SpeechMOS's parameter names and shapes filled by the fixture's formula, saved as a weight file."""
     model = UTMOS22Strong()
     fixture_script("make_utmos_fixture").fill_utmos(model)
     path = tmp_path_factory.mktemp("utmos") / utmos.WEIGHTS_FILE
     torch.save(model.state_dict(), path)
-    return path
+    yield path
+    path.unlink()  # 0.4 GB that pytest would keep until the session ends
 
 
 def test_frames_and_scores_equal_speechmos(fixture: dict[str, Any], formula_weights: Path) -> None:
