@@ -19,7 +19,7 @@ TARGET = {"job": "vocos-serve", "instance": "10.0.0.7:8000"}
 STEPS = 120  # samples 15 s apart: 30 minutes
 # Every alert of the file: a case names those that fire at its end; the others must not.
 NAMES = ("VocosHigh5xxRate", "VocosHighP99Latency", "VocosConnectionsRefused", "VocosStreamsRefused",
-         "VocosQueueSaturated", "VocosQueueFull", "VocosNotReady", "VocosDown")
+         "VocosQueueSaturated", "VocosQueueFull", "VocosNotReady", "VocosDown", "VocosAbsent")
 LATENCY_BUCKETS = ("0.1", "0.25", "0.5", "1.0", "2.5", "5.0", "+Inf")
 
 
@@ -45,9 +45,12 @@ def _latency(per_step: float, seconds: float) -> list[dict[str, str]]:
 
 def replica(*, ok: float = 50, status: dict[str, float] | None = None, seconds: float = 0.2, queue: float = 0,
             ready: float = 1, up: float = 1, conn_refused: float = 0,
-            streams_refused: float = 0) -> list[dict[str, str]]:
+            streams_refused: float = 0, scraped: bool = True) -> list[dict[str, str]]:
     """One replica's series: ``ok`` 200s per sample taking ``seconds`` each, ``status``: more per sample by
-    status code (the 429/500/503/504 series exist from the start, at 0, as the service makes them)."""
+    status code (the 429/500/503/504 series exist from the start, at 0, as the service makes them);
+    none at all when it is not ``scraped`` (no target: not even ``up``)."""
+    if not scraped:
+        return []
     counts = {"429": 0.0, "500": 0.0, "503": 0.0, "504": 0.0, **(status or {})}
     series = [_counter("vocos_requests_total", ok, endpoint="/decode/mel", status="200")]
     series += [_counter("vocos_requests_total", n, endpoint="/decode/mel", status=code) for code, n in counts.items()]
@@ -74,6 +77,7 @@ CASES: dict[str, tuple[dict[str, Any], set[str]]] = {
     "a rare 429": ({"queue": 16, "status": {"429": 0.2}}, set()),
     "not ready": ({"ready": 0, "ok": 0}, {"VocosNotReady"}),
     "down": ({"up": 0}, {"VocosDown"}),
+    "no replica scraped": ({"scraped": False}, {"VocosAbsent"}),
 }
 
 
@@ -98,7 +102,7 @@ def _expected_labels(name: str) -> dict[str, str]:
     """The labels an alert carries: the ones its expression keeps, plus its rule's own."""
     rules = [r for group in yaml.safe_load(ALERTS.read_text())["groups"] for r in group["rules"] if r["alert"] == name]
     rule = rules[0] if rules else {}
-    kept = {"VocosHigh5xxRate": {"job": TARGET["job"]},
+    kept = {"VocosHigh5xxRate": {"job": TARGET["job"]}, "VocosAbsent": {"job": TARGET["job"]},
             "VocosHighP99Latency": {"job": TARGET["job"], "endpoint": "/decode/mel"},
             "VocosQueueSaturated": {**TARGET, "model": "mel"}}.get(name, TARGET)
     return {**kept, **rule.get("labels", {})}
