@@ -213,7 +213,7 @@ class _BodyClock:
 
 
 class _HeldBytes:
-    """This request's share of the server's byte budget (``service.http.inflight``)."""
+    """This request's share of the server's byte budget (``service.runtime.inflight``)."""
 
     def __init__(self, state: ServiceState) -> None:
         self.budget = state.inflight

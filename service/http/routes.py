@@ -127,7 +127,7 @@ async def decode_mel(request: Request, model: ModelQuery = None, format: FormatQ
                                "sample_rate": sample_rate}
     if stream:
         return streamed_response(await vocoder.stream_mel(slot, mel, **options), fmt, options["request_id"])
-    work = vocoder.decode_mel(slot, mel, **options)
+    work = vocoder.decode_mel(slot, mel, request_bytes=len(body), **options)
     return await audio_response(await unless_disconnected(request, work), fmt)
 
 
@@ -157,7 +157,7 @@ async def decode_encodec(request: Request, model: ModelQuery = None, bandwidth_i
                "request_id": request_id_of(request), "sample_rate": sample_rate}
     if stream:
         return streamed_response(await vocoder.stream_codes(slot, codes, **options), fmt, options["request_id"])
-    work = vocoder.decode_codes(slot, codes, **options)
+    work = vocoder.decode_codes(slot, codes, request_bytes=len(body), **options)
     return await audio_response(await unless_disconnected(request, work), fmt)
 
 
@@ -185,6 +185,7 @@ async def resynthesize(request: Request, model: ModelQuery = None, bandwidth_id:
     deadline = Deadline(request, state.settings)
     fmt = _format(request, format, stream)
     body = await read_body(request, state.settings)
+    request_bytes = len(body)  # held in the byte budget, a form's other parts included
     if form:
         option_names = declared_parameters(request) or ()
         body, part_type = await off_loop(audio_part, body, content_type, option_names,
@@ -195,7 +196,7 @@ async def resynthesize(request: Request, model: ModelQuery = None, bandwidth_id:
     if stream:
         work_stream = vocoder.stream_resynthesis(slot, body, **options)
         return streamed_response(await unless_disconnected(request, work_stream), fmt, options["request_id"])
-    work = vocoder.resynthesize(slot, body, **options)
+    work = vocoder.resynthesize(slot, body, request_bytes=request_bytes, **options)
     return await audio_response(await unless_disconnected(request, work), fmt)
 
 

@@ -12,8 +12,8 @@ from starlette.applications import Starlette
 from service.echo import clip
 from service.errors import InvalidInputError, ModelNotLoadedError, ServerDrainingError
 from service.http.auth import BearerAuth
-from service.http.inflight import InflightBytes
 from service.http.json_parser import JsonParser
+from service.runtime.inflight import InflightBytes
 from service.runtime.metrics import ServiceMetrics
 from service.runtime.models import ServedModel
 from service.runtime.slot import ModelSlot

@@ -37,13 +37,13 @@ from service.errors import (
 from service.http.access import CLIENT_CLOSED, log_stream
 from service.http.auth import STREAM_SUBPROTOCOL
 from service.http.errors import classify, log_level
-from service.http.inflight import InflightBytes
 from service.http.payloads import NPY_MAGIC, parse_npy
 from service.http.query import StreamFormat, stream_parameters
 from service.http.request_io import CutShortError, unless
 from service.http.server import abort_connection, stream_message_bytes, unsent_bytes
 from service.http.state import ServiceState, state_of
 from service.runtime.audio_io import OutputFormat, pcm_bytes
+from service.runtime.inflight import InflightBytes
 from service.runtime.serving import Vocoder
 from service.runtime.streaming import AudioStream
 from vocos_core.streaming import check_lookahead_frames

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 from service.engine.workers import Analysis
-from service.errors import InvalidInputError, PayloadTooLargeError, beyond
+from service.errors import InvalidInputError, PayloadTooLargeError, ServerBusyError, beyond
 from service.runtime.audio_io import DecodedAudio, decode_audio, fit_length, resample, resampled_length
+from service.runtime.inflight import InflightBytes
 from service.runtime.metrics import ServiceMetrics
 from service.runtime.models import ServedModel
 from service.runtime.slot import ModelSlot
@@ -38,8 +39,9 @@ INLINE_AUDIO_SAMPLES = 240_000
 # first audio leaves after one short step, each push a fair share of the engine between streams.
 STREAMED_PUSH_FRAMES = 128
 # Bytes per sample of a whole answer while it is made: float32 at the answer's rate (the resampled array, and a
-# wav32f body as large). A whole answer is held at once, so one larger than the server's byte budget is refused:
-# ?sample_rate=192000 made 460 MB from a 180 kB body of EnCodec codes, beyond VOCOS_MAX_INFLIGHT_BYTES alone.
+# wav32f body as large). A whole answer is held at once, so it counts in the server's byte budget while it is
+# computed, and one larger than the budget is refused: ?sample_rate=192000 made 460 MB from a 180 kB body of
+# EnCodec codes, beyond VOCOS_MAX_INFLIGHT_BYTES alone.
 ANSWER_BYTES_PER_SAMPLE = 4
 
 
@@ -74,13 +76,16 @@ class StreamedAudio:
 
 class ServedModels(Protocol):
     """What the serving layer needs of the running service (the HTTP app's ``ServiceState`` is one):
-    its settings, its metrics, and the served model a request names."""
+    its settings, its metrics, its byte budget, and the served model a request names."""
 
     @property
     def settings(self) -> Settings: ...
 
     @property
     def metrics(self) -> ServiceMetrics: ...
+
+    @property
+    def inflight(self) -> InflightBytes: ...
 
     def model(self, name: str | None, kind: str | None = None) -> ModelSlot: ...
 
@@ -97,35 +102,38 @@ class Vocoder:
         return self.state.model(name, kind)
 
     async def decode_mel(self, slot: ModelSlot, mel: np.ndarray, *, deadline: float, request_id: str = "",
-                         sample_rate: int | None = None) -> Audio:
-        """``mel`` ``(n_mels, T)`` (or ``(1, n_mels, T)``), any float dtype -> its audio.
+                         sample_rate: int | None = None, request_bytes: int = 0) -> Audio:
+        """``mel`` ``(n_mels, T)`` (or ``(1, n_mels, T)``), any float dtype -> its audio. ``request_bytes``: the
+        request's own bytes in the server's byte budget (its body), beside which its answer must fit.
 
         The mel is held to the model's front-end (``vocos_core.mel_check``): one it cannot produce is
         refused; one that looks like another front-end's (dB-scaled, log10, normalised...) is decoded,
         with a warning in the answer.
         """
         grid, warning = self._mel(slot.served, mel)
-        audio = await self._vocode(slot, torch.from_numpy(grid), None, deadline, request_id, sample_rate)
+        audio = await self._vocode(slot, torch.from_numpy(grid), None, deadline, request_id, sample_rate,
+                                   request_bytes)
         return dataclasses.replace(audio, warning=warning) if warning else audio
 
     async def decode_codes(self, slot: ModelSlot, codes: np.ndarray, *, bandwidth_id: int | None = None,
                            bandwidth: float | None = None, deadline: float, request_id: str = "",
-                           sample_rate: int | None = None) -> Audio:
+                           sample_rate: int | None = None, request_bytes: int = 0) -> Audio:
         """EnCodec tokens ``(K, T)`` -> audio; the bandwidth from its id, its kbps, or K."""
         grid, resolved = self._codes(slot.served, codes, bandwidth_id, bandwidth)
-        return await self._vocode(slot, torch.from_numpy(grid), resolved, deadline, request_id, sample_rate)
+        return await self._vocode(slot, torch.from_numpy(grid), resolved, deadline, request_id, sample_rate,
+                                  request_bytes)
 
     async def resynthesize(self, slot: ModelSlot, audio_file: bytes, *, bandwidth_id: int | None = None,
                            bandwidth: float | None = None, deadline: float, request_id: str = "",
-                           sample_rate: int | None = None) -> Audio:
+                           sample_rate: int | None = None, request_bytes: int = 0) -> Audio:
         """An audio file (any rate, mixed to mono) through the model: exactly as long as the file,
         ``round(frames * rate_out / rate_in)`` samples (the vocoder's output padded or trimmed at the end)."""
         resolved = self._resynthesis_bandwidth(slot.served, bandwidth_id, bandwidth)
         upload = await self._upload(slot, audio_file, deadline)
-        self._check_answer_bytes(upload.length_at(sample_rate or slot.served.sample_rate))
-        features = await slot.features.run(slot.served.analysis, upload.samples, resolved, size=upload.samples.size,
-                                           timeout=deadline - time.monotonic())
-        return await self._vocode(slot, features, resolved, deadline, request_id, sample_rate, upload=upload)
+        with self._answer_held(upload.length_at(sample_rate or slot.served.sample_rate), request_bytes):
+            features = await slot.features.run(slot.served.analysis, upload.samples, resolved,
+                                               size=upload.samples.size, timeout=deadline - time.monotonic())
+            return await self._vocode(slot, features, resolved, deadline, request_id, sample_rate, upload=upload)
 
     def open_stream(self, slot: ModelSlot, *, inputs: StreamInputs, bandwidth_id: int | None = None,
                     bandwidth: float | None = None, sample_rate: int | None = None, request_id: str = "",
@@ -219,16 +227,26 @@ class Vocoder:
         return upload
 
     async def _vocode(self, slot: ModelSlot, features: torch.Tensor, bandwidth_id: int | None, deadline: float,
-                      request_id: str, sample_rate: int | None, upload: DecodedAudio | None = None) -> Audio:
+                      request_id: str, sample_rate: int | None, request_bytes: int = 0,
+                      upload: DecodedAudio | None = None) -> Audio:
         """``features`` ``(C, T)`` (mel, codes or resynthesis features) through the model's engine;
         ``upload``, for a resynthesis: the answer lasts exactly as long, at the model's rate before resampling
         (as a streamed answer's audio is cut) and at ``sample_rate`` after it."""
         served = slot.served
         self._check_frames(served, features.shape[-1])
-        if upload is None:  # a resynthesis was checked before its analysis
-            self._check_answer_bytes(_answer_length(served, features.shape[-1], sample_rate or served.sample_rate))
+        # A resynthesis holds its answer's bytes from before its analysis.
+        held = contextlib.nullcontext() if upload is not None else \
+            self._answer_held(_answer_length(served, features.shape[-1], sample_rate or served.sample_rate),
+                              request_bytes)
+        with held:
+            return await self._decoded(slot, features, bandwidth_id, deadline, request_id, sample_rate, upload)
+
+    async def _decoded(self, slot: ModelSlot, features: torch.Tensor, bandwidth_id: int | None, deadline: float,
+                       request_id: str, sample_rate: int | None, upload: DecodedAudio | None) -> Audio:
+        """:meth:`_vocode`'s computation, once the answer's bytes are held."""
+        served = slot.served
         output = await slot.engine.submit(features, bandwidth_id=bandwidth_id, timeout=deadline - time.monotonic(),
-                                     request_id=request_id)
+                                          request_id=request_id)
         samples = output.numpy() if upload is None else fit_length(output.numpy(), upload.samples.size)
         if sample_rate is not None and sample_rate != served.sample_rate:
             if samples.size <= INLINE_AUDIO_SAMPLES:
@@ -273,16 +291,30 @@ class Vocoder:
                 f"{limit:g} s per request (VOCOS_MAX_AUDIO_SECONDS)"
             )
 
-    def _check_answer_bytes(self, samples: int) -> None:
-        """Refuse (413) a whole answer of ``samples`` that would not fit in the server's byte budget, before
-        computing it: a streamed answer (``?stream=true``) holds a piece at a time instead."""
-        size, limit = samples * ANSWER_BYTES_PER_SAMPLE, self.state.settings.max_inflight_bytes
-        if size > limit:
+    @contextlib.contextmanager
+    def _answer_held(self, samples: int, request_bytes: int) -> Iterator[None]:
+        """Hold a whole answer of ``samples`` in the server's byte budget while it is computed, so that
+        answers in progress together stay within it as bodies do. One that could never fit beside its own
+        request's ``request_bytes`` is 413; one that does not fit now, beside the others, is 503 with
+        Retry-After. Both before any compute: a streamed answer (``?stream=true``) holds a piece at a time."""
+        budget = self.state.inflight
+        size = samples * ANSWER_BYTES_PER_SAMPLE
+        if size + request_bytes > budget.limit:
             raise PayloadTooLargeError(
-                f"the answer would be {samples} samples, {size} bytes as float32, more than this server holds for "
-                f"all requests at once ({limit} bytes, VOCOS_MAX_INFLIGHT_BYTES); ask for ?stream=true, a lower "
-                "sample_rate, or send a shorter input"
+                f"the answer would be {samples} samples, {size} bytes as float32, which with the request's "
+                f"{request_bytes} bytes is more than this server holds for all requests at once ({budget.limit} "
+                "bytes, VOCOS_MAX_INFLIGHT_BYTES); ask for ?stream=true, a lower sample_rate, or send a shorter input"
             )
+        if not budget.try_take(size):
+            raise ServerBusyError(
+                f"the answer would be {size} bytes as float32 and the server holds {budget.held} bytes of requests "
+                f"and answers in flight, of at most {budget.limit} (VOCOS_MAX_INFLIGHT_BYTES); retry shortly, or "
+                "ask for ?stream=true"
+            )
+        try:
+            yield
+        finally:
+            budget.release(size)
 
     @staticmethod
     def _resynthesis_bandwidth(served: ServedModel, bandwidth_id: int | None, bandwidth: float | None) -> int | None:

@@ -4,6 +4,7 @@ never a 500, and nothing is unpickled or allocated at the size an input merely c
 
 from __future__ import annotations
 
+import asyncio
 import io
 import tracemalloc
 from collections.abc import AsyncIterator, Callable
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from service_helpers import GatedModel, wait_until
 
 from service.errors import PayloadTooLargeError
 from service.runtime.audio_io import decode_audio
@@ -427,4 +429,49 @@ async def test_an_answer_beyond_the_byte_budget_is_refused_before_it_is_computed
     assert "VOCOS_MAX_INFLIGHT_BYTES" in amplified.json()["error"]["message"]
     assert native.status_code == 200 and streamed.status_code == 200, (native.text[:200], streamed.text[:200])
     assert computed == pytest.approx(2 * 600 * 320 / 24000, rel=0.01)  # the refused one was never decoded
+    assert held == 0
+
+
+@pytest.mark.asyncio
+async def test_whole_answers_being_computed_count_together_in_the_byte_budget(make_app, models) -> None:
+    """Each answer within the budget, several at once were not: only bodies and answers already made counted,
+    so many requests computing large answers together could hold several budgets of memory. An answer now
+    holds its bytes from before it is computed; one that does not fit beside those in progress is 503 with
+    Retry-After, and fits once they are done."""
+    gated = GatedModel(models["encodec"])
+    body = npy_bytes(np.zeros((2, 600), dtype=np.int16))  # 8 s: 1.5 MB as float32 at 48 kHz, 2 fit in no 2 MiB
+    url = "/decode/encodec?sample_rate=48000"
+    async with make_app(models={"encodec": gated}, max_inflight_bytes=2 * MIB, max_body_bytes=MIB) as app:
+        gated.calls.clear()  # the warm-up's
+        gated.entered.clear()
+        gated.gate.clear()
+        first = asyncio.create_task(app.client.post(url, content=body, headers=NPY))
+        await wait_until(gated.entered.is_set)
+        beside = await app.client.post(url, content=body, headers=NPY)
+        gated.gate.set()
+        first_answer = await first
+        after = await app.client.post(url, content=body, headers=NPY)
+        held = app.state.inflight.held
+    assert beside.status_code == 503, beside.text[:300]
+    assert beside.headers["retry-after"] == "1"
+    assert "VOCOS_MAX_INFLIGHT_BYTES" in beside.json()["error"]["message"]
+    assert first_answer.status_code == 200 and after.status_code == 200, (first_answer.text[:200], after.text[:200])
+    assert gated.calls == [[600], [600]]  # the refused one was never decoded
+    assert held == 0
+
+
+@pytest.mark.asyncio
+async def test_an_answer_that_fits_the_budget_only_without_its_own_body_is_413_not_503(make_app) -> None:
+    """The request's body is held while its answer is computed: an answer that fits the budget alone but not
+    beside its own body would be refused with 503 and Retry-After at every retry; it is 413, as one over the
+    budget is."""
+    mel = (np.random.default_rng(0).standard_normal((100, 1800)) - 2.0).astype(np.float32)
+    body = npy_bytes(mel)  # 0.72 MB, and an answer of 1.84 MB: each under 2 MiB, not both
+    async with make_app(max_inflight_bytes=2 * MIB, max_body_bytes=MIB) as app:
+        refused = await app.client.post("/decode/mel", content=body, headers=NPY)
+        streamed = await app.client.post("/decode/mel?stream=true", content=body, headers=NPY)
+        held = app.state.inflight.held
+    assert refused.status_code == 413, refused.text[:300]
+    assert "VOCOS_MAX_INFLIGHT_BYTES" in refused.json()["error"]["message"]
+    assert streamed.status_code == 200, streamed.text[:300]
     assert held == 0

@@ -101,7 +101,7 @@ async def test_read_ahead_pauses_once_its_byte_budget_waits() -> None:
             self.read += 1
             return {"type": "websocket.receive", "bytes": b"\0" * 2**20}
 
-    from service.http.inflight import InflightBytes
+    from service.runtime.inflight import InflightBytes
 
     client = Flooding()
     never_too_long = types.SimpleNamespace(open_until=float("inf"))
@@ -127,8 +127,8 @@ async def test_read_ahead_pauses_once_its_byte_budget_waits() -> None:
 async def test_a_message_that_meets_the_inbox_close_is_not_counted_after_it(turns: int) -> None:
     """Before Python 3.12 wait_for drops a cancellation that lands as its receive is done: the reader went
     on, and counted bytes in the server's budget after close had released the stream's, for good."""
-    from service.http.inflight import InflightBytes
     from service.http.websocket import _Inbox
+    from service.runtime.inflight import InflightBytes
 
     class OneMessage:
         def __init__(self) -> None:

@@ -1,4 +1,5 @@
-"""The bytes held across all connections: request bodies being received, responses not yet sent.
+"""The bytes held across all connections: request bodies being received, whole answers being computed,
+responses not yet sent.
 
 One budget for the whole server (``VOCOS_MAX_INFLIGHT_BYTES``), so that many connections, each
 within the body limit, cannot together hold more memory than the operator allowed: a client that
