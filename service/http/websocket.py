@@ -26,9 +26,7 @@ import torch
 from fastapi import APIRouter, Request, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from service.echo import clip
 from service.errors import (
-    BodyTimeoutError,
     MalformedPayloadError,
     PayloadTooLargeError,
     ServerDrainingError,
@@ -37,13 +35,12 @@ from service.errors import (
 from service.http.access import CLIENT_CLOSED, log_stream
 from service.http.auth import STREAM_SUBPROTOCOL
 from service.http.errors import classify, log_level
-from service.http.payloads import NPY_MAGIC, parse_npy
 from service.http.query import StreamFormat, stream_parameters
 from service.http.request_io import CutShortError, unless
 from service.http.server import abort_connection, stream_message_bytes, unsent_bytes
 from service.http.state import ServiceState, state_of
+from service.http.stream_inbox import Inbox, check_end_message, frames_of
 from service.runtime.audio_io import OutputFormat, pcm_bytes
-from service.runtime.inflight import InflightBytes
 from service.runtime.serving import Vocoder
 from service.runtime.streaming import AudioStream
 from vocos_core.streaming import check_lookahead_frames
@@ -56,12 +53,6 @@ router = APIRouter()
 FORMATS: dict[StreamFormat, OutputFormat] = {"pcm16": OutputFormat.WAV16, "f32": OutputFormat.WAV32F}
 # Application close codes: 4000 + the HTTP status of the error (4000-4999 are the application's).
 CLOSE_BASE = 4000
-# Bytes of a stream's messages read ahead of the model (one more message may go past it): chunks of
-# frames are tens of kB, so this holds seconds of them without letting a fast client fill memory. They
-# count against VOCOS_MAX_INFLIGHT_BYTES while they wait, as request bodies do.
-READ_AHEAD_BYTES = 2**20
-# The only text message a client sends is {"type": "end"}: a longer one is refused without parsing it.
-MAX_TEXT_MESSAGE = 256
 # RFC 6455's close code for a message too big: uvicorn's, for one over stream_message_bytes.
 MESSAGE_TOO_BIG = 1009
 # Bytes of audio messages that may wait unsent (a client reading slower than real time for a moment)
@@ -143,12 +134,12 @@ def _open(state: ServiceState, websocket: WebSocket, kind: str, request_id: str)
 async def _converse(websocket: WebSocket, state: ServiceState, stream: AudioStream, fmt: StreamFormat) -> str:
     """Chunks in, audio out, until the client's end message (or a failure, raised).
 
-    The client's messages are read ahead (:class:`_Inbox`): the chunks that came in while the last step
+    The client's messages are read ahead (:class:`Inbox`): the chunks that came in while the last step
     computed go to the model together, as one step, so a stream that fell behind catches up in bigger,
     cheaper steps instead of one step per message. A client that leaves while its chunks compute stops
     them: the rest of their steps are not run.
     """
-    inbox = _Inbox(websocket, state.settings.stream_idle_timeout_s, stream, state.inflight)
+    inbox = Inbox(websocket, state.settings.stream_idle_timeout_s, stream, state.inflight)
     try:
         while True:
             try:  # waiting for the client, or answering it: a disconnect or the drain deadline ends either
@@ -197,9 +188,9 @@ async def _answer(websocket: WebSocket, state: ServiceState, stream: AudioStream
             return _client_left(message.get("code"))
         try:  # a malformed message fails the stream, once the chunks before it are answered
             if message.get("bytes") is not None:
-                arrays.append(stream.check(_frames_of(message["bytes"])))
+                arrays.append(stream.check(frames_of(message["bytes"])))
                 continue
-            _end_message(message.get("text") or "")
+            check_end_message(message.get("text") or "")
         except Exception:
             await _push(websocket, stream, fmt, arrays, first, timeout)
             raise
@@ -232,133 +223,6 @@ async def _push(websocket: WebSocket, stream: AudioStream, fmt: StreamFormat, ar
                 arrived: float, timeout: float, final: bool = False) -> None:
     if arrays:
         await _send_audio(websocket, await stream.push_many(arrays, final=final, timeout=timeout, arrived=arrived), fmt)
-
-
-class _Inbox:
-    """The client's messages, read as they come while the stream computes: ``(arrival, message)`` pairs,
-    or the read's exception (idle timeout, or the stream's open time run out) in a message's place. After
-    a text message (the end, or a malformed one) it only watches for the client's disconnect; it pauses
-    while ``max_bytes`` of messages wait, so a client that sends faster than the model decodes is held
-    back by TCP, not buffered here."""
-
-    def __init__(self, websocket: WebSocket, idle_s: float, stream: AudioStream, budget: InflightBytes,
-                 max_bytes: int = READ_AHEAD_BYTES) -> None:
-        self._queue: asyncio.Queue[tuple[float, Any]] = asyncio.Queue()
-        self._bytes = 0
-        self._budget = budget  # the server's: waiting messages count against new requests, as bodies do
-        self._max_bytes = max_bytes
-        self._room = asyncio.Event()
-        self._room.set()
-        self._closed = False
-        self.gone = asyncio.Event()  # set once the client's disconnect is read
-        self.close_code: int | None = None  # the disconnect's
-        self._reader = asyncio.create_task(self._read(websocket, idle_s, stream))
-
-    async def _read(self, websocket: WebSocket, idle_s: float, stream: AudioStream) -> None:
-        while True:
-            await self._room.wait()
-            try:
-                message: Any = await _receive(websocket, idle_s, stream)
-                if self._closed:  # Python 3.11's wait_for drops a cancellation that meets a message
-                    return
-            except Exception as exc:  # handed to the conversation, which raises it in its turn
-                self._queue.put_nowait((time.monotonic(), exc))
-                return
-            self._bytes += _size(message)
-            self._budget.force_take(_size(message))  # it exists already
-            if self._bytes >= self._max_bytes:
-                self._room.clear()
-            self._queue.put_nowait((time.monotonic(), message))
-            if message.get("type") == "websocket.disconnect":
-                self._left(message)
-                return
-            if message.get("bytes") is None:  # the end (or a malformed text message): no more chunks
-                await self._watch(websocket)
-                return
-
-    async def _watch(self, websocket: WebSocket) -> None:
-        """Wait for the client's disconnect, which stops the last chunks' steps; messages after the end
-        are not the stream's and are dropped."""
-        try:
-            while (message := await websocket.receive()).get("type") != "websocket.disconnect":
-                pass
-        except Exception:  # the server closed the connection first: nothing left to watch
-            return
-        self._left(message)  # a close for a malformed message is the client's error still
-
-    def _left(self, disconnect: Any) -> None:
-        """The client's disconnect message is read: its close code, then ``gone``."""
-        self.close_code = disconnect.get("code")
-        self.gone.set()
-
-    async def take(self) -> list[tuple[float, Any]]:
-        """The next message (waited for), and every message already waiting behind it."""
-        messages = [await self._queue.get()]
-        while not self._queue.empty():
-            messages.append(self._queue.get_nowait())
-        taken = sum(_size(m) for _, m in messages)
-        self._bytes -= taken
-        self._budget.release(taken)
-        self._room.set()
-        return messages
-
-    @property
-    def waiting_bytes(self) -> int:
-        return self._bytes
-
-    def close(self) -> None:
-        self._closed = True
-        self._reader.cancel()
-        self._budget.release(self._bytes)
-        self._bytes = 0
-
-
-def _size(message: Any) -> int:
-    return len(message.get("bytes") or b"") if isinstance(message, dict) else 0
-
-
-async def _receive(websocket: WebSocket, idle_s: float, stream: AudioStream) -> dict[str, Any]:
-    """The client's next message, waited for no longer than ``idle_s`` or the stream's open time left."""
-    open_s = stream.open_until - time.monotonic()
-    try:
-        message = dict(await asyncio.wait_for(websocket.receive(), max(0.0, min(idle_s, open_s))))
-    except TimeoutError:
-        if open_s < idle_s:
-            raise stream.open_too_long() from None
-        raise BodyTimeoutError(
-            f"no message for {idle_s:g} s (VOCOS_STREAM_IDLE_TIMEOUT_S); send frames or {{\"type\": \"end\"}}"
-        ) from None
-    return message
-
-
-def _frames_of(data: bytes) -> np.ndarray:
-    """The array of a binary message; one that is no .npy file told apart from parse_npy's words for a body:
-    the end message sent as bytes (a Node Buffer, a browser Blob), or raw samples without a header."""
-    if data.startswith(NPY_MAGIC):
-        return parse_npy(data)
-    with contextlib.suppress(orjson.JSONDecodeError):
-        if len(data) <= MAX_TEXT_MESSAGE and orjson.loads(data) == {"type": "end"}:
-            raise MalformedPayloadError('got {"type": "end"} as a binary message; send it as a text message '
-                                        "(binary messages carry .npy frames)")
-    raise MalformedPayloadError(
-        f"expected each binary message to be one .npy array (np.save's format, starting with the \\x93NUMPY "
-        f"magic); got {len(data)} bytes beginning {data[:8].hex(' ')}")
-
-
-def _end_message(text: str) -> None:
-    if len(text) > MAX_TEXT_MESSAGE:  # refused unparsed: a text message up to MAX_BODY_BYTES held the event loop
-        raise MalformedPayloadError(
-            f'expected binary .npy frames or the text message {{"type": "end"}}, got a text message of {len(text)} '
-            "characters"
-        )
-    try:
-        parsed = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        parsed = None
-    if parsed != {"type": "end"}:  # a key beside "type" is an option this protocol does not have: never ignored
-        raise MalformedPayloadError(
-            f'expected binary .npy frames or the text message {{"type": "end"}}, got {clip(text, 60)}'
-        )
 
 
 async def _send_start(websocket: WebSocket, stream: AudioStream, fmt: StreamFormat) -> None:

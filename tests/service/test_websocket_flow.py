@@ -91,7 +91,7 @@ def test_chunks_read_before_a_bad_message_are_answered_first(client_for: Any, mo
 
 @pytest.mark.asyncio
 async def test_read_ahead_pauses_once_its_byte_budget_waits() -> None:
-    from service.http.websocket import _Inbox
+    from service.http.stream_inbox import Inbox
 
     class Flooding:  # a client that sends 1 MB messages as fast as it is read
         def __init__(self) -> None:
@@ -106,7 +106,7 @@ async def test_read_ahead_pauses_once_its_byte_budget_waits() -> None:
     client = Flooding()
     never_too_long = types.SimpleNamespace(open_until=float("inf"))
     server_budget = InflightBytes(2**30)
-    inbox = _Inbox(client, idle_s=5, stream=never_too_long, budget=server_budget,  # type: ignore[arg-type]
+    inbox = Inbox(client, idle_s=5, stream=never_too_long, budget=server_budget,  # type: ignore[arg-type]
                    max_bytes=3 * 2**20)
     try:
         for _ in range(20):
@@ -127,7 +127,7 @@ async def test_read_ahead_pauses_once_its_byte_budget_waits() -> None:
 async def test_a_message_that_meets_the_inbox_close_is_not_counted_after_it(turns: int) -> None:
     """Before Python 3.12 wait_for drops a cancellation that lands as its receive is done: the reader went
     on, and counted bytes in the server's budget after close had released the stream's, for good."""
-    from service.http.websocket import _Inbox
+    from service.http.stream_inbox import Inbox
     from service.runtime.inflight import InflightBytes
 
     class OneMessage:
@@ -139,7 +139,7 @@ async def test_a_message_that_meets_the_inbox_close_is_not_counted_after_it(turn
             return await self.pending
 
     client, budget = OneMessage(), InflightBytes(2**30)
-    inbox = _Inbox(client, idle_s=30, stream=types.SimpleNamespace(open_until=float("inf")),  # type: ignore[arg-type]
+    inbox = Inbox(client, idle_s=30, stream=types.SimpleNamespace(open_until=float("inf")),  # type: ignore[arg-type]
                    budget=budget)
     for _ in range(5):
         await asyncio.sleep(0)
