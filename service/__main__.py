@@ -134,9 +134,13 @@ class DrainingServer(uvicorn.Server):
         await super().shutdown(sockets)
 
     def handle_exit(self, sig: int, frame: types.FrameType | None) -> None:
-        if not self.should_exit and self._loop is not None and not self._loop.is_closed():
-            log.info("signal %d: draining (readiness 503, finishing queued requests)", sig)
-            self._loop.call_soon_threadsafe(self._state.begin_drain)
+        if self._loop is not None and not self._loop.is_closed():
+            if not self.should_exit:
+                log.info("signal %d: draining (readiness 503, finishing queued requests)", sig)
+                self._loop.call_soon_threadsafe(self._state.begin_drain)
+            else:  # as a second Ctrl-C ends any server at once: the operator will not wait for the drain
+                log.info("signal %d again: ending the drain now", sig)
+                self._loop.call_soon_threadsafe(self._state.end_drain)
         super().handle_exit(sig, frame)
 
 

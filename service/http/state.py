@@ -106,10 +106,24 @@ class ServiceState:
         self.metrics.set_ready(False)
         loop = asyncio.get_running_loop()
         self.drain_deadline = loop.time() + self.settings.drain_timeout_s
-        self._drain_timer = loop.call_later(self.settings.drain_timeout_s, self._stop_engines)
+        self._drain_timer = loop.call_later(
+            self.settings.drain_timeout_s, self._stop_engines,
+            f"drain timeout of {self.settings.drain_timeout_s:g} s passed: unfinished requests get 503")
         # Apart from the engines' timer (cancelled once they are idle): streams waiting for their client's
         # next chunk are ended at the deadline too.
         loop.call_later(self.settings.drain_timeout_s, self.drain_expired.set)
+
+    def end_drain(self) -> None:
+        """End the drain now, as its deadline would (a second stop signal from an operator who will not
+        wait): whatever is still queued or computing is answered 503, and open streams end with 503."""
+        self.begin_drain()
+        if self.drain_expired.is_set():
+            return
+        self.drain_deadline = asyncio.get_running_loop().time()
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+        self._stop_engines("drain ended early by a second stop signal: unfinished requests get 503")
+        self.drain_expired.set()
 
     async def finish_drain(self) -> bool:
         """Drain every engine until the drain deadline (begun now if no drain began); whether all finished."""
@@ -130,8 +144,8 @@ class ServiceState:
         while self.open_streams and loop.time() < self.drain_deadline:
             await asyncio.sleep(poll_s)
 
-    def _stop_engines(self) -> None:
-        log.warning("drain timeout of %g s passed: unfinished requests get 503", self.settings.drain_timeout_s)
+    def _stop_engines(self, why: str) -> None:
+        log.warning(why)
         for slot in self.slots.values():
             self._stopping.add(asyncio.ensure_future(slot.engine.drain(0)))
 

@@ -154,3 +154,35 @@ async def test_an_open_stream_does_not_lengthen_the_shutdown_past_the_drain_and_
         process.stop()
     assert code == 0
     assert exited_s < drain_s + 5 + 2, exited_s  # it took 2 x drain + 5 s
+
+
+async def test_a_second_stop_signal_ends_the_drain_at_once(mel_checkpoint: Path, tmp_path: Path) -> None:
+    """An operator who sends the stop signal again (a second Ctrl-C, a repeated `docker stop`) will not wait:
+    an open stream held the process for all of DRAIN_TIMEOUT_S whatever came after the first signal. The
+    second ends the drain as its deadline would: the stream gets its 503 and the process exits 0."""
+    import websockets
+
+    process = ServerProcess(["--device", "cpu", "--mel-model", str(mel_checkpoint), "--encodec-model", "none",
+                             "--drain-timeout-s", "60"], tmp_path / "server.log")
+    messages: list[str | bytes] = []
+    try:
+        process.wait_ready()
+        async with websockets.connect(process.url.replace("http", "ws") + "/stream/mel") as stream:
+            await stream.recv()  # the start message; the stream then stays open and quiet
+            process.process.send_signal(signal.SIGTERM)
+            await asyncio.sleep(1.0)
+            held = process.process.poll() is None  # the drain waits for the open stream
+            signalled = time.monotonic()
+            process.process.send_signal(signal.SIGTERM)
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                while True:
+                    messages.append(await stream.recv())
+            code = await asyncio.to_thread(process.process.wait, 30)
+        exited_s = time.monotonic() - signalled
+    finally:
+        process.stop()
+    assert held
+    assert code == 0 and exited_s < 5, (code, exited_s)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4503
+    assert any('"unavailable"' in str(m) for m in messages), messages
+    assert "again: ending the drain now" in process.output()
