@@ -196,15 +196,17 @@ def test_api_keys_come_from_a_secret(overlay: tuple[str, Docs]) -> None:
 def test_gpu_overlay_requests_a_gpu_and_cpu_overlay_none(overlay: tuple[str, Docs]) -> None:
     name, docs = overlay
     resources = server(docs)["resources"]
+    env = {e["name"]: e.get("value") for e in server(docs)["env"]}
+    # torch's thread pool must match the CPUs the pod gets, not the node's.
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == str(resources["requests"]["cpu"])
+    assert "VOCOS_API_KEYS" in env  # the overlay's env adds to the base's, not replaces it
     if name == "gpu":
         assert resources["limits"]["nvidia.com/gpu"] == "1"
         tolerations = only(docs, "Deployment")["spec"]["template"]["spec"]["tolerations"]
         assert any(t["key"] == "nvidia.com/gpu" for t in tolerations)
     else:
         assert "nvidia.com/gpu" not in str(only(docs, "Deployment"))
-        env = {e["name"]: e.get("value") for e in server(docs)["env"]}
-        # torch's thread pool must match the CPUs the pod gets, not the node's.
-        assert env["OMP_NUM_THREADS"] == str(resources["requests"]["cpu"]) == str(resources["limits"]["cpu"])
+        assert env["OMP_NUM_THREADS"] == str(resources["limits"]["cpu"])
 
 
 def test_models_are_fetched_into_the_claim_before_the_server_starts(overlay: tuple[str, Docs]) -> None:
