@@ -276,6 +276,12 @@ def test_autoscaler_scales_the_deployment_on_queue_depth_and_cpu(overlay: tuple[
     assert only(docs, "PodDisruptionBudget")["spec"]["maxUnavailable"] < hpa["spec"]["minReplicas"]
 
 
+def test_pods_that_never_became_ready_do_not_block_node_drains(overlay: tuple[str, Docs]) -> None:
+    """With the default policy, replicas that all crash-loop (a bad model path) leave the budget unmet, and
+    the eviction API refuses every one of them: `kubectl drain` of their nodes waits forever."""
+    assert only(overlay[1], "PodDisruptionBudget")["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+
+
 def test_prometheus_rule_carries_the_alert_file_and_the_required_alerts(overlay: tuple[str, Docs]) -> None:
     alerts_file = load_yaml(REPO / "deploy" / "prometheus" / "alerts.yml")
     groups = only(overlay[1], "PrometheusRule")["spec"]["groups"]
