@@ -2,7 +2,8 @@
 request id (the ``X-Request-Id`` of its answer and of its other log lines), status, duration and size.
 
 It replaces uvicorn's access log, whose lines carry neither the request id nor, in uvicorn's format, a
-time. The path and query go through the log's redaction (``service.runtime.logs``) like every record.
+time. The path and query go through the log's redaction (``service.runtime.logs``) like every record, and
+are percent-encoded and clipped first: they are what anyone may send.
 """
 
 from __future__ import annotations
@@ -12,9 +13,17 @@ import urllib.parse
 
 from starlette.types import Scope
 
+from service.runtime.logs import redact_configured
+
 access_log = logging.getLogger("service.access")
 # Status recorded for a request whose client left before its answer was complete (nginx's convention).
 CLIENT_CLOSED = 499
+# The most characters of a path and query an access line shows: a client's query of 60 KB was written whole,
+# twice per line in JSON, by anyone (the probes need no key), for each request.
+MAX_TARGET_CHARS = 1024
+# Kept as sent in a query; anything else, a '"' that would end the quoted request early in a text line
+# (forging its status or id) among them, is percent-encoded as nginx escapes it.
+_QUERY_SAFE = "!$&'()*+,-./:;=?@_~%[]"
 
 
 def log_request(scope: Scope, status: int, seconds: float, body_bytes: int, request_id: str) -> None:
@@ -55,5 +64,12 @@ def _client_and_target(scope: Scope) -> tuple[str, str]:
     target = urllib.parse.quote(str(scope.get("path", "")))
     query = scope.get("query_string", b"")
     if query:
-        target += "?" + bytes(query).decode("latin-1")
-    return address, target
+        target += "?" + urllib.parse.quote_from_bytes(bytes(query), safe=_QUERY_SAFE)
+    return address, _clipped(target)
+
+
+def _clipped(target: str) -> str:
+    """``target`` redacted, then cut to :data:`MAX_TARGET_CHARS` with a final ``…``: redacted first, as a key cut
+    in two would no longer be recognised, and its first part would be written."""
+    target = redact_configured(target)
+    return target if len(target) <= MAX_TARGET_CHARS else target[:MAX_TARGET_CHARS] + "…"

@@ -13,7 +13,7 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 REDACTED = "***"
@@ -25,10 +25,14 @@ _SECRET_NAME = re.compile(r"(?i)key|token|secret|password|passwd|auth|signature|
 # A key a browser offers as a stream's subprotocol (service.http.auth.KEY_SUBPROTOCOL_PREFIX), encoded, so not
 # one of the configured strings; a wrong key is hidden too, as it may be a near miss of a right one.
 _KEY_SUBPROTOCOL = re.compile(r"(?i)(vocos\.bearer\.)[^,\s'\"]*")
+# The most characters of one argument of a record: uvicorn's line for a refused handshake wrote a client's 60 KB
+# query whole, for anyone; the service's own lines quote what a client sent clipped (service.echo).
+MAX_ARGUMENT_CHARS = 4096
 
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _json_lines = False  # the format configure_logging set: the process's logging is one, as its stderr is
+_configured_secrets: tuple[str, ...] = ()  # the keys redact_logs was last given, for redact_configured
 
 
 def configure_logging(level: str, fmt: str = "text") -> None:
@@ -69,6 +73,12 @@ def redact(text: str, secrets: Sequence[str] = ()) -> str:
     text = _KEY_SUBPROTOCOL.sub(rf"\g<1>{REDACTED}", text)
     pattern = _secrets_pattern(tuple(s for s in secrets if s))
     return pattern.sub(REDACTED, text) if pattern is not None else text
+
+
+def redact_configured(text: str) -> str:
+    """:func:`redact` with the keys :func:`redact_logs` was last given: for a caller that must cut a text it
+    logs, and so must redact it before the cut (the handlers' redaction would miss a key cut in two)."""
+    return redact(text, _configured_secrets)
 
 
 def _redact_param(match: re.Match[str]) -> str:
@@ -127,6 +137,8 @@ class RedactSecrets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
             record.args = tuple(self._argument(a) for a in record.args)
+        elif isinstance(record.args, Mapping):  # log.info("%(key)s", {...}): logging's other form of arguments
+            record.args = {k: self._argument(v) for k, v in record.args.items()}
         elif isinstance(record.msg, str) and not record.args:
             record.msg = redact(record.msg, self.secrets)
         fields = getattr(record, "fields", None)
@@ -138,12 +150,18 @@ class RedactSecrets(logging.Filter):
 
     def _argument(self, value: object) -> object:
         if isinstance(value, str):
-            return redact(value, self.secrets)
+            return _clip(redact(value, self.secrets))
         if isinstance(value, (int, float)):  # printed by %d: left as it is (and no key is only digits of one)
             return value
         text = str(value)
-        redacted = redact(text, self.secrets)
+        redacted = _clip(redact(text, self.secrets))
         return value if redacted == text else redacted  # printed as %s or %r: the redacted text stands in
+
+
+def _clip(text: str) -> str:
+    """``text`` cut to :data:`MAX_ARGUMENT_CHARS` with a final ``…`` (after its redaction: a key cut in two would
+    no longer be recognised)."""
+    return text if len(text) <= MAX_ARGUMENT_CHARS else text[:MAX_ARGUMENT_CHARS] + "…"
 
 
 # The loggers whose handlers print the service's records and uvicorn's (which do not reach the root's).
@@ -153,6 +171,8 @@ _PRINTING_LOGGERS = ("", "uvicorn", "uvicorn.error", "uvicorn.access")
 def redact_logs(secrets: Sequence[str]) -> None:
     """A :class:`RedactSecrets` of ``secrets`` on every handler that prints the service's or uvicorn's
     records, at every level (a filter on a logger would miss the records of its children)."""
+    global _configured_secrets
+    _configured_secrets = tuple(s for s in secrets if s)
     for name in _PRINTING_LOGGERS:
         for handler in logging.getLogger(name).handlers:
             for stale in [f for f in handler.filters if isinstance(f, RedactSecrets)]:

@@ -68,7 +68,8 @@ class ServiceMetrics:
         self.request_duration = Histogram(
             "vocos_request_duration_seconds",
             "Request latency, from the end of its body (a slow upload is the client's time) to the last byte of the "
-            "response (a slow reader's download counts); not of requests the client made slow or left (408, 499).",
+            "response handed to the connection, so a client that reads a long answer slowly adds its download (queue "
+            "wait and compute have histograms of their own); not of requests the client made slow or left (408, 499).",
             ["endpoint"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
@@ -80,8 +81,9 @@ class ServiceMetrics:
         )
         self.audio_seconds = Counter(
             "vocos_audio_seconds", "Seconds of audio the model made for answers and streams, as made (the work "
-            "done: a client that leaves before reading its answer counts too; one cut short while its batch ran does "
-            "not).", ["model"], registry=r,
+            "done: a client that leaves before reading its answer counts too; a call that its client left, or whose "
+            "deadline passed, while its batch ran does not, though the batch's compute time counts).", ["model"],
+            registry=r,
         )
         self.input_warnings = Counter(
             "vocos_input_warnings", "Mels that look like another front-end's (warned) or that the model's "

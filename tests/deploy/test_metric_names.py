@@ -132,3 +132,21 @@ def test_every_exported_metric_is_in_the_deployment_guide(exported: set[str]) ->
     families |= {name[: -len("_bucket")] for name in exported if name.endswith("_bucket")}
     assert families - documented == set(), "exported but missing from docs/deployment.md#metrics"
     assert documented - families == set(), "in docs/deployment.md#metrics but not exported"
+
+
+def test_each_metrics_help_is_what_the_deployment_guide_says_it_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """/metrics' HELP and the guide's table had drifted apart: the HELP of vocos_audio_seconds_total left out the
+    calls whose deadline passed, that of the latency how a slow reader counts."""
+    torch = require_module("torch", "torch")
+    metrics_module = require_module("service.runtime.metrics", "the service package")
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 0)
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 0)
+    metrics = metrics_module.ServiceMetrics()
+    metrics.watch_devices(["cuda:0"])
+    rows = re.findall(r"^\| `(vocos_\w+)` \| \w+ \| [^|]* \| (.*) \|$", (REPO / "docs" / "deployment.md").read_text(),
+                      re.MULTILINE)
+    guide = {name: text.replace("`", "") for name, text in rows}
+    differ = [f"{family.name}: HELP {family.documentation!r}" for family in metrics.registry.collect()
+              if not guide.get(family.name + ("_total" if family.type == "counter" else ""), "").startswith(
+                  family.documentation.rstrip("."))]
+    assert not differ, "HELP is not how docs/deployment.md#metrics begins:\n" + "\n".join(differ)
