@@ -47,7 +47,6 @@ recorded clip is at `/`."""
 def create_app(settings: Settings, models: Mapping[str, ServedModel] | None = None) -> FastAPI:
     """The app for ``settings``; ``models`` (name -> loaded model) skips loading, e.g. in tests."""
     metrics = ServiceMetrics()
-    metrics.set_ready(False)
     state = ServiceState(settings=settings, metrics=metrics, auth=BearerAuth(settings.api_key_list))
     preloaded = dict(models) if models is not None else None
 

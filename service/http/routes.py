@@ -76,7 +76,7 @@ async def healthz(request: Request) -> JSONResponse:
             responses=READINESS_RESPONSES)
 async def readyz(request: Request) -> JSONResponse:
     state = service_state(request)
-    if not state.ready or state.draining or not state.alive:
+    if not state.serving:
         # A replica whose batching loop died answers every request 503: out of the load balancer too, until
         # its liveness probe has it restarted.
         reason = state.not_ready_reason or ("not ready" if state.alive else "a batching loop has stopped")

@@ -42,6 +42,7 @@ class ServiceState:
 
     def __post_init__(self) -> None:
         self.inflight = InflightBytes(self.settings.max_inflight_bytes)
+        self.metrics.report_readiness(lambda: self.serving)
 
     @property
     def models(self) -> dict[str, ServedModel]:
@@ -84,11 +85,15 @@ class ServiceState:
         """Liveness: every batching loop runs (or was stopped on purpose by a drain)."""
         return self.draining or all(slot.engine.alive for slot in self.slots.values())
 
+    @property
+    def serving(self) -> bool:
+        """Readiness (``/readyz``, ``vocos_ready``): warmed up, not draining, every batching loop running."""
+        return self.ready and not self.draining and self.alive
+
     def set_ready(self) -> None:
         if not self.draining:
             self.ready = True
             self.not_ready_reason = ""
-            self.metrics.set_ready(True)
 
     def begin_drain(self) -> None:
         """Refuse new requests (503, and readiness 503); requests already received still finish.
@@ -103,7 +108,6 @@ class ServiceState:
         self.draining = True
         self.ready = False
         self.not_ready_reason = "draining: the server is shutting down"
-        self.metrics.set_ready(False)
         loop = asyncio.get_running_loop()
         self.drain_deadline = loop.time() + self.settings.drain_timeout_s
         self._drain_timer = loop.call_later(

@@ -6,7 +6,7 @@ A per-app ``CollectorRegistry`` (not the global default) lets tests build many a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from prometheus_client import (
@@ -54,7 +54,8 @@ class ServiceMetrics:
         self._add_request_metrics(self.registry)
         self._add_engine_metrics(self.registry)
         self._add_stream_metrics(self.registry)
-        self.ready = Gauge("vocos_ready", "1 when ready to serve, 0 while starting or draining.",
+        self.ready = Gauge("vocos_ready", "1 when ready to serve, 0 while starting, draining or with a batching loop "
+                           "stopped (as /readyz).",
                            registry=self.registry)
         for endpoint in ENDPOINTS:
             self.request_duration.labels(endpoint)
@@ -203,8 +204,9 @@ class ServiceMetrics:
     def input_warning(self, model: str, cause: str) -> None:
         self.input_warnings.labels(model, cause).inc()
 
-    def set_ready(self, ready: bool) -> None:
-        self.ready.set(1 if ready else 0)
+    def report_readiness(self, ready: Callable[[], bool]) -> None:
+        """vocos_ready is ``ready()`` at each scrape, so it cannot fall out of step with /readyz."""
+        self.ready.set_function(lambda: 1.0 if ready() else 0.0)
 
     def watch_devices(self, devices: Iterable[str]) -> None:
         """Report allocated/reserved memory of these CUDA devices at each scrape (CPU devices ignored)."""

@@ -243,6 +243,8 @@ async def test_liveness_and_readiness_fail_when_a_batching_loop_died(app: Any, p
     await asyncio.gather(task, return_exceptions=True)
     response = await app.client.get(probe)
     assert response.status_code == 503 and "batching loop has stopped" in response.json()["error"]["message"]
+    # The VocosNotReady alert and the dashboard's ready replicas read this gauge; it stayed 1.
+    assert "vocos_ready 0.0" in (await app.client.get("/metrics")).text
 
 
 async def test_clients_see_no_server_paths_nor_object_addresses(
