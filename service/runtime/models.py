@@ -24,7 +24,7 @@ from service.runtime.registry import ModelSpec, RegistryError, model_specs
 from service.settings import Settings
 from vocos_core import Vocos, matmul_ways
 from vocos_core.builtin import DEMO_DESCRIPTION, DEMO_MEL_24KHZ
-from vocos_core.checkpoint import hub_id_shaped
+from vocos_core.checkpoint import CONFIG_NAME, WEIGHTS_NAME, hub_id_shaped
 from vocos_core.config import EncodecFeaturesConfig, FeatureExtractorConfig, MelSpectrogramFeaturesConfig
 from vocos_core.errors import UnavailableError, VocosError
 from vocos_core.feature_extractors import ENCODEC_BINS, MelSpectrogramFeatures, codebooks_for_bandwidth
@@ -298,14 +298,24 @@ def _load_failure(spec: ModelSpec, exc: BaseException) -> str:
         else ""
     )
     if spec.legacy:
+        what = f"the {spec.name} model"
         setting = f"VOCOS_{spec.name.upper()}_MODEL (or --{spec.name}-model)"
         disable = ", or set it to 'none' to disable the model"
+    else:  # the setting that defines it, the models file by its path: with several, a name alone is no address
+        what = f"model {spec.name!r}"
+        setting, disable = f"the source of model {spec.name!r} in {spec.origin}", ""
+    if _is_checkpoint_directory(spec.source):  # both files there: pointing at "a directory holding them" is no fix
+        fix = (f"Its config.yaml and pytorch_model.bin must be one Vocos checkpoint in the Hub layout: replace them, "
+               f"or point {setting} at another checkpoint directory")
     else:
-        setting, disable = f"the source of model {spec.name!r} in VOCOS_MODELS or VOCOS_MODELS_FILE", ""
-    return (
-        f"cannot load the {spec.name} model from {spec.source!r}: {reason.rstrip('.')}{_relative_hint(spec.source)}. "
-        f"Point {setting} at a local directory holding config.yaml and pytorch_model.bin{download}{disable}."
-    )
+        fix = f"Point {setting} at a local directory holding config.yaml and pytorch_model.bin{download}"
+    why = f"{reason.rstrip('.')}{_relative_hint(spec.source)}"
+    return f"cannot load {what} from {spec.source!r}: {why}. {fix}{disable}."
+
+
+def _is_checkpoint_directory(source: str) -> bool:
+    path = Path(source).expanduser()
+    return all((path / name).is_file() for name in (CONFIG_NAME, WEIGHTS_NAME))
 
 
 def _relative_hint(source: str) -> str:

@@ -60,13 +60,15 @@ class ModelSpec:
     # Where ``device`` came from, for a start-up error about it: once resolved, the model's own device and the
     # server's may be equal, and only the one the model left out is the server's to change.
     device_setting: str = "VOCOS_DEVICE"
+    # The setting that defines the model (``VOCOS_MODELS``, ``VOCOS_MODELS_FILE <path>``, ``VOCOS_MEL_MODEL``), for
+    # a start-up error to name where to fix it: with several settings, a name alone does not say which to edit.
+    origin: str = "VOCOS_MODELS"
 
     def resolved(self, settings: Settings) -> ModelSpec:
         """This spec with every option it leaves out taken from the server's ``settings``."""
         return dataclasses.replace(
             self.with_batching_of(settings),
-            device_setting="VOCOS_DEVICE" if self.device is None else
-            f"model {self.name!r}: device (VOCOS_MODELS_FILE)",
+            device_setting="VOCOS_DEVICE" if self.device is None else f"{self.origin}: model {self.name!r}: device",
             revision=self.revision if self.revision is not None else settings.revision,
             device=self.device or settings.device,
             dtype=self.dtype or settings.dtype,
@@ -89,17 +91,28 @@ def model_specs(settings: Settings) -> tuple[ModelSpec, ...]:
         source = getattr(settings, field)
         if source.lower() == DISABLED or (listed and field not in explicit):
             continue
-        if any(spec.name == name for spec in specs):
-            raise RegistryError(
-                f"model name {name!r} is defined twice: by VOCOS_{field.upper()} and by VOCOS_MODELS(_FILE)"
-            )
+        setting = f"VOCOS_{field.upper()}"
+        other = next((spec for spec in specs if spec.name == name), None)
+        if other is not None:
+            raise RegistryError(f"model name {name!r} is defined twice: by {setting} and by {other.origin}; rename "
+                                f"the one in {other.origin}, or set {setting} to none")
         # Only with no model setting at all (an explicit `none` included) may a default fall back.
-        specs.append(ModelSpec(name, source, legacy=True, default=not explicit & {"mel_model", "encodec_model"}))
-    names = [spec.name for spec in specs]
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise RegistryError(f"model names must be unique; defined more than once: {twice}")
+        specs.append(ModelSpec(name, source, legacy=True, default=not explicit & {"mel_model", "encodec_model"},
+                               origin=setting))
+    _check_unique(specs)
     return tuple(spec.resolved(settings) for spec in specs)
+
+
+def _check_unique(specs: list[ModelSpec]) -> None:
+    """RegistryError naming each name given twice and the settings that give it: a request could reach only one."""
+    origins: dict[str, list[str]] = {}
+    for spec in specs:
+        origins.setdefault(spec.name, []).append(spec.origin)
+    twice = [f"{name!r} ({len(where)} times, by {' and '.join(dict.fromkeys(where))})"
+             for name, where in origins.items() if len(where) > 1]
+    if twice:
+        raise RegistryError(f"model names must be unique; defined more than once: {', '.join(twice)}; rename one "
+                            "of each")
 
 
 def _pairs(text: str) -> list[ModelSpec]:
@@ -110,14 +123,17 @@ def _pairs(text: str) -> list[ModelSpec]:
         name, sep, source = (s.strip() for s in item.partition("="))
         if not sep or not source:
             raise _not_pairs(item)
-        specs.append(ModelSpec(_checked_name(name, "VOCOS_MODELS"), source))
+        specs.append(ModelSpec(_checked_name(name, "VOCOS_MODELS"), source, origin="VOCOS_MODELS"))
     if text.strip() and not specs:  # set, yet naming no model: a mistake, not "no model configured"
         raise _not_pairs(text)
     return specs
 
 
 def _not_pairs(text: str) -> RegistryError:
-    return RegistryError(f"VOCOS_MODELS: expected name=source pairs separated by commas, got {text[:80]!r}")
+    # A models file given as VOCOS_MODELS, which the two settings' names make easy.
+    file = text.strip().lower().endswith((".yaml", ".yml", ".json"))
+    hint = "; a models file goes in VOCOS_MODELS_FILE" if file else ""
+    return RegistryError(f"VOCOS_MODELS: expected name=source pairs separated by commas, got {text[:80]!r}{hint}")
 
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -149,10 +165,11 @@ def _file(path: Path) -> list[ModelSpec]:
         raise RegistryError(f"{where}: cannot read {path.absolute()}: {exc.strerror or exc}; expected a YAML "
                             f"file{relative}") from None
     except yaml.YAMLError as exc:
-        raise RegistryError(f"{where}: cannot read it as YAML: {' '.join(str(exc).split())}") from None
+        raise RegistryError(f"{where}: cannot read it as YAML: {_yaml_problem(exc)}") from None
     models = document.get("models") if isinstance(document, dict) else None
     if not isinstance(models, dict) or not models:
-        raise RegistryError(f"{where}: expected a mapping 'models:' of model names to their options")
+        raise RegistryError(f"{where}: expected a mapping 'models:' of model names to their options; "
+                            f"{_not_models(document)}")
     # Anything beside 'models:' would be ignored: a model indented one level too little would not be served,
     # an option written for every model would apply to none.
     others = sorted(str(key) for key in document if key != "models")
@@ -166,16 +183,53 @@ def _file(path: Path) -> list[ModelSpec]:
     return [_spec(name, options, where) for name, options in models.items()]
 
 
+def _not_models(document: Any) -> str:
+    """What a models file holds instead of ``models:`` with models under it, for the error to say what to change."""
+    if document is None:
+        return "the file is empty (or holds only comments)"
+    if not isinstance(document, dict):
+        return f"got {_yaml_kind(document)} at the top level"
+    if "models" not in document:
+        keys = sorted(str(key) for key in document)
+        if {"feature_extractor", "backbone", "head"} & set(keys):
+            return ("got a checkpoint's config.yaml: serve its directory with VOCOS_MODELS=name=DIRECTORY, or list "
+                    "it as the source of a model under 'models:'")
+        return f"got the top-level keys {keys}: write 'models:' first and each model under it, indented"
+    models = document["models"]
+    if models is None or models == {}:
+        return "'models:' names no model: write each as 'name: source' under it, indented"
+    return f"'models:' holds {_yaml_kind(models)}: write each model as 'name: source' under it, not as a list item"
+
+
+def _yaml_kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list ('- ' items)"
+    return f"a {type(value).__name__} ({str(value)[:40]!r})"
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error in one line with its line and column in the file (PyYAML names the text it read as
+    "<unicode string>"), and the fix of the mistake JSON files make, a tab."""
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return " ".join(str(exc).split())
+    mark = exc.problem_mark or exc.context_mark
+    what = " ".join(part for part in (exc.context, exc.problem) if part)
+    at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    tab = " (YAML refuses tabs: indent with spaces)" if "'\\t'" in what else ""
+    return f"{' '.join(what.split())}{at}{tab}"
+
+
 def _spec(name: str, options: Any, where: str) -> ModelSpec:
     checked = _checked_name(name, where)
     if isinstance(options, str):
         options = {"source": options}
-    if not isinstance(options, dict) or not isinstance(options.get("source"), str) or not options["source"].strip():
-        raise RegistryError(f"{where}: model {name!r} needs a 'source' (a Hub id or a local directory)")
     allowed = {"source", "revision", "device", "dtype", "encodec_weights", *BATCHING}
-    unknown = sorted(set(options) - allowed)
+    # Before the source: a misspelt 'source' is an unknown option, which says more than "needs a 'source'".
+    unknown = sorted(str(key) for key in (options if isinstance(options, dict) else {}) if key not in allowed)
     if unknown:
         raise RegistryError(f"{where}: model {name!r}: unknown options {unknown}; expected among {sorted(allowed)}")
+    if not isinstance(options, dict) or not isinstance(options.get("source"), str) or not options["source"].strip():
+        raise RegistryError(f"{where}: model {name!r} needs a 'source' (a Hub id or a local directory)")
     device, dtype = (_lower(options.get(key)) for key in ("device", "dtype"))  # any case, as the variables
     if device is not None and not DEVICE_PATTERN.fullmatch(str(device)):
         raise RegistryError(f"{where}: model {name!r}: device must be auto, cpu, cuda or cuda:N, got {device!r}")
@@ -190,6 +244,7 @@ def _spec(name: str, options: Any, where: str) -> ModelSpec:
         dtype=dtype,
         encodec_weights=_optional_text(options.get("encodec_weights"), "encodec_weights", name, where),
         own_batching=batching,
+        origin=where,
     )
 
 

@@ -17,6 +17,7 @@ from service.engine.torch_thread import torch_thread
 from service.runtime.models import ServedModel, StartupError, load_models, public_name, resolve_device
 from service.settings import Settings
 from vocos_core import matmul_ways
+from vocos_core.testing import write_random_checkpoint
 
 
 def settings_for(**values: object) -> Settings:
@@ -30,6 +31,33 @@ def test_missing_local_directory_names_the_model_and_the_fix(tmp_path: Path) -> 
     assert "\n" not in message
     assert "cannot load the mel model" in message and "VOCOS_MEL_MODEL" in message and "--mel-model" in message
     assert "local directory holding config.yaml and pytorch_model.bin" in message
+
+
+def test_a_named_model_that_cannot_load_names_the_setting_that_defines_it(tmp_path: Path) -> None:
+    # Was "Point the source of model 'a' in VOCOS_MODELS or VOCOS_MODELS_FILE": which one, and which file?
+    models_file = tmp_path / "models.yaml"
+    models_file.write_text(f"models:\n  a: {tmp_path / 'nowhere'}\n")
+    with pytest.raises(StartupError, match=rf"^cannot load model 'a' from .*\. Point the source of model 'a' in "
+                                            rf"VOCOS_MODELS_FILE {models_file} at a local directory holding"):
+        load_models(settings_for(models_file=str(models_file)))
+    with pytest.raises(StartupError, match=r"Point the source of model 'b' in VOCOS_MODELS at a local directory"):
+        load_models(settings_for(models=f"b={tmp_path / 'nowhere'}"))
+
+
+@pytest.mark.parametrize("kind", ["hifigan-mel", "encodec"])
+def test_weights_that_do_not_match_the_config_say_to_replace_them(tmp_path: Path, kind: Any) -> None:
+    """Both files there, of two models: "point it at a directory holding config.yaml and pytorch_model.bin" was
+    no fix, the directory held them."""
+    checkpoint = write_random_checkpoint(tmp_path / "mixed", "mel")
+    (checkpoint / "pytorch_model.bin").write_bytes((write_random_checkpoint(tmp_path / kind, kind)
+                                                    / "pytorch_model.bin").read_bytes())
+    with pytest.raises(StartupError) as info:
+        load_models(settings_for(models=f"a={checkpoint}"))
+    message = str(info.value)
+    assert "pytorch_model.bin" in message and "\n" not in message
+    assert message.endswith("Its config.yaml and pytorch_model.bin must be one Vocos checkpoint in the Hub layout: "
+                            "replace them, or point the source of model 'a' in VOCOS_MODELS at another checkpoint "
+                            "directory.")
 
 
 @pytest.mark.parametrize("source", ["tts22k", "./tts22k", "../models/tts22k"])
@@ -57,7 +85,8 @@ def test_a_hub_id_or_an_absolute_path_gets_no_relative_path_hint(
 def test_a_device_no_machine_has_names_the_setting_it_came_from(tmp_path: Path) -> None:
     (tmp_path / "models.yaml").write_text("models:\n  a: {source: org/x, device: cuda:99}\n")
     # The model's own device, equal to VOCOS_DEVICE, was blamed on VOCOS_DEVICE: changing it changed nothing.
-    with pytest.raises(StartupError, match=r"^model 'a': device \(VOCOS_MODELS_FILE\)=cuda:99: this machine has"):
+    with pytest.raises(StartupError, match=rf"^VOCOS_MODELS_FILE {tmp_path}/models.yaml: model 'a': device=cuda:99: "
+                                            "this machine has"):
         load_models(settings_for(models_file=str(tmp_path / "models.yaml"), device="cuda:99"))
     with pytest.raises(StartupError, match=r"^VOCOS_DEVICE=cuda:98: this machine has"):
         load_models(settings_for(models="b=org/y", device="cuda:98"))
@@ -105,7 +134,8 @@ def test_a_server_of_no_model_does_not_start() -> None:
 def test_a_models_own_device_is_named_in_its_error(tmp_path: Path) -> None:
     models_file = tmp_path / "models.yaml"
     models_file.write_text("models:\n  a: {source: /nowhere, device: 'cuda:9'}\n")
-    with pytest.raises(StartupError, match=r"^model 'a': device \(VOCOS_MODELS_FILE\)=cuda:9: this machine has"):
+    # The file by its path, as every other mistake in it: a server may be given several in turn.
+    with pytest.raises(StartupError, match=rf"^VOCOS_MODELS_FILE {models_file}: model 'a': device=cuda:9: this "):
         load_models(Settings(models_file=str(models_file)))
 
 

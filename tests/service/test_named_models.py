@@ -32,7 +32,7 @@ def three_models(tmp_path_factory: pytest.TempPathFactory, mel_checkpoint: Path,
                  encodec_weights: Path) -> tuple[Settings, dict[str, ServedModel]]:
     hifigan = write_random_checkpoint(tmp_path_factory.mktemp("tts22k"), "hifigan-mel")
     models_file = tmp_path_factory.mktemp("registry") / "models.yaml"
-    models_file.write_text(f"models:\n  tts22k:\n    source: {hifigan}\n    max_batch_size: 3\n")
+    models_file.write_text(f"models:\n  tts22k:\n    source: {hifigan}\n    max_batch_size: 3\n    max_queue_size: 5\n")
     settings = Settings(models=f"mel={mel_checkpoint},encodec={encodec_checkpoint}", models_file=str(models_file),
                         encodec_weights=str(encodec_weights), device="cpu", max_wait_ms=2)
     return settings, load_models(settings)
@@ -139,6 +139,7 @@ async def test_each_model_has_its_own_engine_batching_and_metrics(
 ) -> None:
     engines = {name: slot.engine for name, slot in app.state.slots.items()}
     assert engines["tts22k"].policy.max_batch_size == 3 and engines["mel"].policy.max_batch_size == 16
+    assert engines["tts22k"].policy.max_queue_size == 5 and engines["mel"].policy.max_queue_size == 256
     await app.client.post("/decode/mel?model=tts22k", content=npy_bytes(np.zeros((80, 30), np.float32)), headers=NPY)
     registry = app.state.metrics.registry
     assert registry.get_sample_value("vocos_audio_seconds_total", {"model": "tts22k"}) > 0
@@ -178,5 +179,6 @@ async def test_the_models_file_is_read_once_when_the_models_load(
     try:
         async with running_app(settings, models) as harness:
             assert harness.state.slots["tts22k"].engine.policy.max_batch_size == 3
+            assert harness.state.slots["tts22k"].features.max_waiting == 5
     finally:
         path.write_text(text)

@@ -61,6 +61,7 @@ def test_a_models_file_gives_each_model_its_own_options(tmp_path: Path) -> None:
         ({"models": "mel=/x", "mel_model": "/y"}, "defined twice"),
         ({"models": "a"}, "name=source pairs"),
         ({"models": "a="}, "name=source pairs"),
+        ({"models": "/etc/models.yaml"}, r"got '/etc/models.yaml'; a models file goes in VOCOS_MODELS_FILE$"),
         ({"models": "bad name=/x"}, "1-64 characters"),
         ({"models": "-a=/x"}, "beginning with a letter or digit"),  # '-' alone is allowed, not first
     ],
@@ -94,7 +95,20 @@ def test_inconsistent_model_settings_say_what_was_expected(kwargs: dict[str, str
         ("models:\n  a: {source: /x, max_queue_size: '64'}\n",
          r"got '64' \(text: quoted, or a form YAML 1.1 does not read as a number; write 64\)$"),
         ("models:\n  a: {source: /x, max_batch_frames: 1.6e4}\n", r"got '1.6e4' \(text: .*; write 16000\)$"),
-        ("models:\n  a: {source: /x}\n  a: {source: /y}\n", r"keys given more than once: \['a'\]"),
+        # Where in the file, not in "<unicode string>", as PyYAML calls the text it was given.
+        ("models:\n  a: {source: /x}\n  a: {source: /y}\n", r"keys given more than once: \['a'\] at line 2, column 3$"),
+        ('{\n\t"models": {"a": "/x"}\n}\n', r"at line 2, column 1 \(YAML refuses tabs: indent with spaces\)$"),
+        # A misspelt 'source' was reported as a missing one, hiding the typo.
+        ("models:\n  a: {sorce: /x}\n", r"model 'a': unknown options \['sorce'\]; expected among"),
+        # What the file holds instead of models, which "expected a mapping 'models:'" alone did not say.
+        ("", r"expected a mapping 'models:' of model names to their options; the file is empty"),
+        ("# models: {a: /x}\n", "the file is empty"),
+        ("- a: /x\n", r"got a list \('- ' items\) at the top level$"),
+        ("models:\n  - a: /x\n", r"'models:' holds a list \('- ' items\): write each model as 'name: source'"),
+        ("models:\n", "'models:' names no model"),
+        ("feature_extractor: {}\nbackbone: {}\nhead: {}\n", r"got a checkpoint's config.yaml: serve its directory with "
+                                                              r"VOCOS_MODELS=name=DIRECTORY"),
+        ("model:\n  a: /x\n", r"got the top-level keys \['model'\]: write 'models:' first"),
         ("models:\n  yes: {source: /x}\n", r"model names must be strings; YAML reads a name written as yes/no, "
                                           r"on/off, true/false, null or a number as another type \(here True\)"),
         ("models:\n  1: {source: /x}\n  1.0: {source: /y}\n", "keys given more than once"),
@@ -115,6 +129,29 @@ def test_a_bad_models_file_says_what_was_expected(tmp_path: Path, text: str, mes
     path.write_text(text)
     with pytest.raises(RegistryError, match=message):
         model_specs(Settings(models_file=str(path)))
+
+
+def test_a_name_defined_twice_says_by_which_settings(tmp_path: Path) -> None:
+    """Was "defined more than once: ['mel']" and "by VOCOS_MODELS(_FILE)": no word of which setting to edit."""
+    path = tmp_path / "models.yaml"
+    path.write_text("models:\n  mel: /m/mel\n")
+    with pytest.raises(RegistryError, match=rf"defined more than once: 'mel' \(2 times, by VOCOS_MODELS and "
+                                            rf"VOCOS_MODELS_FILE {path}\); rename one of each$"):
+        model_specs(Settings(models="mel=/m/other", models_file=str(path)))
+    with pytest.raises(RegistryError, match=r"'a' \(3 times, by VOCOS_MODELS\); rename one of each$"):
+        model_specs(Settings(models="a=/m/1,a=/m/2,a=/m/3"))
+    with pytest.raises(RegistryError, match=rf"'mel' is defined twice: by VOCOS_MEL_MODEL and by VOCOS_MODELS_FILE "
+                                            rf"{path}; rename the one in VOCOS_MODELS_FILE {path}, or set "
+                                            "VOCOS_MEL_MODEL to none$"):
+        model_specs(Settings(mel_model="/m/mel", models_file=str(path)))
+
+
+def test_two_names_may_serve_one_checkpoint_each_with_its_options(tmp_path: Path) -> None:
+    path = tmp_path / "models.yaml"
+    path.write_text("models:\n  fast: {source: /m/a, max_batch_size: 2}\n  bulk: {source: /m/a, max_batch_size: 64}\n")
+    fast, bulk = model_specs(Settings(models_file=str(path)))
+    assert fast.source == bulk.source == "/m/a"
+    assert (fast.batching["max_batch_size"], bulk.batching["max_batch_size"]) == (2, 64)
 
 
 def test_a_models_file_that_is_not_utf8_says_so(tmp_path: Path) -> None:
