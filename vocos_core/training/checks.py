@@ -3,6 +3,7 @@ not a shape error deep in a loss (or, worse, a run that trains on something else
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ from .export import hub_config, read_checkpoint
 LONGEST_WINDOW = 2048
 # ckpt_path values that Lightning resolves itself (not a file of ours to read beforehand).
 LIGHTNING_CKPT_NAMES = ("last", "best", "hpc")
+# The run folder a logger numbers itself when no version is given (or when one is given as a number).
+AUTO_VERSION = re.compile(r"version_\d+")
 
 
 def run_problems(model: VocosExp, data: Any, max_steps: int | None) -> list[str]:
@@ -60,7 +63,7 @@ def resume_problems(model: VocosExp, ckpt_path: str, trainer: L.Trainer | None =
     Lightning would stop on the first differing shape with a page of them, and a front-end that differs
     in values alone (another mel) would be overwritten by the checkpoint's buffers, unseen."""
     if ckpt_path == "last" and trainer is not None:
-        found, problems = _last_checkpoint(trainer)
+        found, problems = last_checkpoint(trainer)
         if found is None:
             return problems
         ckpt_path = found
@@ -82,11 +85,12 @@ def resume_problems(model: VocosExp, ckpt_path: str, trainer: L.Trainer | None =
     return []
 
 
-def _last_checkpoint(trainer: L.Trainer) -> tuple[str | None, list[str]]:
+def last_checkpoint(trainer: L.Trainer) -> tuple[str | None, list[str]]:
     """The checkpoint that ``--ckpt_path last`` resumes (the newest ``last*.ckpt`` of the run's checkpoint folders),
     or None, and why the run cannot start. With none, Lightning trains from scratch after a warning: right for the
-    first run of a job that passes ``last`` every time under a fixed logger version, but not after an earlier run
-    whose checkpoints the configs' logger left in another ``version_N`` folder, the case that stops."""
+    first run of a job that passes ``last`` every time under a logger version it names, but not after an earlier
+    run whose checkpoints the configs' logger left in another ``version_N`` folder, the case that stops. A folder
+    the run names itself (``--trainer.logger.init_args.version ft``) is the job's own: runs beside it are others'."""
     found: set[str] = set()
     folders: list[Path] = []
     for callback in trainer.checkpoint_callbacks:
@@ -96,10 +100,12 @@ def _last_checkpoint(trainer: L.Trainer) -> tuple[str | None, list[str]]:
     if found:
         local = [c for c in found if "://" not in c]  # a remote one is Lightning's to pick, unchecked
         return (max(local, key=lambda c: Path(c).stat().st_mtime) if local else None), []
-    others = [c for f in folders if "://" not in str(f) for c in f.parent.parent.glob("*/checkpoints/last*.ckpt")]
+    numbered = [f for f in folders if "://" not in str(f) and AUTO_VERSION.fullmatch(f.parent.name)]
+    others = [c for f in numbered for c in f.parent.parent.glob("*/checkpoints/last*.ckpt")]
     if not others:
         return None, []
     newest = max(others, key=lambda c: c.stat().st_mtime)
     return None, [f"--ckpt_path last: no last checkpoint in {', '.join(map(str, folders))}: this run logs to a new "
                   f"version_N folder, and earlier runs' checkpoints are in theirs; expected the path of the checkpoint "
-                  f"to resume, e.g. {newest}"]
+                  f"to resume, e.g. {newest} (or, for a job that passes last every time, a folder of its own: "
+                  "--trainer.logger.init_args.version NAME)"]

@@ -23,7 +23,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from ..errors import CheckpointError, InputError
 from ..pretrained import Vocos
-from .checks import resume_problems, run_problems
+from .checks import last_checkpoint, resume_problems, run_problems
 from .data import VocosDataModule
 from .experiment import VocosExp
 
@@ -144,7 +144,9 @@ class VocosCLI(LightningCLI):
         if problems:
             raise SystemExit("vocos-train: " + "; ".join(problems))
         init_from = self.config[self.subcommand].get("init_from")
-        if init_from and ckpt_path:
+        # "last" with no checkpoint yet (a job's first run) resumes nothing: Lightning trains the model as built.
+        resumes = bool(ckpt_path) and not (ckpt_path == "last" and last_checkpoint(self.trainer)[0] is None)
+        if init_from and resumes:
             # The checkpoint's weights replace the generator's anyway; and a fine-tuning run's own config.yaml,
             # the one to resume with, holds its init_from.
             _warn(f"vocos-train: --init-from {init_from} is not loaded: --ckpt_path {ckpt_path} holds the weights")

@@ -53,7 +53,7 @@ def check_files(files: list[str], filelist: str | Path, sampling_rate: int) -> N
     problems = []
     for path in files:
         if not Path(path).is_file():
-            problems.append(f"{path}: no such file")
+            problems.append(f"{path}: no such file{_relative_hint(path, filelist)}")
             continue
         try:
             info = sf.info(path)
@@ -66,6 +66,17 @@ def check_files(files: list[str], filelist: str | Path, sampling_rate: int) -> N
     if problems:
         shown = "; ".join(problems[:3]) + ("; ..." if len(problems) > 3 else "")
         raise InputError(f"{filelist}: {len(problems)} of {len(files)} listed files cannot be used: {shown}")
+
+
+def _relative_hint(path: str, filelist: str | Path) -> str:
+    """Where a relative path was looked for: from the working directory (as the reference reads them), which is
+    not the file list's folder, where ``find wavs -name "*.wav" > corpus/filelist.train`` run elsewhere means them."""
+    if Path(path).is_absolute():
+        return ""
+    hint = f" (relative paths are read from the working directory, {Path.cwd()}"
+    if (Path(filelist).parent / path).is_file():
+        hint += f"; it is in the file list's folder {Path(filelist).parent}: list absolute paths"
+    return hint + ")"
 
 
 def peak_normalise(audio: np.ndarray, gain_db: float) -> np.ndarray:

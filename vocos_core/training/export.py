@@ -25,6 +25,9 @@ class OutputDirError(VocosError, OSError):
     """The output directory cannot be created or written (an OSError still, for callers that catch those)."""
 
 
+HUB_DIR_HINT = "; a Hub-layout model (config.yaml + pytorch_model.bin) is for --init-from DIR"
+
+
 def hub_config(hparams: dict[str, Any]) -> dict[str, Any]:
     """The ``config.yaml`` mapping of a model's hyperparameters."""
     missing = [k for k in GENERATOR_PARTS if k not in hparams]
@@ -64,6 +67,9 @@ def _output_dir_problem(out: Path, exc: OSError) -> str:
 
 def read_checkpoint(ckpt: str | os.PathLike[str]) -> dict[str, Any]:
     """A Lightning checkpoint as data (CheckpointError when it is missing or not one)."""
+    if os.path.isdir(ckpt):  # else torch's IsADirectoryError; an export (Hub layout) is what a user has at hand
+        raise CheckpointError(f"{ckpt}: is a directory; expected a .ckpt file written by vocos-train fit "
+                              f"(logs/.../checkpoints/last.ckpt){HUB_DIR_HINT}")
     if os.path.isfile(ckpt) and not zipfile.is_zipfile(ckpt):  # else torch's mmap refusal, which blames torch.save
         raise CheckpointError(f"{ckpt}: cannot be read as a checkpoint (not the zip archive torch.save writes)")
     try:
@@ -75,7 +81,8 @@ def read_checkpoint(ckpt: str | os.PathLike[str]) -> dict[str, Any]:
     except Exception as exc:  # torch raises several types for a file that is not a checkpoint
         raise CheckpointError(f"{ckpt}: cannot be read as a checkpoint ({load_failure(exc)})") from None
     if not isinstance(data, dict) or "state_dict" not in data or "hyper_parameters" not in data:
-        raise CheckpointError(f"{ckpt}: not a Lightning checkpoint (no state_dict / hyper_parameters)")
+        raise CheckpointError(f"{ckpt}: not a Lightning checkpoint (no state_dict / hyper_parameters); expected a "
+                              f".ckpt file written by vocos-train fit (logs/.../checkpoints/last.ckpt){HUB_DIR_HINT}")
     return data
 
 

@@ -109,3 +109,14 @@ def test_ckpt_path_last_after_a_run_in_another_version_folder_stops_the_run(tmp_
                                          r"of this config's model: backbone\.dim"):
         main(["fit", "--config", str(config), "--ckpt_path", "last", "--trainer.logger.init_args.version", "0",
               "--model.backbone.init_args.dim", str(TINY_DIM + 8), "--model.head.init_args.dim", str(TINY_DIM + 8)])
+
+
+def test_ckpt_path_last_in_a_folder_the_job_names_trains_beside_other_runs(tmp_path: Path) -> None:
+    """A job naming its own folder (--trainer.logger.init_args.version, as the docs advise for last) could not start
+    its first run where another run had left a version_0: it stopped, saying the run logged to a new version_N."""
+    config = tiny_config("vocos.yaml", tmp_path, max_steps=2, trainer={"num_sanity_val_steps": 0,
+                                                                       "limit_val_batches": 0})
+    main(["fit", "--config", str(config)])  # another experiment, in version_0
+    assert (tmp_path / "logs" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt").is_file()
+    main(["fit", "--config", str(config), "--ckpt_path", "last", "--trainer.logger.init_args.version", "job"])
+    assert (tmp_path / "logs" / "lightning_logs" / "job" / "checkpoints" / "last.ckpt").is_file()

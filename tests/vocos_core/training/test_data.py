@@ -92,6 +92,27 @@ def test_listed_files_without_audio_are_named_before_training(tmp_path: Path) ->
     assert len(VocosDataset(cfg, train=True)) == 1
 
 
+def test_a_relative_path_not_found_says_where_it_was_looked_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                ) -> None:
+    """``find wavs -name "*.wav" > corpus/filelist.train`` run in corpus/, training run from its parent: "no such
+    file" alone left the user guessing, the file being right there beside the list."""
+    (tmp_path / "corpus" / "wavs").mkdir(parents=True)
+    write(tmp_path / "corpus" / "wavs" / "a.wav", np.zeros(2400, np.float32), 24000)
+    (tmp_path / "corpus" / "filelist.train").write_text("wavs/a.wav\nwavs/gone.wav\n")
+    monkeypatch.chdir(tmp_path)
+    cfg = DataConfig("corpus/filelist.train", 24000, 4800, 2)
+    with pytest.raises(InputError) as caught:
+        VocosDataset(cfg, train=True)
+    message = str(caught.value)
+    assert (f"wavs/a.wav: no such file (relative paths are read from the working directory, {tmp_path}; it is in "
+            "the file list's folder corpus: list absolute paths)") in message
+    assert message.endswith(f"wavs/gone.wav: no such file (relative paths are read from the working directory, "
+                            f"{tmp_path})")
+    (tmp_path / "corpus" / "filelist.train").write_text("wavs/a.wav\n")
+    monkeypatch.chdir(tmp_path / "corpus")  # from the working directory they are found, as in the reference
+    assert len(VocosDataset(DataConfig("filelist.train", 24000, 4800, 2), train=True)) == 1
+
+
 def test_loaders_batch_the_crops(tmp_path: Path) -> None:
     paths = [write(tmp_path / f"{i}.wav", np.random.default_rng(i).standard_normal(9000).astype(np.float32) * 0.1,
                    24000) for i in range(4)]

@@ -63,7 +63,10 @@ class _Touch:
 
 
 @pytest.mark.parametrize(("content", "message"), [
-    ({"backbone.embed.weight": torch.zeros(1)}, "not a Lightning checkpoint"),
+    # an exported model's weights or folder, which a user resuming or exporting plausibly passes: told what is expected
+    ({"backbone.embed.weight": torch.zeros(1)}, r"not a Lightning checkpoint .*expected a \.ckpt file written by "
+                                                r"vocos-train fit .*is for --init-from DIR$"),
+    ("dir", r"weights.bin: is a directory; expected a \.ckpt file .*is for --init-from DIR$"),  # was IsADirectoryError
     (None, "no such file"),
     (b"not a checkpoint at all", "cannot be read as a checkpoint"),
     ("code", "cannot be read as a checkpoint"),
@@ -73,6 +76,8 @@ def test_export_of_a_file_that_is_not_a_lightning_checkpoint_fails_in_one_line(t
     bogus, marker = tmp_path / "weights.bin", tmp_path / "ran"
     if isinstance(content, bytes):
         bogus.write_bytes(content)
+    elif content == "dir":
+        bogus.mkdir()
     elif content == "code":
         torch.save({"state_dict": {}, "hyper_parameters": _Touch(marker)}, bogus)
     elif content is not None:

@@ -147,6 +147,26 @@ def test_a_fine_tuning_run_resumes_with_its_own_saved_config(tmp_path: Path, cap
     assert f"--init-from {hub} is not loaded: --ckpt_path {first} holds the weights" in capsys.readouterr().err
 
 
+def test_a_fine_tuning_job_passing_ckpt_path_last_starts_its_first_run_from_init_from(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """With no checkpoint yet, --ckpt_path last resumes nothing, yet --init-from was skipped ("not loaded: --ckpt_path
+    last holds the weights"): the job's fine-tuning trained a randomly initialised generator, without a word."""
+    hub = write_random_checkpoint(tmp_path / "hub", "mel", dim=TINY_DIM, num_layers=1, seed=3)
+    config = tiny_config("vocos.yaml", tmp_path, max_steps=2, extra_model={"initial_learning_rate": 0.0},
+                         trainer={"num_sanity_val_steps": 0, "limit_val_batches": 0})
+    job = ["fit", "--config", str(config), "--init-from", str(hub), "--ckpt_path", "last",
+           "--trainer.logger.init_args.version", "job"]
+    main(job)
+    assert "is not loaded" not in capsys.readouterr().err
+    got, expected = load(last_checkpoint(tmp_path)).generator_state_dict(), Vocos.from_pretrained(hub).state_dict()
+    assert got.keys() == expected.keys()
+    for key in expected:
+        assert torch.equal(got[key], expected[key]), key
+    main([*job, "--trainer.max_steps", "4"])  # its next run resumes that checkpoint, init_from left out
+    assert torch.load(last_checkpoint(tmp_path), map_location="cpu", weights_only=False)["global_step"] == 4
+    assert f"--init-from {hub} is not loaded: --ckpt_path last holds the weights" in capsys.readouterr().err
+
+
 def test_generator_flags_set_the_model_trained_and_the_config_saved(tmp_path: Path) -> None:
     config = tiny_config("vocos.yaml", tmp_path, max_steps=2, trainer={"num_sanity_val_steps": 0})
     small = TINY_DIM // 2
