@@ -17,6 +17,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import InputError
@@ -50,7 +51,7 @@ def read_filelist(path: str | Path) -> list[str]:
 def check_files(files: list[str], filelist: str | Path, sampling_rate: int) -> None:
     """InputError naming the listed files that are missing, cannot be read as audio or hold none at
     ``sampling_rate``: found now from their headers, not when a shuffled batch reaches them hours into a run."""
-    problems = []
+    problems, below = [], []
     for path in files:
         if not Path(path).is_file():
             problems.append(f"{path}: no such file{_relative_hint(path, filelist)}")
@@ -63,9 +64,16 @@ def check_files(files: list[str], filelist: str | Path, sampling_rate: int) -> N
         if info.frames * sampling_rate < info.samplerate:  # not one whole sample at the model's rate
             problems.append(f"{path}: holds no audio ({info.frames} samples at {info.samplerate} Hz, "
                             f"none at {sampling_rate} Hz)")
+        elif info.samplerate < sampling_rate:
+            below.append((path, info.samplerate))
     if problems:
         shown = "; ".join(problems[:3]) + ("; ..." if len(problems) > 3 else "")
         raise InputError(f"{filelist}: {len(problems)} of {len(files)} listed files cannot be used: {shown}")
+    if below:  # used, as the reference does, but a model trained on them learns silence above their Nyquist
+        path, rate = min(below, key=lambda item: item[1])
+        rank_zero_warn(f"{filelist}: {len(below)} of {len(files)} files are below the model's {sampling_rate} Hz "
+                       f"(lowest: {path} at {rate} Hz); they are upsampled, so on them the model learns nothing above "
+                       f"{rate // 2} Hz: leave them out, or train a model at their rate")
 
 
 def _relative_hint(path: str, filelist: str | Path) -> str:

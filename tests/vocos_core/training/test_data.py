@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -122,3 +123,22 @@ def test_loaders_batch_the_crops(tmp_path: Path) -> None:
     batch = next(iter(dm.train_dataloader()))
     assert batch.shape == (2, 4096)
     assert len(dm.val_dataloader()) == 2
+
+
+def test_files_below_the_models_rate_are_used_with_a_warning(tmp_path: Path) -> None:
+    """A 16 kHz corpus for the 24 kHz model trained without a word: upsampled, it teaches the model silence
+    above 8 kHz."""
+    tone = np.sin(np.arange(8000) / 10).astype(np.float32)
+    low = write(tmp_path / "narrow.wav", tone, 16000)
+    full = write(tmp_path / "full.wav", tone, 24000)
+    for name, paths in (("mixed", [full, low]), ("full", [full])):
+        (tmp_path / name).write_text("\n".join(paths) + "\n", encoding="utf-8")
+    config = {"sampling_rate": 24000, "num_samples": 4096, "batch_size": 1}
+    with pytest.warns(UserWarning, match=r"1 of 2 files are below the model's 24000 Hz \(lowest: .*narrow\.wav at "
+                                         r"16000 Hz\).* nothing above 8000 Hz"):
+        dataset = VocosDataset(DataConfig(filelist_path=str(tmp_path / "mixed"), **config), train=True)
+    assert len(dataset) == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        VocosDataset(DataConfig(filelist_path=str(tmp_path / "full"), **config), train=True)
+
