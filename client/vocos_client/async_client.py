@@ -12,7 +12,7 @@ import numpy as np
 
 from .async_stream import AsyncStreamSession, frames_to_audio, session
 from .chunks import AsyncAudioChunks
-from .client import DEFAULT_URL, base_url, connection_error
+from .client import DEFAULT_URL, base_url, checked_timeout, closed_client, connection_error
 from .retry import RetryPolicy, acall
 from .session import frames_iterable, stream_url
 from .wire import (
@@ -37,13 +37,14 @@ class AsyncClient:
     ``decode_*`` and ``resynthesize`` return :class:`Audio` (float32 ``(S,)``), or with ``stream=True`` an
     :class:`AsyncAudioChunks` that yields the samples as the WAV answer arrives. ``stream_mel`` /
     ``stream_encodec`` open a WebSocket stream (``async with``, :class:`AsyncStreamSession`). Errors raise
-    :class:`VocosClientError`. ``timeout`` (seconds) bounds each network wait. ``retry``: as
+    :class:`VocosClientError`. ``timeout`` (seconds > 0; None: no limit) bounds each network wait; after
+    ``aclose()`` every call raises RuntimeError. ``retry``: as
     :class:`vocos_client.Client`'s (calls refused for now, and opening streams, are tried again)."""
 
     def __init__(self, url: str = DEFAULT_URL, *, api_key: str | None = None, timeout: float | None = 60.0,
                  retry: RetryPolicy | None = None, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.url = base_url(url)
-        self.timeout = timeout
+        self.timeout = checked_timeout(timeout)
         self.retry = retry or RetryPolicy()
         self._auth = {"authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.AsyncClient(base_url=self.url, headers=self._auth, timeout=timeout, transport=transport)
@@ -136,6 +137,7 @@ class AsyncClient:
         ``lookahead_frames`` below the model's exact lookahead (``/models``): lower latency, inexact audio."""
         url = stream_url(self.url, "mel", model=model, format=format, sample_rate=sample_rate,
                          lookahead_frames=lookahead_frames)
+        self._check_open()
         return session(url, self._auth, self.timeout, self.retry)
 
     def stream_encodec(self, *, model: str | None = None, bandwidth_id: int | None = None,
@@ -145,6 +147,7 @@ class AsyncClient:
         """Open ``/stream/encodec``; frames are ``(K, t)`` ints."""
         url = stream_url(self.url, "encodec", model=model, bandwidth_id=bandwidth_id, bandwidth=bandwidth,
                          format=format, sample_rate=sample_rate, lookahead_frames=lookahead_frames)
+        self._check_open()
         return session(url, self._auth, self.timeout, self.retry)
 
     def stream_mel_frames(self, frames: Iterable[np.ndarray] | AsyncIterable[np.ndarray],
@@ -185,7 +188,12 @@ class AsyncClient:
         except httpx.HTTPError as exc:
             raise connection_error(request, exc) from None
 
+    def _check_open(self) -> None:
+        if self._http.is_closed:
+            raise closed_client("AsyncClient")
+
     async def _send(self, request: Call, stream: bool) -> httpx.Response:
+        self._check_open()
         loop = asyncio.get_running_loop()
         if self._loop is None:
             self._loop = loop

@@ -22,6 +22,7 @@ from .session import (
     cannot_open,
     closed_by,
     closed_early,
+    closed_here,
     frame_count,
     frame_messages,
     handshake_refused,
@@ -47,6 +48,7 @@ class AsyncStreamSession:
         self._error: VocosClientError | None = None
         self._ended = False  # the iteration has seen the done message, or raised the stream's error
         self._end_sent = False
+        self._closed = False  # by close(): what the receiver sees then is no fault of the server
         self._clock = ReplyClock(timeout, info.lookahead_frames)
         self._chunks: asyncio.Queue[np.ndarray | Done | VocosClientError] = asyncio.Queue()
         self._receiver = asyncio.create_task(self._receive())
@@ -76,6 +78,9 @@ class AsyncStreamSession:
             self._clock.heard()
             if isinstance(item, Done | VocosClientError):
                 self._ended = True
+                # Back for another loop over this session waiting at the same time: it ends too, where it waited for
+                # the client's timeout (for ever with None) for a message that had come to this one.
+                self._chunks.put_nowait(item)
             if isinstance(item, Done):
                 return
             if isinstance(item, VocosClientError):
@@ -85,6 +90,7 @@ class AsyncStreamSession:
             raise self._error
 
     async def aclose(self) -> None:
+        self._closed = True  # before the close, which ends the receiver
         await self._ws.close()
         # asyncio.wait, not await: the receiver may itself be cancelled (asyncio.run's shutdown cancels every
         # task), and suppressing that CancelledError around an await swallowed the caller's own cancellation too.
@@ -125,7 +131,7 @@ class AsyncStreamSession:
             return
         except WebSocketException:
             pass
-        self._fail(closed_early(self._ws.close_code, self._ws.close_reason or ""))
+        self._fail(closed_here() if self._closed else closed_early(self._ws.close_code, self._ws.close_reason or ""))
 
     def _fail(self, error: VocosClientError) -> None:
         self._error = error

@@ -37,7 +37,8 @@ class Client:
     ``decode_*`` and ``resynthesize`` return :class:`Audio` (float32 ``(S,)``), or with ``stream=True`` an
     :class:`AudioChunks` that yields the samples as the WAV answer arrives. ``stream_mel`` /
     ``stream_encodec`` open a WebSocket stream (:class:`StreamSession`). Errors raise
-    :class:`VocosClientError`. ``timeout`` (seconds) bounds each network wait. ``retry``: a call the server
+    :class:`VocosClientError`. ``timeout`` (seconds > 0; None: no limit) bounds each network wait; after
+    ``close()`` every call raises RuntimeError. ``retry``: a call the server
     refused for now (429, 502, 503) or that could not connect is tried again, after the server's
     ``Retry-After`` when it names one (:class:`RetryPolicy`: twice by default; ``RetryPolicy(retries=0)``:
     never); so is opening a stream, never a stream once open."""
@@ -45,7 +46,7 @@ class Client:
     def __init__(self, url: str = DEFAULT_URL, *, api_key: str | None = None, timeout: float | None = 60.0,
                  retry: RetryPolicy | None = None, transport: httpx.BaseTransport | None = None) -> None:
         self.url = base_url(url)
-        self.timeout = timeout
+        self.timeout = checked_timeout(timeout)
         self.retry = retry or RetryPolicy()
         self._auth = {"authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.Client(base_url=self.url, headers=self._auth, timeout=timeout, transport=transport)
@@ -136,6 +137,7 @@ class Client:
         ``lookahead_frames`` below the model's exact lookahead (``/models``): lower latency, inexact audio."""
         url = stream_url(self.url, "mel", model=model, format=format, sample_rate=sample_rate,
                          lookahead_frames=lookahead_frames)
+        self._check_open()
         return call(self.retry, lambda: open_session(url, self._auth, self.timeout))
 
     def stream_encodec(self, *, model: str | None = None, bandwidth_id: int | None = None,
@@ -144,6 +146,7 @@ class Client:
         """Open ``/stream/encodec``; frames are ``(K, t)`` ints."""
         url = stream_url(self.url, "encodec", model=model, bandwidth_id=bandwidth_id, bandwidth=bandwidth,
                          format=format, sample_rate=sample_rate, lookahead_frames=lookahead_frames)
+        self._check_open()
         return call(self.retry, lambda: open_session(url, self._auth, self.timeout))
 
     def stream_mel_frames(self, frames: Iterable[np.ndarray],
@@ -183,7 +186,13 @@ class Client:
         except httpx.HTTPError as exc:
             raise connection_error(request, exc) from None
 
+    def _check_open(self) -> None:
+        # A stream opened without the closed pool and went on working, so a client's close() did not end its use.
+        if self._http.is_closed:
+            raise closed_client("Client")
+
     def _send(self, request: Call, stream: bool) -> httpx.Response:
+        self._check_open()
         built = self._http.build_request(request.method, request.path, params=request.params,
                                          content=request.content, headers=request.headers)
         try:
@@ -194,9 +203,23 @@ class Client:
 
 def base_url(url: str) -> str:
     """The server's ``http(s)://host:port``; ValueError for a URL without its scheme (``127.0.0.1:8000``)."""
-    if not url.startswith(("http://", "https://")):
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         raise ValueError(f"the server's URL must start with http:// or https://, got {url!r}")
     return url.rstrip("/")
+
+
+def checked_timeout(timeout: float | None) -> float | None:
+    """``timeout``, or ValueError: 0 failed every call with "Operation now in progress" (a connection error, so
+    retried), a negative one with the socket's "Timeout value out of range", both at the first call."""
+    if timeout is not None and not (isinstance(timeout, int | float) and 0 < timeout < float("inf")):
+        raise ValueError(f"timeout must be a number of seconds > 0, or None for no limit; got {timeout!r}")
+    return timeout
+
+
+def closed_client(kind: str) -> RuntimeError:
+    """A call on a client after its close: a mistake of the program, not of the server or the network."""
+    return RuntimeError(f"this {kind} is closed (close() was called, or its with block ended): make a new "
+                        f"{kind} for more calls")
 
 
 def connection_error(request: Call, exc: httpx.HTTPError) -> VocosClientError:

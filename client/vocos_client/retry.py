@@ -46,7 +46,8 @@ class RetryPolicy:
         if error.retry_after is not None:
             # Up to 10 % later than asked, so the clients the server refused together come back spread.
             return error.retry_after * (1 + 0.1 * random.random()) if error.retry_after <= self.max_wait_s else None
-        return min(self.max_wait_s, self.backoff_s * 2**attempt) * (0.5 + 0.5 * random.random())
+        # 2.0, not 2: int ** int is Any to a type checker (a negative power is a float), an error under --strict.
+        return min(self.max_wait_s, self.backoff_s * 2.0**attempt) * (0.5 + 0.5 * random.random())
 
 
 def retryable(error: VocosClientError) -> bool:

@@ -269,6 +269,13 @@ def closed_by(exc: ConnectionClosed) -> VocosClientError:
     return closed_early(exc.rcvd.code if exc.rcvd else None, exc.rcvd.reason if exc.rcvd else "")
 
 
+def closed_here() -> VocosClientError:
+    """A send, end or iteration after the caller closed the session itself: the error named the close code
+    (1000) as if the server had ended the stream."""
+    return VocosClientError(0, "connection", "this stream was closed by its own side (close(), or its with block "
+                            "ended) before the server's done message: open a new stream")
+
+
 def stream_ended() -> VocosClientError:
     """A send after the server's done message."""
     return VocosClientError(0, "connection", "the stream has ended (its done message came); open a new one")

@@ -22,6 +22,7 @@ from .session import (
     cannot_open,
     closed_by,
     closed_early,
+    closed_here,
     frame_count,
     frame_messages,
     handshake_refused,
@@ -48,6 +49,7 @@ class StreamSession:
         self._error: VocosClientError | None = None
         self._ended = False  # the iteration has seen the done message, or raised the stream's error
         self._end_sent = False
+        self._closed = False  # by close(): what the receiver sees then is no fault of the server
         self._clock = ReplyClock(timeout, self.info.lookahead_frames)
         self._chunks: queue.Queue[np.ndarray | Done | VocosClientError] = queue.Queue()
         self._receiver = threading.Thread(target=self._receive, name="vocos-stream-receiver", daemon=True)
@@ -78,6 +80,9 @@ class StreamSession:
             self._clock.heard()
             if isinstance(item, Done | VocosClientError):
                 self._ended = True
+                # Back for another loop over this session waiting at the same time: it ends too, where it waited for
+                # the client's timeout (for ever with None) for a message that had come to this one.
+                self._chunks.put(item)
             if isinstance(item, Done):
                 return
             if isinstance(item, VocosClientError):
@@ -87,6 +92,7 @@ class StreamSession:
             raise self._error
 
     def close(self) -> None:
+        self._closed = True  # before the close, which ends the receiver
         self._ws.close()
         self._receiver.join(10)
 
@@ -128,7 +134,7 @@ class StreamSession:
             return
         except WebSocketException:
             pass
-        self._fail(closed_early(self._ws.close_code, self._ws.close_reason or ""))
+        self._fail(closed_here() if self._closed else closed_early(self._ws.close_code, self._ws.close_reason or ""))
 
     def _fail(self, error: VocosClientError) -> None:
         self._error = error

@@ -88,8 +88,19 @@ def mel_call(mel: np.ndarray, model: str | None, sample_rate: int | None, fmt: s
 def mel_body(mel: np.ndarray) -> np.ndarray:
     """Floats as float32; anything else as it is, for the server to refuse with its own message, as a stream's
     frames are (integers are no log-mel: more likely codes, or a grid of the wrong kind)."""
-    array = np.asarray(mel)
+    array = numeric(mel)
     return array.astype(np.float32, copy=False) if np.issubdtype(array.dtype, np.floating) else array
+
+
+def numeric(values: Any) -> np.ndarray:
+    """``values`` as a numeric array; TypeError for what no ``.npy`` body holds: numpy's own error was "Object
+    arrays cannot be saved when allow_pickle=False" for None, and strings went out for the server to call a
+    shape ``(1,)`` the caller never gave."""
+    array = np.asarray(values)
+    if array.dtype.kind in "OUSV":  # object (None, mixed items), str, bytes, records
+        raise TypeError("expected a numeric array: (n_mels, T) floats, or (K, T) integer codes; got "
+                        f"{type(values).__name__} (numpy dtype {array.dtype})")
+    return array
 
 
 def codes_call(codes: np.ndarray, model: str | None, bandwidth_id: int | None, bandwidth: float | None,
@@ -103,7 +114,7 @@ def codes_call(codes: np.ndarray, model: str | None, bandwidth_id: int | None, b
 def codes_body(codes: np.ndarray) -> np.ndarray:
     """Integer codes as int64; anything else as it is, for the server to refuse with its own message (a
     cast here would turn 3.7 into 3 and NaN into a huge negative number without a word)."""
-    array = np.asarray(codes)
+    array = numeric(codes)
     if array.dtype == np.uint64 and array.size and int(array.max()) > np.iinfo(np.int64).max:
         return array  # as it is: int64 would wrap these to negative numbers; the server refuses them by value
     return array.astype(np.int64) if np.issubdtype(array.dtype, np.integer) else array
@@ -154,7 +165,7 @@ def _sample_rate(rate: object, samples: np.ndarray) -> int:
     channels = 1 if samples.ndim == 1 else samples.shape[1]
     highest = 2**32 // (4 * channels) - 1
     try:
-        whole = int(rate)  # type: ignore[call-overload]
+        whole: int = int(rate)  # type: ignore[call-overload]
         exact = whole == rate
     except (TypeError, ValueError, OverflowError):  # OverflowError: an infinite rate
         exact = False

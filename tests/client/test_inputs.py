@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from vocos_client import AsyncClient, Client, RetryPolicy, VocosClientError
-from vocos_client.session import frames_iterable
+from vocos_client.session import frame_messages, frames_iterable
 from vocos_client.wire import codes_body, float_wav, mel_body
 
 
@@ -73,6 +73,22 @@ def test_a_url_without_its_scheme_is_refused() -> None:
         Client("127.0.0.1:8000")
 
 
+@pytest.mark.parametrize("timeout", [0, -1, "5", float("nan"), float("inf")])
+def test_a_timeout_no_socket_takes_is_refused_when_the_client_is_made(timeout: object) -> None:
+    """0 failed each call with "connection: Operation now in progress" (retried, as a connection error), -1 with
+    the socket's "Timeout value out of range", "5" with "'str' object cannot be interpreted as an integer"."""
+    message = r"^timeout must be a number of seconds > 0, or None for no limit; got " + re.escape(repr(timeout)) + "$"
+    for kind in (Client, AsyncClient):
+        with pytest.raises(ValueError, match=message):
+            kind("http://vocos.test", timeout=timeout)  # type: ignore[arg-type]
+    assert Client("http://vocos.test", timeout=None).timeout is None
+
+
+def test_a_url_that_is_no_string_is_refused_naming_it() -> None:
+    with pytest.raises(ValueError, match=r"must start with http:// or https://, got None"):  # was an AttributeError
+        Client(None)  # type: ignore[arg-type]
+
+
 def test_uint64_codes_beyond_int64_are_sent_as_they_are_not_wrapped() -> None:
     huge = np.full((2, 3), 2**63 + 5, np.uint64)
     assert codes_body(huge).dtype == np.uint64 and int(codes_body(huge).max()) == 2**63 + 5
@@ -82,6 +98,22 @@ def test_uint64_codes_beyond_int64_are_sent_as_they_are_not_wrapped() -> None:
 def test_a_mel_of_integers_is_sent_as_it_is_for_the_server_to_refuse_as_a_streams_frames_are() -> None:
     assert mel_body(np.zeros((100, 3), np.int32)).dtype == np.int32  # was cast to float32 and decoded
     assert mel_body([[0.5, 1.0]]).dtype == mel_body(np.zeros((1, 2), np.float16)).dtype == np.float32
+
+
+@pytest.mark.parametrize(("values", "kind"), [(None, r"NoneType \(numpy dtype object\)"),
+                                             ("abc", r"str \(numpy dtype <U3\)"),
+                                             (np.array([{}]), r"ndarray \(numpy dtype object\)")])
+def test_what_is_no_numeric_array_is_refused_before_sending(values: object, kind: str) -> None:
+    """None raised numpy's "Object arrays cannot be saved when allow_pickle=False"; a string went out, and the
+    server's 422 named a shape (1,) the caller never gave."""
+    message = r"^expected a numeric array: \(n_mels, T\) floats, or \(K, T\) integer codes; got " + kind + "$"
+    with _client(httpx.Response(500)) as client:
+        with pytest.raises(TypeError, match=message):
+            client.decode_mel(values)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=message):
+            client.decode_encodec(values)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=message):  # a stream's frames, as its send() makes them
+        frame_messages(values, None)  # type: ignore[arg-type]
 
 
 def test_a_models_answer_without_models_is_a_protocol_error() -> None:

@@ -199,6 +199,49 @@ def test_an_audio_message_of_any_size_is_taken(one_big_answer: str) -> None:
 
 
 @pytest.fixture
+def late_done() -> Iterator[str]:
+    """Answers a frame with 100 samples, then, once both of a test's loops wait, with its done message."""
+    def handler(connection: ServerConnection) -> None:
+        _start(connection)
+        connection.recv()
+        connection.send(np.zeros(100, np.float32).tobytes())
+        time.sleep(0.5)
+        connection.send(json.dumps({"type": "done", "samples": 100}))
+        with contextlib.suppress(Exception):
+            connection.recv(timeout=10)
+
+    yield from fake(handler)
+
+
+def test_two_loops_over_one_session_both_end_at_its_done_message(late_done: str) -> None:
+    """The done message ended the loop that read it; another loop waiting at the same time (a second thread or
+    task) waited for the client's timeout, then raised a timeout error (async), for ever with ``timeout=None``."""
+    counts: list[int] = []
+    with Client(late_done, timeout=8, retry=NO_RETRY).stream_mel() as stream:
+        stream.send(MEL)
+        loops = [threading.Thread(target=lambda: counts.append(sum(chunk.size for chunk in stream)))
+                 for _ in range(2)]
+        started = time.monotonic()
+        for loop in loops:
+            loop.start()
+        for loop in loops:
+            loop.join(10)
+        assert sorted(counts) == [0, 100] and time.monotonic() - started < 4
+
+    async def run() -> list[int]:
+        async with AsyncClient(late_done, timeout=8, retry=NO_RETRY).stream_mel() as stream:
+            await stream.send(MEL)
+
+            async def loop() -> int:
+                return sum([chunk.size async for chunk in stream])
+
+            return sorted(await asyncio.gather(loop(), loop()))
+
+    started = time.monotonic()
+    assert asyncio.run(run()) == [0, 100] and time.monotonic() - started < 4
+
+
+@pytest.fixture
 def tiny_messages() -> Iterator[str]:
     """A server whose largest message is 300 bytes: one 100-band frame (400 bytes and a header) is too big."""
     def handler(connection: ServerConnection) -> None:

@@ -73,6 +73,22 @@ def test_the_documented_uses_type_check(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 @pytest.mark.slow
+def test_the_documented_uses_type_check_under_strict(tmp_path: Path) -> None:
+    """A caller's ``mypy --strict`` with the client's source on its path (a checkout, as this repository's own
+    config has it) failed in the client itself: ``2**attempt`` and a checked ``int(rate)`` returned Any."""
+    pytest.importorskip("mypy.api")
+    (tmp_path / "uses.py").write_text(USES, encoding="utf-8")
+    (tmp_path / "mypy.ini").write_text("[mypy]\n", encoding="utf-8")
+    # In a process of its own: in pytest's, mypy takes this process's sys.path for site-packages, finds the client
+    # there as an installed package, and hides the errors in its source that the caller's mypy shows.
+    result = subprocess.run([sys.executable, "-m", "mypy", "uses.py", "--strict", "--config-file", "mypy.ini",
+                             "--cache-dir", str(tmp_path / "cache"), "--no-error-summary"],
+                            cwd=tmp_path, env={"MYPYPATH": str(CLIENT), "PATH": "/usr/bin:/bin"},
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.slow
 def test_a_misspelt_format_is_a_type_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``format`` was any str to the type checker: a typo reached the call, to fail when it ran."""
     out, status = _mypy(tmp_path, monkeypatch, MISUSES)
