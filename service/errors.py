@@ -94,6 +94,15 @@ class InvalidInputError(ServiceError):
     error_type = "invalid_input"
 
 
+class NoSuchStreamError(ServiceError):
+    """A WebSocket handshake to a path that is no stream (a base URL with a wrong path): Starlette refused it
+    with a bare 403, which says the client is not allowed rather than that the path is wrong. Its type is the
+    HTTP API's for a path it does not have."""
+
+    status_code = 404
+    error_type = "http_error"
+
+
 class UpgradeRequiredError(ServiceError):
     """A plain HTTP request to a WebSocket stream (as from a proxy that drops the Upgrade header): the router's
     404 said the path was wrong."""

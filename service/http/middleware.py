@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.echo import clip
-from service.errors import ForbiddenOriginError, ServerBusyError, ServiceError
+from service.errors import ForbiddenOriginError, NoSuchStreamError, ServerBusyError, ServiceError
 from service.http.access import CLIENT_CLOSED, log_request
 from service.http.cors import cors_options, is_preflight, refused_origin, with_cors
 from service.http.errors import error_response, logged_error_response
@@ -74,6 +74,9 @@ class RequestContextMiddleware:
         request_id = _request_id(scope)
         try:
             _check_path(scope)
+            if scope.get("path") not in STREAM_ENDPOINTS:
+                raise NoSuchStreamError(f"no stream at {clip(scope.get('path', ''))}; the streams are "
+                                        f"{' and '.join(STREAM_ENDPOINTS)} (ws:// or wss://, on the API's host)")
             origin = refused_origin(_header(scope, b"origin"), self.state.settings)
             if origin is not None:
                 raise ForbiddenOriginError(f"a page of {clip(origin, 100)} may not open streams: that origin is "

@@ -136,7 +136,7 @@ async def test_a_stream_whose_client_closes_on_its_done_message_is_logged_as_200
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize(("path", "status"), [("/stream/nope", 403), ("/stream/mel%0A", 400)])
+@pytest.mark.parametrize(("path", "status"), [("/stream/nope", 404), ("/stream/mel%0A", 400)])
 async def test_a_handshake_refused_before_the_stream_begins_is_logged_too(
         base_settings: Settings, models: dict[str, ServedModel], caplog: pytest.LogCaptureFixture, path: str,
         status: int) -> None:

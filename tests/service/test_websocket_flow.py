@@ -288,3 +288,21 @@ async def test_frames_the_server_cannot_parse_get_a_close_frame_that_says_why(
     assert [op for op, _ in frames] == [0x1, 0x8]  # the start message, then the close
     assert int.from_bytes(frames[1][1][:2], "big") == code and frames[1][1][2:]  # with the reason
     assert [r.fields["status"] for r in caplog.records if r.name == "service.access"] == [400]  # type: ignore[attr-defined]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("path", ["/stream/nope", "/api/stream/mel", "/"])
+async def test_a_handshake_to_a_path_that_is_no_stream_is_404_naming_the_streams(
+        base_settings: Settings, models: dict[str, ServedModel], path: str) -> None:
+    """A client whose base URL has a wrong path got a bare 403 (the client seemed refused, not misdirected),
+    where the same mistake over HTTP gets a 404 naming the API's paths."""
+    async with live_server(base_settings, models) as server:
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await websockets.connect(f"ws://127.0.0.1:{server.port}{path}")
+    answer = refused.value.response
+    assert answer.status_code == 404, answer
+    error = json.loads(answer.body)["error"]
+    assert error["type"] == "http_error" and error["request_id"] == answer.headers["X-Request-Id"]
+    assert error["message"] == f"no stream at {path!r}; the streams are /stream/mel and /stream/encodec (ws:// or " \
+        "wss://, on the API's host)"
+
