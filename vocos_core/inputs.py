@@ -15,7 +15,9 @@ def check_features(x: object, channels: int, name: str = "features", dtype: torc
     if not isinstance(x, torch.Tensor):
         raise InputError(f"{name}: expected a torch.Tensor of shape (B, {channels}, T), got {type(x).__name__}")
     if x.dim() != 3:
-        raise InputError(f"{name}: expected shape (B, {channels}, T), got {tuple(x.shape)}")
+        # (C, T) is what a TTS model hands over most often: say how to pass it.
+        hint = f"; for one item ({channels}, T), pass {name}[None]" if x.dim() == 2 and x.shape[0] == channels else ""
+        raise InputError(f"{name}: expected shape (B, {channels}, T), got {tuple(x.shape)}{hint}")
     _check_float(x, name)
     if x.shape[1] != channels:
         raise InputError(f"{name}: expected {channels} channels (dim 1), got {x.shape[1]}")

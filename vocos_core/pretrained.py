@@ -33,11 +33,18 @@ from .streaming import Lookahead, VocosStream
 class Vocos(nn.Module):
     """Vocos vocoder with the reference package's API (``decode``, ``forward``, ``codes_to_features``).
 
+    ``Vocos.from_pretrained("charactr/vocos-mel-24khz")`` (or a local directory), then
+    ``decode(mel)`` ``(B, 100, T)`` -> ``(B, S)``; an EnCodec model takes
+    ``decode(codes_to_features(codes), bandwidth_id=torch.tensor([2]))`` and ``model(audio, bandwidth_id=2)``.
+    Inputs may be on the CPU and of any float dtype; the outputs are on the model's device.
     Adds :meth:`decode_batch`, which runs items of unequal lengths in one batch and gives each
-    exactly its unbatched output.
+    exactly its unbatched output. Bad input raises :class:`~vocos_core.InputError`, a bad
+    checkpoint :class:`~vocos_core.CheckpointError`, each saying what was expected.
     """
 
     def __init__(self, config: VocosConfig, encodec_weights: str | os.PathLike[str] | None = None) -> None:
+        """A model of ``config`` (:func:`vocos_core.config.load_config`) with untrained weights, in eval
+        mode; :meth:`from_pretrained` loads trained ones, :meth:`from_hparams` reads a ``config.yaml``."""
         super().__init__()
         self.config = config
         fe = config.feature_extractor
@@ -74,6 +81,8 @@ class Vocos(nn.Module):
 
         ``encodec_weights``: the EnCodec 24 kHz checkpoint used only by the audio-in path of an
         EnCodec model; None means ``$VOCOS_ENCODEC_WEIGHTS`` or the official file via the torch hub cache.
+        Raises :class:`~vocos_core.CheckpointError` naming the file and what it should hold (its
+        subclass :class:`~vocos_core.UnavailableError` when a Hub file is not cached and cannot be fetched).
         """
         config_path, weights_path = resolve_checkpoint(repo_id, revision, cache_dir, local_files_only)
         model = cls.from_hparams(config_path, encodec_weights)
@@ -84,10 +93,12 @@ class Vocos(nn.Module):
 
     @property
     def kind(self) -> Literal["mel", "encodec"]:
+        """What :meth:`decode` takes: log-mel spectrograms, or EnCodec embeddings (:meth:`codes_to_features`)."""
         return "encodec" if isinstance(self.feature_extractor, EncodecFeatures) else "mel"
 
     @property
     def sample_rate(self) -> int:
+        """Rate of the audio in and out, in Hz."""
         return self.config.feature_extractor.sample_rate
 
     @property
@@ -97,10 +108,12 @@ class Vocos(nn.Module):
 
     @property
     def n_features(self) -> int:
+        """Channels C of the features :meth:`decode` takes (n_mels; 128 for EnCodec)."""
         return self.config.backbone.input_channels
 
     @property
     def bandwidths(self) -> tuple[float, ...]:
+        """EnCodec bandwidths in kbps, indexed by ``bandwidth_id``; empty for a mel model."""
         fe = self.feature_extractor
         return fe.bandwidths if isinstance(fe, EncodecFeatures) else ()
 
@@ -147,14 +160,15 @@ class Vocos(nn.Module):
         """``(B, C, T)`` features -> ``(B, S)`` audio, S = ``num_samples(T)``."""
         x = inputs.check_features(features_input, self.n_features, dtype=self._dtype())
         ids = self._bandwidth_ids(bandwidth_id, x.shape[0])
-        hidden = self.backbone(x.to(self._dtype()), bandwidth_id=ids)
+        # CPU features to a GPU model, as forward, decode_batch and codes_to_features take them.
+        hidden = self.backbone(x.to(self._device(), self._dtype()), bandwidth_id=ids)
         audio = self.head(hidden)
         assert isinstance(audio, torch.Tensor)
         return audio
 
     @torch.inference_mode()
     def decode_batch(self, features: Iterable[torch.Tensor],
-                     bandwidth_ids: Sequence[int] | torch.Tensor | None = None) -> list[torch.Tensor]:
+                     bandwidth_ids: Sequence[int] | torch.Tensor | int | None = None) -> list[torch.Tensor]:
         """Decode items of unequal lengths together: ``[(C, T_i)]`` -> ``[(S_i,)]``.
 
         Item i equals ``decode(features[i][None], bandwidth_ids[i])[0]``: the backbone sees the items
@@ -183,7 +197,7 @@ class Vocos(nn.Module):
         return fe.codes_to_features(codes.to(fe.codebook_weights.device).long())
 
     @torch.inference_mode()
-    def decode_codes(self, codes: torch.Tensor, bandwidth_id: int | None = None) -> torch.Tensor:
+    def decode_codes(self, codes: torch.Tensor, bandwidth_id: torch.Tensor | int | None = None) -> torch.Tensor:
         """Codes ``(K, L)`` or ``(K, B, L)`` -> ``(B, S)``; the bandwidth is inferred from K when not given."""
         fe = self._require_encodec()
         codes = inputs.check_codes(codes, fe.num_q, ENCODEC_BINS)

@@ -38,6 +38,15 @@ def test_decode_rejects_bad_features(mel: Vocos, features: object, message: str)
         mel.decode(features)  # type: ignore[arg-type]
 
 
+def test_an_unbatched_mel_is_told_how_to_add_the_batch_dim(mel: Vocos) -> None:
+    """A ``(100, T)`` mel (a TTS model's output) got only "expected shape (B, 100, T)"."""
+    with pytest.raises(InputError, match=r"got \(100, 10\); for one item \(100, T\), pass features\[None\]"):
+        mel.decode(torch.randn(100, 10))
+    with pytest.raises(InputError) as not_a_mel:
+        mel.decode(torch.randn(80, 10))
+    assert "[None]" not in str(not_a_mel.value)
+
+
 def test_decode_batch_rejects_bad_items(mel: Vocos) -> None:
     with pytest.raises(InputError, match="at least one item"):
         mel.decode_batch([])

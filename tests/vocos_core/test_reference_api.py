@@ -5,6 +5,9 @@ Reference values: tests/data/reference and tests/data/extra (see tests/vocos_cor
 
 from __future__ import annotations
 
+import inspect
+import pydoc
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -78,3 +81,51 @@ def test_double_model_decodes_in_float64(name: str) -> None:
         audio = model.decode(features)
         assert audio.dtype == torch.float64
         assert rel_error(audio, expected) <= TOLERANCE
+
+
+class _BackboneReachedError(Exception):
+    """Raised by a hook once the backbone's input is seen, so that no meta-device compute runs."""
+
+
+def test_decode_moves_cpu_features_to_the_models_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``decode`` of CPU features on a GPU model gave torch's deep device-mismatch RuntimeError, while
+    ``forward``, ``decode_batch`` and ``codes_to_features`` move their inputs. The model's device is faked
+    (no GPU needed): the backbone must receive the features on it."""
+    model = Vocos.from_pretrained(REFERENCE / "vocos-mel-tiny")
+    monkeypatch.setattr(Vocos, "_device", lambda self: torch.device("meta"))
+    seen: list[torch.device] = []
+
+    def record(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        seen.append(args[0].device)
+        raise _BackboneReachedError
+
+    model.backbone.register_forward_pre_hook(record)
+    with pytest.raises(_BackboneReachedError):
+        model.decode(torch.randn(1, 100, 8))
+    assert seen == [torch.device("meta")]
+
+
+def test_annotations_take_the_bandwidth_ids_the_methods_take() -> None:
+    """A ``mypy --strict`` user script was refused ``decode_codes(codes, bandwidth_id=torch.tensor([2]))``
+    (the reference's way of giving an id, which runs) and ``decode_batch(items, bandwidth_ids=2)``."""
+    enc = Vocos.from_pretrained(REFERENCE / "vocos-encodec-tiny")
+    codes = torch.randint(0, 1024, (8, 1, 12), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(enc.decode_codes(codes, bandwidth_id=torch.tensor([2])), enc.decode_codes(codes, 2))
+    features = enc.codes_to_features(codes)[0]
+    assert torch.equal(enc.decode_batch([features], bandwidth_ids=2)[0], enc.decode_batch([features], [2])[0])
+    decode_codes = inspect.signature(Vocos.decode_codes, eval_str=True).parameters["bandwidth_id"].annotation
+    decode_batch = inspect.signature(Vocos.decode_batch, eval_str=True).parameters["bandwidth_ids"].annotation
+    assert torch.Tensor in typing.get_args(decode_codes)
+    assert int in typing.get_args(decode_batch)
+
+
+def test_help_shows_our_docstrings_not_nn_modules() -> None:
+    """``help(Vocos)`` showed nn.Module's "Initialize internal Module state..." for the constructor,
+    and nothing for ``kind``, ``sample_rate``, ``n_features``, ``bandwidths``."""
+    text = pydoc.render_doc(Vocos, renderer=pydoc.plaintext)
+    assert "Initialize internal Module state" not in text.split("Methods inherited from")[0]
+    assert Vocos.__init__.__doc__ is not None and "config" in Vocos.__init__.__doc__
+    for name in ("kind", "sample_rate", "n_features", "bandwidths", "hop_length"):
+        prop = getattr(Vocos, name)
+        assert isinstance(prop, property) and prop.__doc__, name
+    assert "InputError" in (Vocos.__doc__ or "") and "CheckpointError" in (Vocos.from_pretrained.__doc__ or "")
