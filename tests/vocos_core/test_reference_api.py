@@ -129,3 +129,15 @@ def test_help_shows_our_docstrings_not_nn_modules() -> None:
         prop = getattr(Vocos, name)
         assert isinstance(prop, property) and prop.__doc__, name
     assert "InputError" in (Vocos.__doc__ or "") and "CheckpointError" in (Vocos.from_pretrained.__doc__ or "")
+
+
+def test_the_package_is_marked_typed_for_its_users() -> None:
+    """Without py.typed (PEP 561) in the installed package, mypy skips vocos_core ("missing library stubs or
+    py.typed marker") and a user's code calling it is not checked."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    assert (root / "vocos_core" / "py.typed").is_file()
+    package_data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert "py.typed" in package_data["vocos_core"]
+
