@@ -56,7 +56,7 @@ def codes_array(array: np.ndarray) -> np.ndarray:
     if array.ndim != 2:
         raise InputError(
             f"expected a 2-D token grid of shape (K codebooks, T), or one item as (K, 1, T) or (1, K, T); "
-            f"got shape {array.shape}"
+            f"got shape {array.shape}{_batch_hint(array.shape)}"
         )
     if array.shape[1] < 1 or array.shape[0] < 1:
         raise InputError(f"the token grid is empty (shape {array.shape}); expected (K, T) with T >= 1")
@@ -109,17 +109,36 @@ def resolve_bandwidth_id(
         if num_codebooks not in codebooks:
             raise InputError(
                 f"cannot infer the bandwidth from {num_codebooks} codebooks; "
-                f"expected K in {sorted(set(codebooks))}"
-                f" or an explicit bandwidth ({choices}){_transposed(frames in codebooks)}"
+                f"expected K in {sorted(set(codebooks))}, one of {choices}"
+                f"{_transposed(frames in codebooks) or _residual_hint(num_codebooks, codebooks)}"
             )
         return list(codebooks).index(num_codebooks)
     if num_codebooks is not None and codebooks[resolved] != num_codebooks:
+        expected = codebooks[resolved]
         raise InputError(
-            f"bandwidth {_kbps(bandwidths[resolved])} kbps (id {resolved}) "
-            f"expects {codebooks[resolved]} codebooks,"
-            f" got K={num_codebooks}{_transposed(frames == codebooks[resolved])}"
+            f"bandwidth {_kbps(bandwidths[resolved])} kbps (id {resolved}) expects {expected} codebooks,"
+            f" got K={num_codebooks}{_transposed(frames == expected) or _residual_hint(num_codebooks, [expected])}"
         )
     return resolved
+
+
+def _residual_hint(num_codebooks: int, codebooks: Sequence[int]) -> str:
+    """Say how to send a grid of more codebooks than a bandwidth takes: EnCodec's quantizer is residual, so
+    the first k rows of a grid encoded at a higher bandwidth (24 kbps: 32 rows) are the codes at k codebooks."""
+    fewer = [k for k in codebooks if k < num_codebooks]
+    if not fewer:
+        return ""
+    k = max(fewer)
+    return (f"; codebooks are residual, so the first rows of a larger grid are the codes at a lower bandwidth: "
+            f"send codes[:{k}] for {k} codebooks")
+
+
+def _batch_hint(shape: tuple[int, ...]) -> str:
+    """Name a batch of several items, EnCodec's ``(B, K, T)`` or Vocos' ``(K, B, T)``, as one."""
+    if len(shape) == 3 and shape[0] > 1 and shape[1] > 1:
+        return (" (a batch of several items, (B, K, T) or (K, B, T)? send each item as its own request or "
+                "stream, shape (K, T); the server batches concurrent ones)")
+    return ""
 
 
 def _transposed(likely: bool) -> str:

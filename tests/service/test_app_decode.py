@@ -116,6 +116,37 @@ async def test_encodec_codes_as_encode_returns_them_or_as_json_floats(app: AppHa
     assert len({r.content for r in responses}) == 1
 
 
+@pytest.mark.parametrize("query", ["", "?bandwidth=6"])
+async def test_encodec_codes_of_a_higher_bandwidth_are_told_which_rows_to_send(app: AppHarness, query: str) -> None:
+    """EnCodec at 24 kbps gives 32 codebooks, which no explicit bandwidth makes decodable; its quantizer is
+    residual, so the answer names the rows that are the codes at a bandwidth the model takes."""
+    codes = np.random.default_rng(0).integers(0, 1024, (32, 12))
+    response = await app.client.post(f"/decode/encodec{query}", json={"codes": codes.tolist()})
+    assert response.status_code == 422
+    message = response.json()["error"]["message"]
+    assert "or an explicit bandwidth" not in message
+    assert f"send codes[:{16 if query == '' else 8}]" in message
+
+
+async def test_encodec_codes_fewer_than_the_bandwidth_takes_get_no_slicing_advice(app: AppHarness) -> None:
+    codes = np.random.default_rng(0).integers(0, 1024, (4, 12))
+    response = await app.client.post("/decode/encodec?bandwidth=6", json={"codes": codes.tolist()})
+    assert response.status_code == 422
+    assert response.json()["error"]["message"] == "bandwidth 6 kbps (id 2) expects 8 codebooks, got K=4"
+
+
+async def test_encodec_batch_of_several_items_is_named_as_a_batch(app: AppHarness) -> None:
+    """EnCodec's ``encode`` gives (B, K, T); a grid of B > 1 items is one request per item."""
+    codes = np.random.default_rng(0).integers(0, 1024, (2, 8, 12))
+    response = await app.client.post("/decode/encodec", content=npy_bytes(codes),
+                                     headers={"content-type": "application/x-npy"})
+    assert response.status_code == 422
+    assert "a batch of several items" in response.json()["error"]["message"]
+    single = await app.client.post("/decode/encodec", content=npy_bytes(codes[None, 0]),
+                                   headers={"content-type": "application/x-npy"})
+    assert single.status_code == 200, single.text
+
+
 @pytest.mark.parametrize(("rate", "channels", "container"), [(24000, 1, "WAV"), (44100, 2, "FLAC"),
                                                               (16000, 1, "OGG"), (48000, 2, "MP3")])
 async def test_resynthesize_mel(app: AppHarness, rate: int, channels: int, container: str) -> None:
