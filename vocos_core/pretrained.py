@@ -198,19 +198,28 @@ class Vocos(nn.Module):
 
     @torch.inference_mode()
     def decode_codes(self, codes: torch.Tensor, bandwidth_id: torch.Tensor | int | None = None) -> torch.Tensor:
-        """Codes ``(K, L)`` or ``(K, B, L)`` -> ``(B, S)``; the bandwidth is inferred from K when not given."""
+        """Codes ``(K, L)`` or ``(K, B, L)`` -> ``(B, S)``; the bandwidth is inferred from K when not given.
+
+        ``(K, B, L)`` is the reference's layout; EnCodec's ``encode`` gives ``(B, K, L)``: pass
+        ``codes.transpose(0, 1)``. Where B is itself a codebook count (2, 4, 8, 16) nothing can tell the two
+        apart, so give ``bandwidth_id`` to have a swapped grid refused."""
         fe = self._require_encodec()
-        codes = inputs.check_codes(codes, fe.num_q, ENCODEC_BINS)
-        k = codes.shape[0]
+        checked = inputs.check_codes(codes, fe.num_q, ENCODEC_BINS)
+        k = checked.shape[0]
+        counts = [codebooks_for_bandwidth(b) for b in fe.bandwidths]
+        # A 3-D grid whose items' dim holds a codebook count is likely EnCodec's (B, K, L): say so in any refusal.
+        layout = (" (codes are (K, B, L); EnCodec's encode gives (B, K, L): pass codes.transpose(0, 1))"
+                  if codes.dim() == 3 and checked.shape[1] in counts else "")
         if bandwidth_id is None:
-            bandwidth_id = self.bandwidth_id_for_codebooks(k)
+            if k not in counts:
+                raise InputError(f"codes: {k} codebooks match no bandwidth; valid codebook counts: {counts}{layout}")
+            bandwidth_id = counts.index(k)
         else:
             bandwidth_id = inputs.one_bandwidth_id(bandwidth_id, fe.bandwidths)
-            expected = codebooks_for_bandwidth(fe.bandwidths[bandwidth_id])
-            if expected != k:
+            if counts[bandwidth_id] != k:
                 raise InputError(f"codes: bandwidth id {bandwidth_id} ({fe.bandwidths[bandwidth_id]:g} kbps) uses "
-                                 f"{expected} codebooks, got {k}")
-        return self.decode(self.codes_to_features(codes), bandwidth_id=bandwidth_id)
+                                 f"{counts[bandwidth_id]} codebooks, got {k}{layout}")
+        return self.decode(self.codes_to_features(checked), bandwidth_id=bandwidth_id)
 
     def bandwidth_id_for_codebooks(self, k: int) -> int:
         """The bandwidth id whose codebook count is ``k``; InputError listing valid counts otherwise."""

@@ -141,3 +141,14 @@ def test_the_package_is_marked_typed_for_its_users() -> None:
     package_data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     assert "py.typed" in package_data["vocos_core"]
 
+
+@pytest.mark.parametrize(("shape", "bandwidth_id"), [((1, 8, 30), None), ((2, 8, 30), 2)])
+def test_encodecs_batch_layout_is_named_in_the_refusal(shape: tuple[int, ...], bandwidth_id: int | None) -> None:
+    """EnCodec's encode gives (B, K, L), the reference's decode takes (K, B, L): a pipeline's (1, 8, L) grid was
+    told "1 codebooks match no bandwidth", and a (2, 8, L) one at 6 kbps "uses 8 codebooks, got 2"."""
+    model = Vocos.from_pretrained(str(REFERENCE / "vocos-encodec-tiny"))
+    codes = torch.randint(0, 1024, shape)
+    with pytest.raises(InputError, match=r"EnCodec's encode gives \(B, K, L\): pass codes\.transpose\(0, 1\)"):
+        model.decode_codes(codes, bandwidth_id=bandwidth_id)
+    assert model.decode_codes(codes.transpose(0, 1), bandwidth_id=bandwidth_id).shape[0] == shape[0]
+
