@@ -36,6 +36,22 @@ _CSS = "text/css; charset=utf-8"
 class Asset:
     file: Path
     media_type: str
+    # (text, replacement) pairs applied to the file before it is served
+    patches: tuple[tuple[str, str], ...] = ()
+
+    def patched(self) -> bytes:
+        """The file with its patches applied; one whose text is not there (another vendor version) is skipped,
+        as the page works without it (tests/service/test_pages.py holds the pinned version to it)."""
+        text = self.file.read_text(encoding="utf-8")
+        for old, new in self.patches:
+            text = text.replace(old, new)
+        return text.encode()
+
+
+# ReDoc's menu footer always shows Redocly's logo from their CDN: a request to another host from
+# every load (offline, a console error as the CSP refuses it). An empty local SVG stands in for it.
+REDOC_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
+_EMPTY_SVG = "data:image/svg+xml,%3Csvg xmlns=%27http://www.w3.org/2000/svg%27 width=%270%27 height=%270%27/%3E"
 
 
 ASSETS: dict[str, Asset] = {
@@ -45,7 +61,7 @@ ASSETS: dict[str, Asset] = {
     "docs.css": Asset(STATIC_DIR / "docs.css", _CSS),
     "swagger-ui-bundle.js": Asset(VENDOR_DIR / "swagger-ui-bundle.js", _JS),
     "swagger-ui.css": Asset(VENDOR_DIR / "swagger-ui.css", _CSS),
-    "redoc.standalone.js": Asset(VENDOR_DIR / "redoc.standalone.js", _JS),
+    "redoc.standalone.js": Asset(VENDOR_DIR / "redoc.standalone.js", _JS, patches=((REDOC_LOGO, _EMPTY_SVG),)),
     "favicon.png": Asset(VENDOR_DIR / "favicon.png", "image/png"),
 }
 PAGES = ("/", "/docs", "/redoc")
@@ -89,6 +105,14 @@ async def redoc() -> HTMLResponse:
 
 
 def _asset_endpoint(asset: Asset) -> Callable[[], Coroutine[Any, Any, Response]]:
+    if asset.patches:
+        content = asset.patched()  # once, at import
+
+        async def serve_patched() -> Response:
+            return Response(content, media_type=asset.media_type, headers=_REVALIDATE)
+
+        return serve_patched
+
     async def serve() -> Response:
         # Revalidated on each load (ETag), so an upgraded server never runs a stale page script.
         return FileResponse(asset.file, media_type=asset.media_type, headers=_REVALIDATE)

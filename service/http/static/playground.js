@@ -33,7 +33,7 @@
       const error = (await response.json()).error;
       if (error && error.message) {
         const id = error.request_id ? " (request id " + error.request_id + ")" : "";
-        return response.status + " " + error.type + ": " + error.message + id;
+        return response.status + " " + error.type + ": " + error.message + id + hint(response.status);
       }
     } catch (_) {
       // not JSON: a proxy's page, say
@@ -41,9 +41,17 @@
     return "HTTP " + response.status + " " + response.statusText;
   }
 
+  // The body the server counted is the WAV made here, not the file chosen: say so, and what helps.
+  function hint(status) {
+    if (status !== 413 || !clip || !clip.samples) return "";
+    const size = clip.body.size < 1e6 ? Math.round(clip.body.size / 1e3) + " kB" : (clip.body.size / 1e6).toFixed(1) + " MB";
+    return ". This page sends the clip as 16-bit WAV at 24 kHz (" + size + " here): try a shorter clip.";
+  }
+
   function setStatus(text, kind) {
     $("status").textContent = text;
     $("status").dataset.kind = kind || "info";
+    delete $("status").dataset.key;
   }
 
   // -- which models the server serves -----------------------------------------------------------------
@@ -58,26 +66,34 @@
     return MODELS.filter((kind) => kinds.includes(kind));
   }
 
+  // The kinds, and whether GET models refused this tab's key (or its lack of one) with 401.
   async function fetchModels() {
+    let refused = false;
     try {
       const response = await fetch("models", { headers: withKey({}) });
+      refused = response.status === 401;
       if (response.ok) {
         const kinds = modelKinds(await response.json());
-        if (kinds.length) return kinds;
+        if (kinds.length) return { kinds, refused };
       }
     } catch (_) {
       // a server without /models, or an unreadable answer: fall back to the readiness probe
     }
     const ready = await fetch("readyz");
     if (!ready.ok) throw new Error(await errorText(ready));
-    return modelKinds(await ready.json());
+    return { kinds: modelKinds(await ready.json()), refused };
   }
 
+  let loads = 0; // only the latest load applies: the key's change and its Enter both start one
+
   async function loadModels() {
-    let kinds;
+    const load = ++loads;
+    let kinds, refused;
     try {
-      kinds = await fetchModels();
+      ({ kinds, refused } = await fetchModels());
+      if (load !== loads) return;
     } catch (error) {
+      if (load !== loads) return;
       setStatus(NOT_READY + error.message + ". Trying again in 3 s.", "error");
       setTimeout(loadModels, 3000);
       return;
@@ -88,8 +104,21 @@
     if (kinds.includes(previous)) select.value = previous;
     select.disabled = !kinds.length;
     if (!kinds.length) setStatus("This server serves no model that can resynthesize audio.", "error");
-    else if ($("status").textContent.startsWith(NOT_READY)) setStatus(clip ? READY : IDLE, "info");
+    else if (refused) askForKey();
+    else if ($("status").textContent.startsWith(NOT_READY) || $("status").dataset.key) setStatus(clip ? READY : IDLE, "info");
+    $("api-key").setAttribute("aria-invalid", String(refused));
     syncControls();
+  }
+
+  // Asked when the page loads rather than after a refused upload; once given, the key stays in this
+  // tab's sessionStorage, so the question does not come back on a reload.
+  function askForKey() {
+    if ($("status").dataset.kind === "busy") return; // a request under way answers for the key itself
+    setStatus(apiKey()
+      ? "The server refused this API key (401): check it in the API key field."
+      : "This server needs an API key: enter it in the API key field.", "error");
+    $("status").dataset.key = "asked";
+    if (!apiKey()) $("api-key").focus();
   }
 
   function syncControls() {
@@ -133,6 +162,15 @@
   }
 
   async function useClip(blob, name) {
+    if (!blob.size) {
+      clip = null;
+      show("input", null, null);
+      show("result", null, null);
+      $("input-info").textContent = "";
+      setStatus(name + " is empty (0 bytes): choose an audio file (WAV, FLAC, MP3, Ogg) or record a clip.", "error");
+      syncControls();
+      return;
+    }
     setStatus("Decoding " + name + "…", "busy");
     let samples = null;
     try {
@@ -214,6 +252,7 @@
         // played by the <audio> element all the same
       }
       show("result", audio, samples);
+      offerDownload(audio, clip.name, model === "encodec" ? "encodec-" + $("bandwidth").value + "kbps" : model);
       const seconds = Number(response.headers.get("X-Audio-Duration")).toFixed(2);
       const label = model === "encodec" ? "encodec, " + $("bandwidth").value + " kbps" : model;
       $("result-info").textContent = label + ": " + seconds + " s";
@@ -226,6 +265,16 @@
     }
   }
 
+  // "speech.mp3" resynthesized with mel -> "speech-vocos-mel.wav".
+  function offerDownload(audio, name, how) {
+    const stem = name.replace(/\.[^.]*$/, "") || "clip";
+    const extension = audio.type.includes("flac") ? ".flac" : ".wav";
+    const link = $("result-download");
+    link.href = objectUrls.result;
+    link.download = stem + "-vocos-" + how + extension;
+    link.hidden = false;
+  }
+
   // -- playing and drawing ----------------------------------------------------------------------------
 
   function show(which, blob, samples) {
@@ -234,7 +283,11 @@
     objectUrls[which] = blob ? URL.createObjectURL(blob) : null;
     if (blob) audio.src = objectUrls[which];
     else audio.removeAttribute("src");
-    if (which === "result" && !blob) $("result-info").textContent = "";
+    if (which === "result" && !blob) {
+      $("result-info").textContent = "";
+      $("result-download").hidden = true;
+      $("result-download").removeAttribute("href");
+    }
     const empty = which === "input" ? "no clip yet" : "no result yet";
     drawSpectrogram($(which + "-spectrogram"), samples, blob ? "no spectrogram: not decodable here" : empty);
   }
@@ -365,6 +418,10 @@
     key.value = apiKey();
     key.addEventListener("input", () => sessionStorage.setItem(STORAGE, key.value.trim()));
     key.addEventListener("change", loadModels); // a server's model list may need the key
+    $("key-form").addEventListener("submit", (event) => {
+      event.preventDefault(); // Enter in the key field: no reload, which would put the key in the URL
+      loadModels();
+    });
     $("bandwidth").replaceChildren(...BANDWIDTHS.map((kbps) => new Option(kbps + " kbps", String(kbps))));
     $("bandwidth").value = "6";
     $("file").addEventListener("change", () => $("file").files[0] && useClip($("file").files[0], $("file").files[0].name));
