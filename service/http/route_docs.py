@@ -130,15 +130,21 @@ _GRID = {"type": "array", "items": {"type": "array", "items": {"type": "number"}
 _NPY = {"schema": {"type": "string", "format": "binary"}}
 
 
-def _body_doc(json_schema: dict[str, Any], what: str) -> dict[str, Any]:
-    content = {"application/json": {"schema": json_schema}, "application/x-npy": _NPY, "application/npy": _NPY,
-               "application/octet-stream": _NPY}
+def _body_doc(json_schema: dict[str, Any], what: str, example: dict[str, Any]) -> dict[str, Any]:
+    """``example``: a body the default model decodes, what /docs' "Try it out" sends as it is (one generated
+    from the schema, ``{"mel": [[0]]}``, was refused with 422)."""
+    content = {"application/json": {"schema": json_schema, "example": example}, "application/x-npy": _NPY,
+               "application/npy": _NPY, "application/octet-stream": _NPY}
     return {"parameters": _HEADERS, "requestBody": {"required": True, "content": content, "description": what}}
 
 
 MEL_DOC = _body_doc({"type": "object", "required": ["mel"], "properties": {"mel": _GRID},
                      "additionalProperties": False},
-                    "The mel, (n_mels, T) or (1, n_mels, T), as JSON or as a .npy file (octet-stream: sniffed)")
+                    "The mel, (n_mels, T) or (1, n_mels, T), as JSON or as a .npy file (octet-stream: sniffed)",
+                    # 100 bands (the official mel model's) by 4 frames of a log-mel falling with frequency, as
+                    # speech's does: a constant one is answered with a warning that it looks like silence
+                    {"mel": [[round(-1.5 - 0.08 * band + 0.06 * ((7 * band + 3 * t) % 5), 2) for t in range(4)]
+                             for band in range(100)]})
 CODES_DOC = _body_doc(
     {
         "type": "object",
@@ -149,6 +155,7 @@ CODES_DOC = _body_doc(
     },
     "The codes, (K, T) integers (or one item, (K, 1, T) or (1, K, T) as EnCodec's encode gives), as JSON "
     "or as a .npy file (octet-stream: sniffed)",
+    {"codes": [[0, 1, 2, 3], [4, 5, 6, 7]], "bandwidth_id": 0},  # 2 codebooks: 1.5 kbps
 )
 _FORM = {
     "schema": {"type": "object", "required": ["file"], "properties": {"file": {"type": "string", "format": "binary"}}},
