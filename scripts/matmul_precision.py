@@ -19,7 +19,7 @@ that can run, and give the numbers they mean to, here), each against float64:
   (``fp32_precision = "bf16"``), weights split and prepacked once, activations split per call; left
   out (one line says why) where oneDNN does not round the activations to bf16 (no AMX);
 - ``bf16x3 kernels``: vocos_core's own AMX kernels (``vocos_core.bf16x3``), float32 in and out, what a
-  decode runs at float32 matmul precision "high" (timed where they can run).
+  decode runs at float32 matmul precision "high" (timed where they can run; elsewhere one line says why).
 
 Not a test: figures depend on the CPU (bf16 is fast only with AMX) and on what else runs.
 """
@@ -176,8 +176,19 @@ def main() -> None:
         for name, result in results.items():
             err = float((result.double() - exact).abs().max() / exact.abs().max())
             print(f"{name:16s} {1e3 * medians[name]:8.2f} {medians['float32'] / medians[name]:10.2f}x {err:17.1e}")
-        if (reason := onednn_unrounded_reason()) is not None:
-            print(f"\nbf16x3 onednn: {reason}")
+        notes = left_out()
+        if notes:
+            print("\n" + "\n".join(notes))
+
+
+def left_out() -> list[str]:
+    """One line per way the table leaves out here, saying why (the docs' table has all five ways)."""
+    notes = []
+    if (reason := onednn_unrounded_reason()) is not None:
+        notes.append(f"bf16x3 onednn: {reason}")
+    if (reason := bf16x3.unsupported_reason()) is not None:
+        notes.append(f"bf16x3 kernels: left out: {reason}")
+    return notes
 
 
 if __name__ == "__main__":
