@@ -133,6 +133,23 @@ class DrainingServer(uvicorn.Server):
         self.config.timeout_graceful_shutdown = left + GRACE_AFTER_DRAIN_S  # type: ignore[assignment]
         await super().shutdown(sockets)
 
+    async def _wait_tasks_to_complete(self) -> None:
+        """uvicorn's wait for open connections, cut off GRACE_AFTER_DRAIN_S after the drain's end as it stands now:
+        its own limit was set from the first signal's deadline, so after a second signal (``end_drain``) a client
+        still uploading held the process for all of DRAIN_TIMEOUT_S. TimeoutError, as uvicorn's limit raises it:
+        uvicorn then cancels the tasks left."""
+        loop = asyncio.get_running_loop()
+        waiting = asyncio.ensure_future(super()._wait_tasks_to_complete())
+        try:
+            while not waiting.done():
+                left = self._state.drain_deadline + GRACE_AFTER_DRAIN_S - loop.time()
+                if left <= 0:
+                    raise TimeoutError
+                await asyncio.wait([waiting], timeout=min(left, 0.1))
+        finally:
+            waiting.cancel()  # a no-op once done
+        waiting.result()
+
     def handle_exit(self, sig: int, frame: types.FrameType | None) -> None:
         if self._loop is not None and not self._loop.is_closed():
             if not self.should_exit:

@@ -202,8 +202,10 @@ def audio_headers(seconds: float, sample_rate: int, model: ServedModel, warning:
 
 
 async def audio_response(audio: Audio, fmt: OutputFormat) -> Response:
-    """Encode ``audio`` and answer it with its duration, rate and model in headers."""
+    """Encode ``audio`` (unless the vocoder did, ``Audio.encoded``, in ``fmt``) and answer it with its duration, rate
+    and model in headers."""
     inline = audio.samples.size <= INLINE_AUDIO_SAMPLES and fmt is not OutputFormat.FLAC
-    content = await off_loop(encode_audio, audio.samples, audio.sample_rate, fmt, inline=inline)
+    content = audio.encoded if audio.encoded is not None else \
+        await off_loop(encode_audio, audio.samples, audio.sample_rate, fmt, inline=inline)
     headers = audio_headers(audio.seconds, audio.sample_rate, audio.model, audio.warning)
     return Response(content, media_type=fmt.media_type, headers=headers)

@@ -127,7 +127,7 @@ async def decode_mel(request: Request, model: ModelQuery = None, format: FormatQ
                                "sample_rate": sample_rate}
     if stream:
         return streamed_response(await vocoder.stream_mel(slot, mel, **options), fmt, options["request_id"])
-    work = vocoder.decode_mel(slot, mel, request_bytes=len(body), **options)
+    work = vocoder.decode_mel(slot, mel, request_bytes=len(body), encode=fmt, **options)
     return await audio_response(await unless_disconnected(request, work), fmt)
 
 
@@ -157,7 +157,7 @@ async def decode_encodec(request: Request, model: ModelQuery = None, bandwidth_i
                "request_id": request_id_of(request), "sample_rate": sample_rate}
     if stream:
         return streamed_response(await vocoder.stream_codes(slot, codes, **options), fmt, options["request_id"])
-    work = vocoder.decode_codes(slot, codes, request_bytes=len(body), **options)
+    work = vocoder.decode_codes(slot, codes, request_bytes=len(body), encode=fmt, **options)
     return await audio_response(await unless_disconnected(request, work), fmt)
 
 
@@ -196,7 +196,7 @@ async def resynthesize(request: Request, model: ModelQuery = None, bandwidth_id:
     if stream:
         work_stream = vocoder.stream_resynthesis(slot, body, **options)
         return streamed_response(await unless_disconnected(request, work_stream), fmt, options["request_id"])
-    work = vocoder.resynthesize(slot, body, request_bytes=request_bytes, **options)
+    work = vocoder.resynthesize(slot, body, request_bytes=request_bytes, encode=fmt, **options)
     return await audio_response(await unless_disconnected(request, work), fmt)
 
 

@@ -22,7 +22,15 @@ import torch
 
 from service.engine.workers import Analysis
 from service.errors import InvalidInputError, PayloadTooLargeError, ServerBusyError, beyond
-from service.runtime.audio_io import DecodedAudio, decode_audio, fit_length, resample, resampled_length
+from service.runtime.audio_io import (
+    DecodedAudio,
+    OutputFormat,
+    decode_audio,
+    encode_audio,
+    fit_length,
+    resample,
+    resampled_length,
+)
 from service.runtime.inflight import InflightBytes
 from service.runtime.metrics import ServiceMetrics
 from service.runtime.models import ServedModel
@@ -32,7 +40,7 @@ from service.settings import Settings
 from vocos_core.mel_check import check_mel
 from vocos_core.requests import codes_array, mel_array, resolve_bandwidth_id
 
-# Audio this long or shorter is resampled (and, by the routes, encoded) on the event loop: a thread
+# Audio this long or shorter is resampled and encoded on the event loop: a thread
 # hop costs more.
 INLINE_AUDIO_SAMPLES = 240_000
 # Frames per push when a whole input is answered as a stream (?stream=true): small enough that the
@@ -53,6 +61,7 @@ class Audio:
     sample_rate: int
     model: ServedModel
     warning: str | None = None  # the input looks like another front-end's: "cause: explanation"
+    encoded: bytes | None = None  # the answer's body, when the caller asked for it in a format (``encode``)
 
     @property
     def seconds(self) -> float:
@@ -102,9 +111,11 @@ class Vocoder:
         return self.state.model(name, kind)
 
     async def decode_mel(self, slot: ModelSlot, mel: np.ndarray, *, deadline: float, request_id: str = "",
-                         sample_rate: int | None = None, request_bytes: int = 0) -> Audio:
+                         sample_rate: int | None = None, request_bytes: int = 0,
+                         encode: OutputFormat | None = None) -> Audio:
         """``mel`` ``(n_mels, T)`` (or ``(1, n_mels, T)``), any float dtype -> its audio. ``request_bytes``: the
-        request's own bytes in the server's byte budget (its body), beside which its answer must fit.
+        request's own bytes in the server's byte budget (its body), beside which its answer must fit; ``encode``:
+        the answer's body is made in this format too (``Audio.encoded``), while the answer is held in the budget.
 
         The mel is held to the model's front-end (``vocos_core.mel_check``): one it cannot produce is
         refused; one that looks like another front-end's (dB-scaled, log10, normalised...) is decoded,
@@ -112,20 +123,23 @@ class Vocoder:
         """
         grid, warning = self._mel(slot.served, mel)
         audio = await self._vocode(slot, torch.from_numpy(grid), None, deadline, request_id, sample_rate,
-                                   request_bytes)
+                                   request_bytes, encode)
         return dataclasses.replace(audio, warning=warning) if warning else audio
 
     async def decode_codes(self, slot: ModelSlot, codes: np.ndarray, *, bandwidth_id: int | None = None,
                            bandwidth: float | None = None, deadline: float, request_id: str = "",
-                           sample_rate: int | None = None, request_bytes: int = 0) -> Audio:
-        """EnCodec tokens ``(K, T)`` -> audio; the bandwidth from its id, its kbps, or K."""
+                           sample_rate: int | None = None, request_bytes: int = 0,
+                           encode: OutputFormat | None = None) -> Audio:
+        """EnCodec tokens ``(K, T)`` -> audio; the bandwidth from its id, its kbps, or K (``request_bytes``,
+        ``encode``: as :meth:`decode_mel`'s)."""
         grid, resolved = self._codes(slot.served, codes, bandwidth_id, bandwidth)
         return await self._vocode(slot, torch.from_numpy(grid), resolved, deadline, request_id, sample_rate,
-                                  request_bytes)
+                                  request_bytes, encode)
 
     async def resynthesize(self, slot: ModelSlot, audio_file: bytes, *, bandwidth_id: int | None = None,
                            bandwidth: float | None = None, deadline: float, request_id: str = "",
-                           sample_rate: int | None = None, request_bytes: int = 0) -> Audio:
+                           sample_rate: int | None = None, request_bytes: int = 0,
+                           encode: OutputFormat | None = None) -> Audio:
         """An audio file (any rate, mixed to mono) through the model: exactly as long as the file,
         ``round(frames * rate_out / rate_in)`` samples (the vocoder's output padded or trimmed at the end)."""
         resolved = self._resynthesis_bandwidth(slot.served, bandwidth_id, bandwidth)
@@ -133,7 +147,8 @@ class Vocoder:
         with self._answer_held(upload.length_at(sample_rate or slot.served.sample_rate), request_bytes):
             features = await slot.features.run(slot.served.analysis, upload.samples, resolved,
                                                size=upload.samples.size, timeout=deadline - time.monotonic())
-            return await self._vocode(slot, features, resolved, deadline, request_id, sample_rate, upload=upload)
+            return await self._vocode(slot, features, resolved, deadline, request_id, sample_rate, encode=encode,
+                                      upload=upload)
 
     def open_stream(self, slot: ModelSlot, *, inputs: StreamInputs, bandwidth_id: int | None = None,
                     bandwidth: float | None = None, sample_rate: int | None = None, request_id: str = "",
@@ -228,7 +243,7 @@ class Vocoder:
 
     async def _vocode(self, slot: ModelSlot, features: torch.Tensor, bandwidth_id: int | None, deadline: float,
                       request_id: str, sample_rate: int | None, request_bytes: int = 0,
-                      upload: DecodedAudio | None = None) -> Audio:
+                      encode: OutputFormat | None = None, upload: DecodedAudio | None = None) -> Audio:
         """``features`` ``(C, T)`` (mel, codes or resynthesis features) through the model's engine;
         ``upload``, for a resynthesis: the answer lasts exactly as long, at the model's rate before resampling
         (as a streamed answer's audio is cut) and at ``sample_rate`` after it."""
@@ -239,7 +254,9 @@ class Vocoder:
             self._answer_held(_answer_length(served, features.shape[-1], sample_rate or served.sample_rate),
                               request_bytes)
         with held:
-            return await self._decoded(slot, features, bandwidth_id, deadline, request_id, sample_rate, upload)
+            audio = await self._decoded(slot, features, bandwidth_id, deadline, request_id, sample_rate, upload)
+            # Still held: the body and the samples it is made from are the answer's memory as much as its compute.
+            return audio if encode is None else dataclasses.replace(audio, encoded=await _encoded(audio, encode))
 
     async def _decoded(self, slot: ModelSlot, features: torch.Tensor, bandwidth_id: int | None, deadline: float,
                        request_id: str, sample_rate: int | None, upload: DecodedAudio | None) -> Audio:
@@ -325,6 +342,13 @@ class Vocoder:
                 )
             return None
         return resolve_bandwidth_id(served.bandwidths, served.codebooks, bandwidth_id=bandwidth_id, bandwidth=bandwidth)
+
+
+async def _encoded(audio: Audio, fmt: OutputFormat) -> bytes:
+    """``audio``'s body in ``fmt``; a long one (or FLAC, slow at any length) off the event loop."""
+    if audio.samples.size <= INLINE_AUDIO_SAMPLES and fmt is not OutputFormat.FLAC:
+        return encode_audio(audio.samples, audio.sample_rate, fmt)
+    return await asyncio.to_thread(encode_audio, audio.samples, audio.sample_rate, fmt)
 
 
 async def _pushed(stream: AudioStream, pieces: AsyncGenerator[tuple[np.ndarray, bool], None],

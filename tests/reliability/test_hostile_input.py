@@ -475,3 +475,39 @@ async def test_an_answer_that_fits_the_budget_only_without_its_own_body_is_413_n
     assert "VOCOS_MAX_INFLIGHT_BYTES" in refused.json()["error"]["message"]
     assert streamed.status_code == 200, streamed.text[:300]
     assert held == 0
+
+
+@pytest.mark.asyncio
+async def test_an_answer_is_held_in_the_byte_budget_while_it_is_encoded(make_app, models, monkeypatch) -> None:
+    """The answer's bytes were released once its samples were made, before its body was encoded: while a long
+    answer was encoded (off the event loop), neither it nor its body counted, and another fitted beside it."""
+    import threading
+
+    from service.http import request_io
+    from service.runtime import audio_io, serving
+
+    encoding, go_on = threading.Event(), threading.Event()
+
+    def gated_encode(*args: object) -> bytes:
+        if not encoding.is_set():  # the first answer's
+            encoding.set()
+            go_on.wait(30)
+        return audio_io.encode_audio(*args)  # type: ignore[arg-type]
+
+    for module in (request_io, serving):
+        monkeypatch.setattr(module, "encode_audio", gated_encode, raising=False)
+    body = npy_bytes(np.zeros((2, 600), dtype=np.int16))  # 8 s: 1.5 MB as float32 at 48 kHz, 2 fit in no 2 MiB
+    url = "/decode/encodec?sample_rate=48000"
+    async with make_app(models={"encodec": models["encodec"]}, max_inflight_bytes=2 * MIB,
+                        max_body_bytes=MIB) as app:
+        encoding.set()  # the warm-up's (if any) is not held
+        encoding.clear()
+        first = asyncio.create_task(app.client.post(url, content=body, headers=NPY))
+        await wait_until(encoding.is_set)
+        beside = await app.client.post(url, content=body, headers=NPY)
+        go_on.set()
+        first_answer = await first
+        held = app.state.inflight.held
+    assert beside.status_code == 503, beside.text[:300]
+    assert first_answer.status_code == 200, first_answer.text[:300]
+    assert held == 0
