@@ -20,9 +20,8 @@ from .session import (
     ReplyClock,
     StreamInfo,
     cannot_open,
+    closed_after,
     closed_by,
-    closed_early,
-    closed_here,
     frame_count,
     frame_messages,
     handshake_refused,
@@ -131,7 +130,7 @@ class AsyncStreamSession:
             return
         except WebSocketException:
             pass
-        self._fail(closed_here() if self._closed else closed_early(self._ws.close_code, self._ws.close_reason or ""))
+        self._fail(closed_after(self._ws.protocol, self._closed))
 
     def _fail(self, error: VocosClientError) -> None:
         self._error = error

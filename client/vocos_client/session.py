@@ -19,6 +19,7 @@ from urllib.parse import urlencode
 
 import numpy as np
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.protocol import Protocol
 
 from .errors import VocosClientError, from_http, from_stream, protocol_error, retry_after
 from .wire import STREAM_FORMATS, codes_body, mel_body, npy_bytes, pcm_samples, query
@@ -274,6 +275,14 @@ def closed_here() -> VocosClientError:
     (1000) as if the server had ended the stream."""
     return VocosClientError(0, "connection", "this stream was closed by its own side (close(), or its with block "
                             "ended) before the server's done message: open a new stream")
+
+
+def closed_after(protocol: Protocol, closed_by_caller: bool) -> VocosClientError:
+    """Why a stream's connection ended before the done message: :func:`closed_here` after the caller's close,
+    unless the server's close frame came first (its error had not reached the receiver when the caller closed)."""
+    if closed_by_caller and not protocol.close_rcvd_then_sent:
+        return closed_here()
+    return closed_early(protocol.close_code, protocol.close_reason or "")
 
 
 def stream_ended() -> VocosClientError:

@@ -68,3 +68,43 @@ def test_an_async_stream_closed_by_its_caller_says_so(server: ServerProcess) -> 
                 [chunk async for chunk in session]
 
     asyncio.run(run())
+
+
+def test_a_stream_the_server_closed_first_is_not_blamed_on_its_callers_close() -> None:
+    """The caller's close came while the server's close frame (its error, 4503 here) had not yet reached the
+    receiver: the session said the stream was closed by its own side, hiding the server's error."""
+    from types import SimpleNamespace
+
+    from websockets.exceptions import ConnectionClosed
+    from websockets.frames import Close
+
+    from vocos_client.async_stream import AsyncStreamSession
+    from vocos_client.session import StreamInfo
+
+    class ServerClosedFirst:
+        """A connection whose server sent close 4503 before the caller's own close."""
+
+        def __init__(self) -> None:
+            self.protocol = SimpleNamespace(close_rcvd_then_sent=True, close_code=4503, close_reason="unavailable")
+            self.closing = asyncio.Event()
+
+        def __aiter__(self) -> ServerClosedFirst:
+            return self
+
+        async def __anext__(self) -> bytes:
+            await self.closing.wait()  # the receiver runs only after the caller's close
+            raise ConnectionClosed(Close(4503, "unavailable"), Close(4503, "unavailable"), True)
+
+        async def close(self) -> None:
+            self.closing.set()
+
+    async def run() -> None:
+        info = StreamInfo(model="mel", sample_rate=24000, format="f32", lookahead_frames=0, lookahead_ms=0.0,
+                          hop_length=256)
+        session = AsyncStreamSession(ServerClosedFirst(), info, 5.0)  # type: ignore[arg-type]
+        await session.aclose()
+        with pytest.raises(VocosClientError) as raised:
+            [chunk async for chunk in session]
+        assert raised.value.status == 503 and "code 4503" in str(raised.value), raised.value
+
+    asyncio.run(run())
