@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from service.engine.workers import Analysis
-from service.errors import InvalidInputError, PayloadTooLargeError, ServerBusyError, beyond
+from service.errors import InvalidInputError, PayloadTooLargeError, beyond
 from service.runtime.audio_io import (
     DecodedAudio,
     OutputFormat,
@@ -46,11 +46,6 @@ INLINE_AUDIO_SAMPLES = 240_000
 # Frames per push when a whole input is answered as a stream (?stream=true): small enough that the
 # first audio leaves after one short step, each push a fair share of the engine between streams.
 STREAMED_PUSH_FRAMES = 128
-# Bytes per sample of a whole answer while it is made: float32 at the answer's rate (the resampled array, and a
-# wav32f body as large). A whole answer is held at once, so it counts in the server's byte budget while it is
-# computed, and one larger than the budget is refused: ?sample_rate=192000 made 460 MB from a 180 kB body of
-# EnCodec codes, beyond VOCOS_MAX_INFLIGHT_BYTES alone.
-ANSWER_BYTES_PER_SAMPLE = 4
 
 
 @dataclass(frozen=True)
@@ -144,7 +139,8 @@ class Vocoder:
         ``round(frames * rate_out / rate_in)`` samples (the vocoder's output padded or trimmed at the end)."""
         resolved = self._resynthesis_bandwidth(slot.served, bandwidth_id, bandwidth)
         upload = await self._upload(slot, audio_file, deadline)
-        with self._answer_held(upload.length_at(sample_rate or slot.served.sample_rate), request_bytes):
+        with self.state.inflight.answer_held(upload.length_at(sample_rate or slot.served.sample_rate),
+                                             request_bytes):
             features = await slot.features.run(slot.served.analysis, upload.samples, resolved,
                                                size=upload.samples.size, timeout=deadline - time.monotonic())
             return await self._vocode(slot, features, resolved, deadline, request_id, sample_rate, encode=encode,
@@ -251,8 +247,8 @@ class Vocoder:
         self._check_frames(served, features.shape[-1])
         # A resynthesis holds its answer's bytes from before its analysis.
         held = contextlib.nullcontext() if upload is not None else \
-            self._answer_held(_answer_length(served, features.shape[-1], sample_rate or served.sample_rate),
-                              request_bytes)
+            self.state.inflight.answer_held(_answer_length(served, features.shape[-1],
+                                                           sample_rate or served.sample_rate), request_bytes)
         with held:
             audio = await self._decoded(slot, features, bandwidth_id, deadline, request_id, sample_rate, upload)
             # Still held: the body and the samples it is made from are the answer's memory as much as its compute.
@@ -307,31 +303,6 @@ class Vocoder:
                 f"the requested audio would last {beyond(seconds, limit)} s; this server produces at most "
                 f"{limit:g} s per request (VOCOS_MAX_AUDIO_SECONDS)"
             )
-
-    @contextlib.contextmanager
-    def _answer_held(self, samples: int, request_bytes: int) -> Iterator[None]:
-        """Hold a whole answer of ``samples`` in the server's byte budget while it is computed, so that
-        answers in progress together stay within it as bodies do. One that could never fit beside its own
-        request's ``request_bytes`` is 413; one that does not fit now, beside the others, is 503 with
-        Retry-After. Both before any compute: a streamed answer (``?stream=true``) holds a piece at a time."""
-        budget = self.state.inflight
-        size = samples * ANSWER_BYTES_PER_SAMPLE
-        if size + request_bytes > budget.limit:
-            raise PayloadTooLargeError(
-                f"the answer would be {samples} samples, {size} bytes as float32, which with the request's "
-                f"{request_bytes} bytes is more than this server holds for all requests at once ({budget.limit} "
-                "bytes, VOCOS_MAX_INFLIGHT_BYTES); ask for ?stream=true, a lower sample_rate, or send a shorter input"
-            )
-        if not budget.try_take(size):
-            raise ServerBusyError(
-                f"the answer would be {size} bytes as float32 and the server holds {budget.held} bytes of requests "
-                f"and answers in flight, of at most {budget.limit} (VOCOS_MAX_INFLIGHT_BYTES); retry shortly, or "
-                "ask for ?stream=true"
-            )
-        try:
-            yield
-        finally:
-            budget.release(size)
 
     @staticmethod
     def _resynthesis_bandwidth(served: ServedModel, bandwidth_id: int | None, bandwidth: float | None) -> int | None:
