@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from starlette.applications import Starlette
 
 from service.echo import clip
-from service.errors import InvalidInputError, ModelNotLoadedError, ServerDrainingError
+from service.errors import InvalidInputError, InvalidParameterError, ModelNotLoadedError, ServerDrainingError
 from service.http.auth import BearerAuth
 from service.http.json_parser import JsonParser
 from service.runtime.inflight import InflightBytes
@@ -73,6 +73,9 @@ class ServiceState:
 
     def served(self, name: str) -> ServedModel:
         """Served model ``name``; ModelNotLoadedError, listing those that are, for a name not served."""
+        if not name.strip():  # `?model=` left empty by a template: no model of that name could ever exist
+            raise InvalidParameterError(f"model: got an empty name; name a served model ({self._served_names()}), "
+                                        "or leave model out for the default")
         if name not in self.models:
             raise ModelNotLoadedError(f"no model named {clip(name)} on this server; served: {self._served_names()}")
         return self.models[name]

@@ -105,6 +105,10 @@ async def test_a_wrong_name_or_kind_says_what_is_served(app: AppHarness) -> None
     assert "served: mel (mel), encodec (encodec), tts22k (mel)" in missing.json()["error"]["message"]
     wrong_kind = await app.client.post("/decode/mel?model=encodec", content=body, headers=NPY)
     assert wrong_kind.status_code == 422 and "needs a model of kind mel" in wrong_kind.json()["error"]["message"]
+    # An empty ?model= (a template's unfilled value) was "no model named ''": it names no model at all.
+    empty = await app.client.post("/decode/mel?model=", content=body, headers=NPY)
+    assert empty.status_code == 422 and empty.json()["error"]["type"] == "invalid_parameter"
+    assert empty.json()["error"]["message"].startswith("model: got an empty name; name a served model (mel (mel), ")
 
 
 @pytest.mark.parametrize(("query", "rate"), [("model=tts22k", 22050), ("model=encodec&bandwidth=6", 24000),

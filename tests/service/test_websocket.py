@@ -126,7 +126,7 @@ MEL40 = np.random.default_rng(3).uniform(-6, -1, (100, 40)).astype(np.float32)  
     ("/stream/mel?bandwidth_id=2", None, 422, "'bandwidth_id': unknown query parameter of /stream/mel"),
     ("/stream/mel?bandwidth_id=", None, 422, "'bandwidth_id': unknown query parameter of /stream/mel"),
     ("/stream/mel?sample_rate=", None, 422, "sample_rate: "),  # an empty value is a value, as over HTTP
-    ("/stream/mel?model=", None, 404, "no model named ''"),
+    ("/stream/mel?model=", None, 422, "model: got an empty name; name a served model"),
     ("/stream/mel", np.zeros((7, 5), np.float32), 422, "mel bands"),
     ("/stream/mel", b"not npy", 400, ".npy"),
     # a Node Buffer or a browser Blob sends a binary frame: the end message there was "not a .npy file (body)"
