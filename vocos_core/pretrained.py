@@ -211,9 +211,7 @@ class Vocos(nn.Module):
         layout = (" (codes are (K, B, L); EnCodec's encode gives (B, K, L): pass codes.transpose(0, 1))"
                   if codes.dim() == 3 and checked.shape[1] in counts else "")
         if bandwidth_id is None:
-            if k not in counts:
-                raise InputError(f"codes: {k} codebooks match no bandwidth; valid codebook counts: {counts}{layout}")
-            bandwidth_id = counts.index(k)
+            bandwidth_id = self.bandwidth_id_for_codebooks(k, hint=layout)
         else:
             bandwidth_id = inputs.one_bandwidth_id(bandwidth_id, fe.bandwidths)
             if counts[bandwidth_id] != k:
@@ -221,11 +219,12 @@ class Vocos(nn.Module):
                                  f"{counts[bandwidth_id]} codebooks, got {k}{layout}")
         return self.decode(self.codes_to_features(checked), bandwidth_id=bandwidth_id)
 
-    def bandwidth_id_for_codebooks(self, k: int) -> int:
-        """The bandwidth id whose codebook count is ``k``; InputError listing valid counts otherwise."""
+    def bandwidth_id_for_codebooks(self, k: int, hint: str = "") -> int:
+        """The bandwidth id whose codebook count is ``k``; InputError listing valid counts otherwise (``hint``
+        appended)."""
         counts = [codebooks_for_bandwidth(b) for b in self._require_encodec().bandwidths]
         if k not in counts:
-            raise InputError(f"codes: {k} codebooks match no bandwidth; valid codebook counts: {counts}")
+            raise InputError(f"codes: {k} codebooks match no bandwidth; valid codebook counts: {counts}{hint}")
         return counts.index(k)
 
     @torch.inference_mode()
