@@ -23,9 +23,9 @@ from service.errors import (
 from service.http.json_body import JsonBodyError
 from service.http.payloads import Payload, body_kind, from_json_error, is_json, load_payload
 from service.http.state import ServiceState, state_of
-from service.runtime.audio_io import OutputFormat, encode_audio
+from service.runtime.audio_io import OutputFormat
 from service.runtime.models import ServedModel
-from service.runtime.serving import INLINE_AUDIO_SAMPLES, Audio
+from service.runtime.serving import Audio
 from service.settings import Settings
 
 T = TypeVar("T")
@@ -201,11 +201,9 @@ def audio_headers(seconds: float, sample_rate: int, model: ServedModel, warning:
     return headers
 
 
-async def audio_response(audio: Audio, fmt: OutputFormat) -> Response:
-    """Encode ``audio`` (unless the vocoder did, ``Audio.encoded``, in ``fmt``) and answer it with its duration, rate
-    and model in headers."""
-    inline = audio.samples.size <= INLINE_AUDIO_SAMPLES and fmt is not OutputFormat.FLAC
-    content = audio.encoded if audio.encoded is not None else \
-        await off_loop(encode_audio, audio.samples, audio.sample_rate, fmt, inline=inline)
+def audio_response(audio: Audio, fmt: OutputFormat) -> Response:
+    """``audio``'s body, which the vocoder encoded in ``fmt`` while the answer was held in the byte budget
+    (``encode=``), with its duration, rate and model in headers."""
+    assert audio.encoded is not None, "whole answers are encoded by the vocoder (encode=fmt)"
     headers = audio_headers(audio.seconds, audio.sample_rate, audio.model, audio.warning)
-    return Response(content, media_type=fmt.media_type, headers=headers)
+    return Response(audio.encoded, media_type=fmt.media_type, headers=headers)

@@ -128,7 +128,7 @@ async def decode_mel(request: Request, model: ModelQuery = None, format: FormatQ
     if stream:
         return streamed_response(await vocoder.stream_mel(slot, mel, **options), fmt, options["request_id"])
     work = vocoder.decode_mel(slot, mel, request_bytes=len(body), encode=fmt, **options)
-    return await audio_response(await unless_disconnected(request, work), fmt)
+    return audio_response(await unless_disconnected(request, work), fmt)
 
 
 @router.post(
@@ -158,7 +158,7 @@ async def decode_encodec(request: Request, model: ModelQuery = None, bandwidth_i
     if stream:
         return streamed_response(await vocoder.stream_codes(slot, codes, **options), fmt, options["request_id"])
     work = vocoder.decode_codes(slot, codes, request_bytes=len(body), encode=fmt, **options)
-    return await audio_response(await unless_disconnected(request, work), fmt)
+    return audio_response(await unless_disconnected(request, work), fmt)
 
 
 @router.post(
@@ -197,7 +197,7 @@ async def resynthesize(request: Request, model: ModelQuery = None, bandwidth_id:
         work_stream = vocoder.stream_resynthesis(slot, body, **options)
         return streamed_response(await unless_disconnected(request, work_stream), fmt, options["request_id"])
     work = vocoder.resynthesize(slot, body, request_bytes=request_bytes, encode=fmt, **options)
-    return await audio_response(await unless_disconnected(request, work), fmt)
+    return audio_response(await unless_disconnected(request, work), fmt)
 
 
 def _format(request: Request, requested: OutputFormat | None, stream: bool) -> OutputFormat:
