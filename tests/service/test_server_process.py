@@ -196,6 +196,37 @@ def test_sigterm_while_models_load_stops_the_server_at_once() -> None:
         process.kill()
 
 
+def test_sigterm_while_the_server_imports_stops_the_console_script_at_once() -> None:
+    """Importing the server takes seconds (torch); as PID 1 a signal with no handler yet was ignored. The
+    console script's entry installs one first: here the import of ``service.__main__`` is held for a minute."""
+    code = ("import importlib.abc, sys, time\n"
+            "class Hold(importlib.abc.MetaPathFinder):\n"
+            "    def find_spec(self, name, path, target=None):\n"
+            "        if name == 'service.__main__':\n"
+            "            print('importing', file=sys.stderr, flush=True)\n"
+            "            time.sleep(60)\n"
+            "        return None\n"
+            "sys.meta_path.insert(0, Hold())\n"
+            "import tomllib, importlib\n"
+            "entry = tomllib.load(open('pyproject.toml', 'rb'))['project']['scripts']['vocos-serve']\n"
+            "module, function = entry.split(':')\n"
+            "sys.exit(getattr(importlib.import_module(module), function)())\n")
+    root = Path(__file__).resolve().parents[2]
+    process = subprocess.Popen([sys.executable, "-c", code], env=clean_env(), stderr=subprocess.PIPE, text=True,
+                               cwd=root)
+    try:
+        assert process.stderr is not None
+        while "importing" not in (line := process.stderr.readline()):
+            assert line, "the entry point never imported service.__main__"
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(10) == 143  # handled (not death by the signal, -15)
+        assert time.monotonic() - started < 5
+        assert process.stderr.read() == "vocos-serve: stopped by SIGTERM while starting\n"
+    finally:
+        process.kill()
+
+
 def test_console_script_is_installed() -> None:
     script = shutil.which("vocos-serve")
     if script is None:
