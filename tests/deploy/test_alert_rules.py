@@ -139,3 +139,65 @@ def test_alerts_fire_on_their_situation_only(case: str, tmp_path: Path) -> None:
     (tmp_path / "alerts_test.yml").write_text(yaml.safe_dump(spec, sort_keys=False))
     result = run([promtool, "test", "rules", str(tmp_path / "alerts_test.yml")])
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# Two namespaces that one Prometheus scrapes, as the Kubernetes scrape labels them.
+PRODUCTION = {"job": "vocos-serve", "namespace": "vocos-prod", "pod": "vocos-serve-a", "instance": "10.0.0.7:8000"}
+STAGING = {"job": "vocos-serve", "namespace": "vocos-staging", "pod": "vocos-serve-b", "instance": "10.0.1.9:8000"}
+
+
+def _series(name: str, target: dict[str, str], values: str, **labels: str) -> dict[str, str]:
+    body = ",".join(f'{k}="{v}"' for k, v in {**target, **labels}.items())
+    return {"series": f"{name}{{{body}}}", "values": values}
+
+
+def _namespaced_replica(target: dict[str, str], ok: float, failed: float, ready: float) -> list[dict[str, str]]:
+    """One replica's series: ``ok`` 200s and ``failed`` 503s per sample, and its readiness."""
+    return [
+        _series("vocos_requests_total", target, f"0+{ok}x{STEPS}", endpoint="/decode/mel", status="200"),
+        _series("vocos_requests_total", target, f"0+{failed}x{STEPS}", endpoint="/decode/mel", status="503"),
+        _series("vocos_requests_total", target, f"0+0x{STEPS}", endpoint="/decode/mel", status="429"),
+        _series("vocos_ready", target, f"{ready}x{STEPS}"),
+    ]
+
+
+NAMESPACED = {
+    # Half of staging's requests fail: summed with production's traffic into one ratio (2 %), it never alerted.
+    "5xx in one namespace": (
+        {"staging": (10, 10, 1)},
+        {"VocosHigh5xxRate": {"job": "vocos-serve", "namespace": "vocos-staging", "severity": "critical"}},
+    ),
+    # Alertmanager routes on the namespace: an alert without it reaches no team's receiver.
+    "a replica not ready in one namespace": (
+        {"staging": (0, 0, 0)},
+        {"VocosNotReady": {**STAGING, "severity": "critical"}},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(NAMESPACED))
+def test_alerts_keep_each_namespace_apart(case: str, tmp_path: Path) -> None:
+    promtool = require_binary("promtool")
+    groups = yaml.safe_load(ALERTS.read_text())["groups"]
+    for group in groups:
+        for rule in group["rules"]:
+            rule.pop("annotations", None)
+    (tmp_path / ALERTS.name).write_text(yaml.safe_dump({"groups": groups}))
+    overrides, firing = NAMESPACED[case]
+    staging = overrides.get("staging", (50, 0, 1))
+    series = _namespaced_replica(PRODUCTION, 500, 0, 1) + _namespaced_replica(STAGING, *staging)
+    checked = ("VocosHigh5xxRate", "VocosNotReady", "VocosQueueFull")
+    tests = [{
+        "name": case,
+        "interval": "15s",
+        "input_series": series,
+        "alert_rule_test": [
+            {"eval_time": "29m", "alertname": name,
+             "exp_alerts": [{"exp_labels": firing[name]}] if name in firing else []}
+            for name in checked
+        ],
+    }]
+    spec = {"rule_files": [ALERTS.name], "evaluation_interval": "15s", "tests": tests}
+    (tmp_path / "alerts_test.yml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    result = run([promtool, "test", "rules", str(tmp_path / "alerts_test.yml")])
+    assert result.returncode == 0, result.stdout + result.stderr

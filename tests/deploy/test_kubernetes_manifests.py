@@ -262,18 +262,41 @@ def test_init_container_validates_the_servers_settings(overlay: tuple[str, Docs]
     assert Settings(**{}).metrics_require_key  # as prefetch builds it; raised "needs API keys" before
 
 
-def test_autoscaler_scales_the_deployment_on_queue_depth_and_cpu(overlay: tuple[str, Docs]) -> None:
+def _pods_targets(hpa: dict[str, Any]) -> dict[str, float]:
+    """The HPA's Pods metrics: name -> average value per pod it aims at."""
+    return {m["pods"]["metric"]["name"]: float(m["pods"]["target"]["averageValue"])
+            for m in hpa["spec"]["metrics"] if m["type"] == "Pods"}
+
+
+def test_autoscaler_scales_the_deployment_on_queue_depth_streams_and_cpu(overlay: tuple[str, Docs]) -> None:
     docs = overlay[1]
     hpa = only(docs, "HorizontalPodAutoscaler")
     target = hpa["spec"]["scaleTargetRef"]
     assert (target["kind"], target["name"]) == ("Deployment", only(docs, "Deployment")["metadata"]["name"])
-    metrics = {m["type"]: m for m in hpa["spec"]["metrics"]}
-    assert metrics["Resource"]["resource"]["name"] == "cpu"
-    pods_metric = metrics["Pods"]["pods"]["metric"]["name"]
+    resources = [m["resource"]["name"] for m in hpa["spec"]["metrics"] if m["type"] == "Resource"]
+    assert resources == ["cpu"]
+    pods_metrics = _pods_targets(hpa)
+    # A stream's steps never enter the request queue: on queue depth alone (and a GPU pod's idle CPU), a
+    # stream-only load never scaled out, and every replica refused new streams at VOCOS_MAX_STREAMS.
+    assert set(pods_metrics) == {"vocos_queue_depth", "vocos_streams_active"}
     adapter = load_yaml(KUBERNETES / "prometheus-adapter" / "values.yaml")
-    assert pods_metric in {rule["name"]["as"] for rule in adapter["rules"]["custom"]}
+    assert set(pods_metrics) <= {rule["name"]["as"] for rule in adapter["rules"]["custom"]}
     assert 2 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
     assert only(docs, "PodDisruptionBudget")["spec"]["maxUnavailable"] < hpa["spec"]["minReplicas"]
+
+
+def test_autoscaler_targets_stay_below_the_limits_that_refuse_work(overlay: tuple[str, Docs]) -> None:
+    """Scale out before a replica refuses: its queue (429) and its streams (503) at their limits."""
+    from service.settings import Settings
+
+    targets = _pods_targets(only(overlay[1], "HorizontalPodAutoscaler"))
+    data = config_data(overlay[1])
+    defaults = Settings.model_fields
+    max_streams = int(data.get("VOCOS_MAX_STREAMS", defaults["max_streams"].default))
+    max_queue = int(data["VOCOS_MAX_QUEUE_SIZE"])
+    # Per pod, summed over models; refusals begin at the limit of one model (all streams on one).
+    assert 0 < targets["vocos_streams_active"] <= max_streams / 2
+    assert 0 < targets["vocos_queue_depth"] <= max_queue / 4
 
 
 def test_pods_that_never_became_ready_do_not_block_node_drains(overlay: tuple[str, Docs]) -> None:

@@ -117,11 +117,15 @@ def test_exported_names_include_the_contract(exported: set[str]) -> None:
     assert "vocos_queue_depth_total" not in exported
 
 
-def test_hpa_metric_is_served_by_the_adapter_from_an_exported_series(exported: set[str]) -> None:
-    hpa = load_yaml(KUBERNETES / "base" / "hpa.yaml")
-    (pods_metric,) = [m["pods"]["metric"]["name"] for m in hpa["spec"]["metrics"] if m["type"] == "Pods"]
-    (rule,) = [r for r in load_yaml(ADAPTER)["rules"]["custom"] if r["name"]["as"] == pods_metric]
-    assert selectors(rule["seriesQuery"]) <= exported
+@pytest.mark.parametrize("hpa_file", ["base/hpa.yaml", "overlays/cpu/hpa-cpu.yaml", "overlays/gpu/hpa-gpu.yaml"])
+def test_hpa_metrics_are_served_by_the_adapter_from_exported_series(hpa_file: str, exported: set[str]) -> None:
+    hpa = load_yaml(KUBERNETES / hpa_file)
+    pods_metrics = [m["pods"]["metric"]["name"] for m in hpa["spec"]["metrics"] if m["type"] == "Pods"]
+    assert pods_metrics, f"{hpa_file} has no custom per-pod metric"
+    for pods_metric in pods_metrics:
+        (rule,) = [r for r in load_yaml(ADAPTER)["rules"]["custom"] if r["name"]["as"] == pods_metric]
+        assert selectors(rule["seriesQuery"]) == {pods_metric}
+        assert selectors(rule["seriesQuery"]) <= exported
 
 
 def test_every_exported_metric_is_in_the_deployment_guide(exported: set[str]) -> None:
