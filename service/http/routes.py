@@ -37,7 +37,7 @@ from service.http.route_docs import (
 )
 from service.http.state import ServiceState
 from service.http.streamed import check_streamable, streamed_response
-from service.runtime.audio_io import AUDIO_TYPES, OutputFormat, choose_format
+from service.runtime.audio_io import AUDIO_TYPES, OutputFormat, check_encodable, choose_format
 from service.runtime.serving import Vocoder
 
 router = APIRouter()
@@ -120,7 +120,7 @@ async def decode_mel(request: Request, model: ModelQuery = None, format: FormatQ
     state, vocoder = _serving(request)
     slot = vocoder.model(model, "mel")
     deadline = Deadline(request, state.settings)
-    fmt = _format(request, format, stream)
+    fmt = _format(request, format, stream, sample_rate or slot.served.sample_rate)
     body, kind = await read_payload(request, state.settings)
     mel = mel_grid(await load_body(state, body, kind, deadline))
     options: dict[str, Any] = {"deadline": deadline.at, "request_id": request_id_of(request),
@@ -148,7 +148,7 @@ async def decode_encodec(request: Request, model: ModelQuery = None, bandwidth_i
     state, vocoder = _serving(request)
     slot = vocoder.model(model, "encodec")
     deadline = Deadline(request, state.settings)
-    fmt = _format(request, format, stream)
+    fmt = _format(request, format, stream, sample_rate or slot.served.sample_rate)
     body, kind = await read_payload(request, state.settings)
     codes, body_id, body_kbps = codes_grid(await load_body(state, body, kind, deadline))
     chosen_id = merge_choice("bandwidth_id", bandwidth_id, body_id)
@@ -183,7 +183,7 @@ async def resynthesize(request: Request, model: ModelQuery = None, bandwidth_id:
         _check_audio_type(content_type)
     slot = vocoder.model(model, "mel" if model is None else None)
     deadline = Deadline(request, state.settings)
-    fmt = _format(request, format, stream)
+    fmt = _format(request, format, stream, sample_rate or slot.served.sample_rate)
     body = await read_body(request, state.settings)
     request_bytes = len(body)  # held in the byte budget, a form's other parts included
     if form:
@@ -200,10 +200,12 @@ async def resynthesize(request: Request, model: ModelQuery = None, bandwidth_id:
     return audio_response(await unless_disconnected(request, work), fmt)
 
 
-def _format(request: Request, requested: OutputFormat | None, stream: bool) -> OutputFormat:
+def _format(request: Request, requested: OutputFormat | None, stream: bool, sample_rate: int) -> OutputFormat:
+    """The answer's format, refused before any work when it cannot carry the answer (a stream, a rate)."""
     fmt = choose_format(requested, request.headers.get("accept"), streamed=stream)
     if stream:
         check_streamable(fmt, from_accept=requested is None)
+    check_encodable(fmt, sample_rate)
     return fmt
 
 

@@ -22,6 +22,7 @@ import soxr
 from service.echo import clip
 from service.errors import (
     InvalidInputError,
+    InvalidParameterError,
     MalformedPayloadError,
     NotAcceptableError,
     PayloadTooLargeError,
@@ -46,6 +47,17 @@ AUDIO_TYPES = frozenset(
         "audio/x-aiff",
         "audio/basic",
         "application/octet-stream",
+        # The names other tools give the files above were refused 415: freedesktop's shared-mime-info (xdg-mime,
+        # GIO, Java's probeContentType on Linux) for .ogg, .opus and .aifc; mime-db (Node clients) for .caf;
+        # Windows registries (a browser's upload there) for .mp3.
+        "audio/x-vorbis+ogg",
+        "audio/x-opus+ogg",
+        "audio/x-aifc",
+        "audio/x-caf",
+        "audio/mpeg3",
+        "audio/x-mpeg",
+        "audio/x-mpeg-3",
+        "audio/x-mp3",
     }
 )
 SUPPORTED_FORMATS_TEXT = "WAV, FLAC, OGG/Vorbis, OGG/Opus or MP3"
@@ -130,11 +142,28 @@ def _accept_ranges(accept: str) -> list[tuple[str, float]]:
     return ranges
 
 
+# FLAC's frame headers (libsndfile writes the streamable subset) hold a rate in Hz up to 65535, above it only in
+# tens of Hz: libFLAC refuses 96001 Hz at initialisation.
+MAX_FLAC_ANY_RATE = 65535
+
+
+def check_encodable(fmt: OutputFormat, sample_rate: int) -> None:
+    """InvalidParameterError unless ``fmt`` can carry ``sample_rate``: a route checks it before the compute, as
+    :func:`encode_audio` does (``?sample_rate=96001&format=flac`` was a 500 once the audio was made)."""
+    if fmt is OutputFormat.FLAC and sample_rate > MAX_FLAC_ANY_RATE and sample_rate % 10:
+        raise InvalidParameterError(
+            f"FLAC cannot carry a sample rate of {sample_rate} Hz: above {MAX_FLAC_ANY_RATE} Hz it takes only "
+            f"multiples of 10 Hz; expected a sample_rate such as {sample_rate - sample_rate % 10}, or format=wav16 "
+            "or wav32f (or an Accept header that allows audio/wav)"
+        )
+
+
 def encode_audio(samples: np.ndarray, sample_rate: int, fmt: OutputFormat) -> bytes:
     """Encode mono float32 ``samples`` ``(S,)``; 16-bit formats clip to [-1, 1] first. A WAV is the bytes a
     streamed answer sends (:func:`wav_header`, then :func:`pcm_bytes`): one file whichever way it goes out."""
     if fmt is not OutputFormat.FLAC:
         return wav_header(samples.size, sample_rate, fmt) + pcm_bytes(samples, fmt)
+    check_encodable(fmt, sample_rate)
     buffer = io.BytesIO()
     sf.write(buffer, np.clip(samples, -1.0, 1.0), sample_rate, format="FLAC", subtype="PCM_16")
     return buffer.getvalue()
@@ -291,14 +320,17 @@ def _decode_mono(audio_file: sf.SoundFile, limit: int, target_rate: int, max_sec
     parts: list[np.ndarray] = []
     frames = 0
     block = np.empty((max(1, _BLOCK_SAMPLES // audio_file.channels), audio_file.channels), np.float32)
-    while count := _read_block(audio_file, block):
+    while count := _read_block(audio_file, block, frames):
         frames += count
         if frames > limit:
             _too_long(frames / rate, max_seconds, at_least=True)
         mono = _checked_mono(block[:count])
         parts.append(mono if resampler is None else resampler.resample_chunk(mono))
     if frames == 0:
-        raise InvalidInputError("the audio file contains no samples")
+        # An OGG of a second cut short holds its headers but no whole page of audio: libsndfile finds none.
+        raise InvalidInputError(
+            "the audio file contains no samples; expected at least one (a file cut short may hold no whole block)"
+        )
     if resampler is not None:
         parts.append(resampler.resample_chunk(np.zeros(0, np.float32), last=True))
     # soxr's stream may end a sample or so off the exact resampled duration.
@@ -306,15 +338,34 @@ def _decode_mono(audio_file: sf.SoundFile, limit: int, target_rate: int, max_sec
     return DecodedAudio(np.ascontiguousarray(samples, dtype=np.float32), frames, rate)
 
 
-def _read_block(audio_file: sf.SoundFile, block: np.ndarray) -> int:
-    """Decode the next frames into ``block`` ``(frames, channels)``; how many came (0 at the end).
+def _read_block(audio_file: sf.SoundFile, block: np.ndarray, frames: int) -> int:
+    """Decode the next frames, after the ``frames`` already decoded, into ``block`` ``(n, channels)``; how
+    many came (0 at the end).
 
     libsndfile's own read, not ``SoundFile.read``: that one seeks to where it believes the read ended
     after every block, which fails ("psf_fseek() failed") at the end of a FLAC whose header leaves the
-    length unknown (as encoders writing to a pipe make them), losing the last block and the file."""
-    count = sf._snd.sf_readf_float(audio_file._file, sf._ffi.from_buffer("float[]", block), block.shape[0])
-    sf._error_check(sf._snd.sf_error(audio_file._file))
-    return int(count)
+    length unknown (as encoders writing to a pipe make them), losing the last block and the file.
+    A decoder that fails once some audio came says how far the file decoded, against what its header
+    declares: a FLAC cut short (an interrupted copy) failed with "could not decode the audio file;
+    expected WAV, FLAC, ..." ("lost sync" in brackets), which told the sender of a FLAC to send one. One that
+    fails only after all the frames its header declares is whole."""
+    count = int(sf._snd.sf_readf_float(audio_file._file, sf._ffi.from_buffer("float[]", block), block.shape[0]))
+    error = sf._snd.sf_error(audio_file._file)
+    decoded, declared = frames + count, _declared_frames(audio_file)
+    if error and 0 < declared <= decoded:
+        # Every frame the header declares came: the decoder failed on bytes after them, as libFLAC does ("lost
+        # sync") on an ID3v1 tag that taggers append to a FLAC, or on padding. Such whole files were refused.
+        return count
+    if error and decoded > 0:
+        rate = int(audio_file.samplerate)
+        of = f" of the {declared / rate:.3f} s its header declares" if declared > decoded else ""
+        raise MalformedPayloadError(
+            f"could not decode the whole audio file: it is damaged or cut short, decoding failed after "
+            f"{decoded / rate:.3f} s{of} ({_decoder_message(sf.LibsndfileError(error))}); expected a complete "
+            f"{SUPPORTED_FORMATS_TEXT} file"
+        )
+    sf._error_check(error)  # nothing decoded: no audio file of a supported format (decode_audio's message)
+    return count
 
 
 def _checked_mono(block: np.ndarray) -> np.ndarray:

@@ -91,8 +91,10 @@ class AudioPath:
         if self._attempt is not None and self._attempt_reads_file:
             # Loading a file that is there takes a second: worth waiting for. A download may take
             # long (or until its timeout, offline): it goes on in the background, requests get 503.
-            # Shielded: a request that gives up leaves the attempt running for the next ones.
-            with contextlib.suppress(asyncio.TimeoutError):
+            # Shielded: a request that gives up leaves the attempt running for the next ones. Any failure
+            # of the attempt, not only a timeout: one load() does not catch (CUDA out of memory) was this
+            # request's 500; _attempt_done logs it and keeps it as the problem, the request gets the 503.
+            with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(self._attempt), max(0.0, timeout))
         if not self.available:
             raise AudioPathUnavailableError(

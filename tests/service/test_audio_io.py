@@ -11,8 +11,21 @@ import pytest
 import soundfile as sf
 from service_helpers import tone
 
-from service.errors import InvalidInputError, MalformedPayloadError, NotAcceptableError, PayloadTooLargeError
-from service.runtime.audio_io import OutputFormat, choose_format, decode_audio, encode_audio, resampled_length
+from service.errors import (
+    InvalidInputError,
+    InvalidParameterError,
+    MalformedPayloadError,
+    NotAcceptableError,
+    PayloadTooLargeError,
+)
+from service.runtime.audio_io import (
+    OutputFormat,
+    check_encodable,
+    choose_format,
+    decode_audio,
+    encode_audio,
+    resampled_length,
+)
 from service.testing import audio_file
 
 
@@ -95,6 +108,34 @@ def test_empty_and_undecodable_files() -> None:
     wav = audio_file(tone(0.5, 24000), 24000)
     with pytest.raises(MalformedPayloadError):
         decode_audio(wav[:30], 24000, 10)
+
+
+def test_a_file_cut_short_says_how_far_it_decoded_of_what_its_header_declares() -> None:
+    """A FLAC cut short (an interrupted copy) was refused as "could not decode the audio file; expected WAV,
+    FLAC, ..." (the decoder's "lost sync" in brackets): the sender of a FLAC was told to send one."""
+    body = audio_file(tone(1.0, 16000, 2), 16000, "FLAC", "PCM_16")
+    cut_short = r"cut short, decoding failed after 0\.[0-9]{3} s of the 1\.000 s its header declares \(.*lost sync"
+    with pytest.raises(MalformedPayloadError, match=cut_short + r".*\); expected a complete WAV, FLAC"):
+        decode_audio(body[: len(body) * 3 // 4], 24000, 10)
+    # An OGG cut short before its first whole page of audio was "contains no samples", with no hint why.
+    ogg = audio_file(tone(1.0, 16000), 16000, "OGG", "VORBIS")
+    with pytest.raises(InvalidInputError, match=r"no samples; expected at least one \(a file cut short may hold no"):
+        decode_audio(ogg[: len(ogg) * 9 // 10], 24000, 10)
+    # A WAV cut short decodes what it holds (libsndfile reads to the end of the body), to the sample.
+    wav = audio_file(tone(1.0, 16000), 16000)
+    assert decode_audio(wav[: 44 + 2 * 1001], 24000, 10).frames == 1001
+
+
+def test_a_whole_flac_with_bytes_after_its_frames_decodes() -> None:
+    """libFLAC loses sync on bytes after the last frame: an ID3v1 tag (which taggers append to FLACs too), or
+    padding. All the frames STREAMINFO declares had come, yet the file was refused 400."""
+    samples = tone(1.0, 16000)
+    body = audio_file(samples, 16000, "FLAC", "PCM_16")
+    id3v1 = b"TAG" + b"Title".ljust(30, b"\0") + bytes(95)
+    for tail in (id3v1, bytes(4096)):
+        decoded = decode_audio(body + tail, 16000, 10)
+        assert decoded.frames == samples.size
+        np.testing.assert_allclose(decoded.samples, samples, atol=2 / 32768)
 
 
 def test_float_wav_with_nan_is_refused() -> None:
@@ -217,6 +258,19 @@ def test_encode_round_trip(fmt: OutputFormat, subtype: str, container: str, tole
     assert (info.format, info.subtype, info.samplerate, info.channels) == (container, subtype, 24000, 1)
     decoded, _ = sf.read(io.BytesIO(body), dtype="float32")
     assert np.max(np.abs(decoded - samples)) <= tolerance
+
+
+@pytest.mark.parametrize("rate", [65536, 96001, 191999])
+def test_a_rate_flac_cannot_carry_is_a_422_naming_the_rates_it_can(rate: int) -> None:
+    """libFLAC refuses rates above 65535 Hz that are no multiple of 10 Hz: ``?sample_rate=96001&format=flac``
+    was a 500 after the compute (LibsndfileError "problem with initialization of the flac decoder")."""
+    expected = rf"FLAC cannot carry a sample rate of {rate} Hz: above 65535 Hz it takes only multiples of 10 Hz; "
+    with pytest.raises(InvalidParameterError, match=expected + rf"expected a sample_rate such as {rate - rate % 10}"):
+        encode_audio(tone(0.1, rate), rate, OutputFormat.FLAC)
+    check_encodable(OutputFormat.WAV16, rate)  # WAVs carry any rate
+    for near in (rate - rate % 10, 65535):  # FLAC carries these, and reads them back
+        body = encode_audio(tone(0.1, near), near, OutputFormat.FLAC)
+        assert sf.info(io.BytesIO(body)).samplerate == near
 
 
 def test_pcm16_clips_instead_of_wrapping() -> None:

@@ -163,3 +163,34 @@ async def test_a_download_in_progress_does_not_hold_requests(
             await wait_until(lambda: len(attempts) == 1)  # the download goes on in the background
             again = await app.client.post("/resynthesize?model=encodec&bandwidth_id=0", content=body, headers=WAV)
             assert again.status_code == 503 and len(attempts) == 1  # one attempt at a time
+
+
+async def test_a_load_that_fails_unexpectedly_is_503_not_500(
+    base_settings: Settings,
+    encodec_weights: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A load failing with other than a checkpoint or file error (CUDA out of memory while moving the encoder
+    to the GPU, MemoryError) reached the request waiting on it: a 500, where the path is as unavailable as
+    with no file, and later requests got the 503 with Retry-After."""
+    later = tmp_path / "encodec_24khz-d7cc33bc.th"
+    settings = encodec_only(base_settings, str(later))
+    models = load_models(settings)
+    features = models["encodec"].audio_path._features
+
+    def out_of_memory() -> None:
+        raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 MiB")
+
+    monkeypatch.setattr(features, "encoder", out_of_memory)
+    shutil.copy(encodec_weights, later)  # the file appeared: an attempt is due, and waited for
+    body = audio_file(tone(0.2, 24000), 24000)
+    async with running_app(settings, models) as app:
+        with caplog.at_level(logging.ERROR):
+            response = await app.client.post("/resynthesize?model=encodec&bandwidth_id=0", content=body, headers=WAV)
+        assert response.status_code == 503, response.text
+        assert response.json()["error"]["type"] == "audio_path_unavailable"
+        assert response.headers["retry-after"] == "5"
+    assert "CUDA out of memory" in (models["encodec"].audio_path.problem or "")
+    assert any("loading the EnCodec audio-in path failed" in r.getMessage() for r in caplog.records)
