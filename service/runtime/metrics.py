@@ -149,7 +149,7 @@ class ServiceMetrics:
         )
         self.stream_underruns = Counter(
             "vocos_stream_underruns", "Times a stream's audio fell behind real time: a listener playing it from its "
-            "first sample would have run out.", ["model"], registry=r,
+            "first sample, after a buffer of its longest chunk plus 100 ms, would have run out.", ["model"], registry=r,
         )
         self.stream_rtf = Histogram(
             "vocos_stream_realtime_factor", "Per ended stream: server seconds spent on its chunks / seconds of "

@@ -28,6 +28,11 @@ from vocos_core.streaming import check_lookahead_frames, lookahead
 
 # What a stream's chunks hold: mel frames, EnCodec tokens, or a model's own features (resynthesis).
 StreamInputs = Literal["mel", "codes", "features"]
+# The underrun metric's listener waits, after the first audio, for the stream's longest chunk so far (which even
+# a server with no latency makes it wait for: the audio of a chunk comes when the chunk is in) plus this margin
+# for the server's own jitter, as scripts/stream_load.py's player does. Without the wait, every stream fed at
+# real time in chunks counted an underrun: its first audio is a chunk short by the lookahead.
+UNDERRUN_MARGIN_S = 0.1
 
 
 def refuse_impossible(check: MelCheck, metrics: ServiceMetrics, model: str) -> None:
@@ -65,6 +70,7 @@ class _Timing:
     audio_seconds: float = 0.0
     server_seconds: float = 0.0
     behind: bool = False
+    longest_chunk_s: float = 0.0  # the longest chunk so far, in seconds of audio
 
 
 class AudioStream:
@@ -128,6 +134,9 @@ class AudioStream:
         if not self._stream.begun:
             self._begin(chunk)
         self._frames += int(chunk.shape[-1])
+        served = self.slot.served
+        self._timing.longest_chunk_s = max(self._timing.longest_chunk_s,
+                                           int(chunk.shape[-1]) * served.model.hop_length / served.sample_rate)
         self._check_audio_length()
         return chunk
 
@@ -231,9 +240,11 @@ class AudioStream:
         if t.first_audio is None:
             t.first_audio = now
             self.metrics.stream_first_audio.labels(name).observe(now - t.first_frames)
-        # A listener who started playing at the first audio has heard (now - first_audio) seconds:
-        # if that is more than was sent, they ran out before this chunk came (one count per gap).
-        behind = now - t.first_audio > t.audio_seconds + 1e-3
+        # A listener who started playing at the first audio, after a jitter buffer of the longest chunk so far
+        # and UNDERRUN_MARGIN_S, has heard (now - first_audio - buffer) seconds: if that is more than was sent,
+        # they ran out before this chunk came (one count per gap).
+        heard = now - t.first_audio - t.longest_chunk_s - UNDERRUN_MARGIN_S
+        behind = heard > t.audio_seconds + 1e-3
         if behind and not t.behind:
             self.metrics.stream_underruns.labels(name).inc()
         t.behind = behind
