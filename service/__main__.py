@@ -33,6 +33,8 @@ from service.runtime.models import StartupError, load_models
 from service.settings import Settings, invalid_settings, unknown_variables
 
 log = logging.getLogger("service")
+# How often the server looks for a dead batching loop (DrainingServer._exit_when_a_loop_dies).
+LOOP_WATCH_INTERVAL_S = 1.0
 
 
 class _Parser(argparse.ArgumentParser):
@@ -100,6 +102,8 @@ class DrainingServer(uvicorn.Server):
         super().__init__(config)
         self._state = state
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self.exit_status = 0
 
     async def serve(self, sockets: Any = None) -> None:
         self._loop = asyncio.get_running_loop()
@@ -118,6 +122,20 @@ class DrainingServer(uvicorn.Server):
         for sock in sockets or []:  # uvicorn names only the sockets it bound itself
             host, port = sock.getsockname()[:2]
             log.info("listening on http://%s:%d", f"[{host}]" if ":" in host else host, port)
+        self._watch = asyncio.create_task(self._exit_when_a_loop_dies(), name="batching-loop-watch")
+
+    async def _exit_when_a_loop_dies(self) -> None:
+        """A batching loop that died (a bug, a broken device) leaves its model answering 503 until a restart.
+        Kubernetes' liveness probe restarts the pod; compose, systemd and ``docker run --restart`` restart
+        only a process that exits, so the server drains (the other models' work finishes) and exits 1."""
+        while not self.should_exit:
+            if not self._state.alive:
+                log.critical("a batching loop has stopped: draining, then exiting with status 1 to be restarted")
+                self.exit_status = 1
+                self._state.begin_drain()
+                self.should_exit = True
+                return
+            await asyncio.sleep(LOOP_WATCH_INTERVAL_S)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         """Stop listening, let open streams finish within the drain, then uvicorn's own shutdown
@@ -161,15 +179,18 @@ class DrainingServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def serve(app: FastAPI, settings: Settings, sockets: list[socket.socket] | None = None) -> None:
+def serve(app: FastAPI, settings: Settings, sockets: list[socket.socket] | None = None) -> int:
     """Run ``app`` until SIGTERM/SIGINT, draining for up to ``settings.drain_timeout_s``; on ``sockets`` (from
-    :func:`~service.http.server.bound_sockets`) when given, else on those uvicorn binds."""
+    :func:`~service.http.server.bound_sockets`) when given, else on those uvicorn binds. The exit status: 0, or 1
+    when a batching loop died."""
     config = uvicorn_config(app, settings)
     # uvicorn re-raises the signal it caught once it has shut down; a quiet handler makes that a
     # normal return (exit status 0) instead of death by SIGTERM or a KeyboardInterrupt traceback.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
-    DrainingServer(config, state_of(app)).run(sockets=sockets)
+    server = DrainingServer(config, state_of(app))
+    server.run(sockets=sockets)
+    return server.exit_status
 
 
 class _Stopped(BaseException):
@@ -210,14 +231,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         stopping(f"stopped by {signal.Signals(signum).name} while loading the models")
         logging.shutdown()
         os._exit(128 + signum)
-    serve(create_app(settings, models), settings, sockets)
+    status = serve(create_app(settings, models), settings, sockets)
     if not idle_within(0.5):
         # A call the drain deadline gave up on (its requests were answered 503): Python would wait for it
         # at exit, past the shutdown the orchestrator allows (DRAIN_TIMEOUT_S + 5 s).
         log.warning("exiting without waiting for the model call still running")
         logging.shutdown()
-        os._exit(0)
-    return 0
+        os._exit(status)
+    return status
 
 
 if __name__ == "__main__":

@@ -227,6 +227,24 @@ def test_sigterm_while_the_server_imports_stops_the_console_script_at_once() -> 
         process.kill()
 
 
+def test_a_dead_batching_loop_ends_the_server_with_status_1(mel_checkpoint: Path) -> None:
+    """Compose, systemd and ``docker run --restart`` restart only a process that exits: a replica whose loop
+    died answered 503 for good there (its liveness probe failed, which only Kubernetes acts on)."""
+    code = ("import sys, service.__main__ as m, service.engine.engine as e\n"
+            "async def dies(self):\n    raise RuntimeError('a bug in the batching loop')\n"
+            "e.BatchingEngine._run = dies\n"
+            f"sys.exit(m.main(['--mel-model', {str(mel_checkpoint)!r}, '--encodec-model', 'none',\n"
+            f"                 '--host', '127.0.0.1', '--port', '{free_port()}', '--log-format', 'text']))\n")
+    process = subprocess.Popen([sys.executable, "-c", code], env=clean_env(), stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.wait(60) == 1
+        assert process.stderr is not None
+        log = process.stderr.read()
+        assert "a batching loop has stopped: draining, then exiting with status 1" in log, log
+    finally:
+        process.kill()
+
+
 def test_console_script_is_installed() -> None:
     script = shutil.which("vocos-serve")
     if script is None:
