@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_cases import ENCODEC_BANDWIDTH_ID, SAMPLE_RATE, STATISTICS, inputs, time_call
 from cpu_peak import Peak, cpu_peak
 
+from service.runtime.memory import bound_memory_growth
 from vocos_core import Vocos, matmul_ways
 from vocos_core.modules import probe_layers
 from vocos_core.testing import checkpoint_config, random_model
@@ -183,7 +184,12 @@ def main() -> None:
     parser.add_argument("--ghz", type=float, help="clock for the CPU peak (default: lscpu's; see cpu_peak.py)")
     parser.add_argument("--flop-per-cycle", type=int, help="float32 FLOP/cycle/core for the peak (default: "
                         "from the CPU's vendor, family and flags)")
+    parser.add_argument("--memory", choices=["server", "glibc"], default="server",
+                        help="this process's allocator settings: the server's (service.runtime.memory: glibc's mmap "
+                        "and trim thresholds fixed, oneDNN's kernel cache capped), or glibc's defaults")
     args = parser.parse_args()
+    if args.memory == "server":  # before any tensor: the thresholds govern every later block
+        bound_memory_growth()
     if (missing := device_missing(args.device)) is not None:
         raise SystemExit(f"benchmark.py: {missing}")
     tmp = Path(tempfile.mkdtemp(prefix="vocos-bench-"))
@@ -214,7 +220,7 @@ def device_missing(device: str) -> str | None:
 
 def report(args: argparse.Namespace, mel: Vocos, enc: Vocos, mel_dir: Path, enc_dir: Path, torch_home: Path) -> None:
     print(f"device {args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"repeats {args.repeats} ({args.statistic}), rounds {args.rounds}, "
+          f"repeats {args.repeats} ({args.statistic}), rounds {args.rounds}, memory settings {args.memory}, "
           f"load average {os.getloadavg()[0]:.2f} at start")
     worker = (ReferenceWorker(args.reference_python, mel_dir, enc_dir, torch_home)
               if args.reference_python else None)

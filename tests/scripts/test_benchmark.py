@@ -162,3 +162,17 @@ def test_cpu_peak_prints_the_peak_and_how_it_was_derived() -> None:
     assert "clock --ghz" in result.stdout
     assert "--flop-per-cycle" in subprocess.run([sys.executable, str(SCRIPTS / "cpu_peak.py"), "--help"],
                                                 capture_output=True, text=True, timeout=60, check=True).stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this torch has CUDA and a GPU (the run would go on)")
+@pytest.mark.parametrize(("memory", "applied"), [([], 1), (["--memory", "server"], 1), (["--memory", "glibc"], 0)])
+def test_ours_run_under_the_servers_memory_settings_unless_told(bench_module, monkeypatch: pytest.MonkeyPatch,
+                                                                 memory: list[str], applied: int) -> None:
+    """The server fixes glibc's thresholds (a 10 s decode took 25 000 page faults under its old setting): the
+    benchmark times the model as the server runs it. Here the run stops at the missing GPU, after the setting."""
+    calls: list[None] = []
+    monkeypatch.setattr(bench_module, "bound_memory_growth", lambda: calls.append(None))
+    monkeypatch.setattr(sys, "argv", ["benchmark.py", "--device", "cuda", *memory])
+    with pytest.raises(SystemExit):
+        bench_module.main()
+    assert len(calls) == applied
