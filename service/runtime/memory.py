@@ -20,7 +20,7 @@ fragment.
 
 Fixing the mmap threshold also fixes glibc's trim threshold, at 128 kB (glibc raises it with the mmap
 threshold otherwise): a large block freed at the top of the heap was handed back to the kernel at once
-and page-faulted in again at the next call, about 22 000 page faults per 10 s decode. The trim threshold
+and page-faulted in again at the next call, about 9 000 page faults per 10 s request. The trim threshold
 is therefore set too, to TRIM_THRESHOLD_BYTES; each malloc arena keeps at most that much free memory at
 the top of its heap.
 """
