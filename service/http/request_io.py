@@ -48,8 +48,8 @@ async def read_payload(request: Request, settings: Settings) -> tuple[bytes, str
     return body, kind
 
 
-async def read_body(request: Request, settings: Settings) -> bytes:
-    """The whole body, within its limit.
+async def read_body(request: Request, settings: Settings, too_large_hint: str = "") -> bytes:
+    """The whole body, within its limit (``too_large_hint`` ends the 413's message).
 
     JSON bodies have a limit of their own (``max_json_body_bytes``): parsing JSON holds the
     interpreter, so its size bounds how long the probes may wait, and large inputs go as ``.npy``.
@@ -65,7 +65,8 @@ async def read_body(request: Request, settings: Settings) -> bytes:
     started = getattr(request.state, "started", None) or time.monotonic()
     remaining = started + settings.body_timeout_s - time.monotonic()
     try:
-        return await asyncio.wait_for(_read_limited(request, limit, json_declared), max(0.0, remaining))
+        return await asyncio.wait_for(_read_limited(request, limit, json_declared, too_large_hint),
+                                      max(0.0, remaining))
     except TimeoutError:
         raise BodyTimeoutError(
             f"the request body did not arrive within {settings.body_timeout_s:g} s (VOCOS_BODY_TIMEOUT_S)"
@@ -83,16 +84,16 @@ def _check_content_encoding(value: str | None) -> None:
         )
 
 
-async def _read_limited(request: Request, limit: int, json: bool) -> bytes:
+async def _read_limited(request: Request, limit: int, json: bool, hint: str) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLargeError(_body_limit_message(int(declared), limit, json=json))
+        raise PayloadTooLargeError(_body_limit_message(int(declared), limit, json=json) + hint)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLargeError(_body_limit_message(size, limit, at_least=True, json=json))
+            raise PayloadTooLargeError(_body_limit_message(size, limit, at_least=True, json=json) + hint)
         chunks.append(chunk)
     return b"".join(chunks)
 

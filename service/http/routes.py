@@ -184,7 +184,8 @@ async def resynthesize(request: Request, model: ModelQuery = None, bandwidth_id:
     slot = vocoder.model(model, "mel" if model is None else None)
     deadline = Deadline(request, state.settings)
     fmt = _format(request, format, stream, sample_rate or slot.served.sample_rate)
-    body = await read_body(request, state.settings)
+    # A WAV of the longest audio taken (MAX_AUDIO_SECONDS) at 44.1 kHz stereo passes MAX_BODY_BYTES; FLAC fits.
+    body = await read_body(request, state.settings, too_large_hint=AUDIO_TOO_LARGE_HINT)
     request_bytes = len(body)  # held in the byte budget, a form's other parts included
     if form:
         option_names = declared_parameters(request) or ()
@@ -198,6 +199,9 @@ async def resynthesize(request: Request, model: ModelQuery = None, bandwidth_id:
         return streamed_response(await unless_disconnected(request, work_stream), fmt, options["request_id"])
     work = vocoder.resynthesize(slot, body, request_bytes=request_bytes, encode=fmt, **options)
     return audio_response(await unless_disconnected(request, work), fmt)
+
+
+AUDIO_TOO_LARGE_HINT = "; compressed audio (FLAC, OGG/Opus, MP3) carries the same audio in far fewer bytes"
 
 
 def _format(request: Request, requested: OutputFormat | None, stream: bool, sample_rate: int) -> OutputFormat:

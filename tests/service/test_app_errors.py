@@ -200,6 +200,10 @@ async def test_limits_answer_413_with_the_limit(make_app: AppFactory) -> None:
         audio = audio_file(tone(1.5, 8000), 8000, "WAV", "PCM_U8")  # 12 kB
         assert_error(await h.client.post("/resynthesize", content=audio, headers={"content-type": "audio/wav"}),
                      413, "lasts 1.5 s; this server accepts at most 1 s")
+        # An upload over the body limit is told that a compressed file carries the same audio in fewer bytes
+        wav = audio_file(tone(0.5, 48000), 48000, "WAV", "FLOAT")  # 96 kB
+        assert_error(await h.client.post("/resynthesize", content=wav, headers={"content-type": "audio/wav"}), 413,
+                     "(VOCOS_MAX_BODY_BYTES); compressed audio (FLAC, OGG/Opus, MP3) carries the same audio")
 
 
 @pytest.mark.parametrize("query", ["model=mel", "model=encodec&bandwidth_id=0"])
