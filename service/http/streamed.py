@@ -17,7 +17,7 @@ from typing import Any
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from service.errors import InvalidInputError, NotAcceptableError
+from service.errors import InvalidParameterError, NotAcceptableError
 from service.http.errors import classify, log_level
 from service.http.request_io import audio_headers
 from service.runtime.audio_io import OutputFormat, pcm_bytes, wav_file_bytes, wav_header
@@ -34,7 +34,7 @@ def check_streamable(fmt: OutputFormat, from_accept: bool = False) -> None:
     if from_accept:
         raise NotAcceptableError("stream=true answers WAV (audio/wav); the Accept header lists only audio/flac, "
                                  "which cannot be streamed")
-    raise InvalidInputError("stream=true answers WAV (format=wav16 or wav32f); FLAC cannot be streamed")
+    raise InvalidParameterError("stream=true answers WAV (format=wav16 or wav32f); FLAC cannot be streamed")
 
 
 class AnswerBrokeOffError(Exception):

@@ -157,6 +157,7 @@ async def test_flac_cannot_be_streamed(app: AppHarness) -> None:
     response = await app.client.post("/decode/mel?stream=true&format=flac", content=npy_bytes(np.zeros((100, 9),
                                      np.float32)), headers=NPY)
     assert response.status_code == 422 and "FLAC cannot be streamed" in response.json()["error"]["message"]
+    assert response.json()["error"]["type"] == "invalid_parameter"  # a query value, as any other bad one
     # Asked for by Accept alone: HTTP's 406, as for any Accept the server cannot meet.
     response = await app.client.post("/decode/mel?stream=true", content=npy_bytes(np.zeros((100, 9), np.float32)),
                                      headers={**NPY, "accept": "audio/flac"})
