@@ -24,6 +24,8 @@ MAX_TARGET_CHARS = 1024
 # Kept as sent in a query; anything else, a '"' that would end the quoted request early in a text line
 # (forging its status or id) among them, is percent-encoded as nginx escapes it.
 _QUERY_SAFE = "!$&'()*+,-./:;=?@_~%[]"
+# The most characters of a client's host: an IPv6 address with a zone, or a host name, is far shorter.
+_MAX_HOST_CHARS = 256
 
 
 def log_request(scope: Scope, status: int, seconds: float, body_bytes: int, request_id: str) -> None:
@@ -57,10 +59,11 @@ def _client_and_target(scope: Scope) -> tuple[str, str]:
     from any ASGI server's scope: a test client's ``client`` may be ``("testclient", None)`` or absent, which
     uvicorn's own helpers fail on."""
     client = scope.get("client")
-    if isinstance(client, (tuple, list)) and len(client) == 2 and isinstance(client[1], int):
-        address = f"{client[0]}:{client[1]}"
-    else:
-        address = str(client[0]) if isinstance(client, (tuple, list)) and client else "-"
+    address = "-"
+    if isinstance(client, (tuple, list)) and client:
+        address = _quoted_host(client[0])
+        if len(client) == 2 and isinstance(client[1], int):
+            address += f":{client[1]}"
     target = urllib.parse.quote(str(scope.get("path", "")))
     query = scope.get("query_string", b"")
     if query:
@@ -68,8 +71,15 @@ def _client_and_target(scope: Scope) -> tuple[str, str]:
     return address, _clipped(target)
 
 
-def _clipped(target: str) -> str:
-    """``target`` redacted, then cut to :data:`MAX_TARGET_CHARS` with a final ``…``: redacted first, as a key cut
+def _quoted_host(host: object) -> str:
+    """The client's host percent-encoded but for what an address or a host name holds: behind a proxy that uvicorn
+    trusts (FORWARDED_ALLOW_IPS), the host is what X-Forwarded-For says, so anyone's text, and a text line that
+    began with a forged ``1.2.3.4 - "GET /x HTTP/1.1" 200`` was read as that request."""
+    return _clipped(urllib.parse.quote(str(host), safe=":[]"), _MAX_HOST_CHARS)
+
+
+def _clipped(target: str, limit: int = MAX_TARGET_CHARS) -> str:
+    """``target`` redacted, then cut to ``limit`` characters with a final ``…``: redacted first, as a key cut
     in two would no longer be recognised, and its first part would be written."""
     target = redact_configured(target)
-    return target if len(target) <= MAX_TARGET_CHARS else target[:MAX_TARGET_CHARS] + "…"
+    return target if len(target) <= limit else target[:limit] + "…"

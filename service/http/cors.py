@@ -48,7 +48,10 @@ def is_preflight(scope: Scope) -> bool:
     does not allow) and never passes them on."""
     if scope.get("method") != "OPTIONS":
         return False
-    names = {bytes(name).lower() for name, _ in scope.get("headers", [])}
+    # As sent, not lower-cased: CORSMiddleware's Headers compare the scope's names as they are (ASGI servers send
+    # them in lower case), and a request that passed this test but not CORSMiddleware's went on to the routes
+    # with no key checked.
+    names = {bytes(name) for name, _ in scope.get("headers", [])}
     return b"origin" in names and b"access-control-request-method" in names
 
 

@@ -44,18 +44,19 @@ def to_array(value: list[Any], name: str) -> np.ndarray:
     """A nested list of numbers as an array; JsonBodyError when ragged or not numbers.
 
     The leaves are checked before numpy sees them: numpy makes strings one fixed-width array sized by
-    the longest, so a 64 KB body of one long string and many empty ones took 1.3 GB."""
+    the longest, so a 64 KB body of one long string and many empty ones took 1.3 GB. ``name`` is a client's
+    key, quoted with repr in the messages: a newline in it would begin a forged line of a text log."""
     other = _first_non_number(value)
     if other is not None:
-        raise JsonBodyError(f"'{name[:40]}' must contain only numbers (got {other} values)", malformed=False)
+        raise JsonBodyError(f"{name[:40]!r} must contain only numbers (got {other} values)", malformed=False)
     try:
         array = np.asarray(value)
     except (ValueError, TypeError, OverflowError):
         raise JsonBodyError(
-            f"'{name[:40]}' must be a rectangular nested list of numbers (rows of equal length)", malformed=False
+            f"{name[:40]!r} must be a rectangular nested list of numbers (rows of equal length)", malformed=False
         ) from None
     if array.dtype.kind not in "iuf":  # whole numbers beyond int64 (object)
-        raise JsonBodyError(f"'{name[:40]}' must contain only numbers (got {array.dtype} values)", malformed=False)
+        raise JsonBodyError(f"{name[:40]!r} must contain only numbers (got {array.dtype} values)", malformed=False)
     return array
 
 

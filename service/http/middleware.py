@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 # The probes, and the browser pages with their static assets (the same files on every server; the
 # OpenAPI document they show and every API call still need a key).
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz"}) | PAGE_PATHS
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 # In a decoded path: routes match "/decode/mel\n" as "/decode/mel" (a regex's $ matches before a final
 # newline), while the keys, the metrics and a proxy's rules see another path.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -99,7 +99,10 @@ class RequestContextMiddleware:
         request_id = _request_id(scope)
         scope.setdefault("state", {}).update(request_id=request_id, started=started)
         path = scope.get("path", "")
-        held, clock = _HeldBytes(self.state), _BodyClock(scope, started)
+        # A public answer (a page, an asset, a probe) is a file sent in pieces or a constant, the same for every
+        # client: counted per connection, it counted memory that exists once, and some 250 clients without a key
+        # that read ReDoc's 1 MB script slowly held the whole budget (every API call 503) for the send timeout.
+        held, clock = _HeldBytes(self.state, answer_counted=path not in PUBLIC_PATHS), _BodyClock(scope, started)
         reply = _Reply(scope, send, request_id, held, self.state.settings.send_timeout_s, clock)
         # A preflight is browser protocol, no API call: in the access log, not in the request metrics.
         preflight = self.cors is not None and is_preflight(scope)
@@ -113,7 +116,12 @@ class RequestContextMiddleware:
                 raise ServerBusyError(BUSY_MESSAGE)
             if not preflight:  # answered by CORSMiddleware, never passed on to a route
                 self._authenticate(scope, path)
-            held.take_declared(scope)
+            # Only the endpoints read a body. A declared one reserved for a page or a probe (public) was held,
+            # never read, until its answer went out: four clients without a key declaring the body limit to
+            # /docs and reading slowly held the whole budget, and every API call was 503. Elsewhere a body is
+            # counted as it is read (_HeldBytes.counting).
+            if tracked:
+                held.take_declared(scope)
             await self.app(scope, clock.timing(held.counting(receive)), reply.send)
         except ServiceError as exc:  # raised here, before the app: authentication, the byte budget
             await self._answer(logged_error_response(exc, request_id), preflight)(scope, receive, reply.send)
@@ -195,7 +203,8 @@ class _BodyClock:
     def __init__(self, scope: Scope, started: float) -> None:
         self.body_end = started
         length = (_header(scope, b"content-length") or "0").strip()
-        declared = int(length) if length.isdigit() and _header(scope, b"transfer-encoding") is None else None
+        chunked = _header(scope, b"transfer-encoding") is not None
+        declared = int(length) if length.isascii() and length.isdigit() and not chunked else None
         self.droppable = declared is not None and declared <= DRAIN_BODY_BYTES  # no body at all included
         self.received = False
 
@@ -218,17 +227,18 @@ class _BodyClock:
 class _HeldBytes:
     """This request's share of the server's byte budget (``service.runtime.inflight``)."""
 
-    def __init__(self, state: ServiceState) -> None:
+    def __init__(self, state: ServiceState, answer_counted: bool) -> None:
         self.budget = state.inflight
         self.max_body = state.settings.max_body_bytes
         self.size = 0
         self.declared = False
+        self.answer_counted = answer_counted
 
     def take_declared(self, scope: Scope) -> None:
         """Reserve a declared body in full before reading it; a body over the body limit is the
         endpoint's 413, never reserved."""
         length = _header(scope, b"content-length")
-        if length is not None and length.isdigit() and 0 < int(length) <= self.max_body:
+        if length is not None and length.isascii() and length.isdigit() and 0 < int(length) <= self.max_body:
             self.declared = True
             self._take(int(length))
 
@@ -241,13 +251,16 @@ class _HeldBytes:
 
         return counted
 
-    def force_take(self, size: int) -> None:
-        self.budget.force_take(size)
-        self.size += size
+    def take_answer(self, size: int) -> None:
+        """Count ``size`` bytes of the answer's body, which exist already (so beyond the budget too)."""
+        if self.answer_counted:
+            self.budget.force_take(size)
+            self.size += size
 
-    def release(self, size: int) -> None:
-        self.budget.release(size)
-        self.size -= size
+    def release_answer(self, size: int) -> None:
+        if self.answer_counted:
+            self.budget.release(size)
+            self.size -= size
 
     def release_all(self) -> None:
         self.budget.release(self.size)
@@ -287,7 +300,7 @@ class _Reply:
             await self._bounded({**message, "headers": headers})
         elif message["type"] == "http.response.body":
             body = message.get("body", b"")
-            self.held.force_take(len(body))
+            self.held.take_answer(len(body))
             more = message.get("more_body", False)
             for start in range(0, len(body), SEND_CHUNK_BYTES):
                 if client_gone(self.scope):  # left mid-answer: the rest would go nowhere (a 499, see _record)
@@ -300,7 +313,7 @@ class _Reply:
                 await self._bounded(message)
             self.complete = not more
             if more:  # a streamed answer's piece has gone to the socket: it no longer holds memory here
-                self.held.release(len(body))
+                self.held.release_answer(len(body))
         else:
             await self._send(message)
 
@@ -325,6 +338,6 @@ def _header(scope: Scope, name: bytes) -> str | None:
 def _request_id(scope: Scope) -> str:
     """The client's ``X-Request-Id`` when it is a sane token, else a fresh one."""
     given = _header(scope, b"x-request-id")
-    if given and _REQUEST_ID.match(given):
+    if given and _REQUEST_ID.fullmatch(given):  # match's "$" would pass a final newline into the header and log
         return given
     return uuid.uuid4().hex

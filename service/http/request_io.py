@@ -86,7 +86,7 @@ def _check_content_encoding(value: str | None) -> None:
 
 async def _read_limited(request: Request, limit: int, json: bool, hint: str) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLargeError(_body_limit_message(int(declared), limit, json=json) + hint)
     chunks: list[bytes] = []
     size = 0
