@@ -125,15 +125,20 @@ def test_every_status_an_alert_selects_exists_from_the_start() -> None:
         assert f'endpoint="/decode/mel",status="{status}"}} 0.0' in text, status
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_alerts_fire_on_their_situation_only(case: str, tmp_path: Path) -> None:
-    promtool = require_binary("promtool")
-    # Without their annotations, which quote $value: an alert is matched by its labels alone.
+def _write_rules_without_annotations(path: Path) -> None:
+    """The alert rules at ``path`` without their annotations, which quote $value: an alert is matched by its labels
+    alone."""
     groups = yaml.safe_load(ALERTS.read_text())["groups"]
     for group in groups:
         for rule in group["rules"]:
             rule.pop("annotations", None)
-    (tmp_path / ALERTS.name).write_text(yaml.safe_dump({"groups": groups}))
+    path.write_text(yaml.safe_dump({"groups": groups}))
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_alerts_fire_on_their_situation_only(case: str, tmp_path: Path) -> None:
+    promtool = require_binary("promtool")
+    _write_rules_without_annotations(tmp_path / ALERTS.name)
     spec = _test_file(tmp_path / ALERTS.name)
     spec["tests"] = [t for t in spec["tests"] if t["name"] == case]
     (tmp_path / "alerts_test.yml").write_text(yaml.safe_dump(spec, sort_keys=False))
@@ -178,11 +183,7 @@ NAMESPACED = {
 @pytest.mark.parametrize("case", list(NAMESPACED))
 def test_alerts_keep_each_namespace_apart(case: str, tmp_path: Path) -> None:
     promtool = require_binary("promtool")
-    groups = yaml.safe_load(ALERTS.read_text())["groups"]
-    for group in groups:
-        for rule in group["rules"]:
-            rule.pop("annotations", None)
-    (tmp_path / ALERTS.name).write_text(yaml.safe_dump({"groups": groups}))
+    _write_rules_without_annotations(tmp_path / ALERTS.name)
     overrides, firing = NAMESPACED[case]
     staging = overrides.get("staging", (50, 0, 1))
     series = _namespaced_replica(PRODUCTION, 500, 0, 1) + _namespaced_replica(STAGING, *staging)
