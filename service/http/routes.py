@@ -181,7 +181,7 @@ async def resynthesize(request: Request, model: ModelQuery = None, bandwidth_id:
     form = media_type(content_type) == FORM_DATA
     if not form:
         _check_audio_type(content_type)
-    slot = vocoder.model(model, "mel" if model is None else None)
+    slot = vocoder.model(model, "mel" if model is None else None, hint=RESYNTHESIS_MODEL_HINT)
     deadline = Deadline(request, state.settings)
     fmt = _format(request, format, stream, sample_rate or slot.served.sample_rate)
     # A WAV of the longest audio taken (MAX_AUDIO_SECONDS) at 44.1 kHz stereo passes MAX_BODY_BYTES; FLAC fits.
@@ -201,6 +201,8 @@ async def resynthesize(request: Request, model: ModelQuery = None, bandwidth_id:
     return audio_response(await unless_disconnected(request, work), fmt)
 
 
+# /resynthesize defaults to the first mel model, but takes any: on a server of EnCodec models alone, say so.
+RESYNTHESIS_MODEL_HINT = ", or name a served model with ?model= (an EnCodec one with bandwidth or bandwidth_id)"
 AUDIO_TOO_LARGE_HINT = "; compressed audio (FLAC, OGG/Opus, MP3) carries the same audio in far fewer bytes"
 
 

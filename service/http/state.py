@@ -48,8 +48,9 @@ class ServiceState:
     def models(self) -> dict[str, ServedModel]:
         return {name: slot.served for name, slot in self.slots.items()}
 
-    def model(self, name: str | None, kind: str | None = None) -> ModelSlot:
-        """The slot of served model ``name`` (None: the first of ``kind``), for a new request.
+    def model(self, name: str | None, kind: str | None = None, hint: str = "") -> ModelSlot:
+        """The slot of served model ``name`` (None: the first of ``kind``; ``hint`` ends the message when there is
+        none), for a new request.
 
         Raises ServerDrainingError once a drain began; ModelNotLoadedError (404) for a name not served,
         listing those that are; InvalidInputError when the model is not of the endpoint's ``kind``.
@@ -61,7 +62,7 @@ class ServiceState:
             if name is None:
                 raise ModelNotLoadedError(
                     f"this server serves no {kind} model (served: {self._served_names()}); add one with VOCOS_MODELS "
-                    f"or VOCOS_{str(kind).upper()}_MODEL"
+                    f"or VOCOS_{str(kind).upper()}_MODEL{hint}"
                 )
         served = self.served(name)
         if kind is not None and served.kind != kind:

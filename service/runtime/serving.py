@@ -91,7 +91,7 @@ class ServedModels(Protocol):
     @property
     def inflight(self) -> InflightBytes: ...
 
-    def model(self, name: str | None, kind: str | None = None) -> ModelSlot: ...
+    def model(self, name: str | None, kind: str | None = None, hint: str = "") -> ModelSlot: ...
 
 
 class Vocoder:
@@ -101,9 +101,9 @@ class Vocoder:
     def __init__(self, state: ServedModels) -> None:
         self.state = state
 
-    def model(self, name: str | None, kind: str | None) -> ModelSlot:
+    def model(self, name: str | None, kind: str | None, hint: str = "") -> ModelSlot:
         """The served model for a request (:meth:`ServedModels.model`): check it before reading a body."""
-        return self.state.model(name, kind)
+        return self.state.model(name, kind, hint)
 
     async def decode_mel(self, slot: ModelSlot, mel: np.ndarray, *, deadline: float, request_id: str = "",
                          sample_rate: int | None = None, request_bytes: int = 0,

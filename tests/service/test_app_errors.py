@@ -231,6 +231,13 @@ async def test_disabled_model_and_unknown_paths(make_app: AppFactory, models: di
         assert_error(await h.client.post("/decode/encodec", json={"codes": [[1, 2], [3, 4]]}), 404,
                      "this server serves no encodec model (served: mel (mel)); add one with VOCOS_MODELS",
                      "model_not_loaded")
+    async with make_app(models_override={"encodec": models["encodec"]}, mel_model="none") as h:
+        # /resynthesize takes any model; its default is the first mel one, which this server lacks
+        assert_error(await h.client.post("/resynthesize", content=audio_file(tone(0.2, 24000), 24000),
+                                         headers={"content-type": "audio/wav"}), 404,
+                     "serves no mel model (served: encodec (encodec)); add one with VOCOS_MODELS or "
+                     "VOCOS_MEL_MODEL, or name a served model with ?model= (an EnCodec one with bandwidth",
+                     "model_not_loaded")
         # Starlette's own messages were "Not Found" and "Method Not Allowed": they said neither what was asked
         # for nor what to ask for instead.
         assert_error(await h.client.get("/decode/nothing"), 404,
