@@ -294,7 +294,9 @@ class _Reply:
             self.status = int(message["status"])
             self.started = True
             self.deadline = time.monotonic() + self.timeout_s
-            headers = [*message.get("headers", []), (b"x-request-id", self.request_id.encode())]
+            # nosniff: an error body quotes what the client sent, and is JSON, never a page to render as HTML.
+            headers = [*message.get("headers", []), (b"x-request-id", self.request_id.encode()),
+                       (b"x-content-type-options", b"nosniff")]
             if not self.body.keeps_connection and not any(k.lower() == b"connection" for k, _ in headers):
                 headers.append((b"connection", b"close"))
             await self._bounded({**message, "headers": headers})

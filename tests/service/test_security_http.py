@@ -146,3 +146,14 @@ def test_a_preflight_skips_the_key_only_when_cors_middleware_answers_it_itself(n
     headers = Headers(scope=scope)
     assert ("origin" in headers and "access-control-request-method" in headers) is answered
     assert is_preflight(scope) is answered
+
+
+@pytest.mark.asyncio
+async def test_every_answer_forbids_content_sniffing(make_app: AppFactory) -> None:
+    """An error body quotes what the client sent: no browser may take it, or any answer, for another type."""
+    async with make_app() as h:
+        answers = [await h.client.get("/healthz"), await h.client.get("/nowhere<script>"),
+                   await h.client.post("/decode/mel", content=b"<html>", headers={"content-type": "text/html"}),
+                   await h.client.post("/decode/mel", content=npy_bytes(np.zeros((100, 9), np.float32)),
+                                       headers={"content-type": "application/x-npy"})]
+    assert [a.headers.get("x-content-type-options") for a in answers] == ["nosniff"] * 4, answers
