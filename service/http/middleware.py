@@ -23,6 +23,7 @@ from service.http.access import CLIENT_CLOSED, log_request
 from service.http.cors import cors_options, is_preflight, refused_origin, with_cors
 from service.http.errors import error_response, logged_error_response
 from service.http.pages import PAGE_PATHS
+from service.http.request_io import declared_length
 from service.http.server import BUSY_MESSAGE, PROBE_PATHS, abort_connection, beyond_connection_cap, client_gone
 from service.http.streamed import AnswerBrokeOffError
 from service.runtime.metrics import ENDPOINTS, STREAM_ENDPOINTS
@@ -202,9 +203,8 @@ class _BodyClock:
 
     def __init__(self, scope: Scope, started: float) -> None:
         self.body_end = started
-        length = (_header(scope, b"content-length") or "0").strip()
-        chunked = _header(scope, b"transfer-encoding") is not None
-        declared = int(length) if length.isascii() and length.isdigit() and not chunked else None
+        length = declared_length((_header(scope, b"content-length") or "0").strip())
+        declared = length if _header(scope, b"transfer-encoding") is None else None
         self.droppable = declared is not None and declared <= DRAIN_BODY_BYTES  # no body at all included
         self.received = False
 
@@ -237,10 +237,10 @@ class _HeldBytes:
     def take_declared(self, scope: Scope) -> None:
         """Reserve a declared body in full before reading it; a body over the body limit is the
         endpoint's 413, never reserved."""
-        length = _header(scope, b"content-length")
-        if length is not None and length.isascii() and length.isdigit() and 0 < int(length) <= self.max_body:
+        length = declared_length(_header(scope, b"content-length"))
+        if length is not None and 0 < length <= self.max_body:
             self.declared = True
-            self._take(int(length))
+            self._take(length)
 
     def counting(self, receive: Receive) -> Receive:
         async def counted() -> Message:

@@ -84,10 +84,16 @@ def _check_content_encoding(value: str | None) -> None:
         )
 
 
+def declared_length(value: str | None) -> int | None:
+    """A ``Content-Length`` value as a number; None when absent or not ASCII digits ("²" is a digit to
+    ``str.isdigit`` and no number to ``int``)."""
+    return int(value) if value is not None and value.isascii() and value.isdigit() else None
+
+
 async def _read_limited(request: Request, limit: int, json: bool, hint: str) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLargeError(_body_limit_message(int(declared), limit, json=json) + hint)
+    declared = declared_length(request.headers.get("content-length"))
+    if declared is not None and declared > limit:
+        raise PayloadTooLargeError(_body_limit_message(declared, limit, json=json) + hint)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
