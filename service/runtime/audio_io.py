@@ -351,12 +351,14 @@ def _read_block(audio_file: sf.SoundFile, block: np.ndarray, frames: int) -> int
     fails only after all the frames its header declares is whole."""
     count = int(sf._snd.sf_readf_float(audio_file._file, sf._ffi.from_buffer("float[]", block), block.shape[0]))
     error = sf._snd.sf_error(audio_file._file)
+    if not error:
+        return count
     decoded, declared = frames + count, _declared_frames(audio_file)
-    if error and 0 < declared <= decoded:
+    if 0 < declared <= decoded:
         # Every frame the header declares came: the decoder failed on bytes after them, as libFLAC does ("lost
         # sync") on an ID3v1 tag that taggers append to a FLAC, or on padding. Such whole files were refused.
         return count
-    if error and decoded > 0:
+    if decoded > 0:
         rate = int(audio_file.samplerate)
         of = f" of the {declared / rate:.3f} s its header declares" if declared > decoded else ""
         raise MalformedPayloadError(
